@@ -1,0 +1,1 @@
+//! Placement of keys on nodes for Chorus.

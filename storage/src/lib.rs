@@ -1,0 +1,1 @@
+//! Versioned values and their storage for Chorus.
