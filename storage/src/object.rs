@@ -1,0 +1,303 @@
+//! The state of one key: its sibling set and causal context.
+//!
+//! An [`Object`] holds every version of a key that no write has superseded
+//! yet (the **siblings**, each named by its [`Dot`]) and the key's **causal
+//! context**: a version vector covering every write this replica has seen for
+//! the key, kept or superseded. This is a dotted version vector set: siblings
+//! carry single dots, one vector covers them all, so a writer with a stale or
+//! empty context adds exactly one sibling and never multiplies them.
+//!
+//! The rules, from design.md §3:
+//!
+//! * A write brings the context its client read. It removes the siblings that
+//!   context covers and adds exactly one new sibling ([`Object::write`]).
+//! * A version is discarded only when a causal context covers its dot. Merging
+//!   two replicas' states ([`Object::merge`]) keeps a sibling unless the other
+//!   side has seen its dot and no longer holds it. Merge is a join:
+//!   commutative, associative and idempotent.
+//! * Deletes are tombstone siblings (`value: None`). An object whose siblings
+//!   are all tombstones reads as not found but still has its context.
+//! * Buckets that ask for last-writer-wins collapse the siblings to the one
+//!   with the greatest HLC timestamp ([`Object::resolve_lww`]).
+//!
+//! Stored and transferred objects are MessagePack behind a format marker byte
+//! ([`Object::encode`]); decoding checks the marker, the bounds and the
+//! invariants, and reports anything else as an error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::version::{Dot, VersionVector};
+
+/// The most siblings a write may leave behind. Writes that would go past it
+/// are refused until a client resolves the siblings; merges never drop
+/// anything to honour it.
+pub const MAX_SIBLINGS: usize = 100;
+
+/// The most siblings a stored or received object may hold. Above
+/// [`MAX_SIBLINGS`] because concurrent writes on separate replicas can join
+/// into more than any one write allowed.
+pub const MAX_DECODED_SIBLINGS: usize = 4 * MAX_SIBLINGS;
+
+/// The most bytes an encoded object may have.
+pub const MAX_ENCODED_LEN: usize = 64 << 20;
+
+/// The format marker of the current encoding.
+const FORMAT_V1: u8 = 1;
+
+/// One version of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sibling {
+    pub dot: Dot,
+    /// When the write was coordinated, by the coordinator's HLC.
+    pub timestamp: Timestamp,
+    /// The value, or `None` for a tombstone.
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Sibling {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// The versions of one key and the causal context that covers them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    /// Every dot seen for this key; covers every sibling's dot.
+    context: VersionVector,
+    /// Sorted by dot, no two with the same dot.
+    siblings: Vec<Sibling>,
+}
+
+/// A write that [`Object::write`] refused. The object is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// The dot is already covered by the key's history: it was minted twice.
+    #[error("dot {0} was already used for this key")]
+    DotReused(Dot),
+    /// The write would leave more siblings than [`MAX_SIBLINGS`].
+    #[error("the key has {siblings} siblings; a write with a context that resolves them is needed (at most {max})")]
+    TooManySiblings { siblings: usize, max: usize },
+}
+
+/// Stored or received bytes that are not a valid object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty object encoding")]
+    Empty,
+    #[error("unknown object format {0}")]
+    UnknownFormat(u8),
+    #[error("encoded object of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed object: {0}")]
+    Malformed(String),
+    #[error("object violates an invariant: {0}")]
+    Invalid(&'static str),
+}
+
+impl Object {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every version of the key not yet superseded, tombstones included, in dot order.
+    pub fn siblings(&self) -> &[Sibling] {
+        &self.siblings
+    }
+
+    /// The versions that hold a value.
+    pub fn live(&self) -> impl Iterator<Item = &Sibling> + '_ {
+        self.siblings.iter().filter(|s| !s.is_tombstone())
+    }
+
+    /// The causal context: what a client must send back to supersede what it read.
+    pub fn context(&self) -> &VersionVector {
+        &self.context
+    }
+
+    /// No version and no history: the key was never written here.
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty() && self.context.is_empty()
+    }
+
+    /// Reads as not found: no version holds a value.
+    pub fn is_deleted(&self) -> bool {
+        self.live().next().is_none()
+    }
+
+    /// The newest HLC timestamp among the siblings, if any.
+    pub fn latest_timestamp(&self) -> Option<Timestamp> {
+        self.siblings.iter().map(|s| s.timestamp).max()
+    }
+
+    /// Applies a client's write: removes the siblings `context` covers and adds
+    /// one version named `dot` (`value: None` deletes). Fails, changing
+    /// nothing, when `dot` was seen before or the siblings would exceed
+    /// [`MAX_SIBLINGS`].
+    pub fn write(
+        &mut self,
+        context: &VersionVector,
+        dot: Dot,
+        timestamp: Timestamp,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), ObjectError> {
+        if self.context.covers(&dot) || context.covers(&dot) {
+            return Err(ObjectError::DotReused(dot));
+        }
+        let kept = self
+            .siblings
+            .iter()
+            .filter(|s| !context.covers(&s.dot))
+            .count();
+        if kept + 1 > MAX_SIBLINGS {
+            return Err(ObjectError::TooManySiblings {
+                siblings: kept,
+                max: MAX_SIBLINGS,
+            });
+        }
+        self.siblings.retain(|s| !context.covers(&s.dot));
+        self.context.merge(context);
+        self.context.add(dot);
+        // Dots minted later sort later for the same actor; keep dot order.
+        let at = self.siblings.partition_point(|s| s.dot < dot);
+        self.siblings.insert(
+            at,
+            Sibling {
+                dot,
+                timestamp,
+                value,
+            },
+        );
+        Ok(())
+    }
+
+    /// Joins another replica's state of the same key into this one. Returns
+    /// whether this object changed.
+    pub fn merge(&mut self, other: &Object) -> bool {
+        if self == other {
+            return false;
+        }
+        let mut merged = Vec::with_capacity(self.siblings.len().max(other.siblings.len()));
+        let (mut a, mut b) = (
+            self.siblings.iter().peekable(),
+            other.siblings.iter().peekable(),
+        );
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.dot == y.dot => {
+                    // One dot is one write, so both sides hold the same version.
+                    // Should they differ anyway, pick one the same way on every
+                    // replica so merge stays a join.
+                    let keep = if (x.timestamp, &x.value) >= (y.timestamp, &y.value) {
+                        x
+                    } else {
+                        y
+                    };
+                    merged.push(Sibling::clone(keep));
+                    a.next();
+                    b.next();
+                }
+                (Some(x), y) if y.is_none_or(|y| x.dot < y.dot) => {
+                    if !other.context.covers(&x.dot) {
+                        merged.push(Sibling::clone(x));
+                    }
+                    a.next();
+                }
+                (_, Some(y)) => {
+                    if !self.context.covers(&y.dot) {
+                        merged.push(Sibling::clone(y));
+                    }
+                    b.next();
+                }
+                (None, None) => break,
+                (Some(_), None) => unreachable!("covered by the second arm"),
+            }
+        }
+        let mut context = self.context.clone();
+        context.merge(&other.context);
+        let changed = merged != self.siblings || context != self.context;
+        self.siblings = merged;
+        self.context = context;
+        changed
+    }
+
+    /// Keeps only the sibling with the greatest timestamp (ties broken by dot),
+    /// for buckets that resolve conflicts by last writer wins. The context is kept.
+    pub fn resolve_lww(&mut self) {
+        if let Some(winner) = self
+            .siblings
+            .iter()
+            .max_by_key(|s| (s.timestamp, s.dot))
+            .cloned()
+        {
+            self.siblings = vec![winner];
+        }
+    }
+
+    /// The stored and wire form: a format marker byte, then MessagePack.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            16 + self
+                .siblings
+                .iter()
+                .map(|s| 32 + s.value.as_ref().map_or(0, Vec::len))
+                .sum::<usize>(),
+        );
+        out.push(FORMAT_V1);
+        rmp_serde::encode::write(&mut out, self).expect("encoding into a Vec cannot fail");
+        out
+    }
+
+    /// Decodes [`encode`](Self::encode)'s output, rejecting anything else with an error.
+    pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
+        let (&format, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if format != FORMAT_V1 {
+            return Err(DecodeError::UnknownFormat(format));
+        }
+        if bytes.len() > MAX_ENCODED_LEN {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: MAX_ENCODED_LEN,
+            });
+        }
+        let mut reader = body;
+        let object: Object = rmp_serde::decode::from_read(&mut reader)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !reader.is_empty() {
+            return Err(DecodeError::Malformed(format!(
+                "{} trailing bytes",
+                reader.len()
+            )));
+        }
+        object.check()?;
+        Ok(object)
+    }
+
+    /// The invariants every object built by this module keeps.
+    fn check(&self) -> Result<(), DecodeError> {
+        if self.siblings.len() > MAX_DECODED_SIBLINGS {
+            return Err(DecodeError::Invalid("too many siblings"));
+        }
+        if !self.context.is_canonical() {
+            return Err(DecodeError::Invalid("zero counter in the context"));
+        }
+        if self
+            .siblings
+            .iter()
+            .any(|s| s.dot.counter == 0 || !self.context.covers(&s.dot))
+        {
+            return Err(DecodeError::Invalid(
+                "a sibling's dot is outside the context",
+            ));
+        }
+        if self.siblings.windows(2).any(|w| w[0].dot >= w[1].dot) {
+            return Err(DecodeError::Invalid("siblings out of order or repeated"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,385 @@
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::version::ActorId;
+
+fn ts(n: u64) -> Timestamp {
+    Timestamp::new(1_795_000_000_000 + n, 0)
+}
+
+fn dot(actor: u64, counter: u64) -> Dot {
+    Dot::new(ActorId(actor), counter)
+}
+
+fn values(object: &Object) -> Vec<Option<&[u8]>> {
+    object
+        .siblings()
+        .iter()
+        .map(|s| s.value.as_deref())
+        .collect()
+}
+
+#[test]
+fn write_with_context_replaces_what_the_client_saw() {
+    let mut o = Object::new();
+    o.write(&VersionVector::new(), dot(1, 1), ts(1), Some(b"a".to_vec()))
+        .unwrap();
+    let read = o.context().clone();
+    o.write(&read, dot(1, 2), ts(2), Some(b"b".to_vec()))
+        .unwrap();
+    assert_eq!(values(&o), vec![Some(&b"b"[..])]);
+}
+
+#[test]
+fn blind_writes_become_siblings_one_each() {
+    let mut o = Object::new();
+    for i in 1..=3 {
+        o.write(&VersionVector::new(), dot(1, i), ts(i), Some(vec![i as u8]))
+            .unwrap();
+        assert_eq!(
+            o.siblings().len(),
+            i as usize,
+            "one sibling per blind write"
+        );
+    }
+    // A write with the context of the read resolves all three into one.
+    let read = o.context().clone();
+    o.write(&read, dot(2, 10), ts(10), Some(b"resolved".to_vec()))
+        .unwrap();
+    assert_eq!(values(&o), vec![Some(&b"resolved"[..])]);
+}
+
+#[test]
+fn concurrent_writes_on_two_replicas_merge_into_siblings_and_collapse() {
+    let mut a = Object::new();
+    let mut b = Object::new();
+    a.write(
+        &VersionVector::new(),
+        dot(1, 1),
+        ts(1),
+        Some(b"from a".to_vec()),
+    )
+    .unwrap();
+    b.write(
+        &VersionVector::new(),
+        dot(2, 2),
+        ts(2),
+        Some(b"from b".to_vec()),
+    )
+    .unwrap();
+    assert!(a.merge(&b));
+    assert_eq!(values(&a), vec![Some(&b"from a"[..]), Some(&b"from b"[..])]);
+    assert!(!a.merge(&b), "merging the same state again changes nothing");
+    let ctx = a.context().clone();
+    b.write(&ctx, dot(2, 3), ts(3), Some(b"merged".to_vec()))
+        .unwrap();
+    a.merge(&b);
+    assert_eq!(values(&a), vec![Some(&b"merged"[..])]);
+}
+
+#[test]
+fn delete_is_a_tombstone_that_keeps_the_context() {
+    let mut o = Object::new();
+    o.write(&VersionVector::new(), dot(1, 1), ts(1), Some(b"v".to_vec()))
+        .unwrap();
+    let ctx = o.context().clone();
+    o.write(&ctx, dot(1, 2), ts(2), None).unwrap();
+    assert!(o.is_deleted());
+    assert!(!o.is_empty());
+    assert_eq!(o.siblings().len(), 1);
+    assert!(o.context().covers(&dot(1, 2)));
+    // A stale replica that still holds the value does not resurrect it.
+    let mut stale = Object::new();
+    stale
+        .write(&VersionVector::new(), dot(1, 1), ts(1), Some(b"v".to_vec()))
+        .unwrap();
+    stale.merge(&o);
+    assert!(stale.is_deleted());
+}
+
+#[test]
+fn refused_writes_change_nothing() {
+    let mut o = Object::new();
+    o.write(&VersionVector::new(), dot(1, 5), ts(5), Some(b"v".to_vec()))
+        .unwrap();
+    let before = o.clone();
+    assert_eq!(
+        o.write(&VersionVector::new(), dot(1, 5), ts(6), None),
+        Err(ObjectError::DotReused(dot(1, 5)))
+    );
+    assert_eq!(
+        o.write(&VersionVector::new(), dot(1, 3), ts(6), None),
+        Err(ObjectError::DotReused(dot(1, 3)))
+    );
+    assert_eq!(o, before);
+    for i in 0..(MAX_SIBLINGS as u64 - 1) {
+        o.write(&VersionVector::new(), dot(2, i + 1), ts(i), Some(vec![]))
+            .unwrap();
+    }
+    let full = o.clone();
+    assert_eq!(
+        o.write(&VersionVector::new(), dot(3, 1), ts(0), Some(vec![])),
+        Err(ObjectError::TooManySiblings {
+            siblings: MAX_SIBLINGS,
+            max: MAX_SIBLINGS
+        })
+    );
+    assert_eq!(o, full);
+    // Resolving with the read context is always possible.
+    let ctx = o.context().clone();
+    o.write(&ctx, dot(3, 1), ts(0), Some(b"one".to_vec()))
+        .unwrap();
+    assert_eq!(o.siblings().len(), 1);
+}
+
+#[test]
+fn lww_keeps_the_newest_timestamp() {
+    let mut o = Object::new();
+    o.write(
+        &VersionVector::new(),
+        dot(1, 1),
+        ts(30),
+        Some(b"newest".to_vec()),
+    )
+    .unwrap();
+    o.write(
+        &VersionVector::new(),
+        dot(2, 1),
+        ts(20),
+        Some(b"older".to_vec()),
+    )
+    .unwrap();
+    o.resolve_lww();
+    assert_eq!(values(&o), vec![Some(&b"newest"[..])]);
+    assert!(
+        o.context().covers(&dot(2, 1)),
+        "the loser stays in the history"
+    );
+}
+
+#[test]
+fn encoding_round_trips_and_starts_with_the_format_marker() {
+    let mut o = Object::new();
+    o.write(&VersionVector::new(), dot(1, 1), ts(1), Some(vec![0; 100]))
+        .unwrap();
+    o.write(&VersionVector::new(), dot(2, 1), ts(2), None)
+        .unwrap();
+    let bytes = o.encode();
+    assert_eq!(bytes[0], FORMAT_V1);
+    assert_eq!(Object::decode(&bytes).unwrap(), o);
+}
+
+#[test]
+fn damaged_encodings_are_errors() {
+    let mut o = Object::new();
+    o.write(
+        &VersionVector::new(),
+        dot(1, 1),
+        ts(1),
+        Some(b"value".to_vec()),
+    )
+    .unwrap();
+    let bytes = o.encode();
+    assert_eq!(Object::decode(&[]), Err(DecodeError::Empty));
+    assert_eq!(
+        Object::decode(&[7, 1, 2]),
+        Err(DecodeError::UnknownFormat(7))
+    );
+    for cut in 1..bytes.len() {
+        assert!(
+            Object::decode(&bytes[..cut]).is_err(),
+            "truncated at {cut} decoded"
+        );
+    }
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        Object::decode(&trailing),
+        Err(DecodeError::Malformed(_))
+    ));
+    // A sibling whose dot the context does not cover breaks the invariant.
+    let forged = Object {
+        context: VersionVector::new(),
+        siblings: o.siblings.clone(),
+    };
+    let mut forged_bytes = vec![FORMAT_V1];
+    rmp_serde::encode::write(&mut forged_bytes, &forged).unwrap();
+    assert!(matches!(
+        Object::decode(&forged_bytes),
+        Err(DecodeError::Invalid(_))
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Object::decode(&bytes);
+        let mut marked = vec![FORMAT_V1];
+        marked.extend(&bytes);
+        let _ = Object::decode(&marked);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A reference model.
+//
+// The model keeps, per replica, the *exact* set of dots it has seen and the set
+// of dots it holds as siblings. Its rules are the specification written with
+// sets: a write removes the dots in the client's context and adds its own; a
+// merge keeps a dot unless the other side saw it and dropped it. The object
+// must hold exactly the model's siblings after every step, however the steps
+// interleave.
+
+const REPLICAS: usize = 4;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A client reads from one replica, or from two merged (a quorum read),
+    /// then writes at `at` with what it read (or with no context: blind).
+    Write {
+        at: usize,
+        read_from: Vec<usize>,
+        blind: bool,
+        delete: bool,
+    },
+    /// Anti-entropy, read repair or handoff: `to` merges `from`'s state.
+    Merge { from: usize, to: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let replica = 0..REPLICAS;
+    prop_oneof![
+        3 => (replica.clone(), proptest::collection::vec(replica.clone(), 1..3), any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(at, read_from, blind, delete)| Step::Write { at, read_from, blind, delete }),
+        2 => (replica.clone(), replica).prop_map(|(from, to)| Step::Merge { from, to }),
+    ]
+}
+
+#[derive(Debug, Clone, Default)]
+struct ModelReplica {
+    seen: BTreeSet<Dot>,
+    live: BTreeSet<Dot>,
+}
+
+/// Runs the steps on real objects and on the model side by side, checking
+/// they agree after every step. Returns the replicas' objects.
+fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
+    let mut objects = vec![Object::new(); REPLICAS];
+    let mut model = vec![ModelReplica::default(); REPLICAS];
+    let mut written: BTreeSet<Dot> = BTreeSet::new();
+    let mut superseded: BTreeSet<Dot> = BTreeSet::new();
+    let mut counter = 0u64; // like the HLC: increases forever
+    for step in steps {
+        match step {
+            Step::Write {
+                at,
+                read_from,
+                blind,
+                delete,
+            } => {
+                let mut read = Object::new();
+                let mut model_read = BTreeSet::new();
+                if !blind {
+                    for &r in read_from {
+                        read.merge(&objects[r]);
+                        model_read.extend(model[r].seen.iter().copied());
+                    }
+                }
+                counter += 1;
+                let d = Dot::new(ActorId(*at as u64), counter);
+                let before = objects[*at].siblings().len();
+                let covered = objects[*at]
+                    .siblings()
+                    .iter()
+                    .filter(|s| read.context().covers(&s.dot))
+                    .count();
+                let value = if *delete {
+                    None
+                } else {
+                    Some(counter.to_be_bytes().to_vec())
+                };
+                objects[*at]
+                    .write(read.context(), d, Timestamp::new(counter, 0), value)
+                    .unwrap();
+                prop_assert_eq!(
+                    objects[*at].siblings().len(),
+                    before - covered + 1,
+                    "a write adds exactly one sibling"
+                );
+                let m = &mut model[*at];
+                m.live.retain(|x| !model_read.contains(x));
+                m.live.insert(d);
+                m.seen.extend(model_read.iter().copied());
+                m.seen.insert(d);
+                superseded.extend(model_read);
+                written.insert(d);
+            }
+            Step::Merge { from, to } => {
+                let src = objects[*from].clone();
+                objects[*to].merge(&src);
+                let (a, b) = (model[*to].clone(), model[*from].clone());
+                let live = a
+                    .live
+                    .iter()
+                    .filter(|x| b.live.contains(x) || !b.seen.contains(x))
+                    .chain(b.live.iter().filter(|x| !a.seen.contains(x)))
+                    .copied()
+                    .collect();
+                model[*to] = ModelReplica {
+                    seen: a.seen.union(&b.seen).copied().collect(),
+                    live,
+                };
+            }
+        }
+        for (object, m) in objects.iter().zip(&model) {
+            let dots: BTreeSet<Dot> = object.siblings().iter().map(|s| s.dot).collect();
+            prop_assert_eq!(&dots, &m.live);
+        }
+    }
+    // Nothing written is lost unless a later write's context covered it.
+    let mut all = Object::new();
+    for object in &objects {
+        all.merge(object);
+    }
+    let survivors: BTreeSet<Dot> = all.siblings().iter().map(|s| s.dot).collect();
+    let expected: BTreeSet<Dot> = written.difference(&superseded).copied().collect();
+    prop_assert_eq!(survivors, expected);
+    Ok(objects)
+}
+
+fn join(a: &Object, b: &Object) -> Object {
+    let mut x = a.clone();
+    x.merge(b);
+    x
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn agrees_with_the_reference_model(steps in proptest::collection::vec(step(), 1..40)) {
+        run(&steps)?;
+    }
+
+    #[test]
+    fn merge_is_a_join(steps in proptest::collection::vec(step(), 1..40)) {
+        let objects = run(&steps)?;
+        let (a, b, c) = (&objects[0], &objects[1], &objects[2]);
+        prop_assert_eq!(join(a, b), join(b, a), "commutative");
+        prop_assert_eq!(join(&join(a, b), c), join(a, &join(b, c)), "associative");
+        prop_assert_eq!(join(a, a), a.clone(), "idempotent");
+        let mut unchanged = a.clone();
+        prop_assert!(!unchanged.merge(a));
+    }
+
+    #[test]
+    fn encoding_round_trips(steps in proptest::collection::vec(step(), 1..20)) {
+        for object in run(&steps)? {
+            prop_assert_eq!(Object::decode(&object.encode()).unwrap(), object);
+        }
+    }
+}
