@@ -3,7 +3,6 @@
 #
 #   libclang   bindgen generates RocksDB's Rust bindings with it
 #   g++        RocksDB itself is C++, built from source by librocksdb-sys
-#   nftables   the fault-injection tests cut links between nodes with it
 #
 # Run as root (or with passwordless sudo) to install them; otherwise this
 # prints what to install and exits non-zero.
@@ -18,7 +17,6 @@ have_libclang() {
 }
 have_libclang || missing+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
-command -v nft >/dev/null 2>&1 || missing+=(nftables)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
