@@ -44,7 +44,7 @@
 //!   more for each change) and a 64-bit [hash](Ring::hash) of its canonical
 //!   byte encoding ([`Ring::canonical_bytes`]), so nodes can see cheaply
 //!   whether they hold the same ring. A ring decoded with serde is checked
-//!   against every invariant above before it is accepted.
+//!   (member rules, distinct primaries, zone rule) before it is accepted.
 //! * **Cheap lookups.** [`Ring::preference_list_for_key`] hashes the key,
 //!   shifts, and returns a slice of a table built with the ring: no
 //!   allocation, well under a microsecond (the `lookup` benchmark).

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 /// The identity of a node: a UUID generated once and kept in its data directory.
 pub type NodeId = uuid::Uuid;
 
-/// The most members a ring holds.
-pub const MAX_MEMBERS: usize = u16::MAX as usize;
+/// The most members a ring holds (member numbers are 16-bit, one value reserved).
+pub const MAX_MEMBERS: usize = u16::MAX as usize - 1;
 /// The longest zone name, in bytes.
 pub const MAX_ZONE_LEN: usize = 255;
 

@@ -607,6 +607,17 @@ mod tests {
     }
 
     #[test]
+    fn member_count_is_bounded() {
+        let many: Vec<Member> = (0..=MAX_MEMBERS as u128)
+            .map(|i| Member::new(node(i), "", 1))
+            .collect();
+        assert_eq!(
+            Ring::initial(&many, 8, 3).unwrap_err(),
+            RingError::TooManyMembers(MAX_MEMBERS + 1)
+        );
+    }
+
+    #[test]
     fn next_rejects_bad_changes_and_leaves_the_ring_alone() {
         let ring = Ring::initial(&members(4), 64, 3).unwrap();
         let before = ring.clone();
