@@ -1,0 +1,111 @@
+//! The in-memory engine's crash model: a simulated crash loses exactly the
+//! writes made since the last sync.
+
+mod common;
+
+use chorus_ring::PartitionId;
+use chorus_storage::store::{Durability, KeyRef, MemoryStore, Store, StoreConfig};
+use common::object;
+use uuid::Uuid;
+
+fn key(k: &[u8]) -> KeyRef<'_> {
+    KeyRef::new(PartitionId(1), b"b", k)
+}
+
+fn put(store: &MemoryStore, k: &[u8], durability: Durability) {
+    assert!(store.merge(key(k), &object(1, 1, k), durability).unwrap());
+}
+
+fn present(store: &MemoryStore, k: &[u8]) -> bool {
+    store.get(key(k)).unwrap().is_some()
+}
+
+#[test]
+fn crash_loses_unsynced_writes_and_keeps_synced_ones() {
+    let store = MemoryStore::new(StoreConfig::default());
+    put(&store, b"before", Durability::Buffered);
+    put(&store, b"synced", Durability::Sync);
+    put(&store, b"after", Durability::Buffered);
+    assert_eq!(store.unsynced_writes(), 1);
+    assert!(present(&store, b"after"), "readable before the crash");
+
+    let store = store.crash();
+    assert!(
+        present(&store, b"before"),
+        "a sync makes every earlier write durable"
+    );
+    assert!(present(&store, b"synced"));
+    assert!(!present(&store, b"after"), "an unsynced write is lost");
+    assert_eq!(store.unsynced_writes(), 0);
+}
+
+#[test]
+fn an_explicit_sync_makes_earlier_writes_durable() {
+    let store = MemoryStore::default();
+    put(&store, b"a", Durability::Buffered);
+    store.sync().unwrap();
+    put(&store, b"b", Durability::Buffered);
+    let store = store.crash();
+    assert!(present(&store, b"a"));
+    assert!(!present(&store, b"b"));
+}
+
+#[test]
+fn metadata_writes_are_synced_and_flush_earlier_writes() {
+    let store = MemoryStore::default();
+    put(&store, b"data", Durability::Buffered);
+    assert_eq!(store.bump_generation().unwrap(), 1);
+    let store = store.crash();
+    assert_eq!(store.generation().unwrap(), 1);
+    assert!(
+        present(&store, b"data"),
+        "the metadata sync flushed the log before it"
+    );
+    assert_eq!(store.bump_generation().unwrap(), 2);
+}
+
+#[test]
+fn a_crash_rebuilds_hint_counts_from_what_was_durable() {
+    let store = MemoryStore::default();
+    let target = Uuid::from_u128(9);
+    let kept = store
+        .add_hint(target, key(b"k"), &object(1, 1, b"v"), Durability::Sync)
+        .unwrap();
+    store
+        .add_hint(target, key(b"k"), &object(1, 2, b"v"), Durability::Buffered)
+        .unwrap();
+    assert_eq!(store.hint_count(target).unwrap(), 2);
+    let store = store.crash();
+    assert_eq!(store.hint_count(target).unwrap(), 1);
+    assert_eq!(
+        store
+            .hints(target, None, 10)
+            .unwrap()
+            .iter()
+            .map(|h| h.seq)
+            .collect::<Vec<_>>(),
+        vec![kept]
+    );
+    let next = store
+        .add_hint(target, key(b"k"), &object(1, 3, b"v"), Durability::Sync)
+        .unwrap();
+    assert!(next > kept);
+    assert_eq!(store.hint_count(target).unwrap(), 2);
+}
+
+#[test]
+fn a_restart_keeps_unsynced_writes() {
+    let store = MemoryStore::default();
+    put(&store, b"buffered", Durability::Buffered);
+    let store = store.restart();
+    assert!(present(&store, b"buffered"));
+}
+
+#[test]
+fn dropping_a_partition_is_durable() {
+    let store = MemoryStore::default();
+    put(&store, b"k", Durability::Sync);
+    store.drop_partition(PartitionId(1)).unwrap();
+    let store = store.crash();
+    assert!(!present(&store, b"k"));
+}
