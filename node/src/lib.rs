@@ -1,17 +1,37 @@
 //! The Chorus node: the replica and coordinator logic of a leaderless
-//! key-value store, and (in time) the runtime that drives it.
+//! key-value store, the runtime that drives it, its QUIC transport and HTTP
+//! API, and the `chorus` binary.
 //!
-//! # Layout
+//! # Layout, from pure to impure
 //!
-//! * [`core`] — the deterministic request-coordination core: per-request
-//!   options, the get and put coordinators as pure accumulators, the
-//!   replica's side of a write, and the placement of a write's copies under
-//!   sloppy quorum. No I/O, no clocks, no timers, no randomness.
+//! * [`core`] — per-request options, placement under sloppy quorum, and the
+//!   get and put coordinators as pure accumulators; the replica's side of a
+//!   write. No I/O, no clocks, no randomness.
+//! * [`engine`] — one node's whole cluster logic as a deterministic state
+//!   machine: gossip, the ring and its claimant, request coordination,
+//!   replica answers, hinted handoff and read repair. Time comes in as an
+//!   argument, randomness from a seeded generator, frames and replies go out
+//!   as effects; its only I/O is its [`Store`](chorus_storage::store::Store).
+//! * [`wire`] — the internode messages.
+//! * [`transport`] — QUIC with mutual TLS against a cluster CA.
+//! * [`api`] and [`http`] — what the client API asks of a node, and the HTTP
+//!   server over it.
+//! * [`runtime`] — threads, sockets, timers and the RocksDB handle: drives
+//!   an engine with the real clock and network.
+//! * [`config`] — the node's TOML configuration.
 //!
 //! # What this crate deliberately does not do (yet)
 //!
-//! The runtime that owns sockets, timers and the storage handle, the QUIC
-//! transport, the HTTP API and configuration live in later modules. The
-//! `chorus` binary does not use this library yet.
+//! Partitions do not move when the ring changes (so the ring does not change
+//! once the cluster holds data), replicas do not run anti-entropy, and
+//! tombstones are not collected. Clients speak HTTP only; the QUIC client
+//! protocol and the shell live in later modules.
 
+pub mod api;
+pub mod config;
 pub mod core;
+pub mod engine;
+pub mod http;
+pub mod runtime;
+pub mod transport;
+pub mod wire;

@@ -1,13 +1,364 @@
 //! The `chorus` binary.
 
-use clap::Parser;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use chorus_node::api::Service;
+use chorus_node::config::{NodeFile, TlsPaths};
+use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::transport::tls::{ClusterCa, NodeIdentity};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Chorus: a leaderless, eventually consistent key-value store.
 #[derive(Debug, Parser)]
 #[command(name = "chorus", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    /// Log format on standard error (the level comes from RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+// Parsed once at start; the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a local cluster in this process, for development.
+    Dev(DevArgs),
+    /// Run one node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Create TLS material for a cluster.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Where the nodes keep their data (one directory per node).
+    #[arg(long, default_value = "chorus-data")]
+    data_dir: PathBuf,
+    /// HTTP port of the first node; the others follow.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// QUIC port of the first node; the others follow.
+    #[arg(long, default_value_t = 7070)]
+    quic_port: u16,
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Start a node from a configuration file and/or flags.
+    Start(NodeStartArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeStartArgs {
+    /// A TOML configuration file; flags override its values.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the QUIC endpoint (internode traffic).
+    #[arg(long)]
+    quic_listen: Option<SocketAddr>,
+    /// Address of the HTTP API.
+    #[arg(long)]
+    http_listen: Option<SocketAddr>,
+    /// QUIC addresses of seed nodes (repeat, or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    seed: Vec<SocketAddr>,
+    #[arg(long)]
+    zone: Option<String>,
+    /// Replicas of every key (N).
+    #[arg(long)]
+    replicas: Option<usize>,
+    /// Partitions of the ring (P), a power of two.
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Members that must be up before the first ring is built.
+    #[arg(long)]
+    initial_members: Option<usize>,
+    /// The cluster CA certificate (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the cluster CA.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Create a new cluster CA (ca.pem, ca.key) in a directory.
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "chorus")]
+        cluster: String,
+    },
+    /// Issue a node certificate (ca.pem, node.pem, node.key) from a cluster CA.
+    Node {
+        /// The directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Where to write the node's files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
+        Command::Node {
+            command: NodeCommand::Start(args),
+        } => tokio_runtime()?.block_on(node_start(args)),
+        Command::Cert { command } => cert(command),
+    }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn cert(command: CertCommand) -> anyhow::Result<()> {
+    match command {
+        CertCommand::Ca { dir, cluster } => {
+            let ca = ClusterCa::generate(&cluster)?;
+            write_ca(&dir, &ca)?;
+            println!(
+                "wrote {} and {}",
+                dir.join("ca.pem").display(),
+                dir.join("ca.key").display()
+            );
+        }
+        CertCommand::Node { ca_dir, name, out } => {
+            let ca = read_ca(&ca_dir)?;
+            let identity = ca.issue(&name)?;
+            identity.write_to_dir(&out)?;
+            println!("wrote the certificate of {name} to {}", out.display());
+        }
+    }
     Ok(())
+}
+
+fn write_ca(dir: &Path, ca: &ClusterCa) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert, key) = ca.to_pem();
+    std::fs::write(dir.join("ca.pem"), cert)?;
+    write_private(&dir.join("ca.key"), key.as_bytes())?;
+    Ok(())
+}
+
+fn read_ca(dir: &Path) -> anyhow::Result<ClusterCa> {
+    let cert = std::fs::read_to_string(dir.join("ca.pem"))
+        .with_context(|| format!("reading {}", dir.join("ca.pem").display()))?;
+    let key = std::fs::read_to_string(dir.join("ca.key"))
+        .with_context(|| format!("reading {}", dir.join("ca.key").display()))?;
+    Ok(ClusterCa::from_pem(&cert, &key)?)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}
+
+async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
+    let mut file = match &args.config {
+        Some(path) => NodeFile::load(path)?,
+        None => NodeFile::default(),
+    };
+    file.name = args.name.or(file.name);
+    file.data_dir = args.data_dir.or(file.data_dir);
+    file.quic_listen = args.quic_listen.or(file.quic_listen);
+    file.http_listen = args.http_listen.or(file.http_listen);
+    if !args.seed.is_empty() {
+        file.seeds = args.seed;
+    }
+    file.zone = args.zone.or(file.zone);
+    file.replicas = args.replicas.or(file.replicas);
+    file.partitions = args.partitions.or(file.partitions);
+    file.initial_members = args.initial_members.or(file.initial_members);
+    if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
+        file.tls = Some(TlsPaths { ca, cert, key });
+    }
+    let engine = file.engine_config()?;
+    let data_dir = file
+        .data_dir
+        .clone()
+        .context("no data directory: give --data-dir or data_dir")?;
+    let Some(tls) = &file.tls else {
+        bail!("no TLS material: give --tls-ca, --tls-cert and --tls-key (create them with `chorus cert`)");
+    };
+    let identity = NodeIdentity::load_from_paths(&tls.ca, &tls.cert, &tls.key)?;
+    let options = NodeOptions {
+        engine,
+        data_dir,
+        quic_listen: file
+            .quic_listen
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7070)),
+        http_listen: file
+            .http_listen
+            .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)),
+        identity,
+    };
+    let node = runtime::start(options).await?;
+    println!(
+        "chorus node {} ({}) http=http://{} quic={}",
+        file.name.as_deref().unwrap_or("chorus"),
+        node.id,
+        node.http_addr,
+        node.quic_addr
+    );
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let tls_dir = args.data_dir.join("tls");
+    let ca = if tls_dir.join("ca.pem").exists() {
+        read_ca(&tls_dir)?
+    } else {
+        let ca = ClusterCa::generate("chorus-dev")?;
+        write_ca(&tls_dir, &ca)?;
+        ca
+    };
+    let port = |first: u16, i: usize| -> anyhow::Result<u16> {
+        u16::try_from(usize::from(first) + i).context("port out of range")
+    };
+    let quic_addrs: Vec<SocketAddr> = (0..args.nodes)
+        .map(|i| Ok(SocketAddr::new(localhost, port(args.quic_port, i)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let replicas = args.nodes.min(3);
+    let mut nodes: Vec<RunningNode> = Vec::new();
+    for i in 0..args.nodes {
+        let name = format!("node{}", i + 1);
+        let mut engine = chorus_node::engine::EngineConfig {
+            name: name.clone(),
+            replicas,
+            initial_members: args.nodes,
+            ..Default::default()
+        };
+        engine.gossip.seeds = quic_addrs
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, addr)| *addr)
+            .collect();
+        let options = NodeOptions {
+            engine,
+            data_dir: args.data_dir.join(&name),
+            quic_listen: quic_addrs[i],
+            http_listen: SocketAddr::new(localhost, port(args.http_port, i)?),
+            identity: ca.issue(&name)?,
+        };
+        let node = runtime::start(options)
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        println!(
+            "{name}  http=http://{}  quic={}  id={}",
+            node.http_addr, node.quic_addr, node.id
+        );
+        nodes.push(node);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !nodes.iter().all(|n| n.handle.is_ready()) {
+        if tokio::time::Instant::now() > deadline {
+            eprintln!("warning: the cluster did not form a ring within 60 s; still waiting");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if nodes.iter().all(|n| n.handle.is_ready()) {
+        println!(
+            "cluster ready: {} nodes, N={replicas}; data in {}",
+            args.nodes,
+            args.data_dir.display()
+        );
+    }
+    println!("press Ctrl-C to stop");
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

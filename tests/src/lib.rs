@@ -1,5 +1,11 @@
 //! Cluster-level tests for Chorus.
 //!
-//! This crate will hold the deterministic cluster simulator, the history
-//! checkers and the end-to-end tests once there is a cluster to test. The
-//! tests of each single crate live beside that crate.
+//! * [`sim`] — the deterministic cluster simulator: real engines over
+//!   in-memory stores and a simulated network, in virtual time.
+//!
+//! The tests themselves live in `tests/tests/`: the seeded simulations
+//! (`simulation.rs`) and end-to-end tests with real nodes over QUIC on
+//! loopback (`cluster.rs`). The tests of each single crate live beside that
+//! crate.
+
+pub mod sim;

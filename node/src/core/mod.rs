@@ -68,7 +68,7 @@ pub use replica::{apply_replicated, context_bound, coordinate_write, ClientWrite
 ///
 /// Reported by the replica itself (storage failures, refusals) or by the
 /// runtime on its behalf (unreachable, overloaded).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ReplicaError {
     /// The request could not be delivered, or the connection failed before
     /// the answer arrived.
@@ -109,7 +109,7 @@ pub enum Recorded {
 }
 
 /// A replica's failure as carried in a coordinator's error: which node, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaFailure {
     pub node: uuid::Uuid,
     pub error: ReplicaError,
@@ -124,7 +124,7 @@ impl fmt::Display for ReplicaFailure {
 /// Where a request stood when it failed: what its quorum needed and what it
 /// got. Carried by the coordinators' errors so the client can be told how
 /// many replicas were needed and how many answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumTally {
     /// Replies (get) or acknowledgements (put) needed: `r` or `w`.
     pub required: usize,

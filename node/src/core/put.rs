@@ -48,7 +48,7 @@ pub struct PutSuccess {
 /// Why a put did not succeed. The counts are as of the call to
 /// [`outcome`](PutCoordinator::outcome), except that a timeout's are those
 /// of the moment it fired.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum PutError {
     /// Too few replicas can still acknowledge for `w` (or `pw`) to be
     /// reached. Replicas that applied the write keep it.

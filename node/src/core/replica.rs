@@ -46,7 +46,7 @@ pub struct ClientWrite {
 }
 
 /// A client's write that was refused. The local object is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum WriteError {
     /// The context holds a counter later than any clock in the cluster reads.
     #[error("causal context counter {counter} ({}) is later than any clock in the cluster can read ({bound}); the context was not issued by this cluster", Timestamp::from_u64(*counter))]

@@ -1,0 +1,188 @@
+//! What the client-facing APIs ask of a node.
+//!
+//! The HTTP layer ([`crate::http`]) turns requests into the plain values
+//! here and hands them to a [`Service`]; the runtime implements `Service` by
+//! passing the request to the node's engine and awaiting its answer. Tests of
+//! the HTTP layer implement `Service` with a fake.
+//!
+//! Every error a client can see is a [`RequestError`] with an HTTP status and
+//! a stable machine-readable [`code`](RequestError::code).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use chorus_storage::context::{CausalContext, ContextError};
+use chorus_storage::object::Object;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
+
+/// The largest value a client may store, in bytes, unless configured otherwise.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
+
+/// A read of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub bucket: Vec<u8>,
+    pub key: Vec<u8>,
+    pub options: RequestOptions,
+}
+
+/// A write (`value: Some`) or delete (`value: None`) of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRequest {
+    pub bucket: Vec<u8>,
+    pub key: Vec<u8>,
+    /// `None` deletes the key (a tombstone version).
+    pub value: Option<Vec<u8>>,
+    /// The causal context from an earlier read; `None` for a blind write.
+    pub context: Option<CausalContext>,
+    pub options: RequestOptions,
+}
+
+/// The answer to a read: the join of the replicas' objects. Its live
+/// siblings are the values, its context is what a client writes back.
+/// An object without live siblings reads as not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadReply {
+    pub object: Object,
+}
+
+/// The answer to a write: the causal context of the object the coordinator
+/// stored, which covers the new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReply {
+    pub context: CausalContext,
+}
+
+/// A request the node refused or could not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A request option was invalid. Nothing was done.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// The causal context token was malformed. Nothing was done.
+    #[error("invalid causal context: {0}")]
+    Context(#[from] ContextError),
+    /// The bucket or key is empty or too long. Nothing was done.
+    #[error("invalid {what}: {reason}")]
+    InvalidKey { what: &'static str, reason: String },
+    /// The value is larger than the node accepts. Nothing was done.
+    #[error("value of {size} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge { size: usize, max: usize },
+    /// The coordinating replica refused the write. Nothing was done.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// A read missed its quorum or timed out.
+    #[error(transparent)]
+    Get(#[from] GetError),
+    /// A write missed its quorum or timed out; see [`PutError`] for what
+    /// may have been applied.
+    #[error(transparent)]
+    Put(#[from] PutError),
+    /// The node cannot serve requests yet (starting, no ring) or any more
+    /// (shutting down). Nothing was done.
+    #[error("node unavailable: {0}")]
+    Unavailable(String),
+    /// The node failed internally (for instance its storage engine).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RequestError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            RequestError::Options(_)
+            | RequestError::Context(_)
+            | RequestError::InvalidKey { .. } => 400,
+            RequestError::ValueTooLarge { .. } => 413,
+            RequestError::Write(WriteError::TooManySiblings { .. }) => 409,
+            RequestError::Write(WriteError::DotReused(_)) => 500,
+            RequestError::Write(_) => 400,
+            RequestError::Get(GetError::QuorumNotReached(_)) => 503,
+            RequestError::Get(GetError::Timeout(_)) => 504,
+            RequestError::Put(PutError::QuorumNotReached { .. }) => 503,
+            RequestError::Put(PutError::Indeterminate { .. } | PutError::Failed { .. }) => 504,
+            RequestError::Unavailable(_) => 503,
+            RequestError::Internal(_) => 500,
+        }
+    }
+
+    /// A stable, machine-readable code for API error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::Options(error) => error.code(),
+            RequestError::Context(error) => error.code(),
+            RequestError::InvalidKey { .. } => "invalid_key",
+            RequestError::ValueTooLarge { .. } => "value_too_large",
+            RequestError::Write(error) => error.code(),
+            RequestError::Get(error) => error.code(),
+            RequestError::Put(error) => error.code(),
+            RequestError::Unavailable(_) => "unavailable",
+            RequestError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// One member as this node sees it, for `GET /v1/cluster/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    pub id: Uuid,
+    pub name: String,
+    pub quic_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    /// `joining`, `up`, `leaving` or `left`, as the member published it.
+    pub status: String,
+    pub zone: Option<String>,
+    pub generation: u64,
+    pub heartbeat: u64,
+    /// This node's opinion: `up`, `down`, or `unknown` (no heartbeat seen advance yet).
+    pub liveness: String,
+    /// Whether this member is the node answering.
+    pub local: bool,
+}
+
+/// The cluster as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    pub node_id: Uuid,
+    pub node_name: String,
+    /// The version and content hash of the ring this node holds, if any.
+    pub ring_version: Option<u64>,
+    pub ring_hash: Option<String>,
+    pub members: Vec<MemberStatus>,
+}
+
+/// What a node offers its client APIs.
+pub trait Service: Clone + Send + Sync + 'static {
+    /// Reads a key at the request's `r`/`pr`.
+    fn get(
+        &self,
+        request: ReadRequest,
+    ) -> impl Future<Output = Result<ReadReply, RequestError>> + Send;
+
+    /// Writes or deletes a key at the request's `w`/`pw`.
+    fn put(
+        &self,
+        request: WriteRequest,
+    ) -> impl Future<Output = Result<WriteReply, RequestError>> + Send;
+
+    /// The membership as this node sees it.
+    fn cluster_status(&self) -> impl Future<Output = Result<ClusterStatus, RequestError>> + Send;
+
+    /// Whether the node can serve requests now (it holds a ring and its
+    /// storage is open): what `/readyz` reports.
+    fn is_ready(&self) -> bool;
+
+    /// The largest value accepted, in bytes.
+    fn max_value_bytes(&self) -> usize {
+        DEFAULT_MAX_VALUE_BYTES
+    }
+
+    /// The node's metrics in the Prometheus text format, for `GET /metrics`.
+    fn metrics(&self) -> impl Future<Output = Result<String, RequestError>> + Send {
+        async { Ok(String::new()) }
+    }
+}

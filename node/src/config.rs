@@ -1,0 +1,150 @@
+//! Node configuration: a TOML file, overridden by command-line flags.
+//!
+//! ```toml
+//! name = "node1"
+//! data_dir = "/var/lib/chorus"
+//! quic_listen = "0.0.0.0:7070"
+//! http_listen = "0.0.0.0:8080"
+//! seeds = ["10.0.0.2:7070", "10.0.0.3:7070"]
+//! zone = "rack-1"
+//! replicas = 3            # N, fixed when the cluster is created
+//! partitions = 256        # P, a power of two, fixed when the cluster is created
+//! initial_members = 3     # members up before the first ring is built
+//!
+//! [tls]
+//! ca = "/etc/chorus/ca.pem"
+//! cert = "/etc/chorus/node.pem"
+//! key = "/etc/chorus/node.key"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::engine::EngineConfig;
+
+/// Paths of a node's TLS material.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPaths {
+    /// The cluster CA certificate.
+    pub ca: PathBuf,
+    /// This node's certificate, signed by the cluster CA.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// A node's configuration file. Every field is optional in the file; the
+/// flags of `chorus node start` fill in or override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    pub name: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub quic_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    pub zone: Option<String>,
+    pub replicas: Option<usize>,
+    pub partitions: Option<u32>,
+    pub initial_members: Option<usize>,
+    pub tls: Option<TlsPaths>,
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NodeFile {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<NodeFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The engine settings this file asks for, on top of the defaults.
+    pub fn engine_config(&self) -> Result<EngineConfig, ConfigError> {
+        let mut config = EngineConfig::default();
+        if let Some(name) = &self.name {
+            config.name = name.clone();
+        }
+        if let Some(zone) = &self.zone {
+            config.zone = zone.clone();
+        }
+        if let Some(replicas) = self.replicas {
+            config.replicas = replicas;
+        }
+        if let Some(partitions) = self.partitions {
+            config.partitions = partitions;
+        }
+        config.initial_members = self.initial_members.unwrap_or(config.replicas);
+        if config.replicas == 0 {
+            return Err(ConfigError::Invalid("replicas must be at least 1".into()));
+        }
+        if config.initial_members < config.replicas {
+            return Err(ConfigError::Invalid(format!(
+                "initial_members ({}) must be at least replicas ({})",
+                config.initial_members, config.replicas
+            )));
+        }
+        config.gossip.seeds = self.seeds.clone();
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses() {
+        let file: NodeFile = toml::from_str(
+            r#"
+            name = "n1"
+            data_dir = "/tmp/x"
+            quic_listen = "127.0.0.1:7070"
+            http_listen = "127.0.0.1:8080"
+            seeds = ["127.0.0.1:7071"]
+            replicas = 3
+            partitions = 64
+            initial_members = 4
+            [tls]
+            ca = "ca.pem"
+            cert = "node.pem"
+            key = "node.key"
+            "#,
+        )
+        .unwrap();
+        let config = file.engine_config().unwrap();
+        assert_eq!(config.name, "n1");
+        assert_eq!(config.partitions, 64);
+        assert_eq!(config.initial_members, 4);
+        assert_eq!(config.gossip.seeds.len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(toml::from_str::<NodeFile>("nmae = \"x\"").is_err());
+        let file: NodeFile = toml::from_str("replicas = 3\ninitial_members = 2").unwrap();
+        assert!(matches!(file.engine_config(), Err(ConfigError::Invalid(_))));
+    }
+}

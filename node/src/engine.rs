@@ -1,0 +1,2024 @@
+//! The node engine: one node's whole cluster logic as a deterministic state
+//! machine.
+//!
+//! The engine joins the pieces together: membership ([`chorus_gossip`]),
+//! placement ([`chorus_ring`]), the request coordinators and replica logic
+//! of [`crate::core`], and a [`Store`]. It is driven by four inputs, each
+//! given the time as a [`Now`]:
+//!
+//! * [`Engine::handle_client`] — a client's read or write;
+//! * [`Engine::handle_frame`] — bytes another node sent;
+//! * [`Engine::handle_tick`] — time passed; call it at
+//!   [`Engine::next_wakeup`] at the latest;
+//!
+//! and it answers with [`Effect`]s drained by [`Engine::poll_effect`]: frames
+//! to send and replies to clients. The production runtime
+//! ([`crate::runtime`]) and the cluster simulator in `tests/` drive the same
+//! engine; only they read clocks, own sockets and spawn tasks.
+//!
+//! # Request paths
+//!
+//! * **Put and delete.** The key's targets are [`place`]d on the preference
+//!   list: the up primaries and, under sloppy quorum, a fallback for each
+//!   down primary. If this node is a target it coordinates: it applies the
+//!   write to its local object atomically ([`coordinate_write`] inside
+//!   [`Store::update`]), sends the resulting object to the other targets
+//!   (fallbacks are told which primary to keep a hint for), and answers the
+//!   client once the [`PutCoordinator`] says `w` (and `pw`) acknowledged.
+//!   Otherwise it forwards the write to the first primary target (or the
+//!   first fallback when no primary is up), which coordinates and answers
+//!   through this node. A forwarded write is never forwarded again.
+//! * **Get.** Any node coordinates a get: it reads its own copy when it is a
+//!   target and asks the others, answers once the [`GetCoordinator`] has
+//!   `r` (and `pr`) replies, and once every target answered or the request's
+//!   time ran out, sends the merged object to the replicas that were stale
+//!   (read repair).
+//! * **Hinted handoff.** A fallback that stores a copy for a down primary
+//!   also queues a hint for it in the store. Every hint interval, hints for
+//!   primaries that gossip reports up are sent in batches; each is deleted
+//!   once the primary acknowledged it.
+//!
+//! # Membership and the ring
+//!
+//! Gossip carries each node's addresses, status and the version and hash of
+//! its ring. The *claimant* — the lowest-id node among this node and the
+//! peers it sees up, counting only nodes that hold the newest ring version —
+//! builds the first ring once `initial_members` nodes are up, and the next
+//! ring ([`Ring::rebalance`]) when members join or leave. A node that sees a
+//! newer ring in gossip fetches it from its holder. A node is `joining` until
+//! it holds a ring that includes it, then `up`.
+//!
+//! Data does not move between nodes yet, so a ring never changes once the
+//! cluster holds data: a node that joins a cluster with data stays a member
+//! that coordinates requests but owns no partition (status `joining`), and
+//! the change is logged as deferred. This keeps every read correct: keys
+//! are only ever read from the nodes that hold them.
+//!
+//! # What the engine deliberately does not do
+//!
+//! It reads no clock, draws randomness only from the seeded generator it was
+//! given, does no I/O other than through its [`Store`], and iterates no hash
+//! map. Given the same store contents, seed and inputs, it produces the same
+//! effects. Anti-entropy, handoff of partitions on ring changes and tombstone
+//! collection are not here yet.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chorus_gossip::{
+    Config as GossipConfig, Effect as GossipEffect, Gossiper, Liveness, LocalNode, Notification,
+    RingClaim, StateKey, StateValue, Status, Target as GossipTarget,
+};
+use chorus_ring::{Member, PartitionId, Partitions, Ring};
+use chorus_storage::context::CausalContext;
+use chorus_storage::hlc::{Hlc, HlcConfig};
+use chorus_storage::object::Object;
+use chorus_storage::store::{Durability, KeyRef, Store, StoreError, Update};
+use chorus_storage::store::{MAX_BUCKET_LEN, MAX_KEY_LEN};
+use chorus_storage::version::{ActorId, VersionVector};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use uuid::Uuid;
+
+use crate::api::{
+    ClusterStatus, MemberStatus, ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest,
+};
+use crate::core::{
+    context_bound, coordinate_write, place, ClientWrite, GetCoordinator, PreferenceList,
+    PutCoordinator, PutError, QuorumTally, Recorded, Replica, ReplicaError, ResolvedOptions,
+};
+use crate::wire::{
+    decode_object, ForwardError, ForwardedWrite, Frame, Message, StoredAck, WireError, WireKey,
+    MAX_FRAME_BYTES,
+};
+
+/// Metadata name of the persisted ring.
+const RING_META: &str = "ring";
+/// Metadata name of the flag saying this node has stored data.
+const HOLDS_DATA_META: &str = "holds_data";
+/// Gossip extra entry announcing that a node holds data.
+const HOLDS_DATA_EXTRA: &str = "holds_data";
+/// Gossip extra entry carrying the node's name.
+const NAME_EXTRA: &str = "name";
+/// Most source addresses remembered for nodes gossip does not know yet.
+const MAX_SOURCES: usize = 1024;
+/// How long a hint delivery or ring fetch may take before it is retried.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Extra time a forwarding node waits beyond the request's timeout for the
+/// coordinating replica's answer.
+const FORWARD_GRACE: Duration = Duration::from_secs(1);
+
+/// How an engine behaves. `Default` is what a production node uses, apart
+/// from its name.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A human-readable name for the node, shown in cluster status.
+    pub name: String,
+    /// The node's failure zone.
+    pub zone: String,
+    /// The node's capacity relative to others (ring weight).
+    pub weight: u32,
+    /// Partitions of a new cluster's ring (P).
+    pub partitions: u32,
+    /// Replicas of every key (N).
+    pub replicas: usize,
+    /// How many members must be up before the first ring is built.
+    pub initial_members: usize,
+    /// Membership settings, including the seeds.
+    pub gossip: GossipConfig,
+    /// Settings of the hybrid logical clock.
+    pub hlc: HlcConfig,
+    /// Most requests in flight (coordinated, forwarded, hint deliveries);
+    /// client requests beyond it are refused as unavailable.
+    pub max_pending_requests: usize,
+    /// How often hints are offered to their primaries.
+    pub hint_interval: Duration,
+    /// Hints sent to one primary per interval at most.
+    pub hint_batch: usize,
+    /// How often ring agreement and the claimant's duty are checked.
+    pub ring_interval: Duration,
+    /// Largest value accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            name: String::from("chorus"),
+            zone: String::new(),
+            weight: 100,
+            partitions: 256,
+            replicas: 3,
+            initial_members: 3,
+            gossip: GossipConfig::default(),
+            hlc: HlcConfig::default(),
+            max_pending_requests: 10_000,
+            hint_interval: Duration::from_secs(1),
+            hint_batch: 64,
+            ring_interval: Duration::from_millis(500),
+            max_value_bytes: crate::api::DEFAULT_MAX_VALUE_BYTES,
+            max_frame_bytes: MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// The time, as the engine's inputs carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time since an arbitrary origin: timers and failure detection.
+    pub mono: Duration,
+    /// Wall-clock milliseconds since the Unix epoch: the HLC.
+    pub wall_ms: u64,
+}
+
+/// Identifies a client request so its reply can be routed back.
+pub type ClientId = u64;
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientRequest {
+    Get(ReadRequest),
+    Put(WriteRequest),
+}
+
+/// The successful answer to a client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientReply {
+    Read(ReadReply),
+    Write(WriteReply),
+}
+
+/// What the engine asks of the world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send an encoded [`Frame`] to the node listening at `addr`.
+    Send { addr: SocketAddr, payload: Vec<u8> },
+    /// Answer a client request. Every request gets exactly one.
+    Reply {
+        client: ClientId,
+        result: Result<ClientReply, RequestError>,
+    },
+}
+
+/// Why an engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("membership: {0}")]
+    Gossip(#[from] chorus_gossip::GossipError),
+    #[error("the persisted ring does not decode: {0}")]
+    Ring(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Counters and gauges, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub gets: u64,
+    pub puts: u64,
+    pub forwarded: u64,
+    pub read_repairs: u64,
+    pub hints_delivered: u64,
+    pub frames_refused: u64,
+    pub pending_requests: usize,
+}
+
+/// Who is waiting for the outcome of a coordinated write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Client(ClientId),
+    Forward { node: Uuid, request: u64 },
+}
+
+#[derive(Debug)]
+enum Pending {
+    Get {
+        client: ClientId,
+        key: WireKey,
+        coordinator: GetCoordinator,
+        targets: usize,
+        replies: usize,
+        answered: bool,
+    },
+    Put {
+        origin: Origin,
+        coordinator: PutCoordinator,
+        context: CausalContext,
+        targets: usize,
+        answers: usize,
+        answered: bool,
+    },
+    Forwarded {
+        client: ClientId,
+        to: Uuid,
+        w: usize,
+        pw: usize,
+    },
+    Hint {
+        target: Uuid,
+        seq: u64,
+    },
+    RingFetch,
+}
+
+/// One node's cluster logic. See the [module docs](self).
+#[derive(Debug)]
+pub struct Engine<S> {
+    config: EngineConfig,
+    id: Uuid,
+    generation: u64,
+    partitions: Partitions,
+    store: S,
+    gossip: Gossiper<ChaCha8Rng>,
+    hlc: Hlc,
+    rng: ChaCha8Rng,
+    ring: Option<Ring>,
+    holds_data: bool,
+    /// Ring members whose join or leave is deferred because data exists.
+    deferred: BTreeSet<Uuid>,
+    next_request: u64,
+    pending: BTreeMap<u64, Pending>,
+    deadlines: BTreeSet<(Duration, u64)>,
+    hint_targets_in_flight: BTreeSet<Uuid>,
+    next_hint_round: Duration,
+    next_ring_check: Duration,
+    ring_fetch_in_flight: bool,
+    /// Source addresses of nodes gossip does not know yet.
+    sources: BTreeMap<Uuid, SocketAddr>,
+    effects: VecDeque<Effect>,
+    stats: EngineStats,
+}
+
+impl<S: Store> Engine<S> {
+    /// Starts a node on `store`: reads (or creates) its id, bumps its
+    /// generation, resumes its clock and ring, and begins gossiping.
+    /// `seed` seeds every random choice the engine makes.
+    pub fn start(
+        config: EngineConfig,
+        store: S,
+        quic_addr: SocketAddr,
+        http_addr: SocketAddr,
+        now: Now,
+        seed: u64,
+    ) -> Result<Engine<S>, EngineError> {
+        let partitions =
+            Partitions::new(config.partitions).map_err(|e| EngineError::Config(e.to_string()))?;
+        if config.replicas == 0 || config.initial_members < config.replicas {
+            return Err(EngineError::Config(format!(
+                "initial_members ({}) must be at least the replication factor ({}), which must be at least 1",
+                config.initial_members, config.replicas
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let id = store.node_id(Uuid::from_u128(rng.random()))?;
+        let generation = store.bump_generation()?;
+        let hlc = match store.hlc_ceiling()? {
+            Some(ceiling) => Hlc::resume(config.hlc, ceiling),
+            None => Hlc::new(config.hlc),
+        };
+        let ring = match store.get_meta(RING_META)? {
+            Some(bytes) => Some(
+                rmp_serde::from_slice::<Ring>(&bytes)
+                    .map_err(|e| EngineError::Ring(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let holds_data = store.get_meta(HOLDS_DATA_META)?.is_some();
+        let local = LocalNode {
+            id,
+            generation: chorus_gossip::Generation(generation),
+            quic_addr,
+            http_addr,
+            zone: Some(config.zone.clone()),
+        };
+        let gossip_rng = ChaCha8Rng::seed_from_u64(rng.random());
+        let mut gossip = Gossiper::new(config.gossip.clone(), local, gossip_rng)?;
+        gossip.set_state(
+            StateKey::Extra(NAME_EXTRA.into()),
+            StateValue::Text(config.name.clone()),
+        )?;
+        let mut engine = Engine {
+            partitions,
+            id,
+            generation,
+            store,
+            gossip,
+            hlc,
+            rng,
+            ring: None,
+            holds_data: false,
+            deferred: BTreeSet::new(),
+            next_request: 1,
+            pending: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            hint_targets_in_flight: BTreeSet::new(),
+            next_hint_round: now.mono,
+            next_ring_check: now.mono,
+            ring_fetch_in_flight: false,
+            sources: BTreeMap::new(),
+            effects: VecDeque::new(),
+            stats: EngineStats::default(),
+            config,
+        };
+        if holds_data {
+            engine.mark_holds_data();
+        }
+        if let Some(ring) = ring {
+            engine.install_ring(ring, false);
+        }
+        engine.handle_tick(now);
+        Ok(engine)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// This start's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The ring this node holds, if any.
+    pub fn ring(&self) -> Option<&Ring> {
+        self.ring.as_ref()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Stops the engine and hands back its store (a simulated crash or
+    /// restart reopens it). Pending requests are dropped unanswered.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Whether the node can serve client requests: it holds a ring.
+    pub fn is_ready(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// Whether gossip reports `node` up (this node is always up to itself).
+    pub fn is_up(&self, node: Uuid) -> bool {
+        node == self.id || self.gossip.is_up(&node)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            pending_requests: self.pending.len(),
+            ..self.stats
+        }
+    }
+
+    /// Hints queued on this node, per target.
+    pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
+        self.store.hint_counts()
+    }
+
+    /// The latest time by which [`handle_tick`](Engine::handle_tick) must be called.
+    pub fn next_wakeup(&self) -> Duration {
+        let mut next = self
+            .gossip
+            .next_wakeup()
+            .min(self.next_hint_round)
+            .min(self.next_ring_check);
+        if let Some(&(deadline, _)) = self.deadlines.first() {
+            next = next.min(deadline);
+        }
+        next
+    }
+
+    /// The next effect, if any.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// The membership as this node sees it.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        let mut members = Vec::new();
+        for member in self.gossip.members() {
+            let state = member.state;
+            let local = member.id == self.id;
+            let liveness = if local {
+                "up"
+            } else {
+                match member.liveness {
+                    Liveness::Up => "up",
+                    Liveness::Down => "down",
+                    Liveness::Unknown => "unknown",
+                }
+            };
+            let status = if member.left {
+                Status::Left
+            } else {
+                state.status().unwrap_or(Status::Joining)
+            };
+            let name = match state.get(&StateKey::Extra(NAME_EXTRA.into())) {
+                Some(versioned) => match &versioned.value {
+                    StateValue::Text(name) => name.clone(),
+                    _ => String::new(),
+                },
+                None => String::new(),
+            };
+            members.push(MemberStatus {
+                id: member.id,
+                name,
+                quic_addr: state.quic_addr(),
+                http_addr: state.http_addr(),
+                status: status_name(status).to_string(),
+                zone: state.zone().map(str::to_string),
+                generation: state.generation().0,
+                heartbeat: state.heartbeat().0,
+                liveness: liveness.to_string(),
+                local,
+            });
+        }
+        if !members.iter().any(|m| m.local) {
+            let state = self.gossip.local_state();
+            members.push(MemberStatus {
+                id: self.id,
+                name: self.config.name.clone(),
+                quic_addr: state.quic_addr(),
+                http_addr: state.http_addr(),
+                status: status_name(state.status().unwrap_or(Status::Joining)).to_string(),
+                zone: state.zone().map(str::to_string),
+                generation: self.generation,
+                heartbeat: state.heartbeat().0,
+                liveness: "up".to_string(),
+                local: true,
+            });
+            members.sort_by_key(|m| m.id);
+        }
+        ClusterStatus {
+            node_id: self.id,
+            node_name: self.config.name.clone(),
+            ring_version: self.ring.as_ref().map(Ring::version),
+            ring_hash: self.ring.as_ref().map(|r| format!("{:016x}", r.hash().0)),
+            members,
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Time passed: runs gossip rounds and failure detection, expires
+    /// requests, delivers hints and keeps the ring in agreement.
+    pub fn handle_tick(&mut self, now: Now) {
+        self.gossip.handle_tick(now.mono);
+        self.drain_gossip(now);
+        while let Some(&(deadline, request)) = self.deadlines.first() {
+            if deadline > now.mono {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.expire(request);
+        }
+        if now.mono >= self.next_ring_check {
+            self.next_ring_check = now.mono + self.config.ring_interval;
+            self.check_ring(now);
+        }
+        if now.mono >= self.next_hint_round {
+            self.next_hint_round = now.mono + self.config.hint_interval;
+            self.deliver_hints(now);
+        }
+    }
+
+    /// Bytes from another node. Malformed frames are refused with an error
+    /// and change nothing.
+    ///
+    /// `source` is the address the frame came from; a node that is not yet
+    /// known through gossip is answered there.
+    pub fn handle_frame(
+        &mut self,
+        now: Now,
+        source: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), WireError> {
+        let frame = match Frame::decode(bytes, self.config.max_frame_bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                self.stats.frames_refused += 1;
+                return Err(e);
+            }
+        };
+        let from = frame.from;
+        if from != self.id {
+            self.remember_source(from, source);
+        }
+        match frame.message {
+            Message::Gossip(bytes) => {
+                if let Err(e) = self.gossip.handle_bytes(now.mono, &bytes) {
+                    tracing::debug!(%from, error = %e, "gossip message refused");
+                }
+                self.drain_gossip(now);
+            }
+            Message::Store {
+                request,
+                key,
+                object,
+                sync,
+                hint_for,
+            } => {
+                let result = self.on_store(now, &key, &object, sync, hint_for);
+                if request != 0 {
+                    self.send(
+                        from,
+                        Message::Stored {
+                            request,
+                            result: result.map(|()| StoredAck { durable: sync }),
+                        },
+                    );
+                }
+            }
+            Message::Stored { request, result } => self.on_stored(from, request, result),
+            Message::Read { request, key } => {
+                let result = self
+                    .read_local(&key)
+                    .map(|o| serde_bytes::ByteBuf::from(o.encode()));
+                self.send(from, Message::ReadReply { request, result });
+            }
+            Message::ReadReply { request, result } => {
+                let result = match result {
+                    Ok(bytes) => match decode_object(&bytes) {
+                        Ok(object) => {
+                            self.observe(now, &object);
+                            Ok(object)
+                        }
+                        Err(e) => Err(ReplicaError::Refused(e.to_string())),
+                    },
+                    Err(e) => Err(e),
+                };
+                self.on_read_reply(from, request, result);
+            }
+            Message::Forward { request, write } => self.on_forward(now, from, request, write),
+            Message::ForwardReply { request, result } => {
+                self.on_forward_reply(from, request, result)
+            }
+            Message::RingFetch { version } => {
+                if let Some(ring) = &self.ring {
+                    if ring.version() >= version {
+                        let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
+                        self.send(from, Message::RingPush { ring: bytes });
+                    }
+                }
+            }
+            Message::RingPush { ring } => {
+                self.ring_fetch_in_flight = false;
+                match rmp_serde::from_slice::<Ring>(&ring) {
+                    Ok(ring) => self.offer_ring(ring),
+                    Err(e) => tracing::warn!(%from, error = %e, "refused a malformed ring"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A client request. Exactly one [`Effect::Reply`] with `client` follows,
+    /// now or later.
+    pub fn handle_client(&mut self, now: Now, client: ClientId, request: ClientRequest) {
+        if let Err(error) = self.admit(&request) {
+            self.reply(client, Err(error));
+            return;
+        }
+        match request {
+            ClientRequest::Get(read) => self.start_get(now, client, read),
+            ClientRequest::Put(write) => self.start_put(now, client, write),
+        }
+    }
+
+    // ----- client requests -----
+
+    fn admit(&self, request: &ClientRequest) -> Result<(), RequestError> {
+        let (bucket, key) = match request {
+            ClientRequest::Get(r) => (&r.bucket, &r.key),
+            ClientRequest::Put(w) => (&w.bucket, &w.key),
+        };
+        check_key("bucket", bucket, MAX_BUCKET_LEN)?;
+        check_key("key", key, MAX_KEY_LEN)?;
+        if let ClientRequest::Put(WriteRequest {
+            value: Some(value), ..
+        }) = request
+        {
+            if value.len() > self.config.max_value_bytes {
+                return Err(RequestError::ValueTooLarge {
+                    size: value.len(),
+                    max: self.config.max_value_bytes,
+                });
+            }
+        }
+        if self.ring.is_none() {
+            return Err(RequestError::Unavailable(
+                "the node holds no ring yet: the cluster is forming".into(),
+            ));
+        }
+        if self.pending.len() >= self.config.max_pending_requests {
+            return Err(RequestError::Unavailable(format!(
+                "{} requests in flight, the most this node takes",
+                self.pending.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn preference_list(&self, bucket: &[u8], key: &[u8]) -> (PartitionId, PreferenceList) {
+        let ring = self
+            .ring
+            .as_ref()
+            .expect("requests are admitted only with a ring");
+        let list = ring.preference_list_for_key(bucket, key);
+        (
+            list.partition(),
+            PreferenceList::new(list.primaries().to_vec(), list.fallbacks().to_vec()),
+        )
+    }
+
+    fn up_set(&self, list: &PreferenceList) -> BTreeSet<Uuid> {
+        list.primaries()
+            .iter()
+            .chain(list.fallbacks())
+            .copied()
+            .filter(|&node| self.is_up(node))
+            .collect()
+    }
+
+    fn start_get(&mut self, now: Now, client: ClientId, read: ReadRequest) {
+        self.stats.gets += 1;
+        let (partition, list) = self.preference_list(&read.bucket, &read.key);
+        let options = match read.options.resolve(list.n()) {
+            Ok(options) => options,
+            Err(e) => return self.reply(client, Err(e.into())),
+        };
+        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let key = WireKey {
+            partition: partition.0,
+            bucket: read.bucket,
+            key: read.key,
+        };
+        let request = self.new_request();
+        let coordinator = GetCoordinator::new(list.n(), options.r, options.pr, targets.clone());
+        self.pending.insert(
+            request,
+            Pending::Get {
+                client,
+                key: key.clone(),
+                coordinator,
+                targets: targets.len(),
+                replies: 0,
+                answered: false,
+            },
+        );
+        self.set_deadline(now, request, Duration::from_millis(options.timeout_ms));
+        for target in &targets {
+            if target.node == self.id {
+                let result = self.read_local(&key);
+                self.on_read_reply(self.id, request, result);
+            } else {
+                self.send(
+                    target.node,
+                    Message::Read {
+                        request,
+                        key: key.clone(),
+                    },
+                );
+            }
+        }
+        self.settle(request);
+    }
+
+    fn start_put(&mut self, now: Now, client: ClientId, write: WriteRequest) {
+        self.stats.puts += 1;
+        let (partition, list) = self.preference_list(&write.bucket, &write.key);
+        let options = match write.options.resolve(list.n()) {
+            Ok(options) => options,
+            Err(e) => return self.reply(client, Err(e.into())),
+        };
+        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        if targets.iter().any(|t| t.node == self.id) {
+            let context = write
+                .context
+                .map(|c| c.version_vector().clone())
+                .unwrap_or_default();
+            let key = WireKey {
+                partition: partition.0,
+                bucket: write.bucket,
+                key: write.key,
+            };
+            self.coordinate_put(
+                now,
+                Origin::Client(client),
+                key,
+                write.value,
+                context,
+                options,
+                &list,
+                targets,
+            );
+            return;
+        }
+        let Some(to) = targets
+            .iter()
+            .find(|t| t.is_primary())
+            .or(targets.first())
+            .map(|t| t.node)
+        else {
+            // Nobody can take the write: the coordinator reports the tally.
+            let coordinator =
+                PutCoordinator::new(list.n(), options.w, options.pw, options.sync, vec![]);
+            let error = coordinator
+                .outcome()
+                .and_then(Result::err)
+                .expect("a put with no targets cannot succeed");
+            return self.reply(client, Err(error.into()));
+        };
+        self.stats.forwarded += 1;
+        let request = self.new_request();
+        self.pending.insert(
+            request,
+            Pending::Forwarded {
+                client,
+                to,
+                w: options.w,
+                pw: options.pw,
+            },
+        );
+        self.set_deadline(
+            now,
+            request,
+            Duration::from_millis(options.timeout_ms) + FORWARD_GRACE,
+        );
+        let forwarded = ForwardedWrite {
+            bucket: write.bucket,
+            key: write.key,
+            value: write.value,
+            context: write.context.map(|c| c.encode()),
+            w: options.w,
+            pw: options.pw,
+            timeout_ms: options.timeout_ms,
+            sync: options.sync,
+            sloppy: options.sloppy,
+        };
+        self.send(
+            to,
+            Message::Forward {
+                request,
+                write: forwarded,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn coordinate_put(
+        &mut self,
+        now: Now,
+        origin: Origin,
+        key: WireKey,
+        value: Option<Vec<u8>>,
+        context: VersionVector,
+        options: ResolvedOptions,
+        list: &PreferenceList,
+        targets: Vec<Replica>,
+    ) {
+        let n = list.n();
+        let uncovered = uncovered_primaries(list, &targets);
+        let partition = PartitionId(key.partition);
+        let actor = match self.actor(partition) {
+            Ok(actor) => actor,
+            Err(e) => {
+                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
+            }
+        };
+        let timestamp = self.hlc.now(now.wall_ms);
+        if let Err(e) = self.persist_clock() {
+            return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())));
+        }
+        let bound = context_bound(timestamp, self.config.hlc.max_drift);
+        let durability = Durability::from_sync(options.sync);
+        let write = ClientWrite {
+            context,
+            value,
+            lww: false,
+        };
+        let stored = self.store.update(
+            KeyRef::new(partition, &key.bucket, &key.key),
+            durability,
+            |object| match coordinate_write(object, write, actor, timestamp, bound) {
+                Ok(_) => Update::Write(Ok(object.clone())),
+                Err(refused) => Update::Keep(Err(refused)),
+            },
+        );
+        let object = match stored {
+            Ok(Ok(object)) => object,
+            Ok(Err(refused)) => {
+                return self.finish_origin(origin, Err(ForwardError::Write(refused)))
+            }
+            Err(e) => {
+                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
+            }
+        };
+        self.mark_holds_data();
+        let own = targets
+            .iter()
+            .find(|t| t.node == self.id)
+            .copied()
+            .expect("the coordinator is a target");
+        // Hints: for the primary this node stands in for, and for every
+        // primary that is down with no fallback taking its place (as
+        // Cassandra's coordinators do). Hints never count toward `w`.
+        let hinted = own.hint().into_iter().chain(uncovered);
+        for primary in hinted {
+            let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+            if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
+                tracing::warn!(%primary, error = %e, "could not queue a hint");
+                // The local copy stands; the primary gets it by read repair.
+            }
+        }
+        let mut coordinator =
+            PutCoordinator::new(n, options.w, options.pw, options.sync, targets.clone());
+        coordinator.add_ack(self.id, options.sync);
+        let request = self.new_request();
+        let encoded = object.encode();
+        self.pending.insert(
+            request,
+            Pending::Put {
+                origin,
+                coordinator,
+                context: CausalContext::new(object.context().clone()),
+                targets: targets.len(),
+                answers: 1,
+                answered: false,
+            },
+        );
+        self.set_deadline(now, request, Duration::from_millis(options.timeout_ms));
+        let me = self.id;
+        for target in targets.iter().filter(|t| t.node != me) {
+            self.send(
+                target.node,
+                Message::Store {
+                    request,
+                    key: key.clone(),
+                    object: encoded.clone(),
+                    sync: options.sync,
+                    hint_for: target.hint(),
+                },
+            );
+        }
+        self.settle(request);
+    }
+
+    fn on_forward(&mut self, now: Now, from: Uuid, request: u64, write: ForwardedWrite) {
+        let origin = Origin::Forward {
+            node: from,
+            request,
+        };
+        if self.ring.is_none() {
+            return self
+                .finish_origin(origin, Err(ForwardError::Unavailable("no ring yet".into())));
+        }
+        if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
+            || check_key("key", &write.key, MAX_KEY_LEN).is_err()
+            || write
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() > self.config.max_value_bytes)
+        {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Internal(
+                    "forwarded write out of bounds".into(),
+                )),
+            );
+        }
+        let context = match write.context.as_deref().map(CausalContext::decode) {
+            None => VersionVector::new(),
+            Some(Ok(context)) => context.version_vector().clone(),
+            Some(Err(e)) => {
+                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
+            }
+        };
+        let (partition, list) = self.preference_list(&write.bucket, &write.key);
+        let n = list.n();
+        if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Internal(
+                    "forwarded write with invalid options".into(),
+                )),
+            );
+        }
+        let options = ResolvedOptions {
+            n,
+            r: 1,
+            w: write.w,
+            pr: 0,
+            pw: write.pw,
+            timeout_ms: write.timeout_ms.min(crate::core::options::MAX_TIMEOUT_MS),
+            sync: write.sync,
+            sloppy: write.sloppy,
+        };
+        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        if !targets.iter().any(|t| t.node == self.id) {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Unavailable(
+                    "the replica a write was forwarded to is not a target in its own view of the cluster; retry"
+                        .into(),
+                )),
+            );
+        }
+        let key = WireKey {
+            partition: partition.0,
+            bucket: write.bucket,
+            key: write.key,
+        };
+        self.coordinate_put(
+            now,
+            origin,
+            key,
+            write.value,
+            context,
+            options,
+            &list,
+            targets,
+        );
+    }
+
+    fn on_forward_reply(&mut self, from: Uuid, request: u64, result: Result<String, ForwardError>) {
+        match self.pending.get(&request) {
+            Some(Pending::Forwarded { to, .. }) if *to == from => {}
+            _ => return,
+        }
+        let Some(Pending::Forwarded { client, .. }) = self.pending.remove(&request) else {
+            unreachable!("checked above");
+        };
+        let result = match result {
+            Ok(token) => match CausalContext::decode(&token) {
+                Ok(context) => Ok(ClientReply::Write(WriteReply { context })),
+                Err(e) => Err(RequestError::Internal(format!(
+                    "the coordinating replica returned a bad context: {e}"
+                ))),
+            },
+            Err(error) => Err(forward_error(error)),
+        };
+        self.reply(client, result);
+    }
+
+    // ----- replica side -----
+
+    fn on_store(
+        &mut self,
+        now: Now,
+        key: &WireKey,
+        object: &[u8],
+        sync: bool,
+        hint_for: Option<Uuid>,
+    ) -> Result<(), ReplicaError> {
+        let partition = self.checked_partition(key)?;
+        let object = decode_object(object).map_err(|e| ReplicaError::Refused(e.to_string()))?;
+        if let Some(timestamp) = object.latest_timestamp() {
+            self.hlc
+                .observe(timestamp, now.wall_ms)
+                .map_err(|e| ReplicaError::Refused(e.to_string()))?;
+            self.persist_clock()
+                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        }
+        let durability = Durability::from_sync(sync);
+        let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+        self.store
+            .merge(keyref, &object, durability)
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        self.mark_holds_data();
+        if let Some(primary) = hint_for.filter(|&p| p != self.id) {
+            self.store
+                .add_hint(primary, keyref, &object, durability)
+                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn read_local(&mut self, key: &WireKey) -> Result<Object, ReplicaError> {
+        let partition = self.checked_partition(key)?;
+        match self
+            .store
+            .get(KeyRef::new(partition, &key.bucket, &key.key))
+        {
+            Ok(object) => Ok(object.unwrap_or_default()),
+            Err(e) => Err(ReplicaError::Storage(e.to_string())),
+        }
+    }
+
+    fn checked_partition(&self, key: &WireKey) -> Result<PartitionId, ReplicaError> {
+        if key.bucket.len() > MAX_BUCKET_LEN || key.key.len() > MAX_KEY_LEN {
+            return Err(ReplicaError::Refused("bucket or key too long".into()));
+        }
+        let partition = self.partitions.of_key(&key.bucket, &key.key);
+        if partition.0 != key.partition {
+            return Err(ReplicaError::Refused(format!(
+                "key belongs to partition {}, not {}",
+                partition.0, key.partition
+            )));
+        }
+        Ok(partition)
+    }
+
+    // ----- replies from replicas -----
+
+    fn on_read_reply(&mut self, from: Uuid, request: u64, result: Result<Object, ReplicaError>) {
+        let Some(Pending::Get {
+            coordinator,
+            replies,
+            ..
+        }) = self.pending.get_mut(&request)
+        else {
+            return;
+        };
+        if coordinator.add_reply(from, result) == Recorded::Accepted {
+            *replies += 1;
+        }
+        self.settle(request);
+    }
+
+    fn on_stored(&mut self, from: Uuid, request: u64, result: Result<StoredAck, ReplicaError>) {
+        match self.pending.get_mut(&request) {
+            Some(Pending::Put {
+                coordinator,
+                answers,
+                ..
+            }) => {
+                let recorded = match result {
+                    Ok(ack) => coordinator.add_ack(from, ack.durable),
+                    Err(error) => coordinator.add_failure(from, error),
+                };
+                if recorded == Recorded::Accepted {
+                    *answers += 1;
+                }
+                self.settle(request);
+            }
+            Some(Pending::Hint { target, seq }) if *target == from => {
+                let (target, seq) = (*target, *seq);
+                self.pending.remove(&request);
+                if result.is_ok() {
+                    match self.store.delete_hint(target, seq, Durability::Buffered) {
+                        Ok(_) => self.stats.hints_delivered += 1,
+                        Err(e) => {
+                            tracing::warn!(%target, seq, error = %e, "could not delete a delivered hint")
+                        }
+                    }
+                }
+                self.finish_hint_target(target);
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers the client when a request's outcome is first decided, and
+    /// retires the request once every target answered.
+    fn settle(&mut self, request: u64) {
+        let Some(pending) = self.pending.get_mut(&request) else {
+            return;
+        };
+        let mut reply = None;
+        let done = match pending {
+            Pending::Get {
+                client,
+                coordinator,
+                targets,
+                replies,
+                answered,
+                ..
+            } => {
+                if !*answered {
+                    if let Some(outcome) = coordinator.outcome() {
+                        *answered = true;
+                        let result = match outcome {
+                            Ok(object) => Ok(ClientReply::Read(ReadReply {
+                                object: object.clone(),
+                            })),
+                            Err(e) => Err(RequestError::Get(e)),
+                        };
+                        reply = Some((Origin::Client(*client), result));
+                    }
+                }
+                *replies >= *targets
+            }
+            Pending::Put {
+                origin,
+                coordinator,
+                context,
+                targets,
+                answers,
+                answered,
+            } => {
+                if !*answered {
+                    if let Some(outcome) = coordinator.outcome() {
+                        *answered = true;
+                        let result = match outcome {
+                            Ok(_) => Ok(ClientReply::Write(WriteReply {
+                                context: context.clone(),
+                            })),
+                            Err(e) => Err(RequestError::Put(e)),
+                        };
+                        reply = Some((*origin, result));
+                    }
+                }
+                *answers >= *targets
+            }
+            _ => false,
+        };
+        if let Some((origin, result)) = reply {
+            self.answer(origin, result);
+        }
+        if done {
+            self.retire(request);
+        }
+    }
+
+    /// A request's time ran out.
+    fn expire(&mut self, request: u64) {
+        match self.pending.get_mut(&request) {
+            Some(Pending::Get { coordinator, .. }) => coordinator.timeout(),
+            Some(Pending::Put { coordinator, .. }) => coordinator.timeout(),
+            Some(Pending::Forwarded { .. }) => {
+                let Some(Pending::Forwarded { client, to, w, pw }) = self.pending.remove(&request)
+                else {
+                    unreachable!("matched above");
+                };
+                tracing::debug!(%to, "forwarded write timed out");
+                let tally = QuorumTally {
+                    required: w,
+                    required_primaries: pw,
+                    received: 0,
+                    received_primaries: 0,
+                    failures: vec![],
+                };
+                // The coordinating replica may have applied the write.
+                return self.reply(
+                    client,
+                    Err(RequestError::Put(PutError::Indeterminate {
+                        tally,
+                        applied: 0,
+                    })),
+                );
+            }
+            Some(Pending::Hint { target, .. }) => {
+                let target = *target;
+                self.pending.remove(&request);
+                self.finish_hint_target(target);
+                return;
+            }
+            Some(Pending::RingFetch) => {
+                self.pending.remove(&request);
+                self.ring_fetch_in_flight = false;
+                return;
+            }
+            None => return,
+        }
+        self.settle(request);
+        self.retire(request);
+    }
+
+    /// Removes a finished get or put; a get repairs the stale replicas.
+    fn retire(&mut self, request: u64) {
+        let Some(pending) = self.pending.remove(&request) else {
+            return;
+        };
+        if let Pending::Get {
+            key, coordinator, ..
+        } = pending
+        {
+            let repairs = coordinator.repairs();
+            if repairs.is_empty() {
+                return;
+            }
+            let merged = coordinator.merged();
+            let encoded = merged.encode();
+            for replica in repairs {
+                self.stats.read_repairs += 1;
+                if replica.node == self.id {
+                    let partition = PartitionId(key.partition);
+                    let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+                    if let Err(e) = self.store.merge(keyref, merged, Durability::Buffered) {
+                        tracing::warn!(error = %e, "local read repair failed");
+                    }
+                } else {
+                    self.send(
+                        replica.node,
+                        Message::Store {
+                            request: 0,
+                            key: key.clone(),
+                            object: encoded.clone(),
+                            sync: false,
+                            hint_for: replica.hint(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, origin: Origin, result: Result<ClientReply, RequestError>) {
+        match origin {
+            Origin::Client(client) => self.reply(client, result),
+            Origin::Forward { node, request } => {
+                let result = match result {
+                    Ok(ClientReply::Write(reply)) => Ok(reply.context.encode()),
+                    Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
+                    Err(RequestError::Put(e)) => Err(ForwardError::Put(e)),
+                    Err(RequestError::Write(e)) => Err(ForwardError::Write(e)),
+                    Err(RequestError::Unavailable(e)) => Err(ForwardError::Unavailable(e)),
+                    Err(other) => Err(ForwardError::Internal(other.to_string())),
+                };
+                self.send(node, Message::ForwardReply { request, result });
+            }
+        }
+    }
+
+    /// Answers a write that failed before a coordinator existed.
+    fn finish_origin(&mut self, origin: Origin, result: Result<String, ForwardError>) {
+        match origin {
+            Origin::Client(client) => {
+                let result = match result {
+                    Ok(_) => unreachable!("only failures finish early"),
+                    Err(error) => Err(forward_error(error)),
+                };
+                self.reply(client, result);
+            }
+            Origin::Forward { node, request } => {
+                self.send(node, Message::ForwardReply { request, result })
+            }
+        }
+    }
+
+    // ----- hinted handoff -----
+
+    fn deliver_hints(&mut self, now: Now) {
+        let counts = match self.store.hint_counts() {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list hints");
+                return;
+            }
+        };
+        for (target, _) in counts {
+            if target == self.id
+                || !self.gossip.is_up(&target)
+                || self.hint_targets_in_flight.contains(&target)
+            {
+                continue;
+            }
+            let hints = match self.store.hints(target, None, self.config.hint_batch) {
+                Ok(hints) => hints,
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "could not read hints");
+                    continue;
+                }
+            };
+            if hints.is_empty() {
+                continue;
+            }
+            self.hint_targets_in_flight.insert(target);
+            for hint in hints {
+                let request = self.new_request();
+                self.pending.insert(
+                    request,
+                    Pending::Hint {
+                        target,
+                        seq: hint.seq,
+                    },
+                );
+                self.set_deadline(now, request, RETRY_AFTER);
+                self.send(
+                    target,
+                    Message::Store {
+                        request,
+                        key: WireKey {
+                            partition: hint.partition.0,
+                            bucket: hint.bucket,
+                            key: hint.key,
+                        },
+                        object: hint.object.encode(),
+                        sync: false,
+                        hint_for: None,
+                    },
+                );
+            }
+        }
+    }
+
+    fn finish_hint_target(&mut self, target: Uuid) {
+        let still = self
+            .pending
+            .values()
+            .any(|p| matches!(p, Pending::Hint { target: t, .. } if *t == target));
+        if !still {
+            self.hint_targets_in_flight.remove(&target);
+        }
+    }
+
+    // ----- membership and ring -----
+
+    fn drain_gossip(&mut self, now: Now) {
+        while let Some(effect) = self.gossip.poll_effect() {
+            match effect {
+                GossipEffect::Send { to, envelope } => {
+                    let addr = match to {
+                        GossipTarget::Seed(addr) => Some(addr),
+                        GossipTarget::Node(node) => self.address_of(node),
+                    };
+                    let Some(addr) = addr else { continue };
+                    match envelope.encode(self.gossip.config().max_message_bytes) {
+                        Ok(bytes) => {
+                            let frame =
+                                Frame::new(self.id, self.generation, Message::Gossip(bytes));
+                            self.effects.push_back(Effect::Send {
+                                addr,
+                                payload: frame.encode(),
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "gossip message not sent"),
+                    }
+                }
+                GossipEffect::Notify(notification) => self.on_notification(now, notification),
+            }
+        }
+    }
+
+    fn on_notification(&mut self, now: Now, notification: Notification) {
+        match notification {
+            Notification::Up { node } => {
+                tracing::info!(%node, "node up");
+                // Offer hints at once rather than at the next round.
+                self.next_hint_round = self.next_hint_round.min(now.mono);
+            }
+            Notification::Down { node, phi } => tracing::warn!(%node, phi, "node down"),
+            Notification::Joined { node, generation } => {
+                tracing::info!(%node, generation = generation.0, "node joined")
+            }
+            Notification::Restarted { node, old, new } => {
+                tracing::info!(%node, old = old.0, new = new.0, "node restarted")
+            }
+            Notification::Left { node, .. } => tracing::info!(%node, "node left"),
+            Notification::Forgotten { node } => tracing::debug!(%node, "node forgotten"),
+            Notification::StateChanged { node, key, .. } => {
+                if key == StateKey::Ring {
+                    self.next_ring_check = self.next_ring_check.min(now.mono);
+                }
+                tracing::trace!(%node, ?key, "state changed");
+            }
+        }
+    }
+
+    fn address_of(&self, node: Uuid) -> Option<SocketAddr> {
+        self.gossip
+            .member(&node)
+            .and_then(|m| m.state.quic_addr())
+            .or_else(|| self.sources.get(&node).copied())
+    }
+
+    /// Remembers where a node's frames come from, for nodes gossip does not
+    /// know yet. Bounded: the oldest-inserted entry goes first.
+    fn remember_source(&mut self, node: Uuid, source: SocketAddr) {
+        if self.gossip.member(&node).is_some() {
+            self.sources.remove(&node);
+            return;
+        }
+        if !self.sources.contains_key(&node) && self.sources.len() >= MAX_SOURCES {
+            if let Some(&oldest) = self.sources.keys().next() {
+                self.sources.remove(&oldest);
+            }
+        }
+        self.sources.insert(node, source);
+    }
+
+    fn ring_claim_of(&self, node: Uuid) -> Option<RingClaim> {
+        if node == self.id {
+            return self.ring.as_ref().map(|r| RingClaim {
+                version: r.version(),
+                hash: r.hash().0,
+            });
+        }
+        self.gossip.member(&node).and_then(|m| m.state.ring())
+    }
+
+    /// Fetches a newer ring when a peer holds one, and, as the claimant,
+    /// builds the next ring when the member set changed.
+    fn check_ring(&mut self, now: Now) {
+        let mine = self.ring_claim_of(self.id);
+        // The best ring any live member holds.
+        let mut best: Option<(RingClaim, Uuid)> = None;
+        for member in self.gossip.members() {
+            if member.id == self.id || member.left || member.liveness != Liveness::Up {
+                continue;
+            }
+            if let Some(claim) = member.state.ring() {
+                if best.is_none_or(|(b, _)| better(claim, b)) {
+                    best = Some((claim, member.id));
+                }
+            }
+        }
+        if let Some((claim, holder)) = best {
+            if mine.is_none_or(|m| better(claim, m)) {
+                if !self.ring_fetch_in_flight {
+                    self.ring_fetch_in_flight = true;
+                    let request = self.new_request();
+                    self.pending.insert(request, Pending::RingFetch);
+                    self.set_deadline(now, request, RETRY_AFTER);
+                    self.send(
+                        holder,
+                        Message::RingFetch {
+                            version: claim.version,
+                        },
+                    );
+                }
+                return;
+            }
+        }
+        // Claimant: lowest id among this node and the live members holding
+        // the newest ring version (or, before any ring, all live members).
+        let newest = mine.map(|c| c.version).unwrap_or(0);
+        let claimant = self
+            .gossip
+            .members()
+            .filter(|m| m.id != self.id && !m.left && m.liveness == Liveness::Up)
+            .filter(|m| m.state.ring().map(|c| c.version).unwrap_or(0) == newest)
+            .map(|m| m.id)
+            .chain(std::iter::once(self.id))
+            .min()
+            .expect("the chain holds this node");
+        if claimant != self.id {
+            return;
+        }
+        let candidates = self.candidate_members();
+        match &self.ring {
+            None => {
+                if candidates.len() < self.config.initial_members {
+                    return;
+                }
+                match Ring::initial(&candidates, self.config.partitions, self.config.replicas) {
+                    Ok(ring) => {
+                        tracing::info!(members = candidates.len(), "built the first ring");
+                        self.install_ring(ring, true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not build the first ring"),
+                }
+            }
+            Some(ring) => {
+                let wanted = self.wanted_members(ring, &candidates);
+                if wanted == ring.members() {
+                    return;
+                }
+                if self.cluster_holds_data() {
+                    let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|m| m.id).collect();
+                    let ring_ids: BTreeSet<Uuid> = ring.members().iter().map(|m| m.id).collect();
+                    let changed: BTreeSet<Uuid> = wanted_ids
+                        .symmetric_difference(&ring_ids)
+                        .copied()
+                        .collect();
+                    if changed != self.deferred {
+                        tracing::warn!(
+                            nodes = ?changed,
+                            "ring change deferred: the cluster holds data and partition handoff is not available"
+                        );
+                        self.deferred = changed;
+                    }
+                    return;
+                }
+                match ring.rebalance(&wanted) {
+                    Ok(next) => {
+                        tracing::info!(version = next.version(), "built the next ring");
+                        self.install_ring(next, true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not build the next ring"),
+                }
+            }
+        }
+    }
+
+    /// Members that may own partitions: this node and the live, not-leaving
+    /// members in gossip, with their zones.
+    fn candidate_members(&self) -> Vec<Member> {
+        let mut members = vec![Member::new(
+            self.id,
+            self.config.zone.clone(),
+            self.config.weight,
+        )];
+        for member in self.gossip.members() {
+            if member.id == self.id || member.left || member.liveness != Liveness::Up {
+                continue;
+            }
+            match member.state.status() {
+                Some(Status::Joining | Status::Up) => {}
+                _ => continue,
+            }
+            let zone = member.state.zone().unwrap_or_default().to_string();
+            members.push(Member::new(member.id, zone, self.config.weight));
+        }
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    /// The next ring's members: the current ones that did not leave (down
+    /// members stay: removal is an operator's decision) plus the live
+    /// candidates.
+    fn wanted_members(&self, ring: &Ring, candidates: &[Member]) -> Vec<Member> {
+        let mut wanted: BTreeMap<Uuid, Member> = BTreeMap::new();
+        for member in ring.members() {
+            let left = self
+                .gossip
+                .member(&member.id)
+                .is_some_and(|m| m.left || m.state.status() == Some(Status::Left));
+            if !left {
+                wanted.insert(member.id, member.clone());
+            }
+        }
+        for candidate in candidates {
+            wanted
+                .entry(candidate.id)
+                .or_insert_with(|| candidate.clone());
+        }
+        wanted.into_values().collect()
+    }
+
+    fn cluster_holds_data(&self) -> bool {
+        self.holds_data
+            || self.gossip.members().any(|m| {
+                m.state
+                    .get(&StateKey::Extra(HOLDS_DATA_EXTRA.into()))
+                    .is_some()
+            })
+    }
+
+    /// Adopts a fetched ring if it is newer than the one held.
+    fn offer_ring(&mut self, ring: Ring) {
+        if ring.partitions().count() != self.config.partitions
+            || ring.replicas() != self.config.replicas
+        {
+            tracing::warn!(
+                partitions = ring.partitions().count(),
+                replicas = ring.replicas(),
+                "refused a ring with another shape than this node's configuration"
+            );
+            return;
+        }
+        let claim = RingClaim {
+            version: ring.version(),
+            hash: ring.hash().0,
+        };
+        if self
+            .ring_claim_of(self.id)
+            .is_none_or(|mine| better(claim, mine))
+        {
+            self.install_ring(ring, true);
+        }
+    }
+
+    fn install_ring(&mut self, ring: Ring, persist: bool) {
+        if persist {
+            let bytes = rmp_serde::to_vec(&ring).expect("a ring always encodes");
+            if let Err(e) = self.store.put_meta(RING_META, &bytes) {
+                tracing::error!(error = %e, "could not persist the ring; not adopting it");
+                return;
+            }
+        }
+        let claim = RingClaim {
+            version: ring.version(),
+            hash: ring.hash().0,
+        };
+        let member = ring.member(self.id).is_some();
+        tracing::info!(version = claim.version, hash = %format!("{:016x}", claim.hash), member, "holding ring");
+        self.ring = Some(ring);
+        if let Err(e) = self
+            .gossip
+            .set_state(StateKey::Ring, StateValue::Ring(claim))
+        {
+            tracing::warn!(error = %e, "could not publish the ring claim");
+        }
+        if member {
+            self.gossip.set_status(Status::Up);
+        }
+    }
+
+    fn mark_holds_data(&mut self) {
+        if self.holds_data {
+            return;
+        }
+        if let Err(e) = self.store.put_meta(HOLDS_DATA_META, b"1") {
+            tracing::warn!(error = %e, "could not persist the holds-data flag");
+        }
+        self.holds_data = true;
+        if let Err(e) = self.gossip.set_state(
+            StateKey::Extra(HOLDS_DATA_EXTRA.into()),
+            StateValue::Text("1".into()),
+        ) {
+            tracing::warn!(error = %e, "could not publish the holds-data flag");
+        }
+    }
+
+    // ----- helpers -----
+
+    fn actor(&mut self, partition: PartitionId) -> Result<ActorId, StoreError> {
+        if let Some(actor) = self.store.partition_actor(partition)? {
+            return Ok(actor);
+        }
+        let candidate = ActorId(self.rng.random());
+        self.store.ensure_partition_actor(partition, candidate)
+    }
+
+    fn persist_clock(&mut self) -> Result<(), StoreError> {
+        if let Some(ceiling) = self.hlc.ceiling_to_persist() {
+            self.store.raise_hlc_ceiling(ceiling)?;
+        }
+        Ok(())
+    }
+
+    fn observe(&mut self, now: Now, object: &Object) {
+        if let Some(timestamp) = object.latest_timestamp() {
+            match self.hlc.observe(timestamp, now.wall_ms) {
+                Ok(_) => {
+                    if let Err(e) = self.persist_clock() {
+                        tracing::warn!(error = %e, "could not persist the clock ceiling");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "a replica's clock is ahead"),
+            }
+        }
+    }
+
+    fn new_request(&mut self) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        request
+    }
+
+    fn set_deadline(&mut self, now: Now, request: u64, after: Duration) {
+        self.deadlines.insert((now.mono + after, request));
+    }
+
+    fn send(&mut self, to: Uuid, message: Message) {
+        let Some(addr) = self.address_of(to) else {
+            tracing::debug!(%to, "no address for node; message dropped");
+            return;
+        };
+        let frame = Frame::new(self.id, self.generation, message);
+        self.effects.push_back(Effect::Send {
+            addr,
+            payload: frame.encode(),
+        });
+    }
+
+    fn reply(&mut self, client: ClientId, result: Result<ClientReply, RequestError>) {
+        self.effects.push_back(Effect::Reply { client, result });
+    }
+}
+
+/// Whether ring claim `a` is preferred over `b`: a higher version, or the
+/// same version with a smaller hash (two claimants that raced).
+fn better(a: RingClaim, b: RingClaim) -> bool {
+    (a.version, std::cmp::Reverse(a.hash)) > (b.version, std::cmp::Reverse(b.hash))
+}
+
+/// The primaries that are neither targets nor stood in for by a fallback.
+fn uncovered_primaries(list: &PreferenceList, targets: &[Replica]) -> Vec<Uuid> {
+    list.primaries()
+        .iter()
+        .copied()
+        .filter(|&p| !targets.iter().any(|t| t.node == p || t.hint() == Some(p)))
+        .collect()
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Joining => "joining",
+        Status::Up => "up",
+        Status::Leaving => "leaving",
+        Status::Left => "left",
+    }
+}
+
+fn check_key(what: &'static str, bytes: &[u8], max: usize) -> Result<(), RequestError> {
+    if bytes.is_empty() {
+        return Err(RequestError::InvalidKey {
+            what,
+            reason: "must not be empty".into(),
+        });
+    }
+    if bytes.len() > max {
+        return Err(RequestError::InvalidKey {
+            what,
+            reason: format!("{} bytes, at most {max}", bytes.len()),
+        });
+    }
+    Ok(())
+}
+
+fn forward_error(error: ForwardError) -> RequestError {
+    match error {
+        ForwardError::Write(e) => RequestError::Write(e),
+        ForwardError::Put(e) => RequestError::Put(e),
+        ForwardError::Unavailable(e) => RequestError::Unavailable(e),
+        ForwardError::Internal(e) => RequestError::Internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_storage::store::MemoryStore;
+
+    use super::*;
+    use crate::core::RequestOptions;
+
+    const WALL: u64 = 1_767_225_600_000;
+
+    fn now(ms: u64) -> Now {
+        Now {
+            mono: Duration::from_millis(ms),
+            wall_ms: WALL + ms,
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn engine(replicas: usize, initial_members: usize) -> Engine<MemoryStore> {
+        let config = EngineConfig {
+            replicas,
+            initial_members,
+            partitions: 8,
+            ..EngineConfig::default()
+        };
+        Engine::start(
+            config,
+            MemoryStore::default(),
+            addr(7070),
+            addr(8080),
+            now(0),
+            1,
+        )
+        .expect("starts")
+    }
+
+    fn drain(engine: &mut Engine<MemoryStore>) -> Vec<Effect> {
+        std::iter::from_fn(|| engine.poll_effect()).collect()
+    }
+
+    fn put(value: &str) -> ClientRequest {
+        ClientRequest::Put(WriteRequest {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            value: Some(value.as_bytes().to_vec()),
+            context: None,
+            options: RequestOptions::default(),
+        })
+    }
+
+    fn replies(effects: &[Effect]) -> Vec<(ClientId, &Result<ClientReply, RequestError>)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply { client, result } => Some((*client, result)),
+                Effect::Send { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_before_the_ring_exists_are_refused_as_unavailable() {
+        // Three members are needed for the first ring; this node is alone.
+        let mut engine = engine(3, 3);
+        drain(&mut engine);
+        engine.handle_client(now(10), 1, put("v"));
+        let effects = drain(&mut engine);
+        let replies = replies(&effects);
+        assert_eq!(replies.len(), 1);
+        assert!(matches!(replies[0], (1, Err(RequestError::Unavailable(_)))));
+        assert!(!engine.is_ready());
+    }
+
+    #[test]
+    fn a_lone_node_builds_its_ring_and_serves_put_then_get_without_sending_data() {
+        let mut engine = engine(1, 1);
+        assert!(
+            engine.is_ready(),
+            "the claimant built a one-node ring at start"
+        );
+        drain(&mut engine);
+        engine.handle_client(now(10), 1, put("v1"));
+        let effects = drain(&mut engine);
+        assert!(
+            effects.iter().all(|e| matches!(e, Effect::Reply { .. })),
+            "no frames: {effects:?}"
+        );
+        let context = match replies(&effects)[..] {
+            [(1, Ok(ClientReply::Write(reply)))] => reply.context.clone(),
+            ref other => panic!("expected a write reply, got {other:?}"),
+        };
+        assert_eq!(context.version_vector().len(), 1);
+        engine.handle_client(
+            now(20),
+            2,
+            ClientRequest::Get(ReadRequest {
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                options: RequestOptions::default(),
+            }),
+        );
+        let effects = drain(&mut engine);
+        match replies(&effects)[..] {
+            [(2, Ok(ClientReply::Read(reply)))] => {
+                let values: Vec<_> = reply.object.live().map(|s| s.value.clone()).collect();
+                assert_eq!(values, vec![Some(b"v1".to_vec())]);
+            }
+            ref other => panic!("expected a read reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_requests_are_refused_before_any_work() {
+        let mut engine = engine(1, 1);
+        drain(&mut engine);
+        let mut request = put("v");
+        if let ClientRequest::Put(write) = &mut request {
+            write.options = RequestOptions::parse([("w", "2")]).expect("parses");
+        }
+        engine.handle_client(now(10), 1, request);
+        let mut empty_key = put("v");
+        if let ClientRequest::Put(write) = &mut empty_key {
+            write.key.clear();
+        }
+        engine.handle_client(now(10), 2, empty_key);
+        let effects = drain(&mut engine);
+        let replies = replies(&effects);
+        assert!(
+            matches!(replies[0], (1, Err(RequestError::Options(_)))),
+            "{replies:?}"
+        );
+        assert!(
+            matches!(replies[1], (2, Err(RequestError::InvalidKey { .. }))),
+            "{replies:?}"
+        );
+        assert!(engine
+            .store()
+            .get(KeyRef::new(PartitionId(0), b"b", b"k"))
+            .is_ok());
+        assert_eq!(engine.stats().pending_requests, 0);
+    }
+
+    #[test]
+    fn a_stored_copy_for_another_primary_is_acknowledged_and_kept_as_a_hint() {
+        let mut engine = engine(1, 1);
+        drain(&mut engine);
+        let partitions = Partitions::new(8).expect("valid");
+        let partition = partitions.of_key(b"b", b"k");
+        let mut object = Object::new();
+        let dot = chorus_storage::version::Dot::new(ActorId(9), WALL);
+        object
+            .write(
+                &VersionVector::new(),
+                dot,
+                chorus_storage::hlc::Timestamp::new(WALL, 0),
+                Some(b"x".to_vec()),
+            )
+            .expect("a fresh dot");
+        let owner = Uuid::from_u128(42);
+        let peer = Uuid::from_u128(7);
+        let frame = Frame::new(
+            peer,
+            1,
+            Message::Store {
+                request: 5,
+                key: WireKey {
+                    partition: partition.0,
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                },
+                object: object.encode(),
+                sync: true,
+                hint_for: Some(owner),
+            },
+        );
+        engine
+            .handle_frame(now(10), addr(7071), &frame.encode())
+            .expect("decodes");
+        let effects = drain(&mut engine);
+        // The acknowledgement goes back to where the frame came from.
+        let sent: Vec<Frame> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { addr: to, payload } if *to == addr(7071) => {
+                    Frame::decode(payload, MAX_FRAME_BYTES).ok()
+                }
+                _ => None,
+            })
+            .collect();
+        assert!(
+            sent.iter().any(|f| matches!(
+                f.message,
+                Message::Stored {
+                    request: 5,
+                    result: Ok(StoredAck { durable: true })
+                }
+            )),
+            "{sent:?}"
+        );
+        assert_eq!(engine.pending_hints().expect("memory"), vec![(owner, 1)]);
+        let stored = engine
+            .store()
+            .get(KeyRef::new(partition, b"b", b"k"))
+            .expect("readable")
+            .expect("stored");
+        assert_eq!(stored, object);
+    }
+
+    #[test]
+    fn malformed_frames_are_refused_and_counted() {
+        let mut engine = engine(1, 1);
+        drain(&mut engine);
+        assert!(engine
+            .handle_frame(now(10), addr(7071), b"\xff\x00garbage")
+            .is_err());
+        let mut wrong_partition = Frame::new(
+            Uuid::from_u128(7),
+            1,
+            Message::Read {
+                request: 3,
+                key: WireKey {
+                    partition: 999,
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                },
+            },
+        )
+        .encode();
+        engine
+            .handle_frame(now(10), addr(7071), &wrong_partition)
+            .expect("a well-formed frame");
+        let effects = drain(&mut engine);
+        let refused = effects.iter().any(|e| match e {
+            Effect::Send { payload, .. } => matches!(
+                Frame::decode(payload, MAX_FRAME_BYTES).map(|f| f.message),
+                Ok(Message::ReadReply {
+                    request: 3,
+                    result: Err(ReplicaError::Refused(_))
+                })
+            ),
+            _ => false,
+        });
+        assert!(
+            refused,
+            "a read of a key under the wrong partition is refused"
+        );
+        assert_eq!(engine.stats().frames_refused, 1);
+        wrong_partition.truncate(4);
+        assert!(engine
+            .handle_frame(now(11), addr(7071), &wrong_partition)
+            .is_err());
+        assert_eq!(engine.stats().frames_refused, 2);
+    }
+}

@@ -1,0 +1,894 @@
+//! The HTTP API of a node: keys, cluster status and health checks.
+//!
+//! [`router`] turns requests into the plain values of [`crate::api`] and
+//! hands them to a [`Service`]; [`serve`] runs that router on an already
+//! bound listener until a shutdown future completes. This module parses and
+//! checks what it can without the cluster (path, query parameters, causal
+//! context token, value size) and answers with the service's result; it
+//! knows nothing of replicas, rings or storage.
+//!
+//! # Routes
+//!
+//! | method   | path                                 | success |
+//! |----------|--------------------------------------|---------|
+//! | `GET`    | `/v1/buckets/{bucket}/keys/{key}`    | `200` one live version, `300` several, `404` none |
+//! | `PUT`    | `/v1/buckets/{bucket}/keys/{key}`    | `204` |
+//! | `DELETE` | `/v1/buckets/{bucket}/keys/{key}`    | `204` |
+//! | `GET`    | `/v1/cluster/status`                 | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
+//! | `GET`    | `/livez`                             | `200` `ok` while the process serves HTTP |
+//! | `GET`    | `/readyz`                            | `200` `ok` when the node can serve requests, else `503` `not_ready` |
+//! | `GET`    | `/metrics`                           | `200` Prometheus text (`chorus_hints_pending`, request counters, …) |
+//!
+//! Bucket and key are path segments, percent-decoded; a `/` inside either
+//! is written `%2F`. They must be UTF-8, non-empty, and at most
+//! [`MAX_BUCKET_BYTES`] and [`MAX_KEY_BYTES`] bytes long (else `400`
+//! `invalid_key`). The `http` crate refuses URIs longer than 64 KiB before
+//! a request gets here, so in practice the longest key that can be
+//! addressed is a little shorter than [`MAX_KEY_BYTES`], and shorter still
+//! when it needs percent-encoding.
+//!
+//! ## Reading a key
+//!
+//! * One live version: `200`, the raw value as `application/octet-stream`,
+//!   the key's causal context in `X-Chorus-Context` and the version's HLC
+//!   timestamp in `X-Chorus-Timestamp` (e.g. `2026-11-22T02:30:00.123Z+0`).
+//! * Several live versions (siblings): `300 Multiple Choices` with
+//!   `X-Chorus-Context` and a JSON [`SiblingsBody`]:
+//!   `{"context": "<token>", "siblings": [{"value": "<base64>", "timestamp":
+//!   "<hlc>", "deleted": false}, …]}`. Values are standard base64 (with
+//!   padding); only live versions are listed.
+//! * No live version: `404` `not_found`, with `X-Chorus-Context` when the key
+//!   has a history (it was deleted), so a client can write over the
+//!   tombstone.
+//! * With `Accept: application/json` a read that finds values is always
+//!   `200` with the [`SiblingsBody`], however many versions there are; a read
+//!   that finds none is still `404` with `X-Chorus-Context` as above.
+//!
+//! ## Writing and deleting a key
+//!
+//! `PUT` takes the value as the raw request body; `DELETE` takes no body.
+//! Both take the causal context of an earlier read in `X-Chorus-Context`
+//! (optional: a write without one is a blind write and adds a sibling) and
+//! answer `204 No Content` with the context of the stored object in
+//! `X-Chorus-Context`. A value larger than the service's
+//! [`max_value_bytes`](Service::max_value_bytes) is refused with `413`
+//! `value_too_large` after at most that many bytes were read.
+//!
+//! ## Request options
+//!
+//! All three key routes take the query parameters `r`, `w`, `pr`, `pw`,
+//! `timeout`, `sync` and `sloppy` ([`crate::core::options`]). Unknown names,
+//! repeated names and malformed values are refused here with `400` and the
+//! option's code; counts that do not fit the key's replication factor (for
+//! instance `w=0` or `w` above N) are refused by the service, also with
+//! `400`. Either way the problem body names the option in `"option"`.
+//!
+//! # Errors
+//!
+//! Every error is `application/problem+json` (RFC 9457), decoded by
+//! [`ProblemBody`]: `type` is `https://chorus.dev/errors/<code>`, `code` is
+//! stable and machine-readable, `detail` is for people. The statuses:
+//!
+//! | status | codes |
+//! |--------|-------|
+//! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
+//! | `404`  | `not_found` (key), `no_route` (path) |
+//! | `405`  | `method_not_allowed` |
+//! | `409`  | `too_many_siblings` |
+//! | `413`  | `value_too_large` |
+//! | `500`  | `internal`, `dot_reused` |
+//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`; always with `Retry-After: 1` |
+//! | `504`  | `timeout`, `timeout_indeterminate` |
+//!
+//! Quorum and timeout errors add `required`, `required_primaries`,
+//! `received`, `received_primaries` and the failed replicas (`failures`).
+//! Write errors also add `applied` (replicas known to hold the write) and
+//! `outcome`: `not_applied` when no replica took the write, or
+//! `may_have_applied` when some did and the write may become visible (a
+//! client that cares reads the key before retrying).
+//!
+//! # What this module deliberately does not do
+//!
+//! It does not resolve options against N, coordinate replicas, retry, or
+//! authenticate clients; the service does the first two and the others are
+//! not part of the HTTP API. Keys that are not UTF-8 cannot be addressed
+//! through it.
+
+use std::future::Future;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chorus_storage::context::{CausalContext, ContextError};
+use chorus_storage::object::Object;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::api::{ReadRequest, RequestError, Service, WriteRequest};
+use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
+
+/// The header that carries a key's causal context token.
+pub const CONTEXT_HEADER: &str = "x-chorus-context";
+
+/// The header that carries the HLC timestamp of the version a read returns.
+pub const TIMESTAMP_HEADER: &str = "x-chorus-timestamp";
+
+/// The content type of error bodies.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// The longest bucket name, in bytes.
+pub const MAX_BUCKET_BYTES: usize = 255;
+
+/// The longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 65_536;
+
+/// Where the `type` URIs of error bodies start; the code follows.
+pub const ERROR_TYPE_PREFIX: &str = "https://chorus.dev/errors/";
+
+/// The most characters of a client's path echoed back in an error.
+const MAX_ECHO_CHARS: usize = 128;
+
+/// The path of the key routes.
+const KEY_ROUTE: &str = "/v1/buckets/{bucket}/keys/{key}";
+
+/// The body of every error answer (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemBody {
+    /// `https://chorus.dev/errors/<code>`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// A short summary of the kind of error.
+    pub title: String,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// The stable, machine-readable code.
+    pub code: String,
+    /// What went wrong with this request, for people.
+    pub detail: String,
+    /// The request option at fault, for option errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub option: Option<String>,
+    /// Quorum and timeout errors: replies or acknowledgements needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<usize>,
+    /// Quorum and timeout errors: how many of those had to be primaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_primaries: Option<usize>,
+    /// Quorum and timeout errors: replies or acknowledgements that counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<usize>,
+    /// Quorum and timeout errors: how many of those came from primaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_primaries: Option<usize>,
+    /// Quorum and timeout errors: the replicas that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<FailedReplica>,
+    /// Write errors: replicas known to have applied the write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<usize>,
+    /// Write errors: whether the write may have taken effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<WriteOutcome>,
+}
+
+/// A replica that failed a request, as listed in a [`ProblemBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedReplica {
+    pub node: Uuid,
+    /// The replica error's stable code, e.g. `replica_unreachable`.
+    pub code: String,
+    pub detail: String,
+}
+
+/// What a failed write left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteOutcome {
+    /// No replica applied the write.
+    NotApplied,
+    /// Some replica applied the write; it may become visible.
+    MayHaveApplied,
+}
+
+/// The JSON answer to a read with several versions (or with
+/// `Accept: application/json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingsBody {
+    /// The key's causal context token, as in `X-Chorus-Context`.
+    pub context: String,
+    /// The live versions, in the object's (dot) order.
+    pub siblings: Vec<SiblingBody>,
+}
+
+/// One version in a [`SiblingsBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiblingBody {
+    /// The value in standard base64 with padding.
+    pub value: String,
+    /// The version's HLC timestamp in its display form.
+    pub timestamp: String,
+    /// Always `false`: tombstones are not listed.
+    pub deleted: bool,
+}
+
+/// Why the HTTP layer answered with an error.
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    /// Refused by this layer's checks or by the service.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// A body without a declared length went past the limit.
+    #[error("value exceeds the limit of {max} bytes")]
+    BodyTooLarge { max: usize },
+    #[error("could not read the request body: {0}")]
+    BodyUnreadable(String),
+    #[error("invalid query string: {0}")]
+    InvalidQuery(String),
+    /// The key has no live version. Carries the context of its tombstones.
+    #[error("the key has no live version")]
+    NotFound { context: Option<CausalContext> },
+    #[error("no route for {path}")]
+    NoRoute { path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: Method, path: String },
+    #[error("the node is not ready to serve requests")]
+    NotReady,
+}
+
+impl From<ContextError> for HttpError {
+    fn from(error: ContextError) -> Self {
+        HttpError::Request(RequestError::Context(error))
+    }
+}
+
+impl HttpError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HttpError::Request(error) => StatusCode::from_u16(error.status())
+                .expect("RequestError::status is a valid status"),
+            HttpError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BodyUnreadable(_) | HttpError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            HttpError::NotFound { .. } | HttpError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            HttpError::Request(error) => error.code(),
+            HttpError::BodyTooLarge { .. } => "value_too_large",
+            HttpError::BodyUnreadable(_) => "body_unreadable",
+            HttpError::InvalidQuery(_) => "invalid_query",
+            HttpError::NotFound { .. } => "not_found",
+            HttpError::NoRoute { .. } => "no_route",
+            HttpError::MethodNotAllowed { .. } => "method_not_allowed",
+            HttpError::NotReady => "not_ready",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            HttpError::Request(error) => match error {
+                RequestError::Options(_) => "Invalid request option",
+                RequestError::Context(_) => "Invalid causal context",
+                RequestError::InvalidKey { .. } => "Invalid bucket or key",
+                RequestError::ValueTooLarge { .. } => "Value too large",
+                RequestError::Write(WriteError::TooManySiblings { .. }) => "Too many siblings",
+                RequestError::Write(_) => "Write refused",
+                RequestError::Get(GetError::QuorumNotReached(_)) => "Read quorum not reached",
+                RequestError::Get(GetError::Timeout(_)) => "Read timed out",
+                RequestError::Put(PutError::QuorumNotReached { .. }) => "Write quorum not reached",
+                RequestError::Put(PutError::Indeterminate { .. }) => {
+                    "Write timed out and may have applied"
+                }
+                RequestError::Put(PutError::Failed { .. }) => "Write timed out",
+                RequestError::Unavailable(_) => "Node unavailable",
+                RequestError::Internal(_) => "Internal error",
+            },
+            HttpError::BodyTooLarge { .. } => "Value too large",
+            HttpError::BodyUnreadable(_) => "Unreadable request body",
+            HttpError::InvalidQuery(_) => "Invalid query string",
+            HttpError::NotFound { .. } => "Not found",
+            HttpError::NoRoute { .. } => "No such route",
+            HttpError::MethodNotAllowed { .. } => "Method not allowed",
+            HttpError::NotReady => "Node not ready",
+        }
+    }
+
+    /// The problem body for this error.
+    fn problem(&self) -> ProblemBody {
+        let code = self.code();
+        let mut body = ProblemBody {
+            type_uri: format!("{ERROR_TYPE_PREFIX}{code}"),
+            title: self.title().to_owned(),
+            status: self.status().as_u16(),
+            code: code.to_owned(),
+            detail: self.to_string(),
+            option: None,
+            required: None,
+            required_primaries: None,
+            received: None,
+            received_primaries: None,
+            failures: Vec::new(),
+            applied: None,
+            outcome: None,
+        };
+        match self {
+            HttpError::Request(RequestError::Options(error)) => {
+                body.option = error.option().map(str::to_owned);
+            }
+            HttpError::Request(RequestError::Get(error)) => add_tally(&mut body, error.tally()),
+            HttpError::Request(RequestError::Put(error)) => {
+                add_tally(&mut body, error.tally());
+                body.applied = Some(error.applied());
+                body.outcome = Some(write_outcome(error));
+            }
+            _ => {}
+        }
+        body
+    }
+}
+
+/// What a failed put may have left behind: a write that reached any replica
+/// stays there and may be read, whether the put failed by quorum or by time.
+fn write_outcome(error: &PutError) -> WriteOutcome {
+    match error {
+        PutError::Indeterminate { .. } => WriteOutcome::MayHaveApplied,
+        PutError::QuorumNotReached { applied, .. } if *applied > 0 => WriteOutcome::MayHaveApplied,
+        PutError::QuorumNotReached { .. } | PutError::Failed { .. } => WriteOutcome::NotApplied,
+    }
+}
+
+fn add_tally(body: &mut ProblemBody, tally: &QuorumTally) {
+    body.required = Some(tally.required);
+    body.required_primaries = Some(tally.required_primaries);
+    body.received = Some(tally.received);
+    body.received_primaries = Some(tally.received_primaries);
+    body.failures = tally
+        .failures
+        .iter()
+        .map(|failure| FailedReplica {
+            node: failure.node,
+            code: failure.error.code().to_owned(),
+            detail: failure.error.to_string(),
+        })
+        .collect();
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::warn!(code = self.code(), "HTTP request failed: {self}");
+        } else {
+            tracing::debug!(code = self.code(), "HTTP request refused: {self}");
+        }
+        let body = serde_json::to_vec(&self.problem()).expect("a problem body serializes");
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let HttpError::NotFound {
+            context: Some(context),
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(CONTEXT_HEADER, context_value(context));
+        }
+        response
+    }
+}
+
+/// The router of the node's HTTP API over `service`. Bodies of `PUT`
+/// requests are limited to the service's
+/// [`max_value_bytes`](Service::max_value_bytes).
+pub fn router<S: Service>(service: S) -> Router {
+    let max_value_bytes = service.max_value_bytes();
+    Router::new()
+        .route(
+            KEY_ROUTE,
+            get(read_key::<S>)
+                .put(write_key::<S>)
+                .delete(delete_key::<S>),
+        )
+        .route("/v1/cluster/status", get(cluster_status::<S>))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_value_bytes))
+        .with_state(service)
+}
+
+/// Serves the HTTP API over `service` on `listener` until `shutdown`
+/// completes, then stops accepting connections and waits for the requests
+/// in flight to finish.
+pub async fn serve<S: Service>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(service))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+type KeyPath = Result<Path<(String, String)>, PathRejection>;
+type OptionsQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+async fn read_key<S: Service>(
+    State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let (bucket, key) = target(path)?;
+    let options = options(query)?;
+    let reply = service
+        .get(ReadRequest {
+            bucket,
+            key,
+            options,
+        })
+        .await?;
+    read_response(&reply.object, wants_json(&headers))
+}
+
+async fn write_key<S: Service>(
+    State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, HttpError> {
+    let (bucket, key) = target(path)?;
+    let options = options(query)?;
+    let context = context(&headers)?;
+    let value = read_value(request, &headers, service.max_value_bytes()).await?;
+    write(&service, bucket, key, Some(value), context, options).await
+}
+
+async fn delete_key<S: Service>(
+    State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let (bucket, key) = target(path)?;
+    let options = options(query)?;
+    let context = context(&headers)?;
+    write(&service, bucket, key, None, context, options).await
+}
+
+async fn write<S: Service>(
+    service: &S,
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+    context: Option<CausalContext>,
+    options: RequestOptions,
+) -> Result<Response, HttpError> {
+    let reply = service
+        .put(WriteRequest {
+            bucket,
+            key,
+            value,
+            context,
+            options,
+        })
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(CONTEXT_HEADER, context_value(&reply.context))],
+    )
+        .into_response())
+}
+
+async fn cluster_status<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
+    Ok(Json(service.cluster_status().await?).into_response())
+}
+
+async fn metrics<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
+    let text = service.metrics().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn livez() -> &'static str {
+    "ok"
+}
+
+async fn readyz<S: Service>(State(service): State<S>) -> Result<&'static str, HttpError> {
+    if service.is_ready() {
+        Ok("ok")
+    } else {
+        Err(HttpError::NotReady)
+    }
+}
+
+async fn no_route(uri: Uri) -> HttpError {
+    HttpError::NoRoute {
+        path: echo(uri.path()),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
+    HttpError::MethodNotAllowed {
+        method,
+        path: echo(uri.path()),
+    }
+}
+
+/// The bucket and key of a key route, checked for length.
+fn target(path: KeyPath) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
+    let Path((bucket, key)) = path.map_err(|rejection| RequestError::InvalidKey {
+        what: "path",
+        reason: rejection.body_text(),
+    })?;
+    check_name("bucket", &bucket, MAX_BUCKET_BYTES)?;
+    check_name("key", &key, MAX_KEY_BYTES)?;
+    Ok((bucket.into_bytes(), key.into_bytes()))
+}
+
+fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), RequestError> {
+    let reason = if name.is_empty() {
+        "it is empty".to_owned()
+    } else if name.len() > max {
+        format!("{} bytes exceed the limit of {max}", name.len())
+    } else {
+        return Ok(());
+    };
+    Err(RequestError::InvalidKey { what, reason })
+}
+
+/// The request options from the query string, as the client wrote them.
+fn options(query: OptionsQuery) -> Result<RequestOptions, HttpError> {
+    let Query(pairs) = query.map_err(|rejection| HttpError::InvalidQuery(rejection.body_text()))?;
+    let options = RequestOptions::parse(
+        pairs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )
+    .map_err(RequestError::from)?;
+    Ok(options)
+}
+
+/// The causal context of a write, if the client sent one.
+fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, HttpError> {
+    let mut values = headers.get_all(CONTEXT_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ContextError::Malformed("more than one X-Chorus-Context header".into()).into());
+    }
+    // A token is base64url; anything that is not even visible ASCII is not one.
+    let token = value.to_str().map_err(|_| ContextError::NotBase64)?;
+    Ok(Some(CausalContext::decode(token)?))
+}
+
+fn context_value(context: &CausalContext) -> HeaderValue {
+    HeaderValue::try_from(context.encode()).expect("a base64url token is a valid header value")
+}
+
+/// Reads a `PUT` body of at most `max` bytes. A declared length above the
+/// limit is refused before a byte is read; an undeclared one is cut off by
+/// the router's body limit as soon as it goes past.
+async fn read_value(
+    request: Request,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Vec<u8>, HttpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if let Some(size) = declared {
+        if size > max as u64 {
+            return Err(RequestError::ValueTooLarge {
+                size: usize::try_from(size).unwrap_or(usize::MAX),
+                max,
+            }
+            .into());
+        }
+    }
+    match Bytes::from_request(request, &()).await {
+        Ok(bytes) => {
+            assert!(
+                bytes.len() <= max,
+                "the body limit lets {} bytes through",
+                bytes.len()
+            );
+            Ok(bytes.into())
+        }
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            Err(HttpError::BodyTooLarge { max })
+        }
+        Err(rejection) => Err(HttpError::BodyUnreadable(rejection.body_text())),
+    }
+}
+
+/// Whether the client's `Accept` header asks for `application/json`
+/// (with a non-zero quality).
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let mut parts = range.split(';');
+            let media_type = parts.next().unwrap_or("").trim();
+            media_type.eq_ignore_ascii_case("application/json")
+                && !parts.any(|parameter| {
+                    parameter.split_once('=').is_some_and(|(name, value)| {
+                        name.trim().eq_ignore_ascii_case("q")
+                            && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                    })
+                })
+        })
+}
+
+/// The answer to a read of `object`.
+fn read_response(object: &Object, json: bool) -> Result<Response, HttpError> {
+    let context = CausalContext::new(object.context().clone());
+    let live: Vec<_> = object.live().collect();
+    match live.as_slice() {
+        [] => Err(HttpError::NotFound {
+            context: (!object.is_empty()).then_some(context),
+        }),
+        [sibling] if !json => {
+            let value = sibling.value.clone().expect("a live sibling holds a value");
+            let timestamp = HeaderValue::try_from(sibling.timestamp.to_string())
+                .expect("a timestamp's display form is a valid header value");
+            Ok((
+                StatusCode::OK,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    ),
+                    (
+                        header::HeaderName::from_static(CONTEXT_HEADER),
+                        context_value(&context),
+                    ),
+                    (header::HeaderName::from_static(TIMESTAMP_HEADER), timestamp),
+                ],
+                value,
+            )
+                .into_response())
+        }
+        siblings => {
+            let body = SiblingsBody {
+                context: context.encode(),
+                siblings: siblings
+                    .iter()
+                    .map(|sibling| SiblingBody {
+                        value: STANDARD.encode(
+                            sibling
+                                .value
+                                .as_deref()
+                                .expect("a live sibling holds a value"),
+                        ),
+                        timestamp: sibling.timestamp.to_string(),
+                        deleted: false,
+                    })
+                    .collect(),
+            };
+            let status = if json {
+                StatusCode::OK
+            } else {
+                StatusCode::MULTIPLE_CHOICES
+            };
+            Ok((
+                status,
+                [(CONTEXT_HEADER, context_value(&context))],
+                Json(body),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// A client's input, cut short enough to put in an error message.
+fn echo(input: &str) -> String {
+    input.chars().take(MAX_ECHO_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{OptionsError, ReplicaError, ReplicaFailure};
+
+    fn accept(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn tally() -> QuorumTally {
+        QuorumTally {
+            required: 2,
+            required_primaries: 1,
+            received: 1,
+            received_primaries: 1,
+            failures: vec![ReplicaFailure {
+                node: Uuid::from_u128(9),
+                error: ReplicaError::Storage("disk full".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn json_is_wanted_only_when_accepted_with_nonzero_quality() {
+        assert!(!wants_json(&accept(&[])));
+        assert!(!wants_json(&accept(&["*/*"])));
+        assert!(!wants_json(&accept(&["application/jsonx"])));
+        assert!(wants_json(&accept(&["application/json"])));
+        assert!(wants_json(&accept(&[
+            "text/plain, APPLICATION/JSON ; q=0.5"
+        ])));
+        assert!(wants_json(&accept(&["text/plain", "application/json"])));
+        assert!(!wants_json(&accept(&["application/json;q=0"])));
+        assert!(!wants_json(&accept(&["application/json; q=0.0, */*"])));
+    }
+
+    #[test]
+    fn a_failed_write_may_have_applied_exactly_when_a_replica_took_it() {
+        let cases = [
+            (
+                PutError::QuorumNotReached {
+                    tally: tally(),
+                    applied: 0,
+                },
+                WriteOutcome::NotApplied,
+            ),
+            (
+                PutError::QuorumNotReached {
+                    tally: tally(),
+                    applied: 2,
+                },
+                WriteOutcome::MayHaveApplied,
+            ),
+            (
+                PutError::Indeterminate {
+                    tally: tally(),
+                    applied: 1,
+                },
+                WriteOutcome::MayHaveApplied,
+            ),
+            (
+                PutError::Failed { tally: tally() },
+                WriteOutcome::NotApplied,
+            ),
+        ];
+        for (error, outcome) in cases {
+            let body = HttpError::from(RequestError::Put(error.clone())).problem();
+            assert_eq!(body.outcome, Some(outcome), "{error:?}");
+            assert_eq!(body.applied, Some(error.applied()));
+            assert_eq!(body.required, Some(2));
+            assert_eq!(body.received_primaries, Some(1));
+            assert_eq!(body.failures[0].code, "replica_storage");
+        }
+    }
+
+    #[test]
+    fn problem_bodies_carry_type_code_and_option() {
+        let error = HttpError::from(RequestError::Options(OptionsError::ZeroQuorum {
+            option: "w",
+        }));
+        let body = error.problem();
+        assert_eq!(body.type_uri, "https://chorus.dev/errors/quorum_zero");
+        assert_eq!(body.code, "quorum_zero");
+        assert_eq!(body.status, 400);
+        assert_eq!(body.detail, "w must be at least 1");
+        assert_eq!(body.option.as_deref(), Some("w"));
+        assert_eq!(body.required, None);
+
+        // Fields that do not apply are left out of the JSON.
+        let json = serde_json::to_value(HttpError::NotReady.problem()).unwrap();
+        let fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(fields, ["code", "detail", "status", "title", "type"]);
+    }
+
+    #[test]
+    fn names_are_checked_for_emptiness_and_length() {
+        assert!(check_name("bucket", "b", MAX_BUCKET_BYTES).is_ok());
+        assert!(check_name("bucket", &"b".repeat(MAX_BUCKET_BYTES), MAX_BUCKET_BYTES).is_ok());
+        for name in [String::new(), "b".repeat(MAX_BUCKET_BYTES + 1)] {
+            let error = check_name("bucket", &name, MAX_BUCKET_BYTES).unwrap_err();
+            assert_eq!(error.code(), "invalid_key");
+            assert!(error.to_string().starts_with("invalid bucket: "), "{error}");
+        }
+        // Length is in bytes, not characters.
+        let wide = "é".repeat(MAX_KEY_BYTES / 2 + 1);
+        assert!(check_name("key", &wide, MAX_KEY_BYTES).is_err());
+    }
+
+    #[test]
+    fn reads_answer_by_number_of_live_versions() {
+        use chorus_storage::hlc::Timestamp;
+        use chorus_storage::version::{ActorId, Dot, VersionVector};
+
+        let none = VersionVector::new();
+        let mut object = Object::new();
+        assert!(matches!(
+            read_response(&object, false),
+            Err(HttpError::NotFound { context: None })
+        ));
+        let dot = Dot::new(ActorId(1), 1);
+        object
+            .write(&none, dot, Timestamp::new(5, 0), Some(b"a".to_vec()))
+            .unwrap();
+        assert_eq!(
+            read_response(&object, false).unwrap().status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            read_response(&object, true).unwrap().status(),
+            StatusCode::OK
+        );
+        object
+            .write(
+                &none,
+                Dot::new(ActorId(1), 2),
+                Timestamp::new(6, 0),
+                Some(b"b".to_vec()),
+            )
+            .unwrap();
+        let several = read_response(&object, false).unwrap();
+        assert_eq!(several.status(), StatusCode::MULTIPLE_CHOICES);
+        assert!(several.headers().contains_key(CONTEXT_HEADER));
+        assert_eq!(
+            read_response(&object, true).unwrap().status(),
+            StatusCode::OK
+        );
+        let everything = object.context().clone();
+        object
+            .write(
+                &everything,
+                Dot::new(ActorId(1), 3),
+                Timestamp::new(7, 0),
+                None,
+            )
+            .unwrap();
+        match read_response(&object, false) {
+            Err(HttpError::NotFound {
+                context: Some(context),
+            }) => assert_eq!(context.version_vector(), object.context()),
+            other => panic!("expected not found with a context, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The runtime: the one place that owns threads, sockets, timers, clocks and
+//! the RocksDB handle, and drives the [`Engine`] with them.
+//!
+//! # Shape
+//!
+//! * The engine runs on a dedicated OS thread, the *engine thread*. It owns
+//!   the engine and with it the store, so every RocksDB call happens there
+//!   and never on tokio's async workers. The thread waits for the next
+//!   [`Event`] until the engine's next wakeup, feeds it in with the current
+//!   [`Now`], and carries out the effects: frames go to the transport,
+//!   replies to the waiting client.
+//! * Tokio tasks do the networking: the QUIC transport's accept loop, one
+//!   task per outgoing frame, and the HTTP server. They reach the engine
+//!   only through its bounded event queue.
+//! * [`NodeHandle`] is the [`Service`] the HTTP layer calls: it queues a
+//!   request with a one-shot channel for the answer.
+//!
+//! Shutdown: the HTTP server stops accepting and finishes in-flight
+//! requests, the engine thread drains its queue, syncs the store and
+//! exits, and the QUIC endpoint closes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chorus_storage::store::{RocksConfig, RocksStore, Store, StoreConfig};
+use tokio::sync::oneshot;
+
+use crate::api::{
+    ClusterStatus, ReadReply, ReadRequest, RequestError, Service, WriteReply, WriteRequest,
+};
+use crate::engine::{ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, Now};
+use crate::transport::tls::NodeIdentity;
+use crate::transport::{QuicTransport, TransportConfig};
+
+/// Most events waiting for the engine thread.
+const EVENT_QUEUE: usize = 16_384;
+/// Most frames waiting to be sent.
+const SEND_QUEUE: usize = 16_384;
+
+/// What one node needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub engine: EngineConfig,
+    pub data_dir: PathBuf,
+    pub quic_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub identity: NodeIdentity,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("storage: {0}")]
+    Store(#[from] chorus_storage::store::StoreError),
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("transport: {0}")]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the engine thread is asked to do.
+#[derive(Debug)]
+enum Event {
+    Frame(SocketAddr, Vec<u8>),
+    Client(
+        ClientRequest,
+        oneshot::Sender<Result<ClientReply, RequestError>>,
+    ),
+    Status(oneshot::Sender<ClusterStatus>),
+    Stats(oneshot::Sender<NodeStats>),
+    Shutdown,
+}
+
+/// Counters and gauges of a running node, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub engine: EngineStats,
+    /// Hints queued on this node, summed over targets.
+    pub pending_hints: usize,
+}
+
+/// The client side of a running node: implements [`Service`].
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    events: SyncSender<Event>,
+    ready: Arc<AtomicBool>,
+    max_value_bytes: usize,
+}
+
+impl NodeHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    ) -> Result<T, RequestError> {
+        let (tx, rx) = oneshot::channel();
+        match self.events.try_send(make(tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(RequestError::Unavailable("the node is overloaded".into()))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(RequestError::Unavailable(
+                    "the node is shutting down".into(),
+                ))
+            }
+        }
+        rx.await
+            .map_err(|_| RequestError::Unavailable("the node is shutting down".into()))
+    }
+
+    /// Counters and gauges of the node.
+    pub async fn stats(&self) -> Result<NodeStats, RequestError> {
+        self.ask(Event::Stats).await
+    }
+}
+
+impl Service for NodeHandle {
+    async fn get(&self, request: ReadRequest) -> Result<ReadReply, RequestError> {
+        match self
+            .ask(|tx| Event::Client(ClientRequest::Get(request), tx))
+            .await??
+        {
+            ClientReply::Read(reply) => Ok(reply),
+            ClientReply::Write(_) => {
+                Err(RequestError::Internal("a read answered as a write".into()))
+            }
+        }
+    }
+
+    async fn put(&self, request: WriteRequest) -> Result<WriteReply, RequestError> {
+        match self
+            .ask(|tx| Event::Client(ClientRequest::Put(request), tx))
+            .await??
+        {
+            ClientReply::Write(reply) => Ok(reply),
+            ClientReply::Read(_) => {
+                Err(RequestError::Internal("a write answered as a read".into()))
+            }
+        }
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus, RequestError> {
+        self.ask(Event::Status).await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+
+    async fn metrics(&self) -> Result<String, RequestError> {
+        let stats = self.stats().await?;
+        Ok(stats.prometheus())
+    }
+}
+
+impl NodeStats {
+    /// The stats in the Prometheus text exposition format.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write;
+        let e = &self.engine;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        };
+        metric(
+            "chorus_gets_total",
+            "counter",
+            "Gets coordinated by this node.",
+            e.gets,
+        );
+        metric(
+            "chorus_puts_total",
+            "counter",
+            "Puts and deletes received by this node.",
+            e.puts,
+        );
+        metric(
+            "chorus_forwarded_total",
+            "counter",
+            "Writes forwarded to a replica of their key.",
+            e.forwarded,
+        );
+        metric(
+            "chorus_read_repairs_total",
+            "counter",
+            "Stale replicas sent the merged object after a get.",
+            e.read_repairs,
+        );
+        metric(
+            "chorus_hints_delivered_total",
+            "counter",
+            "Hints acknowledged by their primary and deleted.",
+            e.hints_delivered,
+        );
+        metric(
+            "chorus_frames_refused_total",
+            "counter",
+            "Frames from peers that did not decode.",
+            e.frames_refused,
+        );
+        metric(
+            "chorus_requests_pending",
+            "gauge",
+            "Requests in flight on this node.",
+            e.pending_requests as u64,
+        );
+        metric(
+            "chorus_hints_pending",
+            "gauge",
+            "Hints queued on this node for other nodes.",
+            self.pending_hints as u64,
+        );
+        out
+    }
+}
+
+/// A node that is running: its handle, addresses, and the means to stop it.
+#[derive(Debug)]
+pub struct RunningNode {
+    pub handle: NodeHandle,
+    pub quic_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub id: uuid::Uuid,
+    engine_thread: Option<JoinHandle<()>>,
+    http_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    http_shutdown: Option<oneshot::Sender<()>>,
+    transport: Arc<QuicTransport>,
+}
+
+impl RunningNode {
+    /// Stops the node gracefully: stops taking HTTP requests and finishes
+    /// those in flight, stops the engine (syncing the store) and closes
+    /// the QUIC endpoint.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.http_shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.http_task).await;
+        let _ = self.handle.events.send(Event::Shutdown);
+        if let Some(thread) = self.engine_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.transport.close().await;
+    }
+}
+
+/// Opens the store, binds the QUIC and HTTP listeners and starts the node.
+/// Must be called within a tokio runtime.
+pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
+    let data_dir = options.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)?;
+    let store = tokio::task::spawn_blocking(move || {
+        RocksStore::open(
+            data_dir.join("db"),
+            StoreConfig::default(),
+            &RocksConfig::default(),
+        )
+    })
+    .await
+    .expect("opening the store does not panic")?;
+    let (transport, mut incoming) = QuicTransport::bind(
+        options.quic_listen,
+        &options.identity,
+        TransportConfig {
+            max_frame_bytes: options.engine.max_frame_bytes,
+            ..TransportConfig::default()
+        },
+    )?;
+    let transport = Arc::new(transport);
+    let quic_addr = transport.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(options.http_listen).await?;
+    let http_addr = listener.local_addr()?;
+
+    let origin = Instant::now();
+    let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+    let max_value_bytes = options.engine.max_value_bytes;
+    let engine = Engine::start(
+        options.engine,
+        store,
+        quic_addr,
+        http_addr,
+        now_since(origin),
+        seed,
+    )?;
+    let id = engine.id();
+    tracing::info!(%id, generation = engine.generation(), %quic_addr, %http_addr, "node started");
+
+    let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
+    let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<(SocketAddr, Vec<u8>)>(SEND_QUEUE);
+    let ready = Arc::new(AtomicBool::new(engine.is_ready()));
+
+    // Frames from peers into the engine's queue.
+    let frame_events = events.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = incoming.recv().await {
+            let events = frame_events.clone();
+            // The queue is bounded; wait for room off the async workers.
+            let sent = tokio::task::spawn_blocking(move || {
+                events
+                    .send(Event::Frame(incoming.from, incoming.payload))
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            if !sent {
+                break;
+            }
+        }
+    });
+    // Frames from the engine to peers, each on its own task so one slow
+    // peer does not hold up the others.
+    let sender = transport.clone();
+    tokio::spawn(async move {
+        while let Some((addr, payload)) = sends_rx.recv().await {
+            let transport = sender.clone();
+            tokio::spawn(async move {
+                if let Err(e) = transport.send(addr, payload).await {
+                    tracing::debug!(%addr, error = %e, "frame not delivered");
+                }
+            });
+        }
+    });
+
+    let engine_ready = ready.clone();
+    let engine_thread = std::thread::Builder::new()
+        .name("chorus-engine".into())
+        .spawn(move || run_engine(engine, origin, events_rx, sends, engine_ready))?;
+
+    let handle = NodeHandle {
+        events,
+        ready,
+        max_value_bytes,
+    };
+    let (http_shutdown, http_stop) = oneshot::channel::<()>();
+    let http_task = tokio::spawn(crate::http::serve(listener, handle.clone(), async move {
+        let _ = http_stop.await;
+    }));
+    Ok(RunningNode {
+        handle,
+        quic_addr,
+        http_addr,
+        id,
+        engine_thread: Some(engine_thread),
+        http_task,
+        http_shutdown: Some(http_shutdown),
+        transport,
+    })
+}
+
+fn now_since(origin: Instant) -> Now {
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Now {
+        mono: origin.elapsed(),
+        wall_ms,
+    }
+}
+
+/// The engine thread's loop.
+fn run_engine<S: Store>(
+    mut engine: Engine<S>,
+    origin: Instant,
+    events: mpsc::Receiver<Event>,
+    sends: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    ready: Arc<AtomicBool>,
+) {
+    let mut waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>> =
+        BTreeMap::new();
+    let mut next_client: u64 = 1;
+    loop {
+        let now = now_since(origin);
+        let wait = engine.next_wakeup().saturating_sub(now.mono);
+        let event = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let now = now_since(origin);
+        match event {
+            None => engine.handle_tick(now),
+            Some(Event::Frame(source, bytes)) => {
+                if let Err(e) = engine.handle_frame(now, source, &bytes) {
+                    tracing::debug!(error = %e, "frame refused");
+                }
+            }
+            Some(Event::Client(request, reply)) => {
+                let client = next_client;
+                next_client += 1;
+                waiting.insert(client, reply);
+                engine.handle_client(now, client, request);
+            }
+            Some(Event::Status(reply)) => {
+                let _ = reply.send(engine.cluster_status());
+            }
+            Some(Event::Stats(reply)) => {
+                let pending_hints = engine
+                    .pending_hints()
+                    .map(|counts| counts.iter().map(|(_, n)| n).sum())
+                    .unwrap_or(0);
+                let _ = reply.send(NodeStats {
+                    engine: engine.stats(),
+                    pending_hints,
+                });
+            }
+            Some(Event::Shutdown) => break,
+        }
+        if engine.next_wakeup() <= now.mono {
+            engine.handle_tick(now);
+        }
+        while let Some(effect) = engine.poll_effect() {
+            match effect {
+                Effect::Send { addr, payload } => {
+                    // Dropping a frame when the send queue is full is what a
+                    // lossy network does; requests time out, gossip recovers.
+                    if sends.try_send((addr, payload)).is_err() {
+                        tracing::debug!(%addr, "send queue full; frame dropped");
+                    }
+                }
+                Effect::Reply { client, result } => {
+                    if let Some(reply) = waiting.remove(&client) {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+        }
+        ready.store(engine.is_ready(), Ordering::Relaxed);
+    }
+    ready.store(false, Ordering::Relaxed);
+    for (_, reply) in std::mem::take(&mut waiting) {
+        let _ = reply.send(Err(RequestError::Unavailable(
+            "the node is shutting down".into(),
+        )));
+    }
+    if let Err(e) = engine.store().sync() {
+        tracing::error!(error = %e, "could not sync the store at shutdown");
+    }
+    tracing::info!("engine stopped");
+}

@@ -1,0 +1,729 @@
+//! The node-to-node transport: one-way messages over QUIC with mutual TLS.
+//!
+//! A [`QuicTransport`] owns one QUIC endpoint that is both server and client.
+//! [`QuicTransport::send`] delivers an opaque payload (already encoded by the
+//! caller) to a peer address; every payload that arrives from a peer comes
+//! out of the [`Incoming`] channel returned by [`QuicTransport::bind`].
+//!
+//! * [`tls`] — the cluster CA, node certificates and the rustls
+//!   configurations. Both ends of every connection present a certificate
+//!   issued by the cluster CA and verify the other's; the internode ALPN
+//!   protocol is the only one accepted.
+//! * [`frame`] — the wire format of one message: a version byte, a
+//!   big-endian `u32` length and the payload.
+//!
+//! # How messages travel
+//!
+//! A node keeps at most one outgoing connection per peer address and opens
+//! it on the first send. Each message travels on its own unidirectional
+//! stream that carries exactly one frame, so a large message never holds up
+//! a small one behind it. [`QuicTransport::send`] returns once the whole
+//! frame is handed to QUIC, which then delivers it unless the connection
+//! dies first. The one exception is the first message on a connection the
+//! call had to open: that send waits until the peer has acknowledged the
+//! frame, because only then is it known that the peer accepted this node's
+//! certificate (in TLS 1.3 the client finishes its handshake before the
+//! server has checked the client's certificate). A node whose certificate
+//! is refused therefore gets [`TransportError::Tls`] instead of losing its
+//! messages silently. Two nodes that send to each other use two
+//! connections, one opened by each; a node never answers on a connection
+//! its peer opened.
+//!
+//! On the receiving side, an accept loop serves each connection in a task of
+//! its own and each stream in a task of its own. A decoded frame goes into
+//! the bounded [`Incoming`] channel; when the channel is full the stream task
+//! waits, without having read the end of its stream, so the peer's stream
+//! credit is not returned and its sends wait for credit. Nothing is dropped
+//! to make room. When the receiver of the channel is dropped, the transport
+//! refuses new connections and closes the ones it had accepted; sending
+//! still works.
+//!
+//! # Bounds
+//!
+//! * Payloads: at most [`TransportConfig::max_frame_bytes`], checked by the
+//!   sender before sending and by the receiver from the header alone, before
+//!   it allocates the payload.
+//! * Streams: at most [`TransportConfig::max_incoming_streams`] unread
+//!   streams per connection (QUIC stream credit); bidirectional streams and
+//!   datagrams are refused.
+//! * Connections: at most [`TransportConfig::max_connections`] accepted
+//!   connections; further attempts are refused.
+//! * Delivered but unconsumed messages: at most
+//!   [`TransportConfig::incoming_queue`].
+//! * Outgoing connections: one per peer address the node sends to.
+//!
+//! So the memory held for one peer connection is at most
+//! `max_incoming_streams × max_frame_bytes` plus what QUIC buffers.
+//!
+//! # Architecture invariant: what is deliberately absent
+//!
+//! * No request/response. The engine correlates requests and replies by
+//!   request id; to the transport, every message is one-way.
+//! * No retries beyond one: when a cached connection turns out to be dead,
+//!   [`QuicTransport::send`] reconnects once and sends once more. Anything
+//!   beyond that — backoff, giving up on a peer, hinted handoff — is the
+//!   engine's decision.
+//! * No delivery guarantee and no ordering. Delivery is best-effort and the
+//!   engine handles timeouts: a message handed to a connection that has
+//!   died without this node noticing yet (the peer vanished without a
+//!   goodbye) is lost, and the connection is replaced once the idle timeout
+//!   declares it dead. Messages may come out of the channel in a different
+//!   order than they were sent. A message is never delivered twice: the
+//!   retry happens only when the frame could not be written completely.
+//! * No knowledge of node identities. Peers are socket addresses; the TLS
+//!   handshake proves cluster membership, not which node is at an address.
+//! * No encoding. Payloads are opaque bytes.
+
+pub mod frame;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use quinn::{ConnectionError, IdleTimeout, VarInt};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, warn};
+
+pub use frame::{FrameError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use tls::{ClusterCa, NodeIdentity, TlsError, ALPN_CLIENT, ALPN_INTERNODE, SERVER_NAME};
+
+/// Application close code: the node is shutting down.
+const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
+
+/// Application close code: the peer negotiated a protocol other than the
+/// internode one.
+const CLOSE_WRONG_PROTOCOL: VarInt = VarInt::from_u32(1);
+
+/// Stream stop code: the frame on this stream was refused (wrong version,
+/// too large, truncated, or followed by more data).
+const STOP_FRAME_REFUSED: VarInt = VarInt::from_u32(1);
+
+/// How long [`QuicTransport::close`] waits for peers to acknowledge the
+/// close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Settings of a [`QuicTransport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// The largest payload sent or accepted, in bytes. At most `u32::MAX`.
+    pub max_frame_bytes: usize,
+    /// How long opening a connection (QUIC and TLS handshake) may take.
+    pub connect_timeout: Duration,
+    /// How long a connection may go without hearing from the peer before it
+    /// is considered dead. QUIC uses the smaller of both sides' values.
+    pub idle_timeout: Duration,
+    /// How often to send a keep-alive on an otherwise quiet connection.
+    /// Must be shorter than `idle_timeout`.
+    pub keep_alive: Duration,
+    /// Capacity of the channel of incoming messages.
+    pub incoming_queue: usize,
+    /// How many unidirectional streams (messages) a peer may have open at
+    /// once on one connection.
+    pub max_incoming_streams: u32,
+    /// How many connections from peers are served at once.
+    pub max_connections: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(10),
+            incoming_queue: 1024,
+            max_incoming_streams: 64,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks the settings; an invalid configuration is a programmer error
+    /// (the configuration layer validates what users write).
+    fn assert_valid(&self) {
+        assert!(
+            self.max_frame_bytes <= u32::MAX as usize,
+            "max_frame_bytes must fit the frame's u32 length"
+        );
+        assert!(
+            !self.connect_timeout.is_zero(),
+            "connect_timeout must be positive"
+        );
+        assert!(
+            !self.idle_timeout.is_zero(),
+            "idle_timeout must be positive"
+        );
+        assert!(
+            self.keep_alive < self.idle_timeout,
+            "keep_alive must be shorter than idle_timeout"
+        );
+        assert!(self.incoming_queue > 0, "incoming_queue must be positive");
+        assert!(
+            self.max_incoming_streams > 0,
+            "max_incoming_streams must be positive"
+        );
+        assert!(self.max_connections > 0, "max_connections must be positive");
+    }
+
+    /// The QUIC transport parameters both sides of every connection use.
+    fn quic(&self) -> quinn::TransportConfig {
+        let idle_timeout =
+            IdleTimeout::try_from(self.idle_timeout).expect("idle_timeout fits QUIC's range");
+        let mut quic = quinn::TransportConfig::default();
+        quic.max_idle_timeout(Some(idle_timeout))
+            .keep_alive_interval(Some(self.keep_alive))
+            .max_concurrent_uni_streams(VarInt::from_u32(self.max_incoming_streams))
+            .max_concurrent_bidi_streams(VarInt::from_u32(0))
+            .datagram_receive_buffer_size(None);
+        quic
+    }
+}
+
+/// A message that arrived from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The address the peer sent from. With one endpoint per node that is
+    /// the peer's bound address, to which replies can be sent.
+    pub from: SocketAddr,
+    /// The payload, exactly as the peer passed it to [`QuicTransport::send`].
+    pub payload: Vec<u8>,
+}
+
+/// Why a transport operation failed. Each variant keeps its meaning across
+/// versions; the reasons inside are for logs, not for matching.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// No connection to the peer could be opened: the address is unusable
+    /// or the peer refused the connection. Nothing was sent.
+    #[error("cannot connect to {peer}: {reason}")]
+    Connect {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What QUIC reported.
+        reason: String,
+    },
+    /// Opening a connection took longer than
+    /// [`TransportConfig::connect_timeout`] (or the peer is not answering at
+    /// all). Nothing was sent.
+    #[error("connecting to {peer} took longer than {timeout:?}")]
+    ConnectTimeout {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
+    /// The message could not be delivered on an established connection:
+    /// the connection was lost (also after the one retry), or the peer
+    /// refused the frame. The peer may or may not have received it.
+    #[error("sending to {peer} failed: {reason}")]
+    Write {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The payload is larger than [`TransportConfig::max_frame_bytes`].
+    /// Nothing was sent.
+    #[error("payload of {len} bytes exceeds the frame limit of {max} bytes")]
+    FrameTooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// Certificates or keys: the local identity is unusable (from
+    /// [`QuicTransport::bind`]), or the handshake with a peer failed because
+    /// one side does not trust the other ([`TlsError::Handshake`]). Retrying
+    /// does not help until the certificates change.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound or used.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The transport was closed; nothing more can be sent.
+    #[error("the transport is closed")]
+    Closed,
+}
+
+/// The node-to-node transport. See the [module documentation](self).
+///
+/// Dropping it closes the endpoint at once, as [`QuicTransport::close`] does
+/// without waiting.
+pub struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    config: TransportConfig,
+    /// One slot per peer address this node has sent to.
+    peers: Mutex<HashMap<SocketAddr, Arc<PeerSlot>>>,
+}
+
+/// The outgoing connection to one peer. Its lock is held while connecting,
+/// so concurrent sends to a peer without a connection open one connection
+/// between them.
+#[derive(Debug, Default)]
+struct PeerSlot {
+    /// Connection attempts completed, successful or not. Changed only with
+    /// `state` locked, so a send that read it before waiting for the lock
+    /// can tell whether an attempt finished while it waited.
+    attempts: AtomicU64,
+    state: tokio::sync::Mutex<PeerState>,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    connection: Option<quinn::Connection>,
+    /// Why the latest attempt failed, if it did.
+    last_failure: Option<ConnectFailure>,
+}
+
+/// Why opening a connection failed, in a form that can be handed to every
+/// send that waited for the attempt.
+#[derive(Debug, Clone)]
+enum ConnectFailure {
+    Timeout,
+    Tls(String),
+    Refused(String),
+    Closed,
+}
+
+impl ConnectFailure {
+    fn from_connection_error(error: &ConnectionError) -> ConnectFailure {
+        match classify(error) {
+            ErrorClass::Tls => ConnectFailure::Tls(error.to_string()),
+            ErrorClass::LocallyClosed => ConnectFailure::Closed,
+            ErrorClass::TimedOut => ConnectFailure::Timeout,
+            ErrorClass::Other => ConnectFailure::Refused(error.to_string()),
+        }
+    }
+
+    fn into_error(self, peer: SocketAddr, timeout: Duration) -> TransportError {
+        match self {
+            ConnectFailure::Timeout => TransportError::ConnectTimeout { peer, timeout },
+            ConnectFailure::Tls(reason) => TlsError::Handshake { peer, reason }.into(),
+            ConnectFailure::Refused(reason) => TransportError::Connect { peer, reason },
+            ConnectFailure::Closed => TransportError::Closed,
+        }
+    }
+}
+
+/// Why sending one frame on an established connection failed.
+#[derive(Debug)]
+enum SendFailure {
+    /// The connection is gone; a fresh one may work.
+    Connection(ConnectionError),
+    /// This stream failed, or the peer refused the frame.
+    Stream(String),
+}
+
+impl SendFailure {
+    fn into_error(self, peer: SocketAddr) -> TransportError {
+        match self {
+            SendFailure::Connection(error) => match classify(&error) {
+                ErrorClass::Tls => TlsError::Handshake {
+                    peer,
+                    reason: error.to_string(),
+                }
+                .into(),
+                ErrorClass::LocallyClosed => TransportError::Closed,
+                ErrorClass::TimedOut | ErrorClass::Other => TransportError::Write {
+                    peer,
+                    reason: error.to_string(),
+                },
+            },
+            SendFailure::Stream(reason) => TransportError::Write { peer, reason },
+        }
+    }
+}
+
+impl From<quinn::WriteError> for SendFailure {
+    fn from(error: quinn::WriteError) -> Self {
+        match error {
+            quinn::WriteError::ConnectionLost(error) => SendFailure::Connection(error),
+            quinn::WriteError::Stopped(code) => {
+                SendFailure::Stream(format!("the peer refused the frame (code {code})"))
+            }
+            other => SendFailure::Stream(other.to_string()),
+        }
+    }
+}
+
+enum ErrorClass {
+    /// A TLS alert: certificate not trusted, no common ALPN protocol.
+    Tls,
+    LocallyClosed,
+    TimedOut,
+    Other,
+}
+
+fn classify(error: &ConnectionError) -> ErrorClass {
+    /// QUIC carries TLS alerts as transport error codes 0x100–0x1ff.
+    fn is_tls_alert(code: quinn::TransportErrorCode) -> bool {
+        (0x100..0x200).contains(&u64::from(code))
+    }
+    match error {
+        ConnectionError::TransportError(e) if is_tls_alert(e.code) => ErrorClass::Tls,
+        ConnectionError::ConnectionClosed(close) if is_tls_alert(close.error_code) => {
+            ErrorClass::Tls
+        }
+        ConnectionError::LocallyClosed => ErrorClass::LocallyClosed,
+        ConnectionError::TimedOut => ErrorClass::TimedOut,
+        _ => ErrorClass::Other,
+    }
+}
+
+impl fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .field("config", &self.config)
+            .field("peers", &self.lock_peers().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicTransport {
+    /// Binds a UDP socket to `addr` (port 0 picks a free port) and starts
+    /// accepting connections from peers that present a certificate from the
+    /// cluster CA of `identity`.
+    ///
+    /// Returns the transport and the receiving end of the channel of
+    /// incoming messages. Must be called within a Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid: `max_frame_bytes` over `u32::MAX`, a zero
+    /// timeout, queue or limit, or `keep_alive` not shorter than
+    /// `idle_timeout`.
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &NodeIdentity,
+        config: TransportConfig,
+    ) -> Result<(QuicTransport, mpsc::Receiver<Incoming>), TransportError> {
+        config.assert_valid();
+        let quic = Arc::new(config.quic());
+
+        let server_tls = tls::server_config(identity, ALPN_INTERNODE)?;
+        let server_tls = QuicServerConfig::try_from(server_tls)
+            .expect("the ring provider offers QUIC's initial cipher suite");
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+        server.transport_config(quic.clone());
+
+        let client_tls = tls::client_config(identity, ALPN_INTERNODE)?;
+        let client_tls = QuicClientConfig::try_from(client_tls)
+            .expect("the ring provider offers QUIC's initial cipher suite");
+        let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
+        client.transport_config(quic);
+
+        let mut endpoint = quinn::Endpoint::server(server, addr)?;
+        endpoint.set_default_client_config(client);
+
+        let (tx, rx) = mpsc::channel(config.incoming_queue);
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx,
+            config.max_frame_bytes,
+            Arc::new(Semaphore::new(config.max_connections)),
+        ));
+        let transport = QuicTransport {
+            endpoint,
+            config,
+            peers: Mutex::new(HashMap::new()),
+        };
+        Ok((transport, rx))
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// The number of open connections, incoming and outgoing.
+    pub fn open_connections(&self) -> usize {
+        self.endpoint.open_connections()
+    }
+
+    /// Sends `payload` to the node at `to` as one message.
+    ///
+    /// Reuses the connection to `to` if there is one and opens one
+    /// otherwise, within [`TransportConfig::connect_timeout`]. If a reused
+    /// connection turns out to be dead (closed, or lost while the frame was
+    /// being written), opens a new one and sends once more; a failure on a
+    /// connection this call opened is final.
+    ///
+    /// Returns once the whole frame is handed to QUIC; on a connection this
+    /// call opened, once the peer has acknowledged it (see the [module
+    /// documentation](self)). `Ok` therefore does not mean the peer's engine
+    /// has the message. While the peer holds back stream credit (its
+    /// channel is full) this waits; the caller bounds the wait by dropping
+    /// the future. A dropped send never delivers a partial frame: the
+    /// receiver refuses truncated frames.
+    pub async fn send(&self, to: SocketAddr, payload: Vec<u8>) -> Result<(), TransportError> {
+        let max = self.config.max_frame_bytes;
+        if payload.len() > max {
+            return Err(TransportError::FrameTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let header = Bytes::copy_from_slice(&frame::encode_header(payload.len()));
+        let payload = Bytes::from(payload);
+
+        let (connection, reused) = self.connection(to).await?;
+        match write_frame(&connection, header.clone(), payload.clone(), !reused).await {
+            Ok(()) => Ok(()),
+            Err(SendFailure::Connection(error)) if reused => {
+                debug!(peer = %to, %error, "cached connection is dead, reconnecting once");
+                // The failed connection reports a close reason now, so
+                // `connection` will not hand it out again.
+                let (connection, reused) = self.connection(to).await?;
+                write_frame(&connection, header, payload, !reused)
+                    .await
+                    .map_err(|failure| failure.into_error(to))
+            }
+            Err(failure) => Err(failure.into_error(to)),
+        }
+    }
+
+    /// Closes the connection to `peer`, if any, and forgets the peer, for
+    /// instance when it has left the cluster. A later send connects anew.
+    pub async fn disconnect(&self, peer: SocketAddr) {
+        let slot = self.lock_peers().remove(&peer);
+        if let Some(slot) = slot {
+            if let Some(connection) = slot.state.lock().await.connection.take() {
+                connection.close(CLOSE_SHUTDOWN, b"disconnected");
+            }
+        }
+    }
+
+    /// Shuts the transport down: closes every connection, stops accepting,
+    /// and waits up to two seconds for peers to acknowledge the close.
+    /// Later sends fail with [`TransportError::Closed`]; the channel of
+    /// incoming messages ends once the messages already read are taken out.
+    pub async fn close(&self) {
+        self.endpoint.close(CLOSE_SHUTDOWN, b"shutdown");
+        self.lock_peers().clear();
+        if tokio::time::timeout(CLOSE_WAIT, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            debug!("peers did not acknowledge the close in time");
+        }
+    }
+
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<PeerSlot>>> {
+        // The map stays consistent even if a holder panicked: every update
+        // is a single insert, remove or clear.
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A live connection to `to`, and whether it was reused rather than
+    /// opened by this call.
+    async fn connection(
+        &self,
+        to: SocketAddr,
+    ) -> Result<(quinn::Connection, bool), TransportError> {
+        let slot = self.lock_peers().entry(to).or_default().clone();
+        let attempts_seen = slot.attempts.load(Ordering::Acquire);
+        let mut state = slot.state.lock().await;
+        if let Some(connection) = &state.connection {
+            if connection.close_reason().is_none() {
+                return Ok((connection.clone(), true));
+            }
+            state.connection = None;
+        }
+        if slot.attempts.load(Ordering::Acquire) != attempts_seen {
+            // An attempt finished while this send waited for the lock, and
+            // it failed (a success would have left a connection). Share its
+            // outcome rather than queue one more attempt behind it.
+            if let Some(failure) = &state.last_failure {
+                return Err(failure.clone().into_error(to, self.config.connect_timeout));
+            }
+        }
+        let outcome = self.connect(to).await;
+        slot.attempts.fetch_add(1, Ordering::AcqRel);
+        match outcome {
+            Ok(connection) => {
+                state.connection = Some(connection.clone());
+                state.last_failure = None;
+                Ok((connection, false))
+            }
+            Err(failure) => {
+                debug!(peer = %to, ?failure, "connection attempt failed");
+                state.last_failure = Some(failure.clone());
+                Err(failure.into_error(to, self.config.connect_timeout))
+            }
+        }
+    }
+
+    async fn connect(&self, to: SocketAddr) -> Result<quinn::Connection, ConnectFailure> {
+        let connecting = self
+            .endpoint
+            .connect(to, SERVER_NAME)
+            .map_err(|e| match e {
+                quinn::ConnectError::EndpointStopping => ConnectFailure::Closed,
+                other => ConnectFailure::Refused(other.to_string()),
+            })?;
+        match tokio::time::timeout(self.config.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(ConnectFailure::from_connection_error(&error)),
+            // Dropping the `Connecting` abandons the attempt.
+            Err(_elapsed) => Err(ConnectFailure::Timeout),
+        }
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.endpoint.close(CLOSE_SHUTDOWN, b"shutdown");
+    }
+}
+
+/// Sends one frame on a new stream of `connection`. With `confirm`, waits
+/// until the peer has acknowledged all of it.
+async fn write_frame(
+    connection: &quinn::Connection,
+    header: Bytes,
+    payload: Bytes,
+    confirm: bool,
+) -> Result<(), SendFailure> {
+    let mut stream = connection
+        .open_uni()
+        .await
+        .map_err(SendFailure::Connection)?;
+    stream.write_all_chunks(&mut [header, payload]).await?;
+    stream
+        .finish()
+        .map_err(|e| SendFailure::Stream(e.to_string()))?;
+    if !confirm {
+        // Dropping the stream leaves the buffered data to QUIC, which keeps
+        // retransmitting it for as long as the connection lives.
+        return Ok(());
+    }
+    match stream.stopped().await {
+        Ok(None) => Ok(()),
+        Ok(Some(code)) => Err(SendFailure::Stream(format!(
+            "the peer refused the frame (code {code})"
+        ))),
+        Err(quinn::StoppedError::ConnectionLost(error)) => Err(SendFailure::Connection(error)),
+        Err(other) => Err(SendFailure::Stream(other.to_string())),
+    }
+}
+
+/// Accepts connections until the endpoint closes. Once the receiver of the
+/// incoming channel is dropped, refuses them instead, so that peers learn at
+/// once that this node no longer listens.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::Sender<Incoming>,
+    max_frame_bytes: usize,
+    connection_slots: Arc<Semaphore>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        if tx.is_closed() {
+            debug!(peer = %incoming.remote_address(), "nobody takes messages, refusing");
+            incoming.refuse();
+            continue;
+        }
+        match connection_slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    serve_connection(incoming, tx, max_frame_bytes).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                warn!(peer = %incoming.remote_address(), "connection limit reached, refusing");
+                incoming.refuse();
+            }
+        }
+    }
+}
+
+/// Completes the handshake of one incoming connection and serves its
+/// streams until the connection ends or the incoming channel is dropped.
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    tx: mpsc::Sender<Incoming>,
+    max_frame_bytes: usize,
+) {
+    let from = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            debug!(peer = %from, %error, "incoming handshake failed");
+            return;
+        }
+    };
+    // rustls already refuses a handshake without a common ALPN protocol;
+    // this keeps the guarantee local.
+    let protocol = connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<HandshakeData>().ok())
+        .and_then(|data| data.protocol);
+    if protocol.as_deref() != Some(ALPN_INTERNODE) {
+        warn!(peer = %from, "peer negotiated no internode protocol, closing");
+        connection.close(CLOSE_WRONG_PROTOCOL, b"internode protocol required");
+        return;
+    }
+    loop {
+        let recv = tokio::select! {
+            stream = connection.accept_uni() => match stream {
+                Ok(recv) => recv,
+                Err(error) => {
+                    debug!(peer = %from, %error, "connection ended");
+                    return;
+                }
+            },
+            () = tx.closed() => {
+                connection.close(CLOSE_SHUTDOWN, b"shutdown");
+                return;
+            }
+        };
+        // Asked per stream: the peer's address may change (QUIC migration).
+        let from = connection.remote_address();
+        tokio::spawn(serve_stream(recv, from, tx.clone(), max_frame_bytes));
+    }
+}
+
+/// Reads the one frame of a stream and hands its payload to the channel.
+async fn serve_stream(
+    mut recv: quinn::RecvStream,
+    from: SocketAddr,
+    tx: mpsc::Sender<Incoming>,
+    max_frame_bytes: usize,
+) {
+    let payload = match frame::read_frame(&mut recv, max_frame_bytes).await {
+        Ok(payload) => payload,
+        Err(FrameError::Read(error)) => {
+            debug!(peer = %from, %error, "stream failed before its frame was complete");
+            return;
+        }
+        Err(error) => {
+            warn!(peer = %from, %error, "refusing frame");
+            // Fails only if the stream is already closed, which is fine.
+            let _ = recv.stop(STOP_FRAME_REFUSED);
+            return;
+        }
+    };
+    // Wait for room in the channel before reading the end of the stream:
+    // until then QUIC keeps the stream open and does not give the peer
+    // credit for another one.
+    let Ok(permit) = tx.reserve().await else {
+        return;
+    };
+    match recv.read(&mut [0u8; 1]).await {
+        Ok(None) => permit.send(Incoming { from, payload }),
+        Ok(Some(_)) => {
+            warn!(peer = %from, "refusing frame followed by more data on its stream");
+            let _ = recv.stop(STOP_FRAME_REFUSED);
+        }
+        Err(error) => debug!(peer = %from, %error, "stream failed after its frame"),
+    }
+}

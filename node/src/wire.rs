@@ -1,0 +1,264 @@
+//! The messages nodes send each other.
+//!
+//! Every message travels as one [`Frame`]: the sender's id and generation
+//! and a [`Message`], encoded with MessagePack. The transport adds its own
+//! protocol version and length prefix around the encoded frame and refuses
+//! oversized frames before reading them; [`Frame::decode`] refuses input
+//! beyond its limit again, limits the nesting depth, and rejects trailing
+//! bytes.
+//!
+//! Objects travel in their versioned storage encoding ([`Object::encode`])
+//! and are decoded with [`Object::decode`], which checks every invariant an
+//! object must hold, so a replica never stores a malformed object a peer
+//! sent.
+//!
+//! Requests carry a request id chosen by the sender; replies echo it. The
+//! engine matches a reply by `(sender, request id)`.
+
+use std::io::Cursor;
+
+use chorus_storage::hlc::Timestamp;
+use chorus_storage::object::Object;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::core::{PutError, ReplicaError, WriteError};
+
+/// The version of this message set. A frame of another version is refused.
+pub const WIRE_VERSION: u16 = 1;
+
+/// The largest encoded frame accepted, in bytes.
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
+
+/// How deep MessagePack nesting may go while decoding.
+const MAX_DEPTH: usize = 32;
+
+/// One message with its sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub version: u16,
+    /// The sending node.
+    pub from: Uuid,
+    /// The sender's generation.
+    pub generation: u64,
+    pub message: Message,
+}
+
+/// The key a data message is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireKey {
+    pub partition: u32,
+    #[serde(with = "serde_bytes")]
+    pub bucket: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+}
+
+/// A client write forwarded to a replica of its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedWrite {
+    #[serde(with = "serde_bytes")]
+    pub bucket: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Option<Vec<u8>>,
+    /// The client's causal context token, already validated by the sender.
+    pub context: Option<String>,
+    pub w: usize,
+    pub pw: usize,
+    pub timeout_ms: u64,
+    pub sync: bool,
+    pub sloppy: bool,
+}
+
+/// Why a forwarded write failed, as the coordinating replica reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardError {
+    Write(WriteError),
+    Put(PutError),
+    Unavailable(String),
+    Internal(String),
+}
+
+/// What nodes say to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// A gossip envelope in the gossip crate's own encoding.
+    Gossip(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Store this copy of a key (a replica of a write, a delivered hint or a
+    /// read repair). With `hint_for`, the receiver is a fallback and keeps
+    /// a hint for that node too. Answered with [`Message::Stored`] when
+    /// `request` is not zero.
+    Store {
+        request: u64,
+        key: WireKey,
+        #[serde(with = "serde_bytes")]
+        object: Vec<u8>,
+        sync: bool,
+        hint_for: Option<Uuid>,
+    },
+    /// The answer to [`Message::Store`].
+    Stored {
+        request: u64,
+        result: Result<StoredAck, ReplicaError>,
+    },
+    /// Read the local copy of a key.
+    Read { request: u64, key: WireKey },
+    /// The answer to [`Message::Read`]: the encoded object (empty object
+    /// when the key is absent).
+    ReadReply {
+        request: u64,
+        result: Result<serde_bytes::ByteBuf, ReplicaError>,
+    },
+    /// Coordinate this client write (the sender is not a replica of the key).
+    Forward { request: u64, write: ForwardedWrite },
+    /// The outcome of a forwarded write: the new causal context token.
+    ForwardReply {
+        request: u64,
+        result: Result<String, ForwardError>,
+    },
+    /// Send me your ring if it is at least this version.
+    RingFetch { version: u64 },
+    /// A ring in its serde encoding (checked when decoded).
+    RingPush {
+        #[serde(with = "serde_bytes")]
+        ring: Vec<u8>,
+    },
+}
+
+/// A replica's acknowledgement of a stored copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAck {
+    /// The copy was fsynced before the acknowledgement.
+    pub durable: bool,
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("frame version {got} is not supported (this node speaks {supported})")]
+    Version { got: u16, supported: u16 },
+    #[error("malformed object in frame: {0}")]
+    Object(String),
+}
+
+impl Frame {
+    pub fn new(from: Uuid, generation: u64, message: Message) -> Frame {
+        Frame {
+            version: WIRE_VERSION,
+            from,
+            generation,
+            message,
+        }
+    }
+
+    /// Encodes the frame. Encoding a frame built from valid values cannot fail.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("a frame always encodes")
+    }
+
+    /// Decodes and checks a frame of at most `max_bytes`.
+    pub fn decode(bytes: &[u8], max_bytes: usize) -> Result<Frame, WireError> {
+        if bytes.len() > max_bytes {
+            return Err(WireError::TooLarge {
+                len: bytes.len(),
+                max: max_bytes,
+            });
+        }
+        let mut de = rmp_serde::Deserializer::new(Cursor::new(bytes));
+        de.set_max_depth(MAX_DEPTH);
+        let frame = Frame::deserialize(&mut de).map_err(|e| WireError::Malformed(e.to_string()))?;
+        let read = de.position();
+        if read != bytes.len() as u64 {
+            return Err(WireError::Malformed(format!(
+                "{} trailing bytes",
+                bytes.len() as u64 - read
+            )));
+        }
+        if frame.version != WIRE_VERSION {
+            return Err(WireError::Version {
+                got: frame.version,
+                supported: WIRE_VERSION,
+            });
+        }
+        Ok(frame)
+    }
+}
+
+/// Decodes an object carried in a message.
+pub fn decode_object(bytes: &[u8]) -> Result<Object, WireError> {
+    Object::decode(bytes).map_err(|e| WireError::Object(e.to_string()))
+}
+
+/// The newest timestamp of an object, for advancing the receiver's clock.
+pub fn object_timestamp(object: &Object) -> Option<Timestamp> {
+    object.latest_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Frame {
+        Frame::new(
+            Uuid::from_u128(7),
+            3,
+            Message::Read {
+                request: 9,
+                key: WireKey {
+                    partition: 4,
+                    bucket: b"b".to_vec(),
+                    key: b"k".to_vec(),
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frame = sample();
+        let bytes = frame.encode();
+        assert_eq!(Frame::decode(&bytes, MAX_FRAME_BYTES).unwrap(), frame);
+    }
+
+    #[test]
+    fn oversized_trailing_and_foreign_versions_are_refused() {
+        let bytes = sample().encode();
+        assert!(matches!(
+            Frame::decode(&bytes, bytes.len() - 1),
+            Err(WireError::TooLarge { .. })
+        ));
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            Frame::decode(&trailing, MAX_FRAME_BYTES),
+            Err(WireError::Malformed(_))
+        ));
+        let mut future = sample();
+        future.version = WIRE_VERSION + 1;
+        assert!(matches!(
+            Frame::decode(&future.encode(), MAX_FRAME_BYTES),
+            Err(WireError::Version { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = Frame::decode(&bytes, MAX_FRAME_BYTES);
+        }
+
+        #[test]
+        fn truncated_frames_are_errors(cut in 0usize..40) {
+            let bytes = sample().encode();
+            let cut = cut.min(bytes.len() - 1);
+            proptest::prop_assert!(Frame::decode(&bytes[..cut], MAX_FRAME_BYTES).is_err());
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! End to end: a real 3-node cluster of `chorus node start` processes
+//! talking QUIC with mutual TLS on loopback, driven through the HTTP API.
+//!
+//! One test walks the whole story, because starting a cluster is the
+//! expensive part: forming the cluster, puts, gets and deletes at several
+//! R/W settings, a node killed with SIGKILL (w=2 still succeeds, w=all
+//! fails with the quorum error), its restart (hints delivered, r=all sees
+//! the value), and a node with a certificate from another CA, which cannot
+//! join.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
+/// How long the cluster may take to form or to notice a change.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free TCP port")
+        .port()
+}
+
+fn run(args: &[&str]) {
+    let status = Command::new(CHORUS)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run chorus");
+    assert!(status.success(), "chorus {args:?} failed");
+}
+
+/// One node process; killed when dropped.
+struct NodeProcess {
+    name: String,
+    dir: PathBuf,
+    tls: PathBuf,
+    quic: SocketAddr,
+    http: SocketAddr,
+    seeds: Vec<SocketAddr>,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn new(root: &Path, name: &str, tls: PathBuf, seeds: Vec<SocketAddr>) -> NodeProcess {
+        NodeProcess {
+            name: name.to_string(),
+            dir: root.join(name),
+            tls,
+            quic: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
+            http: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
+            seeds,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        std::fs::create_dir_all(&self.dir).expect("node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .expect("log file");
+        let seeds: Vec<String> = self.seeds.iter().map(ToString::to_string).collect();
+        let mut command = Command::new(CHORUS);
+        command
+            .env("RUST_LOG", "info")
+            .args(["node", "start", "--name", &self.name])
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .args(["--quic-listen", &self.quic.to_string()])
+            .args(["--http-listen", &self.http.to_string()])
+            .args(["--replicas", "3", "--initial-members", "3"])
+            .arg("--tls-ca")
+            .arg(self.tls.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(self.tls.join("node.pem"))
+            .arg("--tls-key")
+            .arg(self.tls.join("node.key"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        if !seeds.is_empty() {
+            command.args(["--seed", &seeds.join(",")]);
+        }
+        self.child = Some(command.spawn().expect("start a node"));
+    }
+
+    /// SIGKILL, no goodbye.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of {} ---", self.name);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn status(http: &reqwest::Client, node: &NodeProcess) -> Option<serde_json::Value> {
+    let response = http.get(node.url("/v1/cluster/status")).send().await.ok()?;
+    response.json().await.ok()
+}
+
+async fn liveness_of(http: &reqwest::Client, observer: &NodeProcess, name: &str) -> Option<String> {
+    let status = status(http, observer).await?;
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["liveness"].as_str().map(str::to_string))
+}
+
+async fn pending_hints(http: &reqwest::Client, node: &NodeProcess) -> Option<u64> {
+    let text = http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("chorus_hints_pending "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+fn key_url(node: &NodeProcess, key: &str, query: &str) -> String {
+    node.url(&format!("/v1/buckets/e2e/keys/{key}?{query}"))
+}
+
+async fn put(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    key: &str,
+    value: &str,
+    query: &str,
+) -> reqwest::Response {
+    http.put(key_url(node, key, query))
+        .body(value.to_string())
+        .send()
+        .await
+        .expect("put sent")
+}
+
+async fn get(
+    http: &reqwest::Client,
+    node: &NodeProcess,
+    key: &str,
+    query: &str,
+) -> reqwest::Response {
+    http.get(key_url(node, key, query))
+        .send()
+        .await
+        .expect("get sent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_over_quic() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let ca = root.path().join("ca");
+    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
+    let mut tls_dirs = Vec::new();
+    for name in ["node1", "node2", "node3"] {
+        let out = root.path().join(format!("{name}-tls"));
+        run(&[
+            "cert",
+            "node",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--name",
+            name,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        tls_dirs.push(out);
+    }
+    let mut n1 = NodeProcess::new(root.path(), "node1", tls_dirs[0].clone(), vec![]);
+    let mut n2 = NodeProcess::new(root.path(), "node2", tls_dirs[1].clone(), vec![n1.quic]);
+    let mut n3 = NodeProcess::new(
+        root.path(),
+        "node3",
+        tls_dirs[2].clone(),
+        vec![n1.quic, n2.quic],
+    );
+    n1.seeds = vec![n2.quic, n3.quic];
+    for node in [&mut n1, &mut n2, &mut n3] {
+        node.start();
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+
+    // --- the cluster forms ---
+    for node in [&n1, &n2, &n3] {
+        wait_for(&format!("{} ready", node.name), || async {
+            matches!(http.get(node.url("/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
+        })
+        .await;
+    }
+    let livez = http.get(n1.url("/livez")).send().await.expect("livez");
+    assert_eq!(livez.status(), StatusCode::OK);
+    let members = status(&http, &n1).await.expect("status");
+    assert_eq!(
+        members["members"].as_array().map(Vec::len),
+        Some(3),
+        "{members}"
+    );
+
+    // --- put, get, delete at several R/W settings, through every node ---
+    for (i, (w, r)) in [
+        ("1", "1"),
+        ("quorum", "quorum"),
+        ("all", "all"),
+        ("2", "one"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let writer = [&n1, &n2, &n3][i % 3];
+        let reader = [&n1, &n2, &n3][(i + 1) % 3];
+        let key = format!("k{i}");
+        let response = put(
+            &http,
+            writer,
+            &key,
+            &format!("value-{i}"),
+            &format!("w={w}"),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "put w={w}");
+        assert!(response.headers().contains_key("x-chorus-context"));
+        // A read right after a w=1 write may reach replicas that have not
+        // applied it yet; r=all after w=1 always sees it.
+        let r = if *w == "1" { "all" } else { r };
+        let response = get(&http, reader, &key, &format!("r={r}")).await;
+        assert_eq!(response.status(), StatusCode::OK, "get r={r}");
+        let context = response.headers()["x-chorus-context"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(response.text().await.unwrap(), format!("value-{i}"));
+        // Delete with the context: a tombstone, reads as not found.
+        let response = http
+            .delete(key_url(writer, &key, "w=all"))
+            .header("x-chorus-context", context)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "delete");
+        let response = get(&http, reader, &key, "r=all").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(
+            response.headers().contains_key("x-chorus-context"),
+            "a tombstone keeps its context"
+        );
+    }
+    // Bad input is refused before any work.
+    let response = put(&http, &n1, "bad", "x", "w=4").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "quorum_above_n");
+
+    // --- kill node3: w=2 succeeds, w=all fails with the quorum error ---
+    n3.kill();
+    wait_for("node1 and node2 see node3 down", || async {
+        liveness_of(&http, &n1, "node3").await.as_deref() == Some("down")
+            && liveness_of(&http, &n2, "node3").await.as_deref() == Some("down")
+    })
+    .await;
+    let response = put(&http, &n1, "during-outage", "survives", "w=2").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NO_CONTENT,
+        "w=2 with one node down"
+    );
+    let response = put(&http, &n2, "strict", "refused", "w=all").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "w=all with one node down"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "quorum_not_reached", "{body}");
+    assert_eq!(body["required"], 3, "{body}");
+    // Fails as soon as w=all is out of reach: the coordinator's own copy
+    // counts, node3 cannot answer.
+    let received = body["received"].as_u64().expect("a count");
+    assert!((1..3).contains(&received), "{body}");
+    let hints_before =
+        pending_hints(&http, &n1).await.unwrap_or(0) + pending_hints(&http, &n2).await.unwrap_or(0);
+    assert!(hints_before >= 1, "the coordinators keep hints for node3");
+
+    // --- restart node3: hints are delivered, r=all sees the value ---
+    n3.start();
+    wait_for("node3 ready again", || async {
+        matches!(http.get(n3.url("/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
+    })
+    .await;
+    wait_for("hints delivered to node3", || async {
+        pending_hints(&http, &n1).await == Some(0) && pending_hints(&http, &n2).await == Some(0)
+    })
+    .await;
+    wait_for("node3 sees node1 and node2 up", || async {
+        liveness_of(&http, &n3, "node1").await.as_deref() == Some("up")
+            && liveness_of(&http, &n3, "node2").await.as_deref() == Some("up")
+    })
+    .await;
+    // Node3 answers r=1 from its own copy, which only the hint can have
+    // put there: no read of the key has run since the outage.
+    let response = get(&http, &n3, "during-outage", "r=1").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "node3 holds the hinted write"
+    );
+    assert_eq!(response.text().await.unwrap(), "survives");
+    let response = get(&http, &n3, "during-outage", "r=all").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "survives");
+
+    // --- a node with a certificate from another CA cannot join ---
+    let foreign_ca = root.path().join("foreign-ca");
+    run(&[
+        "cert",
+        "ca",
+        "--dir",
+        foreign_ca.to_str().unwrap(),
+        "--cluster",
+        "other",
+    ]);
+    let foreign_tls = root.path().join("intruder-tls");
+    run(&[
+        "cert",
+        "node",
+        "--ca-dir",
+        foreign_ca.to_str().unwrap(),
+        "--name",
+        "intruder",
+        "--out",
+        foreign_tls.to_str().unwrap(),
+    ]);
+    let mut intruder = NodeProcess::new(
+        root.path(),
+        "intruder",
+        foreign_tls,
+        vec![n1.quic, n2.quic, n3.quic],
+    );
+    intruder.start();
+    wait_for("the intruder serves HTTP", || async {
+        matches!(http.get(intruder.url("/livez")).send().await, Ok(r) if r.status() == StatusCode::OK)
+    })
+    .await;
+    // Give it several gossip rounds to try.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for node in [&n1, &n2, &n3] {
+        let view = status(&http, node).await.expect("status");
+        let names: Vec<&str> = view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        assert!(
+            !names.contains(&"intruder"),
+            "{} let the intruder in: {names:?}",
+            node.name
+        );
+    }
+    let view = status(&http, &intruder).await.expect("status");
+    assert_eq!(
+        view["members"].as_array().map(Vec::len),
+        Some(1),
+        "the intruder learned nothing: {view}"
+    );
+    let ready = http.get(intruder.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

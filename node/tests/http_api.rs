@@ -1,0 +1,838 @@
+//! The HTTP API against a fake service, over a real socket.
+//!
+//! The fake keeps one [`Object`] per key and writes to it with
+//! [`Object::write`], minting dots from a counter, so siblings and causal
+//! contexts behave as they do on a replica. Requests for keys listed in
+//! `failures` answer with the canned error instead, which is how the quorum
+//! and timeout answers are exercised.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chorus_node::api::{
+    ClusterStatus, MemberStatus, ReadReply, ReadRequest, RequestError, Service, WriteReply,
+    WriteRequest,
+};
+use chorus_node::core::{
+    GetError, PutError, Quorum, QuorumTally, ReplicaError, ReplicaFailure, RequestOptions,
+    WriteError,
+};
+use chorus_node::http::{self, ProblemBody, SiblingsBody, WriteOutcome};
+use chorus_storage::context::CausalContext;
+use chorus_storage::hlc::Timestamp;
+use chorus_storage::object::Object;
+use chorus_storage::version::{ActorId, Dot};
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// The replication factor the fake resolves options against.
+const N: usize = 3;
+
+/// The wall clock of the fake's first write, in milliseconds.
+const EPOCH_MS: u64 = 1_795_000_000_000;
+
+type Key = (Vec<u8>, Vec<u8>);
+
+#[derive(Debug, Default)]
+struct State {
+    objects: BTreeMap<Key, Object>,
+    /// The last dot counter minted.
+    counter: u64,
+    /// Canned errors by key, answered to gets and puts alike.
+    failures: BTreeMap<Vec<u8>, RequestError>,
+    /// Every request that reached the service, in order.
+    reads: Vec<ReadRequest>,
+    writes: Vec<WriteRequest>,
+}
+
+#[derive(Debug, Clone)]
+struct Fake {
+    state: Arc<Mutex<State>>,
+    ready: Arc<AtomicBool>,
+    max_value_bytes: usize,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        Fake {
+            state: Arc::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+            max_value_bytes: 1024,
+        }
+    }
+
+    fn fail(&self, key: &str, error: RequestError) {
+        let mut state = self.state.lock().unwrap();
+        state.failures.insert(key.as_bytes().to_vec(), error);
+    }
+
+    fn reads(&self) -> Vec<ReadRequest> {
+        self.state.lock().unwrap().reads.clone()
+    }
+
+    fn writes(&self) -> Vec<WriteRequest> {
+        self.state.lock().unwrap().writes.clone()
+    }
+
+    /// The timestamp the fake gives its `counter`th write.
+    fn timestamp(counter: u64) -> Timestamp {
+        Timestamp::new(EPOCH_MS + counter, 0)
+    }
+}
+
+impl Service for Fake {
+    async fn get(&self, request: ReadRequest) -> Result<ReadReply, RequestError> {
+        let mut state = self.state.lock().unwrap();
+        state.reads.push(request.clone());
+        request.options.resolve(N)?;
+        if let Some(error) = state.failures.get(&request.key) {
+            return Err(error.clone());
+        }
+        let object = state
+            .objects
+            .get(&(request.bucket, request.key))
+            .cloned()
+            .unwrap_or_default();
+        Ok(ReadReply { object })
+    }
+
+    async fn put(&self, request: WriteRequest) -> Result<WriteReply, RequestError> {
+        let mut state = self.state.lock().unwrap();
+        state.writes.push(request.clone());
+        request.options.resolve(N)?;
+        if let Some(error) = state.failures.get(&request.key) {
+            return Err(error.clone());
+        }
+        state.counter += 1;
+        let counter = state.counter;
+        let object = state
+            .objects
+            .entry((request.bucket, request.key))
+            .or_default();
+        let context = request.context.unwrap_or_default();
+        object
+            .write(
+                context.version_vector(),
+                Dot::new(ActorId(1), counter),
+                Fake::timestamp(counter),
+                request.value,
+            )
+            .map_err(WriteError::from)?;
+        Ok(WriteReply {
+            context: CausalContext::new(object.context().clone()),
+        })
+    }
+
+    async fn cluster_status(&self) -> Result<ClusterStatus, RequestError> {
+        let node_id = Uuid::from_u128(7);
+        Ok(ClusterStatus {
+            node_id,
+            node_name: "fake-1".into(),
+            ring_version: Some(4),
+            ring_hash: Some("abc".into()),
+            members: vec![MemberStatus {
+                id: node_id,
+                name: "fake-1".into(),
+                quic_addr: None,
+                http_addr: Some("127.0.0.1:8080".parse().unwrap()),
+                status: "up".into(),
+                zone: None,
+                generation: 2,
+                heartbeat: 99,
+                liveness: "up".into(),
+                local: true,
+            }],
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
+    }
+}
+
+/// A running server on an ephemeral port.
+struct Server {
+    base: String,
+    addr: std::net::SocketAddr,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    async fn start(fake: Fake) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(http::serve(listener, fake, async move {
+            let _ = signal.await;
+        }));
+        Server {
+            base: format!("http://{addr}"),
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    fn key_url(&self, bucket: &str, key: &str) -> String {
+        format!("{}/v1/buckets/{bucket}/keys/{key}", self.base)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn put(&self, url: &str, value: &[u8], context: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.put(url).body(value.to_vec());
+        if let Some(context) = context {
+            request = request.header("X-Chorus-Context", context);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    async fn get_json(&self, url: &str) -> reqwest::Response {
+        self.client
+            .get(url)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap())
+}
+
+fn context_of(response: &reqwest::Response) -> String {
+    let token = header(response, "x-chorus-context")
+        .unwrap_or_else(|| panic!("no context header on {}", response.status()))
+        .to_owned();
+    CausalContext::decode(&token).expect("the context header is a valid token");
+    token
+}
+
+/// Decodes a problem body, checking its content type and that it agrees
+/// with the status line.
+async fn problem(response: reqwest::Response) -> ProblemBody {
+    assert_eq!(
+        header(&response, "content-type"),
+        Some("application/problem+json")
+    );
+    let status = response.status().as_u16();
+    let body: ProblemBody = response.json().await.unwrap();
+    assert_eq!(body.status, status);
+    assert_eq!(
+        body.type_uri,
+        format!("https://chorus.dev/errors/{}", body.code)
+    );
+    body
+}
+
+fn tally(required: usize, received: usize) -> QuorumTally {
+    QuorumTally {
+        required,
+        required_primaries: 1,
+        received,
+        received_primaries: 0,
+        failures: vec![ReplicaFailure {
+            node: Uuid::from_u128(42),
+            error: ReplicaError::Unreachable,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn put_then_get_round_trips_value_and_context() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("photos", "cat");
+
+    let put = server.put(&url, b"meow", None).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let written = context_of(&put);
+
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        header(&got, "content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(context_of(&got), written);
+    assert_eq!(
+        header(&got, "x-chorus-timestamp"),
+        Some(Fake::timestamp(1).to_string().as_str())
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"meow");
+
+    // Writing back with the context replaces the value instead of adding a sibling.
+    let put = server.put(&url, b"purr", Some(&written)).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"purr");
+
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 2);
+    assert_eq!(writes[0].bucket, b"photos");
+    assert_eq!(writes[0].key, b"cat");
+    assert_eq!(writes[0].context, None);
+    assert_eq!(
+        writes[1].context,
+        Some(CausalContext::decode(&written).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn empty_values_and_encoded_keys_are_stored_as_given() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    // `%2F` is a slash inside the key, `%20` a space.
+    let url = server.key_url("b%20x", "a%2Fb");
+    assert_eq!(
+        server.put(&url, b"", None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(fake.writes()[0].bucket, b"b x");
+    assert_eq!(fake.writes()[0].key, b"a/b");
+    assert_eq!(fake.writes()[0].value, Some(Vec::new()));
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert!(got.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_blind_writes_are_siblings() {
+    let server = Server::start(Fake::new()).await;
+    let url = server.key_url("b", "k");
+    assert_eq!(
+        server.put(&url, b"left", None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        server.put(&url, b"right", None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(header(&got, "content-type"), Some("application/json"));
+    let header_context = context_of(&got);
+    let body: SiblingsBody = got.json().await.unwrap();
+    assert_eq!(body.context, header_context);
+    let values: Vec<Vec<u8>> = body
+        .siblings
+        .iter()
+        .map(|sibling| STANDARD.decode(&sibling.value).unwrap())
+        .collect();
+    assert_eq!(values, vec![b"left".to_vec(), b"right".to_vec()]);
+    assert_eq!(
+        body.siblings
+            .iter()
+            .map(|sibling| sibling.timestamp.clone())
+            .collect::<Vec<_>>(),
+        vec![
+            Fake::timestamp(1).to_string(),
+            Fake::timestamp(2).to_string()
+        ]
+    );
+    assert!(body.siblings.iter().all(|sibling| !sibling.deleted));
+
+    // Asking for JSON gets the same body with 200.
+    let got = server.get_json(&url).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    let json: SiblingsBody = got.json().await.unwrap();
+    assert_eq!(json, body);
+
+    // A write with the siblings' context resolves them.
+    let put = server.put(&url, b"merged", Some(&body.context)).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), b"merged");
+}
+
+#[tokio::test]
+async fn json_accept_on_a_single_value_is_a_200_json_body() {
+    let server = Server::start(Fake::new()).await;
+    let url = server.key_url("b", "k");
+    server.put(&url, &[0, 159, 255], None).await;
+    let got = server
+        .client
+        .get(&url)
+        .header("Accept", "text/html;q=0.9, Application/JSON")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    let body: SiblingsBody = got.json().await.unwrap();
+    assert_eq!(body.siblings.len(), 1);
+    assert_eq!(body.siblings[0].value, STANDARD.encode([0u8, 159, 255]));
+
+    // A zero quality refuses JSON: the raw value comes back.
+    let got = server
+        .client
+        .get(&url)
+        .header("Accept", "application/json;q=0, */*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), &[0, 159, 255]);
+}
+
+#[tokio::test]
+async fn delete_leaves_a_tombstone_that_reads_as_not_found_with_context() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("b", "gone");
+    let written = context_of(&server.put(&url, b"v", None).await);
+
+    let deleted = server
+        .client
+        .delete(&url)
+        .header("X-Chorus-Context", &written)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let after_delete = context_of(&deleted);
+    assert_ne!(after_delete, written);
+    let write = fake.writes().pop().unwrap();
+    assert_eq!(write.value, None);
+    assert_eq!(
+        write.context,
+        Some(CausalContext::decode(&written).unwrap())
+    );
+
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::NOT_FOUND);
+    assert_eq!(context_of(&got), after_delete);
+    assert_eq!(problem(got).await.code, "not_found");
+
+    let got = server.get_json(&url).await;
+    assert_eq!(got.status(), StatusCode::NOT_FOUND);
+    assert_eq!(context_of(&got), after_delete);
+
+    // A key never written has no context to offer.
+    let got = server.get(&server.key_url("b", "never")).await;
+    assert_eq!(got.status(), StatusCode::NOT_FOUND);
+    assert_eq!(header(&got, "x-chorus-context"), None);
+    assert_eq!(problem(got).await.code, "not_found");
+}
+
+#[tokio::test]
+async fn query_parameters_reach_the_service_as_options() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("b", "k");
+    let put = server
+        .put(
+            &format!("{url}?w=ALL&pw=1&timeout=250&sync=true&sloppy=false"),
+            b"v",
+            None,
+        )
+        .await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        fake.writes()[0].options,
+        RequestOptions {
+            w: Quorum::All,
+            pw: Quorum::Count(1),
+            timeout_ms: 250,
+            sync: true,
+            sloppy: false,
+            ..RequestOptions::default()
+        }
+    );
+    server.get(&format!("{url}?r=one")).await;
+    assert_eq!(fake.reads()[0].options.r, Quorum::One);
+    server
+        .client
+        .delete(format!("{url}?w=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fake.writes()[1].options.w, Quorum::Count(1));
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_400_naming_the_option() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("b", "k");
+    let cases = [
+        ("w=abc", "invalid_quorum", "w"),
+        ("w=0", "quorum_zero", "w"),
+        ("w=4", "quorum_above_n", "w"),
+        ("n=3", "unknown_option", "n"),
+        ("r=1&r=2", "duplicate_option", "r"),
+        ("timeout=5s", "invalid_timeout", "timeout"),
+        ("sync=yes", "invalid_bool", "sync"),
+    ];
+    for (query, code, option) in cases {
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+        ] {
+            let response = server
+                .client
+                .request(method.clone(), format!("{url}?{query}"))
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::BAD_REQUEST,
+                "{method} ?{query}"
+            );
+            let body = problem(response).await;
+            assert_eq!(body.code, code, "{method} ?{query}");
+            assert_eq!(body.option.as_deref(), Some(option), "{method} ?{query}");
+        }
+    }
+    // Parse errors never reach the service; only the counts it resolves do.
+    let reached = fake.reads().len() + fake.writes().len();
+    assert_eq!(reached, 3 * 2, "only w=0 and w=4 reach the service");
+    assert!(fake.state.lock().unwrap().objects.is_empty());
+}
+
+#[tokio::test]
+async fn bad_context_tokens_are_400_before_the_service_is_called() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("b", "k");
+
+    let response = server.put(&url, b"v", Some("not a token!")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(response).await.code, "context_not_base64");
+
+    let response = server
+        .client
+        .delete(&url)
+        .header("X-Chorus-Context", "AQ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(response).await.code, "context_truncated");
+
+    let token = CausalContext::default().encode();
+    let response = server
+        .client
+        .put(&url)
+        .header("X-Chorus-Context", &token)
+        .header("X-Chorus-Context", &token)
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(response).await.code, "context_malformed");
+
+    assert!(fake.writes().is_empty());
+}
+
+#[tokio::test]
+async fn bucket_and_key_lengths_are_checked() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let long_bucket = "b".repeat(256);
+    let response = server.get(&server.key_url(&long_bucket, "k")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = problem(response).await;
+    assert_eq!(body.code, "invalid_key");
+    assert!(body.detail.contains("bucket"), "{}", body.detail);
+
+    // Not UTF-8 once decoded.
+    let response = server.get(&server.key_url("b", "%FF")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(problem(response).await.code, "invalid_key");
+
+    assert!(fake.reads().is_empty() && fake.writes().is_empty());
+
+    // A bucket at its limit and a long key are fine. (Keys near
+    // MAX_KEY_BYTES do not fit in a URI, which the http crate caps at 64 KiB;
+    // the unit tests check that limit.)
+    let response = server
+        .put(
+            &server.key_url(&"b".repeat(255), &"k".repeat(60_000)),
+            b"v",
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fake.writes()[0].key.len(), 60_000);
+}
+
+#[tokio::test]
+async fn oversized_values_are_413() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("b", "big");
+
+    let response = server.put(&url, &vec![7; 1025], None).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = problem(response).await;
+    assert_eq!(body.code, "value_too_large");
+    assert!(body.detail.contains("1025"), "{}", body.detail);
+    assert!(fake.writes().is_empty());
+
+    let response = server.put(&url, &vec![7; 1024], None).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+/// A chunked body declares no length; the limit cuts it off while reading.
+#[tokio::test]
+async fn oversized_chunked_values_are_413() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut request = String::from(
+        "PUT /v1/buckets/b/keys/k HTTP/1.1\r\nHost: test\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    );
+    for _ in 0..3 {
+        request.push_str(&format!("200\r\n{}\r\n", "x".repeat(0x200)));
+    }
+    request.push_str("0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 413"),
+        "{}",
+        response.lines().next().unwrap_or_default()
+    );
+    assert!(
+        response.contains("\"code\":\"value_too_large\""),
+        "{response}"
+    );
+    assert!(fake.writes().is_empty());
+}
+
+#[tokio::test]
+async fn quorum_errors_are_503_with_the_tally_and_retry_after() {
+    let fake = Fake::new();
+    fake.fail(
+        "flaky",
+        RequestError::Get(GetError::QuorumNotReached(tally(2, 1))),
+    );
+    let server = Server::start(fake.clone()).await;
+
+    let response = server.get(&server.key_url("b", "flaky")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), Some("1"));
+    let body = problem(response).await;
+    assert_eq!(body.code, "quorum_not_reached");
+    assert_eq!(body.required, Some(2));
+    assert_eq!(body.required_primaries, Some(1));
+    assert_eq!(body.received, Some(1));
+    assert_eq!(body.received_primaries, Some(0));
+    assert_eq!(body.failures.len(), 1);
+    assert_eq!(body.failures[0].node, Uuid::from_u128(42));
+    assert_eq!(body.failures[0].code, "replica_unreachable");
+    // Reads say nothing about writes.
+    assert_eq!((body.applied, body.outcome), (None, None));
+
+    // A put that missed its quorum but reached a replica may have applied.
+    fake.fail(
+        "partial",
+        RequestError::Put(PutError::QuorumNotReached {
+            tally: tally(3, 1),
+            applied: 1,
+        }),
+    );
+    let response = server
+        .put(&server.key_url("b", "partial"), b"v", None)
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), Some("1"));
+    let body = problem(response).await;
+    assert_eq!((body.required, body.received), (Some(3), Some(1)));
+    assert_eq!(body.applied, Some(1));
+    assert_eq!(body.outcome, Some(WriteOutcome::MayHaveApplied));
+
+    // One that reached no replica did not.
+    fake.fail(
+        "refused",
+        RequestError::Put(PutError::QuorumNotReached {
+            tally: tally(2, 0),
+            applied: 0,
+        }),
+    );
+    let response = server
+        .client
+        .delete(server.key_url("b", "refused"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = problem(response).await;
+    assert_eq!(body.applied, Some(0));
+    assert_eq!(body.outcome, Some(WriteOutcome::NotApplied));
+}
+
+#[tokio::test]
+async fn put_timeouts_are_504_saying_whether_the_write_may_have_applied() {
+    let fake = Fake::new();
+    fake.fail(
+        "slow",
+        RequestError::Put(PutError::Indeterminate {
+            tally: tally(2, 1),
+            applied: 1,
+        }),
+    );
+    fake.fail(
+        "stuck",
+        RequestError::Put(PutError::Failed { tally: tally(2, 0) }),
+    );
+    let server = Server::start(fake).await;
+
+    let response = server.put(&server.key_url("b", "slow"), b"v", None).await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(header(&response, "retry-after"), None);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("\"outcome\":\"may_have_applied\""), "{text}");
+    let body: ProblemBody = serde_json::from_str(&text).unwrap();
+    assert_eq!(body.code, "timeout_indeterminate");
+    assert_eq!((body.required, body.received), (Some(2), Some(1)));
+    assert_eq!(body.applied, Some(1));
+
+    let response = server.put(&server.key_url("b", "stuck"), b"v", None).await;
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body = problem(response).await;
+    assert_eq!(body.code, "timeout");
+    assert_eq!(body.applied, Some(0));
+    assert_eq!(body.outcome, Some(WriteOutcome::NotApplied));
+}
+
+#[tokio::test]
+async fn other_service_errors_keep_their_status_and_code() {
+    let fake = Fake::new();
+    fake.fail("down", RequestError::Unavailable("shutting down".into()));
+    fake.fail("broken", RequestError::Internal("disk on fire".into()));
+    let server = Server::start(fake).await;
+
+    let response = server.get(&server.key_url("b", "down")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), Some("1"));
+    let body = problem(response).await;
+    assert_eq!(body.code, "unavailable");
+    assert_eq!(body.detail, "node unavailable: shutting down");
+    assert_eq!(body.required, None);
+
+    let response = server.get(&server.key_url("b", "broken")).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(problem(response).await.code, "internal");
+}
+
+#[tokio::test]
+async fn health_checks_follow_the_service() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+
+    let live = server.get(&server.url("/livez")).await;
+    assert_eq!(live.status(), StatusCode::OK);
+    assert_eq!(live.text().await.unwrap(), "ok");
+
+    let ready = server.get(&server.url("/readyz")).await;
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    fake.ready.store(false, Ordering::SeqCst);
+    let ready = server.get(&server.url("/readyz")).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&ready, "retry-after"), Some("1"));
+    assert_eq!(problem(ready).await.code, "not_ready");
+    // Liveness does not depend on readiness.
+    assert_eq!(
+        server.get(&server.url("/livez")).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn cluster_status_is_json() {
+    let server = Server::start(Fake::new()).await;
+    let response = server.get(&server.url("/v1/cluster/status")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["node_name"], "fake-1");
+    assert_eq!(body["ring_version"], 4);
+    assert_eq!(body["members"][0]["heartbeat"], 99);
+    assert_eq!(body["members"][0]["http_addr"], "127.0.0.1:8080");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let server = Server::start(Fake::new()).await;
+
+    let response = server.get(&server.url("/v2/nothing")).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body = problem(response).await;
+    assert_eq!(body.code, "no_route");
+    assert!(body.detail.contains("/v2/nothing"), "{}", body.detail);
+
+    // A key with an unencoded slash is not a key route.
+    let response = server.get(&server.key_url("b", "a/b")).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(problem(response).await.code, "no_route");
+
+    let response = server
+        .client
+        .post(server.key_url("b", "k"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&response, "allow"), Some("GET,HEAD,PUT,DELETE"));
+    assert_eq!(problem(response).await.code, "method_not_allowed");
+
+    let response = server
+        .client
+        .delete(server.url("/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(problem(response).await.code, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn serve_returns_after_shutdown() {
+    let mut server = Server::start(Fake::new()).await;
+    assert_eq!(
+        server.get(&server.url("/livez")).await.status(),
+        StatusCode::OK
+    );
+    server.shutdown.take().unwrap().send(()).unwrap();
+    // Drop the client's pooled connection so graceful shutdown need not wait for it.
+    drop(server.client);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), server.task)
+        .await
+        .expect("serve returns once shut down")
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}

@@ -1,0 +1,478 @@
+//! A deterministic cluster simulator.
+//!
+//! Runs several [`Engine`]s over [`MemoryStore`]s in virtual time, connected
+//! by a simulated network that drops a fraction of the frames and delays the
+//! rest by a random amount. Everything random is drawn from one generator
+//! seeded by [`SimConfig::seed`], and every ordering decision is made on
+//! ordered collections, so one seed always gives the same run; the
+//! [`Sim::trace_hash`] of a run proves it.
+//!
+//! Time only moves when [`Sim::step`] jumps to the next event: the earliest
+//! frame due or the earliest engine wakeup. A run of minutes of cluster time
+//! takes milliseconds.
+//!
+//! Faults: frame loss and delay ([`SimConfig`]), [`Sim::crash`] of a node
+//! (its engine is dropped; its store either keeps everything, like a process
+//! killed with a write-ahead log, or loses what was not synced, like a
+//! machine crash), [`Sim::restart`] with a new generation, and
+//! [`Sim::isolate`] to cut one node off the network.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use chorus_node::api::{ReadRequest, RequestError, WriteRequest};
+use chorus_node::core::RequestOptions;
+use chorus_node::engine::{
+    ClientId, ClientReply, ClientRequest, Effect, Engine, EngineConfig, Now,
+};
+use chorus_storage::context::CausalContext;
+use chorus_storage::store::{MemoryStore, StoreConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Wall-clock time at the start of every simulation (2026-01-01), in ms.
+const WALL_EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// How a simulation runs.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub seed: u64,
+    /// Fraction of frames dropped, 0.0..1.0.
+    pub loss: f64,
+    /// Every frame is delayed by a uniform time in this range.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Replicas of every key (N).
+    pub replicas: usize,
+    /// Partitions of the ring (P).
+    pub partitions: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 5,
+            seed: 1,
+            loss: 0.0,
+            min_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(10),
+            replicas: 3,
+            partitions: 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Node {
+    addr: SocketAddr,
+    engine: Option<Engine<MemoryStore>>,
+    /// The store of a crashed node, kept for its restart.
+    parked: Option<MemoryStore>,
+    isolated: bool,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    from: SocketAddr,
+    to: usize,
+    payload: Vec<u8>,
+}
+
+/// A simulated cluster. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim {
+    config: SimConfig,
+    now: Duration,
+    rng: ChaCha8Rng,
+    nodes: Vec<Node>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    network: BTreeMap<(Duration, u64), InFlight>,
+    next_frame: u64,
+    next_client: ClientId,
+    replies: BTreeMap<ClientId, Result<ClientReply, RequestError>>,
+    trace: std::collections::hash_map::DefaultHasher,
+    /// Frames delivered, dropped by loss, dropped because the target was down.
+    pub delivered: u64,
+    pub lost: u64,
+    pub undeliverable: u64,
+}
+
+impl Sim {
+    /// Starts `config.nodes` nodes that know each other as seeds.
+    pub fn new(config: SimConfig) -> Sim {
+        let addrs: Vec<SocketAddr> = (0..config.nodes)
+            .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)), 7070))
+            .collect();
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            now: Duration::ZERO,
+            nodes: Vec::new(),
+            by_addr: addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect(),
+            network: BTreeMap::new(),
+            next_frame: 0,
+            next_client: 1,
+            replies: BTreeMap::new(),
+            trace: Default::default(),
+            delivered: 0,
+            lost: 0,
+            undeliverable: 0,
+            config,
+        };
+        for addr in &addrs {
+            sim.nodes.push(Node {
+                addr: *addr,
+                engine: None,
+                parked: Some(MemoryStore::new(StoreConfig::default())),
+                isolated: false,
+            });
+        }
+        for i in 0..sim.nodes.len() {
+            sim.boot(i);
+        }
+        sim
+    }
+
+    fn engine_config(&self, i: usize) -> EngineConfig {
+        let mut config = EngineConfig {
+            name: format!("node{}", i + 1),
+            replicas: self.config.replicas,
+            partitions: self.config.partitions,
+            initial_members: self.config.nodes,
+            ..EngineConfig::default()
+        };
+        config.gossip.seeds = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, n)| n.addr)
+            .collect();
+        config
+    }
+
+    fn boot(&mut self, i: usize) {
+        let store = self.nodes[i]
+            .parked
+            .take()
+            .expect("a stopped node has its store");
+        let seed = self.rng.random();
+        let addr = self.nodes[i].addr;
+        let http = SocketAddr::new(addr.ip(), 8080);
+        let engine = Engine::start(self.engine_config(i), store, addr, http, self.now(), seed)
+            .expect("a simulated node starts");
+        self.nodes[i].engine = Some(engine);
+        self.collect(i);
+    }
+
+    /// The current time as engines see it.
+    pub fn now(&self) -> Now {
+        Now {
+            mono: self.now,
+            wall_ms: WALL_EPOCH_MS + self.now.as_millis() as u64,
+        }
+    }
+
+    /// The engine of node `i`, if it runs.
+    pub fn engine(&self, i: usize) -> Option<&Engine<MemoryStore>> {
+        self.nodes[i].engine.as_ref()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A hash of everything that happened: every frame delivered and every
+    /// reply, with its time. Equal for two runs of one seed.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.finish()
+    }
+
+    /// Stops node `i`. With `lose_unsynced` its store loses every write not
+    /// yet synced (a machine crash); otherwise it keeps them (a process crash).
+    pub fn crash(&mut self, i: usize, lose_unsynced: bool) {
+        let engine = self.nodes[i].engine.take().expect("the node runs");
+        let store = engine.into_store();
+        self.nodes[i].parked = Some(if lose_unsynced {
+            store.crash()
+        } else {
+            store.restart()
+        });
+        // Frames already on their way to it are lost when they arrive.
+    }
+
+    /// Starts a crashed node again, with a new generation.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i].engine.is_none(), "node {i} runs");
+        self.boot(i);
+    }
+
+    /// Cuts node `i` off the network, or reconnects it.
+    pub fn isolate(&mut self, i: usize, isolated: bool) {
+        self.nodes[i].isolated = isolated;
+    }
+
+    /// Moves time to the next event and handles it. Returns false when
+    /// nothing is left to happen (no node runs).
+    pub fn step(&mut self) -> bool {
+        let wakeup = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.engine.as_ref().map(Engine::next_wakeup))
+            .min();
+        let frame = self.network.first_key_value().map(|(&(at, _), _)| at);
+        let next = match (wakeup, frame) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => return false,
+        };
+        self.now = self.now.max(next);
+        // Frames due now, in order.
+        while let Some(entry) = self.network.first_entry() {
+            if entry.key().0 > self.now {
+                break;
+            }
+            let InFlight { from, to, payload } = entry.remove();
+            let now = self.now();
+            let node = &mut self.nodes[to];
+            match node.engine.as_mut() {
+                Some(engine) if !node.isolated => {
+                    self.delivered += 1;
+                    (to, payload.len(), self.now).hash(&mut self.trace);
+                    let _ = engine.handle_frame(now, from, &payload);
+                    self.collect(to);
+                }
+                _ => self.undeliverable += 1,
+            }
+        }
+        for i in 0..self.nodes.len() {
+            let now = self.now();
+            if let Some(engine) = self.nodes[i].engine.as_mut() {
+                if engine.next_wakeup() <= now.mono {
+                    engine.handle_tick(now);
+                    self.collect(i);
+                }
+            }
+        }
+        true
+    }
+
+    /// Carries out node `i`'s effects.
+    fn collect(&mut self, i: usize) {
+        let mut sends = Vec::new();
+        if let Some(engine) = self.nodes[i].engine.as_mut() {
+            while let Some(effect) = engine.poll_effect() {
+                match effect {
+                    Effect::Send { addr, payload } => sends.push((addr, payload)),
+                    Effect::Reply { client, result } => {
+                        (client, result.is_ok(), self.now).hash(&mut self.trace);
+                        let previous = self.replies.insert(client, result);
+                        assert!(previous.is_none(), "client {client} answered twice");
+                    }
+                }
+            }
+        }
+        for (addr, payload) in sends {
+            let Some(&to) = self.by_addr.get(&addr) else {
+                self.undeliverable += 1;
+                continue;
+            };
+            if self.nodes[i].isolated || self.rng.random_bool(self.config.loss) {
+                self.lost += 1;
+                continue;
+            }
+            let spread = self.config.max_delay.saturating_sub(self.config.min_delay);
+            let delay = self.config.min_delay + spread.mul_f64(self.rng.random::<f64>());
+            self.network.insert(
+                (self.now + delay, self.next_frame),
+                InFlight {
+                    from: self.nodes[i].addr,
+                    to,
+                    payload,
+                },
+            );
+            self.next_frame += 1;
+        }
+    }
+
+    /// Runs for `duration` of cluster time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        while self.now < until {
+            if !self.step() {
+                self.now = until;
+                break;
+            }
+        }
+    }
+
+    /// Runs until `done` holds, checking after every step; panics after
+    /// `limit` of cluster time.
+    pub fn run_until(&mut self, limit: Duration, what: &str, mut done: impl FnMut(&Sim) -> bool) {
+        let until = self.now + limit;
+        while !done(self) {
+            assert!(self.now < until, "{what}: not reached within {limit:?}");
+            if !self.step() {
+                panic!("{what}: nothing left to happen");
+            }
+        }
+    }
+
+    /// Runs until every running node holds the same ring and sees every
+    /// other running node up.
+    pub fn await_stable(&mut self, limit: Duration) {
+        self.run_until(limit, "a stable cluster", |sim| sim.is_stable());
+    }
+
+    /// Whether every running node holds the same ring and sees every other
+    /// running node up.
+    pub fn is_stable(&self) -> bool {
+        let running: Vec<(usize, &Engine<MemoryStore>)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.engine.as_ref().map(|e| (i, e)))
+            .collect();
+        let hashes: BTreeSet<Option<u64>> = running
+            .iter()
+            .map(|(_, e)| e.ring().map(|r| r.hash().0))
+            .collect();
+        if hashes.len() != 1 || hashes.contains(&None) {
+            return false;
+        }
+        running
+            .iter()
+            .all(|(_, a)| running.iter().all(|(_, b)| a.is_up(b.id())))
+    }
+
+    /// Whether node `observer` sees node `node` up.
+    pub fn sees_up(&self, observer: usize, node: usize) -> bool {
+        let id = match &self.nodes[node].engine {
+            Some(engine) => engine.id(),
+            None => return false,
+        };
+        self.nodes[observer]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.is_up(id))
+    }
+
+    /// The id node `i` has (it keeps it across restarts).
+    pub fn node_id(&self, i: usize) -> Option<uuid::Uuid> {
+        self.nodes[i].engine.as_ref().map(Engine::id)
+    }
+
+    /// Sends a client request to node `i`; the answer arrives later, see
+    /// [`Sim::reply`] and [`Sim::await_reply`].
+    pub fn request(&mut self, i: usize, request: ClientRequest) -> ClientId {
+        let client = self.next_client;
+        self.next_client += 1;
+        let now = self.now();
+        let engine = self.nodes[i].engine.as_mut().expect("the node runs");
+        engine.handle_client(now, client, request);
+        self.collect(i);
+        client
+    }
+
+    /// A put (or, with `value: None`, a delete) through node `i`.
+    pub fn put(
+        &mut self,
+        i: usize,
+        key: &str,
+        value: Option<&str>,
+        context: Option<CausalContext>,
+        options: &[(&str, &str)],
+    ) -> ClientId {
+        let options = RequestOptions::parse(options.iter().copied()).expect("valid options");
+        self.request(
+            i,
+            ClientRequest::Put(WriteRequest {
+                bucket: b"sim".to_vec(),
+                key: key.as_bytes().to_vec(),
+                value: value.map(|v| v.as_bytes().to_vec()),
+                context,
+                options,
+            }),
+        )
+    }
+
+    /// A get through node `i`.
+    pub fn get(&mut self, i: usize, key: &str, options: &[(&str, &str)]) -> ClientId {
+        let options = RequestOptions::parse(options.iter().copied()).expect("valid options");
+        self.request(
+            i,
+            ClientRequest::Get(ReadRequest {
+                bucket: b"sim".to_vec(),
+                key: key.as_bytes().to_vec(),
+                options,
+            }),
+        )
+    }
+
+    /// The answer to a request, once it arrived.
+    pub fn reply(&mut self, client: ClientId) -> Option<Result<ClientReply, RequestError>> {
+        self.replies.remove(&client)
+    }
+
+    /// Runs until the request is answered (panics after two minutes of
+    /// cluster time) and returns the answer.
+    pub fn await_reply(&mut self, client: ClientId) -> Result<ClientReply, RequestError> {
+        self.run_until(Duration::from_secs(120), "a reply", |sim| {
+            sim.replies.contains_key(&client)
+        });
+        self.replies.remove(&client).expect("checked above")
+    }
+
+    /// The live values of a read reply, sorted.
+    pub fn values(reply: &ClientReply) -> Vec<String> {
+        match reply {
+            ClientReply::Read(read) => {
+                let mut values: Vec<String> = read
+                    .object
+                    .live()
+                    .map(|s| {
+                        String::from_utf8_lossy(s.value.as_deref().unwrap_or_default()).into_owned()
+                    })
+                    .collect();
+                values.sort();
+                values
+            }
+            ClientReply::Write(_) => panic!("a write reply has no values"),
+        }
+    }
+
+    /// The causal context of a reply.
+    pub fn context(reply: &ClientReply) -> CausalContext {
+        match reply {
+            ClientReply::Read(read) => CausalContext::new(read.object.context().clone()),
+            ClientReply::Write(write) => write.context.clone(),
+        }
+    }
+
+    /// Hints queued over all running nodes.
+    pub fn pending_hints(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.engine.as_ref())
+            .map(|e| {
+                e.pending_hints()
+                    .expect("memory store")
+                    .iter()
+                    .map(|(_, n)| n)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// A random number from the simulation's generator (for workloads).
+    pub fn random_below(&mut self, n: usize) -> usize {
+        self.rng.random_range(0..n)
+    }
+}

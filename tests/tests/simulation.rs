@@ -1,0 +1,395 @@
+//! Seeded simulations of a 5-node cluster: real engines, a lossy network
+//! with delays, crashes and restarts, all in virtual time.
+//!
+//! A failing seed is a bug to fix: rerun one with `CHORUS_SIM_SEED=<seed>`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chorus_node::api::RequestError;
+use chorus_node::engine::ClientReply;
+use chorus_storage::context::CausalContext;
+use chorus_tests::sim::{Sim, SimConfig};
+
+/// The seeds each simulation runs with: `CHORUS_SIM_SEED` alone when set.
+fn seeds(default: &[u64]) -> Vec<u64> {
+    match std::env::var("CHORUS_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("CHORUS_SIM_SEED is a number")],
+        Err(_) => default.to_vec(),
+    }
+}
+
+fn lossy(seed: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        loss: 0.05,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(40),
+        ..SimConfig::default()
+    }
+}
+
+/// The history of one key as a client saw it.
+#[derive(Debug, Default)]
+struct KeyHistory {
+    /// Values written, in order; `true` when the write was acknowledged.
+    attempts: Vec<(String, bool)>,
+    /// The context of the last acknowledged write.
+    context: Option<CausalContext>,
+}
+
+impl KeyHistory {
+    /// The values a read may return in place of the last acknowledged one:
+    /// that value, or any value attempted after it (an unacknowledged write
+    /// may have been applied, and its context covers the acknowledged one).
+    fn acceptable(&self) -> Option<Vec<&str>> {
+        let last_ack = self.attempts.iter().rposition(|(_, acked)| *acked)?;
+        Some(
+            self.attempts[last_ack..]
+                .iter()
+                .map(|(v, _)| v.as_str())
+                .collect(),
+        )
+    }
+}
+
+/// Writes through random coordinators with w=quorum while frames are lost
+/// and delayed and one node crashes and restarts, then checks with
+/// r=quorum reads that every acknowledged write is there.
+fn acknowledged_writes_survive(seed: u64) {
+    let mut sim = Sim::new(lossy(seed));
+    sim.await_stable(Duration::from_secs(60));
+    let keys: Vec<String> = (0..12).map(|k| format!("key-{k}")).collect();
+    let mut history: BTreeMap<String, KeyHistory> = BTreeMap::new();
+    let victim = 2;
+    for round in 0..60 {
+        if round == 20 {
+            // A process crash: the write-ahead log survives.
+            sim.crash(victim, false);
+        }
+        if round == 40 {
+            sim.restart(victim);
+        }
+        let key = keys[sim.random_below(keys.len())].clone();
+        let mut node = sim.random_below(sim.len());
+        while sim.engine(node).is_none() {
+            node = sim.random_below(sim.len());
+        }
+        let value = format!("{key}-v{round}");
+        let entry = history.entry(key.clone()).or_default();
+        let context = entry.context.clone();
+        let client = sim.put(node, &key, Some(&value), context, &[("timeout", "2000")]);
+        let reply = sim.await_reply(client);
+        let entry = history.get_mut(&key).expect("inserted above");
+        match reply {
+            Ok(reply) => {
+                entry.context = Some(Sim::context(&reply));
+                entry.attempts.push((value, true));
+            }
+            Err(RequestError::Put(_) | RequestError::Unavailable(_)) => {
+                entry.attempts.push((value, false));
+            }
+            Err(other) => panic!("seed {seed}: unexpected write error {other}"),
+        }
+        sim.run_for(Duration::from_millis(200));
+    }
+    sim.await_stable(Duration::from_secs(60));
+    let acked: usize = history
+        .values()
+        .map(|h| h.attempts.iter().filter(|(_, a)| *a).count())
+        .sum();
+    assert!(
+        acked >= 40,
+        "seed {seed}: only {acked} of 60 writes acknowledged"
+    );
+    for (key, entry) in &history {
+        let Some(acceptable) = entry.acceptable() else {
+            continue;
+        };
+        // Retry reads that miss their quorum through loss.
+        let values = loop {
+            let client = sim.get(0, key, &[("timeout", "2000")]);
+            match sim.await_reply(client) {
+                Ok(reply) => break Sim::values(&reply),
+                Err(RequestError::Get(_)) => continue,
+                Err(other) => panic!("seed {seed}: unexpected read error {other}"),
+            }
+        };
+        assert!(
+            values.iter().any(|v| acceptable.contains(&v.as_str())),
+            "seed {seed}: {key} lost its acknowledged write: read {values:?}, expected one of {acceptable:?}"
+        );
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_loss_delay_and_a_crash() {
+    for seed in seeds(&[1, 2, 3, 4, 5]) {
+        acknowledged_writes_survive(seed);
+    }
+}
+
+fn read_values(
+    sim: &mut Sim,
+    node: usize,
+    key: &str,
+    options: &[(&str, &str)],
+) -> (Vec<String>, CausalContext) {
+    let client = sim.get(node, key, options);
+    let reply = sim.await_reply(client).expect("the read succeeds");
+    (Sim::values(&reply), Sim::context(&reply))
+}
+
+#[test]
+fn concurrent_writes_become_siblings_and_a_write_with_their_context_collapses_them() {
+    for seed in seeds(&[11, 12, 13]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        // Two blind writes through different nodes, in flight together.
+        let a = sim.put(0, "cart", Some("apple"), None, &[]);
+        let b = sim.put(3, "cart", Some("banana"), None, &[]);
+        assert!(sim.await_reply(a).is_ok(), "seed {seed}");
+        assert!(sim.await_reply(b).is_ok(), "seed {seed}");
+        let (values, context) = read_values(&mut sim, 1, "cart", &[("r", "all")]);
+        assert_eq!(values, vec!["apple", "banana"], "seed {seed}: siblings");
+        // A write with the context of that read resolves them.
+        let c = sim.put(
+            4,
+            "cart",
+            Some("apple+banana"),
+            Some(context),
+            &[("w", "all")],
+        );
+        assert!(sim.await_reply(c).is_ok(), "seed {seed}");
+        let (values, _) = read_values(&mut sim, 2, "cart", &[("r", "all")]);
+        assert_eq!(values, vec!["apple+banana"], "seed {seed}: collapsed");
+        // A stale (empty) context adds one sibling, never more.
+        let d = sim.put(1, "cart", Some("cherry"), None, &[]);
+        assert!(sim.await_reply(d).is_ok(), "seed {seed}");
+        let (values, _) = read_values(&mut sim, 0, "cart", &[("r", "all")]);
+        assert_eq!(
+            values,
+            vec!["apple+banana", "cherry"],
+            "seed {seed}: one more sibling"
+        );
+    }
+}
+
+#[test]
+fn hints_drain_after_the_primary_returns() {
+    for seed in seeds(&[21, 22, 23]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let victim = 4;
+        let victim_id = sim.node_id(victim).expect("runs");
+        sim.crash(victim, false);
+        // Wait until every other node has convicted it.
+        sim.run_until(Duration::from_secs(60), "the victim reported down", |sim| {
+            (0..4).all(|i| !sim.engine(i).expect("runs").is_up(victim_id))
+        });
+        // Keys the victim is a primary of: they go to fallbacks with hints.
+        let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+        let keys: Vec<String> = (0..200)
+            .map(|k| format!("hinted-{k}"))
+            .filter(|k| {
+                ring.preference_list_for_key(b"sim", k.as_bytes())
+                    .is_primary(victim_id)
+            })
+            .take(10)
+            .collect();
+        assert!(!keys.is_empty());
+        for key in &keys {
+            let client = sim.put(0, key, Some(key), None, &[("w", "all")]);
+            assert!(
+                sim.await_reply(client).is_ok(),
+                "seed {seed}: sloppy w=all with a fallback"
+            );
+        }
+        assert!(
+            sim.pending_hints() >= keys.len(),
+            "seed {seed}: hints queued"
+        );
+        // Without fallbacks, w=all cannot be met while the victim is down.
+        let strict = sim.put(
+            0,
+            &keys[0],
+            Some("strict"),
+            None,
+            &[("w", "all"), ("sloppy", "false")],
+        );
+        assert!(
+            matches!(sim.await_reply(strict), Err(RequestError::Put(_))),
+            "seed {seed}: strict w=all must fail"
+        );
+        sim.restart(victim);
+        sim.run_until(Duration::from_secs(60), "hints delivered", |sim| {
+            sim.pending_hints() == 0
+        });
+        // The victim now holds every hinted key: read it alone.
+        for key in &keys {
+            let store = sim.engine(victim).expect("runs").store();
+            let partition = ring.partition_of(b"sim", key.as_bytes());
+            let object = chorus_storage::store::Store::get(
+                store,
+                chorus_storage::store::KeyRef::new(partition, b"sim", key.as_bytes()),
+            )
+            .expect("readable")
+            .expect("the hint was delivered");
+            assert!(
+                object
+                    .live()
+                    .any(|s| s.value.as_deref() == Some(key.as_bytes())),
+                "seed {seed}: {key} on the returned primary"
+            );
+        }
+        let (values, _) = read_values(&mut sim, 1, &keys[1], &[("r", "all"), ("sloppy", "false")]);
+        assert!(values.contains(&keys[1]), "seed {seed}");
+    }
+}
+
+#[test]
+fn read_repair_brings_a_stale_replica_up_to_date() {
+    let mut sim = Sim::new(SimConfig {
+        seed: 31,
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+    let list = ring.preference_list_for_key(b"sim", b"repair-me");
+    let stale_id = list.primaries()[2];
+    let stale = (0..sim.len())
+        .find(|&i| sim.node_id(i) == Some(stale_id))
+        .expect("a node");
+    // The stale replica misses the write: it is cut off while w=2 is met.
+    sim.isolate(stale, true);
+    let first = (0..sim.len()).find(|&i| i != stale).expect("another node");
+    let client = sim.put(
+        first,
+        "repair-me",
+        Some("fresh"),
+        None,
+        &[("w", "2"), ("timeout", "500")],
+    );
+    assert!(sim.await_reply(client).is_ok());
+    sim.run_for(Duration::from_secs(1));
+    sim.isolate(stale, false);
+    let key = chorus_storage::store::KeyRef::new(list.partition(), b"sim", b"repair-me");
+    let held = |sim: &Sim| {
+        chorus_storage::store::Store::get(sim.engine(stale).expect("runs").store(), key)
+            .expect("readable")
+            .is_some()
+    };
+    assert!(!held(&sim), "the stale replica missed the write");
+    // A read at r=all (once the node is up again) repairs it.
+    sim.await_stable(Duration::from_secs(60));
+    let (values, _) = read_values(&mut sim, first, "repair-me", &[("r", "all")]);
+    assert_eq!(values, vec!["fresh"]);
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        held(&sim),
+        "read repair stored the value on the stale replica"
+    );
+}
+
+#[test]
+fn quorum_errors_say_what_was_needed_and_received() {
+    let mut sim = Sim::new(SimConfig {
+        seed: 41,
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+    let list = ring.preference_list_for_key(b"sim", b"q");
+    let primaries: Vec<usize> = list
+        .primaries()
+        .iter()
+        .map(|id| {
+            (0..sim.len())
+                .find(|&i| sim.node_id(i) == Some(*id))
+                .expect("a node")
+        })
+        .collect();
+    // Cut two of the three primaries off; sloppy quorum is refused.
+    sim.isolate(primaries[1], true);
+    sim.isolate(primaries[2], true);
+    let client = sim.put(
+        primaries[0],
+        "q",
+        Some("x"),
+        None,
+        &[("w", "2"), ("sloppy", "false"), ("timeout", "300")],
+    );
+    match sim.await_reply(client) {
+        Err(RequestError::Put(error)) => {
+            let tally = error.tally();
+            assert_eq!(tally.required, 2);
+            assert_eq!(
+                tally.received, 1,
+                "only the coordinator applied it: {error}"
+            );
+        }
+        other => panic!("expected a quorum error, got {other:?}"),
+    }
+}
+
+/// Runs a fixed scenario and returns its trace hash.
+fn scenario(seed: u64) -> u64 {
+    let mut sim = Sim::new(lossy(seed));
+    sim.await_stable(Duration::from_secs(60));
+    for round in 0..20 {
+        let mut node = round % sim.len();
+        if sim.engine(node).is_none() {
+            node = (node + 1) % sim.len();
+        }
+        let key = format!("k{}", round % 4);
+        let client = sim.put(node, &key, Some("v"), None, &[("timeout", "1000")]);
+        let _ = sim.await_reply(client);
+        if round == 10 {
+            sim.crash(1, true);
+        }
+    }
+    sim.restart(1);
+    sim.run_for(Duration::from_secs(20));
+    sim.trace_hash()
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    assert_eq!(scenario(7), scenario(7));
+    assert_ne!(
+        scenario(7),
+        scenario(8),
+        "different seeds take different paths"
+    );
+}
+
+#[test]
+fn writes_through_a_non_replica_are_forwarded() {
+    let mut sim = Sim::new(SimConfig {
+        seed: 51,
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+    let list = ring.preference_list_for_key(b"sim", b"fwd");
+    let outsider = (0..sim.len())
+        .find(|&i| !list.primaries().contains(&sim.node_id(i).expect("runs")))
+        .expect("5 nodes, 3 replicas");
+    let client = sim.put(outsider, "fwd", Some("via"), None, &[("w", "all")]);
+    let reply = sim.await_reply(client).expect("forwarded write succeeds");
+    assert!(matches!(reply, ClientReply::Write(_)));
+    assert!(sim.engine(outsider).expect("runs").stats().forwarded >= 1);
+    // The outsider holds no copy: the write was coordinated by a replica.
+    let key = chorus_storage::store::KeyRef::new(list.partition(), b"sim", b"fwd");
+    let copy = chorus_storage::store::Store::get(sim.engine(outsider).expect("runs").store(), key)
+        .expect("readable");
+    assert!(copy.is_none());
+    let (values, _) = read_values(&mut sim, outsider, "fwd", &[("r", "all")]);
+    assert_eq!(values, vec!["via"]);
+}
