@@ -206,9 +206,9 @@ pub enum Effect {
 /// Why an engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("membership: {0}")]
+    #[error(transparent)]
     Gossip(#[from] chorus_gossip::GossipError),
     #[error("the persisted ring does not decode: {0}")]
     Ring(String),
@@ -631,6 +631,16 @@ impl<S: Store> Engine<S> {
             ClientRequest::Get(read) => self.start_get(now, client, read),
             ClientRequest::Put(write) => self.start_put(now, client, write),
         }
+    }
+
+    /// Announces that this node leaves the cluster for good (status `left`
+    /// in gossip). The caller keeps ticking for a few gossip intervals so
+    /// the news spreads, then stops. Its partitions do not move (handoff is
+    /// not available), so a node that held data stays in the ring, down.
+    pub fn leave(&mut self, now: Now) {
+        self.gossip.begin_leave();
+        self.gossip.complete_leave();
+        self.drain_gossip(now);
     }
 
     // ----- client requests -----

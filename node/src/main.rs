@@ -13,7 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Chorus: a leaderless, eventually consistent key-value store.
 #[derive(Debug, Parser)]
-#[command(name = "chorus", version, about, long_about = None)]
+#[command(
+    name = "chorus",
+    version,
+    about = "Chorus: a leaderless, eventually consistent key-value store",
+    long_about = None
+)]
 struct Cli {
     /// Log format on standard error (the level comes from RUST_LOG).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
@@ -106,6 +111,9 @@ struct NodeStartArgs {
     /// This node's private key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// At shutdown, announce that this node leaves the cluster for good.
+    #[arg(long)]
+    leave_on_shutdown: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +240,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
         file.tls = Some(TlsPaths { ca, cert, key });
     }
     let engine = file.engine_config()?;
+    let gossip_interval = engine.gossip.gossip_interval;
     let data_dir = file
         .data_dir
         .clone()
@@ -260,8 +269,13 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
         node.quic_addr
     );
     shutdown_signal().await;
-    eprintln!("shutting down");
-    node.shutdown().await;
+    if args.leave_on_shutdown {
+        eprintln!("leaving the cluster, then shutting down");
+        node.leave_and_shutdown(3 * gossip_interval).await;
+    } else {
+        eprintln!("shutting down");
+        node.shutdown().await;
+    }
     Ok(())
 }
 
@@ -334,9 +348,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("press Ctrl-C to stop");
     shutdown_signal().await;
     eprintln!("shutting down");
+    let mut stopping = tokio::task::JoinSet::new();
     for node in nodes {
-        node.shutdown().await;
+        stopping.spawn(node.shutdown());
     }
+    while stopping.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -56,13 +56,13 @@ pub struct NodeOptions {
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Store(#[from] chorus_storage::store::StoreError),
-    #[error("engine: {0}")]
+    #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    #[error("transport: {0}")]
+    #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
-    #[error("I/O: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -76,6 +76,7 @@ enum Event {
     ),
     Status(oneshot::Sender<ClusterStatus>),
     Stats(oneshot::Sender<NodeStats>),
+    Leave,
     Shutdown,
 }
 
@@ -242,6 +243,14 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Announces in gossip that this node leaves the cluster, gives the
+    /// news `spread` to travel, then shuts down.
+    pub async fn leave_and_shutdown(self, spread: Duration) {
+        let _ = self.handle.events.try_send(Event::Leave);
+        tokio::time::sleep(spread).await;
+        self.shutdown().await;
+    }
+
     /// Stops the node gracefully: stops taking HTTP requests and finishes
     /// those in flight, stops the engine (syncing the store) and closes
     /// the QUIC endpoint.
@@ -417,6 +426,10 @@ fn run_engine<S: Store>(
                     engine: engine.stats(),
                     pending_hints,
                 });
+            }
+            Some(Event::Leave) => {
+                tracing::info!("announcing that this node leaves the cluster");
+                engine.leave(now);
             }
             Some(Event::Shutdown) => break,
         }

@@ -207,6 +207,33 @@ impl Sim {
         // Frames already on their way to it are lost when they arrive.
     }
 
+    /// Adds a node with an empty store that knows every other node as a
+    /// seed, and starts it. Returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)), 7070);
+        self.by_addr.insert(addr, i);
+        self.nodes.push(Node {
+            addr,
+            engine: None,
+            parked: Some(MemoryStore::new(StoreConfig::default())),
+            isolated: false,
+        });
+        self.boot(i);
+        i
+    }
+
+    /// Node `i` announces that it leaves the cluster.
+    pub fn leave(&mut self, i: usize) {
+        let now = self.now();
+        self.nodes[i]
+            .engine
+            .as_mut()
+            .expect("the node runs")
+            .leave(now);
+        self.collect(i);
+    }
+
     /// Starts a crashed node again, with a new generation.
     pub fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].engine.is_none(), "node {i} runs");

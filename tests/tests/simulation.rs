@@ -393,3 +393,61 @@ fn writes_through_a_non_replica_are_forwarded() {
     let (values, _) = read_values(&mut sim, outsider, "fwd", &[("r", "all")]);
     assert_eq!(values, vec!["via"]);
 }
+
+#[test]
+fn the_ring_follows_joins_and_leaves_until_the_cluster_holds_data() {
+    let mut sim = Sim::new(SimConfig {
+        seed: 61,
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let ring_of = |sim: &Sim, i: usize| sim.engine(i).and_then(|e| e.ring()).cloned();
+    assert_eq!(ring_of(&sim, 0).map(|r| r.members().len()), Some(5));
+    // An empty cluster takes a new member into the ring.
+    let sixth = sim.add_node();
+    let sixth_id = sim.node_id(sixth).expect("runs");
+    sim.run_until(
+        Duration::from_secs(60),
+        "the sixth node owns partitions",
+        |sim| sim.is_stable() && ring_of(sim, 0).is_some_and(|r| r.member(sixth_id).is_some()),
+    );
+    // A member that leaves an empty cluster is taken out of the ring.
+    let leaver_id = sim.node_id(1).expect("runs");
+    sim.leave(1);
+    sim.run_until(
+        Duration::from_secs(60),
+        "the leaver is out of the ring",
+        |sim| {
+            [0, 2, 3, 4, sixth]
+                .iter()
+                .all(|&i| ring_of(sim, i).is_some_and(|r| r.member(leaver_id).is_none()))
+        },
+    );
+    sim.crash(1, false);
+    let version = ring_of(&sim, 0).expect("a ring").version();
+    // Once data exists, a joiner stays out of the ring and reads stay right.
+    let client = sim.put(0, "held", Some("data"), None, &[("w", "all")]);
+    assert!(sim.await_reply(client).is_ok());
+    let seventh = sim.add_node();
+    let seventh_id = sim.node_id(seventh).expect("runs");
+    sim.run_until(
+        Duration::from_secs(60),
+        "the seventh node is seen up",
+        |sim| sim.sees_up(0, seventh) && sim.sees_up(seventh, 0),
+    );
+    sim.run_for(Duration::from_secs(10));
+    let ring = ring_of(&sim, 0).expect("a ring");
+    assert_eq!(ring.version(), version, "the ring did not change");
+    assert!(ring.member(seventh_id).is_none(), "the joiner owns nothing");
+    let status = sim.engine(0).expect("runs").cluster_status();
+    let joiner = status
+        .members
+        .iter()
+        .find(|m| m.id == seventh_id)
+        .expect("a member");
+    assert_eq!(joiner.status, "joining");
+    // The joiner holds the ring and serves requests through the owners.
+    assert_eq!(ring_of(&sim, seventh).map(|r| r.version()), Some(version));
+    let (values, _) = read_values(&mut sim, seventh, "held", &[("r", "all")]);
+    assert_eq!(values, vec!["data"]);
+}
