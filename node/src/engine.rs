@@ -284,6 +284,8 @@ pub struct Engine<S> {
     next_request: u64,
     pending: BTreeMap<u64, Pending>,
     deadlines: BTreeSet<(Duration, u64)>,
+    /// The deadline of each request in `deadlines`.
+    deadline_of: BTreeMap<u64, Duration>,
     hint_targets_in_flight: BTreeSet<Uuid>,
     next_hint_round: Duration,
     next_ring_check: Duration,
@@ -356,6 +358,7 @@ impl<S: Store> Engine<S> {
             next_request: 1,
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            deadline_of: BTreeMap::new(),
             hint_targets_in_flight: BTreeSet::new(),
             next_hint_round: now.mono,
             next_ring_check: now.mono,
@@ -518,6 +521,7 @@ impl<S: Store> Engine<S> {
                 break;
             }
             self.deadlines.pop_first();
+            self.deadline_of.remove(&request);
             self.expire(request);
         }
         if now.mono >= self.next_ring_check {
@@ -931,6 +935,13 @@ impl<S: Store> Engine<S> {
             return self
                 .finish_origin(origin, Err(ForwardError::Unavailable("no ring yet".into())));
         }
+        if self.pending.len() >= self.config.max_pending_requests {
+            let busy = format!(
+                "{} requests in flight, the most this node takes",
+                self.pending.len()
+            );
+            return self.finish_origin(origin, Err(ForwardError::Unavailable(busy)));
+        }
         if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
             || check_key("key", &write.key, MAX_KEY_LEN).is_err()
             || write
@@ -1004,7 +1015,7 @@ impl<S: Store> Engine<S> {
             Some(Pending::Forwarded { to, .. }) if *to == from => {}
             _ => return,
         }
-        let Some(Pending::Forwarded { client, .. }) = self.pending.remove(&request) else {
+        let Some(Pending::Forwarded { client, .. }) = self.take_pending(request) else {
             unreachable!("checked above");
         };
         let result = match result {
@@ -1112,7 +1123,7 @@ impl<S: Store> Engine<S> {
             }
             Some(Pending::Hint { target, seq }) if *target == from => {
                 let (target, seq) = (*target, *seq);
-                self.pending.remove(&request);
+                self.take_pending(request);
                 if result.is_ok() {
                     match self.store.delete_hint(target, seq, Durability::Buffered) {
                         Ok(_) => self.stats.hints_delivered += 1,
@@ -1195,7 +1206,7 @@ impl<S: Store> Engine<S> {
             Some(Pending::Get { coordinator, .. }) => coordinator.timeout(),
             Some(Pending::Put { coordinator, .. }) => coordinator.timeout(),
             Some(Pending::Forwarded { .. }) => {
-                let Some(Pending::Forwarded { client, to, w, pw }) = self.pending.remove(&request)
+                let Some(Pending::Forwarded { client, to, w, pw }) = self.take_pending(request)
                 else {
                     unreachable!("matched above");
                 };
@@ -1218,12 +1229,12 @@ impl<S: Store> Engine<S> {
             }
             Some(Pending::Hint { target, .. }) => {
                 let target = *target;
-                self.pending.remove(&request);
+                self.take_pending(request);
                 self.finish_hint_target(target);
                 return;
             }
             Some(Pending::RingFetch) => {
-                self.pending.remove(&request);
+                self.take_pending(request);
                 self.ring_fetch_in_flight = false;
                 return;
             }
@@ -1235,7 +1246,7 @@ impl<S: Store> Engine<S> {
 
     /// Removes a finished get or put; a get repairs the stale replicas.
     fn retire(&mut self, request: u64) {
-        let Some(pending) = self.pending.remove(&request) else {
+        let Some(pending) = self.take_pending(request) else {
             return;
         };
         if let Pending::Get {
@@ -1706,8 +1717,20 @@ impl<S: Store> Engine<S> {
         request
     }
 
+    /// Removes a finished request and its deadline.
+    fn take_pending(&mut self, request: u64) -> Option<Pending> {
+        if let Some(deadline) = self.deadline_of.remove(&request) {
+            self.deadlines.remove(&(deadline, request));
+        }
+        self.pending.remove(&request)
+    }
+
     fn set_deadline(&mut self, now: Now, request: u64, after: Duration) {
-        self.deadlines.insert((now.mono + after, request));
+        let deadline = now.mono + after;
+        if let Some(old) = self.deadline_of.insert(request, deadline) {
+            self.deadlines.remove(&(old, request));
+        }
+        self.deadlines.insert((deadline, request));
     }
 
     fn send(&mut self, to: Uuid, message: Message) {
