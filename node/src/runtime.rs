@@ -316,15 +316,18 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let frame_events = events.clone();
     tokio::spawn(async move {
         while let Some(incoming) = incoming.recv().await {
+            let event = Event::Frame(incoming.from, incoming.payload);
+            let event = match frame_events.try_send(event) {
+                Ok(()) => continue,
+                Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(event)) => event,
+            };
+            // The queue is full: wait for room off the async workers. The
+            // transport holds further frames back meanwhile.
             let events = frame_events.clone();
-            // The queue is bounded; wait for room off the async workers.
-            let sent = tokio::task::spawn_blocking(move || {
-                events
-                    .send(Event::Frame(incoming.from, incoming.payload))
-                    .is_ok()
-            })
-            .await
-            .unwrap_or(false);
+            let sent = tokio::task::spawn_blocking(move || events.send(event).is_ok())
+                .await
+                .unwrap_or(false);
             if !sent {
                 break;
             }
