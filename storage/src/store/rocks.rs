@@ -131,6 +131,14 @@ impl KvBackend for RocksKv {
     }
 
     fn write(&self, ops: Vec<Op>, durability: Durability) -> Result<(), StoreError> {
+        // One put, the common case (a key's read-modify-write): RocksDB
+        // makes it a batch of one itself, without a batch built here.
+        if let [Op::Put(cf, key, value)] = ops.as_slice() {
+            return self
+                .db
+                .put_cf_opt(self.cf(*cf), key, value, self.write_options(durability))
+                .map_err(|e| StoreError::io("write", e));
+        }
         let mut batch = WriteBatch::default();
         for op in ops {
             match op {
