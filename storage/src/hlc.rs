@@ -159,7 +159,10 @@ impl FromStr for Timestamp {
 }
 
 // Howard Hinnant's algorithms for the proleptic Gregorian calendar.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+
+/// The proleptic Gregorian `(year, month, day)` of the day `days` after
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`); month and day count from 1.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -296,19 +296,11 @@ fn set_validity(params: &mut CertificateParams, years: i32) {
 }
 
 /// The proleptic Gregorian (year, month, day) of the day `days` after
-/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+/// 1970-01-01, in the types rcgen takes.
 fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // day is in 1..=31 and month in 1..=12 by construction; the year fits an
-    // i32 for any date a clock can report.
+    let (year, month, day) = chorus_storage::hlc::civil_from_days(days);
+    // Month and day are in range by construction; the year fits an i32 for
+    // any date a clock can report.
     (year as i32, month as u8, day as u8)
 }
 
