@@ -24,8 +24,6 @@
 //! ([`Object::encode`]); decoding checks the marker, the bounds and the
 //! invariants, and reports anything else as an error.
 
-use serde::{Deserialize, Serialize};
-
 use crate::hlc::Timestamp;
 use crate::version::{Dot, VersionVector};
 
@@ -46,13 +44,12 @@ pub const MAX_ENCODED_LEN: usize = 64 << 20;
 const FORMAT_V1: u8 = 1;
 
 /// One version of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sibling {
     pub dot: Dot,
     /// When the write was coordinated, by the coordinator's HLC.
     pub timestamp: Timestamp,
     /// The value, or `None` for a tombstone.
-    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
@@ -63,7 +60,7 @@ impl Sibling {
 }
 
 /// The versions of one key and the causal context that covers them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Object {
     /// Every dot seen for this key; covers every sibling's dot.
     context: VersionVector,
@@ -236,43 +233,16 @@ impl Object {
         }
     }
 
-    /// The stored and wire form: a format marker byte, then MessagePack.
+    /// The stored and wire form: a format marker byte, then MessagePack
+    /// (the layout is in `object/codec.rs`).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            16 + self
-                .siblings
-                .iter()
-                .map(|s| 32 + s.value.as_ref().map_or(0, Vec::len))
-                .sum::<usize>(),
-        );
-        out.push(FORMAT_V1);
-        rmp_serde::encode::write(&mut out, self).expect("encoding into a Vec cannot fail");
-        out
+        codec::encode(self)
     }
 
-    /// Decodes [`encode`](Self::encode)'s output, rejecting anything else with an error.
+    /// Decodes [`encode`](Self::encode)'s output, rejecting anything else
+    /// (truncation, trailing bytes, broken invariants) with an error.
     pub fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
-        let (&format, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        if format != FORMAT_V1 {
-            return Err(DecodeError::UnknownFormat(format));
-        }
-        if bytes.len() > MAX_ENCODED_LEN {
-            return Err(DecodeError::TooLarge {
-                len: bytes.len(),
-                max: MAX_ENCODED_LEN,
-            });
-        }
-        let mut reader = body;
-        let object: Object = rmp_serde::decode::from_read(&mut reader)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if !reader.is_empty() {
-            return Err(DecodeError::Malformed(format!(
-                "{} trailing bytes",
-                reader.len()
-            )));
-        }
-        object.check()?;
-        Ok(object)
+        codec::decode(bytes)
     }
 
     /// The invariants every object built by this module keeps.
@@ -299,5 +269,6 @@ impl Object {
     }
 }
 
+mod codec;
 #[cfg(test)]
 mod tests;

@@ -128,6 +128,23 @@ impl VersionVector {
         self.0.iter().map(|(&actor, &counter)| (actor, counter))
     }
 
+    /// Appends an entry read from a stored or received encoding, which lists
+    /// actors in ascending order. Refuses (returns false, changes nothing)
+    /// a zero counter or an actor not above every present one, so that only
+    /// canonical encodings decode.
+    pub(crate) fn push_decoded(&mut self, actor: ActorId, counter: u64) -> bool {
+        if counter == 0
+            || self
+                .0
+                .last_key_value()
+                .is_some_and(|(&last, _)| last >= actor)
+        {
+            return false;
+        }
+        self.0.insert(actor, counter);
+        true
+    }
+
     /// Whether every entry is non-zero, as vectors built by this module are.
     /// Decoders use it to reject vectors that did not come from here.
     pub(crate) fn is_canonical(&self) -> bool {

@@ -171,6 +171,89 @@ fn encoding_round_trips_and_starts_with_the_format_marker() {
     assert_eq!(Object::decode(&bytes).unwrap(), o);
 }
 
+/// Bytes written by the first release of the format; any change to the
+/// encoder that alters them would strand every stored value.
+#[test]
+fn the_v1_layout_is_stable() {
+    let mut o = Object::new();
+    o.write(
+        &VersionVector::new(),
+        dot(1, 1),
+        ts(1),
+        Some(b"abc".to_vec()),
+    )
+    .unwrap();
+    o.write(
+        &VersionVector::new(),
+        dot(u64::MAX - 1, 300),
+        Timestamp::new(1_700_000_000_000, 7),
+        None,
+    )
+    .unwrap();
+    let golden = "0192820101cffffffffffffffffecd012c9293920101cf01a1ee565e010000c4036162639392\
+                  cffffffffffffffffecd012ccf018bcfe568000007c0";
+    let hex: String = o.encode().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, golden);
+    let bytes: Vec<u8> = (0..golden.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&golden[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(Object::decode(&bytes).unwrap(), o);
+}
+
+/// Lengths past the one-byte forms: 16-bit and 32-bit value lengths, more
+/// than fifteen actors and siblings.
+#[test]
+fn wide_lengths_round_trip() {
+    let mut o = Object::new();
+    for (actor, len) in (1..=40u64).zip(
+        [0usize, 1, 255, 256, 65_535, 65_536, 200_000]
+            .into_iter()
+            .cycle(),
+    ) {
+        o.write(
+            &VersionVector::new(),
+            dot(actor, actor * 1000),
+            ts(actor),
+            Some(vec![actor as u8; len]),
+        )
+        .unwrap();
+    }
+    assert_eq!(o.siblings().len(), 40);
+    assert_eq!(Object::decode(&o.encode()).unwrap(), o);
+}
+
+#[test]
+fn non_canonical_contexts_and_absurd_lengths_are_errors() {
+    // Context {2:1, 1:1}: actors out of order.
+    assert_eq!(
+        Object::decode(&[1, 0x92, 0x82, 2, 1, 1, 1, 0x90]),
+        Err(DecodeError::Invalid(
+            "context actors out of order or repeated"
+        ))
+    );
+    // Context {1:0}.
+    assert_eq!(
+        Object::decode(&[1, 0x92, 0x81, 1, 0, 0x90]),
+        Err(DecodeError::Invalid("zero counter in the context"))
+    );
+    // A map claiming 2^32-1 entries in a few bytes: refused before allocating.
+    assert!(matches!(
+        Object::decode(&[1, 0x92, 0xdf, 0xff, 0xff, 0xff, 0xff, 1, 1]),
+        Err(DecodeError::Malformed(m)) if m.contains("beyond the end")
+    ));
+    // A value claiming 4 GiB.
+    assert!(matches!(
+        Object::decode(&[1, 0x92, 0x81, 1, 1, 0x91, 0x93, 0x92, 1, 1, 0, 0xc6, 0xff, 0xff, 0xff, 0xff]),
+        Err(DecodeError::Malformed(m)) if m.starts_with("value at byte 11: truncated")
+    ));
+    // A string where the value should be.
+    assert!(matches!(
+        Object::decode(&[1, 0x92, 0x81, 1, 1, 0x91, 0x93, 0x92, 1, 1, 0, 0xa1, b'x']),
+        Err(DecodeError::Malformed(m)) if m.contains("expected bytes or nil")
+    ));
+}
+
 #[test]
 fn damaged_encodings_are_errors() {
     let mut o = Object::new();
@@ -204,8 +287,7 @@ fn damaged_encodings_are_errors() {
         context: VersionVector::new(),
         siblings: o.siblings.clone(),
     };
-    let mut forged_bytes = vec![FORMAT_V1];
-    rmp_serde::encode::write(&mut forged_bytes, &forged).unwrap();
+    let forged_bytes = forged.encode();
     assert!(matches!(
         Object::decode(&forged_bytes),
         Err(DecodeError::Invalid(_))
@@ -221,6 +303,29 @@ proptest! {
         let mut marked = vec![FORMAT_V1];
         marked.extend(&bytes);
         let _ = Object::decode(&marked);
+    }
+
+    /// Damage in the middle of a valid encoding (the case random bytes
+    /// rarely reach) is an error or another valid object, never a panic.
+    #[test]
+    fn damaged_valid_encodings_never_panic(
+        siblings in 1..20u64,
+        len in 0..300usize,
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut o = Object::new();
+        for actor in 1..=siblings {
+            o.write(&VersionVector::new(), dot(actor, actor), ts(actor), (actor % 3 != 0).then(|| vec![7; len]))
+                .unwrap();
+        }
+        let mut bytes = o.encode();
+        for (at, byte) in flips {
+            let at = at.index(bytes.len() - 1) + 1;
+            bytes[at] = byte;
+        }
+        if let Ok(decoded) = Object::decode(&bytes) {
+            prop_assert_eq!(Object::decode(&decoded.encode()).unwrap(), decoded);
+        }
     }
 }
 
