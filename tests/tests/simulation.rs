@@ -29,6 +29,9 @@ fn lossy(seed: u64) -> SimConfig {
     }
 }
 
+/// A request's query options.
+type Options<'a> = &'a [(&'a str, &'a str)];
+
 /// The history of one key as a client saw it.
 #[derive(Debug, Default)]
 struct KeyHistory {
@@ -62,7 +65,7 @@ impl KeyHistory {
 /// not. Without, writes may lean on fallbacks, and the reads wait until the
 /// hints have been handed over.
 fn acknowledged_writes_survive(seed: u64, primaries: bool) {
-    let (write_options, read_options): (&[(&str, &str)], &[(&str, &str)]) = if primaries {
+    let (write_options, read_options): (Options<'_>, Options<'_>) = if primaries {
         (
             &[("timeout", "2000"), ("pw", "quorum")],
             &[("timeout", "2000"), ("pr", "quorum")],
