@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use chorus_storage::context::{CausalContext, ContextError};
+use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::Object;
 use serde::Serialize;
 use uuid::Uuid;
@@ -49,11 +49,40 @@ pub struct ReadReply {
     pub object: Object,
 }
 
-/// The answer to a write: the causal context of the object the coordinator
-/// stored, which covers the new version.
+/// The answer to a write or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteReply {
-    pub context: CausalContext,
+pub enum WriteReply {
+    /// The write was stored. `context` covers what the client's own context
+    /// covered plus the new version, and nothing else: never a concurrent
+    /// version the client was not shown (design.md §3 rule 3). With
+    /// `returnbody`, `object` is the coordinator's copy of the key after the
+    /// write, to be shown like a read (its context covers its siblings).
+    Written {
+        context: CausalContext,
+        object: Option<Object>,
+    },
+    /// A delete without a context read the key and found no live version,
+    /// so nothing was written. `object` is what the read returned (its
+    /// tombstones' context, or an empty object for a key never written).
+    NothingToDelete { object: Object },
+}
+
+impl WriteReply {
+    /// The context to hand the client: the writer's own for a write, that
+    /// of the siblings shown for a `returnbody` write, the read's for a
+    /// delete that found nothing.
+    pub fn context(&self) -> CausalContext {
+        match self {
+            WriteReply::Written {
+                object: Some(object),
+                ..
+            }
+            | WriteReply::NothingToDelete { object } => {
+                CausalContext::new(object.context().clone())
+            }
+            WriteReply::Written { context, .. } => context.clone(),
+        }
+    }
 }
 
 /// A request the node refused or could not complete.
@@ -99,6 +128,7 @@ impl RequestError {
             | RequestError::InvalidKey { .. } => 400,
             RequestError::ValueTooLarge { .. } => 413,
             RequestError::Write(WriteError::TooManySiblings { .. }) => 409,
+            RequestError::Write(WriteError::ObjectTooLarge { .. }) => 413,
             RequestError::Write(WriteError::DotReused(_)) => 500,
             RequestError::Write(_) => 400,
             RequestError::Get(GetError::QuorumNotReached(_)) => 503,
@@ -175,6 +205,9 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// Whether the node can serve requests now (it holds a ring and its
     /// storage is open): what `/readyz` reports.
     fn is_ready(&self) -> bool;
+
+    /// The cluster's key for sealing and opening causal context tokens.
+    fn context_key(&self) -> ContextKey;
 
     /// The largest value accepted, in bytes.
     fn max_value_bytes(&self) -> usize {

@@ -15,6 +15,7 @@
 //! ca = "/etc/chorus/ca.pem"
 //! cert = "/etc/chorus/node.pem"
 //! key = "/etc/chorus/node.key"
+//! # context_key = "/etc/chorus/context.key"   (the default: beside `ca`)
 //! ```
 
 use std::net::SocketAddr;
@@ -34,6 +35,22 @@ pub struct TlsPaths {
     pub cert: PathBuf,
     /// This node's private key.
     pub key: PathBuf,
+    /// The cluster's context-token secret; `context.key` beside `ca` when
+    /// not given.
+    #[serde(default)]
+    pub context_key: Option<PathBuf>,
+}
+
+impl TlsPaths {
+    /// Where the context-token secret is read from.
+    pub fn context_key_path(&self) -> PathBuf {
+        self.context_key.clone().unwrap_or_else(|| {
+            self.ca
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(crate::transport::tls::CONTEXT_KEY_FILE)
+        })
+    }
 }
 
 /// A node's configuration file. Every field is optional in the file; the

@@ -76,7 +76,7 @@ use chorus_storage::hlc::{Hlc, HlcConfig};
 use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, KeyRef, Store, StoreError, Update};
 use chorus_storage::store::{MAX_BUCKET_LEN, MAX_KEY_LEN};
-use chorus_storage::version::{ActorId, VersionVector};
+use chorus_storage::version::ActorId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
@@ -89,8 +89,8 @@ use crate::core::{
     PutCoordinator, PutError, QuorumTally, Recorded, Replica, ReplicaError, ResolvedOptions,
 };
 use crate::wire::{
-    decode_object, ForwardError, ForwardedWrite, Frame, Message, StoredAck, WireError, WireKey,
-    MAX_FRAME_BYTES,
+    decode_object, ForwardError, ForwardedReply, ForwardedWrite, Frame, Message, StoredAck,
+    WireError, WireKey, MAX_FRAME_BYTES,
 };
 
 /// Metadata name of the persisted ring.
@@ -244,11 +244,15 @@ enum Pending {
         targets: usize,
         replies: usize,
         answered: bool,
+        /// A delete without a context waiting for this read: once it
+        /// succeeds, the delete is written with the read's context.
+        then_delete: Option<WriteRequest>,
     },
     Put {
         origin: Origin,
         coordinator: PutCoordinator,
-        context: CausalContext,
+        /// The answer once the write is acknowledged.
+        reply: WriteReply,
         targets: usize,
         answers: usize,
         answered: bool,
@@ -294,6 +298,11 @@ pub struct Engine<S> {
     sources: BTreeMap<Uuid, SocketAddr>,
     effects: VecDeque<Effect>,
     stats: EngineStats,
+    /// The time of the input being handled.
+    now: Now,
+    /// Per target, the sequence number after which the next hint round
+    /// reads, so hints that keep failing never block those behind them.
+    hint_cursor: BTreeMap<Uuid, u64>,
 }
 
 impl<S: Store> Engine<S> {
@@ -366,6 +375,8 @@ impl<S: Store> Engine<S> {
             sources: BTreeMap::new(),
             effects: VecDeque::new(),
             stats: EngineStats::default(),
+            now,
+            hint_cursor: BTreeMap::new(),
             config,
         };
         if holds_data {
@@ -514,6 +525,7 @@ impl<S: Store> Engine<S> {
     /// Time passed: runs gossip rounds and failure detection, expires
     /// requests, delivers hints and keeps the ring in agreement.
     pub fn handle_tick(&mut self, now: Now) {
+        self.now = now;
         self.gossip.handle_tick(now.mono);
         self.drain_gossip(now);
         while let Some(&(deadline, request)) = self.deadlines.first() {
@@ -545,6 +557,7 @@ impl<S: Store> Engine<S> {
         source: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), WireError> {
+        self.now = now;
         let frame = match Frame::decode(bytes, self.config.max_frame_bytes) {
             Ok(frame) => frame,
             Err(e) => {
@@ -627,12 +640,23 @@ impl<S: Store> Engine<S> {
     /// A client request. Exactly one [`Effect::Reply`] with `client` follows,
     /// now or later.
     pub fn handle_client(&mut self, now: Now, client: ClientId, request: ClientRequest) {
+        self.now = now;
         if let Err(error) = self.admit(&request) {
             self.reply(client, Err(error));
             return;
         }
         match request {
-            ClientRequest::Get(read) => self.start_get(now, client, read),
+            ClientRequest::Get(read) => self.start_get(now, client, read, None),
+            ClientRequest::Put(write) if write.value.is_none() && write.context.is_none() => {
+                // A delete without a context deletes what a read at the
+                // request's `r` finds (Riak's behaviour), never nothing.
+                let read = ReadRequest {
+                    bucket: write.bucket.clone(),
+                    key: write.key.clone(),
+                    options: write.options,
+                };
+                self.start_get(now, client, read, Some(write));
+            }
             ClientRequest::Put(write) => self.start_put(now, client, write),
         }
     }
@@ -702,7 +726,13 @@ impl<S: Store> Engine<S> {
             .collect()
     }
 
-    fn start_get(&mut self, now: Now, client: ClientId, read: ReadRequest) {
+    fn start_get(
+        &mut self,
+        now: Now,
+        client: ClientId,
+        read: ReadRequest,
+        then_delete: Option<WriteRequest>,
+    ) {
         self.stats.gets += 1;
         let (partition, list) = self.preference_list(&read.bucket, &read.key);
         let options = match read.options.resolve(list.n()) {
@@ -726,6 +756,7 @@ impl<S: Store> Engine<S> {
                 targets: targets.len(),
                 replies: 0,
                 answered: false,
+                then_delete,
             },
         );
         self.set_deadline(now, request, Duration::from_millis(options.timeout_ms));
@@ -754,11 +785,9 @@ impl<S: Store> Engine<S> {
             Err(e) => return self.reply(client, Err(e.into())),
         };
         let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let return_body = write.options.return_body;
         if targets.iter().any(|t| t.node == self.id) {
-            let context = write
-                .context
-                .map(|c| c.version_vector().clone())
-                .unwrap_or_default();
+            let context = write.context.unwrap_or_default();
             let key = WireKey {
                 partition: partition.0,
                 bucket: write.bucket,
@@ -771,6 +800,7 @@ impl<S: Store> Engine<S> {
                 write.value,
                 context,
                 options,
+                return_body,
                 &list,
                 targets,
             );
@@ -811,12 +841,13 @@ impl<S: Store> Engine<S> {
             bucket: write.bucket,
             key: write.key,
             value: write.value,
-            context: write.context.map(|c| c.encode()),
+            context: write.context.map(|c| c.to_bytes()),
             w: options.w,
             pw: options.pw,
             timeout_ms: options.timeout_ms,
             sync: options.sync,
             sloppy: options.sloppy,
+            return_body,
         };
         self.send(
             to,
@@ -834,8 +865,9 @@ impl<S: Store> Engine<S> {
         origin: Origin,
         key: WireKey,
         value: Option<Vec<u8>>,
-        context: VersionVector,
+        context: CausalContext,
         options: ResolvedOptions,
+        return_body: bool,
         list: &PreferenceList,
         targets: Vec<Replica>,
     ) {
@@ -855,7 +887,7 @@ impl<S: Store> Engine<S> {
         let bound = context_bound(timestamp, self.config.hlc.max_drift);
         let durability = Durability::from_sync(options.sync);
         let write = ClientWrite {
-            context,
+            context: context.clone(),
             value,
             lww: false,
         };
@@ -863,12 +895,12 @@ impl<S: Store> Engine<S> {
             KeyRef::new(partition, &key.bucket, &key.key),
             durability,
             |object| match coordinate_write(object, write, actor, timestamp, bound) {
-                Ok(_) => Update::Write(Ok(object.clone())),
+                Ok(dot) => Update::Write(Ok((object.clone(), dot))),
                 Err(refused) => Update::Keep(Err(refused)),
             },
         );
-        let object = match stored {
-            Ok(Ok(object)) => object,
+        let (object, dot) = match stored {
+            Ok(Ok(stored)) => stored,
             Ok(Err(refused)) => {
                 return self.finish_origin(origin, Err(ForwardError::Write(refused)))
             }
@@ -903,7 +935,10 @@ impl<S: Store> Engine<S> {
             Pending::Put {
                 origin,
                 coordinator,
-                context: CausalContext::new(object.context().clone()),
+                reply: WriteReply::Written {
+                    context: object.context_for_writer(&context, dot),
+                    object: return_body.then(|| object.clone()),
+                },
                 targets: targets.len(),
                 answers: 1,
                 answered: false,
@@ -956,9 +991,9 @@ impl<S: Store> Engine<S> {
                 )),
             );
         }
-        let context = match write.context.as_deref().map(CausalContext::decode) {
-            None => VersionVector::new(),
-            Some(Ok(context)) => context.version_vector().clone(),
+        let context = match write.context.as_deref().map(CausalContext::from_bytes) {
+            None => CausalContext::default(),
+            Some(Ok(context)) => context,
             Some(Err(e)) => {
                 return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
             }
@@ -1005,12 +1040,18 @@ impl<S: Store> Engine<S> {
             write.value,
             context,
             options,
+            write.return_body,
             &list,
             targets,
         );
     }
 
-    fn on_forward_reply(&mut self, from: Uuid, request: u64, result: Result<String, ForwardError>) {
+    fn on_forward_reply(
+        &mut self,
+        from: Uuid,
+        request: u64,
+        result: Result<ForwardedReply, ForwardError>,
+    ) {
         match self.pending.get(&request) {
             Some(Pending::Forwarded { to, .. }) if *to == from => {}
             _ => return,
@@ -1019,12 +1060,7 @@ impl<S: Store> Engine<S> {
             unreachable!("checked above");
         };
         let result = match result {
-            Ok(token) => match CausalContext::decode(&token) {
-                Ok(context) => Ok(ClientReply::Write(WriteReply { context })),
-                Err(e) => Err(RequestError::Internal(format!(
-                    "the coordinating replica returned a bad context: {e}"
-                ))),
-            },
+            Ok(reply) => decode_forwarded(reply).map(ClientReply::Write),
             Err(error) => Err(forward_error(error)),
         };
         self.reply(client, result);
@@ -1145,6 +1181,7 @@ impl<S: Store> Engine<S> {
             return;
         };
         let mut reply = None;
+        let mut delete_after = None;
         let done = match pending {
             Pending::Get {
                 client,
@@ -1152,18 +1189,33 @@ impl<S: Store> Engine<S> {
                 targets,
                 replies,
                 answered,
+                then_delete,
                 ..
             } => {
                 if !*answered {
                     if let Some(outcome) = coordinator.outcome() {
                         *answered = true;
-                        let result = match outcome {
-                            Ok(object) => Ok(ClientReply::Read(ReadReply {
-                                object: object.clone(),
-                            })),
-                            Err(e) => Err(RequestError::Get(e)),
-                        };
-                        reply = Some((Origin::Client(*client), result));
+                        match (outcome, then_delete.take()) {
+                            (Ok(object), Some(delete)) if !object.is_deleted() => {
+                                let context = CausalContext::new(object.context().clone());
+                                delete_after = Some((*client, delete, context));
+                            }
+                            (Ok(object), Some(_)) => {
+                                let result = Ok(ClientReply::Write(WriteReply::NothingToDelete {
+                                    object: object.clone(),
+                                }));
+                                reply = Some((Origin::Client(*client), result));
+                            }
+                            (Ok(object), None) => {
+                                let result = Ok(ClientReply::Read(ReadReply {
+                                    object: object.clone(),
+                                }));
+                                reply = Some((Origin::Client(*client), result));
+                            }
+                            (Err(e), _) => {
+                                reply = Some((Origin::Client(*client), Err(RequestError::Get(e))));
+                            }
+                        }
                     }
                 }
                 *replies >= *targets
@@ -1171,7 +1223,7 @@ impl<S: Store> Engine<S> {
             Pending::Put {
                 origin,
                 coordinator,
-                context,
+                reply: write_reply,
                 targets,
                 answers,
                 answered,
@@ -1180,9 +1232,7 @@ impl<S: Store> Engine<S> {
                     if let Some(outcome) = coordinator.outcome() {
                         *answered = true;
                         let result = match outcome {
-                            Ok(_) => Ok(ClientReply::Write(WriteReply {
-                                context: context.clone(),
-                            })),
+                            Ok(_) => Ok(ClientReply::Write(write_reply.clone())),
                             Err(e) => Err(RequestError::Put(e)),
                         };
                         reply = Some((*origin, result));
@@ -1194,6 +1244,11 @@ impl<S: Store> Engine<S> {
         };
         if let Some((origin, result)) = reply {
             self.answer(origin, result);
+        }
+        if let Some((client, mut delete, context)) = delete_after {
+            delete.context = Some(context);
+            let now = self.now;
+            self.start_put(now, client, delete);
         }
         if done {
             self.retire(request);
@@ -1288,7 +1343,15 @@ impl<S: Store> Engine<S> {
             Origin::Client(client) => self.reply(client, result),
             Origin::Forward { node, request } => {
                 let result = match result {
-                    Ok(ClientReply::Write(reply)) => Ok(reply.context.encode()),
+                    Ok(ClientReply::Write(WriteReply::Written { context, object })) => {
+                        Ok(ForwardedReply {
+                            context: context.to_bytes(),
+                            object: object.map(|o| o.encode()),
+                        })
+                    }
+                    Ok(ClientReply::Write(WriteReply::NothingToDelete { .. })) => {
+                        unreachable!("a forwarded write carries a context")
+                    }
                     Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
                     Err(RequestError::Put(e)) => Err(ForwardError::Put(e)),
                     Err(RequestError::Write(e)) => Err(ForwardError::Write(e)),
@@ -1301,7 +1364,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Answers a write that failed before a coordinator existed.
-    fn finish_origin(&mut self, origin: Origin, result: Result<String, ForwardError>) {
+    fn finish_origin(&mut self, origin: Origin, result: Result<ForwardedReply, ForwardError>) {
         match origin {
             Origin::Client(client) => {
                 let result = match result {
@@ -1333,16 +1396,32 @@ impl<S: Store> Engine<S> {
             {
                 continue;
             }
-            let hints = match self.store.hints(target, None, self.config.hint_batch) {
+            // Read on from where the last round stopped, and wrap around at
+            // the end: a hint that keeps failing never holds back the rest.
+            let after = self.hint_cursor.get(&target).copied();
+            let mut hints = match self.store.hints(target, after, self.config.hint_batch) {
                 Ok(hints) => hints,
                 Err(e) => {
                     tracing::warn!(%target, error = %e, "could not read hints");
                     continue;
                 }
             };
-            if hints.is_empty() {
-                continue;
+            if hints.is_empty() && after.is_some() {
+                hints = match self.store.hints(target, None, self.config.hint_batch) {
+                    Ok(hints) => hints,
+                    Err(e) => {
+                        tracing::warn!(%target, error = %e, "could not read hints");
+                        continue;
+                    }
+                };
             }
+            match hints.last() {
+                Some(last) => self.hint_cursor.insert(target, last.seq),
+                None => {
+                    self.hint_cursor.remove(&target);
+                    continue;
+                }
+            };
             self.hint_targets_in_flight.insert(target);
             for hint in hints {
                 let request = self.new_request();
@@ -1790,6 +1869,21 @@ fn check_key(what: &'static str, bytes: &[u8], max: usize) -> Result<(), Request
     Ok(())
 }
 
+/// A forwarded write's answer as the client gets it.
+fn decode_forwarded(reply: ForwardedReply) -> Result<WriteReply, RequestError> {
+    let bad = |e: String| {
+        RequestError::Internal(format!(
+            "the coordinating replica returned a bad answer: {e}"
+        ))
+    };
+    let context = CausalContext::from_bytes(&reply.context).map_err(|e| bad(e.to_string()))?;
+    let object = match reply.object {
+        Some(bytes) => Some(decode_object(&bytes).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    Ok(WriteReply::Written { context, object })
+}
+
 fn forward_error(error: ForwardError) -> RequestError {
     match error {
         ForwardError::Write(e) => RequestError::Write(e),
@@ -1889,7 +1983,7 @@ mod tests {
             "no frames: {effects:?}"
         );
         let context = match replies(&effects)[..] {
-            [(1, Ok(ClientReply::Write(reply)))] => reply.context.clone(),
+            [(1, Ok(ClientReply::Write(reply)))] => reply.context(),
             ref other => panic!("expected a write reply, got {other:?}"),
         };
         assert_eq!(context.version_vector().len(), 1);
@@ -1953,7 +2047,7 @@ mod tests {
         let dot = chorus_storage::version::Dot::new(ActorId(9), WALL);
         object
             .write(
-                &VersionVector::new(),
+                &chorus_storage::version::VersionVector::new(),
                 dot,
                 chorus_storage::hlc::Timestamp::new(WALL, 0),
                 Some(b"x".to_vec()),

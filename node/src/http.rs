@@ -47,17 +47,29 @@
 //! ## Writing and deleting a key
 //!
 //! `PUT` takes the value as the raw request body; `DELETE` takes no body.
-//! Both take the causal context of an earlier read in `X-Chorus-Context`
-//! (optional: a write without one is a blind write and adds a sibling) and
-//! answer `204 No Content` with the context of the stored object in
-//! `X-Chorus-Context`. A value larger than the service's
-//! [`max_value_bytes`](Service::max_value_bytes) is refused with `413`
-//! `value_too_large` after at most that many bytes were read.
+//! Both take the causal context of an earlier read or write in
+//! `X-Chorus-Context` (optional: a write without one is a blind write and
+//! adds a sibling) and answer `204 No Content` with the writer's new context
+//! in `X-Chorus-Context`: what its own context covered plus the new version,
+//! never a concurrent version it was not shown (design.md §3 rule 3). With
+//! `?returnbody=true` a write answers like a read instead, with the key's
+//! siblings after the write and their context. A `DELETE` without a context
+//! reads the key at its `r` and deletes what it found: `204`, or `404`
+//! `not_found` when nothing live was there. A value larger than the
+//! service's [`max_value_bytes`](Service::max_value_bytes) is refused with
+//! `413` `value_too_large` after at most that many bytes were read.
+//!
+//! ## Context tokens
+//!
+//! A token is sealed for one (bucket, key) with the cluster's
+//! [`ContextKey`] ([`Service::context_key`]): a token issued for another
+//! key, bucket or cluster, or altered, is refused with `400`
+//! `context_forged` before the service is called.
 //!
 //! ## Request options
 //!
 //! All three key routes take the query parameters `r`, `w`, `pr`, `pw`,
-//! `timeout`, `sync` and `sloppy` ([`crate::core::options`]). Unknown names,
+//! `timeout`, `sync`, `sloppy` and `returnbody` ([`crate::core::options`]). Unknown names,
 //! repeated names and malformed values are refused here with `400` and the
 //! option's code; counts that do not fit the key's replication factor (for
 //! instance `w=0` or `w` above N) are refused by the service, also with
@@ -71,11 +83,11 @@
 //!
 //! | status | codes |
 //! |--------|-------|
-//! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
+//! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_forged`, `context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
 //! | `404`  | `not_found` (key), `no_route` (path) |
 //! | `405`  | `method_not_allowed` |
 //! | `409`  | `too_many_siblings` |
-//! | `413`  | `value_too_large` |
+//! | `413`  | `value_too_large`, `object_too_large` (the key's siblings would grow past the write limit) |
 //! | `500`  | `internal`, `dot_reused` |
 //! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`; always with `Retry-After: 1` |
 //! | `504`  | `timeout`, `timeout_indeterminate` |
@@ -105,12 +117,12 @@ use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chorus_storage::context::{CausalContext, ContextError};
+use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::Object;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::api::{ReadRequest, RequestError, Service, WriteRequest};
+use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
 
 /// The header that carries a key's causal context token.
@@ -230,9 +242,10 @@ enum HttpError {
     BodyUnreadable(String),
     #[error("invalid query string: {0}")]
     InvalidQuery(String),
-    /// The key has no live version. Carries the context of its tombstones.
+    /// The key has no live version. Carries the token of its tombstones'
+    /// context.
     #[error("the key has no live version")]
-    NotFound { context: Option<CausalContext> },
+    NotFound { token: Option<String> },
     #[error("no route for {path}")]
     NoRoute { path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -281,6 +294,7 @@ impl HttpError {
                 RequestError::InvalidKey { .. } => "Invalid bucket or key",
                 RequestError::ValueTooLarge { .. } => "Value too large",
                 RequestError::Write(WriteError::TooManySiblings { .. }) => "Too many siblings",
+                RequestError::Write(WriteError::ObjectTooLarge { .. }) => "Object too large",
                 RequestError::Write(_) => "Write refused",
                 RequestError::Get(GetError::QuorumNotReached(_)) => "Read quorum not reached",
                 RequestError::Get(GetError::Timeout(_)) => "Read timed out",
@@ -385,13 +399,10 @@ impl IntoResponse for HttpError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let HttpError::NotFound {
-            context: Some(context),
-        } = &self
-        {
+        if let HttpError::NotFound { token: Some(token) } = &self {
             response
                 .headers_mut()
-                .insert(CONTEXT_HEADER, context_value(context));
+                .insert(CONTEXT_HEADER, header_value(token.clone()));
         }
         response
     }
@@ -443,14 +454,15 @@ async fn read_key<S: Service>(
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let reply = service
         .get(ReadRequest {
-            bucket,
-            key,
+            bucket: bucket.clone(),
+            key: key.clone(),
             options,
         })
         .await?;
-    read_response(&reply.object, wants_json(&headers))
+    read_response(&reply.object, wants_json(&headers), &sealer)
 }
 
 async fn write_key<S: Service>(
@@ -462,9 +474,11 @@ async fn write_key<S: Service>(
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
-    let context = context(&headers)?;
+    let sealer = Sealer::new(service.context_key(), &bucket, &key);
+    let context = context(&headers, &sealer)?;
+    let json = wants_json(&headers);
     let value = read_value(request, &headers, service.max_value_bytes()).await?;
-    write(&service, bucket, key, Some(value), context, options).await
+    write(&service, &sealer, Some(value), context, options, json).await
 }
 
 async fn delete_key<S: Service>(
@@ -475,32 +489,54 @@ async fn delete_key<S: Service>(
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
-    let context = context(&headers)?;
-    write(&service, bucket, key, None, context, options).await
+    let sealer = Sealer::new(service.context_key(), &bucket, &key);
+    let context = context(&headers, &sealer)?;
+    write(
+        &service,
+        &sealer,
+        None,
+        context,
+        options,
+        wants_json(&headers),
+    )
+    .await
 }
 
 async fn write<S: Service>(
     service: &S,
-    bucket: Vec<u8>,
-    key: Vec<u8>,
+    sealer: &Sealer,
     value: Option<Vec<u8>>,
     context: Option<CausalContext>,
     options: RequestOptions,
+    json: bool,
 ) -> Result<Response, HttpError> {
     let reply = service
         .put(WriteRequest {
-            bucket,
-            key,
+            bucket: sealer.bucket.clone(),
+            key: sealer.key.clone(),
             value,
             context,
             options,
         })
         .await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(CONTEXT_HEADER, context_value(&reply.context))],
-    )
-        .into_response())
+    match reply {
+        WriteReply::Written {
+            object: Some(object),
+            ..
+        } => read_response(&object, json, sealer),
+        WriteReply::Written {
+            context,
+            object: None,
+        } => Ok((
+            StatusCode::NO_CONTENT,
+            [(CONTEXT_HEADER, sealer.header(&context))],
+        )
+            .into_response()),
+        WriteReply::NothingToDelete { object } => Err(HttpError::NotFound {
+            token: (!object.is_empty())
+                .then(|| sealer.seal(&CausalContext::new(object.context().clone()))),
+        }),
+    }
 }
 
 async fn cluster_status<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
@@ -578,8 +614,38 @@ fn options(query: OptionsQuery) -> Result<RequestOptions, HttpError> {
     Ok(options)
 }
 
-/// The causal context of a write, if the client sent one.
-fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, HttpError> {
+/// Seals and opens the context tokens of one key.
+struct Sealer {
+    context_key: ContextKey,
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Sealer {
+    fn new(context_key: ContextKey, bucket: &[u8], key: &[u8]) -> Sealer {
+        Sealer {
+            context_key,
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+        }
+    }
+
+    fn seal(&self, context: &CausalContext) -> String {
+        self.context_key.seal(&self.bucket, &self.key, context)
+    }
+
+    fn header(&self, context: &CausalContext) -> HeaderValue {
+        header_value(self.seal(context))
+    }
+
+    fn open(&self, token: &str) -> Result<CausalContext, ContextError> {
+        self.context_key.open(&self.bucket, &self.key, token)
+    }
+}
+
+/// The causal context of a write, if the client sent one: its token must
+/// have been issued by this cluster for this very key.
+fn context(headers: &HeaderMap, sealer: &Sealer) -> Result<Option<CausalContext>, HttpError> {
     let mut values = headers.get_all(CONTEXT_HEADER).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -589,11 +655,11 @@ fn context(headers: &HeaderMap) -> Result<Option<CausalContext>, HttpError> {
     }
     // A token is base64url; anything that is not even visible ASCII is not one.
     let token = value.to_str().map_err(|_| ContextError::NotBase64)?;
-    Ok(Some(CausalContext::decode(token)?))
+    Ok(Some(sealer.open(token)?))
 }
 
-fn context_value(context: &CausalContext) -> HeaderValue {
-    HeaderValue::try_from(context.encode()).expect("a base64url token is a valid header value")
+fn header_value(token: String) -> HeaderValue {
+    HeaderValue::try_from(token).expect("a base64url token is a valid header value")
 }
 
 /// Reads a `PUT` body of at most `max` bytes. A declared length above the
@@ -654,13 +720,14 @@ fn wants_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The answer to a read of `object`.
-fn read_response(object: &Object, json: bool) -> Result<Response, HttpError> {
+/// The answer to a read of `object` (or a write with `returnbody`): its
+/// context covers exactly the siblings shown.
+fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Response, HttpError> {
     let context = CausalContext::new(object.context().clone());
     let live: Vec<_> = object.live().collect();
     match live.as_slice() {
         [] => Err(HttpError::NotFound {
-            context: (!object.is_empty()).then_some(context),
+            token: (!object.is_empty()).then(|| sealer.seal(&context)),
         }),
         [sibling] if !json => {
             let value = sibling.value.clone().expect("a live sibling holds a value");
@@ -675,7 +742,7 @@ fn read_response(object: &Object, json: bool) -> Result<Response, HttpError> {
                     ),
                     (
                         header::HeaderName::from_static(CONTEXT_HEADER),
-                        context_value(&context),
+                        sealer.header(&context),
                     ),
                     (header::HeaderName::from_static(TIMESTAMP_HEADER), timestamp),
                 ],
@@ -684,8 +751,9 @@ fn read_response(object: &Object, json: bool) -> Result<Response, HttpError> {
                 .into_response())
         }
         siblings => {
+            let token = sealer.seal(&context);
             let body = SiblingsBody {
-                context: context.encode(),
+                context: token.clone(),
                 siblings: siblings
                     .iter()
                     .map(|sibling| SiblingBody {
@@ -705,12 +773,7 @@ fn read_response(object: &Object, json: bool) -> Result<Response, HttpError> {
             } else {
                 StatusCode::MULTIPLE_CHOICES
             };
-            Ok((
-                status,
-                [(CONTEXT_HEADER, context_value(&context))],
-                Json(body),
-            )
-                .into_response())
+            Ok((status, [(CONTEXT_HEADER, header_value(token))], Json(body)).into_response())
         }
     }
 }
@@ -842,22 +905,25 @@ mod tests {
         use chorus_storage::hlc::Timestamp;
         use chorus_storage::version::{ActorId, Dot, VersionVector};
 
+        use chorus_storage::context::CONTEXT_KEY_LEN;
+
+        let sealer = Sealer::new(ContextKey::new([1; CONTEXT_KEY_LEN]), b"b", b"k");
         let none = VersionVector::new();
         let mut object = Object::new();
         assert!(matches!(
-            read_response(&object, false),
-            Err(HttpError::NotFound { context: None })
+            read_response(&object, false, &sealer),
+            Err(HttpError::NotFound { token: None })
         ));
         let dot = Dot::new(ActorId(1), 1);
         object
             .write(&none, dot, Timestamp::new(5, 0), Some(b"a".to_vec()))
             .unwrap();
         assert_eq!(
-            read_response(&object, false).unwrap().status(),
+            read_response(&object, false, &sealer).unwrap().status(),
             StatusCode::OK
         );
         assert_eq!(
-            read_response(&object, true).unwrap().status(),
+            read_response(&object, true, &sealer).unwrap().status(),
             StatusCode::OK
         );
         object
@@ -868,11 +934,11 @@ mod tests {
                 Some(b"b".to_vec()),
             )
             .unwrap();
-        let several = read_response(&object, false).unwrap();
+        let several = read_response(&object, false, &sealer).unwrap();
         assert_eq!(several.status(), StatusCode::MULTIPLE_CHOICES);
         assert!(several.headers().contains_key(CONTEXT_HEADER));
         assert_eq!(
-            read_response(&object, true).unwrap().status(),
+            read_response(&object, true, &sealer).unwrap().status(),
             StatusCode::OK
         );
         let everything = object.context().clone();
@@ -884,10 +950,11 @@ mod tests {
                 None,
             )
             .unwrap();
-        match read_response(&object, false) {
-            Err(HttpError::NotFound {
-                context: Some(context),
-            }) => assert_eq!(context.version_vector(), object.context()),
+        match read_response(&object, false, &sealer) {
+            Err(HttpError::NotFound { token: Some(token) }) => assert_eq!(
+                sealer.open(&token).unwrap().version_vector(),
+                object.context()
+            ),
             other => panic!("expected not found with a context, got {other:?}"),
         }
     }

@@ -8,7 +8,10 @@ use anyhow::{bail, Context};
 use chorus_node::api::Service;
 use chorus_node::config::{NodeFile, TlsPaths};
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
-use chorus_node::transport::tls::{ClusterCa, NodeIdentity};
+use chorus_node::transport::tls::{
+    generate_context_key, read_context_key, write_context_key, ClusterCa, NodeIdentity,
+    CONTEXT_KEY_FILE,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Chorus: a leaderless, eventually consistent key-value store.
@@ -111,6 +114,10 @@ struct NodeStartArgs {
     /// This node's private key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// The cluster's context-token secret (`context.key` from `chorus cert`);
+    /// defaults to `context.key` beside the CA certificate.
+    #[arg(long)]
+    tls_context_key: Option<PathBuf>,
     /// At shutdown, announce that this node leaves the cluster for good.
     #[arg(long)]
     leave_on_shutdown: bool,
@@ -175,9 +182,10 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
             let ca = ClusterCa::generate(&cluster)?;
             write_ca(&dir, &ca)?;
             println!(
-                "wrote {} and {}",
+                "wrote {}, {} and {}",
                 dir.join("ca.pem").display(),
-                dir.join("ca.key").display()
+                dir.join("ca.key").display(),
+                dir.join(CONTEXT_KEY_FILE).display()
             );
         }
         CertCommand::Node { ca_dir, name, out } => {
@@ -195,6 +203,7 @@ fn write_ca(dir: &Path, ca: &ClusterCa) -> anyhow::Result<()> {
     let (cert, key) = ca.to_pem();
     std::fs::write(dir.join("ca.pem"), cert)?;
     write_private(&dir.join("ca.key"), key.as_bytes())?;
+    write_context_key(&dir.join(CONTEXT_KEY_FILE), ca.context_key())?;
     Ok(())
 }
 
@@ -203,7 +212,13 @@ fn read_ca(dir: &Path) -> anyhow::Result<ClusterCa> {
         .with_context(|| format!("reading {}", dir.join("ca.pem").display()))?;
     let key = std::fs::read_to_string(dir.join("ca.key"))
         .with_context(|| format!("reading {}", dir.join("ca.key").display()))?;
-    Ok(ClusterCa::from_pem(&cert, &key)?)
+    let context_key = read_context_key(&dir.join(CONTEXT_KEY_FILE)).with_context(|| {
+        format!(
+            "reading the cluster's context-token secret in {} (`chorus cert ca` writes it)",
+            dir.display()
+        )
+    })?;
+    Ok(ClusterCa::from_pem(&cert, &key, context_key)?)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -237,7 +252,12 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
     file.partitions = args.partitions.or(file.partitions);
     file.initial_members = args.initial_members.or(file.initial_members);
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
-        file.tls = Some(TlsPaths { ca, cert, key });
+        file.tls = Some(TlsPaths {
+            ca,
+            cert,
+            key,
+            context_key: args.tls_context_key,
+        });
     }
     let engine = file.engine_config()?;
     let gossip_interval = engine.gossip.gossip_interval;
@@ -248,7 +268,8 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
     let Some(tls) = &file.tls else {
         bail!("no TLS material: give --tls-ca, --tls-cert and --tls-key (create them with `chorus cert`)");
     };
-    let identity = NodeIdentity::load_from_paths(&tls.ca, &tls.cert, &tls.key)?;
+    let identity =
+        NodeIdentity::load_from_paths(&tls.ca, &tls.cert, &tls.key, &tls.context_key_path())?;
     let options = NodeOptions {
         engine,
         data_dir,
@@ -286,6 +307,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let tls_dir = args.data_dir.join("tls");
     let ca = if tls_dir.join("ca.pem").exists() {
+        if !tls_dir.join(CONTEXT_KEY_FILE).exists() {
+            // A data directory made before context tokens were authenticated.
+            write_context_key(&tls_dir.join(CONTEXT_KEY_FILE), &generate_context_key()?)?;
+        }
         read_ca(&tls_dir)?
     } else {
         let ca = ClusterCa::generate("chorus-dev")?;

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use chorus_storage::context::ContextKey;
 use chorus_storage::store::{RocksConfig, RocksStore, Store, StoreConfig};
 use tokio::sync::oneshot;
 
@@ -94,6 +95,7 @@ pub struct NodeHandle {
     events: SyncSender<Event>,
     ready: Arc<AtomicBool>,
     max_value_bytes: usize,
+    context_key: ContextKey,
 }
 
 impl NodeHandle {
@@ -158,6 +160,10 @@ impl Service for NodeHandle {
 
     fn max_value_bytes(&self) -> usize {
         self.max_value_bytes
+    }
+
+    fn context_key(&self) -> ContextKey {
+        self.context_key.clone()
     }
 
     async fn metrics(&self) -> Result<String, RequestError> {
@@ -356,6 +362,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         events,
         ready,
         max_value_bytes,
+        context_key: options.identity.context_key.clone(),
     };
     let (http_shutdown, http_stop) = oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(listener, handle.clone(), async move {

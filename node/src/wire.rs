@@ -18,17 +18,20 @@
 use std::io::Cursor;
 
 use chorus_storage::hlc::Timestamp;
-use chorus_storage::object::Object;
+use chorus_storage::object::{Object, MAX_ENCODED_LEN};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::core::{PutError, ReplicaError, WriteError};
 
 /// The version of this message set. A frame of another version is refused.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 
-/// The largest encoded frame accepted, in bytes.
-pub const MAX_FRAME_BYTES: usize = 16 << 20;
+/// The largest encoded frame accepted, in bytes: the largest object a
+/// replica may store ([`MAX_ENCODED_LEN`]) plus room for the key and the
+/// message around it, so every stored object can be replicated, read
+/// remotely, repaired and hinted (design.md §3 rule 9).
+pub const MAX_FRAME_BYTES: usize = MAX_ENCODED_LEN + (1 << 20);
 
 /// How deep MessagePack nesting may go while decoding.
 const MAX_DEPTH: usize = 32;
@@ -63,13 +66,28 @@ pub struct ForwardedWrite {
     pub key: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
-    /// The client's causal context token, already validated by the sender.
-    pub context: Option<String>,
+    /// The client's causal context ([`to_bytes`](chorus_storage::context::CausalContext::to_bytes)), already
+    /// authenticated by the sender.
+    #[serde(with = "serde_bytes")]
+    pub context: Option<Vec<u8>>,
     pub w: usize,
     pub pw: usize,
     pub timeout_ms: u64,
     pub sync: bool,
     pub sloppy: bool,
+    /// Answer with the key's object after the write (`returnbody`).
+    pub return_body: bool,
+}
+
+/// The outcome of a forwarded write that was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedReply {
+    /// The writer's new context ([`to_bytes`](chorus_storage::context::CausalContext::to_bytes)).
+    #[serde(with = "serde_bytes")]
+    pub context: Vec<u8>,
+    /// With `return_body`, the coordinator's object after the write.
+    #[serde(with = "serde_bytes")]
+    pub object: Option<Vec<u8>>,
 }
 
 /// Why a forwarded write failed, as the coordinating replica reports it.
@@ -113,10 +131,10 @@ pub enum Message {
     },
     /// Coordinate this client write (the sender is not a replica of the key).
     Forward { request: u64, write: ForwardedWrite },
-    /// The outcome of a forwarded write: the new causal context token.
+    /// The outcome of a forwarded write.
     ForwardReply {
         request: u64,
-        result: Result<String, ForwardError>,
+        result: Result<ForwardedReply, ForwardError>,
     },
     /// Send me your ring if it is at least this version.
     RingFetch { version: u64 },

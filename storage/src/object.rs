@@ -24,6 +24,7 @@
 //! ([`Object::encode`]); decoding checks the marker, the bounds and the
 //! invariants, and reports anything else as an error.
 
+use crate::context::CausalContext;
 use crate::hlc::Timestamp;
 use crate::version::{Dot, VersionVector};
 
@@ -37,8 +38,16 @@ pub const MAX_SIBLINGS: usize = 100;
 /// into more than any one write allowed.
 pub const MAX_DECODED_SIBLINGS: usize = 4 * MAX_SIBLINGS;
 
-/// The most bytes an encoded object may have.
+/// The most bytes an encoded object may have: the decoder's limit, and the
+/// largest object a replica stores. Frames between nodes are larger, so any
+/// stored object can be replicated, read remotely, repaired and hinted.
 pub const MAX_ENCODED_LEN: usize = 64 << 20;
+
+/// The most bytes a client's write may leave a key's encoded object at.
+/// Well below [`MAX_ENCODED_LEN`]: concurrent writes accepted on separate
+/// coordinators join into one object on merge, and that join must still be
+/// storable (two such objects always are).
+pub const MAX_WRITE_BYTES: usize = 24 << 20;
 
 /// The format marker of the current encoding.
 const FORMAT_V1: u8 = 1;
@@ -132,10 +141,29 @@ impl Object {
     /// Applies a client's write: removes the siblings `context` covers and adds
     /// one version named `dot` (`value: None` deletes). Fails, changing
     /// nothing, when `dot` was seen before or the siblings would exceed
-    /// [`MAX_SIBLINGS`].
+    /// [`MAX_SIBLINGS`]. A write with a context of single dots goes through
+    /// [`write_in`](Self::write_in).
     pub fn write(
         &mut self,
         context: &VersionVector,
+        dot: Dot,
+        timestamp: Timestamp,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), ObjectError> {
+        self.write_in(&CausalContext::new(context.clone()), dot, timestamp, value)
+    }
+
+    /// [`write`](Self::write) with a client's full causal context: the
+    /// siblings it covers, by its vector or as single dots, are removed.
+    ///
+    /// The key's context absorbs the client's vector. A single dot the key's
+    /// context does not cover yet (a version this replica has not received)
+    /// cannot be recorded without covering older versions of its actor, so
+    /// it is left out: should that version arrive later it stays as a
+    /// sibling of this write. A spurious sibling, never a lost version.
+    pub fn write_in(
+        &mut self,
+        context: &CausalContext,
         dot: Dot,
         timestamp: Timestamp,
         value: Option<Vec<u8>>,
@@ -155,7 +183,7 @@ impl Object {
             });
         }
         self.siblings.retain(|s| !context.covers(&s.dot));
-        self.context.merge(context);
+        self.context.merge(context.version_vector());
         self.context.add(dot);
         // Dots minted later sort later for the same actor; keep dot order.
         let at = self.siblings.partition_point(|s| s.dot < dot);
@@ -168,6 +196,32 @@ impl Object {
             },
         );
         Ok(())
+    }
+
+    /// The context to hand the client whose write, made with `client`'s
+    /// context, just created the version `dot` in this object: everything
+    /// the client's context covered plus `dot`, and never a sibling the
+    /// client was not shown (design.md §3 rule 3). Writing again with it
+    /// replaces the client's own version and leaves every concurrent one.
+    ///
+    /// It is the key's context with each actor's entry held below that
+    /// actor's oldest unseen sibling, joined with the client's vector; the
+    /// client's versions that the vector no longer covers travel as single
+    /// dots (dotted version vectors).
+    pub fn context_for_writer(&self, client: &CausalContext, dot: Dot) -> CausalContext {
+        let seen = |s: &Sibling| s.dot == dot || client.covers(&s.dot);
+        let mut vv = self.context.clone();
+        for unseen in self.siblings.iter().filter(|s| !seen(s)) {
+            vv.cap(unseen.dot.actor, unseen.dot.counter - 1);
+        }
+        vv.merge(client.version_vector());
+        // Versions the client saw that the vector no longer covers, and the
+        // client's single dots this replica has not seen yet (they still
+        // name versions the client saw); `with_dots` drops those `vv` covers.
+        let own = self.siblings.iter().filter(|s| seen(s)).map(|s| s.dot);
+        let pending = client.dots().filter(|d| !self.context.covers(d));
+        let dots: Vec<Dot> = own.chain(pending).collect();
+        CausalContext::with_dots(vv, dots)
     }
 
     /// Joins another replica's state of the same key into this one. Returns
@@ -231,6 +285,29 @@ impl Object {
         {
             self.siblings = vec![winner];
         }
+    }
+
+    /// The length of [`encode`](Self::encode)'s output, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        codec::encode(self).len()
+    }
+
+    /// Whether a replica may store this object: the decoder accepts objects
+    /// of at most [`MAX_ENCODED_LEN`] bytes and [`MAX_DECODED_SIBLINGS`]
+    /// siblings. Merges check it before storing, so no replica ever holds a
+    /// key it cannot read back.
+    pub fn storable(&self) -> Result<(), DecodeError> {
+        if self.siblings.len() > MAX_DECODED_SIBLINGS {
+            return Err(DecodeError::Invalid("too many siblings"));
+        }
+        let len = self.encoded_len();
+        if len > MAX_ENCODED_LEN {
+            return Err(DecodeError::TooLarge {
+                len,
+                max: MAX_ENCODED_LEN,
+            });
+        }
+        Ok(())
     }
 
     /// The stored and wire form: a format marker byte, then MessagePack

@@ -80,6 +80,20 @@ impl VersionVector {
         *entry = (*entry).max(dot.counter);
     }
 
+    /// Lowers `actor`'s entry to at most `max` (removing it at 0), so the
+    /// vector no longer covers that actor's dots above `max`.
+    pub fn cap(&mut self, actor: ActorId, max: u64) {
+        if let Some(entry) = self.0.get_mut(&actor) {
+            if *entry > max {
+                if max == 0 {
+                    self.0.remove(&actor);
+                } else {
+                    *entry = max;
+                }
+            }
+        }
+    }
+
     /// The least upper bound of the two histories (entry-wise maximum).
     pub fn merge(&mut self, other: &VersionVector) {
         for (&actor, &counter) in &other.0 {

@@ -2,10 +2,14 @@
 //!
 //! * [`sim`] — the deterministic cluster simulator: real engines over
 //!   in-memory stores and a simulated network, in virtual time.
+//! * [`overwrite`] — the *no silent overwrite* checker over a client's
+//!   history: an acknowledged value disappears only after a write whose
+//!   context came from a response that showed it.
 //!
 //! The tests themselves live in `tests/tests/`: the seeded simulations
 //! (`simulation.rs`) and end-to-end tests with real nodes over QUIC on
 //! loopback (`cluster.rs`). The tests of each single crate live beside that
 //! crate.
 
+pub mod overwrite;
 pub mod sim;

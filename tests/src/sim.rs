@@ -22,7 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use chorus_node::api::{ReadRequest, RequestError, WriteRequest};
+use chorus_node::api::{ReadRequest, RequestError, WriteReply, WriteRequest};
 use chorus_node::core::RequestOptions;
 use chorus_node::engine::{
     ClientId, ClientReply, ClientRequest, Effect, Engine, EngineConfig, Now,
@@ -396,6 +396,25 @@ impl Sim {
         self.nodes[i].engine.as_ref().map(Engine::id)
     }
 
+    /// The indices of the nodes that are primaries of `key` (bucket `sim`)
+    /// in the ring of the first running node, in preference order.
+    pub fn primaries(&self, key: &str) -> Vec<usize> {
+        let ring = self
+            .nodes
+            .iter()
+            .find_map(|n| n.engine.as_ref().and_then(Engine::ring))
+            .expect("a running node holds a ring");
+        let list = ring.preference_list_for_key(b"sim", key.as_bytes());
+        list.primaries()
+            .iter()
+            .map(|id| {
+                (0..self.nodes.len())
+                    .find(|&i| self.node_id(i) == Some(*id))
+                    .expect("primaries are running nodes")
+            })
+            .collect()
+    }
+
     /// Sends a client request to node `i`; the answer arrives later, see
     /// [`Sim::reply`] and [`Sim::await_reply`].
     pub fn request(&mut self, i: usize, request: ClientRequest) -> ClientId {
@@ -457,29 +476,29 @@ impl Sim {
         self.replies.remove(&client).expect("checked above")
     }
 
-    /// The live values of a read reply, sorted.
+    /// The live values of a read reply (or of a write's `returnbody`), sorted.
     pub fn values(reply: &ClientReply) -> Vec<String> {
-        match reply {
-            ClientReply::Read(read) => {
-                let mut values: Vec<String> = read
-                    .object
-                    .live()
-                    .map(|s| {
-                        String::from_utf8_lossy(s.value.as_deref().unwrap_or_default()).into_owned()
-                    })
-                    .collect();
-                values.sort();
-                values
-            }
-            ClientReply::Write(_) => panic!("a write reply has no values"),
-        }
+        let object = match reply {
+            ClientReply::Read(read) => &read.object,
+            ClientReply::Write(WriteReply::Written {
+                object: Some(object),
+                ..
+            }) => object,
+            ClientReply::Write(_) => panic!("a write reply without a body has no values"),
+        };
+        let mut values: Vec<String> = object
+            .live()
+            .map(|s| String::from_utf8_lossy(s.value.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        values.sort();
+        values
     }
 
     /// The causal context of a reply.
     pub fn context(reply: &ClientReply) -> CausalContext {
         match reply {
             ClientReply::Read(read) => CausalContext::new(read.object.context().clone()),
-            ClientReply::Write(write) => write.context.clone(),
+            ClientReply::Write(write) => write.context(),
         }
     }
 

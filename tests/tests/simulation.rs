@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chorus_node::api::RequestError;
+use chorus_node::api::{RequestError, WriteReply};
+use chorus_node::core::PutError;
 use chorus_node::engine::ClientReply;
 use chorus_storage::context::CausalContext;
+use chorus_tests::overwrite::{History, Outcome, Shown};
 use chorus_tests::sim::{Sim, SimConfig};
 
 /// The seeds each simulation runs with: `CHORUS_SIM_SEED` alone when set.
@@ -492,4 +494,237 @@ fn the_ring_follows_joins_and_leaves_until_the_cluster_holds_data() {
     assert_eq!(ring_of(&sim, seventh).map(|r| r.version()), Some(version));
     let (values, _) = read_values(&mut sim, seventh, "held", &[("r", "all")]);
     assert_eq!(values, vec!["data"]);
+}
+
+/// The review's F1: a write's answer must not hand its writer a context
+/// that covers a concurrent value it never saw. Two blind writes through two
+/// different primaries; the second writer writes again with the context its
+/// first write returned; the first value must survive as a sibling.
+#[test]
+fn a_write_context_covers_only_what_its_writer_saw() {
+    for seed in seeds(&[31, 32, 33]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let primaries = sim.primaries("cart");
+        let (first, second, reader) = (primaries[0], primaries[1], primaries[2]);
+        let all: Options<'_> = &[("w", "all")];
+        let apple = sim.put(first, "cart", Some("apple"), None, all);
+        assert!(sim.await_reply(apple).is_ok(), "seed {seed}");
+        let banana = sim.put(second, "cart", Some("banana"), None, all);
+        let token = Sim::context(&sim.await_reply(banana).expect("acknowledged"));
+        let banana2 = sim.put(second, "cart", Some("banana2"), Some(token), all);
+        assert!(sim.await_reply(banana2).is_ok(), "seed {seed}");
+        let (values, _) = read_values(&mut sim, reader, "cart", &[("r", "all")]);
+        assert_eq!(values, vec!["apple", "banana2"], "seed {seed}");
+
+        // The same through one coordinator: its actor minted both dots.
+        let x = sim.put(first, "basket", Some("x"), None, all);
+        assert!(sim.await_reply(x).is_ok(), "seed {seed}");
+        let y = sim.put(first, "basket", Some("y"), None, all);
+        let token = Sim::context(&sim.await_reply(y).expect("acknowledged"));
+        let y2 = sim.put(first, "basket", Some("y2"), Some(token), all);
+        assert!(sim.await_reply(y2).is_ok(), "seed {seed}");
+        let (values, _) = read_values(&mut sim, reader, "basket", &[("r", "all")]);
+        assert_eq!(values, vec!["x", "y2"], "seed {seed}");
+
+        // `returnbody` answers like a read: both siblings, and a context
+        // that resolves them.
+        let z = sim.put(
+            second,
+            "basket",
+            Some("z"),
+            None,
+            &[("w", "all"), ("returnbody", "true")],
+        );
+        let reply = sim.await_reply(z).expect("acknowledged");
+        assert_eq!(Sim::values(&reply), vec!["x", "y2", "z"], "seed {seed}");
+        let resolved = sim.put(
+            reader,
+            "basket",
+            Some("xyz"),
+            Some(Sim::context(&reply)),
+            all,
+        );
+        assert!(sim.await_reply(resolved).is_ok(), "seed {seed}");
+        let (values, _) = read_values(&mut sim, first, "basket", &[("r", "all")]);
+        assert_eq!(values, vec!["xyz"], "seed {seed}");
+    }
+}
+
+/// A DELETE without a context deletes what a read at its `r` finds, and
+/// answers "nothing to delete" when no live value was there (Riak's
+/// behaviour; the review's F8).
+#[test]
+fn a_delete_without_a_context_deletes_what_it_reads() {
+    for seed in seeds(&[34, 35]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let all: Options<'_> = &[("w", "all"), ("r", "all")];
+        for (node, value) in [(0, "a"), (3, "b")] {
+            let put = sim.put(node, "gone", Some(value), None, all);
+            assert!(sim.await_reply(put).is_ok(), "seed {seed}");
+        }
+        let delete = sim.put(1, "gone", None, None, all);
+        match sim.await_reply(delete) {
+            Ok(ClientReply::Write(WriteReply::Written { .. })) => {}
+            other => panic!("seed {seed}: the delete wrote nothing: {other:?}"),
+        }
+        let client = sim.get(2, "gone", &[("r", "all")]);
+        let reply = sim.await_reply(client).expect("the read succeeds");
+        assert_eq!(Sim::values(&reply), Vec::<String>::new(), "seed {seed}");
+        // Its tombstones still give a context.
+        assert!(!Sim::context(&reply).is_empty(), "seed {seed}");
+        // Nothing live left: a second delete finds nothing to delete.
+        let again = sim.put(4, "gone", None, None, all);
+        match sim.await_reply(again) {
+            Ok(ClientReply::Write(WriteReply::NothingToDelete { object })) => {
+                assert!(object.is_deleted() && !object.is_empty(), "seed {seed}")
+            }
+            other => panic!("seed {seed}: expected nothing to delete, got {other:?}"),
+        }
+        let never = sim.put(4, "never-written", None, None, all);
+        match sim.await_reply(never) {
+            Ok(ClientReply::Write(WriteReply::NothingToDelete { object })) => {
+                assert!(object.is_empty(), "seed {seed}")
+            }
+            other => panic!("seed {seed}: expected nothing to delete, got {other:?}"),
+        }
+    }
+}
+
+/// Concurrent clients write a few keys through random nodes with contexts
+/// from reads, from their own write answers, from `returnbody` answers, or
+/// none, while frames are lost and delayed and a node crashes and restarts.
+/// The *no silent overwrite* checker then compares a final `r=all` read of
+/// every key with the history: an acknowledged value may be gone only if a
+/// write was made with a context from a response that showed it.
+#[test]
+fn no_acknowledged_value_disappears_unless_a_context_that_showed_it_replaced_it() {
+    for seed in seeds(&[41, 42, 43, 44]) {
+        no_silent_overwrite(seed);
+    }
+}
+
+fn no_silent_overwrite(seed: u64) {
+    let mut sim = Sim::new(lossy(seed));
+    sim.await_stable(Duration::from_secs(60));
+    let keys: Vec<String> = (0..4).map(|k| format!("set-{k}")).collect();
+    let mut history = History::new();
+    // Per key, the contexts a client may write with next, and what the
+    // response they came from showed.
+    let mut contexts: BTreeMap<String, Vec<(CausalContext, Shown)>> = BTreeMap::new();
+    let options: Options<'_> = &[("timeout", "2000")];
+    let victim = 1;
+    let mut unique = 0;
+    for round in 0..40 {
+        if round == 15 {
+            sim.crash(victim, false);
+        }
+        if round == 25 {
+            sim.restart(victim);
+        }
+        let key = keys[sim.random_below(keys.len())].clone();
+        // Now and then a read, whose context later writes may use.
+        if sim.random_below(3) == 0 {
+            let node = running_node(&mut sim);
+            let client = sim.get(node, &key, options);
+            if let Ok(reply) = sim.await_reply(client) {
+                let shown = history.read(&Sim::values(&reply));
+                contexts
+                    .entry(key.clone())
+                    .or_default()
+                    .push((Sim::context(&reply), shown));
+            }
+        }
+        // One to three writers in flight together on the key.
+        let writers = 1 + sim.random_below(3);
+        let mut in_flight = Vec::new();
+        for _ in 0..writers {
+            unique += 1;
+            let value = format!("{key}-{unique}");
+            let known = contexts.get(&key).map_or(0, Vec::len);
+            let pick = sim.random_below(known + 1);
+            let (context, shown) = match pick.checked_sub(1) {
+                None => (None, Shown::NOTHING),
+                Some(i) => {
+                    let (context, shown) = &contexts[&key][i];
+                    (Some(context.clone()), *shown)
+                }
+            };
+            let return_body = sim.random_below(4) == 0;
+            let mut write_options = options.to_vec();
+            if return_body {
+                write_options.push(("returnbody", "true"));
+            }
+            let node = running_node(&mut sim);
+            let client = sim.put(node, &key, Some(&value), context, &write_options);
+            let id = history.write(&key, &value, shown);
+            in_flight.push((client, id, return_body));
+        }
+        for (client, id, return_body) in in_flight {
+            let outcome = match sim.await_reply(client) {
+                Ok(reply) => {
+                    let shown = if return_body {
+                        history.outcome(id, Outcome::Ok);
+                        history.read(&Sim::values(&reply))
+                    } else {
+                        history.outcome(id, Outcome::Ok).expect("acknowledged")
+                    };
+                    contexts
+                        .entry(key.clone())
+                        .or_default()
+                        .push((Sim::context(&reply), shown));
+                    continue;
+                }
+                Err(RequestError::Put(PutError::Indeterminate { .. })) => Outcome::Unknown,
+                Err(RequestError::Put(PutError::QuorumNotReached { applied, .. }))
+                    if applied > 0 =>
+                {
+                    Outcome::Unknown
+                }
+                Err(RequestError::Put(_) | RequestError::Unavailable(_)) => Outcome::NotApplied,
+                Err(other) => panic!("seed {seed}: unexpected write error {other}"),
+            };
+            history.outcome(id, outcome);
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim.await_stable(Duration::from_secs(60));
+    sim.run_until(Duration::from_secs(60), "hints delivered", |sim| {
+        sim.pending_hints() == 0
+    });
+    let acknowledged = history.counts().get("ok").copied().unwrap_or(0);
+    assert!(
+        acknowledged >= 30,
+        "seed {seed}: only {acknowledged} writes acknowledged"
+    );
+    for key in history.keys() {
+        let values = loop {
+            let client = sim.get(0, &key, &[("r", "all"), ("timeout", "2000")]);
+            match sim.await_reply(client) {
+                Ok(reply) => break Sim::values(&reply),
+                Err(RequestError::Get(_)) => continue,
+                Err(other) => panic!("seed {seed}: unexpected read error {other}"),
+            }
+        };
+        if let Err(violation) = history.check(&key, &values) {
+            panic!("seed {seed}: silent overwrite: {violation:?}");
+        }
+    }
+}
+
+/// A random node that runs.
+fn running_node(sim: &mut Sim) -> usize {
+    loop {
+        let node = sim.random_below(sim.len());
+        if sim.engine(node).is_some() {
+            return node;
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! whether to fsync and whether fallbacks may stand in for down primaries.
 //!
 //! The HTTP API takes them as query parameters (`r`, `w`, `pr`, `pw`,
-//! `timeout`, `sync`, `sloppy`), so they are parsed from strings
+//! `timeout`, `sync`, `sloppy`, `returnbody`), so they are parsed from strings
 //! ([`RequestOptions::parse`]) and then resolved against the bucket's
 //! replication factor N ([`RequestOptions::resolve`]). Both steps refuse bad
 //! input before any work starts, each with an [`OptionsError`] that has a
@@ -17,6 +17,7 @@
 //! | `timeout` | milliseconds in 1..=[`MAX_TIMEOUT_MS`]            | [`DEFAULT_TIMEOUT_MS`] |
 //! | `sync`    | `true` or `false`                                 | `false`   |
 //! | `sloppy`  | `true` or `false`                                 | `true`    |
+//! | `returnbody` | `true` or `false`: a write answers like a read (the key's siblings and their context), as Riak's `returnbody` | `false` |
 //!
 //! Words (`one`, `quorum`, `all`, `true`, `false`) are case-insensitive;
 //! option names are not. `quorum` is a majority of N: `N / 2 + 1`. All
@@ -106,6 +107,9 @@ pub struct RequestOptions {
     pub sync: bool,
     /// Fallbacks may take writes for down primaries.
     pub sloppy: bool,
+    /// A write answers with the key's siblings after it, and their context,
+    /// instead of the writer's own context (Riak's `returnbody`).
+    pub return_body: bool,
 }
 
 impl Default for RequestOptions {
@@ -118,6 +122,7 @@ impl Default for RequestOptions {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             sync: false,
             sloppy: true,
+            return_body: false,
         }
     }
 }
@@ -208,7 +213,16 @@ impl OptionsError {
 }
 
 /// The option names, in the order [`RequestOptions::parse`] tracks them.
-const NAMES: [&str; 7] = ["r", "w", "pr", "pw", "timeout", "sync", "sloppy"];
+const NAMES: [&str; 8] = [
+    "r",
+    "w",
+    "pr",
+    "pw",
+    "timeout",
+    "sync",
+    "sloppy",
+    "returnbody",
+];
 
 impl RequestOptions {
     /// Parses `(name, value)` pairs such as a query string's parameters.
@@ -236,6 +250,7 @@ impl RequestOptions {
                 "timeout" => options.timeout_ms = parse_timeout(value)?,
                 "sync" => options.sync = parse_bool(option, value)?,
                 "sloppy" => options.sloppy = parse_bool(option, value)?,
+                "returnbody" => options.return_body = parse_bool(option, value)?,
                 _ => unreachable!("every name in NAMES is handled"),
             }
         }

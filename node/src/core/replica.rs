@@ -30,15 +30,16 @@
 
 use std::time::Duration;
 
+use chorus_storage::context::CausalContext;
 use chorus_storage::hlc::Timestamp;
-use chorus_storage::object::{Object, ObjectError, MAX_SIBLINGS};
-use chorus_storage::version::{ActorId, Dot, VersionVector};
+use chorus_storage::object::{Object, ObjectError, MAX_SIBLINGS, MAX_WRITE_BYTES};
+use chorus_storage::version::{ActorId, Dot};
 
 /// A client's write of one key, as the HTTP layer hands it over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientWrite {
-    /// The causal context the client read (empty for a blind write).
-    pub context: VersionVector,
+    /// The causal context the client was given (empty for a blind write).
+    pub context: CausalContext,
     /// The new value, or `None` to delete.
     pub value: Option<Vec<u8>>,
     /// The bucket resolves conflicts by last writer wins.
@@ -61,6 +62,11 @@ pub enum WriteError {
     /// The write would leave more siblings than a key may hold.
     #[error("the key has {siblings} siblings; a write with a context that resolves them is needed (at most {max})")]
     TooManySiblings { siblings: usize, max: usize },
+    /// The write would make the key's stored object larger than a write may
+    /// leave it ([`MAX_WRITE_BYTES`]); `size` is what it would have been.
+    /// Resolving siblings (a write with a read's context) makes room.
+    #[error("the key's object would grow to {size} bytes, above the limit of {max}; resolve its siblings or write a smaller value")]
+    ObjectTooLarge { size: usize, max: usize },
     /// The replica minted a dot it had used before: its actor id or its
     /// clock is broken. A bug, not a client error.
     #[error("dot {0} was already used for this key")]
@@ -74,6 +80,7 @@ impl WriteError {
             WriteError::ContextFromTheFuture { .. } => "context_from_future",
             WriteError::ContextAheadOfReplica { .. } => "context_ahead_of_replica",
             WriteError::TooManySiblings { .. } => "too_many_siblings",
+            WriteError::ObjectTooLarge { .. } => "object_too_large",
             WriteError::DotReused(_) => "dot_reused",
         }
     }
@@ -133,7 +140,7 @@ pub fn coordinate_write(
             bound: context_bound,
         });
     }
-    let own = write.context.get(actor);
+    let own = write.context.max_counter_of(actor);
     if own >= timestamp.as_u64() {
         return Err(WriteError::ContextAheadOfReplica {
             actor,
@@ -142,11 +149,20 @@ pub fn coordinate_write(
         });
     }
     let dot = Dot::new(actor, timestamp.as_u64());
-    object.write(&write.context, dot, timestamp, write.value)?;
+    let mut next = object.clone();
+    next.write_in(&write.context, dot, timestamp, write.value)?;
     if write.lww {
-        object.resolve_lww();
+        next.resolve_lww();
     }
-    debug_assert!(write.lww || object.siblings().len() <= MAX_SIBLINGS);
+    debug_assert!(write.lww || next.siblings().len() <= MAX_SIBLINGS);
+    let size = next.encoded_len();
+    if size > MAX_WRITE_BYTES {
+        return Err(WriteError::ObjectTooLarge {
+            size,
+            max: MAX_WRITE_BYTES,
+        });
+    }
+    *object = next;
     Ok(dot)
 }
 
@@ -166,6 +182,7 @@ pub fn apply_replicated(object: &mut Object, incoming: &Object, lww: bool) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_storage::version::VersionVector;
 
     const T0: u64 = 1_795_000_000_000;
     const ME: ActorId = ActorId(1);
@@ -182,7 +199,7 @@ mod tests {
 
     fn put(context: &VersionVector, value: &str) -> ClientWrite {
         ClientWrite {
-            context: context.clone(),
+            context: CausalContext::new(context.clone()),
             value: Some(value.as_bytes().to_vec()),
             lww: false,
         }
@@ -264,7 +281,7 @@ mod tests {
         .unwrap();
         let read = object.context().clone();
         let delete = ClientWrite {
-            context: read.clone(),
+            context: CausalContext::new(read.clone()),
             value: None,
             lww: false,
         };

@@ -15,8 +15,9 @@ pub const PROTOCOL_VERSION: u8 = 1;
 /// Bytes in a frame header: the version and the length.
 pub const HEADER_LEN: usize = 5;
 
-/// The default largest payload accepted, in bytes (16 MiB).
-pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The default largest payload accepted, in bytes: the internode message
+/// limit ([`crate::wire::MAX_FRAME_BYTES`], 65 MiB), so any stored object fits.
+pub const MAX_FRAME_BYTES: usize = crate::wire::MAX_FRAME_BYTES;
 
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chorus_storage::context::{ContextKey, CONTEXT_KEY_LEN};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -55,6 +56,10 @@ pub const SERVER_NAME: &str = "chorus-node";
 
 /// File name of the CA certificate bundle in an identity directory.
 pub const CA_FILE: &str = "ca.pem";
+
+/// The file holding the cluster's context-token secret ([`ContextKey`]),
+/// in a CA directory and in every node's TLS directory: 64 hex digits.
+pub const CONTEXT_KEY_FILE: &str = "context.key";
 
 /// File name of the node certificate in an identity directory.
 pub const CERT_FILE: &str = "node.pem";
@@ -139,6 +144,9 @@ pub struct ClusterCa {
     /// byte (checked in [`ClusterCa::from_pem`]).
     signer: rcgen::Certificate,
     key: KeyPair,
+    /// The secret that authenticates causal context tokens, created with
+    /// the CA and handed to every node it issues a certificate for.
+    context_key: ContextKey,
 }
 
 impl fmt::Debug for ClusterCa {
@@ -171,7 +179,13 @@ impl ClusterCa {
             cert_pem: signer.pem(),
             signer,
             key,
+            context_key: generate_context_key()?,
         })
+    }
+
+    /// The cluster's context-token secret.
+    pub fn context_key(&self) -> &ContextKey {
+        &self.context_key
     }
 
     /// The CA certificate and private key, both PEM, in that order. The key
@@ -192,7 +206,11 @@ impl ClusterCa {
     /// subject must be one this module can reproduce: a sequence of
     /// single-attribute names with UTF8String, PrintableString or IA5String
     /// values, which is what [`ClusterCa::generate`] writes.
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<ClusterCa, TlsError> {
+    pub fn from_pem(
+        cert_pem: &str,
+        key_pem: &str,
+        context_key: ContextKey,
+    ) -> Result<ClusterCa, TlsError> {
         let certs = parse_certs(cert_pem, "CA certificate")?;
         let [cert] = certs.as_slice() else {
             return Err(TlsError::Pem {
@@ -222,6 +240,7 @@ impl ClusterCa {
             cert_pem: cert_pem.to_owned(),
             signer,
             key,
+            context_key,
         })
     }
 
@@ -264,6 +283,7 @@ impl ClusterCa {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             ca_pem: self.cert_pem.clone(),
+            context_key: self.context_key.clone(),
         })
     }
 }
@@ -314,6 +334,8 @@ pub struct NodeIdentity {
     pub key_pem: String,
     /// The cluster CA certificate(s) every peer must be issued by.
     pub ca_pem: String,
+    /// The cluster's secret for causal context tokens. Secret.
+    pub context_key: ContextKey,
 }
 
 impl fmt::Debug for NodeIdentity {
@@ -322,14 +344,15 @@ impl fmt::Debug for NodeIdentity {
             .field("cert_pem", &self.cert_pem)
             .field("key_pem", &"<redacted>")
             .field("ca_pem", &self.ca_pem)
+            .field("context_key", &self.context_key)
             .finish()
     }
 }
 
 impl NodeIdentity {
-    /// Writes `ca.pem`, `node.pem` and `node.key` into `dir`, creating it if
-    /// needed. On Unix the key file gets mode 0600, also when it existed
-    /// before with a looser mode.
+    /// Writes `ca.pem`, `node.pem`, `node.key` and `context.key` into `dir`,
+    /// creating it if needed. On Unix the secret files get mode 0600, also
+    /// when they existed before with a looser mode.
     pub fn write_to_dir(&self, dir: &Path) -> Result<(), TlsError> {
         fs::create_dir_all(dir).map_err(|source| TlsError::Io {
             path: dir.to_owned(),
@@ -337,24 +360,32 @@ impl NodeIdentity {
         })?;
         write_file(&dir.join(CA_FILE), &self.ca_pem, false)?;
         write_file(&dir.join(CERT_FILE), &self.cert_pem, false)?;
-        write_file(&dir.join(KEY_FILE), &self.key_pem, true)
+        write_file(&dir.join(KEY_FILE), &self.key_pem, true)?;
+        write_context_key(&dir.join(CONTEXT_KEY_FILE), &self.context_key)
     }
 
-    /// Loads `ca.pem`, `node.pem` and `node.key` from `dir`.
+    /// Loads `ca.pem`, `node.pem`, `node.key` and `context.key` from `dir`.
     pub fn load_from_dir(dir: &Path) -> Result<NodeIdentity, TlsError> {
         NodeIdentity::load_from_paths(
             &dir.join(CA_FILE),
             &dir.join(CERT_FILE),
             &dir.join(KEY_FILE),
+            &dir.join(CONTEXT_KEY_FILE),
         )
     }
 
-    /// Loads an identity from three files and checks that each parses.
-    pub fn load_from_paths(ca: &Path, cert: &Path, key: &Path) -> Result<NodeIdentity, TlsError> {
+    /// Loads an identity from its four files and checks that each parses.
+    pub fn load_from_paths(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        context_key: &Path,
+    ) -> Result<NodeIdentity, TlsError> {
         let identity = NodeIdentity {
             cert_pem: read_file(cert)?,
             key_pem: read_file(key)?,
             ca_pem: read_file(ca)?,
+            context_key: read_context_key(context_key)?,
         };
         identity.roots()?;
         identity.cert_chain()?;
@@ -450,6 +481,44 @@ fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'stat
         });
     }
     Ok(certs)
+}
+
+/// A fresh context-token secret from the operating system's generator.
+pub fn generate_context_key() -> Result<ContextKey, TlsError> {
+    use ring::rand::SecureRandom as _;
+    let mut secret = [0u8; CONTEXT_KEY_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .map_err(|_| TlsError::InvalidCa("the system's random generator failed"))?;
+    Ok(ContextKey::new(secret))
+}
+
+/// Writes a context-token secret as 64 hex digits, mode 0600.
+pub fn write_context_key(path: &Path, key: &ContextKey) -> Result<(), TlsError> {
+    let hex: String = key.secret().iter().map(|b| format!("{b:02x}")).collect();
+    write_file(path, &format!("{hex}\n"), true)
+}
+
+/// Reads a context-token secret written by [`write_context_key`].
+pub fn read_context_key(path: &Path) -> Result<ContextKey, TlsError> {
+    let text = read_file(path)?;
+    let text = text.trim();
+    let invalid = || TlsError::Pem {
+        what: "context key",
+        reason: format!(
+            "{} must hold {} hex digits (written by `chorus cert ca`)",
+            path.display(),
+            2 * CONTEXT_KEY_LEN
+        ),
+    };
+    if text.len() != 2 * CONTEXT_KEY_LEN || !text.is_ascii() {
+        return Err(invalid());
+    }
+    let mut secret = [0u8; CONTEXT_KEY_LEN];
+    for (i, byte) in secret.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+    }
+    Ok(ContextKey::new(secret))
 }
 
 fn read_file(path: &Path) -> Result<String, TlsError> {
@@ -719,10 +788,26 @@ mod tests {
     fn a_reloaded_ca_issues_certificates_the_original_trusts() {
         let ca = ClusterCa::generate("reload").expect("ca");
         let (cert_pem, key_pem) = ca.to_pem();
-        let reloaded = ClusterCa::from_pem(&cert_pem, &key_pem).expect("from_pem");
+        let reloaded =
+            ClusterCa::from_pem(&cert_pem, &key_pem, ca.context_key().clone()).expect("from_pem");
         assert_eq!(reloaded.cert_pem(), ca.cert_pem());
         let node = reloaded.issue("10.0.0.7").expect("issue");
         verify(&node, ca.cert_pem()).expect("trusted by the original CA");
+    }
+
+    #[test]
+    fn the_context_key_goes_from_the_ca_to_every_node_and_round_trips() {
+        let ca = ClusterCa::generate("keys").expect("ca");
+        let other = ClusterCa::generate("keys").expect("ca");
+        assert_ne!(ca.context_key(), other.context_key(), "fresh per cluster");
+        let node = ca.issue("n1").expect("issue");
+        assert_eq!(&node.context_key, ca.context_key());
+        let dir = tempfile::tempdir().expect("tempdir");
+        node.write_to_dir(dir.path()).expect("write");
+        let loaded = NodeIdentity::load_from_dir(dir.path()).expect("load");
+        assert_eq!(loaded, node);
+        std::fs::write(dir.path().join(CONTEXT_KEY_FILE), "abc").expect("write");
+        assert!(NodeIdentity::load_from_dir(dir.path()).is_err());
     }
 
     #[test]
@@ -732,11 +817,11 @@ mod tests {
         let (cert_pem, _) = ca.to_pem();
         let (_, other_key) = other.to_pem();
         assert!(matches!(
-            ClusterCa::from_pem(&cert_pem, &other_key),
+            ClusterCa::from_pem(&cert_pem, &other_key, ca.context_key().clone()),
             Err(TlsError::KeyMismatch)
         ));
         assert!(matches!(
-            ClusterCa::from_pem("not pem", &other_key),
+            ClusterCa::from_pem("not pem", &other_key, ca.context_key().clone()),
             Err(TlsError::Pem { .. })
         ));
     }

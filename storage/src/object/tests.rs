@@ -488,3 +488,110 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The context a write hands back to its writer (design.md §3 rule 3).
+
+/// The review's F1 on one replica: `apple` and `banana` are concurrent; the
+/// context `banana`'s writer gets back must not cover `apple`.
+#[test]
+fn a_writers_context_never_covers_a_sibling_it_was_not_shown() {
+    let mut object = Object::new();
+    object
+        .write(
+            &VersionVector::new(),
+            dot(1, 1),
+            ts(1),
+            Some(b"apple".to_vec()),
+        )
+        .unwrap();
+    let blind = CausalContext::default();
+    object
+        .write_in(&blind, dot(1, 2), ts(2), Some(b"banana".to_vec()))
+        .unwrap();
+    let token = object.context_for_writer(&blind, dot(1, 2));
+    assert!(token.covers(&dot(1, 2)));
+    assert!(!token.covers(&dot(1, 1)), "{token}");
+    object
+        .write_in(&token, dot(1, 3), ts(3), Some(b"banana2".to_vec()))
+        .unwrap();
+    assert_eq!(
+        values(&object),
+        vec![Some(b"apple".as_slice()), Some(b"banana2".as_slice())]
+    );
+    // With no concurrent sibling the context is the key's whole history,
+    // without single dots.
+    let mut alone = Object::new();
+    alone
+        .write(&VersionVector::new(), dot(2, 5), ts(5), Some(b"v".to_vec()))
+        .unwrap();
+    let token = alone.context_for_writer(&blind, dot(2, 5));
+    assert_eq!(token, CausalContext::new(alone.context().clone()));
+}
+
+/// A single dot the replica has not seen yet removes nothing and adds no
+/// coverage: should its version arrive later, it stays as a sibling.
+#[test]
+fn an_unknown_single_dot_leaves_a_sibling_never_a_loss() {
+    let mut here = Object::new();
+    let token = CausalContext::with_dots(VersionVector::new(), [dot(7, 4)]);
+    here.write_in(&token, dot(1, 9), ts(9), Some(b"mine".to_vec()))
+        .unwrap();
+    assert!(!here.context().covers(&dot(7, 3)));
+    let mut elsewhere = Object::new();
+    elsewhere
+        .write(
+            &VersionVector::new(),
+            dot(7, 3),
+            ts(3),
+            Some(b"older".to_vec()),
+        )
+        .unwrap();
+    here.merge(&elsewhere);
+    assert_eq!(here.siblings().len(), 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Whatever the replicas hold, the context a write returns covers the
+    /// writer's new version and what its own context covered, and of every
+    /// other version anywhere only those the coordinator already knows to
+    /// be superseded (and so doomed on the next merge anyway).
+    #[test]
+    fn a_write_context_covers_only_what_the_writer_saw(
+        steps in proptest::collection::vec(step(), 1..30),
+        at in 0..REPLICAS,
+        read_from in proptest::collection::vec(0..REPLICAS, 0..3),
+    ) {
+        let mut objects = run(&steps)?;
+        let mut read = Object::new();
+        for &r in &read_from {
+            read.merge(&objects[r]);
+        }
+        let client = CausalContext::new(read.context().clone());
+        let d = dot(at as u64, 1_000_000);
+        let before = objects[at].clone();
+        objects[at].write_in(&client, d, ts(1_000_000), Some(b"w".to_vec())).unwrap();
+        let token = objects[at].context_for_writer(&client, d);
+        prop_assert!(token.covers(&d));
+        for s in read.siblings() {
+            prop_assert!(token.covers(&s.dot), "misses {} the writer saw", s.dot);
+        }
+        let doomed = |x: &Dot| {
+            before.context().covers(x) && !before.siblings().iter().any(|s| s.dot == *x)
+        };
+        for object in &objects {
+            for s in object.siblings() {
+                if token.covers(&s.dot) {
+                    prop_assert!(
+                        s.dot == d || client.covers(&s.dot) || doomed(&s.dot),
+                        "covers {} the writer was never shown", s.dot
+                    );
+                }
+            }
+        }
+        // The token travels (bytes) and still covers the same.
+        prop_assert_eq!(CausalContext::from_bytes(&token.to_bytes()).unwrap(), token);
+    }
+}

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::keys::{self, meta};
 use super::{Decision, Durability, Entry, Hint, KeyRef, StoreConfig, StoreError};
 use crate::hlc::Timestamp;
-use crate::object::{Object, MAX_ENCODED_LEN};
+use crate::object::{Object, MAX_DECODED_SIBLINGS, MAX_ENCODED_LEN};
 use crate::version::ActorId;
 
 /// The number of mutexes keys are striped over. Two keys that share a stripe
@@ -131,6 +131,12 @@ fn stripe_of(stored_key: &[u8]) -> usize {
 fn store_op(stored_key: Vec<u8>, object: &Object) -> Result<Op, StoreError> {
     if object.is_empty() {
         return Ok(Op::Delete(Cf::Data, stored_key));
+    }
+    if object.siblings().len() > MAX_DECODED_SIBLINGS {
+        return Err(StoreError::TooManySiblings {
+            count: object.siblings().len(),
+            max: MAX_DECODED_SIBLINGS,
+        });
     }
     let bytes = object.encode();
     if bytes.len() > MAX_ENCODED_LEN {

@@ -64,6 +64,12 @@ pub enum StoreError {
     #[error("encoded object of {len} bytes exceeds the maximum of {max} bytes")]
     ObjectTooLarge { len: usize, max: usize },
 
+    /// An object with more siblings than a stored object may hold
+    /// ([`MAX_DECODED_SIBLINGS`](crate::object::MAX_DECODED_SIBLINGS));
+    /// storing it would make the key unreadable, so it is refused.
+    #[error("object of {count} siblings exceeds the maximum of {max}")]
+    TooManySiblings { count: usize, max: usize },
+
     /// A batch with more keys than [`MAX_BATCH_KEYS`](super::MAX_BATCH_KEYS).
     #[error("batch of {len} keys exceeds the maximum of {max} keys")]
     BatchTooLarge { len: usize, max: usize },
