@@ -591,9 +591,23 @@ fn a_member_that_left_is_never_a_target() {
             ..SimConfig::default()
         });
         sim.await_stable(Duration::from_secs(60));
-        // Data exists, so the ring keeps the leaver as a primary.
-        let client = sim.put(0, "held", Some("data"), None, &[("w", "all")]);
-        assert!(sim.await_reply(client).is_ok(), "seed {seed}");
+        // Every node holds data, so whichever node is the claimant keeps
+        // the leaver in the ring as a primary.
+        let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+        let mut holders = std::collections::BTreeSet::new();
+        for k in 0.. {
+            if holders.len() == sim.len() {
+                break;
+            }
+            let key = format!("held-{k}");
+            let list = ring.preference_list_for_key(b"sim", key.as_bytes());
+            if list.primaries().iter().all(|p| holders.contains(p)) {
+                continue;
+            }
+            holders.extend(list.primaries().iter().copied());
+            let client = sim.put(0, &key, Some("data"), None, &[("w", "all")]);
+            assert!(sim.await_reply(client).is_ok(), "seed {seed}");
+        }
         let leaver = 4;
         let leaver_id = sim.node_id(leaver).expect("runs");
         sim.leave(leaver);
