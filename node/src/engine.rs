@@ -72,7 +72,7 @@ use chorus_gossip::{
 };
 use chorus_ring::{Member, PartitionId, Partitions, Ring};
 use chorus_storage::context::CausalContext;
-use chorus_storage::hlc::{Hlc, HlcConfig};
+use chorus_storage::hlc::{Hlc, HlcConfig, Timestamp};
 use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, KeyRef, Store, StoreError, Update};
 use chorus_storage::store::{MAX_BUCKET_LEN, MAX_KEY_LEN};
@@ -103,6 +103,8 @@ const HOLDS_DATA_EXTRA: &str = "holds_data";
 const NAME_EXTRA: &str = "name";
 /// Most source addresses remembered for nodes gossip does not know yet.
 const MAX_SOURCES: usize = 1024;
+/// Most peers whose newest generation is remembered.
+const MAX_PEER_GENERATIONS: usize = 4096;
 /// How long a hint delivery or ring fetch may take before it is retried.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Extra time a forwarding node waits beyond the request's timeout for the
@@ -196,6 +198,10 @@ pub enum ClientReply {
 pub enum Effect {
     /// Send an encoded [`Frame`] to the node listening at `addr`.
     Send { addr: SocketAddr, payload: Vec<u8> },
+    /// The node at `addr` restarted (a newer generation was seen): drop
+    /// any connection to it now, since it leads to the dead process, so the
+    /// next [`Effect::Send`] opens a fresh one.
+    ResetConnection { addr: SocketAddr },
     /// Answer a client request. Every request gets exactly one.
     Reply {
         client: ClientId,
@@ -225,14 +231,28 @@ pub struct EngineStats {
     pub read_repairs: u64,
     pub hints_delivered: u64,
     pub frames_refused: u64,
+    /// Data-plane frames dropped because they came from an older
+    /// incarnation of their sender than the newest this node knows.
+    pub frames_stale: u64,
+    /// Read replies refused because their object carries a clock reading
+    /// beyond this node's drift bound.
+    pub replies_from_the_future: u64,
+    /// Hints queued for targets that did not acknowledge a put in time.
+    pub hints_for_timeouts: u64,
     pub pending_requests: usize,
 }
 
 /// Who is waiting for the outcome of a coordinated write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Origin {
     Client(ClientId),
-    Forward { node: Uuid, request: u64 },
+    /// A node forwarded the write; its reply names the key.
+    Forward {
+        node: Uuid,
+        request: u64,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+    },
 }
 
 #[derive(Debug)]
@@ -250,6 +270,10 @@ enum Pending {
     },
     Put {
         origin: Origin,
+        key: WireKey,
+        /// The stored object, for hints to targets that do not answer.
+        object: Object,
+        sync: bool,
         coordinator: PutCoordinator,
         /// The answer once the write is acknowledged.
         reply: WriteReply,
@@ -260,12 +284,15 @@ enum Pending {
     Forwarded {
         client: ClientId,
         to: Uuid,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
         w: usize,
         pw: usize,
     },
     Hint {
         target: Uuid,
         seq: u64,
+        key: WireKey,
     },
     RingFetch,
 }
@@ -285,7 +312,11 @@ pub struct Engine<S> {
     holds_data: bool,
     /// Ring members whose join or leave is deferred because data exists.
     deferred: BTreeSet<Uuid>,
+    /// The next request id: this start's generation in the high 32 bits,
+    /// a counter in the low 32.
     next_request: u64,
+    /// The newest generation seen for each peer, from its frames or gossip.
+    peer_generations: BTreeMap<Uuid, u64>,
     pending: BTreeMap<u64, Pending>,
     deadlines: BTreeSet<(Duration, u64)>,
     /// The deadline of each request in `deadlines`.
@@ -364,7 +395,8 @@ impl<S: Store> Engine<S> {
             ring: None,
             holds_data: false,
             deferred: BTreeSet::new(),
-            next_request: 1,
+            next_request: first_request_id(generation),
+            peer_generations: BTreeMap::new(),
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             deadline_of: BTreeMap::new(),
@@ -420,9 +452,19 @@ impl<S: Store> Engine<S> {
         self.ring.is_some()
     }
 
-    /// Whether gossip reports `node` up (this node is always up to itself).
+    /// Whether `node` is up: gossip reports it alive and it has not left
+    /// the cluster (this node is always up to itself). A member that left
+    /// is down for placement, quorums and hint delivery from the moment
+    /// its leave is known, for its whole quarantine.
     pub fn is_up(&self, node: Uuid) -> bool {
-        node == self.id || self.gossip.is_up(&node)
+        node == self.id || (self.gossip.is_up(&node) && !self.has_left(node))
+    }
+
+    /// Whether gossip says `node` left the cluster.
+    fn has_left(&self, node: Uuid) -> bool {
+        self.gossip
+            .member(&node)
+            .is_some_and(|m| m.left || m.state.status() == Some(Status::Left))
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -568,6 +610,11 @@ impl<S: Store> Engine<S> {
         let from = frame.from;
         if from != self.id {
             self.remember_source(from, source);
+            if !self.learn_generation(from, frame.generation) && frame.message.is_data_plane() {
+                self.stats.frames_stale += 1;
+                tracing::debug!(%from, generation = frame.generation, "dropped a frame from an older incarnation");
+                return Ok(());
+            }
         }
         match frame.message {
             Message::Gossip(bytes) => {
@@ -589,35 +636,54 @@ impl<S: Store> Engine<S> {
                         from,
                         Message::Stored {
                             request,
+                            key,
                             result: result.map(|()| StoredAck { durable: sync }),
                         },
                     );
                 }
             }
-            Message::Stored { request, result } => self.on_stored(from, request, result),
+            Message::Stored {
+                request,
+                key,
+                result,
+            } => self.on_stored(from, request, &key, result),
             Message::Read { request, key } => {
                 let result = self
                     .read_local(&key)
                     .map(|o| serde_bytes::ByteBuf::from(o.encode()));
-                self.send(from, Message::ReadReply { request, result });
+                self.send(
+                    from,
+                    Message::ReadReply {
+                        request,
+                        key,
+                        result,
+                    },
+                );
             }
-            Message::ReadReply { request, result } => {
+            Message::ReadReply {
+                request,
+                key,
+                result,
+            } => {
+                if !self.awaits_read(from, request, &key) {
+                    return Ok(());
+                }
                 let result = match result {
                     Ok(bytes) => match decode_object(&bytes) {
-                        Ok(object) => {
-                            self.observe(now, &object);
-                            Ok(object)
-                        }
+                        Ok(object) => self.observe(now, from, object),
                         Err(e) => Err(ReplicaError::Refused(e.to_string())),
                     },
                     Err(e) => Err(e),
                 };
-                self.on_read_reply(from, request, result);
+                self.on_read_reply(from, request, &key, result);
             }
             Message::Forward { request, write } => self.on_forward(now, from, request, write),
-            Message::ForwardReply { request, result } => {
-                self.on_forward_reply(from, request, result)
-            }
+            Message::ForwardReply {
+                request,
+                bucket,
+                key,
+                result,
+            } => self.on_forward_reply(from, request, &bucket, &key, result),
             Message::RingFetch { version } => {
                 if let Some(ring) = &self.ring {
                     if ring.version() >= version {
@@ -763,7 +829,7 @@ impl<S: Store> Engine<S> {
         for target in &targets {
             if target.node == self.id {
                 let result = self.read_local(&key);
-                self.on_read_reply(self.id, request, result);
+                self.on_read_reply(self.id, request, &key, result);
             } else {
                 self.send(
                     target.node,
@@ -828,6 +894,8 @@ impl<S: Store> Engine<S> {
             Pending::Forwarded {
                 client,
                 to,
+                bucket: write.bucket.clone(),
+                key: write.key.clone(),
                 w: options.w,
                 pw: options.pw,
             },
@@ -934,6 +1002,9 @@ impl<S: Store> Engine<S> {
             request,
             Pending::Put {
                 origin,
+                key: key.clone(),
+                object: object.clone(),
+                sync: options.sync,
                 coordinator,
                 reply: WriteReply::Written {
                     context: object.context_for_writer(&context, dot),
@@ -965,6 +1036,8 @@ impl<S: Store> Engine<S> {
         let origin = Origin::Forward {
             node: from,
             request,
+            bucket: write.bucket.clone(),
+            key: write.key.clone(),
         };
         if self.ring.is_none() {
             return self
@@ -1050,10 +1123,17 @@ impl<S: Store> Engine<S> {
         &mut self,
         from: Uuid,
         request: u64,
+        bucket: &[u8],
+        key: &[u8],
         result: Result<ForwardedReply, ForwardError>,
     ) {
         match self.pending.get(&request) {
-            Some(Pending::Forwarded { to, .. }) if *to == from => {}
+            Some(Pending::Forwarded {
+                to,
+                bucket: b,
+                key: k,
+                ..
+            }) if *to == from && b == bucket && k == key => {}
             _ => return,
         }
         let Some(Pending::Forwarded { client, .. }) = self.take_pending(request) else {
@@ -1126,28 +1206,58 @@ impl<S: Store> Engine<S> {
 
     // ----- replies from replicas -----
 
-    fn on_read_reply(&mut self, from: Uuid, request: u64, result: Result<Object, ReplicaError>) {
+    /// Whether a read reply from `from` answers a get in flight: the
+    /// request id is one of this incarnation's gets and names the same key.
+    fn awaits_read(&self, from: Uuid, request: u64, key: &WireKey) -> bool {
+        let awaited = matches!(
+            self.pending.get(&request),
+            Some(Pending::Get { key: k, .. }) if k == key
+        );
+        if !awaited {
+            tracing::debug!(%from, request, "a read reply that answers no get in flight");
+        }
+        awaited
+    }
+
+    fn on_read_reply(
+        &mut self,
+        from: Uuid,
+        request: u64,
+        key: &WireKey,
+        result: Result<Object, ReplicaError>,
+    ) {
         let Some(Pending::Get {
             coordinator,
             replies,
+            key: awaited,
             ..
         }) = self.pending.get_mut(&request)
         else {
             return;
         };
+        if awaited != key {
+            return;
+        }
         if coordinator.add_reply(from, result) == Recorded::Accepted {
             *replies += 1;
         }
         self.settle(request);
     }
 
-    fn on_stored(&mut self, from: Uuid, request: u64, result: Result<StoredAck, ReplicaError>) {
+    fn on_stored(
+        &mut self,
+        from: Uuid,
+        request: u64,
+        key: &WireKey,
+        result: Result<StoredAck, ReplicaError>,
+    ) {
         match self.pending.get_mut(&request) {
             Some(Pending::Put {
                 coordinator,
                 answers,
+                key: awaited,
                 ..
-            }) => {
+            }) if awaited == key => {
                 let recorded = match result {
                     Ok(ack) => coordinator.add_ack(from, ack.durable),
                     Err(error) => coordinator.add_failure(from, error),
@@ -1157,7 +1267,14 @@ impl<S: Store> Engine<S> {
                 }
                 self.settle(request);
             }
-            Some(Pending::Hint { target, seq }) if *target == from => {
+            // Only an acknowledgement that names the hint (request id and
+            // key) from the target's current incarnation deletes it: older
+            // incarnations' frames never get this far.
+            Some(Pending::Hint {
+                target,
+                seq,
+                key: hinted,
+            }) if *target == from && hinted == key => {
                 let (target, seq) = (*target, *seq);
                 self.take_pending(request);
                 if result.is_ok() {
@@ -1227,6 +1344,7 @@ impl<S: Store> Engine<S> {
                 targets,
                 answers,
                 answered,
+                ..
             } => {
                 if !*answered {
                     if let Some(outcome) = coordinator.outcome() {
@@ -1235,7 +1353,7 @@ impl<S: Store> Engine<S> {
                             Ok(_) => Ok(ClientReply::Write(write_reply.clone())),
                             Err(e) => Err(RequestError::Put(e)),
                         };
-                        reply = Some((*origin, result));
+                        reply = Some((origin.clone(), result));
                     }
                 }
                 *answers >= *targets
@@ -1261,7 +1379,9 @@ impl<S: Store> Engine<S> {
             Some(Pending::Get { coordinator, .. }) => coordinator.timeout(),
             Some(Pending::Put { coordinator, .. }) => coordinator.timeout(),
             Some(Pending::Forwarded { .. }) => {
-                let Some(Pending::Forwarded { client, to, w, pw }) = self.take_pending(request)
+                let Some(Pending::Forwarded {
+                    client, to, w, pw, ..
+                }) = self.take_pending(request)
                 else {
                     unreachable!("matched above");
                 };
@@ -1299,11 +1419,23 @@ impl<S: Store> Engine<S> {
         self.retire(request);
     }
 
-    /// Removes a finished get or put; a get repairs the stale replicas.
+    /// Removes a finished get or put; a get repairs the stale replicas, a
+    /// put keeps hints for the targets that did not answer in time.
     fn retire(&mut self, request: u64) {
         let Some(pending) = self.take_pending(request) else {
             return;
         };
+        if let Pending::Put {
+            key,
+            object,
+            sync,
+            coordinator,
+            ..
+        } = &pending
+        {
+            self.hint_unanswered(key, object, *sync, coordinator);
+            return;
+        }
         if let Pending::Get {
             key, coordinator, ..
         } = pending
@@ -1341,7 +1473,12 @@ impl<S: Store> Engine<S> {
     fn answer(&mut self, origin: Origin, result: Result<ClientReply, RequestError>) {
         match origin {
             Origin::Client(client) => self.reply(client, result),
-            Origin::Forward { node, request } => {
+            Origin::Forward {
+                node,
+                request,
+                bucket,
+                key,
+            } => {
                 let result = match result {
                     Ok(ClientReply::Write(WriteReply::Written { context, object })) => {
                         Ok(ForwardedReply {
@@ -1358,7 +1495,15 @@ impl<S: Store> Engine<S> {
                     Err(RequestError::Unavailable(e)) => Err(ForwardError::Unavailable(e)),
                     Err(other) => Err(ForwardError::Internal(other.to_string())),
                 };
-                self.send(node, Message::ForwardReply { request, result });
+                self.send(
+                    node,
+                    Message::ForwardReply {
+                        request,
+                        bucket,
+                        key,
+                        result,
+                    },
+                );
             }
         }
     }
@@ -1373,9 +1518,20 @@ impl<S: Store> Engine<S> {
                 };
                 self.reply(client, result);
             }
-            Origin::Forward { node, request } => {
-                self.send(node, Message::ForwardReply { request, result })
-            }
+            Origin::Forward {
+                node,
+                request,
+                bucket,
+                key,
+            } => self.send(
+                node,
+                Message::ForwardReply {
+                    request,
+                    bucket,
+                    key,
+                    result,
+                },
+            ),
         }
     }
 
@@ -1391,7 +1547,7 @@ impl<S: Store> Engine<S> {
         };
         for (target, _) in counts {
             if target == self.id
-                || !self.gossip.is_up(&target)
+                || !self.is_up(target)
                 || self.hint_targets_in_flight.contains(&target)
             {
                 continue;
@@ -1425,11 +1581,17 @@ impl<S: Store> Engine<S> {
             self.hint_targets_in_flight.insert(target);
             for hint in hints {
                 let request = self.new_request();
+                let key = WireKey {
+                    partition: hint.partition.0,
+                    bucket: hint.bucket,
+                    key: hint.key,
+                };
                 self.pending.insert(
                     request,
                     Pending::Hint {
                         target,
                         seq: hint.seq,
+                        key: key.clone(),
                     },
                 );
                 self.set_deadline(now, request, RETRY_AFTER);
@@ -1437,11 +1599,7 @@ impl<S: Store> Engine<S> {
                     target,
                     Message::Store {
                         request,
-                        key: WireKey {
-                            partition: hint.partition.0,
-                            bucket: hint.bucket,
-                            key: hint.key,
-                        },
+                        key,
                         object: hint.object.encode(),
                         sync: false,
                         hint_for: None,
@@ -1498,12 +1656,24 @@ impl<S: Store> Engine<S> {
             }
             Notification::Down { node, phi } => tracing::warn!(%node, phi, "node down"),
             Notification::Joined { node, generation } => {
-                tracing::info!(%node, generation = generation.0, "node joined")
+                tracing::info!(%node, generation = generation.0, "node joined");
+                self.learn_generation(node, generation.0);
             }
             Notification::Restarted { node, old, new } => {
-                tracing::info!(%node, old = old.0, new = new.0, "node restarted")
+                tracing::info!(%node, old = old.0, new = new.0, "node restarted");
+                // Gossip already holds the new generation: compare with what
+                // this node knew before, so the connection is reset once.
+                let known = self.peer_generations.get(&node).copied().unwrap_or(old.0);
+                if new.0 > known {
+                    self.peer_generations.insert(node, new.0);
+                    self.reset_connection(node);
+                }
             }
-            Notification::Left { node, .. } => tracing::info!(%node, "node left"),
+            Notification::Left { node, .. } => {
+                tracing::info!(%node, "node left");
+                // It is no longer up: nothing waits for it to come back.
+                self.next_hint_round = self.next_hint_round.min(now.mono);
+            }
             Notification::Forgotten { node } => tracing::debug!(%node, "node forgotten"),
             Notification::StateChanged { node, key, .. } => {
                 if key == StateKey::Ring {
@@ -1777,23 +1947,125 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    fn observe(&mut self, now: Now, object: &Object) {
-        if let Some(timestamp) = object.latest_timestamp() {
-            match self.hlc.observe(timestamp, now.wall_ms) {
-                Ok(_) => {
+    /// Passes a replica's read reply through the clock. An object stamped
+    /// beyond the drift bound, or whose context counts beyond the bound
+    /// [`coordinate_write`] checks contexts against, is refused: it is
+    /// neither merged into the answer nor repaired into other replicas. So
+    /// every context this node hands out stays within that bound, which
+    /// only grows with the clock, and a write through this node with it is
+    /// never refused as coming from the future.
+    fn observe(&mut self, now: Now, from: Uuid, object: Object) -> Result<Object, ReplicaError> {
+        let base = Timestamp::new(now.wall_ms.min(Timestamp::MAX_WALL_MS), 0).max(self.hlc.last());
+        let bound = context_bound(base, self.config.hlc.max_drift);
+        let counter = object.context().max_counter();
+        let refused = if counter > bound.as_u64() {
+            Some(format!(
+                "its context counts {} beyond this node's bound {bound}",
+                Timestamp::from_u64(counter)
+            ))
+        } else {
+            match object
+                .latest_timestamp()
+                .map(|t| self.hlc.observe(t, now.wall_ms))
+            {
+                Some(Err(e)) => Some(e.to_string()),
+                Some(Ok(_)) => {
                     if let Err(e) = self.persist_clock() {
                         tracing::warn!(error = %e, "could not persist the clock ceiling");
                     }
+                    None
                 }
-                Err(e) => tracing::warn!(error = %e, "a replica's clock is ahead"),
+                None => None,
+            }
+        };
+        match refused {
+            None => Ok(object),
+            Some(reason) => {
+                self.stats.replies_from_the_future += 1;
+                tracing::warn!(%from, %reason, "refused a read reply from a replica whose clock is ahead");
+                Err(ReplicaError::Refused(format!("clock ahead: {reason}")))
             }
         }
     }
 
     fn new_request(&mut self) -> u64 {
         let request = self.next_request;
-        self.next_request += 1;
+        // The counter wraps within the low 32 bits, never into the
+        // generation's, and skips 0 (a message that wants no answer).
+        let counter = (request as u32).wrapping_add(1).max(1);
+        self.next_request = (request & !u64::from(u32::MAX)) | u64::from(counter);
         request
+    }
+
+    /// Records the generation a frame from `node` carries. Returns false
+    /// when it is older than the newest this node knows for `node` (from
+    /// its frames or from gossip): the frame comes from a previous
+    /// incarnation. A newer generation than a known one means `node`
+    /// restarted, and the connection to it is reset.
+    fn learn_generation(&mut self, node: Uuid, generation: u64) -> bool {
+        let gossiped = self.gossip.member(&node).map(|m| m.state.generation().0);
+        let seen = self.peer_generations.get(&node).copied();
+        if let Some(known) = seen.max(gossiped) {
+            if generation < known {
+                return false;
+            }
+            if generation == known && seen == Some(known) {
+                return true;
+            }
+            if generation > known {
+                self.reset_connection(node);
+            }
+        }
+        if !self.peer_generations.contains_key(&node)
+            && self.peer_generations.len() >= MAX_PEER_GENERATIONS
+        {
+            if let Some(&oldest) = self.peer_generations.keys().next() {
+                self.peer_generations.remove(&oldest);
+            }
+        }
+        self.peer_generations.insert(node, generation);
+        true
+    }
+
+    /// Asks the runtime to drop its connection to `node`, which leads to a
+    /// process that is gone.
+    fn reset_connection(&mut self, node: Uuid) {
+        if let Some(addr) = self.address_of(node) {
+            tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
+            self.effects.push_back(Effect::ResetConnection { addr });
+        }
+    }
+
+    /// Keeps a hint for every target of a retired put that never answered
+    /// (for a fallback, for the primary it stood in for), as Cassandra does
+    /// for replicas that time out: a replica that is slow or paused but not
+    /// convicted by the failure detector still gets the write when it
+    /// answers again. Hints are bounded per target by the store.
+    fn hint_unanswered(
+        &mut self,
+        key: &WireKey,
+        object: &Object,
+        sync: bool,
+        coordinator: &PutCoordinator,
+    ) {
+        let partition = PartitionId(key.partition);
+        for target in coordinator.unanswered() {
+            let primary = target.hint().unwrap_or(target.node);
+            if primary == self.id || self.has_left(primary) {
+                continue;
+            }
+            let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+            match self
+                .store
+                .add_hint(primary, keyref, object, Durability::from_sync(sync))
+            {
+                Ok(_) => {
+                    self.stats.hints_for_timeouts += 1;
+                    tracing::debug!(%primary, "hinted a write its replica did not acknowledge in time");
+                }
+                Err(e) => tracing::warn!(%primary, error = %e, "could not queue a hint"),
+            }
+        }
     }
 
     /// Removes a finished request and its deadline.
@@ -1842,6 +2114,13 @@ fn uncovered_primaries(list: &PreferenceList, targets: &[Replica]) -> Vec<Uuid> 
         .copied()
         .filter(|&p| !targets.iter().any(|t| t.node == p || t.hint() == Some(p)))
         .collect()
+}
+
+/// The first request id of an incarnation: its generation in the high 32
+/// bits, so no id repeats across restarts (generations grow by one per
+/// start; Cassandra-style second-based generations fit until 2106).
+fn first_request_id(generation: u64) -> u64 {
+    (generation << 32) | 1
 }
 
 fn status_name(status: Status) -> &'static str {
@@ -1950,7 +2229,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 Effect::Reply { client, result } => Some((*client, result)),
-                Effect::Send { .. } => None,
+                Effect::Send { .. } | Effect::ResetConnection { .. } => None,
             })
             .collect()
     }
@@ -2089,7 +2368,8 @@ mod tests {
                 f.message,
                 Message::Stored {
                     request: 5,
-                    result: Ok(StoredAck { durable: true })
+                    result: Ok(StoredAck { durable: true }),
+                    ..
                 }
             )),
             "{sent:?}"
@@ -2132,7 +2412,8 @@ mod tests {
                 Frame::decode(payload, MAX_FRAME_BYTES).map(|f| f.message),
                 Ok(Message::ReadReply {
                     request: 3,
-                    result: Err(ReplicaError::Refused(_))
+                    result: Err(ReplicaError::Refused(_)),
+                    ..
                 })
             ),
             _ => false,
@@ -2147,5 +2428,183 @@ mod tests {
             .handle_frame(now(11), addr(7071), &wrong_partition)
             .is_err());
         assert_eq!(engine.stats().frames_refused, 2);
+    }
+
+    /// A get in flight on `engine`, asking `peer` for `key`.
+    fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
+        let request = engine.new_request();
+        let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
+        engine.pending.insert(
+            request,
+            Pending::Get {
+                client: 9,
+                key: key.clone(),
+                coordinator,
+                targets: 1,
+                replies: 0,
+                answered: false,
+                then_delete: None,
+            },
+        );
+        request
+    }
+
+    fn wire_key(key: &str) -> WireKey {
+        let partition = Partitions::new(8)
+            .expect("valid")
+            .of_key(b"b", key.as_bytes());
+        WireKey {
+            partition: partition.0,
+            bucket: b"b".to_vec(),
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    fn object_with(value: &str) -> Object {
+        let mut object = Object::new();
+        let dot = chorus_storage::version::Dot::new(ActorId(9), WALL);
+        object
+            .write(
+                &chorus_storage::version::VersionVector::new(),
+                dot,
+                Timestamp::new(WALL, 0),
+                Some(value.as_bytes().to_vec()),
+            )
+            .expect("a fresh dot");
+        object
+    }
+
+    #[test]
+    fn a_read_reply_naming_another_key_is_ignored() {
+        let mut engine = engine(1, 1);
+        drain(&mut engine);
+        let peer = Uuid::from_u128(7);
+        let asked = wire_key("asked");
+        let request = pending_get(&mut engine, peer, &asked);
+        let reply = |key: WireKey, value: &str| {
+            Frame::new(
+                peer,
+                1,
+                Message::ReadReply {
+                    request,
+                    key,
+                    result: Ok(serde_bytes::ByteBuf::from(object_with(value).encode())),
+                },
+            )
+            .encode()
+        };
+        // Step 1: the same request id, another key: not an answer.
+        engine
+            .handle_frame(now(10), addr(7071), &reply(wire_key("other"), "wrong"))
+            .expect("decodes");
+        assert_eq!(replies(&drain(&mut engine)), vec![]);
+        // Step 2: the answer that names the key is taken.
+        engine
+            .handle_frame(now(11), addr(7071), &reply(asked, "right"))
+            .expect("decodes");
+        let effects = drain(&mut engine);
+        match replies(&effects)[..] {
+            [(9, Ok(ClientReply::Read(read)))] => {
+                let values: Vec<_> = read.object.live().map(|s| s.value.clone()).collect();
+                assert_eq!(values, vec![Some(b"right".to_vec())]);
+            }
+            ref other => panic!("expected the read's answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_message_from_an_older_generation_is_dropped() {
+        let mut engine = engine(1, 1);
+        drain(&mut engine);
+        let peer = Uuid::from_u128(7);
+        let store = |generation: u64, request: u64, key: &str| {
+            Frame::new(
+                peer,
+                generation,
+                Message::Store {
+                    request,
+                    key: wire_key(key),
+                    object: object_with(key).encode(),
+                    sync: false,
+                    hint_for: None,
+                },
+            )
+            .encode()
+        };
+        let acks = |effects: &[Effect]| -> Vec<u64> {
+            effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Send { payload, .. } => {
+                        match Frame::decode(payload, MAX_FRAME_BYTES).ok()?.message {
+                            Message::Stored { request, .. } => Some(request),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // Step 1: generation 2 is the first this node hears of the peer.
+        engine
+            .handle_frame(now(10), addr(7071), &store(2, 5, "new"))
+            .expect("decodes");
+        assert_eq!(acks(&drain(&mut engine)), vec![5]);
+        // Step 2: a delayed frame of generation 1 is dropped unanswered.
+        engine
+            .handle_frame(now(11), addr(7071), &store(1, 6, "old"))
+            .expect("decodes");
+        assert_eq!(drain(&mut engine), vec![]);
+        assert_eq!(engine.stats().frames_stale, 1);
+        let old = engine
+            .store()
+            .get(KeyRef::new(
+                PartitionId(wire_key("old").partition),
+                b"b",
+                b"old",
+            ))
+            .expect("readable");
+        assert_eq!(old, None, "nothing of the old incarnation was stored");
+        // Step 3: generation 3 means the peer restarted: the connection to
+        // it is reset before the answer goes out on a fresh one.
+        engine
+            .handle_frame(now(12), addr(7071), &store(3, 7, "newer"))
+            .expect("decodes");
+        let effects = drain(&mut engine);
+        assert_eq!(
+            effects.first(),
+            Some(&Effect::ResetConnection { addr: addr(7071) })
+        );
+        assert_eq!(acks(&effects), vec![7]);
+    }
+
+    #[test]
+    fn request_ids_never_repeat_across_incarnations() {
+        let mut first = engine(1, 1);
+        let a = first.new_request();
+        let store = first.into_store().restart();
+        let mut second = Engine::start(
+            EngineConfig {
+                replicas: 1,
+                initial_members: 1,
+                partitions: 8,
+                ..EngineConfig::default()
+            },
+            store,
+            addr(7070),
+            addr(8080),
+            now(0),
+            1,
+        )
+        .expect("restarts");
+        assert_eq!(second.generation(), first_generation(a) + 1);
+        let b = second.new_request();
+        assert_ne!(a, b);
+        assert_eq!(first_generation(b), second.generation());
+    }
+
+    /// The generation a request id was issued in.
+    fn first_generation(request: u64) -> u64 {
+        request >> 32
     }
 }

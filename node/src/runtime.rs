@@ -67,6 +67,14 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
 }
 
+/// What the engine thread asks of the transport, in order.
+#[derive(Debug)]
+enum Outgoing {
+    Frame(SocketAddr, Vec<u8>),
+    /// Drop the connection to a peer that restarted.
+    Reset(SocketAddr),
+}
+
 /// What the engine thread is asked to do.
 #[derive(Debug)]
 enum Event {
@@ -315,7 +323,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     tracing::info!(%id, generation = engine.generation(), %quic_addr, %http_addr, "node started");
 
     let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
-    let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<(SocketAddr, Vec<u8>)>(SEND_QUEUE);
+    let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<Outgoing>(SEND_QUEUE);
     let ready = Arc::new(AtomicBool::new(engine.is_ready()));
 
     // Frames from peers into the engine's queue.
@@ -340,10 +348,18 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         }
     });
     // Frames from the engine to peers, each on its own task so one slow
-    // peer does not hold up the others.
+    // peer does not hold up the others. A reset is carried out in order:
+    // frames the engine emitted after it go on a fresh connection.
     let sender = transport.clone();
     tokio::spawn(async move {
-        while let Some((addr, payload)) = sends_rx.recv().await {
+        while let Some(outgoing) = sends_rx.recv().await {
+            let (addr, payload) = match outgoing {
+                Outgoing::Frame(addr, payload) => (addr, payload),
+                Outgoing::Reset(addr) => {
+                    sender.reset_peer(addr);
+                    continue;
+                }
+            };
             let transport = sender.clone();
             tokio::spawn(async move {
                 if let Err(e) = transport.send(addr, payload).await {
@@ -396,7 +412,7 @@ fn run_engine<S: Store>(
     mut engine: Engine<S>,
     origin: Instant,
     events: mpsc::Receiver<Event>,
-    sends: tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    sends: tokio::sync::mpsc::Sender<Outgoing>,
     ready: Arc<AtomicBool>,
 ) {
     let mut waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>> =
@@ -451,8 +467,15 @@ fn run_engine<S: Store>(
                 Effect::Send { addr, payload } => {
                     // Dropping a frame when the send queue is full is what a
                     // lossy network does; requests time out, gossip recovers.
-                    if sends.try_send((addr, payload)).is_err() {
+                    if sends.try_send(Outgoing::Frame(addr, payload)).is_err() {
                         tracing::debug!(%addr, "send queue full; frame dropped");
+                    }
+                }
+                Effect::ResetConnection { addr } => {
+                    // Must not be lost: without it the connection to the
+                    // restarted peer lives until the idle timeout.
+                    if let Err(e) = sends.blocking_send(Outgoing::Reset(addr)) {
+                        tracing::debug!(%addr, error = %e, "transport gone; reset not carried out");
                     }
                 }
                 Effect::Reply { client, result } => {

@@ -12,8 +12,14 @@
 //! object must hold, so a replica never stores a malformed object a peer
 //! sent.
 //!
-//! Requests carry a request id chosen by the sender; replies echo it. The
-//! engine matches a reply by `(sender, request id)`.
+//! Requests carry a request id chosen by the sender, unique across the
+//! sender's incarnations (its generation sits in the high bits); replies
+//! echo the id and name the key they answer, and the engine takes a reply
+//! only when sender, request id and key all match a request it has in
+//! flight. Every frame carries the sender's generation: a node drops
+//! data-plane messages (everything but gossip and ring exchange) from a
+//! generation older than the newest it knows for that sender, so nothing
+//! from a previous incarnation is taken for an answer (design.md §6).
 
 use std::io::Cursor;
 
@@ -90,6 +96,24 @@ pub struct ForwardedReply {
     pub object: Option<Vec<u8>>,
 }
 
+impl Message {
+    /// Whether the message belongs to the data plane (reads, writes,
+    /// forwarded writes, hints and their replies), which a node takes only
+    /// from a sender's newest generation it knows. Gossip and ring exchange
+    /// carry their own versions.
+    pub fn is_data_plane(&self) -> bool {
+        match self {
+            Message::Store { .. }
+            | Message::Stored { .. }
+            | Message::Read { .. }
+            | Message::ReadReply { .. }
+            | Message::Forward { .. }
+            | Message::ForwardReply { .. } => true,
+            Message::Gossip(_) | Message::RingFetch { .. } | Message::RingPush { .. } => false,
+        }
+    }
+}
+
 /// Why a forwarded write failed, as the coordinating replica reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardError {
@@ -116,24 +140,30 @@ pub enum Message {
         sync: bool,
         hint_for: Option<Uuid>,
     },
-    /// The answer to [`Message::Store`].
+    /// The answer to [`Message::Store`], naming the key it stored.
     Stored {
         request: u64,
+        key: WireKey,
         result: Result<StoredAck, ReplicaError>,
     },
     /// Read the local copy of a key.
     Read { request: u64, key: WireKey },
-    /// The answer to [`Message::Read`]: the encoded object (empty object
-    /// when the key is absent).
+    /// The answer to [`Message::Read`], naming the key it read: the
+    /// encoded object (empty object when the key is absent).
     ReadReply {
         request: u64,
+        key: WireKey,
         result: Result<serde_bytes::ByteBuf, ReplicaError>,
     },
     /// Coordinate this client write (the sender is not a replica of the key).
     Forward { request: u64, write: ForwardedWrite },
-    /// The outcome of a forwarded write.
+    /// The outcome of a forwarded write, naming the key it wrote.
     ForwardReply {
         request: u64,
+        #[serde(with = "serde_bytes")]
+        bucket: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
         result: Result<ForwardedReply, ForwardError>,
     },
     /// Send me your ring if it is at least this version.

@@ -420,3 +420,108 @@ async fn a_three_node_cluster_over_quic() {
     let ready = http.get(intruder.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Makes a cluster CA and three nodes' certificates under `root`, starts
+/// three nodes that know each other as seeds, and waits until all are
+/// ready.
+async fn form_cluster(root: &Path, http: &reqwest::Client) -> [NodeProcess; 3] {
+    let ca = root.join("ca");
+    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
+    let mut tls_dirs = Vec::new();
+    for name in ["node1", "node2", "node3"] {
+        let out = root.join(format!("{name}-tls"));
+        run(&[
+            "cert",
+            "node",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--name",
+            name,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        tls_dirs.push(out);
+    }
+    let mut n1 = NodeProcess::new(root, "node1", tls_dirs[0].clone(), vec![]);
+    let mut n2 = NodeProcess::new(root, "node2", tls_dirs[1].clone(), vec![n1.quic]);
+    let mut n3 = NodeProcess::new(root, "node3", tls_dirs[2].clone(), vec![n1.quic, n2.quic]);
+    n1.seeds = vec![n2.quic, n3.quic];
+    for node in [&mut n1, &mut n2, &mut n3] {
+        node.start();
+    }
+    for node in [&n1, &n2, &n3] {
+        wait_for(&format!("{} ready", node.name), || async {
+            matches!(http.get(node.url("/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
+        })
+        .await;
+    }
+    [n1, n2, n3]
+}
+
+/// `name`'s liveness and generation as `observer` sees them.
+async fn view_of(
+    http: &reqwest::Client,
+    observer: &NodeProcess,
+    name: &str,
+) -> Option<(String, u64)> {
+    let status = status(http, observer).await?;
+    let member = status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)?
+        .clone();
+    Some((
+        member["liveness"].as_str()?.to_string(),
+        member["generation"].as_u64()?,
+    ))
+}
+
+/// A node killed with SIGKILL and started again at once on the same data
+/// directory and address is back within a few gossip rounds: its peers'
+/// connections to the dead process are reset (a QUIC stateless reset from
+/// the new process, and the new generation seen in its frames) instead of
+/// living on until the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_restarted_at_once_is_back_within_seconds() {
+    /// Generous for a few gossip rounds; far below the 30 s idle timeout.
+    const BACK_WITHIN: Duration = Duration::from_secs(8);
+    let root = tempfile::tempdir().expect("temp dir");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let [n1, mut n2, n3] = form_cluster(root.path(), &http).await;
+    let response = put(&http, &n1, "restart", "before", "w=all").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Connections in both directions carry traffic before the kill.
+    let response = get(&http, &n2, "restart", "r=all").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, old_generation) = view_of(&http, &n1, "node2")
+        .await
+        .expect("node1 sees node2");
+
+    n2.kill();
+    n2.start();
+    let restarted = Instant::now();
+    loop {
+        let mut back = true;
+        for observer in [&n1, &n2, &n3] {
+            back &= matches!(
+                view_of(&http, observer, "node2").await,
+                Some((liveness, generation)) if liveness == "up" && generation > old_generation
+            );
+        }
+        if back {
+            let response = get(&http, &n1, "restart", "r=all&timeout=1000").await;
+            if response.status() == StatusCode::OK {
+                assert_eq!(response.text().await.unwrap(), "before");
+                break;
+            }
+        }
+        assert!(
+            restarted.elapsed() < BACK_WITHIN,
+            "node2 is not back with a new generation and r=all within {BACK_WITHIN:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

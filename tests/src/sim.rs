@@ -14,8 +14,11 @@
 //! Faults: frame loss and delay ([`SimConfig`]), [`Sim::crash`] of a node
 //! (its engine is dropped; its store either keeps everything, like a process
 //! killed with a write-ahead log, or loses what was not synced, like a
-//! machine crash), [`Sim::restart`] with a new generation, and
-//! [`Sim::isolate`] to cut one node off the network.
+//! machine crash), [`Sim::restart`] with a new generation,
+//! [`Sim::isolate`] to cut one node off the network, [`Sim::slow_link`] to
+//! delay every frame on one link by a fixed extra time (longer than a
+//! restart, so frames cross incarnations), and [`Sim::skew_clock`] to set
+//! one node's wall clock ahead or behind.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -27,6 +30,7 @@ use chorus_node::core::RequestOptions;
 use chorus_node::engine::{
     ClientId, ClientReply, ClientRequest, Effect, Engine, EngineConfig, Now,
 };
+use chorus_node::wire::{Frame, MAX_FRAME_BYTES};
 use chorus_storage::context::CausalContext;
 use chorus_storage::store::{MemoryStore, StoreConfig};
 use rand::{Rng, SeedableRng};
@@ -72,6 +76,8 @@ struct Node {
     /// The store of a crashed node, kept for its restart.
     parked: Option<MemoryStore>,
     isolated: bool,
+    /// Added to the simulation's wall clock for this node, in ms.
+    clock_offset_ms: i64,
 }
 
 #[derive(Debug)]
@@ -93,11 +99,17 @@ pub struct Sim {
     next_frame: u64,
     next_client: ClientId,
     replies: BTreeMap<ClientId, Result<ClientReply, RequestError>>,
+    /// Extra delay of every frame from one node to another.
+    slow_links: BTreeMap<(usize, usize), Duration>,
+    /// Data-plane frames (not gossip or ring exchange) sent to each node.
+    data_frames_to: BTreeMap<usize, u64>,
     trace: std::collections::hash_map::DefaultHasher,
     /// Frames delivered, dropped by loss, dropped because the target was down.
     pub delivered: u64,
     pub lost: u64,
     pub undeliverable: u64,
+    /// Connection resets the engines asked for (a peer restarted).
+    pub connection_resets: u64,
 }
 
 impl Sim {
@@ -115,10 +127,13 @@ impl Sim {
             next_frame: 0,
             next_client: 1,
             replies: BTreeMap::new(),
+            slow_links: BTreeMap::new(),
+            data_frames_to: BTreeMap::new(),
             trace: Default::default(),
             delivered: 0,
             lost: 0,
             undeliverable: 0,
+            connection_resets: 0,
             config,
         };
         for addr in &addrs {
@@ -127,6 +142,7 @@ impl Sim {
                 engine: None,
                 parked: Some(MemoryStore::new(StoreConfig::default())),
                 isolated: false,
+                clock_offset_ms: 0,
             });
         }
         for i in 0..sim.nodes.len() {
@@ -161,8 +177,15 @@ impl Sim {
         let seed = self.rng.random();
         let addr = self.nodes[i].addr;
         let http = SocketAddr::new(addr.ip(), 8080);
-        let engine = Engine::start(self.engine_config(i), store, addr, http, self.now(), seed)
-            .expect("a simulated node starts");
+        let engine = Engine::start(
+            self.engine_config(i),
+            store,
+            addr,
+            http,
+            self.now_at(i),
+            seed,
+        )
+        .expect("a simulated node starts");
         self.nodes[i].engine = Some(engine);
         self.collect(i);
     }
@@ -173,6 +196,40 @@ impl Sim {
             mono: self.now,
             wall_ms: WALL_EPOCH_MS + self.now.as_millis() as u64,
         }
+    }
+
+    /// The current time as node `i` sees it: its wall clock carries its
+    /// offset ([`Sim::skew_clock`]).
+    fn now_at(&self, i: usize) -> Now {
+        let now = self.now();
+        Now {
+            mono: now.mono,
+            wall_ms: now
+                .wall_ms
+                .saturating_add_signed(self.nodes[i].clock_offset_ms),
+        }
+    }
+
+    /// Sets node `i`'s wall clock `offset_ms` ahead of (or, negative,
+    /// behind) the others'. Its monotonic clock is unaffected.
+    pub fn skew_clock(&mut self, i: usize, offset_ms: i64) {
+        self.nodes[i].clock_offset_ms = offset_ms;
+    }
+
+    /// Delays every frame from node `from` to node `to` by `extra` on top
+    /// of the usual delay (`Duration::ZERO` restores the link).
+    pub fn slow_link(&mut self, from: usize, to: usize, extra: Duration) {
+        if extra.is_zero() {
+            self.slow_links.remove(&(from, to));
+        } else {
+            self.slow_links.insert((from, to), extra);
+        }
+    }
+
+    /// Data-plane frames (reads, writes, hints, forwarded writes and their
+    /// replies) sent to node `i` so far, delivered or not.
+    pub fn data_frames_to(&self, i: usize) -> u64 {
+        self.data_frames_to.get(&i).copied().unwrap_or(0)
     }
 
     /// The engine of node `i`, if it runs.
@@ -218,6 +275,7 @@ impl Sim {
             engine: None,
             parked: Some(MemoryStore::new(StoreConfig::default())),
             isolated: false,
+            clock_offset_ms: 0,
         });
         self.boot(i);
         i
@@ -225,7 +283,7 @@ impl Sim {
 
     /// Node `i` announces that it leaves the cluster.
     pub fn leave(&mut self, i: usize) {
-        let now = self.now();
+        let now = self.now_at(i);
         self.nodes[i]
             .engine
             .as_mut()
@@ -267,7 +325,7 @@ impl Sim {
                 break;
             }
             let InFlight { from, to, payload } = entry.remove();
-            let now = self.now();
+            let now = self.now_at(to);
             let node = &mut self.nodes[to];
             match node.engine.as_mut() {
                 Some(engine) if !node.isolated => {
@@ -280,7 +338,7 @@ impl Sim {
             }
         }
         for i in 0..self.nodes.len() {
-            let now = self.now();
+            let now = self.now_at(i);
             if let Some(engine) = self.nodes[i].engine.as_mut() {
                 if engine.next_wakeup() <= now.mono {
                     engine.handle_tick(now);
@@ -298,6 +356,8 @@ impl Sim {
             while let Some(effect) = engine.poll_effect() {
                 match effect {
                     Effect::Send { addr, payload } => sends.push((addr, payload)),
+                    // The simulated network has no connections to reset.
+                    Effect::ResetConnection { .. } => self.connection_resets += 1,
                     Effect::Reply { client, result } => {
                         (client, result.is_ok(), self.now).hash(&mut self.trace);
                         let previous = self.replies.insert(client, result);
@@ -311,12 +371,16 @@ impl Sim {
                 self.undeliverable += 1;
                 continue;
             };
+            if Frame::decode(&payload, MAX_FRAME_BYTES).is_ok_and(|f| f.message.is_data_plane()) {
+                *self.data_frames_to.entry(to).or_default() += 1;
+            }
             if self.nodes[i].isolated || self.rng.random_bool(self.config.loss) {
                 self.lost += 1;
                 continue;
             }
             let spread = self.config.max_delay.saturating_sub(self.config.min_delay);
-            let delay = self.config.min_delay + spread.mul_f64(self.rng.random::<f64>());
+            let extra = self.slow_links.get(&(i, to)).copied().unwrap_or_default();
+            let delay = self.config.min_delay + spread.mul_f64(self.rng.random::<f64>()) + extra;
             self.network.insert(
                 (self.now + delay, self.next_frame),
                 InFlight {
@@ -420,7 +484,7 @@ impl Sim {
     pub fn request(&mut self, i: usize, request: ClientRequest) -> ClientId {
         let client = self.next_client;
         self.next_client += 1;
-        let now = self.now();
+        let now = self.now_at(i);
         let engine = self.nodes[i].engine.as_mut().expect("the node runs");
         engine.handle_client(now, client, request);
         self.collect(i);

@@ -728,3 +728,281 @@ fn running_node(sim: &mut Sim) -> usize {
         }
     }
 }
+
+/// The index of the node with id `id`.
+fn index_of(sim: &Sim, id: uuid::Uuid) -> usize {
+    (0..sim.len())
+        .find(|&i| sim.node_id(i) == Some(id))
+        .expect("a running node has this id")
+}
+
+/// Node 0 crashes and restarts again and again while the link from node 1
+/// to node 0 delays every frame longer than a restart takes, so replies to
+/// one incarnation's requests reach the next one. Request ids are unique
+/// across incarnations and replies name their key, so none of them is
+/// taken for an answer: every read returns only values written to its key,
+/// and every request of an incarnation that lives long enough succeeds.
+#[test]
+fn replies_to_a_previous_incarnation_never_answer_a_new_request() {
+    for seed in seeds(&[71, 72, 73]) {
+        let mut sim = Sim::new(SimConfig {
+            nodes: 3,
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let keys: Vec<String> = (0..12).map(|k| format!("key-{k}")).collect();
+        // Every value ever attempted on a key (an interrupted write may
+        // have been applied).
+        let mut written: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for key in &keys {
+            let value = format!("{key}-initial");
+            let client = sim.put(2, key, Some(&value), None, &[("w", "all")]);
+            assert!(sim.await_reply(client).is_ok(), "seed {seed}: {key}");
+            written.entry(key.clone()).or_default().push(value);
+        }
+        sim.slow_link(1, 0, Duration::from_secs(8));
+        let options: Options<'_> = &[("r", "all"), ("w", "all"), ("timeout", "30000")];
+        for incarnation in 0..8usize {
+            // Node 0 must count both peers up, or the requests would not be
+            // sent to node 1 at all.
+            sim.run_until(Duration::from_secs(60), "node 0 sees its peers", |sim| {
+                sim.sees_up(0, 1) && sim.sees_up(0, 2)
+            });
+            let mut batch = Vec::new();
+            for j in 0..8usize {
+                let key = keys[(j + incarnation * 5) % keys.len()].clone();
+                if j % 2 == 0 {
+                    batch.push((key.clone(), None, sim.get(0, &key, options)));
+                } else {
+                    let value = format!("{key}-i{incarnation}-r{j}");
+                    written.entry(key.clone()).or_default().push(value.clone());
+                    let client = sim.put(0, &key, Some(&value), None, options);
+                    batch.push((key, Some(value), client));
+                }
+            }
+            if incarnation % 2 == 0 {
+                // Crash while node 1's answers are still on their way.
+                sim.run_for(Duration::from_secs(1));
+                sim.crash(0, false);
+                sim.restart(0);
+                continue;
+            }
+            for (key, value, client) in batch {
+                let reply = sim.await_reply(client);
+                match (value, reply) {
+                    (None, Ok(reply)) => {
+                        let values = Sim::values(&reply);
+                        assert!(!values.is_empty(), "seed {seed}: {key} read nothing");
+                        for v in &values {
+                            assert!(
+                                written[&key].contains(v),
+                                "seed {seed}: a read of {key} returned {v:?}, never written to it"
+                            );
+                        }
+                    }
+                    (Some(_), Ok(_)) => {}
+                    (_, Err(e)) => panic!("seed {seed}: a request on {key} failed: {e}"),
+                }
+            }
+            sim.crash(0, false);
+            sim.restart(0);
+        }
+        assert!(
+            sim.engine(0).expect("runs").stats().frames_stale == 0,
+            "seed {seed}: node 1 and 2 never restarted, nothing of theirs is stale"
+        );
+    }
+}
+
+/// A member that left is never up: writes at w=all go to fallbacks at
+/// once (not after its quarantine), and neither writes nor hints are sent
+/// to it, although it still runs.
+#[test]
+fn a_member_that_left_is_never_a_target() {
+    for seed in seeds(&[81, 82, 83]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        // Every node holds data, so whichever node is the claimant keeps
+        // the leaver in the ring as a primary.
+        let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+        let mut holders = std::collections::BTreeSet::new();
+        for k in 0.. {
+            if holders.len() == sim.len() {
+                break;
+            }
+            let key = format!("held-{k}");
+            let list = ring.preference_list_for_key(b"sim", key.as_bytes());
+            if list.primaries().iter().all(|p| holders.contains(p)) {
+                continue;
+            }
+            holders.extend(list.primaries().iter().copied());
+            let client = sim.put(0, &key, Some("data"), None, &[("w", "all")]);
+            assert!(sim.await_reply(client).is_ok(), "seed {seed}");
+        }
+        let leaver = 4;
+        let leaver_id = sim.node_id(leaver).expect("runs");
+        sim.leave(leaver);
+        sim.run_until(Duration::from_secs(30), "the leave is known", |sim| {
+            (0..4).all(|i| {
+                sim.engine(i)
+                    .expect("runs")
+                    .cluster_status()
+                    .members
+                    .iter()
+                    .any(|m| m.id == leaver_id && m.status == "left")
+            })
+        });
+        assert!(
+            (0..4).all(|i| !sim.engine(i).expect("runs").is_up(leaver_id)),
+            "seed {seed}: a member that left is down"
+        );
+        let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+        assert!(
+            ring.member(leaver_id).is_some(),
+            "seed {seed}: still in the ring"
+        );
+        let keys: Vec<String> = (0..200)
+            .map(|k| format!("left-{k}"))
+            .filter(|k| {
+                ring.preference_list_for_key(b"sim", k.as_bytes())
+                    .is_primary(leaver_id)
+            })
+            .take(10)
+            .collect();
+        let frames_before = sim.data_frames_to(leaver);
+        for key in &keys {
+            let client = sim.put(
+                0,
+                key,
+                Some(key),
+                None,
+                &[("w", "all"), ("timeout", "2000")],
+            );
+            assert!(
+                sim.await_reply(client).is_ok(),
+                "seed {seed}: w=all through a fallback for the leaver"
+            );
+        }
+        let (values, _) = read_values(&mut sim, 1, &keys[0], &[("r", "all")]);
+        assert_eq!(values, vec![keys[0].clone()], "seed {seed}");
+        // Several hint rounds: the fallbacks' hints for the leaver stay.
+        sim.run_for(Duration::from_secs(5));
+        assert!(
+            sim.pending_hints() >= keys.len(),
+            "seed {seed}: hints for the leaver are kept"
+        );
+        assert_eq!(
+            sim.data_frames_to(leaver),
+            frames_before,
+            "seed {seed}: nothing but gossip was sent to the member that left"
+        );
+    }
+}
+
+/// A node whose clock runs 600 s ahead writes a version no other replica
+/// takes in. A read through another node does not take it in either, so
+/// the contexts it hands out stay within its own clock's reach, and a
+/// write with such a context is accepted. Once the clock is right again
+/// and time has caught up, the version is there beside the newer write.
+#[test]
+fn a_clock_far_ahead_cannot_lock_a_key() {
+    for seed in seeds(&[91, 92, 93]) {
+        let mut sim = Sim::new(SimConfig {
+            nodes: 3,
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let (node1, node2) = (0, 1);
+        let client = sim.put(node1, "skewed", Some("v0"), None, &[("w", "all")]);
+        let v0 = Sim::context(&sim.await_reply(client).expect("v0 is written"));
+        sim.skew_clock(node2, 600_000);
+        // Acknowledged by node 2 alone: the others refuse its clock.
+        let client = sim.put(node2, "skewed", Some("future"), Some(v0), &[("w", "1")]);
+        assert!(
+            sim.await_reply(client).is_ok(),
+            "seed {seed}: w=1 on node 2"
+        );
+        sim.run_for(Duration::from_secs(1));
+        // r=all cannot count node 2's answer: it is refused, not merged.
+        let client = sim.get(node1, "skewed", &[("r", "all")]);
+        match sim.await_reply(client) {
+            Err(RequestError::Get(e)) => assert_eq!(
+                e.tally().failures.len(),
+                1,
+                "seed {seed}: node 2's reply is the failure: {e}"
+            ),
+            other => panic!("seed {seed}: expected r=all to miss node 2, got {other:?}"),
+        }
+        let (values, context) = read_values(&mut sim, node1, "skewed", &[]);
+        assert_eq!(values, vec!["v0"], "seed {seed}");
+        let client = sim.put(node1, "skewed", Some("v1"), Some(context), &[("w", "2")]);
+        assert!(
+            sim.await_reply(client).is_ok(),
+            "seed {seed}: a context node 1 issued is accepted by node 1"
+        );
+        // Nothing acknowledged is lost: once node 2's clock is right and
+        // time has passed its stamp, its version reads beside v1.
+        sim.skew_clock(node2, 0);
+        sim.run_for(Duration::from_secs(610));
+        let (values, _) = read_values(&mut sim, node1, "skewed", &[("r", "all")]);
+        assert_eq!(values, vec!["future", "v1"], "seed {seed}");
+    }
+}
+
+/// A replica that is cut off but not yet convicted by the failure detector
+/// misses the writes sent to it; the coordinators keep hints for it when
+/// the writes' time runs out, and it gets every write once it is back.
+#[test]
+fn replicas_that_do_not_acknowledge_in_time_get_hints() {
+    for seed in seeds(&[101, 102, 103]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let victim = 3;
+        let victim_id = sim.node_id(victim).expect("runs");
+        let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+        let keys: Vec<(String, usize)> = (0..400)
+            .map(|k| format!("paused-{k}"))
+            .filter_map(|k| {
+                let list = ring.preference_list_for_key(b"sim", k.as_bytes());
+                let coordinator = *list.primaries().iter().find(|&&p| p != victim_id)?;
+                list.is_primary(victim_id)
+                    .then(|| (k, index_of(&sim, coordinator)))
+            })
+            .take(20)
+            .collect();
+        assert_eq!(keys.len(), 20);
+        sim.isolate(victim, true);
+        for (key, coordinator) in &keys {
+            let client = sim.put(*coordinator, key, Some(key), None, &[]);
+            assert!(sim.await_reply(client).is_ok(), "seed {seed}: w=quorum");
+        }
+        assert!(
+            (0..5)
+                .filter(|&i| i != victim)
+                .all(|i| sim.engine(i).expect("runs").is_up(victim_id)),
+            "seed {seed}: the writes went out before anyone convicted the victim"
+        );
+        // The writes' time runs out; the victim comes back.
+        sim.run_for(Duration::from_secs(12));
+        sim.isolate(victim, false);
+        sim.run_until(Duration::from_secs(60), "hints delivered", |sim| {
+            sim.pending_hints() == 0
+        });
+        for (key, _) in &keys {
+            let (values, _) = read_values(&mut sim, victim, key, &[("r", "1")]);
+            assert_eq!(
+                values,
+                vec![key.clone()],
+                "seed {seed}: {key} on the victim"
+            );
+        }
+    }
+}

@@ -177,6 +177,18 @@ impl PutCoordinator {
         Recorded::Accepted
     }
 
+    /// The targets that have not answered (neither applied nor failed), in
+    /// preference-list order. When the request is retired these are the
+    /// replicas the coordinator keeps hints for (Cassandra hints replicas
+    /// that time out, not only those the failure detector convicted).
+    pub fn unanswered(&self) -> Vec<Replica> {
+        self.targets
+            .iter()
+            .filter(|t| t.answer.is_none())
+            .map(|t| t.replica)
+            .collect()
+    }
+
     /// The request's timer fired. An undecided put becomes
     /// [`PutError::Indeterminate`] if any replica applied the write and
     /// [`PutError::Failed`] if none did; a decided one is unchanged.

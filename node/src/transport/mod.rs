@@ -64,12 +64,19 @@
 //!   beyond that — backoff, giving up on a peer, hinted handoff — is the
 //!   engine's decision.
 //! * No delivery guarantee and no ordering. Delivery is best-effort and the
-//!   engine handles timeouts: a message handed to a connection that has
-//!   died without this node noticing yet (the peer vanished without a
-//!   goodbye) is lost, and the connection is replaced once the idle timeout
-//!   declares it dead. Messages may come out of the channel in a different
+//!   engine handles timeouts. Messages may come out of the channel in a different
 //!   order than they were sent. A message is never delivered twice: the
 //!   retry happens only when the frame could not be written completely.
+//! * No waiting out the idle timeout for a peer that restarted. A process
+//!   killed without a goodbye leaves its peers' connections to it open; two
+//!   things close them at once rather than after the idle timeout:
+//!   - the stateless reset key is derived from the node's private key, so
+//!     the node's next incarnation on the same address answers packets of
+//!     its predecessor's connections with a valid QUIC stateless reset
+//!     (RFC 9000 §10.3): the peer's connection fails, its next send
+//!     reports the failure and reconnects;
+//!   - the engine sees the peer's newer generation (in its frames or in
+//!     gossip) and calls [`QuicTransport::reset_peer`].
 //! * No knowledge of node identities. Peers are socket addresses; the TLS
 //!   handshake proves cluster membership, not which node is at an address.
 //! * No encoding. Payloads are opaque bytes.
@@ -95,6 +102,14 @@ pub use tls::{ClusterCa, NodeIdentity, TlsError, ALPN_CLIENT, ALPN_INTERNODE, SE
 
 /// Application close code: the node is shutting down.
 const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);
+
+/// Application close code: the peer restarted; the connection leads to a
+/// process that is gone.
+const CLOSE_PEER_RESTARTED: VarInt = VarInt::from_u32(2);
+
+/// Domain separation for the stateless reset key derived from the node's
+/// private key.
+const RESET_KEY_CONTEXT: &[u8] = b"chorus quic stateless reset key v1";
 
 /// Application close code: the peer negotiated a protocol other than the
 /// internode one.
@@ -420,7 +435,13 @@ impl QuicTransport {
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(quic);
 
-        let mut endpoint = quinn::Endpoint::server(server, addr)?;
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(Arc::new(stateless_reset_key(identity))),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         endpoint.set_default_client_config(client);
 
         let (tx, rx) = mpsc::channel(config.incoming_queue);
@@ -501,6 +522,36 @@ impl QuicTransport {
         }
     }
 
+    /// Drops the connection to `peer` at once, because the process behind
+    /// it is gone (the engine saw the peer's newer generation), without
+    /// waiting for sends in progress. The next send to `peer` opens a new
+    /// connection; frames still queued on the old one are lost, which the
+    /// engine's timeouts cover. Must be called within a Tokio runtime.
+    pub fn reset_peer(&self, peer: SocketAddr) {
+        let Some(slot) = self.lock_peers().remove(&peer) else {
+            return;
+        };
+        debug!(%peer, "peer restarted, dropping its connection");
+        let closed = match slot.state.try_lock() {
+            Ok(mut state) => {
+                if let Some(connection) = state.connection.take() {
+                    connection.close(CLOSE_PEER_RESTARTED, b"peer restarted");
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        if !closed {
+            // A send holds the slot (it is connecting): close whatever it
+            // ends up with, off the caller's task.
+            tokio::spawn(async move {
+                if let Some(connection) = slot.state.lock().await.connection.take() {
+                    connection.close(CLOSE_PEER_RESTARTED, b"peer restarted");
+                }
+            });
+        }
+    }
+
     /// Shuts the transport down: closes every connection, stops accepting,
     /// and waits up to two seconds for peers to acknowledge the close.
     /// Later sends fail with [`TransportError::Closed`]; the channel of
@@ -576,6 +627,16 @@ impl QuicTransport {
             Err(_elapsed) => Err(ConnectFailure::Timeout),
         }
     }
+}
+
+/// The key QUIC stateless resets are made with, derived from the node's
+/// private key so that every incarnation of the node has the same one: a
+/// restarted node can then reset connections its predecessor left open.
+fn stateless_reset_key(identity: &NodeIdentity) -> ring::hmac::Key {
+    let mut material = ring::digest::Context::new(&ring::digest::SHA256);
+    material.update(RESET_KEY_CONTEXT);
+    material.update(identity.key_pem.as_bytes());
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, material.finish().as_ref())
 }
 
 impl Drop for QuicTransport {
