@@ -54,6 +54,16 @@
 //! the change is logged as deferred. This keeps every read correct: keys
 //! are only ever read from the nodes that hold them.
 //!
+//! The claimant's view of "holds data" comes through gossip and can be
+//! late, so every node also refuses to adopt a ring that would move away a
+//! partition it holds data for, and says so in gossip (`ring_refused`);
+//! the node that built the refused ring then goes back to the placement it
+//! replaced, under a newer version ([`Ring::reissue`]). A node serves
+//! requests only while every live member that holds a ring holds its ring
+//! ([`Engine::is_ready`]), so two rings never take writes side by side —
+//! not two first rings built at once, not a change still spreading, and so
+//! going back moves no data either.
+//!
 //! # What the engine deliberately does not do
 //!
 //! It reads no clock, draws randomness only from the seeded generator it was
@@ -99,6 +109,9 @@ const RING_META: &str = "ring";
 const HOLDS_DATA_META: &str = "holds_data";
 /// Gossip extra entry announcing that a node holds data.
 const HOLDS_DATA_EXTRA: &str = "holds_data";
+/// Gossip extra entry naming a ring this node refused to adopt, as
+/// `<version>:<hash in hex>`.
+const RING_REFUSED_EXTRA: &str = "ring_refused";
 /// Gossip extra entry carrying the node's name.
 const NAME_EXTRA: &str = "name";
 /// Most source addresses remembered for nodes gossip does not know yet.
@@ -312,6 +325,13 @@ pub struct Engine<S> {
     holds_data: bool,
     /// Ring members whose join or leave is deferred because data exists.
     deferred: BTreeSet<Uuid>,
+    /// The ring this node replaced when it built the one it holds, as
+    /// claimant: what the cluster goes back to should a member refuse the
+    /// change.
+    previous_ring: Option<Ring>,
+    /// The last ring this node refused to adopt (it would have moved away a
+    /// partition this node holds data for).
+    refused_ring: Option<RingClaim>,
     /// The next request id: this start's generation in the high 32 bits,
     /// a counter in the low 32.
     next_request: u64,
@@ -395,6 +415,8 @@ impl<S: Store> Engine<S> {
             ring: None,
             holds_data: false,
             deferred: BTreeSet::new(),
+            previous_ring: None,
+            refused_ring: None,
             next_request: first_request_id(generation),
             peer_generations: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -447,9 +469,23 @@ impl<S: Store> Engine<S> {
         self.store
     }
 
-    /// Whether the node can serve client requests: it holds a ring.
+    /// Whether the node can serve client requests: it holds a ring and
+    /// every live member that holds a ring holds the same one. So two rings
+    /// built at once, or a ring change still spreading, never take writes
+    /// side by side.
     pub fn is_ready(&self) -> bool {
-        self.ring.is_some()
+        self.ring_agreed()
+    }
+
+    /// Whether this node holds a ring and no live member holds another.
+    fn ring_agreed(&self) -> bool {
+        let Some(mine) = self.ring_claim_of(self.id) else {
+            return false;
+        };
+        self.gossip
+            .members()
+            .filter(|m| m.id != self.id && !m.left && m.liveness == Liveness::Up)
+            .all(|m| m.state.ring().is_none_or(|claim| claim == mine))
     }
 
     /// Whether `node` is up: gossip reports it alive and it has not left
@@ -762,6 +798,11 @@ impl<S: Store> Engine<S> {
                 "the node holds no ring yet: the cluster is forming".into(),
             ));
         }
+        if !self.ring_agreed() {
+            return Err(RequestError::Unavailable(
+                "the members do not agree on the ring yet: a ring change is spreading".into(),
+            ));
+        }
         if self.pending.len() >= self.config.max_pending_requests {
             return Err(RequestError::Unavailable(format!(
                 "{} requests in flight, the most this node takes",
@@ -1039,9 +1080,13 @@ impl<S: Store> Engine<S> {
             bucket: write.bucket.clone(),
             key: write.key.clone(),
         };
-        if self.ring.is_none() {
-            return self
-                .finish_origin(origin, Err(ForwardError::Unavailable("no ring yet".into())));
+        if !self.ring_agreed() {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Unavailable(
+                    "no ring, or the members do not agree on it yet".into(),
+                )),
+            );
         }
         if self.pending.len() >= self.config.max_pending_requests {
             let busy = format!(
@@ -1727,7 +1772,7 @@ impl<S: Store> Engine<S> {
                 continue;
             }
             if let Some(claim) = member.state.ring() {
-                if best.is_none_or(|(b, _)| better(claim, b)) {
+                if Some(claim) != self.refused_ring && best.is_none_or(|(b, _)| better(claim, b)) {
                     best = Some((claim, member.id));
                 }
             }
@@ -1748,6 +1793,15 @@ impl<S: Store> Engine<S> {
                 }
                 return;
             }
+        }
+        // The node that built the ring it holds goes back should a member
+        // refuse it, whoever is claimant now.
+        if self.revert_refused_change() {
+            return;
+        }
+        if self.previous_ring.is_some() && self.every_member_holds_my_ring() {
+            // Every member took the change, down or not: nothing to go back to.
+            self.previous_ring = None;
         }
         // Claimant: lowest id among this node and the live members holding
         // the newest ring version (or, before any ring, all live members).
@@ -1802,6 +1856,7 @@ impl<S: Store> Engine<S> {
                 match ring.rebalance(&wanted) {
                     Ok(next) => {
                         tracing::info!(version = next.version(), "built the next ring");
+                        self.previous_ring = Some(ring.clone());
                         self.install_ring(next, true);
                     }
                     Err(e) => tracing::warn!(error = %e, "could not build the next ring"),
@@ -1864,7 +1919,76 @@ impl<S: Store> Engine<S> {
             })
     }
 
-    /// Adopts a fetched ring if it is newer than the one held.
+    /// As the node that built the ring it holds: when a live member
+    /// refused that ring because it would have moved data away, goes back
+    /// to the placement it replaced, under a newer version. Nobody served
+    /// requests under the refused ring (members did not agree on it), so
+    /// going back moves no data either. Returns whether it did.
+    fn revert_refused_change(&mut self) -> bool {
+        let (Some(previous), Some(mine)) = (&self.previous_ring, self.ring_claim_of(self.id))
+        else {
+            return false;
+        };
+        let refused = refusal_text(mine);
+        let refusers: Vec<Uuid> = self
+            .gossip
+            .members()
+            .filter(|m| m.id != self.id && !m.left && m.liveness == Liveness::Up)
+            .filter(|m| {
+                matches!(
+                    m.state.get(&StateKey::Extra(RING_REFUSED_EXTRA.into())),
+                    Some(v) if v.value == StateValue::Text(refused.clone())
+                )
+            })
+            .map(|m| m.id)
+            .collect();
+        if refusers.is_empty() {
+            return false;
+        }
+        let back = previous.reissue(mine.version + 1);
+        tracing::warn!(
+            nodes = ?refusers,
+            refused = mine.version,
+            version = back.version(),
+            "members refused the ring change because they hold data it would move away; going back to the previous placement"
+        );
+        self.previous_ring = None;
+        self.install_ring(back, true);
+        true
+    }
+
+    /// Whether every member of the ring this node holds publishes it too,
+    /// whatever this node thinks of their liveness.
+    fn every_member_holds_my_ring(&self) -> bool {
+        let (Some(ring), Some(mine)) = (&self.ring, self.ring_claim_of(self.id)) else {
+            return false;
+        };
+        ring.members().iter().all(|member| {
+            member.id == self.id
+                || self
+                    .gossip
+                    .member(&member.id)
+                    .is_some_and(|m| m.state.ring() == Some(mine))
+        })
+    }
+
+    /// The first partition this node holds data for that `next` would take
+    /// away from it, if any. Until partition handoff exists such a ring is
+    /// refused: adopting it would strand acknowledged writes.
+    fn data_moved_away(&self, next: &Ring) -> Option<PartitionId> {
+        let current = self.ring.as_ref()?;
+        current
+            .partitions_of(self.id)
+            .filter(|&p| !next.primaries(p).contains(&self.id))
+            .find(|&p| match self.store.scan_partition(p, None, 1) {
+                Ok(entries) => !entries.is_empty(),
+                // Unknown counts as holding data: refusing is the safe side.
+                Err(_) => true,
+            })
+    }
+
+    /// Adopts a fetched ring if it is newer than the one held and moves no
+    /// partition away from data this node holds.
     fn offer_ring(&mut self, ring: Ring) {
         if ring.partitions().count() != self.config.partitions
             || ring.replicas() != self.config.replicas
@@ -1880,12 +2004,30 @@ impl<S: Store> Engine<S> {
             version: ring.version(),
             hash: ring.hash().0,
         };
-        if self
+        if !self
             .ring_claim_of(self.id)
             .is_none_or(|mine| better(claim, mine))
         {
-            self.install_ring(ring, true);
+            return;
         }
+        if let Some(partition) = self.data_moved_away(&ring) {
+            if self.refused_ring != Some(claim) {
+                tracing::warn!(
+                    version = claim.version,
+                    partition = partition.0,
+                    "refused a ring that moves away a partition this node holds data for (no partition handoff yet)"
+                );
+                self.refused_ring = Some(claim);
+                if let Err(e) = self.gossip.set_state(
+                    StateKey::Extra(RING_REFUSED_EXTRA.into()),
+                    StateValue::Text(refusal_text(claim)),
+                ) {
+                    tracing::warn!(error = %e, "could not publish the refusal");
+                }
+            }
+            return;
+        }
+        self.install_ring(ring, true);
     }
 
     fn install_ring(&mut self, ring: Ring, persist: bool) {
@@ -2105,6 +2247,11 @@ impl<S: Store> Engine<S> {
 /// same version with a smaller hash (two claimants that raced).
 fn better(a: RingClaim, b: RingClaim) -> bool {
     (a.version, std::cmp::Reverse(a.hash)) > (b.version, std::cmp::Reverse(b.hash))
+}
+
+/// How a refused ring claim is written in gossip.
+fn refusal_text(claim: RingClaim) -> String {
+    format!("{}:{:016x}", claim.version, claim.hash)
 }
 
 /// The primaries that are neither targets nor stood in for by a fallback.

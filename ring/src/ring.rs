@@ -139,6 +139,30 @@ impl Ring {
         ))
     }
 
+    /// This ring's placement under a newer `version`: how a cluster goes
+    /// back to an earlier placement after a change it could not make (a
+    /// member refused the change because it would have moved data away
+    /// that no handoff carries yet). Rings compare by version, so the
+    /// reissued ring supersedes the one it replaces.
+    ///
+    /// # Panics
+    ///
+    /// If `version` is not above this ring's: that is a programmer error.
+    pub fn reissue(&self, version: u64) -> Self {
+        assert!(
+            version > self.version,
+            "a reissued ring must be newer ({version} <= {})",
+            self.version
+        );
+        Self::assemble(
+            version,
+            self.partitions,
+            self.replicas,
+            self.members.clone(),
+            self.primaries.clone(),
+        )
+    }
+
     /// Builds the lookup tables and the hash of a placement.
     fn assemble(
         version: u64,
@@ -675,6 +699,17 @@ mod tests {
             RingError::ConflictingChanges(node(1))
         );
         assert_eq!(ring, before);
+    }
+
+    #[test]
+    fn a_reissued_ring_keeps_the_placement_under_a_newer_version() {
+        let ring = Ring::initial(&members(4), 16, 3).expect("valid");
+        let again = ring.reissue(7);
+        assert_eq!(again.version(), 7);
+        assert_ne!(again.hash(), ring.hash());
+        for p in ring.partitions().iter() {
+            assert_eq!(again.primaries(p), ring.primaries(p));
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ use chorus_node::engine::{
 };
 use chorus_node::wire::{Frame, MAX_FRAME_BYTES};
 use chorus_storage::context::CausalContext;
-use chorus_storage::store::{MemoryStore, StoreConfig};
+use chorus_storage::store::{KeyRef, MemoryStore, Store as _, StoreConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -422,8 +422,9 @@ impl Sim {
         self.run_until(limit, "a stable cluster", |sim| sim.is_stable());
     }
 
-    /// Whether every running node holds the same ring and sees every other
-    /// running node up.
+    /// Whether every running node holds the same ring, sees every other
+    /// running node up, and is ready to serve (it sees no live member with
+    /// another ring).
     pub fn is_stable(&self) -> bool {
         let running: Vec<(usize, &Engine<MemoryStore>)> = self
             .nodes
@@ -440,7 +441,7 @@ impl Sim {
         }
         running
             .iter()
-            .all(|(_, a)| running.iter().all(|(_, b)| a.is_up(b.id())))
+            .all(|(_, a)| a.is_ready() && running.iter().all(|(_, b)| a.is_up(b.id())))
     }
 
     /// Whether node `observer` sees node `node` up.
@@ -477,6 +478,21 @@ impl Sim {
                     .expect("primaries are running nodes")
             })
             .collect()
+    }
+
+    /// Whether node `i`'s own store holds a live value of `key` (bucket
+    /// `sim`), without asking the cluster.
+    pub fn holds(&self, i: usize, key: &str) -> bool {
+        let engine = self.nodes[i].engine.as_ref().expect("the node runs");
+        let Some(ring) = engine.ring() else {
+            return false;
+        };
+        let partition = ring.partition_of(b"sim", key.as_bytes());
+        engine
+            .store()
+            .get(KeyRef::new(partition, b"sim", key.as_bytes()))
+            .expect("the memory store reads")
+            .is_some_and(|object| !object.is_deleted())
     }
 
     /// Sends a client request to node `i`; the answer arrives later, see

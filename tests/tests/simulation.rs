@@ -468,6 +468,10 @@ fn the_ring_follows_joins_and_leaves_until_the_cluster_holds_data() {
         },
     );
     sim.crash(1, false);
+    // Node 0 serves once it knows every live member holds its ring.
+    sim.run_until(Duration::from_secs(60), "node 0 ready", |sim| {
+        sim.engine(0).is_some_and(|e| e.is_ready())
+    });
     let version = ring_of(&sim, 0).expect("a ring").version();
     // Once data exists, a joiner stays out of the ring and reads stay right.
     let client = sim.put(0, "held", Some("data"), None, &[("w", "all")]);
@@ -1004,5 +1008,65 @@ fn replicas_that_do_not_acknowledge_in_time_get_hints() {
                 "seed {seed}: {key} on the victim"
             );
         }
+    }
+}
+
+/// The review's F9: a node that joins right after the first writes must not
+/// get a ring that moves a partition away from a node holding its data (no
+/// partition handoff exists yet). The claimant here is cut off from news of
+/// the data (every other node's frames to it and to the joiner are slow), so
+/// it builds a ring that moves partitions; the nodes holding their data
+/// refuse it and the claimant goes back. Every primary of an acknowledged
+/// `w=all` write under the final ring holds it, and every node ends with the
+/// same ring.
+#[test]
+fn a_join_right_after_the_first_writes_strands_no_data() {
+    for seed in seeds(&[111, 112, 113, 114]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let claimant = (0..sim.len())
+            .min_by_key(|&i| sim.node_id(i))
+            .expect("nodes");
+        let keys: Vec<String> = (0..200)
+            .map(|k| format!("early-{k}"))
+            .filter(|k| !sim.primaries(k).contains(&claimant))
+            .take(8)
+            .collect();
+        let joiner = sim.len();
+        for i in (0..sim.len()).filter(|&i| i != claimant) {
+            sim.slow_link(i, claimant, Duration::from_secs(20));
+            sim.slow_link(i, joiner, Duration::from_secs(20));
+        }
+        for key in &keys {
+            let writer = sim.primaries(key)[0];
+            let client = sim.put(writer, key, Some(key), None, &[("w", "all")]);
+            assert!(sim.await_reply(client).is_ok(), "seed {seed}: {key}");
+        }
+        assert_eq!(sim.add_node(), joiner);
+        sim.run_for(Duration::from_secs(60));
+        for i in (0..joiner).filter(|&i| i != claimant) {
+            sim.slow_link(i, claimant, Duration::ZERO);
+            sim.slow_link(i, joiner, Duration::ZERO);
+        }
+        sim.await_stable(Duration::from_secs(120));
+        let ring = sim.engine(0).expect("runs").ring().expect("a ring").clone();
+        for key in &keys {
+            let list = ring.preference_list_for_key(b"sim", key.as_bytes());
+            for primary in list.primaries() {
+                let i = (0..sim.len())
+                    .find(|&i| sim.node_id(i) == Some(*primary))
+                    .expect("a running node");
+                assert!(
+                    sim.holds(i, key),
+                    "seed {seed}: {key}'s primary {i} (the joiner is {joiner}) does not hold it"
+                );
+            }
+        }
+        // And the cluster serves again.
+        let client = sim.put(0, "after", Some("v"), None, &[]);
+        assert!(sim.await_reply(client).is_ok(), "seed {seed}");
     }
 }
