@@ -14,8 +14,11 @@
 //! Faults: frame loss and delay ([`SimConfig`]), [`Sim::crash`] of a node
 //! (its engine is dropped; its store either keeps everything, like a process
 //! killed with a write-ahead log, or loses what was not synced, like a
-//! machine crash), [`Sim::restart`] with a new generation, and
-//! [`Sim::isolate`] to cut one node off the network.
+//! machine crash), [`Sim::stop`] (a clean shutdown), [`Sim::restart`] with
+//! a new generation, [`Sim::snapshot`] and [`Sim::restore`] of a node's store
+//! (a backup, or a data directory put back), [`Sim::set_wall_offset`] to
+//! step one node's wall clock, and [`Sim::isolate`] to cut one node off the
+//! network.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -72,6 +75,8 @@ struct Node {
     /// The store of a crashed node, kept for its restart.
     parked: Option<MemoryStore>,
     isolated: bool,
+    /// How far this node's wall clock is off the simulation's, in ms.
+    wall_offset_ms: i64,
 }
 
 #[derive(Debug)]
@@ -127,6 +132,7 @@ impl Sim {
                 engine: None,
                 parked: Some(MemoryStore::new(StoreConfig::default())),
                 isolated: false,
+                wall_offset_ms: 0,
             });
         }
         for i in 0..sim.nodes.len() {
@@ -161,8 +167,15 @@ impl Sim {
         let seed = self.rng.random();
         let addr = self.nodes[i].addr;
         let http = SocketAddr::new(addr.ip(), 8080);
-        let engine = Engine::start(self.engine_config(i), store, addr, http, self.now(), seed)
-            .expect("a simulated node starts");
+        let engine = Engine::start(
+            self.engine_config(i),
+            store,
+            addr,
+            http,
+            self.now_at(i),
+            seed,
+        )
+        .expect("a simulated node starts");
         self.nodes[i].engine = Some(engine);
         self.collect(i);
     }
@@ -173,6 +186,23 @@ impl Sim {
             mono: self.now,
             wall_ms: WALL_EPOCH_MS + self.now.as_millis() as u64,
         }
+    }
+
+    /// The current time as node `i` sees it (its wall clock may be off).
+    pub fn now_at(&self, i: usize) -> Now {
+        let now = self.now();
+        Now {
+            wall_ms: now
+                .wall_ms
+                .saturating_add_signed(self.nodes[i].wall_offset_ms),
+            ..now
+        }
+    }
+
+    /// Steps node `i`'s wall clock `offset_ms` away from the simulation's
+    /// (negative: behind). Its monotonic clock is unaffected.
+    pub fn set_wall_offset(&mut self, i: usize, offset_ms: i64) {
+        self.nodes[i].wall_offset_ms = offset_ms;
     }
 
     /// The engine of node `i`, if it runs.
@@ -207,6 +237,32 @@ impl Sim {
         // Frames already on their way to it are lost when they arrive.
     }
 
+    /// Stops node `i` cleanly, as a graceful shutdown does: its store is
+    /// synced and marked cleanly stopped, and kept for its restart.
+    pub fn stop(&mut self, i: usize) {
+        let mut engine = self.nodes[i].engine.take().expect("the node runs");
+        engine.stop().expect("the memory store stops");
+        self.nodes[i].parked = Some(engine.into_store().restart());
+    }
+
+    /// A copy of node `i`'s store as a backup taken now would hold it (the
+    /// node may be running or stopped).
+    pub fn snapshot(&self, i: usize) -> MemoryStore {
+        let node = &self.nodes[i];
+        match (&node.engine, &node.parked) {
+            (Some(engine), _) => engine.store().snapshot(),
+            (None, Some(store)) => store.snapshot(),
+            (None, None) => unreachable!("a node has a store, running or parked"),
+        }
+    }
+
+    /// Puts `store` back as stopped node `i`'s store (a restore from a
+    /// backup); [`Sim::restart`] starts the node on it.
+    pub fn restore(&mut self, i: usize, store: MemoryStore) {
+        assert!(self.nodes[i].engine.is_none(), "node {i} runs");
+        self.nodes[i].parked = Some(store);
+    }
+
     /// Adds a node with an empty store that knows every other node as a
     /// seed, and starts it. Returns its index.
     pub fn add_node(&mut self) -> usize {
@@ -218,6 +274,7 @@ impl Sim {
             engine: None,
             parked: Some(MemoryStore::new(StoreConfig::default())),
             isolated: false,
+            wall_offset_ms: 0,
         });
         self.boot(i);
         i
@@ -225,7 +282,7 @@ impl Sim {
 
     /// Node `i` announces that it leaves the cluster.
     pub fn leave(&mut self, i: usize) {
-        let now = self.now();
+        let now = self.now_at(i);
         self.nodes[i]
             .engine
             .as_mut()
@@ -267,7 +324,7 @@ impl Sim {
                 break;
             }
             let InFlight { from, to, payload } = entry.remove();
-            let now = self.now();
+            let now = self.now_at(to);
             let node = &mut self.nodes[to];
             match node.engine.as_mut() {
                 Some(engine) if !node.isolated => {
@@ -280,7 +337,7 @@ impl Sim {
             }
         }
         for i in 0..self.nodes.len() {
-            let now = self.now();
+            let now = self.now_at(i);
             if let Some(engine) = self.nodes[i].engine.as_mut() {
                 if engine.next_wakeup() <= now.mono {
                     engine.handle_tick(now);
@@ -401,7 +458,7 @@ impl Sim {
     pub fn request(&mut self, i: usize, request: ClientRequest) -> ClientId {
         let client = self.next_client;
         self.next_client += 1;
-        let now = self.now();
+        let now = self.now_at(i);
         let engine = self.nodes[i].engine.as_mut().expect("the node runs");
         engine.handle_client(now, client, request);
         self.collect(i);
