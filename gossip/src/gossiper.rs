@@ -1208,6 +1208,17 @@ impl<R: Rng> Gossiper<R> {
     }
 
     fn on_ack(&mut self, now: Duration, from: Sender, ack: Ack) -> Result<(), GossipError> {
+        // A request for this node names the generation the peer asked about
+        // (an ACK may answer a SYN of an earlier run of this node).
+        let asked: Vec<Digest> = ack
+            .requests
+            .iter()
+            .filter(|r| r.node == self.id && r.generation != self.local.generation())
+            .copied()
+            .collect();
+        for request in asked {
+            self.check_self_view(request.generation, Version(0), Vec::new());
+        }
         let dropped = self.apply_deltas(now, &ack.states);
         let states = self.build_ack2(&ack.requests);
         if !states.is_empty() {
