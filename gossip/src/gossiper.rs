@@ -230,6 +230,22 @@ pub enum Notification {
         /// The node.
         node: NodeId,
     },
+    /// A peer holds a newer incarnation of *this* node than the one
+    /// running: a higher generation, or this generation with versions this
+    /// node never published. Either the data directory is older than what
+    /// the cluster has seen of it (restored from a backup, or put back after
+    /// later starts) — peers ignore this node's gossip as a zombie's until it
+    /// runs at a higher generation: persist one above `generation` and call
+    /// [`Gossiper::restart_at`] — or another live process runs with this
+    /// node's id; `published` (its address, and whatever else it publishes)
+    /// tells them apart. Reported each time a peer shows the newer state.
+    Superseded {
+        /// The generation of this node the peer holds.
+        generation: Generation,
+        /// The entries of that incarnation the peer sent (all of them when
+        /// it sent the full state).
+        published: Vec<(StateKey, StateValue)>,
+    },
 }
 
 /// What the gossiper asks of the world.
@@ -432,6 +448,11 @@ pub struct Gossiper<R> {
     next_round: Option<Duration>,
     last_tick: Option<Duration>,
     change_seq: u64,
+    /// A peer has shown its view of this node and held no newer incarnation.
+    self_confirmed: bool,
+    /// The highest generation below its own that a peer was seen to hold of
+    /// this node.
+    older_self: Option<Generation>,
     stats: Stats,
 }
 
@@ -456,6 +477,8 @@ impl<R: Rng> Gossiper<R> {
             next_round: None,
             last_tick: None,
             change_seq: 0,
+            self_confirmed: false,
+            older_self: None,
             stats: Stats::default(),
         };
         gossiper.set_state(StateKey::QuicAddr, StateValue::Addr(local.quic_addr))?;
@@ -526,6 +549,48 @@ impl<R: Rng> Gossiper<R> {
         }
         self.local.set(key, value);
         Ok(())
+    }
+
+    /// Whether a peer has shown (in a digest or a delta) that it holds this
+    /// very incarnation: this generation, with no version this node did not
+    /// publish. Until then this node cannot tell whether its data directory
+    /// is the newest one of its identity (see [`Notification::Superseded`]).
+    pub fn is_self_confirmed(&self) -> bool {
+        self.self_confirmed
+    }
+
+    /// The highest generation below this node's own that a peer was seen to
+    /// hold of it (in a digest, or in the answer to this node's digest), if
+    /// any: the run peers knew before this start. A data directory that
+    /// does not know that generation missed a run (it was restored or
+    /// copied from an older state).
+    pub fn older_self_held(&self) -> Option<Generation> {
+        self.older_self
+    }
+
+    /// Runs this node on at a new, higher `generation` (persisted by the
+    /// caller), keeping every entry it publishes: peers take it as a
+    /// restart. The answer to [`Notification::Superseded`].
+    ///
+    /// # Panics
+    ///
+    /// When `generation` is not above the current one (a programmer error).
+    pub fn restart_at(&mut self, generation: Generation) {
+        assert!(
+            generation > self.local.generation(),
+            "a restart must raise the generation"
+        );
+        let entries: Vec<(StateKey, StateValue)> = self
+            .local
+            .entries()
+            .map(|(k, v)| (k.clone(), v.value.clone()))
+            .collect();
+        self.local = NodeState::new(generation);
+        for (key, value) in entries {
+            self.local.set(key, value);
+        }
+        self.local.beat();
+        self.self_confirmed = false;
     }
 
     /// Sets this node's status.
@@ -701,6 +766,9 @@ impl<R: Rng> Gossiper<R> {
     ) -> Result<(), GossipError> {
         if let Err(e) = self.admit(from, &message) {
             self.stats.messages_refused += 1;
+            if let (GossipError::StaleGeneration { node, .. }, Message::Syn(_)) = (&e, &message) {
+                self.tell_superseded(*node);
+            }
             return Err(e);
         }
         self.stats.messages_received += 1;
@@ -740,6 +808,55 @@ impl<R: Rng> Gossiper<R> {
             });
         }
         validate_message(message)
+    }
+
+    /// Answers a SYN from an older generation of a known node with the
+    /// newer state held of it, so that a node started on an old data
+    /// directory learns it is behind (and not only ignored).
+    fn tell_superseded(&mut self, node: NodeId) {
+        let Some(member) = self.members.get(&node) else {
+            return;
+        };
+        let budget = self.config.max_message_bytes
+            - envelope_overhead(self.local.generation())
+            - size::newtype_variant("Ack")
+            - size::array_header(2)
+            - 2 * size::MAX_ARRAY_HEADER;
+        let offer = Offer::new(node, &member.state, member.changed_seq, Version(0));
+        let states = pack(vec![offer], budget);
+        self.send(
+            Target::Node(node),
+            Message::Ack(Ack {
+                states,
+                requests: Vec::new(),
+            }),
+        );
+    }
+
+    /// Looks at what a peer holds of this node (`published` empty when only
+    /// its digest was seen): reports a newer incarnation shown with its
+    /// state, or notes that the peer holds this very one.
+    fn check_self_view(
+        &mut self,
+        generation: Generation,
+        max_version: Version,
+        published: Vec<(StateKey, StateValue)>,
+    ) {
+        let (mine, max) = (self.local.generation(), self.local.max_version());
+        if generation > mine || (generation == mine && max_version > max) {
+            // A digest alone says too little; the peer sends the state when
+            // this node's own digest reaches it (see `on_syn`).
+            if !published.is_empty() {
+                self.notify(Notification::Superseded {
+                    generation,
+                    published,
+                });
+            }
+        } else if generation == mine {
+            self.self_confirmed = true;
+        } else {
+            self.older_self = self.older_self.max(Some(generation));
+        }
     }
 
     fn limit_result(&self, dropped: usize) -> Result<(), GossipError> {
@@ -957,7 +1074,21 @@ impl<R: Rng> Gossiper<R> {
     }
 
     fn on_syn(&mut self, from: Sender, syn: &Syn) {
-        let ack = self.build_ack(syn);
+        if let Some(own) = syn.digests.iter().find(|d| d.node == self.id) {
+            self.check_self_view(own.generation, own.max_version, Vec::new());
+        }
+        let behind_itself = syn.digests.iter().any(|d| {
+            d.node == from.node
+                && self.members.get(&from.node).is_some_and(|m| {
+                    m.state.generation() == d.generation && m.state.max_version() > d.max_version
+                })
+        });
+        if behind_itself {
+            // The sender knows less of itself than this node does: it runs
+            // on an older copy of its data directory at the same generation.
+            self.tell_superseded(from.node);
+        }
+        let ack = self.build_ack(from.node, syn);
         if ack.states.is_empty() && ack.requests.is_empty() {
             // Both sides agree; nothing to say.
             return;
@@ -967,7 +1098,8 @@ impl<R: Rng> Gossiper<R> {
 
     /// The answer to a SYN: compares its digests (ascending) with the member
     /// table (ascending) in one pass.
-    fn build_ack(&self, syn: &Syn) -> Ack {
+    fn build_ack(&self, from: NodeId, syn: &Syn) -> Ack {
+        let mut held_before: Option<NodeDelta> = None;
         let mut offers: Vec<Offer<'_>> = Vec::new();
         let mut requests: Vec<Digest> = Vec::new();
         let mut members = self.members.iter().peekable();
@@ -1017,6 +1149,17 @@ impl<R: Rng> Gossiper<R> {
             let (generation, max) = (m.state.generation(), m.state.max_version());
             if generation < digest.generation {
                 requests.push(request_all);
+                if digest.node == from {
+                    // Tell the node which run of it this one held, so it can
+                    // tell whether its data directory knows that run.
+                    held_before = Some(NodeDelta {
+                        node: from,
+                        generation,
+                        since: max,
+                        heartbeat: None,
+                        entries: Vec::new(),
+                    });
+                }
             } else if generation > digest.generation {
                 offers.push(Offer::new(digest.node, &m.state, m.changed_seq, Version(0)));
             } else if max > digest.max_version {
@@ -1058,13 +1201,24 @@ impl<R: Rng> Gossiper<R> {
             .count();
         requests.truncate(keep);
         budget -= requests.iter().map(Digest::encoded_len).sum::<usize>();
-        Ack {
-            states: pack(offers, budget),
-            requests,
-        }
+        let held_len = held_before.as_ref().map_or(0, NodeDelta::encoded_len);
+        let mut states = pack(offers, budget.saturating_sub(held_len));
+        states.extend(held_before);
+        Ack { states, requests }
     }
 
     fn on_ack(&mut self, now: Duration, from: Sender, ack: Ack) -> Result<(), GossipError> {
+        // A request for this node names the generation the peer asked about
+        // (an ACK may answer a SYN of an earlier run of this node).
+        let asked: Vec<Digest> = ack
+            .requests
+            .iter()
+            .filter(|r| r.node == self.id && r.generation != self.local.generation())
+            .copied()
+            .collect();
+        for request in asked {
+            self.check_self_view(request.generation, Version(0), Vec::new());
+        }
         let dropped = self.apply_deltas(now, &ack.states);
         let states = self.build_ack2(&ack.requests);
         if !states.is_empty() {
@@ -1103,7 +1257,14 @@ impl<R: Rng> Gossiper<R> {
         let mut dropped = 0;
         for delta in deltas {
             if delta.node == self.id {
-                // This node is the authority on itself.
+                // This node is the authority on itself, unless a peer holds
+                // a newer incarnation of it.
+                let published = delta
+                    .entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.clone()))
+                    .collect();
+                self.check_self_view(delta.generation, delta.max_version(), published);
                 continue;
             }
             if !self.tombstones.is_empty() {
@@ -1500,7 +1661,46 @@ mod tests {
                 known: Generation(2)
             }
         );
-        assert!(b.drain_effects().next().is_none());
+        // It changes nothing, but is told the newer generation held of it.
+        let sent: Vec<Effect> = b.drain_effects().collect();
+        match &sent[..] {
+            [Effect::Send {
+                to: Target::Node(to),
+                envelope,
+            }] => {
+                assert_eq!(*to, old_a.id());
+                match &envelope.message {
+                    Message::Ack(ack) => {
+                        assert!(ack.requests.is_empty());
+                        assert_eq!(ack.states.len(), 1);
+                        assert_eq!(ack.states[0].node, old_a.id());
+                        assert_eq!(ack.states[0].generation, Generation(2));
+                        assert_eq!(ack.states[0].since, Version(0));
+                    }
+                    other => panic!("expected an ACK, got {other:?}"),
+                }
+            }
+            other => panic!("expected one ACK, got {other:?}"),
+        }
+        assert_eq!(b.member(&new_a.id()).expect("a").state, &before);
+
+        // The old process learns that a newer generation of it exists.
+        let Effect::Send { envelope, .. } = sent.into_iter().next().expect("one") else {
+            unreachable!("matched above")
+        };
+        old_a
+            .handle_message(T0, envelope.sender(), envelope.message)
+            .expect("a valid ACK");
+        let superseded = notes(&mut old_a).into_iter().any(|n| {
+            matches!(
+                n,
+                Notification::Superseded {
+                    generation: Generation(2),
+                    ..
+                }
+            )
+        });
+        assert!(superseded, "the old process was told");
     }
 
     #[test]

@@ -49,6 +49,7 @@ fn notes_about(
                 | Notification::Down { node, .. }
                 | Notification::Left { node, .. }
                 | Notification::Forgotten { node } => *node == id,
+                Notification::Superseded { .. } => false,
             }
     })
 }
@@ -422,4 +423,85 @@ fn a_cluster_larger_than_one_message_converges_over_several_rounds() {
         "the digests should not have fit in one message"
     );
     assert!(per_message > 0.0);
+}
+
+#[test]
+fn a_node_started_below_the_generation_peers_hold_is_told_and_comes_back_above_it() {
+    let n = 5;
+    let mut sim = settled(51, n, Config::default());
+    let victim = 2;
+    let id = sim.id(victim);
+    let held_by_all = |sim: &Sim, generation: u64| {
+        (0..n).filter(|&i| i != victim).all(|i| {
+            sim.nodes[i]
+                .gossiper
+                .member(&id)
+                .is_some_and(|m| m.state.generation() == Generation(generation))
+        })
+    };
+    // Step 1: two more starts; peers hold generation 3.
+    sim.restart(victim, 2, None);
+    sim.restart(victim, 3, None);
+    rounds_until(&mut sim, 30, |sim| held_by_all(sim, 3)).expect("generation 3 spread");
+
+    // Step 2: it stops and its data directory is put back from a backup of
+    // generation 1, so it starts at 2: below what peers hold.
+    sim.stop(victim);
+    let restored_at = sim.now;
+    sim.restart(victim, 2, None);
+    let told = |sim: &Sim| {
+        sim.notifications.iter().any(|(at, i, note)| {
+            *at >= restored_at
+                && *i == victim
+                && matches!(
+                    note,
+                    Notification::Superseded {
+                        generation: Generation(3),
+                        ..
+                    }
+                )
+        })
+    };
+    rounds_until(&mut sim, 10, told).expect("the restored node learned of generation 3");
+    assert!(held_by_all(&sim, 3), "peers ignore the older generation");
+    assert!(!sim.nodes[victim].gossiper.is_self_confirmed());
+
+    // Step 3: it runs on above it, and peers take it as a restart.
+    sim.nodes[victim].gossiper.restart_at(Generation(4));
+    rounds_until(&mut sim, 30, |sim| held_by_all(sim, 4)).expect("generation 4 spread");
+    rounds_until(&mut sim, 30, |sim| {
+        sim.nodes[victim].gossiper.is_self_confirmed()
+            && (0..n)
+                .filter(|&i| i != victim)
+                .all(|i| sim.nodes[i].gossiper.is_up(&id))
+    })
+    .expect("peers see it up and it knows it is the newest incarnation");
+}
+
+#[test]
+fn a_node_started_at_the_generation_peers_hold_of_a_later_run_is_told() {
+    let n = 5;
+    let mut sim = settled(52, n, Config::default());
+    let victim = 1;
+    sim.restart(victim, 2, None);
+    sim.run_for(5 * SECOND);
+    // A backup of generation 1 starts again at 2: the same generation as the
+    // later run peers hold, with fewer versions than it published.
+    sim.stop(victim);
+    let restored_at = sim.now;
+    sim.restart(victim, 2, None);
+    rounds_until(&mut sim, 10, |sim| {
+        sim.notifications.iter().any(|(at, i, note)| {
+            *at >= restored_at
+                && *i == victim
+                && matches!(
+                    note,
+                    Notification::Superseded {
+                        generation: Generation(2),
+                        ..
+                    }
+                )
+        })
+    })
+    .expect("the restored node learned of the later run");
 }

@@ -281,7 +281,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)),
         identity,
     };
-    let node = runtime::start(options).await?;
+    let mut node = runtime::start(options).await?;
     println!(
         "chorus node {} ({}) http=http://{} quic={}",
         file.name.as_deref().unwrap_or("chorus"),
@@ -289,7 +289,13 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
         node.http_addr,
         node.quic_addr
     );
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        conflict = node.identity_conflict() => {
+            node.shutdown().await;
+            bail!(conflict);
+        }
+    }
     if args.leave_on_shutdown {
         eprintln!("leaving the cluster, then shutting down");
         node.leave_and_shutdown(3 * gossip_interval).await;

@@ -35,7 +35,9 @@ use tokio::sync::oneshot;
 use crate::api::{
     ClusterStatus, ReadReply, ReadRequest, RequestError, Service, WriteReply, WriteRequest,
 };
-use crate::engine::{ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, Now};
+use crate::engine::{
+    ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, IdentityConflict, Now,
+};
 use crate::transport::tls::NodeIdentity;
 use crate::transport::{QuicTransport, TransportConfig};
 
@@ -254,6 +256,7 @@ pub struct RunningNode {
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     http_shutdown: Option<oneshot::Sender<()>>,
     transport: Arc<QuicTransport>,
+    conflict: Option<oneshot::Receiver<IdentityConflict>>,
 }
 
 impl RunningNode {
@@ -263,6 +266,23 @@ impl RunningNode {
         let _ = self.handle.events.try_send(Event::Leave);
         tokio::time::sleep(spread).await;
         self.shutdown().await;
+    }
+
+    /// Resolves when the engine stopped because another live process runs
+    /// with this node's id (the node serves nothing from then on); pending
+    /// forever otherwise. The caller should shut the node down and exit
+    /// with the error.
+    pub async fn identity_conflict(&mut self) -> IdentityConflict {
+        match self.conflict.as_mut() {
+            Some(rx) => match rx.await {
+                Ok(conflict) => conflict,
+                Err(_) => {
+                    self.conflict = None;
+                    std::future::pending().await
+                }
+            },
+            None => std::future::pending().await,
+        }
     }
 
     /// Stops the node gracefully: stops taking HTTP requests and finishes
@@ -370,9 +390,10 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     });
 
     let engine_ready = ready.clone();
+    let (conflict_tx, conflict_rx) = oneshot::channel();
     let engine_thread = std::thread::Builder::new()
         .name("chorus-engine".into())
-        .spawn(move || run_engine(engine, origin, events_rx, sends, engine_ready))?;
+        .spawn(move || run_engine(engine, origin, events_rx, sends, engine_ready, conflict_tx))?;
 
     let handle = NodeHandle {
         events,
@@ -393,6 +414,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         http_task,
         http_shutdown: Some(http_shutdown),
         transport,
+        conflict: Some(conflict_rx),
     })
 }
 
@@ -414,7 +436,9 @@ fn run_engine<S: Store>(
     events: mpsc::Receiver<Event>,
     sends: tokio::sync::mpsc::Sender<Outgoing>,
     ready: Arc<AtomicBool>,
+    conflict: oneshot::Sender<IdentityConflict>,
 ) {
+    let mut conflict = Some(conflict);
     let mut waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>> =
         BTreeMap::new();
     let mut next_client: u64 = 1;
@@ -486,6 +510,14 @@ fn run_engine<S: Store>(
             }
         }
         ready.store(engine.is_ready(), Ordering::Relaxed);
+        if let Some(found) = engine.identity_conflict() {
+            if let Some(tx) = conflict.take() {
+                let _ = tx.send(found.clone());
+            }
+            // Not a clean stop: the running marker stays, so a later start
+            // of this directory begins a new epoch.
+            break;
+        }
     }
     ready.store(false, Ordering::Relaxed);
     for (_, reply) in std::mem::take(&mut waiting) {
@@ -493,8 +525,12 @@ fn run_engine<S: Store>(
             "the node is shutting down".into(),
         )));
     }
-    if let Err(e) = engine.store().sync() {
-        tracing::error!(error = %e, "could not sync the store at shutdown");
+    if engine.identity_conflict().is_some() {
+        if let Err(e) = engine.store().sync() {
+            tracing::error!(error = %e, "could not sync the store at shutdown");
+        }
+    } else if let Err(e) = engine.stop() {
+        tracing::error!(error = %e, "could not stop the store cleanly");
     }
     tracing::info!("engine stopped");
 }

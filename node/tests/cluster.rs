@@ -525,3 +525,119 @@ async fn a_node_killed_and_restarted_at_once_is_back_within_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Copies a directory tree (a data directory copied while its node runs).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("target dir");
+    for entry in std::fs::read_dir(from).expect("readable dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let ca = root.path().join("ca");
+    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
+    let mut tls_dirs = Vec::new();
+    for name in ["node1", "node2", "node3"] {
+        let out = root.path().join(format!("{name}-tls"));
+        run(&[
+            "cert",
+            "node",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--name",
+            name,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        tls_dirs.push(out);
+    }
+    let mut n1 = NodeProcess::new(root.path(), "node1", tls_dirs[0].clone(), vec![]);
+    let mut n2 = NodeProcess::new(root.path(), "node2", tls_dirs[1].clone(), vec![n1.quic]);
+    let mut n3 = NodeProcess::new(root.path(), "node3", tls_dirs[2].clone(), vec![n1.quic]);
+    n1.seeds = vec![n2.quic, n3.quic];
+    for node in [&mut n1, &mut n2, &mut n3] {
+        node.start();
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    for node in [&n1, &n2, &n3] {
+        wait_for(&format!("{} ready", node.name), || async {
+            matches!(http.get(node.url("/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
+        })
+        .await;
+    }
+    let response = put(&http, &n1, "before-copy", "v", "w=all").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let node2_id = status(&http, &n2).await.expect("status")["node_id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+
+    // --- node2's data directory is copied while it runs, and started ---
+    let mut copy = NodeProcess::new(
+        root.path(),
+        "node2-copy",
+        tls_dirs[1].clone(),
+        vec![n1.quic, n3.quic],
+    );
+    copy_dir(&n2.dir.join("data"), &copy.dir.join("data"));
+    copy.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        let child = copy.child.as_mut().expect("started");
+        if let Some(status) = child.try_wait().expect("wait") {
+            copy.child = None;
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy still runs after 30 s:\n{}",
+            copy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!exit.success(), "the copy exits with an error");
+    let log = copy.log();
+    let expected = format!("node id {node2_id} is already alive at {}", n2.quic);
+    assert!(
+        log.contains(&expected),
+        "the error names the duplicate identity ({expected}):\n{log}"
+    );
+
+    // --- the cluster keeps serving, node2 included ---
+    wait_for("node1 sees node2 up", || async {
+        liveness_of(&http, &n1, "node2").await.as_deref() == Some("up")
+    })
+    .await;
+    let response = put(&http, &n2, "after-copy", "still", "w=all").await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NO_CONTENT,
+        "w=all after the copy"
+    );
+    let response = get(&http, &n3, "after-copy", "r=all").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "still");
+
+    // --- a node that sees no live peer is not ready ---
+    n2.kill();
+    n3.kill();
+    wait_for("node1 sees node2 and node3 down", || async {
+        liveness_of(&http, &n1, "node2").await.as_deref() == Some("down")
+            && liveness_of(&http, &n1, "node3").await.as_deref() == Some("down")
+    })
+    .await;
+    let ready = http.get(n1.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -22,9 +22,12 @@
 //! works under a *lease*: before it issues a timestamp at or above its
 //! `ceiling`, it raises the ceiling by the lease length and reports the new
 //! ceiling through [`Hlc::ceiling_to_persist`]. The caller stores that value
-//! durably before it lets any newly issued timestamp leave the node. After a
-//! restart, [`Hlc::resume`] starts above the persisted ceiling, so no timestamp
-//! is ever issued twice, whatever the wall clock did while the node was down.
+//! durably, confirms it with [`Hlc::ceiling_persisted`], and only then lets
+//! any newly issued timestamp leave the node. Until the confirmation the
+//! ceiling stays pending and is reported again, so a failed persist is
+//! retried rather than forgotten. After a restart, [`Hlc::resume`] starts
+//! above the persisted ceiling, so no timestamp is ever issued twice,
+//! whatever the wall clock did while the node was down.
 
 use std::fmt;
 use std::str::FromStr;
@@ -291,10 +294,23 @@ impl Hlc {
     }
 
     /// The new ceiling the caller must persist (durably) before any timestamp
-    /// issued since the last call leaves this node; `None` when the persisted
-    /// ceiling still covers them.
-    pub fn ceiling_to_persist(&mut self) -> Option<Timestamp> {
-        self.pending.take()
+    /// issued since the last confirmed persist leaves this node; `None` when
+    /// the persisted ceiling still covers them.
+    ///
+    /// The ceiling stays pending — this returns it again — until the caller
+    /// confirms with [`Hlc::ceiling_persisted`] that it is durable. A caller
+    /// whose persist failed must not use the timestamps it was guarding.
+    pub fn ceiling_to_persist(&self) -> Option<Timestamp> {
+        self.pending
+    }
+
+    /// Confirms that `ceiling` (a value returned by
+    /// [`Hlc::ceiling_to_persist`], or a higher one) is durably persisted.
+    /// A pending ceiling above it stays pending.
+    pub fn ceiling_persisted(&mut self, ceiling: Timestamp) {
+        if self.pending.is_some_and(|pending| pending <= ceiling) {
+            self.pending = None;
+        }
     }
 
     fn issue(&mut self, next: Timestamp) -> Timestamp {
@@ -381,12 +397,35 @@ mod tests {
             .ceiling_to_persist()
             .expect("the first timestamp needs a lease");
         assert!(ceiling > first);
+        hlc.ceiling_persisted(ceiling);
         assert_eq!(hlc.now(T0 + 1), Timestamp::new(T0 + 1, 0));
         assert_eq!(hlc.ceiling_to_persist(), None, "still within the lease");
         // The node restarts with its wall clock set back by ten seconds.
         let mut restarted = Hlc::resume(config(), ceiling);
         let after = restarted.now(T0 - 10_000);
         assert!(after > ceiling && after > first);
+    }
+
+    #[test]
+    fn a_ceiling_stays_pending_until_its_persist_is_confirmed() {
+        let mut hlc = Hlc::new(config());
+        let first = hlc.now(T0);
+        let ceiling = hlc.ceiling_to_persist().expect("a new lease");
+        assert!(ceiling > first);
+        // The persist failed: nothing is confirmed, and the next timestamp
+        // (still below the in-memory ceiling) keeps the ceiling pending.
+        let second = hlc.now(T0 + 1);
+        assert!(second < ceiling);
+        assert_eq!(hlc.ceiling_to_persist(), Some(ceiling), "reported again");
+        // Confirming an older value does not clear a newer pending ceiling.
+        hlc.ceiling_persisted(Timestamp::new(T0, 0));
+        assert_eq!(hlc.ceiling_to_persist(), Some(ceiling));
+        hlc.ceiling_persisted(ceiling);
+        assert_eq!(hlc.ceiling_to_persist(), None);
+        // A later lease is reported once more timestamps pass the ceiling.
+        let past = hlc.now(ceiling.wall_ms() + 1);
+        let next = hlc.ceiling_to_persist().expect("a new lease");
+        assert!(next > past && next > ceiling);
     }
 
     #[test]
@@ -477,6 +516,7 @@ mod tests {
                 if let Some(ceiling) = hlc.ceiling_to_persist() {
                     prop_assert!(ceiling > persisted);
                     persisted = ceiling;
+                    hlc.ceiling_persisted(ceiling);
                 }
                 // Every issued timestamp is below the persisted ceiling, so a
                 // crash at any point cannot lead to a repeat.

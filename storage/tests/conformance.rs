@@ -543,6 +543,19 @@ fn hints_list_in_order_with_limit_and_delete<H: Harness>() {
         a_seqs.windows(2).all(|w| w[0] < w[1]),
         "sequence numbers increase"
     );
+    assert!(
+        store
+            .hints(a, None, 10)
+            .unwrap()
+            .iter()
+            .all(|h| h.durability == Durability::Buffered),
+        "a hint keeps the durability it was added with"
+    );
+    assert!(store
+        .hints(b, None, 10)
+        .unwrap()
+        .iter()
+        .all(|h| h.durability == Durability::Sync));
 
     let first = store.hints(a, None, 3).unwrap();
     assert_eq!(first.iter().map(|h| h.seq).collect::<Vec<_>>(), a_seqs[..3]);
@@ -671,6 +684,58 @@ fn hints_survive_reopen_without_reusing_sequence_numbers<H: Harness>() {
     );
 }
 
+fn a_new_epoch_forgets_every_actor_and_keeps_the_data<H: Harness>() {
+    let h = fresh::<H>();
+    let partitions = [PartitionId(0), P, PartitionId(u32::MAX)];
+    for partition in partitions {
+        h.store()
+            .merge(
+                KeyRef::new(partition, b"b", b"k"),
+                &object(1, 1, b"v"),
+                Durability::Buffered,
+            )
+            .unwrap();
+        h.store()
+            .ensure_partition_actor(partition, ActorId(u64::from(partition.0) + 1))
+            .unwrap();
+    }
+    h.store().put_meta("ring", b"kept").unwrap();
+    h.store().clear_partition_actors().unwrap();
+    for partition in partitions {
+        assert_eq!(h.store().partition_actor(partition).unwrap(), None);
+    }
+    assert_eq!(
+        h.store().ensure_partition_actor(P, ActorId(77)).unwrap(),
+        ActorId(77),
+        "the replica draws a new actor"
+    );
+    let h = h.reopen();
+    let store = h.store();
+    assert_eq!(store.partition_actor(P).unwrap(), Some(ActorId(77)));
+    assert_eq!(
+        store.partition_actor(PartitionId(0)).unwrap(),
+        None,
+        "durably"
+    );
+    for partition in partitions {
+        assert!(store
+            .get(KeyRef::new(partition, b"b", b"k"))
+            .unwrap()
+            .is_some());
+    }
+    assert_eq!(store.get_meta("ring").unwrap(), Some(b"kept".to_vec()));
+}
+
+fn the_generation_is_raised_never_lowered<H: Harness>() {
+    let h = fresh::<H>();
+    assert_eq!(h.store().bump_generation().unwrap(), 1);
+    assert_eq!(h.store().raise_generation(5).unwrap(), 5);
+    assert_eq!(h.store().raise_generation(3).unwrap(), 5, "never lowered");
+    let h = h.reopen();
+    assert_eq!(h.store().generation().unwrap(), 5, "durably");
+    assert_eq!(h.store().bump_generation().unwrap(), 6);
+}
+
 // ----- metadata -----
 
 fn metadata_persists_and_generation_bumps_per_start<H: Harness>() {
@@ -796,6 +861,14 @@ macro_rules! conformance {
             #[test]
             fn hints_survive_reopen_without_reusing_sequence_numbers() {
                 super::hints_survive_reopen_without_reusing_sequence_numbers::<$harness>();
+            }
+            #[test]
+            fn a_new_epoch_forgets_every_actor_and_keeps_the_data() {
+                super::a_new_epoch_forgets_every_actor_and_keeps_the_data::<$harness>();
+            }
+            #[test]
+            fn the_generation_is_raised_never_lowered() {
+                super::the_generation_is_raised_never_lowered::<$harness>();
             }
             #[test]
             fn metadata_persists_and_generation_bumps_per_start() {

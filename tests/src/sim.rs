@@ -14,11 +14,13 @@
 //! Faults: frame loss and delay ([`SimConfig`]), [`Sim::crash`] of a node
 //! (its engine is dropped; its store either keeps everything, like a process
 //! killed with a write-ahead log, or loses what was not synced, like a
-//! machine crash), [`Sim::restart`] with a new generation,
-//! [`Sim::isolate`] to cut one node off the network, [`Sim::slow_link`] to
-//! delay every frame on one link by a fixed extra time (longer than a
-//! restart, so frames cross incarnations), and [`Sim::skew_clock`] to set
-//! one node's wall clock ahead or behind.
+//! machine crash), [`Sim::stop`] (a clean shutdown), [`Sim::restart`] with
+//! a new generation, [`Sim::snapshot`] and [`Sim::restore`] of a node's store
+//! (a backup, or a data directory put back), [`Sim::isolate`] to cut one
+//! node off the network, [`Sim::slow_link`] to delay every frame on one link
+//! by a fixed extra time (longer than a restart, so frames cross
+//! incarnations), and [`Sim::skew_clock`] to set one node's wall clock ahead
+//! or behind.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -200,7 +202,7 @@ impl Sim {
 
     /// The current time as node `i` sees it: its wall clock carries its
     /// offset ([`Sim::skew_clock`]).
-    fn now_at(&self, i: usize) -> Now {
+    pub fn now_at(&self, i: usize) -> Now {
         let now = self.now();
         Now {
             mono: now.mono,
@@ -262,6 +264,32 @@ impl Sim {
             store.restart()
         });
         // Frames already on their way to it are lost when they arrive.
+    }
+
+    /// Stops node `i` cleanly, as a graceful shutdown does: its store is
+    /// synced and marked cleanly stopped, and kept for its restart.
+    pub fn stop(&mut self, i: usize) {
+        let mut engine = self.nodes[i].engine.take().expect("the node runs");
+        engine.stop().expect("the memory store stops");
+        self.nodes[i].parked = Some(engine.into_store().restart());
+    }
+
+    /// A copy of node `i`'s store as a backup taken now would hold it (the
+    /// node may be running or stopped).
+    pub fn snapshot(&self, i: usize) -> MemoryStore {
+        let node = &self.nodes[i];
+        match (&node.engine, &node.parked) {
+            (Some(engine), _) => engine.store().snapshot(),
+            (None, Some(store)) => store.snapshot(),
+            (None, None) => unreachable!("a node has a store, running or parked"),
+        }
+    }
+
+    /// Puts `store` back as stopped node `i`'s store (a restore from a
+    /// backup); [`Sim::restart`] starts the node on it.
+    pub fn restore(&mut self, i: usize, store: MemoryStore) {
+        assert!(self.nodes[i].engine.is_none(), "node {i} runs");
+        self.nodes[i].parked = Some(store);
     }
 
     /// Adds a node with an empty store that knows every other node as a

@@ -1070,3 +1070,161 @@ fn a_join_right_after_the_first_writes_strands_no_data() {
         assert!(sim.await_reply(client).is_ok(), "seed {seed}");
     }
 }
+
+/// Three nodes, so every key lives on all of them.
+fn three_nodes(seed: u64) -> Sim {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed,
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let warm_up = sim.put(0, "warm-up", Some("w"), None, &[("w", "all")]);
+    assert!(sim.await_reply(warm_up).is_ok(), "seed {seed}: warm-up");
+    sim
+}
+
+/// The dots of the versions a read returned.
+fn dots_of(sim: &mut Sim, node: usize, key: &str) -> Vec<chorus_storage::version::Dot> {
+    let client = sim.get(node, key, &[("r", "all")]);
+    match sim.await_reply(client).expect("the read succeeds") {
+        ClientReply::Read(read) => read.object.siblings().iter().map(|s| s.dot).collect(),
+        ClientReply::Write(_) => unreachable!("a read answers with a read reply"),
+    }
+}
+
+/// A blind write through node 0 after its local state lost `a`: both `a`
+/// and the new `b` must survive (node 0 must not mint `b` under an actor
+/// whose earlier dot `a` its new context would then cover).
+fn blind_write_keeps_what_node_0_lost(
+    sim: &mut Sim,
+    seed: u64,
+    a_dots: &[chorus_storage::version::Dot],
+) {
+    let b = sim.put(0, "k", Some("b"), None, &[("w", "all")]);
+    assert!(sim.await_reply(b).is_ok(), "seed {seed}: put b");
+    let (values, _) = read_values(sim, 1, "k", &[("r", "all")]);
+    assert_eq!(values, vec!["a", "b"], "seed {seed}: a write was lost");
+    let dots = dots_of(sim, 2, "k");
+    let b_dot = dots
+        .iter()
+        .find(|d| !a_dots.contains(d))
+        .expect("b has its own dot");
+    assert!(
+        a_dots.iter().all(|a| a.actor != b_dot.actor),
+        "seed {seed}: b was minted by an actor that minted before the loss: {a_dots:?} {b_dot:?}"
+    );
+}
+
+#[test]
+fn a_replica_that_lost_unsynced_writes_mints_under_new_actors() {
+    for seed in seeds(&[51, 52, 53]) {
+        let mut sim = three_nodes(seed);
+        let a = sim.put(0, "k", Some("a"), None, &[("w", "all")]);
+        assert!(sim.await_reply(a).is_ok(), "seed {seed}: put a");
+        let a_dots = dots_of(&mut sim, 1, "k");
+        // A machine crash: node 0 loses `a`, which was never synced.
+        sim.crash(0, true);
+        sim.restart(0);
+        sim.await_stable(Duration::from_secs(60));
+        blind_write_keeps_what_node_0_lost(&mut sim, seed, &a_dots);
+    }
+}
+
+/// Node 0 writes `w0`, is stopped, backed up, run on (it replaces `w0`
+/// with `a`), stopped again and restored from the backup, with its wall
+/// clock `clock_offset_ms` off.
+fn restored_node_writes_blind(seed: u64, clock_offset_ms: i64) {
+    let mut sim = three_nodes(seed);
+    // The backup already holds the key, so node 0's replica of its
+    // partition has an actor there.
+    let w0 = sim.put(0, "k", Some("w0"), None, &[("w", "all")]);
+    let w0 = Sim::context(&sim.await_reply(w0).expect("put w0"));
+    sim.stop(0);
+    let backup = sim.snapshot(0);
+    sim.restart(0);
+    sim.await_stable(Duration::from_secs(60));
+    let a = sim.put(0, "k", Some("a"), Some(w0), &[("w", "all")]);
+    assert!(sim.await_reply(a).is_ok(), "seed {seed}: put a");
+    let a_dots = dots_of(&mut sim, 1, "k");
+    let held = sim.engine(1).expect("runs").cluster_status();
+    let id = sim.node_id(0).expect("runs");
+    let held_generation = held
+        .members
+        .iter()
+        .find(|m| m.id == id)
+        .expect("node 1 knows node 0")
+        .generation;
+    sim.stop(0);
+    sim.restore(0, backup);
+    sim.skew_clock(0, clock_offset_ms);
+    sim.restart(0);
+    // Peers held a newer incarnation of node 0 than its restored directory:
+    // it comes back above it, and they take it as up again.
+    sim.run_until(
+        Duration::from_secs(30),
+        "the restored node runs above the generation peers held",
+        |sim| sim.engine(0).expect("runs").generation() > held_generation,
+    );
+    sim.run_until(
+        Duration::from_secs(60),
+        "peers hold the new generation",
+        |sim| {
+            let generation = sim.engine(0).expect("runs").generation();
+            (1..3).all(|i| {
+                sim.engine(i)
+                    .expect("runs")
+                    .cluster_status()
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.generation == generation && m.liveness == "up")
+            })
+        },
+    );
+    sim.await_stable(Duration::from_secs(60));
+    blind_write_keeps_what_node_0_lost(&mut sim, seed, &a_dots);
+}
+
+#[test]
+fn a_node_restored_from_an_older_backup_comes_back_above_its_generation_in_a_new_epoch() {
+    for seed in seeds(&[61, 62, 63]) {
+        restored_node_writes_blind(seed, 0);
+    }
+}
+
+#[test]
+fn a_restored_node_whose_clock_jumped_back_repeats_no_dot() {
+    for seed in seeds(&[71, 72, 73]) {
+        restored_node_writes_blind(seed, -60_000);
+    }
+}
+
+#[test]
+fn a_durable_write_survives_a_machine_crash_of_every_replica_that_acknowledged_it() {
+    for seed in seeds(&[81, 82, 83]) {
+        let mut sim = three_nodes(seed);
+        let a = sim.put(0, "k", Some("a"), None, &[("w", "all")]);
+        let context = Sim::context(&sim.await_reply(a).expect("put a"));
+        // Read repairs and the last write leave `a` unsynced everywhere.
+        let (values, _) = read_values(&mut sim, 2, "k", &[("r", "all")]);
+        assert_eq!(values, vec!["a"], "seed {seed}");
+        let b = sim.put(
+            1,
+            "k",
+            Some("b"),
+            Some(context),
+            &[("w", "all"), ("sync", "true")],
+        );
+        assert!(sim.await_reply(b).is_ok(), "seed {seed}: put b");
+        // Every replica acknowledged `b` durably; all of them lose power.
+        for i in 0..3 {
+            sim.crash(i, true);
+        }
+        for i in 0..3 {
+            sim.restart(i);
+        }
+        sim.await_stable(Duration::from_secs(60));
+        let (values, _) = read_values(&mut sim, 0, "k", &[("r", "all")]);
+        assert_eq!(values, vec!["b"], "seed {seed}: the durable write survived");
+    }
+}

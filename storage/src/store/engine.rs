@@ -402,6 +402,12 @@ impl<B: KvBackend> Engine<B> {
         self.kv.write(ops, Durability::Sync)
     }
 
+    pub(crate) fn clear_partition_actors(&self) -> Result<(), StoreError> {
+        let _meta = lock(&self.meta_lock);
+        let ops = vec![Op::DeletePrefix(Cf::Meta, meta::ACTOR_PREFIX.to_vec())];
+        self.kv.write(ops, Durability::Sync)
+    }
+
     pub(crate) fn sync(&self) -> Result<(), StoreError> {
         self.kv.sync()
     }
@@ -423,7 +429,7 @@ impl<B: KvBackend> Engine<B> {
                 max: MAX_ENCODED_LEN,
             });
         }
-        let value = keys::encode_hint(key, &object_bytes);
+        let value = keys::encode_hint(key, &object_bytes, durability);
         let mut queues = lock(&self.hints);
         let count = queues.counts.get(&target).copied().unwrap_or(0);
         if count >= self.config.max_hints_per_target {
@@ -469,12 +475,13 @@ impl<B: KvBackend> Engine<B> {
                 &mut |stored_key, value| {
                     let decoded = keys::split_hint_key(stored_key).and_then(|(_, seq)| {
                         keys::decode_hint(value)
-                            .map(|(partition, bucket, key, object)| Hint {
+                            .map(|(partition, bucket, key, object, durability)| Hint {
                                 seq,
                                 partition,
                                 bucket,
                                 key,
                                 object,
+                                durability,
                             })
                             .map_err(|reason| StoreError::CorruptHint {
                                 target,
@@ -570,6 +577,16 @@ impl<B: KvBackend> Engine<B> {
             .expect("generation exhausted");
         self.put_meta_raw(meta::GENERATION, &next.to_be_bytes())?;
         Ok(next)
+    }
+
+    pub(crate) fn raise_generation(&self, at_least: u64) -> Result<u64, StoreError> {
+        let _meta = lock(&self.meta_lock);
+        let current = self.generation()?;
+        if current >= at_least {
+            return Ok(current);
+        }
+        self.put_meta_raw(meta::GENERATION, &at_least.to_be_bytes())?;
+        Ok(at_least)
     }
 
     pub(crate) fn partition_actor(
@@ -692,6 +709,9 @@ macro_rules! delegate_store {
             ) -> Result<(), $crate::store::StoreError> {
                 self.$field.drop_partition(partition)
             }
+            fn clear_partition_actors(&self) -> Result<(), $crate::store::StoreError> {
+                self.$field.clear_partition_actors()
+            }
             fn sync(&self) -> Result<(), $crate::store::StoreError> {
                 self.$field.sync()
             }
@@ -737,6 +757,9 @@ macro_rules! delegate_store {
             }
             fn bump_generation(&self) -> Result<u64, $crate::store::StoreError> {
                 self.$field.bump_generation()
+            }
+            fn raise_generation(&self, at_least: u64) -> Result<u64, $crate::store::StoreError> {
+                self.$field.raise_generation(at_least)
             }
             fn partition_actor(
                 &self,

@@ -6,14 +6,16 @@
 //!   every bucket of a partition contiguous too.
 //! * hint key: target node id (16 bytes) ++ sequence number (8 bytes,
 //!   big-endian), so one target's hints are a range in the order added.
-//! * hint value: format marker `1` ++ partition (4, BE) ++ bucket length (1)
-//!   ++ bucket ++ key length (4, BE) ++ key ++ [`Object::encode`] bytes.
+//! * hint value: format marker `2` ++ durability (1: `1` synced, `0`
+//!   buffered) ++ partition (4, BE) ++ bucket length (1) ++ bucket ++ key
+//!   length (4, BE) ++ key ++ [`Object::encode`] bytes. Format `1` (still
+//!   read) has no durability byte and means buffered.
 //! * metadata keys: one tag byte, then the tag's own suffix (see `meta`).
 
 use chorus_ring::PartitionId;
 use uuid::Uuid;
 
-use super::{KeyRef, StoreError};
+use super::{Durability, KeyRef, StoreError};
 use crate::object::Object;
 
 /// The longest bucket name, in bytes (its length is stored in one byte).
@@ -27,7 +29,13 @@ pub const MAX_META_NAME_LEN: usize = 255;
 /// The largest generic metadata value, in bytes.
 pub const MAX_META_VALUE_LEN: usize = 64 * 1024;
 
+/// Hint values without a durability byte (read as buffered).
 const HINT_FORMAT_V1: u8 = 1;
+/// Hint values with the durability the write was acknowledged with.
+const HINT_FORMAT_V2: u8 = 2;
+
+/// A decoded hint value: partition, bucket, key, object, durability.
+pub(crate) type DecodedHint = (PartitionId, Vec<u8>, Vec<u8>, Object, Durability);
 
 /// Refuses buckets and keys over their bounds.
 pub(crate) fn check_key(key: KeyRef<'_>) -> Result<(), StoreError> {
@@ -127,9 +135,13 @@ pub(crate) fn split_hint_key(stored: &[u8]) -> Result<(Uuid, u64), StoreError> {
     Ok((target, seq))
 }
 
-pub(crate) fn encode_hint(key: KeyRef<'_>, object_bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + key.bucket.len() + key.key.len() + object_bytes.len());
-    out.push(HINT_FORMAT_V1);
+/// A hint value: the format byte ([`HINT_FORMAT_V2`]), the durability byte
+/// (1 = synced), partition, bucket, key and the encoded object. Format 1 is
+/// the same without the durability byte, read as buffered.
+pub(crate) fn encode_hint(key: KeyRef<'_>, object_bytes: &[u8], durability: Durability) -> Vec<u8> {
+    let mut out = Vec::with_capacity(11 + key.bucket.len() + key.key.len() + object_bytes.len());
+    out.push(HINT_FORMAT_V2);
+    out.push(u8::from(durability == Durability::Sync));
     out.extend_from_slice(&key.partition.0.to_be_bytes());
     out.push(key.bucket.len() as u8);
     out.extend_from_slice(key.bucket);
@@ -140,7 +152,7 @@ pub(crate) fn encode_hint(key: KeyRef<'_>, object_bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The parts of a stored hint value, or why it does not decode.
-pub(crate) fn decode_hint(bytes: &[u8]) -> Result<(PartitionId, Vec<u8>, Vec<u8>, Object), String> {
+pub(crate) fn decode_hint(bytes: &[u8]) -> Result<DecodedHint, String> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
         if bytes.len() < n {
             return Err(format!("truncated in its {what}"));
@@ -151,9 +163,15 @@ pub(crate) fn decode_hint(bytes: &[u8]) -> Result<(PartitionId, Vec<u8>, Vec<u8>
     }
     let mut rest = bytes;
     let format = take(&mut rest, 1, "format marker")?[0];
-    if format != HINT_FORMAT_V1 {
-        return Err(format!("unknown hint format {format}"));
-    }
+    let durability = match format {
+        HINT_FORMAT_V1 => Durability::Buffered,
+        HINT_FORMAT_V2 => match take(&mut rest, 1, "durability")?[0] {
+            0 => Durability::Buffered,
+            1 => Durability::Sync,
+            other => return Err(format!("unknown hint durability {other}")),
+        },
+        _ => return Err(format!("unknown hint format {format}")),
+    };
     let partition = PartitionId(u32::from_be_bytes(
         take(&mut rest, 4, "partition")?
             .try_into()
@@ -172,7 +190,7 @@ pub(crate) fn decode_hint(bytes: &[u8]) -> Result<(PartitionId, Vec<u8>, Vec<u8>
     }
     let key = take(&mut rest, key_len, "key")?.to_vec();
     let object = Object::decode(rest).map_err(|e| format!("object: {e}"))?;
-    Ok((partition, bucket, key, object))
+    Ok((partition, bucket, key, object, durability))
 }
 
 /// Metadata keys: a tag byte and its suffix.
@@ -187,6 +205,8 @@ pub(crate) mod meta {
     pub const NEXT_HINT_SEQ: &[u8] = &[4];
     const ACTOR: u8 = 5;
     const GENERIC: u8 = 6;
+    /// The prefix every partition's actor key starts with.
+    pub const ACTOR_PREFIX: &[u8] = &[ACTOR];
 
     pub fn actor(partition: PartitionId) -> [u8; 5] {
         let mut out = [ACTOR, 0, 0, 0, 0];
@@ -237,15 +257,31 @@ mod tests {
     fn hints_round_trip_and_reject_damage() {
         let key = KeyRef::new(PartitionId(3), b"b", b"k");
         let object = Object::new();
-        let bytes = encode_hint(key, &object.encode());
-        let (p, b, k, o) = decode_hint(&bytes).unwrap();
-        assert_eq!(
-            (p, b.as_slice(), k.as_slice(), o),
-            (PartitionId(3), &b"b"[..], &b"k"[..], object)
-        );
-        for cut in 0..bytes.len() {
-            assert!(decode_hint(&bytes[..cut]).is_err(), "truncated at {cut}");
+        for durability in [Durability::Buffered, Durability::Sync] {
+            let bytes = encode_hint(key, &object.encode(), durability);
+            let (p, b, k, o, d) = decode_hint(&bytes).unwrap();
+            assert_eq!(
+                (p, b.as_slice(), k.as_slice(), o, d),
+                (
+                    PartitionId(3),
+                    &b"b"[..],
+                    &b"k"[..],
+                    object.clone(),
+                    durability
+                )
+            );
+            for cut in 0..bytes.len() {
+                assert!(decode_hint(&bytes[..cut]).is_err(), "truncated at {cut}");
+            }
         }
+        // Format 1 (no durability byte) is still read, as buffered.
+        let mut v1 = encode_hint(key, &object.encode(), Durability::Sync);
+        v1.remove(1);
+        v1[0] = HINT_FORMAT_V1;
+        assert_eq!(decode_hint(&v1).unwrap().4, Durability::Buffered);
+        let mut bad = encode_hint(key, &object.encode(), Durability::Sync);
+        bad[1] = 7;
+        assert!(decode_hint(&bad).is_err(), "unknown durability");
         let target = Uuid::from_u128(7);
         assert_eq!(split_hint_key(&hint_key(target, 42)).unwrap(), (target, 42));
     }

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::engine::{delegate_store, Cf, Engine, KvBackend, Op, Visitor};
@@ -79,6 +80,8 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct MemoryKv {
     state: Mutex<State>,
+    /// Every write and sync fails while set (see [`MemoryStore::fail_writes`]).
+    failing: AtomicBool,
 }
 
 impl MemoryKv {
@@ -107,6 +110,12 @@ impl KvBackend for MemoryKv {
     }
 
     fn write(&self, ops: Vec<Op>, durability: Durability) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Io {
+                operation: "write",
+                source: "simulated I/O error".into(),
+            });
+        }
         let mut state = self.state();
         for op in &ops {
             state.live.apply(op);
@@ -181,6 +190,33 @@ impl MemoryStore {
     pub fn restart(self) -> Self {
         let config = self.engine.config();
         Self::reopen(self.engine.into_backend(), config)
+    }
+
+    /// A copy of this store as a backup or a copy of its data directory
+    /// taken now would hold it: every write so far, durable in the copy.
+    /// The copy is a separate store; restoring a node from it is starting
+    /// the node on it.
+    pub fn snapshot(&self) -> MemoryStore {
+        let live = self.engine.backend().state().live.clone();
+        let kv = MemoryKv {
+            state: Mutex::new(State {
+                durable: live.clone(),
+                live,
+                unsynced: Vec::new(),
+            }),
+            failing: AtomicBool::new(false),
+        };
+        Self::reopen(kv, self.engine.config())
+    }
+
+    /// While `failing` is set, every write and sync fails with
+    /// [`StoreError::Io`] and changes nothing, as on a full or failing
+    /// disk; reads still work. For tests of error paths.
+    pub fn fail_writes(&self, failing: bool) {
+        self.engine
+            .backend()
+            .failing
+            .store(failing, Ordering::Relaxed);
     }
 
     /// The number of write operations a crash would lose now.

@@ -135,6 +135,11 @@ pub struct Hint {
     pub bucket: Vec<u8>,
     pub key: Vec<u8>,
     pub object: Object,
+    /// The durability the write was acknowledged with, given to
+    /// [`Store::add_hint`]: a hint of a `sync=true` write is delivered with
+    /// `sync=true` and deleted only on a durable acknowledgement (design:
+    /// hinted handoff keeps the promise the acknowledgement made).
+    pub durability: Durability,
 }
 
 /// Settings shared by every engine.
@@ -326,6 +331,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// starts the partition again is a new actor), durably.
     fn drop_partition(&self, partition: PartitionId) -> Result<(), StoreError>;
 
+    /// Begins a new *epoch*: forgets the actor id of every partition,
+    /// durably, so each replica draws a fresh actor before it mints its next
+    /// dot. Data is kept. Called when the local state may have lost versions
+    /// this node minted or acknowledged (an unclean shutdown, a restored or
+    /// copied data directory): a new actor can never mint a dot that an old
+    /// one already used (Riak's vnode ids after a crash, for the same reason).
+    fn clear_partition_actors(&self) -> Result<(), StoreError>;
+
     /// Makes every write that completed so far durable (fsync of the log).
     fn sync(&self) -> Result<(), StoreError>;
 
@@ -377,6 +390,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Increments the generation, durably, and returns the new value. Called
     /// once at every start.
     fn bump_generation(&self) -> Result<u64, StoreError>;
+
+    /// Raises the generation to at least `at_least`, durably, and returns the
+    /// stored value (never lowers it). Used when peers hold a newer
+    /// generation of this node than its data directory does.
+    fn raise_generation(&self, at_least: u64) -> Result<u64, StoreError>;
 
     /// The actor id of this node's replica of `partition`, if it has one.
     fn partition_actor(&self, partition: PartitionId) -> Result<Option<ActorId>, StoreError>;
@@ -454,6 +472,9 @@ macro_rules! forward_store {
         fn drop_partition(&self, partition: PartitionId) -> Result<(), StoreError> {
             (**self).drop_partition(partition)
         }
+        fn clear_partition_actors(&self) -> Result<(), StoreError> {
+            (**self).clear_partition_actors()
+        }
         fn sync(&self) -> Result<(), StoreError> {
             (**self).sync()
         }
@@ -486,6 +507,9 @@ macro_rules! forward_store {
         }
         fn bump_generation(&self) -> Result<u64, StoreError> {
             (**self).bump_generation()
+        }
+        fn raise_generation(&self, at_least: u64) -> Result<u64, StoreError> {
+            (**self).raise_generation(at_least)
         }
         fn partition_actor(&self, partition: PartitionId) -> Result<Option<ActorId>, StoreError> {
             (**self).partition_actor(partition)
