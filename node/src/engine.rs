@@ -3132,7 +3132,10 @@ mod tests {
         assert_eq!(first_generation(a), first_start & u64::from(u32::MAX));
         let b = second.new_request();
         assert_ne!(a, b);
-        assert_eq!(first_generation(b), second.generation() & u64::from(u32::MAX));
+        assert_eq!(
+            first_generation(b),
+            second.generation() & u64::from(u32::MAX)
+        );
     }
 
     /// The generation a request id was issued in.

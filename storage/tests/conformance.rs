@@ -801,6 +801,30 @@ fn metadata_persists_and_generation_bumps_per_start<H: Harness>() {
     assert_eq!(h.store().bump_generation().unwrap(), 3);
 }
 
+/// A merge whose join the decoder would refuse (more siblings than a stored
+/// object may hold) is refused and stores nothing: no replica ever holds a
+/// key it cannot read back (design.md §3 rule 9).
+fn a_merge_the_decoder_would_refuse_is_not_stored<H: Harness>() {
+    use chorus_storage::object::MAX_DECODED_SIBLINGS;
+    let h = fresh::<H>();
+    let store = h.store();
+    let k = key(b"b", b"wide");
+    let half = MAX_DECODED_SIBLINGS / 2 + 1;
+    let mut left = Object::new();
+    let mut right = Object::new();
+    for i in 0..half as u64 {
+        left.merge(&object(1_000 + i, 1, b"l"));
+        right.merge(&object(5_000 + i, 1, b"r"));
+    }
+    assert!(store.merge(k, &left, Durability::Buffered).unwrap());
+    let refused = store.merge(k, &right, Durability::Buffered);
+    assert!(
+        matches!(refused, Err(StoreError::TooManySiblings { count, .. }) if count == 2 * half),
+        "{refused:?}"
+    );
+    assert_eq!(store.get(k).unwrap(), Some(left), "unchanged");
+}
+
 macro_rules! conformance {
     ($engine:ident, $harness:ty) => {
         mod $engine {
@@ -825,6 +849,10 @@ macro_rules! conformance {
             #[test]
             fn merge_joins_remote_objects() {
                 super::merge_joins_remote_objects::<$harness>();
+            }
+            #[test]
+            fn a_merge_the_decoder_would_refuse_is_not_stored() {
+                super::a_merge_the_decoder_would_refuse_is_not_stored::<$harness>();
             }
             #[test]
             fn scan_lists_one_partition_in_order_and_resumes() {
