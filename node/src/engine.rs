@@ -1130,16 +1130,25 @@ impl<S: Store> Engine<S> {
         // primary that is down with no fallback taking its place (as
         // Cassandra's coordinators do). Hints never count toward `w`.
         let hinted = own.hint().into_iter().chain(uncovered);
+        let mut own_hint_failed = None;
         for primary in hinted {
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);
             if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
                 tracing::warn!(%primary, error = %e, "could not queue a hint");
                 // The local copy stands; the primary gets it by read repair.
+                if own.hint() == Some(primary) {
+                    own_hint_failed = Some(e);
+                }
             }
         }
         let mut coordinator =
             PutCoordinator::new(n, options.w, options.pw, options.sync, targets.clone());
-        coordinator.add_ack(self.id, options.sync);
+        match own_hint_failed {
+            // A fallback's copy counts only with the hint that hands it
+            // over, as for a fallback that is not the coordinator.
+            Some(e) => coordinator.add_failure(self.id, ReplicaError::Storage(e.to_string())),
+            None => coordinator.add_ack(self.id, options.sync),
+        };
         let request = self.new_request();
         let encoded = object.encode();
         self.pending.insert(
