@@ -114,6 +114,10 @@ pub enum RequestError {
     /// (shutting down). Nothing was done.
     #[error("node unavailable: {0}")]
     Unavailable(String),
+    /// The node is overloaded: too many requests wait for it, or a request
+    /// waited too long for admission. Nothing was done; retry later.
+    #[error("node overloaded: {0}")]
+    Overloaded(String),
     /// The node failed internally (for instance its storage engine).
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,7 +139,7 @@ impl RequestError {
             RequestError::Get(GetError::Timeout(_)) => 504,
             RequestError::Put(PutError::QuorumNotReached { .. }) => 503,
             RequestError::Put(PutError::Indeterminate { .. } | PutError::Failed { .. }) => 504,
-            RequestError::Unavailable(_) => 503,
+            RequestError::Unavailable(_) | RequestError::Overloaded(_) => 503,
             RequestError::Internal(_) => 500,
         }
     }
@@ -151,6 +155,7 @@ impl RequestError {
             RequestError::Get(error) => error.code(),
             RequestError::Put(error) => error.code(),
             RequestError::Unavailable(_) => "unavailable",
+            RequestError::Overloaded(_) => "overloaded",
             RequestError::Internal(_) => "internal",
         }
     }

@@ -89,7 +89,7 @@
 //! | `409`  | `too_many_siblings` |
 //! | `413`  | `value_too_large`, `object_too_large` (the key's siblings would grow past the write limit) |
 //! | `500`  | `internal`, `dot_reused` |
-//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`; always with `Retry-After: 1` |
+//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`, `overloaded` (too many requests in flight or waiting); always with `Retry-After: 1` |
 //! | `504`  | `timeout`, `timeout_indeterminate` |
 //!
 //! Quorum and timeout errors add `required`, `required_primaries`,
@@ -304,6 +304,7 @@ impl HttpError {
                 }
                 RequestError::Put(PutError::Failed { .. }) => "Write timed out",
                 RequestError::Unavailable(_) => "Node unavailable",
+                RequestError::Overloaded(_) => "Node overloaded",
                 RequestError::Internal(_) => "Internal error",
             },
             HttpError::BodyTooLarge { .. } => "Value too large",
