@@ -21,6 +21,10 @@ use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
 /// The largest value a client may store, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
 
+/// The most HTTP requests a node serves at once, unless configured
+/// otherwise; more are refused with `503 overloaded` and `Retry-After`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+
 /// A read of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRequest {
@@ -217,6 +221,13 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// The largest value accepted, in bytes.
     fn max_value_bytes(&self) -> usize {
         DEFAULT_MAX_VALUE_BYTES
+    }
+
+    /// The most requests the HTTP layer serves at once; further requests
+    /// are shed with `503 overloaded` rather than queued, so memory held by
+    /// request bodies stays bounded (limit × largest value).
+    fn max_concurrent_requests(&self) -> usize {
+        DEFAULT_MAX_CONCURRENT_REQUESTS
     }
 
     /// The node's metrics in the Prometheus text format, for `GET /metrics`.
