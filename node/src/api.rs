@@ -21,6 +21,10 @@ use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
 /// The largest value a client may store, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
 
+/// The most HTTP requests a node serves at once, unless configured
+/// otherwise; more are refused with `503 overloaded` and `Retry-After`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
+
 /// A read of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRequest {
@@ -114,6 +118,10 @@ pub enum RequestError {
     /// (shutting down). Nothing was done.
     #[error("node unavailable: {0}")]
     Unavailable(String),
+    /// The node is overloaded: too many requests wait for it, or a request
+    /// waited too long for admission. Nothing was done; retry later.
+    #[error("node overloaded: {0}")]
+    Overloaded(String),
     /// The node failed internally (for instance its storage engine).
     #[error("internal error: {0}")]
     Internal(String),
@@ -135,7 +143,7 @@ impl RequestError {
             RequestError::Get(GetError::Timeout(_)) => 504,
             RequestError::Put(PutError::QuorumNotReached { .. }) => 503,
             RequestError::Put(PutError::Indeterminate { .. } | PutError::Failed { .. }) => 504,
-            RequestError::Unavailable(_) => 503,
+            RequestError::Unavailable(_) | RequestError::Overloaded(_) => 503,
             RequestError::Internal(_) => 500,
         }
     }
@@ -151,6 +159,7 @@ impl RequestError {
             RequestError::Get(error) => error.code(),
             RequestError::Put(error) => error.code(),
             RequestError::Unavailable(_) => "unavailable",
+            RequestError::Overloaded(_) => "overloaded",
             RequestError::Internal(_) => "internal",
         }
     }
@@ -212,6 +221,13 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// The largest value accepted, in bytes.
     fn max_value_bytes(&self) -> usize {
         DEFAULT_MAX_VALUE_BYTES
+    }
+
+    /// The most requests the HTTP layer serves at once; further requests
+    /// are shed with `503 overloaded` rather than queued, so memory held by
+    /// request bodies stays bounded (limit × largest value).
+    fn max_concurrent_requests(&self) -> usize {
+        DEFAULT_MAX_CONCURRENT_REQUESTS
     }
 
     /// The node's metrics in the Prometheus text format, for `GET /metrics`.

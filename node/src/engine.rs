@@ -151,9 +151,29 @@ pub struct EngineConfig {
     pub gossip: GossipConfig,
     /// Settings of the hybrid logical clock.
     pub hlc: HlcConfig,
-    /// Most requests in flight (coordinated, forwarded, hint deliveries);
-    /// client requests beyond it are refused as unavailable.
+    /// Most requests in flight whose client still waits for an answer
+    /// (coordinated gets and puts not yet answered, forwarded writes);
+    /// client requests beyond it are refused as overloaded. Work that goes
+    /// on after the client was answered is bounded by the `max_background_*`
+    /// settings instead.
     pub max_pending_requests: usize,
+    /// Most background requests: puts already answered whose replication
+    /// goes on, gets already answered that wait for their read repair, hint
+    /// deliveries. While this or `max_background_bytes` is reached, new
+    /// client requests wait in the admission queue (backpressure).
+    pub max_background_requests: usize,
+    /// Most bytes of objects held by background requests (the encoded
+    /// object of each answered put and hint delivery in flight). Read
+    /// repairs are skipped while it is reached.
+    pub max_background_bytes: usize,
+    /// Most client requests waiting for admission; more are refused as
+    /// overloaded.
+    pub max_queued_requests: usize,
+    /// Most bytes of values in client requests waiting for admission.
+    pub max_queued_bytes: usize,
+    /// Longest a client request waits for admission before it is refused
+    /// as overloaded.
+    pub max_queue_wait: Duration,
     /// How often hints are offered to their primaries.
     pub hint_interval: Duration,
     /// Hints sent to one primary per interval at most.
@@ -178,6 +198,11 @@ impl Default for EngineConfig {
             gossip: GossipConfig::default(),
             hlc: HlcConfig::default(),
             max_pending_requests: 10_000,
+            max_background_requests: 1024,
+            max_background_bytes: 64 << 20,
+            max_queued_requests: 4096,
+            max_queued_bytes: 64 << 20,
+            max_queue_wait: Duration::from_secs(5),
             hint_interval: Duration::from_secs(1),
             hint_batch: 64,
             ring_interval: Duration::from_millis(500),
@@ -273,6 +298,20 @@ pub struct EngineStats {
     /// Hints queued for targets that did not acknowledge a put in time.
     pub hints_for_timeouts: u64,
     pub pending_requests: usize,
+    /// Client requests refused as overloaded (too many in flight, the
+    /// admission queue full, or waited too long for admission).
+    pub refused_overloaded: u64,
+    /// Read repairs not sent because background work held its byte budget.
+    pub read_repairs_skipped: u64,
+    /// Frames the runtime could not send ([`Engine::handle_send_failed`]).
+    pub send_failures: u64,
+    /// Client requests waiting for admission.
+    pub queued_requests: usize,
+    /// Background requests in flight (answered puts still replicating,
+    /// answered gets waiting for read repair, hint deliveries).
+    pub background_requests: usize,
+    /// Bytes of objects those background requests hold.
+    pub background_bytes: usize,
 }
 
 /// Who is waiting for the outcome of a coordinated write.
@@ -313,6 +352,9 @@ enum Pending {
         targets: usize,
         answers: usize,
         answered: bool,
+        /// The encoded object's size: what the put holds once it is
+        /// answered and becomes background work.
+        bytes: usize,
     },
     Forwarded {
         client: ClientId,
@@ -329,8 +371,47 @@ enum Pending {
         /// The hint's write was acknowledged durably: only a durable
         /// acknowledgement of the delivery deletes it.
         durable: bool,
+        /// The encoded object's size.
+        bytes: usize,
     },
     RingFetch,
+}
+
+impl Pending {
+    /// The bytes this request holds if it is background work: a put or
+    /// get whose client was answered, or a hint delivery. `None` while a
+    /// client still waits for it.
+    fn background_bytes(&self) -> Option<usize> {
+        match self {
+            Pending::Put {
+                answered: true,
+                bytes,
+                ..
+            } => Some(*bytes),
+            Pending::Get { answered: true, .. } => Some(0),
+            Pending::Hint { bytes, .. } => Some(*bytes),
+            _ => None,
+        }
+    }
+}
+
+/// A client request waiting for admission while background work is over
+/// its budget.
+#[derive(Debug)]
+struct Queued {
+    client: ClientId,
+    request: ClientRequest,
+    /// When it was queued (monotonic).
+    since: Duration,
+    /// The bytes of its value.
+    bytes: usize,
+}
+
+/// Requests and bytes of background work in flight.
+#[derive(Debug, Clone, Copy, Default)]
+struct Background {
+    requests: usize,
+    bytes: usize,
 }
 
 /// One node's cluster logic. See the [module docs](self).
@@ -394,6 +475,12 @@ pub struct Engine<S> {
     /// Per target, the sequence number after which the next hint round
     /// reads, so hints that keep failing never block those behind them.
     hint_cursor: BTreeMap<Uuid, u64>,
+    /// Client requests waiting for admission, oldest first.
+    admission: VecDeque<Queued>,
+    /// Bytes of values in `admission`.
+    queued_bytes: usize,
+    /// Background work in `pending` (see [`Pending::background_bytes`]).
+    background: Background,
 }
 
 impl<S: Store> Engine<S> {
@@ -502,6 +589,9 @@ impl<S: Store> Engine<S> {
             stats: EngineStats::default(),
             now,
             hint_cursor: BTreeMap::new(),
+            admission: VecDeque::new(),
+            queued_bytes: 0,
+            background: Background::default(),
             config,
         };
         if holds_data {
@@ -604,6 +694,9 @@ impl<S: Store> Engine<S> {
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             pending_requests: self.pending.len(),
+            queued_requests: self.admission.len(),
+            background_requests: self.background.requests,
+            background_bytes: self.background.bytes,
             ..self.stats
         }
     }
@@ -622,6 +715,9 @@ impl<S: Store> Engine<S> {
             .min(self.next_ring_check);
         if let Some(&(deadline, _)) = self.deadlines.first() {
             next = next.min(deadline);
+        }
+        if let Some(queued) = self.admission.front() {
+            next = next.min(queued.since + self.config.max_queue_wait);
         }
         next
     }
@@ -712,6 +808,7 @@ impl<S: Store> Engine<S> {
             self.deadline_of.remove(&request);
             self.expire(request);
         }
+        self.expire_queued(now);
         if now.mono >= self.next_ring_check {
             self.next_ring_check = now.mono + self.config.ring_interval;
             self.check_ring(now);
@@ -720,6 +817,7 @@ impl<S: Store> Engine<S> {
             self.next_hint_round = now.mono + self.config.hint_interval;
             self.deliver_hints(now);
         }
+        self.admit_queued(now);
     }
 
     /// Bytes from another node. Malformed frames are refused with an error
@@ -836,7 +934,88 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
+        self.admit_queued(now);
         Ok(())
+    }
+
+    /// A frame this node emitted in [`Effect::Send`] to `to` could not be
+    /// sent: no connection could be opened, the peer refused it, it was too
+    /// large for the transport, or the runtime's send queue had no room.
+    /// `payload` is the frame as emitted.
+    ///
+    /// Nothing is dropped silently: the request the frame belongs to counts
+    /// the replica at `to` as failed ([`ReplicaError::Unreachable`]) at
+    /// once instead of at its timeout, so a put or get decides on the
+    /// replicas left and reports the failure in its tally; a write
+    /// forwarded there fails as unavailable (it was not applied); a hint
+    /// delivery ends and is retried in a later round. Frames that are not
+    /// requests (gossip, replies, read repairs, ring exchange) change
+    /// nothing: their loss is what a lossy network does.
+    pub fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]) {
+        self.now = now;
+        self.stats.send_failures += 1;
+        // A frame this node encoded; it may exceed the frame limit, which
+        // is one reason it could not be sent.
+        let frame = match Frame::decode(payload, usize::MAX) {
+            Ok(frame) if frame.from == self.id => frame,
+            _ => {
+                tracing::warn!(%to, "a send failure names a frame this node did not emit");
+                return;
+            }
+        };
+        match frame.message {
+            Message::Store { request, key, .. } if request != 0 => {
+                let node = match self.pending.get(&request) {
+                    Some(Pending::Put { coordinator, .. }) => coordinator
+                        .unanswered()
+                        .into_iter()
+                        .map(|t| t.node)
+                        .find(|&node| self.address_of(node) == Some(to)),
+                    Some(Pending::Hint { target, .. }) => Some(*target),
+                    _ => None,
+                };
+                if let Some(node) = node {
+                    tracing::debug!(%node, %to, request, "a write could not be sent to its replica");
+                    self.on_stored(node, request, &key, Err(ReplicaError::Unreachable));
+                }
+            }
+            Message::Read { request, key } => {
+                let node = match self.pending.get(&request) {
+                    Some(Pending::Get { coordinator, .. }) => coordinator
+                        .unanswered()
+                        .into_iter()
+                        .map(|t| t.node)
+                        .find(|&node| self.address_of(node) == Some(to)),
+                    _ => None,
+                };
+                if let Some(node) = node {
+                    tracing::debug!(%node, %to, request, "a read could not be sent to its replica");
+                    self.on_read_reply(node, request, &key, Err(ReplicaError::Unreachable));
+                }
+            }
+            Message::Forward { request, .. } => {
+                let forwarded_there = matches!(
+                    self.pending.get(&request),
+                    Some(Pending::Forwarded { to: node, .. }) if self.address_of(*node) == Some(to)
+                );
+                if forwarded_there {
+                    let Some(Pending::Forwarded {
+                        client, to: node, ..
+                    }) = self.take_pending(request)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    self.reply(
+                        client,
+                        Err(RequestError::Unavailable(format!(
+                            "the write could not be sent to replica {node}, which coordinates it; nothing was applied"
+                        ))),
+                    );
+                }
+            }
+            _ => {}
+        }
+        self.admit_queued(now);
     }
 
     /// A client request. Exactly one [`Effect::Reply`] with `client` follows,
@@ -844,9 +1023,21 @@ impl<S: Store> Engine<S> {
     pub fn handle_client(&mut self, now: Now, client: ClientId, request: ClientRequest) {
         self.now = now;
         if let Err(error) = self.admit(&request) {
+            if matches!(error, RequestError::Overloaded(_)) {
+                self.stats.refused_overloaded += 1;
+            }
             self.reply(client, Err(error));
             return;
         }
+        if !self.admission.is_empty() || self.background_full() {
+            self.enqueue(now, client, request);
+            return;
+        }
+        self.dispatch(now, client, request);
+    }
+
+    /// Starts an admitted client request.
+    fn dispatch(&mut self, now: Now, client: ClientId, request: ClientRequest) {
         match request {
             ClientRequest::Get(read) => self.start_get(now, client, read, None),
             ClientRequest::Put(write) if write.value.is_none() && write.context.is_none() => {
@@ -906,13 +1097,92 @@ impl<S: Store> Engine<S> {
                 "the members do not agree on the ring yet: a ring change is spreading".into(),
             ));
         }
-        if self.pending.len() >= self.config.max_pending_requests {
-            return Err(RequestError::Unavailable(format!(
-                "{} requests in flight, the most this node takes",
-                self.pending.len()
+        let awaited = self.awaited_requests();
+        if awaited >= self.config.max_pending_requests {
+            return Err(RequestError::Overloaded(format!(
+                "{awaited} client requests in flight, the most this node takes"
             )));
         }
         Ok(())
+    }
+
+    /// Requests in flight whose client still waits (background work aside).
+    fn awaited_requests(&self) -> usize {
+        self.pending.len() - self.background.requests
+    }
+
+    /// Whether background work holds its whole budget, so new client
+    /// requests wait for admission.
+    fn background_full(&self) -> bool {
+        self.background.requests >= self.config.max_background_requests
+            || self.background.bytes >= self.config.max_background_bytes
+    }
+
+    /// Queues a client request until background work is back under its
+    /// budget (backpressure), or refuses it as overloaded when the
+    /// admission queue is full.
+    fn enqueue(&mut self, now: Now, client: ClientId, request: ClientRequest) {
+        let bytes = match &request {
+            ClientRequest::Put(WriteRequest {
+                value: Some(value), ..
+            }) => value.len(),
+            _ => 0,
+        };
+        if self.admission.len() >= self.config.max_queued_requests
+            || self.queued_bytes + bytes > self.config.max_queued_bytes
+        {
+            self.stats.refused_overloaded += 1;
+            let error = RequestError::Overloaded(format!(
+                "{} requests ({} bytes) already wait for admission",
+                self.admission.len(),
+                self.queued_bytes
+            ));
+            return self.reply(client, Err(error));
+        }
+        self.queued_bytes += bytes;
+        self.admission.push_back(Queued {
+            client,
+            request,
+            since: now.mono,
+            bytes,
+        });
+    }
+
+    /// Starts queued client requests, oldest first, while background work
+    /// is under its budget.
+    fn admit_queued(&mut self, now: Now) {
+        while !self.background_full() {
+            let Some(queued) = self.admission.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= queued.bytes;
+            match self.admit(&queued.request) {
+                Ok(()) => self.dispatch(now, queued.client, queued.request),
+                Err(error) => {
+                    if matches!(error, RequestError::Overloaded(_)) {
+                        self.stats.refused_overloaded += 1;
+                    }
+                    self.reply(queued.client, Err(error));
+                }
+            }
+        }
+    }
+
+    /// Refuses queued client requests that waited `max_queue_wait`.
+    fn expire_queued(&mut self, now: Now) {
+        while let Some(queued) = self.admission.front() {
+            if queued.since + self.config.max_queue_wait > now.mono {
+                break;
+            }
+            let queued = self.admission.pop_front().expect("checked above");
+            self.queued_bytes -= queued.bytes;
+            self.stats.refused_overloaded += 1;
+            let error = RequestError::Overloaded(format!(
+                "waited {} ms for background work to drain",
+                self.config.max_queue_wait.as_millis()
+            ));
+            self.reply(queued.client, Err(error));
+        }
     }
 
     fn preference_list(&self, bucket: &[u8], key: &[u8]) -> (PartitionId, PreferenceList) {
@@ -1166,6 +1436,7 @@ impl<S: Store> Engine<S> {
                 targets: targets.len(),
                 answers: 1,
                 answered: false,
+                bytes: encoded.len(),
             },
         );
         self.set_deadline(now, request, Duration::from_millis(options.timeout_ms));
@@ -1200,11 +1471,9 @@ impl<S: Store> Engine<S> {
                 )),
             );
         }
-        if self.pending.len() >= self.config.max_pending_requests {
-            let busy = format!(
-                "{} requests in flight, the most this node takes",
-                self.pending.len()
-            );
+        let awaited = self.awaited_requests();
+        if awaited >= self.config.max_pending_requests {
+            let busy = format!("{awaited} client requests in flight, the most this node takes");
             return self.finish_origin(origin, Err(ForwardError::Unavailable(busy)));
         }
         if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
@@ -1440,6 +1709,7 @@ impl<S: Store> Engine<S> {
                 seq,
                 key: hinted,
                 durable,
+                ..
             }) if *target == from && hinted == key => {
                 let (target, seq, durable) = (*target, *seq, *durable);
                 self.take_pending(request);
@@ -1467,6 +1737,7 @@ impl<S: Store> Engine<S> {
         };
         let mut reply = None;
         let mut delete_after = None;
+        let mut answered_now = false;
         let done = match pending {
             Pending::Get {
                 client,
@@ -1480,6 +1751,7 @@ impl<S: Store> Engine<S> {
                 if !*answered {
                     if let Some(outcome) = coordinator.outcome() {
                         *answered = true;
+                        answered_now = true;
                         match (outcome, then_delete.take()) {
                             (Ok(object), Some(delete)) if !object.is_deleted() => {
                                 let context = CausalContext::new(object.context().clone());
@@ -1517,6 +1789,7 @@ impl<S: Store> Engine<S> {
                 if !*answered {
                     if let Some(outcome) = coordinator.outcome() {
                         *answered = true;
+                        answered_now = true;
                         let result = match outcome {
                             Ok(_) => Ok(ClientReply::Write(write_reply.clone())),
                             Err(e) => Err(RequestError::Put(e)),
@@ -1528,6 +1801,10 @@ impl<S: Store> Engine<S> {
             }
             _ => false,
         };
+        if let Some(bytes) = pending.background_bytes().filter(|_| answered_now) {
+            self.background.requests += 1;
+            self.background.bytes += bytes;
+        }
         if let Some((origin, result)) = reply {
             self.answer(origin, result);
         }
@@ -1612,6 +1889,12 @@ impl<S: Store> Engine<S> {
             if repairs.is_empty() {
                 return;
             }
+            if self.background.bytes >= self.config.max_background_bytes {
+                // Read repair is opportunistic; a later read or a hint
+                // brings the replica up to date.
+                self.stats.read_repairs_skipped += repairs.len() as u64;
+                return;
+            }
             let merged = coordinator.merged();
             let encoded = merged.encode();
             for replica in repairs {
@@ -1660,7 +1943,9 @@ impl<S: Store> Engine<S> {
                     Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
                     Err(RequestError::Put(e)) => Err(ForwardError::Put(e)),
                     Err(RequestError::Write(e)) => Err(ForwardError::Write(e)),
-                    Err(RequestError::Unavailable(e)) => Err(ForwardError::Unavailable(e)),
+                    Err(RequestError::Unavailable(e) | RequestError::Overloaded(e)) => {
+                        Err(ForwardError::Unavailable(e))
+                    }
                     Err(other) => Err(ForwardError::Internal(other.to_string())),
                 };
                 self.send(
@@ -1720,6 +2005,10 @@ impl<S: Store> Engine<S> {
             {
                 continue;
             }
+            if self.background_full() {
+                // The next round offers them; client requests go first.
+                break;
+            }
             // Read on from where the last round stopped, and wrap around at
             // the end: a hint that keeps failing never holds back the rest.
             let after = self.hint_cursor.get(&target).copied();
@@ -1755,6 +2044,7 @@ impl<S: Store> Engine<S> {
                     key: hint.key,
                 };
                 let durable = hint.durability == Durability::Sync;
+                let object = hint.object.encode();
                 self.pending.insert(
                     request,
                     Pending::Hint {
@@ -1762,15 +2052,18 @@ impl<S: Store> Engine<S> {
                         seq: hint.seq,
                         key: key.clone(),
                         durable,
+                        bytes: object.len(),
                     },
                 );
+                self.background.requests += 1;
+                self.background.bytes += object.len();
                 self.set_deadline(now, request, RETRY_AFTER);
                 self.send(
                     target,
                     Message::Store {
                         request,
                         key,
-                        object: hint.object.encode(),
+                        object,
                         sync: durable,
                         hint_for: None,
                     },
@@ -2461,7 +2754,12 @@ impl<S: Store> Engine<S> {
         if let Some(deadline) = self.deadline_of.remove(&request) {
             self.deadlines.remove(&(deadline, request));
         }
-        self.pending.remove(&request)
+        let pending = self.pending.remove(&request)?;
+        if let Some(bytes) = pending.background_bytes() {
+            self.background.requests -= 1;
+            self.background.bytes -= bytes;
+        }
+        Some(pending)
     }
 
     fn set_deadline(&mut self, now: Now, request: u64, after: Duration) {
@@ -3150,5 +3448,234 @@ mod tests {
     /// The generation a request id was issued in.
     fn first_generation(request: u64) -> u64 {
         request >> 32
+    }
+
+    /// `n` engines that know each other as seeds, at addresses 7070.., with
+    /// N = n, exchanging frames instantly until each holds the ring and
+    /// sees the others up. Returns them and the time reached.
+    fn cluster(n: usize) -> (Vec<Engine<MemoryStore>>, u64) {
+        let addrs: Vec<SocketAddr> = (0..n).map(|i| addr(7070 + i as u16)).collect();
+        let mut engines: Vec<Engine<MemoryStore>> = (0..n)
+            .map(|i| {
+                let mut config = EngineConfig {
+                    name: format!("node{i}"),
+                    replicas: n,
+                    initial_members: n,
+                    partitions: 8,
+                    ..EngineConfig::default()
+                };
+                config.gossip.seeds = addrs.iter().copied().filter(|&a| a != addrs[i]).collect();
+                Engine::start(
+                    config,
+                    MemoryStore::default(),
+                    addrs[i],
+                    addr(8080 + i as u16),
+                    now(0),
+                    i as u64 + 1,
+                )
+                .expect("starts")
+            })
+            .collect();
+        let mut ms = 0;
+        loop {
+            let ids: Vec<Uuid> = engines.iter().map(Engine::id).collect();
+            let formed = engines
+                .iter()
+                .all(|e| e.is_ready() && ids.iter().all(|&id| id == e.id() || e.is_up(id)));
+            if formed {
+                return (engines, ms);
+            }
+            assert!(ms < 60_000, "the cluster did not form");
+            ms += 10;
+            for engine in &mut engines {
+                engine.handle_tick(now(ms));
+            }
+            deliver(&mut engines, &addrs, ms);
+        }
+    }
+
+    /// Delivers every frame the engines emitted, at once, until none is left.
+    fn deliver(engines: &mut [Engine<MemoryStore>], addrs: &[SocketAddr], ms: u64) {
+        loop {
+            let mut frames = Vec::new();
+            for (i, engine) in engines.iter_mut().enumerate() {
+                for effect in drain(engine) {
+                    if let Effect::Send { addr: to, payload } = effect {
+                        frames.push((addrs[i], to, payload));
+                    }
+                }
+            }
+            if frames.is_empty() {
+                return;
+            }
+            for (from, to, payload) in frames {
+                if let Some(j) = addrs.iter().position(|&a| a == to) {
+                    let _ = engines[j].handle_frame(now(ms), from, &payload);
+                }
+            }
+        }
+    }
+
+    fn options(pairs: &[(&str, &str)]) -> RequestOptions {
+        RequestOptions::parse(pairs.iter().copied()).expect("valid options")
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
+        let (mut engines, t) = cluster(3);
+        let (unreachable, unreachable_id) = (addr(7072), engines[2].id());
+        // Step 1: a put at w=all through node 0 sends the object to nodes
+        // 1 and 2.
+        let mut request = put("v");
+        if let ClientRequest::Put(write) = &mut request {
+            write.options = options(&[("w", "all"), ("timeout", "5000")]);
+        }
+        engines[0].handle_client(now(t), 1, request);
+        let effects = drain(&mut engines[0]);
+        assert!(replies(&effects).is_empty(), "{effects:?}");
+        // Step 2: the frame to node 2 cannot be sent.
+        let payload = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send { addr: to, payload } if *to == unreachable => Some(payload.clone()),
+                _ => None,
+            })
+            .expect("a frame for node 2");
+        engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
+        // Step 3: w=all can no longer be reached: the client hears so now,
+        // long before the timeout, with node 2 named as unreachable.
+        let effects = drain(&mut engines[0]);
+        match replies(&effects)[..] {
+            [(1, Err(RequestError::Put(PutError::QuorumNotReached { tally, applied: 1 })))] => {
+                assert_eq!(tally.failures.len(), 1, "{tally:?}");
+                assert_eq!(tally.failures[0].node, unreachable_id);
+                assert_eq!(tally.failures[0].error, ReplicaError::Unreachable);
+            }
+            ref other => panic!("expected a quorum failure, got {other:?}"),
+        }
+        assert_eq!(engines[0].stats().send_failures, 1);
+    }
+
+    #[test]
+    fn a_read_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
+        let (mut engines, t) = cluster(3);
+        let unreachable = addr(7071);
+        let read = ClientRequest::Get(ReadRequest {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: options(&[("r", "all"), ("timeout", "5000")]),
+        });
+        engines[0].handle_client(now(t), 1, read);
+        let effects = drain(&mut engines[0]);
+        assert!(replies(&effects).is_empty(), "{effects:?}");
+        let payload = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Send { addr: to, payload } if *to == unreachable => Some(payload.clone()),
+                _ => None,
+            })
+            .expect("a read for node 1");
+        engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
+        let effects = drain(&mut engines[0]);
+        match replies(&effects)[..] {
+            [(1, Err(RequestError::Get(crate::core::GetError::QuorumNotReached(tally))))] => {
+                assert_eq!(tally.failures.len(), 1, "{tally:?}");
+                assert_eq!(tally.failures[0].error, ReplicaError::Unreachable);
+            }
+            ref other => panic!("expected a quorum failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frames_that_answer_no_request_change_nothing_when_they_cannot_be_sent() {
+        let (mut engines, t) = cluster(3);
+        let gossip = Frame::new(
+            engines[0].id(),
+            engines[0].generation(),
+            Message::Gossip(vec![]),
+        );
+        engines[0].handle_send_failed(now(t), addr(7071), &gossip.encode());
+        let foreign = Frame::new(Uuid::from_u128(5), 1, Message::Gossip(vec![]));
+        engines[0].handle_send_failed(now(t), addr(7071), &foreign.encode());
+        engines[0].handle_send_failed(now(t), addr(7071), b"not a frame");
+        assert!(drain(&mut engines[0]).is_empty());
+        assert_eq!(engines[0].stats().pending_requests, 0);
+    }
+
+    #[test]
+    fn background_work_over_budget_makes_client_requests_wait_not_fail() {
+        let (mut engines, t) = cluster(3);
+        let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+        for engine in &mut engines {
+            engine.config.max_background_requests = 2;
+            engine.config.max_queue_wait = Duration::from_millis(500);
+        }
+        // Step 1: two puts at w=one are answered at once and keep
+        // replicating in the background (their frames are held back).
+        for client in 1..=2 {
+            let mut request = put("v");
+            if let ClientRequest::Put(write) = &mut request {
+                write.key = format!("k{client}").into_bytes();
+                write.options = options(&[("w", "one")]);
+            }
+            engines[0].handle_client(now(t), client, request);
+        }
+        let held = drain(&mut engines[0]);
+        assert_eq!(replies(&held).len(), 2, "{held:?}");
+        assert_eq!(engines[0].stats().background_requests, 2);
+        // Step 2: a third waits for admission: no answer, nothing sent.
+        let mut third = put("v3");
+        if let ClientRequest::Put(write) = &mut third {
+            write.options = options(&[("w", "one")]);
+        }
+        engines[0].handle_client(now(t + 1), 3, third);
+        assert!(drain(&mut engines[0]).is_empty());
+        assert_eq!(engines[0].stats().queued_requests, 1);
+        // Step 3: the replicas get the held frames and acknowledge; the
+        // background drains and the waiting put is admitted and answered.
+        for effect in held {
+            if let Effect::Send { addr: to, payload } = effect {
+                let j = addrs.iter().position(|&a| a == to).expect("a member");
+                let _ = engines[j].handle_frame(now(t + 2), addrs[0], &payload);
+            }
+        }
+        let mut answered = Vec::new();
+        for i in (1..3).chain(0..3) {
+            for effect in drain(&mut engines[i]) {
+                match effect {
+                    Effect::Send { addr: to, payload } => {
+                        let j = addrs.iter().position(|&a| a == to).expect("a member");
+                        let _ = engines[j].handle_frame(now(t + 3), addrs[i], &payload);
+                    }
+                    Effect::Reply { client, result } => answered.push((client, result.is_ok())),
+                    Effect::ResetConnection { .. } => {}
+                }
+            }
+        }
+        assert_eq!(answered, vec![(3, true)]);
+        assert_eq!(engines[0].stats().queued_requests, 0);
+        assert_eq!(engines[0].stats().refused_overloaded, 0);
+        // Step 4: a request that waits longer than `max_queue_wait` is
+        // refused as overloaded.
+        for client in 4..=6 {
+            let mut request = put("v");
+            if let ClientRequest::Put(write) = &mut request {
+                write.options = options(&[("w", "one")]);
+            }
+            engines[0].handle_client(now(t + 4), client, request);
+        }
+        assert_eq!(replies(&drain(&mut engines[0])).len(), 2);
+        engines[0].handle_tick(now(t + 503));
+        assert!(replies(&drain(&mut engines[0])).is_empty());
+        engines[0].handle_tick(now(t + 504));
+        let effects = drain(&mut engines[0]);
+        assert!(
+            matches!(
+                replies(&effects)[..],
+                [(6, Err(RequestError::Overloaded(_)))]
+            ),
+            "{effects:?}"
+        );
+        assert_eq!(engines[0].stats().refused_overloaded, 1);
     }
 }

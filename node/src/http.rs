@@ -89,7 +89,7 @@
 //! | `409`  | `too_many_siblings` |
 //! | `413`  | `value_too_large`, `object_too_large` (the key's siblings would grow past the write limit) |
 //! | `500`  | `internal`, `dot_reused` |
-//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`; always with `Retry-After: 1` |
+//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`, `overloaded` (too many requests in flight or waiting); always with `Retry-After: 1` |
 //! | `504`  | `timeout`, `timeout_indeterminate` |
 //!
 //! Quorum and timeout errors add `required`, `required_primaries`,
@@ -107,11 +107,13 @@
 //! through it.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -120,6 +122,7 @@ use base64::Engine as _;
 use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::Object;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
@@ -304,6 +307,7 @@ impl HttpError {
                 }
                 RequestError::Put(PutError::Failed { .. }) => "Write timed out",
                 RequestError::Unavailable(_) => "Node unavailable",
+                RequestError::Overloaded(_) => "Node overloaded",
                 RequestError::Internal(_) => "Internal error",
             },
             HttpError::BodyTooLarge { .. } => "Value too large",
@@ -411,8 +415,14 @@ impl IntoResponse for HttpError {
 /// The router of the node's HTTP API over `service`. Bodies of `PUT`
 /// requests are limited to the service's
 /// [`max_value_bytes`](Service::max_value_bytes).
+///
+/// At most [`max_concurrent_requests`](Service::max_concurrent_requests)
+/// requests are served at once; one more is shed at once with `503`,
+/// code `overloaded` and `Retry-After` (load shedding rather than an
+/// unbounded queue, as tower's `ConcurrencyLimit` with `LoadShed`).
 pub fn router<S: Service>(service: S) -> Router {
     let max_value_bytes = service.max_value_bytes();
+    let slots = Arc::new(Semaphore::new(service.max_concurrent_requests().max(1)));
     Router::new()
         .route(
             KEY_ROUTE,
@@ -427,7 +437,26 @@ pub fn router<S: Service>(service: S) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_value_bytes))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            let slots = slots.clone();
+            async move { limit_concurrency(&slots, request, next).await }
+        }))
         .with_state(service)
+}
+
+/// Serves `request` if a slot is free, and sheds it otherwise.
+async fn limit_concurrency(slots: &Arc<Semaphore>, request: Request, next: Next) -> Response {
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => {
+            let response = next.run(request).await;
+            drop(slot);
+            response
+        }
+        Err(_) => HttpError::Request(RequestError::Overloaded(
+            "too many HTTP requests in flight".into(),
+        ))
+        .into_response(),
+    }
 }
 
 /// Serves the HTTP API over `service` on `listener` until `shutdown`

@@ -9,9 +9,28 @@
 //!   [`Event`] until the engine's next wakeup, feeds it in with the current
 //!   [`Now`], and carries out the effects: frames go to the transport,
 //!   replies to the waiting client.
-//! * Tokio tasks do the networking: the QUIC transport's accept loop, one
-//!   task per outgoing frame, and the HTTP server. They reach the engine
-//!   only through its bounded event queue.
+//! * Tokio tasks do the networking: the QUIC transport's accept loop, the
+//!   tasks that send frames (at most [`MAX_SENDS_IN_FLIGHT`] at once), and
+//!   the HTTP server. They reach the engine only through its bounded event
+//!   queue.
+//!
+//! # Bounds
+//!
+//! Memory is bounded by bytes, not only by counts:
+//!
+//! * Frames from peers waiting for the engine hold at most
+//!   [`EVENT_QUEUE_BYTES`] (or one frame, if larger). The task that moves
+//!   them from the transport waits for room, and the transport then holds
+//!   back the peer's stream credit: backpressure, nothing dropped.
+//! * Frames waiting to be sent or being sent hold at most
+//!   [`SEND_QUEUE_BYTES`] (or one frame, if larger), in at most
+//!   [`SEND_QUEUE`] entries, sent by at most [`MAX_SENDS_IN_FLIGHT`] tasks.
+//! * A frame that cannot be sent — the send queue has no room, no
+//!   connection, the peer refused it, too large — is reported to the engine
+//!   ([`Engine::handle_send_failed`]), which fails the replica for the
+//!   request it belongs to. No frame is dropped silently.
+//! * Client requests are bounded by the HTTP layer's concurrency limit
+//!   and, inside the engine, by its admission rules.
 //! * [`NodeHandle`] is the [`Service`] the HTTP layer calls: it queues a
 //!   request with a one-shot channel for the answer.
 //!
@@ -43,8 +62,72 @@ use crate::transport::{QuicTransport, TransportConfig};
 
 /// Most events waiting for the engine thread.
 const EVENT_QUEUE: usize = 16_384;
+/// Most bytes of peers' frames waiting for the engine thread.
+pub const EVENT_QUEUE_BYTES: usize = 64 << 20;
 /// Most frames waiting to be sent.
 const SEND_QUEUE: usize = 16_384;
+/// Most bytes of frames waiting to be sent or being sent.
+pub const SEND_QUEUE_BYTES: usize = 64 << 20;
+/// Most frames being sent at once, each by a task of its own.
+pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+
+/// A budget of bytes shared by producers and consumers of a queue: a
+/// producer takes the bytes of an item before queueing it, and the bytes
+/// return when the item's [`Held`] is dropped (the item was handled).
+///
+/// An item larger than the whole budget takes the whole budget, so it
+/// waits until nothing else is held but is never refused for its size
+/// alone.
+#[derive(Debug, Clone)]
+pub struct ByteBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+/// Bytes held from a [`ByteBudget`]; they return to it when dropped.
+#[derive(Debug)]
+pub struct Held(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl ByteBudget {
+    /// A budget of `capacity` bytes (at least 1, at most `u32::MAX`).
+    pub fn new(capacity: usize) -> ByteBudget {
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        ByteBudget {
+            bytes: Arc::new(tokio::sync::Semaphore::new(capacity)),
+            capacity,
+        }
+    }
+
+    fn permits(&self, len: usize) -> u32 {
+        len.clamp(1, self.capacity) as u32
+    }
+
+    /// Takes `len` bytes now, or `None` when the budget has not that many left.
+    pub fn try_take(&self, len: usize) -> Option<Held> {
+        self.bytes
+            .clone()
+            .try_acquire_many_owned(self.permits(len))
+            .ok()
+            .map(Held)
+    }
+
+    /// Takes `len` bytes, waiting until they are free.
+    pub async fn take(&self, len: usize) -> Held {
+        let permits = self.permits(len);
+        Held(
+            self.bytes
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .expect("the budget's semaphore is never closed"),
+        )
+    }
+
+    /// Bytes not held now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+}
 
 /// What one node needs to run.
 #[derive(Debug, Clone)]
@@ -72,7 +155,8 @@ pub enum RuntimeError {
 /// What the engine thread asks of the transport, in order.
 #[derive(Debug)]
 enum Outgoing {
-    Frame(SocketAddr, Vec<u8>),
+    /// A frame and the bytes it holds of the send budget.
+    Frame(SocketAddr, bytes::Bytes, Held),
     /// Drop the connection to a peer that restarted.
     Reset(SocketAddr),
 }
@@ -80,7 +164,10 @@ enum Outgoing {
 /// What the engine thread is asked to do.
 #[derive(Debug)]
 enum Event {
-    Frame(SocketAddr, Vec<u8>),
+    /// A peer's frame and the bytes it holds of the event budget.
+    Frame(SocketAddr, Vec<u8>, Held),
+    /// A frame the engine emitted could not be sent.
+    SendFailed(SocketAddr, bytes::Bytes),
     Client(
         ClientRequest,
         oneshot::Sender<Result<ClientReply, RequestError>>,
@@ -117,7 +204,9 @@ impl NodeHandle {
         match self.events.try_send(make(tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return Err(RequestError::Unavailable("the node is overloaded".into()))
+                return Err(RequestError::Overloaded(
+                    "the node's event queue is full".into(),
+                ))
             }
             Err(TrySendError::Disconnected(_)) => {
                 return Err(RequestError::Unavailable(
@@ -331,6 +420,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let origin = Instant::now();
     let seed = uuid::Uuid::new_v4().as_u64_pair().0;
     let max_value_bytes = options.engine.max_value_bytes;
+    let max_frame_bytes = options.engine.max_frame_bytes;
     let engine = Engine::start(
         options.engine,
         store,
@@ -346,11 +436,15 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<Outgoing>(SEND_QUEUE);
     let ready = Arc::new(AtomicBool::new(engine.is_ready()));
 
-    // Frames from peers into the engine's queue.
+    // Frames from peers into the engine's queue, within its byte budget:
+    // while it is spent this task waits, and the transport holds further
+    // frames back (their peers' stream credit with them).
     let frame_events = events.clone();
+    let event_budget = ByteBudget::new(EVENT_QUEUE_BYTES.max(max_frame_bytes));
     tokio::spawn(async move {
         while let Some(incoming) = incoming.recv().await {
-            let event = Event::Frame(incoming.from, incoming.payload);
+            let held = event_budget.take(incoming.payload.len()).await;
+            let event = Event::Frame(incoming.from, incoming.payload, held);
             let event = match frame_events.try_send(event) {
                 Ok(()) => continue,
                 Err(TrySendError::Disconnected(_)) => break,
@@ -367,33 +461,56 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
             }
         }
     });
-    // Frames from the engine to peers, each on its own task so one slow
-    // peer does not hold up the others. A reset is carried out in order:
-    // frames the engine emitted after it go on a fresh connection.
+    // Frames from the engine to peers, each on a task of its own so one
+    // slow peer does not hold up the others, at most MAX_SENDS_IN_FLIGHT
+    // at once. A reset is carried out in order: frames the engine emitted
+    // after it go on a fresh connection. A frame that cannot be sent goes
+    // back to the engine, which fails the replica it was for.
     let sender = transport.clone();
+    let failures = events.clone();
+    let send_slots = Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT));
     tokio::spawn(async move {
         while let Some(outgoing) = sends_rx.recv().await {
-            let (addr, payload) = match outgoing {
-                Outgoing::Frame(addr, payload) => (addr, payload),
+            let (addr, payload, held) = match outgoing {
+                Outgoing::Frame(addr, payload, held) => (addr, payload, held),
                 Outgoing::Reset(addr) => {
                     sender.reset_peer(addr);
                     continue;
                 }
             };
+            let Ok(slot) = send_slots.clone().acquire_owned().await else {
+                break;
+            };
             let transport = sender.clone();
+            let failures = failures.clone();
             tokio::spawn(async move {
-                if let Err(e) = transport.send(addr, payload).await {
-                    tracing::debug!(%addr, error = %e, "frame not delivered");
+                if let Err(e) = transport.send(addr, payload.clone()).await {
+                    tracing::debug!(%addr, error = %e, "frame not delivered; the engine is told");
+                    report_send_failure(&failures, addr, payload).await;
                 }
+                drop((held, slot));
             });
         }
     });
 
     let engine_ready = ready.clone();
     let (conflict_tx, conflict_rx) = oneshot::channel();
+    let send_budget = ByteBudget::new(SEND_QUEUE_BYTES.max(max_frame_bytes));
     let engine_thread = std::thread::Builder::new()
         .name("chorus-engine".into())
-        .spawn(move || run_engine(engine, origin, events_rx, sends, engine_ready, conflict_tx))?;
+        .spawn(move || {
+            run_engine(
+                engine,
+                origin,
+                events_rx,
+                Sends {
+                    queue: sends,
+                    budget: send_budget,
+                },
+                engine_ready,
+                conflict_tx,
+            )
+        })?;
 
     let handle = NodeHandle {
         events,
@@ -418,6 +535,24 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     })
 }
 
+/// Hands a frame that could not be sent back to the engine. The report
+/// waits for room in the event queue (off the async workers): losing it
+/// would leave the request to its timeout.
+async fn report_send_failure(events: &SyncSender<Event>, addr: SocketAddr, payload: bytes::Bytes) {
+    let event = match events.try_send(Event::SendFailed(addr, payload)) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+        Err(TrySendError::Full(event)) => event,
+    };
+    let events = events.clone();
+    let _ = tokio::task::spawn_blocking(move || events.send(event).is_ok()).await;
+}
+
+/// The engine thread's way to the sending tasks.
+struct Sends {
+    queue: tokio::sync::mpsc::Sender<Outgoing>,
+    budget: ByteBudget,
+}
+
 fn now_since(origin: Instant) -> Now {
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -429,12 +564,65 @@ fn now_since(origin: Instant) -> Now {
     }
 }
 
+/// Carries out the engine's effects. A frame the send queue has no room
+/// for (by count or by bytes) is handed back to the engine as a send
+/// failure at once, which may lead to more effects.
+fn carry_out<S: Store>(
+    engine: &mut Engine<S>,
+    sends: &Sends,
+    waiting: &mut BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
+    origin: Instant,
+) {
+    loop {
+        let mut failed = Vec::new();
+        while let Some(effect) = engine.poll_effect() {
+            match effect {
+                Effect::Send { addr, payload } => {
+                    let Some(held) = sends.budget.try_take(payload.len()) else {
+                        tracing::debug!(%addr, "send budget spent; the frame fails");
+                        failed.push((addr, payload));
+                        continue;
+                    };
+                    let payload = bytes::Bytes::from(payload);
+                    if let Err(e) =
+                        sends
+                            .queue
+                            .try_send(Outgoing::Frame(addr, payload.clone(), held))
+                    {
+                        tracing::debug!(%addr, error = %e, "send queue full; the frame fails");
+                        failed.push((addr, payload.to_vec()));
+                    }
+                }
+                Effect::ResetConnection { addr } => {
+                    // Must not be lost: without it the connection to the
+                    // restarted peer lives until the idle timeout.
+                    if let Err(e) = sends.queue.blocking_send(Outgoing::Reset(addr)) {
+                        tracing::debug!(%addr, error = %e, "transport gone; reset not carried out");
+                    }
+                }
+                Effect::Reply { client, result } => {
+                    if let Some(reply) = waiting.remove(&client) {
+                        let _ = reply.send(result);
+                    }
+                }
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        let now = now_since(origin);
+        for (addr, payload) in failed {
+            engine.handle_send_failed(now, addr, &payload);
+        }
+    }
+}
+
 /// The engine thread's loop.
 fn run_engine<S: Store>(
     mut engine: Engine<S>,
     origin: Instant,
     events: mpsc::Receiver<Event>,
-    sends: tokio::sync::mpsc::Sender<Outgoing>,
+    sends: Sends,
     ready: Arc<AtomicBool>,
     conflict: oneshot::Sender<IdentityConflict>,
 ) {
@@ -453,10 +641,14 @@ fn run_engine<S: Store>(
         let now = now_since(origin);
         match event {
             None => engine.handle_tick(now),
-            Some(Event::Frame(source, bytes)) => {
+            Some(Event::Frame(source, bytes, held)) => {
                 if let Err(e) = engine.handle_frame(now, source, &bytes) {
                     tracing::debug!(error = %e, "frame refused");
                 }
+                drop(held);
+            }
+            Some(Event::SendFailed(addr, payload)) => {
+                engine.handle_send_failed(now, addr, &payload);
             }
             Some(Event::Client(request, reply)) => {
                 let client = next_client;
@@ -486,29 +678,7 @@ fn run_engine<S: Store>(
         if engine.next_wakeup() <= now.mono {
             engine.handle_tick(now);
         }
-        while let Some(effect) = engine.poll_effect() {
-            match effect {
-                Effect::Send { addr, payload } => {
-                    // Dropping a frame when the send queue is full is what a
-                    // lossy network does; requests time out, gossip recovers.
-                    if sends.try_send(Outgoing::Frame(addr, payload)).is_err() {
-                        tracing::debug!(%addr, "send queue full; frame dropped");
-                    }
-                }
-                Effect::ResetConnection { addr } => {
-                    // Must not be lost: without it the connection to the
-                    // restarted peer lives until the idle timeout.
-                    if let Err(e) = sends.blocking_send(Outgoing::Reset(addr)) {
-                        tracing::debug!(%addr, error = %e, "transport gone; reset not carried out");
-                    }
-                }
-                Effect::Reply { client, result } => {
-                    if let Some(reply) = waiting.remove(&client) {
-                        let _ = reply.send(result);
-                    }
-                }
-            }
-        }
+        carry_out(&mut engine, &sends, &mut waiting, origin);
         ready.store(engine.is_ready(), Ordering::Relaxed);
         if let Some(found) = engine.identity_conflict() {
             if let Some(tx) = conflict.take() {
@@ -533,4 +703,50 @@ fn run_engine<S: Store>(
         tracing::error!(error = %e, "could not stop the store cleanly");
     }
     tracing::info!("engine stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_budget_refuses_what_it_has_not_and_gets_bytes_back_on_drop() {
+        let budget = ByteBudget::new(100);
+        let a = budget.try_take(60).expect("60 of 100");
+        assert!(budget.try_take(41).is_none(), "only 40 left");
+        let b = budget.try_take(40).expect("the last 40");
+        assert_eq!(budget.available(), 0);
+        drop(a);
+        assert_eq!(budget.available(), 60);
+        drop(b);
+        assert_eq!(budget.available(), 100);
+    }
+
+    #[test]
+    fn an_item_larger_than_the_budget_takes_all_of_it_and_waits_for_the_rest() {
+        let budget = ByteBudget::new(100);
+        let small = budget.try_take(1).expect("room");
+        assert!(budget.try_take(1_000).is_none(), "needs the whole budget");
+        drop(small);
+        let big = budget.try_take(1_000).expect("the whole budget");
+        assert_eq!(budget.available(), 0);
+        drop(big);
+        assert_eq!(budget.available(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_producer_waits_for_bytes_until_the_consumer_returns_them() {
+        let budget = ByteBudget::new(100);
+        let held = budget.take(100).await;
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(50).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no bytes are free");
+        drop(held);
+        let second = waiting.await.expect("the waiter gets its bytes");
+        assert_eq!(budget.available(), 50);
+        drop(second);
+    }
 }

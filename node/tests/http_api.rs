@@ -67,6 +67,11 @@ struct Fake {
     state: Arc<Mutex<State>>,
     ready: Arc<AtomicBool>,
     max_value_bytes: usize,
+    max_concurrent_requests: usize,
+    /// When set, every read waits for a permit here (a slow service).
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Gains a permit whenever a read enters the service.
+    entered: Arc<tokio::sync::Semaphore>,
 }
 
 impl Fake {
@@ -75,6 +80,9 @@ impl Fake {
             state: Arc::default(),
             ready: Arc::new(AtomicBool::new(true)),
             max_value_bytes: 1024,
+            max_concurrent_requests: chorus_node::api::DEFAULT_MAX_CONCURRENT_REQUESTS,
+            gate: None,
+            entered: Arc::new(tokio::sync::Semaphore::new(0)),
         }
     }
 
@@ -99,6 +107,10 @@ impl Fake {
 
 impl Service for Fake {
     async fn get(&self, request: ReadRequest) -> Result<ReadReply, RequestError> {
+        self.entered.add_permits(1);
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("open").forget();
+        }
         let mut state = self.state.lock().unwrap();
         state.reads.push(request.clone());
         request.options.resolve(N)?;
@@ -169,6 +181,10 @@ impl Service for Fake {
 
     fn max_value_bytes(&self) -> usize {
         self.max_value_bytes
+    }
+
+    fn max_concurrent_requests(&self) -> usize {
+        self.max_concurrent_requests
     }
 }
 
@@ -845,4 +861,42 @@ async fn serve_returns_after_shutdown() {
         .unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn requests_beyond_the_concurrency_limit_are_shed_as_503_overloaded_with_retry_after() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let fake = Fake {
+        max_concurrent_requests: 1,
+        gate: Some(gate.clone()),
+        ..Fake::new()
+    };
+    let entered = fake.entered.clone();
+    let server = Server::start(fake).await;
+    let url = server.key_url("b", "k");
+    // Step 1: a slow read takes the only slot.
+    let first = tokio::spawn(server.client.get(&url).send());
+    entered.acquire().await.expect("open").forget();
+    // Step 2: the next request is shed at once, without reaching the service.
+    let shed = tokio::time::timeout(std::time::Duration::from_secs(10), server.get(&url))
+        .await
+        .expect("shed at once, not queued behind the slow read");
+    assert_eq!(shed.status(), 503);
+    assert_eq!(header(&shed, "retry-after"), Some("1"));
+    assert_eq!(
+        header(&shed, "content-type"),
+        Some("application/problem+json")
+    );
+    let body = problem(shed).await;
+    assert_eq!(body.code, "overloaded");
+    assert_eq!(
+        entered.available_permits(),
+        0,
+        "the shed request never entered"
+    );
+    // Step 3: the slow read finishes; its slot is free again.
+    gate.add_permits(2);
+    let first = first.await.expect("joins").expect("answered");
+    assert_eq!(first.status(), 404);
+    assert_eq!(server.get(&url).await.status(), 404);
 }

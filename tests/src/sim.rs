@@ -55,7 +55,13 @@ pub struct SimConfig {
     pub replicas: usize,
     /// Partitions of the ring (P).
     pub partitions: u32,
+    /// Adjusts every node's engine settings (limits, intervals) after the
+    /// simulation filled in its own.
+    pub tune_engine: fn(&mut EngineConfig),
 }
+
+/// The default [`SimConfig::tune_engine`]: changes nothing.
+fn keep_engine_config(_: &mut EngineConfig) {}
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -67,6 +73,7 @@ impl Default for SimConfig {
             max_delay: Duration::from_millis(10),
             replicas: 3,
             partitions: 64,
+            tune_engine: keep_engine_config,
         }
     }
 }
@@ -168,6 +175,7 @@ impl Sim {
             .filter(|&(j, _)| j != i)
             .map(|(_, n)| n.addr)
             .collect();
+        (self.config.tune_engine)(&mut config);
         config
     }
 

@@ -1228,3 +1228,67 @@ fn a_durable_write_survives_a_machine_crash_of_every_replica_that_acknowledged_i
         assert_eq!(values, vec!["b"], "seed {seed}: the durable write survived");
     }
 }
+/// Closed-loop clients writing at `w=one` are slowed down while their
+/// acknowledged writes still replicate to slow replicas, never refused:
+/// every put is acknowledged, and the replication behind them finishes.
+#[test]
+fn closed_loop_writes_at_w_one_are_slowed_down_never_refused() {
+    for seed in seeds(&[111, 112, 113]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            nodes: 3,
+            tune_engine: |config| {
+                config.max_pending_requests = 200;
+                config.max_background_requests = 100;
+            },
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        // The other replicas acknowledge node 0's writes 300 ms late.
+        sim.slow_link(1, 0, Duration::from_millis(300));
+        sim.slow_link(2, 0, Duration::from_millis(300));
+        let clients = 64;
+        let total = 1_000;
+        let mut issued = 0;
+        let mut acknowledged = 0;
+        let mut in_flight = Vec::new();
+        let start = sim.now().mono;
+        while acknowledged < total {
+            while in_flight.len() < clients && issued < total {
+                let key = format!("load-{issued}");
+                in_flight.push(sim.put(0, &key, Some("v"), None, &[("w", "one")]));
+                issued += 1;
+            }
+            assert!(
+                sim.now().mono - start < Duration::from_secs(120),
+                "seed {seed}: {acknowledged} of {total} acknowledged in two minutes"
+            );
+            assert!(sim.step(), "seed {seed}: nothing left to happen");
+            let mut still = Vec::new();
+            for client in in_flight {
+                match sim.reply(client) {
+                    None => still.push(client),
+                    Some(Ok(_)) => acknowledged += 1,
+                    Some(Err(e)) => panic!("seed {seed}: put {client} refused: {e}"),
+                }
+            }
+            in_flight = still;
+        }
+        // The replication behind the acknowledged writes completes.
+        sim.run_until(Duration::from_secs(60), "replication done", |sim| {
+            sim.engine(0).expect("runs").stats().pending_requests == 0
+        });
+        let stats = sim.engine(0).expect("runs").stats();
+        assert_eq!(stats.refused_overloaded, 0, "seed {seed}");
+        assert_eq!(stats.background_requests, 0, "seed {seed}");
+        assert_eq!(stats.background_bytes, 0, "seed {seed}");
+        for replica in 1..3 {
+            let (values, _) = read_values(&mut sim, replica, "load-999", &[("r", "1")]);
+            assert_eq!(
+                values,
+                vec!["v".to_string()],
+                "seed {seed}: replica {replica}"
+            );
+        }
+    }
+}

@@ -157,6 +157,16 @@ impl GetCoordinator {
         None
     }
 
+    /// The targets that have not answered (neither an object nor an
+    /// error), in preference-list order.
+    pub fn unanswered(&self) -> Vec<Replica> {
+        self.targets
+            .iter()
+            .filter(|t| t.reply.is_none())
+            .map(|t| t.replica)
+            .collect()
+    }
+
     /// The merge of every object received so far, late replies included:
     /// what read repair sends.
     pub fn merged(&self) -> &Object {

@@ -484,7 +484,12 @@ impl QuicTransport {
     /// channel is full) this waits; the caller bounds the wait by dropping
     /// the future. A dropped send never delivers a partial frame: the
     /// receiver refuses truncated frames.
-    pub async fn send(&self, to: SocketAddr, payload: Vec<u8>) -> Result<(), TransportError> {
+    pub async fn send(
+        &self,
+        to: SocketAddr,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), TransportError> {
+        let payload: Bytes = payload.into();
         let max = self.config.max_frame_bytes;
         if payload.len() > max {
             return Err(TransportError::FrameTooLarge {
@@ -493,7 +498,6 @@ impl QuicTransport {
             });
         }
         let header = Bytes::copy_from_slice(&frame::encode_header(payload.len()));
-        let payload = Bytes::from(payload);
 
         let (connection, reused) = self.connection(to).await?;
         match write_frame(&connection, header.clone(), payload.clone(), !reused).await {
