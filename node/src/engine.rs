@@ -2709,11 +2709,94 @@ impl<S: Store> Engine<S> {
     }
 
     /// Asks the runtime to drop its connection to `node`, which leads to a
-    /// process that is gone.
+    /// process that is gone, and replaces what this node was waiting for
+    /// from the old incarnation at once ([`Engine::resend_to_restarted`]).
     fn reset_connection(&mut self, node: Uuid) {
         if let Some(addr) = self.address_of(node) {
             tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
             self.effects.push_back(Effect::ResetConnection { addr });
+        }
+        self.resend_to_restarted(node);
+    }
+
+    /// `node` restarted: what it had not answered yet will never be answered
+    /// by the old process. Reads and replica writes in flight are sent again
+    /// to the new incarnation under the same request id (its answer names
+    /// the request and key, and comes from the generation now known), so
+    /// they finish without waiting for their timeout. A hint delivery ends
+    /// (it is offered again next round). A write forwarded to it for
+    /// coordination may have been applied by the old process, so it is
+    /// answered as indeterminate rather than coordinated twice.
+    fn resend_to_restarted(&mut self, node: Uuid) {
+        let waiting: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| match pending {
+                Pending::Get { coordinator, .. } => {
+                    coordinator.unanswered().iter().any(|t| t.node == node)
+                }
+                Pending::Put { coordinator, .. } => {
+                    coordinator.unanswered().iter().any(|t| t.node == node)
+                }
+                Pending::Hint { target, .. } => *target == node,
+                Pending::Forwarded { to, .. } => *to == node,
+                Pending::RingFetch => false,
+            })
+            .map(|(&request, _)| request)
+            .collect();
+        for request in waiting {
+            match self.pending.get(&request) {
+                Some(Pending::Get { key, .. }) => {
+                    let key = key.clone();
+                    self.send(node, Message::Read { request, key });
+                }
+                Some(Pending::Put {
+                    key,
+                    object,
+                    sync,
+                    coordinator,
+                    ..
+                }) => {
+                    let hint_for = coordinator
+                        .unanswered()
+                        .iter()
+                        .find(|t| t.node == node)
+                        .and_then(|t| t.hint());
+                    let message = Message::Store {
+                        request,
+                        key: key.clone(),
+                        object: object.encode(),
+                        sync: *sync,
+                        hint_for,
+                    };
+                    self.send(node, message);
+                }
+                Some(Pending::Hint { .. }) => {
+                    self.take_pending(request);
+                    self.finish_hint_target(node);
+                }
+                Some(Pending::Forwarded { .. }) => {
+                    let Some(Pending::Forwarded { client, w, pw, .. }) = self.take_pending(request)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    let tally = QuorumTally {
+                        required: w,
+                        required_primaries: pw,
+                        received: 0,
+                        received_primaries: 0,
+                        failures: vec![],
+                    };
+                    self.reply(
+                        client,
+                        Err(RequestError::Put(PutError::Indeterminate {
+                            tally,
+                            applied: 0,
+                        })),
+                    );
+                }
+                Some(Pending::RingFetch) | None => {}
+            }
         }
     }
 

@@ -125,14 +125,16 @@ struct NodeStartArgs {
 
 #[derive(Debug, Subcommand)]
 enum CertCommand {
-    /// Create a new cluster CA (ca.pem, ca.key) in a directory.
+    /// Create a new cluster CA and its context-token secret (ca.pem, ca.key,
+    /// context.key) in a directory.
     Ca {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long, default_value = "chorus")]
         cluster: String,
     },
-    /// Issue a node certificate (ca.pem, node.pem, node.key) from a cluster CA.
+    /// Issue a node certificate (ca.pem, node.pem, node.key, context.key)
+    /// from a cluster CA.
     Node {
         /// The directory holding ca.pem and ca.key.
         #[arg(long)]

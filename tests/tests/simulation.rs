@@ -1292,3 +1292,42 @@ fn closed_loop_writes_at_w_one_are_slowed_down_never_refused() {
         }
     }
 }
+
+/// A replica killed and restarted at once while reads and writes wait for
+/// it: once the coordinator sees its new generation it sends them again to
+/// the new incarnation, so they succeed instead of timing out (the old
+/// process will never answer them).
+#[test]
+fn requests_waiting_for_a_restarted_replica_are_sent_to_its_new_incarnation() {
+    for seed in seeds(&[131, 132, 133]) {
+        let mut sim = Sim::new(SimConfig {
+            seed,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(40),
+            ..SimConfig::default()
+        });
+        sim.await_stable(Duration::from_secs(60));
+        let primaries = sim.primaries("restarting");
+        let (coordinator, victim) = (primaries[0], primaries[1]);
+        let all: Options<'_> = &[("w", "all"), ("r", "all"), ("timeout", "10000")];
+        let put = sim.put(coordinator, "restarting", Some("v1"), None, all);
+        assert!(sim.await_reply(put).is_ok(), "seed {seed}");
+        // Both requests are on their way to the victim when it dies.
+        let read = sim.get(coordinator, "restarting", all);
+        let write = sim.put(coordinator, "restarting-too", Some("v2"), None, all);
+        sim.crash(victim, false);
+        // The frames reach the dead process and are lost with it.
+        sim.run_for(Duration::from_millis(100));
+        sim.restart(victim);
+        let started = sim.now().mono;
+        match sim.await_reply(read) {
+            Ok(reply) => assert_eq!(Sim::values(&reply), vec!["v1"], "seed {seed}"),
+            Err(e) => panic!("seed {seed}: the read failed: {e}"),
+        }
+        assert!(sim.await_reply(write).is_ok(), "seed {seed}: the write");
+        assert!(
+            sim.now().mono - started < Duration::from_secs(10),
+            "seed {seed}: answered only at the timeout"
+        );
+    }
+}
