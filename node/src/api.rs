@@ -18,6 +18,9 @@ use uuid::Uuid;
 
 use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
 
+/// How long a request body may take to arrive, unless configured otherwise.
+pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The largest value a client may store, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
 
@@ -221,6 +224,12 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// The largest value accepted, in bytes.
     fn max_value_bytes(&self) -> usize {
         DEFAULT_MAX_VALUE_BYTES
+    }
+
+    /// How long the HTTP layer waits for a request body before answering
+    /// `408 body_timeout`.
+    fn body_read_timeout(&self) -> std::time::Duration {
+        DEFAULT_BODY_READ_TIMEOUT
     }
 
     /// The most requests the HTTP layer serves at once; further requests

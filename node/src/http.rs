@@ -87,6 +87,7 @@
 //! | `404`  | `not_found` (key), `no_route` (path) |
 //! | `405`  | `method_not_allowed` |
 //! | `409`  | `too_many_siblings` |
+//! | `408`  | `body_timeout` (the body did not arrive within [`Service::body_read_timeout`]) |
 //! | `413`  | `value_too_large`, `object_too_large` (the key's siblings would grow past the write limit) |
 //! | `500`  | `internal`, `dot_reused` |
 //! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`, `overloaded` (too many requests in flight or waiting); always with `Retry-After: 1` |
@@ -241,6 +242,9 @@ enum HttpError {
     /// A body without a declared length went past the limit.
     #[error("value exceeds the limit of {max} bytes")]
     BodyTooLarge { max: usize },
+    /// The body did not arrive within the time allowed.
+    #[error("the request body did not arrive within {timeout:?}")]
+    BodyTimeout { timeout: std::time::Duration },
     #[error("could not read the request body: {0}")]
     BodyUnreadable(String),
     #[error("invalid query string: {0}")]
@@ -269,6 +273,7 @@ impl HttpError {
             HttpError::Request(error) => StatusCode::from_u16(error.status())
                 .expect("RequestError::status is a valid status"),
             HttpError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             HttpError::BodyUnreadable(_) | HttpError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound { .. } | HttpError::NoRoute { .. } => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -280,6 +285,7 @@ impl HttpError {
         match self {
             HttpError::Request(error) => error.code(),
             HttpError::BodyTooLarge { .. } => "value_too_large",
+            HttpError::BodyTimeout { .. } => "body_timeout",
             HttpError::BodyUnreadable(_) => "body_unreadable",
             HttpError::InvalidQuery(_) => "invalid_query",
             HttpError::NotFound { .. } => "not_found",
@@ -311,6 +317,7 @@ impl HttpError {
                 RequestError::Internal(_) => "Internal error",
             },
             HttpError::BodyTooLarge { .. } => "Value too large",
+            HttpError::BodyTimeout { .. } => "Request body timed out",
             HttpError::BodyUnreadable(_) => "Unreadable request body",
             HttpError::InvalidQuery(_) => "Invalid query string",
             HttpError::NotFound { .. } => "Not found",
@@ -506,7 +513,13 @@ async fn write_key<S: Service>(
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
     let json = wants_json(&headers);
-    let value = read_value(request, &headers, service.max_value_bytes()).await?;
+    let value = read_value(
+        request,
+        &headers,
+        service.max_value_bytes(),
+        service.body_read_timeout(),
+    )
+    .await?;
     write(&service, &sealer, Some(value), context, options, json).await
 }
 
@@ -691,13 +704,16 @@ fn header_value(token: String) -> HeaderValue {
     HeaderValue::try_from(token).expect("a base64url token is a valid header value")
 }
 
-/// Reads a `PUT` body of at most `max` bytes. A declared length above the
-/// limit is refused before a byte is read; an undeclared one is cut off by
-/// the router's body limit as soon as it goes past.
+/// Reads a `PUT` body of at most `max` bytes within `timeout`. A declared
+/// length above the limit is refused before a byte is read; an undeclared
+/// one is cut off by the router's body limit as soon as it goes past; a body
+/// that does not arrive in time (a client that stalls or sends less than it
+/// declared) is `408`, so no request holds its slot for ever.
 async fn read_value(
     request: Request,
     headers: &HeaderMap,
     max: usize,
+    timeout: std::time::Duration,
 ) -> Result<Vec<u8>, HttpError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -712,7 +728,10 @@ async fn read_value(
             .into());
         }
     }
-    match Bytes::from_request(request, &()).await {
+    let body = tokio::time::timeout(timeout, Bytes::from_request(request, &()))
+        .await
+        .map_err(|_| HttpError::BodyTimeout { timeout })?;
+    match body {
         Ok(bytes) => {
             assert!(
                 bytes.len() <= max,

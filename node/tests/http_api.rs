@@ -186,6 +186,10 @@ impl Service for Fake {
     fn max_concurrent_requests(&self) -> usize {
         self.max_concurrent_requests
     }
+
+    fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(300)
+    }
 }
 
 /// A running server on an ephemeral port.
@@ -655,6 +659,30 @@ async fn oversized_chunked_values_are_413() {
         response.contains("\"code\":\"value_too_large\""),
         "{response}"
     );
+    assert!(fake.writes().is_empty());
+}
+
+/// A client that declares a body and sends less (or stalls) gets `408`
+/// instead of holding its request slot for ever.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = "PUT /v1/buckets/b/keys/k HTTP/1.1\r\nHost: test\r\n\
+                   Content-Length: 100\r\n\r\nshort";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read(&mut response),
+    )
+    .await
+    .expect("answered, not held")
+    .unwrap();
+    let response = String::from_utf8_lossy(&response[..read]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("\"code\":\"body_timeout\""), "{response}");
     assert!(fake.writes().is_empty());
 }
 
