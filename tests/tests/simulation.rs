@@ -1313,8 +1313,17 @@ fn requests_waiting_for_a_restarted_replica_are_sent_to_its_new_incarnation() {
         let put = sim.put(coordinator, "restarting", Some("v1"), None, all);
         assert!(sim.await_reply(put).is_ok(), "seed {seed}");
         // Both requests are on their way to the victim when it dies.
+        // A second key the same two nodes are primaries of, so the write is
+        // coordinated here, not forwarded.
+        let other = (0..1000)
+            .map(|k| format!("restarting-{k}"))
+            .find(|k| {
+                let p = sim.primaries(k);
+                p.contains(&coordinator) && p.contains(&victim)
+            })
+            .expect("a key on both nodes");
         let read = sim.get(coordinator, "restarting", all);
-        let write = sim.put(coordinator, "restarting-too", Some("v2"), None, all);
+        let write = sim.put(coordinator, &other, Some("v2"), None, all);
         sim.crash(victim, false);
         // The frames reach the dead process and are lost with it.
         sim.run_for(Duration::from_millis(100));
