@@ -3603,6 +3603,52 @@ mod tests {
         RequestOptions::parse(pairs.iter().copied()).expect("valid options")
     }
 
+    /// Hints the target keeps refusing never hold back the hints behind
+    /// them: each round reads on from where the last one stopped.
+    #[test]
+    fn hints_that_keep_failing_do_not_block_the_rest() {
+        let (mut engines, mut t) = cluster(2);
+        engines[0].config.hint_batch = 2;
+        let target = engines[1].id();
+        let partitions = Partitions::new(8).expect("valid");
+        // Three hints the target refuses (filed under the wrong partition),
+        // then one it takes.
+        for i in 0..3 {
+            let key = format!("bad-{i}");
+            let wrong = PartitionId((partitions.of_key(b"b", key.as_bytes()).0 + 1) % 8);
+            let keyref = KeyRef::new(wrong, b"b", key.as_bytes());
+            engines[0]
+                .store
+                .add_hint(target, keyref, &object_with("x"), Durability::Buffered)
+                .expect("queued");
+        }
+        let good = KeyRef::new(partitions.of_key(b"b", b"good"), b"b", b"good");
+        engines[0]
+            .store
+            .add_hint(target, good, &object_with("g"), Durability::Buffered)
+            .expect("queued");
+        let addrs = [addr(7070), addr(7071)];
+        for _ in 0..1_000 {
+            t += 10;
+            for engine in &mut engines {
+                engine.handle_tick(now(t));
+            }
+            deliver(&mut engines, &addrs, t);
+            if engines[1].store().get(good).expect("readable").is_some() {
+                break;
+            }
+        }
+        assert!(
+            engines[1].store().get(good).expect("readable").is_some(),
+            "the good hint was never handed over"
+        );
+        // The refused hints stay queued; the delivered one is gone.
+        assert_eq!(
+            engines[0].pending_hints().expect("memory"),
+            vec![(target, 3)]
+        );
+    }
+
     #[test]
     fn a_write_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
         let (mut engines, t) = cluster(3);
