@@ -2951,7 +2951,7 @@ fn forward_error(error: ForwardError) -> RequestError {
 
 #[cfg(test)]
 mod tests {
-    use chorus_storage::store::MemoryStore;
+    use chorus_storage::store::{MemoryStore, StoreConfig};
 
     use super::*;
     use crate::core::RequestOptions;
@@ -3537,12 +3537,21 @@ mod tests {
     /// N = n, exchanging frames instantly until each holds the ring and
     /// sees the others up. Returns them and the time reached.
     fn cluster(n: usize) -> (Vec<Engine<MemoryStore>>, u64) {
+        cluster_with(n, n, StoreConfig::default())
+    }
+
+    /// [`cluster`] with `replicas` (N) and the stores' settings given.
+    fn cluster_with(
+        n: usize,
+        replicas: usize,
+        store: StoreConfig,
+    ) -> (Vec<Engine<MemoryStore>>, u64) {
         let addrs: Vec<SocketAddr> = (0..n).map(|i| addr(7070 + i as u16)).collect();
         let mut engines: Vec<Engine<MemoryStore>> = (0..n)
             .map(|i| {
                 let mut config = EngineConfig {
                     name: format!("node{i}"),
-                    replicas: n,
+                    replicas,
                     initial_members: n,
                     partitions: 8,
                     ..EngineConfig::default()
@@ -3550,7 +3559,7 @@ mod tests {
                 config.gossip.seeds = addrs.iter().copied().filter(|&a| a != addrs[i]).collect();
                 Engine::start(
                     config,
-                    MemoryStore::default(),
+                    MemoryStore::new(store),
                     addrs[i],
                     addr(8080 + i as u16),
                     now(0),
@@ -3601,6 +3610,106 @@ mod tests {
 
     fn options(pairs: &[(&str, &str)]) -> RequestOptions {
         RequestOptions::parse(pairs.iter().copied()).expect("valid options")
+    }
+
+    /// A fallback that coordinates a write counts its own copy toward `w`
+    /// only if it could keep the hint that hands the copy to the primary it
+    /// stands in for, as for a fallback that is not the coordinator.
+    #[test]
+    fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
+        let store = StoreConfig {
+            max_hints_per_target: 1,
+        };
+        let (mut engines, mut t) = cluster_with(4, 3, store);
+        let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+        let ring = engines[0].ring().expect("a ring").clone();
+        let list = ring.preference_list_for_key(b"b", b"k");
+        let index = |id: Uuid| engines.iter().position(|e| e.id() == id).expect("a node");
+        let down = index(list.primaries()[0]);
+        let fallback = index(list.fallbacks()[0]);
+        let down_id = engines[down].id();
+        // The primary stops; the others tick on until they see it down.
+        for _ in 0..6_000 {
+            t += 10;
+            for (i, engine) in engines.iter_mut().enumerate() {
+                if i != down {
+                    engine.handle_tick(now(t));
+                }
+            }
+            let mut frames = Vec::new();
+            for (i, engine) in engines.iter_mut().enumerate() {
+                for effect in drain(engine) {
+                    if let Effect::Send { addr: to, payload } = effect {
+                        if i != down && to != addrs[down] {
+                            frames.push((addrs[i], to, payload));
+                        }
+                    }
+                }
+            }
+            for (from, to, payload) in frames {
+                if let Some(j) = addrs.iter().position(|&a| a == to) {
+                    let _ = engines[j].handle_frame(now(t), from, &payload);
+                }
+            }
+            if !engines[fallback].is_up(down_id) {
+                break;
+            }
+        }
+        assert!(
+            !engines[fallback].is_up(down_id),
+            "the primary is seen down"
+        );
+        // The fallback's hint queue for that primary is full.
+        let other = KeyRef::new(PartitionId(0), b"b", b"other");
+        engines[fallback]
+            .store
+            .add_hint(down_id, other, &object_with("x"), Durability::Buffered)
+            .expect("the one hint that fits");
+        let mut request = put("v");
+        if let ClientRequest::Put(write) = &mut request {
+            write.options = options(&[("w", "3"), ("timeout", "5000")]);
+        }
+        engines[fallback].handle_client(now(t), 1, request);
+        let mut answer = None;
+        for _ in 0..100 {
+            t += 10;
+            let effects = drain(&mut engines[fallback]);
+            if let Some((_, result)) = replies(&effects).first() {
+                answer = Some((*result).clone());
+                break;
+            }
+            for effect in effects {
+                if let Effect::Send { addr: to, payload } = effect {
+                    if let Some(j) = addrs.iter().position(|&a| a == to).filter(|&j| j != down) {
+                        let _ = engines[j].handle_frame(now(t), addrs[fallback], &payload);
+                        for back in drain(&mut engines[j]) {
+                            if let Effect::Send { addr: to, payload } = back {
+                                if to == addrs[fallback] {
+                                    let _ =
+                                        engines[fallback].handle_frame(now(t), addrs[j], &payload);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        match answer {
+            Some(Err(RequestError::Put(PutError::QuorumNotReached { tally, .. }))) => {
+                // w=3 of three targets is out of reach once the fallback's
+                // own copy failed: the client hears so at once.
+                let fallback_id = engines[fallback].id();
+                assert!(
+                    tally
+                        .failures
+                        .iter()
+                        .any(|f| f.node == fallback_id
+                            && matches!(f.error, ReplicaError::Storage(_))),
+                    "{tally:?}"
+                );
+            }
+            other => panic!("expected w=3 to fail without the fallback's copy, got {other:?}"),
+        }
     }
 
     /// Hints the target keeps refusing never hold back the hints behind
