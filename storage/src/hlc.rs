@@ -268,7 +268,7 @@ impl Hlc {
         } else {
             self.last.successor()
         };
-        self.issue(next)
+        self.issue(next, wall_ms)
     }
 
     /// Advances past a peer's timestamp and returns a new local timestamp
@@ -290,7 +290,7 @@ impl Hlc {
         } else {
             floor.successor()
         };
-        Ok(self.issue(next))
+        Ok(self.issue(next, wall_ms))
     }
 
     /// The new ceiling the caller must persist (durably) before any timestamp
@@ -313,12 +313,18 @@ impl Hlc {
         }
     }
 
-    fn issue(&mut self, next: Timestamp) -> Timestamp {
+    /// Issues `next`, raising the ceiling when `next` reaches it. The new
+    /// ceiling is a lease ahead of the *wall clock* (and above `next`), not
+    /// of `next`: after a restart `next` starts at the old ceiling, up to a
+    /// lease ahead of the wall clock, and a ceiling taken from it would
+    /// push each quick restart another lease ahead, until peers refused the
+    /// node's timestamps as beyond their drift bound.
+    fn issue(&mut self, next: Timestamp, wall_ms: u64) -> Timestamp {
         debug_assert!(next > self.last);
         self.last = next;
         if next >= self.ceiling {
             let lease_ms = self.config.lease.as_millis() as u64;
-            let wall = (next.wall_ms() + lease_ms).min(Timestamp::MAX_WALL_MS);
+            let wall = wall_ms.saturating_add(lease_ms).min(Timestamp::MAX_WALL_MS);
             self.ceiling = Timestamp::new(wall, 0).max(next.successor());
             self.pending = Some(self.ceiling);
         }
@@ -387,6 +393,31 @@ mod tests {
         let mut hlc = Hlc::resume(config(), Timestamp::new(T0, u16::MAX - 1));
         assert_eq!(hlc.now(T0), Timestamp::new(T0, u16::MAX));
         assert_eq!(hlc.now(T0), Timestamp::new(T0 + 1, 0));
+    }
+
+    /// Restarts in quick succession (a crash loop) keep the clock within
+    /// about one lease of the wall clock: each restart resumes at the
+    /// persisted ceiling, but the next ceiling is taken from the wall clock,
+    /// so peers never see the node's timestamps run ahead of their drift
+    /// bound.
+    #[test]
+    fn a_crash_loop_does_not_push_the_clock_ahead() {
+        let config = config();
+        let lease_ms = config.lease.as_millis() as u64;
+        let mut hlc = Hlc::new(config);
+        let mut wall = T0;
+        for _ in 0..50 {
+            let issued = hlc.now(wall);
+            assert!(
+                issued.wall_ms() <= wall + lease_ms + 1,
+                "{issued} at {wall}"
+            );
+            let ceiling = hlc.ceiling_to_persist().unwrap_or(hlc.ceiling);
+            hlc.ceiling_persisted(ceiling);
+            // Killed and restarted 10 ms later.
+            wall += 10;
+            hlc = Hlc::resume(config, ceiling);
+        }
     }
 
     #[test]
