@@ -543,40 +543,11 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
     let root = tempfile::tempdir().expect("temp dir");
-    let ca = root.path().join("ca");
-    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
-    let mut tls_dirs = Vec::new();
-    for name in ["node1", "node2", "node3"] {
-        let out = root.path().join(format!("{name}-tls"));
-        run(&[
-            "cert",
-            "node",
-            "--ca-dir",
-            ca.to_str().unwrap(),
-            "--name",
-            name,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        tls_dirs.push(out);
-    }
-    let mut n1 = NodeProcess::new(root.path(), "node1", tls_dirs[0].clone(), vec![]);
-    let mut n2 = NodeProcess::new(root.path(), "node2", tls_dirs[1].clone(), vec![n1.quic]);
-    let mut n3 = NodeProcess::new(root.path(), "node3", tls_dirs[2].clone(), vec![n1.quic]);
-    n1.seeds = vec![n2.quic, n3.quic];
-    for node in [&mut n1, &mut n2, &mut n3] {
-        node.start();
-    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    for node in [&n1, &n2, &n3] {
-        wait_for(&format!("{} ready", node.name), || async {
-            matches!(http.get(node.url("/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
-        })
-        .await;
-    }
+    let [n1, mut n2, mut n3] = form_cluster(root.path(), &http).await;
     let response = put(&http, &n1, "before-copy", "v", "w=all").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let node2_id = status(&http, &n2).await.expect("status")["node_id"]
@@ -588,7 +559,7 @@ async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
     let mut copy = NodeProcess::new(
         root.path(),
         "node2-copy",
-        tls_dirs[1].clone(),
+        n2.tls.clone(),
         vec![n1.quic, n3.quic],
     );
     copy_dir(&n2.dir.join("data"), &copy.dir.join("data"));
