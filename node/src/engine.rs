@@ -3608,6 +3608,14 @@ mod tests {
         }
     }
 
+    /// The first frame among `effects` sent to `to`.
+    fn payload_to(effects: &[Effect], to: SocketAddr) -> Option<Vec<u8>> {
+        effects.iter().find_map(|e| match e {
+            Effect::Send { addr, payload } if *addr == to => Some(payload.clone()),
+            _ => None,
+        })
+    }
+
     fn options(pairs: &[(&str, &str)]) -> RequestOptions {
         RequestOptions::parse(pairs.iter().copied()).expect("valid options")
     }
@@ -3772,13 +3780,7 @@ mod tests {
         let effects = drain(&mut engines[0]);
         assert!(replies(&effects).is_empty(), "{effects:?}");
         // Step 2: the frame to node 2 cannot be sent.
-        let payload = effects
-            .iter()
-            .find_map(|e| match e {
-                Effect::Send { addr: to, payload } if *to == unreachable => Some(payload.clone()),
-                _ => None,
-            })
-            .expect("a frame for node 2");
+        let payload = payload_to(&effects, unreachable).expect("a frame for node 2");
         engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
         // Step 3: w=all can no longer be reached: the client hears so now,
         // long before the timeout, with node 2 named as unreachable.
@@ -3806,13 +3808,7 @@ mod tests {
         engines[0].handle_client(now(t), 1, read);
         let effects = drain(&mut engines[0]);
         assert!(replies(&effects).is_empty(), "{effects:?}");
-        let payload = effects
-            .iter()
-            .find_map(|e| match e {
-                Effect::Send { addr: to, payload } if *to == unreachable => Some(payload.clone()),
-                _ => None,
-            })
-            .expect("a read for node 1");
+        let payload = payload_to(&effects, unreachable).expect("a read for node 1");
         engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
         let effects = drain(&mut engines[0]);
         match replies(&effects)[..] {

@@ -201,47 +201,13 @@ async fn get(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_over_quic() {
     let root = tempfile::tempdir().expect("temp dir");
-    let ca = root.path().join("ca");
-    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
-    let mut tls_dirs = Vec::new();
-    for name in ["node1", "node2", "node3"] {
-        let out = root.path().join(format!("{name}-tls"));
-        run(&[
-            "cert",
-            "node",
-            "--ca-dir",
-            ca.to_str().unwrap(),
-            "--name",
-            name,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        tls_dirs.push(out);
-    }
-    let mut n1 = NodeProcess::new(root.path(), "node1", tls_dirs[0].clone(), vec![]);
-    let mut n2 = NodeProcess::new(root.path(), "node2", tls_dirs[1].clone(), vec![n1.quic]);
-    let mut n3 = NodeProcess::new(
-        root.path(),
-        "node3",
-        tls_dirs[2].clone(),
-        vec![n1.quic, n2.quic],
-    );
-    n1.seeds = vec![n2.quic, n3.quic];
-    for node in [&mut n1, &mut n2, &mut n3] {
-        node.start();
-    }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
 
     // --- the cluster forms ---
-    for node in [&n1, &n2, &n3] {
-        wait_for(&format!("{} ready", node.name), || async {
-            matches!(http.get(node.url("/readyz")).send().await, Ok(r) if r.status() == StatusCode::OK)
-        })
-        .await;
-    }
+    let [n1, n2, mut n3] = form_cluster(root.path(), &http).await;
     let livez = http.get(n1.url("/livez")).send().await.expect("livez");
     assert_eq!(livez.status(), StatusCode::OK);
     let members = status(&http, &n1).await.expect("status");
