@@ -11,5 +11,8 @@
 //! loopback (`cluster.rs`). The tests of each single crate live beside that
 //! crate.
 
+pub mod check;
+pub mod history;
 pub mod overwrite;
 pub mod sim;
+pub mod workload;

@@ -1,0 +1,107 @@
+//! *No acknowledged write lost.*
+//!
+//! The promise (design.md §3, docs/consistency.md): a write acknowledged at
+//! its `w` stays readable until a write made with a context that showed it
+//! replaces it. Checked two ways:
+//!
+//! * **Final state.** After faults stop, hints are handed over and a read
+//!   at `r = all` ran, every acknowledged value is there or was replaced;
+//!   for keys that hold sets ([`crate::workload::is_set_key`]), every
+//!   element of every acknowledged set is in the union of the siblings
+//!   (writers only ever add elements, as in Jepsen's Riak set test).
+//! * **Every later read, under strict quorums.** A read with `pr=quorum`
+//!   that began after a write with `pw=quorum` was acknowledged shows that
+//!   value, or a value written having seen it, or a write that may have
+//!   replaced it had begun (pr + pw > n: the two primary quorums overlap).
+//!
+//! When it holds: while failures stay within what the consistency level
+//! tolerates and acknowledged writes are durable on the replicas that
+//! acknowledged them ([`Assumptions`]); a machine that loses unsynced
+//! writes only keeps the promise for writes acknowledged with `sync=true`.
+
+use std::collections::BTreeSet;
+
+use super::{Analysis, Assumptions, Violation};
+use crate::history::Op;
+use crate::workload::{decode_set, is_set_key};
+
+pub const NAME: &str = "lost";
+
+pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation> {
+    let history = analysis.history;
+    let mut violations = Vec::new();
+    for key in history.keys() {
+        let finals: Vec<_> = history.final_reads(&key).collect();
+        let writes: Vec<_> = analysis
+            .writes(&key)
+            .iter()
+            .copied()
+            .filter(|&w| analysis.entry(w).is_ok())
+            .filter(|&w| analysis.durable(w, assumptions.acknowledged_writes_durable))
+            .collect();
+        if is_set_key(&key) && !finals.is_empty() {
+            for read in &finals {
+                let elements: BTreeSet<String> =
+                    read.values.iter().flat_map(|v| decode_set(v)).collect();
+                for &w in &writes {
+                    let Some(value) = analysis.entry(w).written_value() else {
+                        continue;
+                    };
+                    let missing: Vec<String> =
+                        decode_set(value).difference(&elements).cloned().collect();
+                    if !missing.is_empty() {
+                        violations.push(Violation {
+                            checker: NAME,
+                            key: key.clone(),
+                            detail: format!(
+                                "elements {missing:?} of acknowledged write {w:?} are missing from the final read {:?}",
+                                read.values
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        // Reads under strict quorums, final reads included.
+        for (r, read) in history.entries() {
+            if read.op != (Op::Read { key: key.clone() })
+                || read.option("pr") != Some("quorum")
+                || !read.is_ok()
+            {
+                continue;
+            }
+            let response = read.response().expect("checked above");
+            for &w in &writes {
+                let write = analysis.entry(w);
+                let Some(value) = write.written_value() else {
+                    continue;
+                };
+                if write.option("pw") != Some("quorum") && !read.is_final {
+                    continue;
+                }
+                let completed = write.completed.expect("acknowledged");
+                if completed >= read.invoked {
+                    continue;
+                }
+                let shown = response
+                    .values
+                    .iter()
+                    .any(|v| v == value || analysis.descends(&key, v, value));
+                let until = read.completed.expect("completed");
+                if !shown && !analysis.replaced_before(&key, value, until) {
+                    violations.push(Violation {
+                        checker: NAME,
+                        key: key.clone(),
+                        detail: format!(
+                            "acknowledged value {value:?} ({w:?}) is missing from {}read {r:?} (node {}) that began after it: {:?}",
+                            if read.is_final { "the final " } else { "" },
+                            read.node,
+                            response.values
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    violations
+}
