@@ -11,8 +11,10 @@
 //! loopback (`cluster.rs`). The tests of each single crate live beside that
 //! crate.
 
+pub mod campaign;
 pub mod check;
 pub mod history;
+pub mod nemesis;
 pub mod overwrite;
 pub mod sim;
 pub mod workload;
