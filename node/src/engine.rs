@@ -184,6 +184,29 @@ pub struct EngineConfig {
     pub max_value_bytes: usize,
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// Deliberately unsafe behaviour, off by default. See [`UnsafeControls`].
+    pub unsafe_controls: UnsafeControls,
+}
+
+/// Deliberately unsafe behaviour, each switch off by default and never set
+/// by `chorus node start`: they exist so the test suite can show that its
+/// history checkers catch the faults they guard against (negative controls,
+/// as Jepsen runs known-unsafe configurations). Each switch names the
+/// promise it breaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnsafeControls {
+    /// Collapse a key's siblings to the one with the latest HLC timestamp on
+    /// every coordinated write (last-writer-wins by wall clock), dropping
+    /// concurrent acknowledged values no client was shown.
+    pub last_writer_wins: bool,
+    /// Answer a write with the key's whole stored context instead of the
+    /// writer's own context plus its new version, so the next write with
+    /// it replaces siblings its writer never saw (the review's F1).
+    pub whole_context_in_write_replies: bool,
+    /// Keep the partitions' actors when a new epoch should begin (after an
+    /// unclean stop, on a restored or copied data directory), so a node
+    /// that lost unsynced writes mints their dots again (the review's F2).
+    pub keep_actors_after_unclean_stop: bool,
 }
 
 impl Default for EngineConfig {
@@ -208,6 +231,7 @@ impl Default for EngineConfig {
             ring_interval: Duration::from_millis(500),
             max_value_bytes: crate::api::DEFAULT_MAX_VALUE_BYTES,
             max_frame_bytes: MAX_FRAME_BYTES,
+            unsafe_controls: UnsafeControls::default(),
         }
     }
 }
@@ -516,7 +540,7 @@ impl<S: Store> Engine<S> {
         // An unclean end of the last run may have lost versions this node
         // minted or acknowledged: its partitions get new actors (§3 rule 1).
         let unclean = store.get_meta(RUNNING_META)?.is_some();
-        if unclean {
+        if unclean && !config.unsafe_controls.keep_actors_after_unclean_stop {
             tracing::warn!(
                 generation,
                 "the last run did not stop cleanly: beginning a new epoch (new actor ids for every partition)"
@@ -1371,7 +1395,7 @@ impl<S: Store> Engine<S> {
         let write = ClientWrite {
             context: context.clone(),
             value,
-            lww: false,
+            lww: self.config.unsafe_controls.last_writer_wins,
         };
         let stored = self.store.update(
             KeyRef::new(partition, &key.bucket, &key.key),
@@ -1430,7 +1454,11 @@ impl<S: Store> Engine<S> {
                 sync: options.sync,
                 coordinator,
                 reply: WriteReply::Written {
-                    context: object.context_for_writer(&context, dot),
+                    context: if self.config.unsafe_controls.whole_context_in_write_replies {
+                        CausalContext::new(object.context().clone())
+                    } else {
+                        object.context_for_writer(&context, dot)
+                    },
                     object: return_body.then(|| object.clone()),
                 },
                 targets: targets.len(),
@@ -2537,6 +2565,10 @@ impl<S: Store> Engine<S> {
     /// Begins a new epoch: every partition draws a new actor before its next
     /// dot, so nothing this node minted before can be minted again.
     fn begin_epoch(&mut self, why: &str) -> Result<(), StoreError> {
+        if self.config.unsafe_controls.keep_actors_after_unclean_stop {
+            self.epoch_safe = true;
+            return Ok(());
+        }
         tracing::warn!(
             generation = self.generation,
             why,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use chorus_node::api::{ReadRequest, RequestError, WriteReply, WriteRequest};
 use chorus_node::core::PutError;
 use chorus_node::core::RequestOptions;
-use chorus_node::engine::{ClientReply, ClientRequest};
+use chorus_node::engine::{ClientReply, ClientRequest, EngineConfig, UnsafeControls};
 use chorus_storage::context::CausalContext;
 use chorus_storage::object::Object;
 use chorus_storage::store::DEFAULT_MAX_HINTS_PER_TARGET;
@@ -54,6 +54,9 @@ pub struct SimRun {
     pub operations: usize,
     /// Shared keys of the workload.
     pub keys: usize,
+    /// Deliberately unsafe engine behaviour (negative controls); at most
+    /// one switch on.
+    pub unsafe_controls: UnsafeControls,
 }
 
 impl SimRun {
@@ -75,6 +78,7 @@ impl SimRun {
             processes: rng.random_range(2..=6),
             operations: rng.random_range(100..=250),
             keys: rng.random_range(1..=4),
+            unsafe_controls: UnsafeControls::default(),
         }
     }
 
@@ -117,6 +121,7 @@ pub fn run(run: &SimRun) -> SimReport {
     let mut sim = Sim::new(SimConfig {
         nodes: run.nodes,
         seed: run.seed,
+        tune_engine: unsafe_tuning(run.unsafe_controls),
         ..SimConfig::default()
     });
     sim.await_stable(Duration::from_secs(60));
@@ -220,9 +225,9 @@ pub fn run(run: &SimRun) -> SimReport {
     let converged_in = (settled && finals_ok).then(|| sim.now().mono - healed);
 
     let assumptions = Assumptions {
-        acknowledged_writes_durable: !run.faults.contains(&FaultKind::PowerLoss),
+        power_losses: sim.power_losses().to_vec(),
     };
-    violations.extend(check::check_all(&history, assumptions));
+    violations.extend(check::check_all(&history, &assumptions));
     violations.extend(check_hlc(&minted));
     SimReport {
         run: run.clone(),
@@ -233,6 +238,35 @@ pub fn run(run: &SimRun) -> SimReport {
         trace_hash: sim.trace_hash(),
         nemesis_log: nemesis.log().to_vec(),
         history,
+    }
+}
+
+/// The engine settings of a run's unsafe controls.
+fn unsafe_tuning(controls: UnsafeControls) -> fn(&mut EngineConfig) {
+    fn lww(config: &mut EngineConfig) {
+        config.unsafe_controls.last_writer_wins = true;
+    }
+    fn whole_context(config: &mut EngineConfig) {
+        config.unsafe_controls.whole_context_in_write_replies = true;
+    }
+    fn keep_actors(config: &mut EngineConfig) {
+        config.unsafe_controls.keep_actors_after_unclean_stop = true;
+    }
+    let UnsafeControls {
+        last_writer_wins,
+        whole_context_in_write_replies,
+        keep_actors_after_unclean_stop,
+    } = controls;
+    match (
+        last_writer_wins,
+        whole_context_in_write_replies,
+        keep_actors_after_unclean_stop,
+    ) {
+        (false, false, false) => SimConfig::default().tune_engine,
+        (true, false, false) => lww,
+        (false, true, false) => whole_context,
+        (false, false, true) => keep_actors,
+        _ => panic!("one unsafe control at a time"),
     }
 }
 

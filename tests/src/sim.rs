@@ -119,6 +119,8 @@ pub struct Sim {
     pub undeliverable: u64,
     /// Connection resets the engines asked for (a peer restarted).
     pub connection_resets: u64,
+    /// When nodes crashed losing their unsynced writes (power losses).
+    power_losses: Vec<Duration>,
 }
 
 impl Sim {
@@ -143,6 +145,7 @@ impl Sim {
             lost: 0,
             undeliverable: 0,
             connection_resets: 0,
+            power_losses: Vec::new(),
             config,
         };
         for addr in &addrs {
@@ -266,12 +269,20 @@ impl Sim {
     pub fn crash(&mut self, i: usize, lose_unsynced: bool) {
         let engine = self.nodes[i].engine.take().expect("the node runs");
         let store = engine.into_store();
+        if lose_unsynced {
+            self.power_losses.push(self.now);
+        }
         self.nodes[i].parked = Some(if lose_unsynced {
             store.crash()
         } else {
             store.restart()
         });
         // Frames already on their way to it are lost when they arrive.
+    }
+
+    /// When nodes crashed losing their unsynced writes, in simulated time.
+    pub fn power_losses(&self) -> &[Duration] {
+        &self.power_losses
     }
 
     /// Stops node `i` cleanly, as a graceful shutdown does: its store is

@@ -114,9 +114,14 @@ impl<'h> Analysis<'h> {
         false
     }
 
-    /// Whether a write acknowledged with these options is covered by the
-    /// run's durability assumption.
-    pub fn durable(&self, w: OpId, acknowledged_writes_durable: bool) -> bool {
-        acknowledged_writes_durable || self.entry(w).option("sync") == Some("true")
+    /// Whether write `w`, once acknowledged, is covered by the run's
+    /// durability assumption (see [`super::Assumptions`]).
+    pub fn durable(&self, w: OpId, assumptions: &super::Assumptions) -> bool {
+        let entry = self.entry(w);
+        entry.option("sync") == Some("true")
+            || assumptions
+                .power_losses
+                .iter()
+                .all(|&at| at < entry.invoked)
     }
 }

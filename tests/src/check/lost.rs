@@ -27,7 +27,7 @@ use crate::workload::{decode_set, is_set_key};
 
 pub const NAME: &str = "lost";
 
-pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation> {
+pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violation> {
     let history = analysis.history;
     let mut violations = Vec::new();
     for key in history.keys() {
@@ -37,7 +37,7 @@ pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation
             .iter()
             .copied()
             .filter(|&w| analysis.entry(w).is_ok())
-            .filter(|&w| analysis.durable(w, assumptions.acknowledged_writes_durable))
+            .filter(|&w| analysis.durable(w, assumptions))
             .collect();
         if is_set_key(&key) && !finals.is_empty() {
             for read in &finals {
@@ -65,7 +65,7 @@ pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation
         // Reads under strict quorums, final reads included.
         for (r, read) in history.entries() {
             if read.op != (Op::Read { key: key.clone() })
-                || read.option("pr") != Some("quorum")
+                || !(read.is_final || read.option("pr") == Some("quorum"))
                 || !read.is_ok()
             {
                 continue;

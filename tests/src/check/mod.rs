@@ -42,21 +42,14 @@ impl fmt::Display for Violation {
 
 /// What the run's faults leave standing, for the checkers whose promise
 /// depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assumptions {
-    /// Every acknowledged write is durable on the replicas that
-    /// acknowledged it: no machine lost unsynced writes, or every write was
-    /// acknowledged with `sync=true`. When false, the checks of lost writes
-    /// cover only writes acknowledged with `sync=true`.
-    pub acknowledged_writes_durable: bool,
-}
-
-impl Default for Assumptions {
-    fn default() -> Self {
-        Assumptions {
-            acknowledged_writes_durable: true,
-        }
-    }
+    /// When machines lost their unsynced writes (power losses), in the
+    /// history's clock. A write acknowledged without `sync=true` is durable
+    /// only on replicas that did not lose power after it began, so the
+    /// checks of lost writes cover a write only if it was acknowledged with
+    /// `sync=true` or no power loss happened after it was invoked.
+    pub power_losses: Vec<std::time::Duration>,
 }
 
 /// The names of every checker, in the order [`check_all`] runs them.
@@ -71,7 +64,7 @@ pub const CHECKERS: [&str; 7] = [
 ];
 
 /// Runs every checker over `history`.
-pub fn check_all(history: &History, assumptions: Assumptions) -> Vec<Violation> {
+pub fn check_all(history: &History, assumptions: &Assumptions) -> Vec<Violation> {
     let analysis = Analysis::new(history);
     let mut violations = Vec::new();
     violations.extend(lost::check(&analysis, assumptions));

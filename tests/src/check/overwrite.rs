@@ -18,7 +18,7 @@ use super::{Analysis, Assumptions, Violation};
 
 pub const NAME: &str = "overwrite";
 
-pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation> {
+pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violation> {
     let history = analysis.history;
     let mut violations = Vec::new();
     for key in history.keys() {
@@ -28,7 +28,7 @@ pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation
                 let Some(value) = write.written_value() else {
                     continue;
                 };
-                if !write.is_ok() || !analysis.durable(w, assumptions.acknowledged_writes_durable) {
+                if !write.is_ok() || !analysis.durable(w, assumptions) {
                     continue;
                 }
                 if !read.values.iter().any(|v| v == value)

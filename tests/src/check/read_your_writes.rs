@@ -16,7 +16,7 @@ use crate::history::{Op, OpId};
 
 pub const NAME: &str = "read-your-writes";
 
-pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation> {
+pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violation> {
     let mut violations = Vec::new();
     // Per (process, key): the process's last acknowledged write of a value.
     let mut last: BTreeMap<(usize, &str), OpId> = BTreeMap::new();
@@ -40,9 +40,7 @@ pub fn check(analysis: &Analysis<'_>, assumptions: Assumptions) -> Vec<Violation
                 let Some(response) = entry.response() else {
                     continue;
                 };
-                if entry.option("pr") != Some("quorum")
-                    || !analysis.durable(w, assumptions.acknowledged_writes_durable)
-                {
+                if entry.option("pr") != Some("quorum") || !analysis.durable(w, assumptions) {
                     continue;
                 }
                 let value = analysis

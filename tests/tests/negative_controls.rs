@@ -1,0 +1,190 @@
+//! Negative controls: deliberately unsafe behaviour that each checker must
+//! catch. A checker that stays silent here could not fail, and its green
+//! runs would prove nothing.
+//!
+//! Every control is deterministic (seeded simulations), and every one also
+//! runs its safe twin where that is cheap, to show the violation comes from
+//! the unsafe switch and not from the harness.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chorus_node::engine::UnsafeControls;
+use chorus_tests::campaign::{self, SimRun};
+use chorus_tests::check::{self, Assumptions, Violation};
+use chorus_tests::history::{Completion, History, Op, Options, Response};
+use chorus_tests::nemesis::FaultKind;
+use chorus_tests::sim::{Sim, SimConfig};
+use chorus_tests::workload::{Consistency, Kind};
+
+/// Runs seeds 1..=`seeds` of `base` with `controls` and returns the checkers
+/// that reported violations.
+fn checkers_that_bite(
+    base: SimRun,
+    controls: UnsafeControls,
+    seeds: u64,
+) -> BTreeSet<&'static str> {
+    let mut caught = BTreeSet::new();
+    for seed in 1..=seeds {
+        let run = SimRun {
+            seed,
+            unsafe_controls: controls,
+            ..base.clone()
+        };
+        caught.extend(campaign::run(&run).violations.iter().map(|v| v.checker));
+        if !caught.is_empty() {
+            break;
+        }
+    }
+    caught
+}
+
+fn base(workload: Kind, consistency: Consistency, faults: Vec<FaultKind>) -> SimRun {
+    SimRun {
+        seed: 1,
+        nodes: 3,
+        workload,
+        consistency,
+        faults,
+        processes: 4,
+        operations: 200,
+        keys: 2,
+        unsafe_controls: UnsafeControls::default(),
+    }
+}
+
+#[test]
+fn last_writer_wins_by_wall_clock_is_caught() {
+    let run = base(Kind::Blind, Consistency::Strict, vec![]);
+    let controls = UnsafeControls {
+        last_writer_wins: true,
+        ..UnsafeControls::default()
+    };
+    let caught = checkers_that_bite(run.clone(), controls, 10);
+    assert!(
+        caught.contains("overwrite") || caught.contains("lost"),
+        "caught only {caught:?}"
+    );
+    assert_eq!(campaign::run(&run).violations, Vec::<Violation>::new());
+}
+
+#[test]
+fn a_write_reply_with_the_whole_stored_context_is_caught() {
+    let run = base(Kind::SetFromWrites, Consistency::Strict, vec![]);
+    let controls = UnsafeControls {
+        whole_context_in_write_replies: true,
+        ..UnsafeControls::default()
+    };
+    let caught = checkers_that_bite(run, controls, 10);
+    assert!(
+        caught.contains("overwrite") || caught.contains("lost"),
+        "caught only {caught:?}"
+    );
+}
+
+/// A key whose first primary is node 0.
+fn key_led_by_node_0(sim: &Sim) -> String {
+    (0..)
+        .map(|i| format!("k{i}"))
+        .find(|key| sim.primaries(key)[0] == 0)
+        .expect("some key")
+}
+
+fn values(reply: &chorus_node::engine::ClientReply) -> Vec<String> {
+    Sim::values(reply)
+}
+
+fn read_response(values: Vec<String>) -> Completion {
+    Completion::Ok(Response {
+        values,
+        token: None,
+        shows_siblings: true,
+        timestamps: Vec::new(),
+    })
+}
+
+fn options(pairs: &[(&str, &str)]) -> Options {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Sloppy-quorum reads during an isolation: the primaries that took a
+/// write are cut off, fallbacks answer the read without it. Recorded as
+/// the strict-quorum read it is not, the lost-write checker must report
+/// it; recorded truthfully (no `pr`), it must not.
+#[test]
+fn sloppy_reads_during_an_isolation_are_caught_when_recorded_as_strict() {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 5,
+        seed: 11,
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let key = key_led_by_node_0(&sim);
+    let primaries = sim.primaries(&key);
+    let mut history = History::new(3);
+    let strict = options(&[("w", "quorum"), ("pw", "quorum")]);
+    let op = Op::Write {
+        key: key.clone(),
+        value: Some("v1".into()),
+        context: None,
+        return_body: false,
+    };
+    let id = history.invoke(0, primaries[0], op, strict, sim.now().mono);
+    let client = sim.put(
+        primaries[0],
+        &key,
+        Some("v1"),
+        None,
+        &[("w", "quorum"), ("pw", "quorum")],
+    );
+    sim.await_reply(client)
+        .expect("a strict quorum acknowledges");
+    history.complete(id, read_response(Vec::new()), sim.now().mono);
+    // Cut off every primary: a sloppy quorum of the two other nodes
+    // (fallbacks) answers reads without the write.
+    for &primary in &primaries {
+        sim.isolate(primary, true);
+    }
+    let reader = (0..5)
+        .find(|i| !primaries.contains(i))
+        .expect("a non-replica");
+    sim.run_until(Duration::from_secs(60), "the isolation is noticed", |sim| {
+        primaries.iter().all(|&p| !sim.sees_up(reader, p))
+    });
+    let mut caught = false;
+    for attempt in 0..20 {
+        let client = sim.get(reader, &key, &[("r", "quorum")]);
+        let Ok(reply) = sim.await_reply(client) else {
+            continue;
+        };
+        let shown = values(&reply);
+        for (recorded, expect_violation) in [
+            (options(&[("r", "quorum"), ("pr", "quorum")]), true),
+            (options(&[("r", "quorum")]), false),
+        ] {
+            let mut h = history.clone();
+            let read = h.invoke(
+                1,
+                reader,
+                Op::Read { key: key.clone() },
+                recorded,
+                sim.now().mono,
+            );
+            h.complete(read, read_response(shown.clone()), sim.now().mono);
+            let found = check::check_all(&h, &Assumptions::default());
+            if !expect_violation {
+                assert_eq!(found, Vec::<Violation>::new(), "attempt {attempt}");
+            } else if found.iter().any(|v| v.checker == "lost") {
+                caught = true;
+            }
+        }
+        if caught {
+            break;
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    assert!(caught, "no sloppy read missed the write");
+}
