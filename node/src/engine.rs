@@ -4004,4 +4004,56 @@ mod tests {
         );
         assert_eq!(engines[0].stats().refused_overloaded, 1);
     }
+
+    /// A network that delivers a forwarded write twice must not make its
+    /// coordinator mint two versions of one client write.
+    #[test]
+    fn a_forwarded_write_delivered_twice_is_coordinated_once() {
+        let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
+        let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+        let ring = engines[0].ring().expect("a ring").clone();
+        let list = ring.preference_list_for_key(b"b", b"k");
+        let outsider = (0..4)
+            .find(|&i| !list.primaries().contains(&engines[i].id()))
+            .expect("4 nodes, 3 replicas");
+        let first = list.primaries()[0];
+        let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
+
+        engines[outsider].handle_client(now(t), 1, put("v"));
+        let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+            .expect("the write is forwarded to the first primary");
+        engines[coordinator]
+            .handle_frame(now(t), addrs[outsider], &forward)
+            .expect("a valid frame");
+        let once = drain(&mut engines[coordinator]);
+        assert!(!once.is_empty(), "the first delivery is coordinated");
+
+        // The same frame again: dropped, nothing sent, nothing stored.
+        engines[coordinator]
+            .handle_frame(now(t + 1), addrs[outsider], &forward)
+            .expect("a valid frame");
+        assert_eq!(drain(&mut engines[coordinator]), vec![]);
+        assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
+        let partition = engines[coordinator].partitions.of_key(b"b", b"k");
+        let stored = engines[coordinator]
+            .store()
+            .get(KeyRef::new(partition, b"b", b"k"))
+            .expect("readable")
+            .expect("stored");
+        assert_eq!(stored.live().count(), 1, "one write, one version");
+    }
+
+    #[test]
+    fn forgotten_forward_ids_stay_refused_below_the_floor() {
+        let mut seen = SeenForwards::default();
+        let ids = 1..=(MAX_FORWARDS_REMEMBERED as u64 + 1);
+        assert!(ids.clone().all(|id| seen.first_time(id)));
+        assert!(!seen.first_time(1), "forgotten, below the floor");
+        assert!(
+            !seen.first_time(MAX_FORWARDS_REMEMBERED as u64),
+            "remembered"
+        );
+        assert!(seen.first_time(5_000), "a new id");
+        assert_eq!(seen.ids.len(), MAX_FORWARDS_REMEMBERED);
+    }
 }
