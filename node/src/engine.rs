@@ -69,7 +69,8 @@
 //! It reads no clock, draws randomness only from the seeded generator it was
 //! given, does no I/O other than through its [`Store`], and iterates no hash
 //! map. Given the same store contents, seed and inputs, it produces the same
-//! effects. Anti-entropy, handoff of partitions on ring changes and tombstone
+//! effects. Its [BUGGIFY](crate::buggify) fault sites are off unless
+//! [`EngineConfig::buggify`] turns them on (the simulator does). Anti-entropy, handoff of partitions on ring changes and tombstone
 //! collection are not here yet.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -94,6 +95,7 @@ use uuid::Uuid;
 use crate::api::{
     ClusterStatus, MemberStatus, ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest,
 };
+use crate::buggify::{Buggify, Site};
 use crate::core::{
     context_bound, coordinate_write, place, ClientWrite, GetCoordinator, PreferenceList,
     PutCoordinator, PutError, QuorumTally, Recorded, Replica, ReplicaError, ResolvedOptions,
@@ -130,6 +132,11 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Extra time a forwarding node waits beyond the request's timeout for the
 /// coordinating replica's answer.
 const FORWARD_GRACE: Duration = Duration::from_secs(1);
+/// Most forwarded request ids remembered per sender, to refuse a second
+/// delivery of one forwarded write.
+const MAX_FORWARDS_REMEMBERED: usize = 1024;
+/// Most senders whose forwarded request ids are remembered.
+const MAX_FORWARD_SENDERS: usize = 4096;
 
 /// How an engine behaves. `Default` is what a production node uses, apart
 /// from its name.
@@ -184,6 +191,9 @@ pub struct EngineConfig {
     pub max_value_bytes: usize,
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// Turns on the [BUGGIFY](crate::buggify) fault sites. Only the
+    /// simulator sets it; production nodes keep the default, off.
+    pub buggify: bool,
     /// Deliberately unsafe behaviour, off by default. See [`UnsafeControls`].
     pub unsafe_controls: UnsafeControls,
 }
@@ -232,6 +242,7 @@ impl Default for EngineConfig {
             max_value_bytes: crate::api::DEFAULT_MAX_VALUE_BYTES,
             max_frame_bytes: MAX_FRAME_BYTES,
             unsafe_controls: UnsafeControls::default(),
+            buggify: false,
         }
     }
 }
@@ -321,6 +332,9 @@ pub struct EngineStats {
     pub replies_from_the_future: u64,
     /// Hints queued for targets that did not acknowledge a put in time.
     pub hints_for_timeouts: u64,
+    /// Forwarded writes dropped because this node already coordinated a
+    /// write with the same sender and request id (a frame delivered twice).
+    pub forwards_repeated: u64,
     pub pending_requests: usize,
     /// Client requests refused as overloaded (too many in flight, the
     /// admission queue full, or waited too long for admission).
@@ -431,6 +445,31 @@ struct Queued {
     bytes: usize,
 }
 
+/// The forwarded writes one sender's incarnations asked this node to
+/// coordinate: every id at or below `floor`, and those in `ids`. A sender's
+/// request ids grow with its generation and within it, so forgetting the
+/// smallest id raises the floor instead of letting it be applied again.
+#[derive(Debug, Default)]
+struct SeenForwards {
+    floor: u64,
+    ids: BTreeSet<u64>,
+}
+
+impl SeenForwards {
+    /// Records `request`; false if it was seen (or is below what was
+    /// forgotten).
+    fn first_time(&mut self, request: u64) -> bool {
+        if request <= self.floor || !self.ids.insert(request) {
+            return false;
+        }
+        while self.ids.len() > MAX_FORWARDS_REMEMBERED {
+            let forgotten = self.ids.pop_first().expect("not empty");
+            self.floor = self.floor.max(forgotten);
+        }
+        true
+    }
+}
+
 /// Requests and bytes of background work in flight.
 #[derive(Debug, Clone, Copy, Default)]
 struct Background {
@@ -505,6 +544,11 @@ pub struct Engine<S> {
     queued_bytes: usize,
     /// Background work in `pending` (see [`Pending::background_bytes`]).
     background: Background,
+    /// Fault sites, off outside simulation; their own generator.
+    buggify: Buggify,
+    /// Forwarded writes already coordinated, per sender: a frame delivered
+    /// twice must not apply its write twice.
+    forwards_seen: BTreeMap<Uuid, SeenForwards>,
 }
 
 impl<S: Store> Engine<S> {
@@ -616,6 +660,8 @@ impl<S: Store> Engine<S> {
             admission: VecDeque::new(),
             queued_bytes: 0,
             background: Background::default(),
+            buggify: Buggify::new(seed, config.buggify),
+            forwards_seen: BTreeMap::new(),
             config,
         };
         if holds_data {
@@ -631,6 +677,17 @@ impl<S: Store> Engine<S> {
     /// This node's id.
     pub fn id(&self) -> Uuid {
         self.id
+    }
+
+    /// Turns the [BUGGIFY](crate::buggify) fault sites on or off (the
+    /// simulator's switch; see [`EngineConfig::buggify`]).
+    pub fn set_buggify(&mut self, on: bool) {
+        self.buggify.set_enabled(on);
+    }
+
+    /// The fault sites and how often each fired.
+    pub fn buggify(&self) -> &Buggify {
+        &self.buggify
     }
 
     /// This start's generation.
@@ -839,7 +896,9 @@ impl<S: Store> Engine<S> {
         }
         if now.mono >= self.next_hint_round {
             self.next_hint_round = now.mono + self.config.hint_interval;
-            self.deliver_hints(now);
+            if !self.buggify.fires(Site::HintRoundSkipped) {
+                self.deliver_hints(now);
+            }
         }
         self.admit_queued(now);
     }
@@ -889,7 +948,7 @@ impl<S: Store> Engine<S> {
                 hint_for,
             } => {
                 let result = self.on_store(now, &key, &object, sync, hint_for);
-                if request != 0 {
+                if request != 0 && !self.buggify.fires(Site::ReplicaReplyDropped) {
                     self.send(
                         from,
                         Message::Stored {
@@ -909,14 +968,16 @@ impl<S: Store> Engine<S> {
                 let result = self
                     .read_local(&key)
                     .map(|o| serde_bytes::ByteBuf::from(o.encode()));
-                self.send(
-                    from,
-                    Message::ReadReply {
-                        request,
-                        key,
-                        result,
-                    },
-                );
+                if !self.buggify.fires(Site::ReplicaReplyDropped) {
+                    self.send(
+                        from,
+                        Message::ReadReply {
+                            request,
+                            key,
+                            result,
+                        },
+                    );
+                }
             }
             Message::ReadReply {
                 request,
@@ -944,7 +1005,7 @@ impl<S: Store> Engine<S> {
             } => self.on_forward_reply(from, request, &bucket, &key, result),
             Message::RingFetch { version } => {
                 if let Some(ring) = &self.ring {
-                    if ring.version() >= version {
+                    if ring.version() >= version && !self.buggify.fires(Site::RingPushDropped) {
                         let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
                         self.send(from, Message::RingPush { ring: bytes });
                     }
@@ -1485,6 +1546,26 @@ impl<S: Store> Engine<S> {
     }
 
     fn on_forward(&mut self, now: Now, from: Uuid, request: u64, write: ForwardedWrite) {
+        // A forwarded write is applied once, however often its frame
+        // arrives (a retransmission, a duplicating network): a second
+        // coordination would mint a second version of one client write, a
+        // sibling nobody wrote. The copy is dropped without an answer; the
+        // forwarding node takes the first answer only.
+        if !self.forwards_seen.contains_key(&from)
+            && self.forwards_seen.len() >= MAX_FORWARD_SENDERS
+        {
+            self.forwards_seen.pop_first();
+        }
+        if !self
+            .forwards_seen
+            .entry(from)
+            .or_default()
+            .first_time(request)
+        {
+            self.stats.forwards_repeated += 1;
+            tracing::debug!(%from, request, "dropped a forwarded write delivered again");
+            return;
+        }
         let origin = Origin::Forward {
             node: from,
             request,
@@ -1917,7 +1998,9 @@ impl<S: Store> Engine<S> {
             if repairs.is_empty() {
                 return;
             }
-            if self.background.bytes >= self.config.max_background_bytes {
+            if self.background.bytes >= self.config.max_background_bytes
+                || self.buggify.fires(Site::ReadRepairSkipped)
+            {
                 // Read repair is opportunistic; a later read or a hint
                 // brings the replica up to date.
                 self.stats.read_repairs_skipped += repairs.len() as u64;
@@ -2086,16 +2169,17 @@ impl<S: Store> Engine<S> {
                 self.background.requests += 1;
                 self.background.bytes += object.len();
                 self.set_deadline(now, request, RETRY_AFTER);
-                self.send(
-                    target,
-                    Message::Store {
-                        request,
-                        key,
-                        object,
-                        sync: durable,
-                        hint_for: None,
-                    },
-                );
+                let store = Message::Store {
+                    request,
+                    key,
+                    object,
+                    sync: durable,
+                    hint_for: None,
+                };
+                if self.buggify.fires(Site::HintSentTwice) {
+                    self.send(target, store.clone());
+                }
+                self.send(target, store);
             }
         }
     }
@@ -2116,6 +2200,9 @@ impl<S: Store> Engine<S> {
         while let Some(effect) = self.gossip.poll_effect() {
             match effect {
                 GossipEffect::Send { to, envelope } => {
+                    if self.buggify.fires(Site::GossipFrameDropped) {
+                        continue;
+                    }
                     let addr = match to {
                         GossipTarget::Seed(addr) => Some(addr),
                         GossipTarget::Node(node) => match self.reply_route {
@@ -2878,6 +2965,11 @@ impl<S: Store> Engine<S> {
     }
 
     fn set_deadline(&mut self, now: Now, request: u64, after: Duration) {
+        let after = if self.buggify.fires(Site::TimeoutEarly) {
+            after.mul_f64(self.buggify.fraction())
+        } else {
+            after
+        };
         let deadline = now.mono + after;
         if let Some(old) = self.deadline_of.insert(request, deadline) {
             self.deadlines.remove(&(old, request));
@@ -3943,5 +4035,57 @@ mod tests {
             "{effects:?}"
         );
         assert_eq!(engines[0].stats().refused_overloaded, 1);
+    }
+
+    /// A network that delivers a forwarded write twice must not make its
+    /// coordinator mint two versions of one client write.
+    #[test]
+    fn a_forwarded_write_delivered_twice_is_coordinated_once() {
+        let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
+        let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+        let ring = engines[0].ring().expect("a ring").clone();
+        let list = ring.preference_list_for_key(b"b", b"k");
+        let outsider = (0..4)
+            .find(|&i| !list.primaries().contains(&engines[i].id()))
+            .expect("4 nodes, 3 replicas");
+        let first = list.primaries()[0];
+        let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
+
+        engines[outsider].handle_client(now(t), 1, put("v"));
+        let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+            .expect("the write is forwarded to the first primary");
+        engines[coordinator]
+            .handle_frame(now(t), addrs[outsider], &forward)
+            .expect("a valid frame");
+        let once = drain(&mut engines[coordinator]);
+        assert!(!once.is_empty(), "the first delivery is coordinated");
+
+        // The same frame again: dropped, nothing sent, nothing stored.
+        engines[coordinator]
+            .handle_frame(now(t + 1), addrs[outsider], &forward)
+            .expect("a valid frame");
+        assert_eq!(drain(&mut engines[coordinator]), vec![]);
+        assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
+        let partition = engines[coordinator].partitions.of_key(b"b", b"k");
+        let stored = engines[coordinator]
+            .store()
+            .get(KeyRef::new(partition, b"b", b"k"))
+            .expect("readable")
+            .expect("stored");
+        assert_eq!(stored.live().count(), 1, "one write, one version");
+    }
+
+    #[test]
+    fn forgotten_forward_ids_stay_refused_below_the_floor() {
+        let mut seen = SeenForwards::default();
+        let ids = 1..=(MAX_FORWARDS_REMEMBERED as u64 + 1);
+        assert!(ids.clone().all(|id| seen.first_time(id)));
+        assert!(!seen.first_time(1), "forgotten, below the floor");
+        assert!(
+            !seen.first_time(MAX_FORWARDS_REMEMBERED as u64),
+            "remembered"
+        );
+        assert!(seen.first_time(5_000), "a new id");
+        assert_eq!(seen.ids.len(), MAX_FORWARDS_REMEMBERED);
     }
 }

@@ -12,6 +12,8 @@
 //!   replica answers, hinted handoff and read repair. Time comes in as an
 //!   argument, randomness from a seeded generator, frames and replies go out
 //!   as effects; its only I/O is its [`Store`](chorus_storage::store::Store).
+//! * [`buggify`] — fault sites in the engine that only the simulator turns
+//!   on.
 //! * [`wire`] — the internode messages.
 //! * [`transport`] — QUIC with mutual TLS against a cluster CA.
 //! * [`api`] and [`http`] — what the client API asks of a node, and the HTTP
@@ -28,6 +30,7 @@
 //! protocol and the shell live in later modules.
 
 pub mod api;
+pub mod buggify;
 pub mod config;
 pub mod core;
 pub mod engine;

@@ -2,6 +2,8 @@
 //!
 //! * [`sim`] — the deterministic cluster simulator: real engines over
 //!   in-memory stores and a simulated network, in virtual time.
+//! * [`nemesis`] — starts and ends faults in a simulation at random, from a
+//!   seed: partitions, crashes, pauses, clock faults, BUGGIFY.
 //! * [`overwrite`] — the *no silent overwrite* checker over a client's
 //!   history: an acknowledged value disappears only after a write whose
 //!   context came from a response that showed it.

@@ -21,6 +21,34 @@
 //! by a fixed extra time (longer than a restart, so frames cross
 //! incarnations), and [`Sim::skew_clock`] to set one node's wall clock ahead
 //! or behind.
+//!
+//! More faults, for the [nemesis](crate::nemesis):
+//!
+//! * **Duplication and reordering.** [`SimConfig::duplicate`] delivers a
+//!   fraction of the frames twice, the copy with its own random delay.
+//!   Every frame draws its own delay, so frames on one link overtake each
+//!   other whenever the delay range is wider than the gap between them
+//!   ([`Sim::reordered`] counts it).
+//! * **Partitions.** [`Sim::partition`] splits the nodes into groups,
+//!   [`Sim::bridge`] splits them into two halves that both reach one middle
+//!   node, [`Sim::block`] cuts one direction of one link, and
+//!   [`Sim::heal`] removes every cut (and every [`Sim::isolate`]). A cut
+//!   drops a frame when it is sent *and* when it arrives: a frame in flight
+//!   when the cut is made is lost, as packets queued in a failed link or
+//!   switch are; a frame sent before a heal and arriving after it is lost
+//!   only if a cut stood when it was sent.
+//! * **Process pause.** [`Sim::pause`] freezes a node as `SIGSTOP` does: it
+//!   neither ticks nor handles frames or client requests; what reaches it
+//!   waits in its receive buffer and is handled, in arrival order, on
+//!   [`Sim::resume`]. Its clocks are not frozen: on resume it finds time
+//!   jumped forward, like a process that was descheduled.
+//! * **Clocks.** On top of [`Sim::skew_clock`], [`Sim::jump_clock`] moves a
+//!   node's wall clock forward or back at once (an NTP step) and
+//!   [`Sim::drift_clock`] makes it run fast or slow by parts per million.
+//!   The monotonic clock is the simulation's own time for every node, so
+//!   it never goes back and timers stay comparable.
+//! * **BUGGIFY.** [`Sim::buggify`] turns on the fault sites inside one
+//!   node's engine ([`chorus_node::buggify`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -58,6 +86,9 @@ pub struct SimConfig {
     /// Adjusts every node's engine settings (limits, intervals) after the
     /// simulation filled in its own.
     pub tune_engine: fn(&mut EngineConfig),
+    /// Fraction of frames delivered twice, 0.0..1.0; the copy draws its own
+    /// delay. No randomness is drawn for it while it is 0.
+    pub duplicate: f64,
 }
 
 /// The default [`SimConfig::tune_engine`]: changes nothing.
@@ -74,6 +105,7 @@ impl Default for SimConfig {
             replicas: 3,
             partitions: 64,
             tune_engine: keep_engine_config,
+            duplicate: 0.0,
         }
     }
 }
@@ -85,13 +117,51 @@ struct Node {
     /// The store of a crashed node, kept for its restart.
     parked: Option<MemoryStore>,
     isolated: bool,
-    /// Added to the simulation's wall clock for this node, in ms.
+    /// Added to the simulation's wall clock for this node, in ms (skew and
+    /// jumps, and the drift of earlier drift rates).
     clock_offset_ms: i64,
+    /// How fast the wall clock runs off true time, in parts per million
+    /// (positive: fast), since `drift_since`.
+    drift_ppm: i64,
+    drift_since: Duration,
+    /// Paused ([`Sim::pause`]): neither ticks nor handles input.
+    paused: bool,
+    /// Frames that reached the node while it was paused, in arrival order.
+    held_frames: Vec<(SocketAddr, Vec<u8>)>,
+    /// Client requests made to the node while it was paused.
+    held_requests: Vec<(ClientId, ClientRequest)>,
+    /// BUGGIFY sites on in its engine.
+    buggify: bool,
+}
+
+impl Node {
+    fn new(addr: SocketAddr) -> Node {
+        Node {
+            addr,
+            engine: None,
+            parked: Some(MemoryStore::new(StoreConfig::default())),
+            isolated: false,
+            clock_offset_ms: 0,
+            drift_ppm: 0,
+            drift_since: Duration::ZERO,
+            paused: false,
+            held_frames: Vec::new(),
+            held_requests: Vec::new(),
+            buggify: false,
+        }
+    }
+
+    /// What drift added to the wall clock since `drift_since`, in ms.
+    fn drift_ms(&self, now: Duration) -> i64 {
+        let micros = now.saturating_sub(self.drift_since).as_micros() as i128;
+        (micros * self.drift_ppm as i128 / 1_000_000_000) as i64
+    }
 }
 
 #[derive(Debug)]
 struct InFlight {
     from: SocketAddr,
+    from_index: usize,
     to: usize,
     payload: Vec<u8>,
 }
@@ -110,6 +180,12 @@ pub struct Sim {
     replies: BTreeMap<ClientId, Result<ClientReply, RequestError>>,
     /// Extra delay of every frame from one node to another.
     slow_links: BTreeMap<(usize, usize), Duration>,
+    /// Cut directions of links, `(from, to)`: frames are dropped.
+    cuts: BTreeSet<(usize, usize)>,
+    /// Per link, the send order of the latest frame delivered on it.
+    last_delivered: BTreeMap<(usize, usize), u64>,
+    /// Per link, the frames handed to the receiving engine.
+    delivered_on: BTreeMap<(usize, usize), u64>,
     /// Data-plane frames (not gossip or ring exchange) sent to each node.
     data_frames_to: BTreeMap<usize, u64>,
     trace: std::collections::hash_map::DefaultHasher,
@@ -121,6 +197,15 @@ pub struct Sim {
     pub connection_resets: u64,
     /// When nodes crashed losing their unsynced writes (power losses).
     power_losses: Vec<Duration>,
+    /// Frames dropped by a cut ([`Sim::partition`], [`Sim::block`]), when
+    /// sent or when they arrived.
+    pub cut: u64,
+    /// Extra copies of frames put on the network ([`SimConfig::duplicate`]).
+    pub duplicated: u64,
+    /// Frames delivered after a frame sent later on the same link.
+    pub reordered: u64,
+    /// Frames that waited in a paused node's receive buffer.
+    pub held: u64,
 }
 
 impl Sim {
@@ -139,6 +224,9 @@ impl Sim {
             next_client: 1,
             replies: BTreeMap::new(),
             slow_links: BTreeMap::new(),
+            cuts: BTreeSet::new(),
+            last_delivered: BTreeMap::new(),
+            delivered_on: BTreeMap::new(),
             data_frames_to: BTreeMap::new(),
             trace: Default::default(),
             delivered: 0,
@@ -146,16 +234,14 @@ impl Sim {
             undeliverable: 0,
             connection_resets: 0,
             power_losses: Vec::new(),
+            cut: 0,
+            duplicated: 0,
+            reordered: 0,
+            held: 0,
             config,
         };
         for addr in &addrs {
-            sim.nodes.push(Node {
-                addr: *addr,
-                engine: None,
-                parked: Some(MemoryStore::new(StoreConfig::default())),
-                isolated: false,
-                clock_offset_ms: 0,
-            });
+            sim.nodes.push(Node::new(*addr));
         }
         for i in 0..sim.nodes.len() {
             sim.boot(i);
@@ -179,6 +265,7 @@ impl Sim {
             .map(|(_, n)| n.addr)
             .collect();
         (self.config.tune_engine)(&mut config);
+        config.buggify = self.nodes[i].buggify;
         config
     }
 
@@ -212,21 +299,78 @@ impl Sim {
     }
 
     /// The current time as node `i` sees it: its wall clock carries its
-    /// offset ([`Sim::skew_clock`]).
+    /// offset ([`Sim::skew_clock`], [`Sim::jump_clock`],
+    /// [`Sim::drift_clock`]).
     pub fn now_at(&self, i: usize) -> Now {
         let now = self.now();
         Now {
             mono: now.mono,
-            wall_ms: now
-                .wall_ms
-                .saturating_add_signed(self.nodes[i].clock_offset_ms),
+            wall_ms: now.wall_ms.saturating_add_signed(self.clock_offset_ms(i)),
         }
     }
 
+    /// How far node `i`'s wall clock is ahead of (negative: behind) the
+    /// simulation's, in ms, drift included.
+    pub fn clock_offset_ms(&self, i: usize) -> i64 {
+        let node = &self.nodes[i];
+        node.clock_offset_ms + node.drift_ms(self.now)
+    }
+
     /// Sets node `i`'s wall clock `offset_ms` ahead of (or, negative,
-    /// behind) the others'. Its monotonic clock is unaffected.
+    /// behind) the others', replacing any earlier skew, jump or drift
+    /// (a drift rate stays, counted from now). Its monotonic clock is
+    /// unaffected.
     pub fn skew_clock(&mut self, i: usize, offset_ms: i64) {
-        self.nodes[i].clock_offset_ms = offset_ms;
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.clock_offset_ms = offset_ms;
+        node.drift_since = now;
+    }
+
+    /// Moves node `i`'s wall clock by `delta_ms` at once, forward or
+    /// (negative) back, as an NTP step or an operator's `date -s` does.
+    /// Its monotonic clock is unaffected.
+    pub fn jump_clock(&mut self, i: usize, delta_ms: i64) {
+        self.nodes[i].clock_offset_ms += delta_ms;
+    }
+
+    /// Makes node `i`'s wall clock run `ppm` parts per million fast
+    /// (negative: slow) from now on; 0 stops the drift, keeping the offset
+    /// it built up. `ppm` must be above -1 000 000, so the clock still
+    /// moves forward. Returns the ms the previous rate added since it was
+    /// set.
+    pub fn drift_clock(&mut self, i: usize, ppm: i64) -> i64 {
+        assert!(ppm > -1_000_000, "a drifting clock still runs forward");
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let built = node.drift_ms(now);
+        node.clock_offset_ms += built;
+        node.drift_since = now;
+        node.drift_ppm = ppm;
+        built
+    }
+
+    /// Turns the BUGGIFY fault sites of node `i`'s engine on or off, now
+    /// and for its later starts.
+    pub fn buggify(&mut self, i: usize, on: bool) {
+        self.nodes[i].buggify = on;
+        if let Some(engine) = self.nodes[i].engine.as_mut() {
+            engine.set_buggify(on);
+        }
+    }
+
+    /// Whether node `i`'s BUGGIFY sites are on.
+    pub fn is_buggified(&self, i: usize) -> bool {
+        self.nodes[i].buggify
+    }
+
+    /// Frames node `i`'s engine dropped, delayed or doubled on purpose at
+    /// its BUGGIFY sites since it started.
+    pub fn buggify_fired(&self, i: usize) -> u64 {
+        self.nodes[i]
+            .engine
+            .as_ref()
+            .map_or(0, |e| e.buggify().fired_total())
     }
 
     /// Delays every frame from node `from` to node `to` by `extra` on top
@@ -268,6 +412,7 @@ impl Sim {
     /// yet synced (a machine crash); otherwise it keeps them (a process crash).
     pub fn crash(&mut self, i: usize, lose_unsynced: bool) {
         let engine = self.nodes[i].engine.take().expect("the node runs");
+        self.end_pause(i);
         let store = engine.into_store();
         if lose_unsynced {
             self.power_losses.push(self.now);
@@ -289,6 +434,7 @@ impl Sim {
     /// synced and marked cleanly stopped, and kept for its restart.
     pub fn stop(&mut self, i: usize) {
         let mut engine = self.nodes[i].engine.take().expect("the node runs");
+        self.end_pause(i);
         engine.stop().expect("the memory store stops");
         self.nodes[i].parked = Some(engine.into_store().restart());
     }
@@ -317,13 +463,7 @@ impl Sim {
         let i = self.nodes.len();
         let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1)), 7070);
         self.by_addr.insert(addr, i);
-        self.nodes.push(Node {
-            addr,
-            engine: None,
-            parked: Some(MemoryStore::new(StoreConfig::default())),
-            isolated: false,
-            clock_offset_ms: 0,
-        });
+        self.nodes.push(Node::new(addr));
         self.boot(i);
         i
     }
@@ -350,12 +490,149 @@ impl Sim {
         self.nodes[i].isolated = isolated;
     }
 
+    /// Splits the network into `groups`: frames between nodes of different
+    /// groups are dropped, both ways. A node named in no group is cut off
+    /// from every other node. Adds to the cuts already made.
+    pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        let group_of = |i: usize| groups.iter().position(|g| g.contains(&i));
+        for a in 0..self.nodes.len() {
+            for b in 0..self.nodes.len() {
+                if a != b && (group_of(a).is_none() || group_of(a) != group_of(b)) {
+                    self.cuts.insert((a, b));
+                }
+            }
+        }
+    }
+
+    /// Splits the network into `left` and `right`, which cannot reach each
+    /// other, while `middle` reaches both (a bridge partition: the middle
+    /// node sees everyone, the halves do not see each other).
+    pub fn bridge(&mut self, left: &[usize], middle: usize, right: &[usize]) {
+        assert!(!left.contains(&middle) && !right.contains(&middle));
+        for &a in left {
+            for &b in right {
+                self.cuts.insert((a, b));
+                self.cuts.insert((b, a));
+            }
+        }
+    }
+
+    /// Cuts the link from node `from` to node `to` in that direction only:
+    /// `to` still reaches `from`.
+    pub fn block(&mut self, from: usize, to: usize) {
+        self.cuts.insert((from, to));
+    }
+
+    /// Removes the cut [`Sim::block`] made from `from` to `to`.
+    pub fn unblock(&mut self, from: usize, to: usize) {
+        self.cuts.remove(&(from, to));
+    }
+
+    /// Removes every cut: partitions, bridges, one-way blocks and isolated
+    /// nodes. Slow links stay ([`Sim::slow_link`]).
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+        for node in &mut self.nodes {
+            node.isolated = false;
+        }
+    }
+
+    /// Whether a frame from node `from` to node `to` would be dropped now.
+    pub fn is_cut(&self, from: usize, to: usize) -> bool {
+        self.nodes[from].isolated || self.nodes[to].isolated || self.cuts.contains(&(from, to))
+    }
+
+    /// Pauses node `i` (`SIGSTOP`): it neither ticks nor handles frames or
+    /// client requests until [`Sim::resume`]; they wait for it.
+    pub fn pause(&mut self, i: usize) {
+        assert!(self.nodes[i].engine.is_some(), "node {i} runs");
+        self.nodes[i].paused = true;
+    }
+
+    /// Resumes paused node `i` (`SIGCONT`): it handles the frames that
+    /// reached it while paused, in arrival order, then the client requests
+    /// made to it, and ticks at the next step (its timers see that time
+    /// jumped).
+    pub fn resume(&mut self, i: usize) {
+        assert!(self.nodes[i].paused, "node {i} is paused");
+        self.nodes[i].paused = false;
+        let frames = std::mem::take(&mut self.nodes[i].held_frames);
+        let requests = std::mem::take(&mut self.nodes[i].held_requests);
+        for (from, payload) in frames {
+            self.deliver(from, i, &payload);
+        }
+
+        for (client, request) in requests {
+            let now = self.now_at(i);
+            let engine = self.nodes[i].engine.as_mut().expect("the node runs");
+            engine.handle_client(now, client, request);
+            self.collect(i);
+        }
+    }
+
+    /// Whether node `i` is paused.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.nodes[i].paused
+    }
+
+    /// Whether node `i` runs (paused or not).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].engine.is_some()
+    }
+
+    /// Changes the fraction of frames lost from now on.
+    pub fn set_loss(&mut self, loss: f64) {
+        assert!((0.0..1.0).contains(&loss));
+        self.config.loss = loss;
+    }
+
+    /// Changes the fraction of frames duplicated from now on.
+    pub fn set_duplicate(&mut self, duplicate: f64) {
+        assert!((0.0..1.0).contains(&duplicate));
+        self.config.duplicate = duplicate;
+    }
+
+    /// The configuration the simulation runs with (loss and duplication as
+    /// changed since).
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// A node that stops loses what was waiting in its receive buffer while
+    /// it was paused, as a process's socket buffers die with it.
+    fn end_pause(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.paused = false;
+        self.undeliverable += node.held_frames.len() as u64;
+        node.held_frames.clear();
+        node.held_requests.clear();
+    }
+
+    /// Frames from node `from` handed to node `to`'s engine so far.
+    pub fn delivered_between(&self, from: usize, to: usize) -> u64 {
+        self.delivered_on.get(&(from, to)).copied().unwrap_or(0)
+    }
+
+    /// Hands a frame to node `to`'s engine.
+    fn deliver(&mut self, from: SocketAddr, to: usize, payload: &[u8]) {
+        if let Some(&i) = self.by_addr.get(&from) {
+            *self.delivered_on.entry((i, to)).or_default() += 1;
+        }
+        let now = self.now_at(to);
+        let engine = self.nodes[to].engine.as_mut().expect("the node runs");
+        self.delivered += 1;
+        (to, payload.len(), self.now).hash(&mut self.trace);
+        let _ = engine.handle_frame(now, from, payload);
+        self.collect(to);
+    }
+
     /// Moves time to the next event and handles it. Returns false when
     /// nothing is left to happen (no node runs).
     pub fn step(&mut self) -> bool {
         let wakeup = self
             .nodes
             .iter()
+            .filter(|n| !n.paused)
             .filter_map(|n| n.engine.as_ref().map(Engine::next_wakeup))
             .min();
         let frame = self.network.first_key_value().map(|(&(at, _), _)| at);
@@ -371,21 +648,40 @@ impl Sim {
             if entry.key().0 > self.now {
                 break;
             }
-            let InFlight { from, to, payload } = entry.remove();
-            let now = self.now_at(to);
-            let node = &mut self.nodes[to];
-            match node.engine.as_mut() {
-                Some(engine) if !node.isolated => {
-                    self.delivered += 1;
-                    (to, payload.len(), self.now).hash(&mut self.trace);
-                    let _ = engine.handle_frame(now, from, &payload);
-                    self.collect(to);
-                }
-                _ => self.undeliverable += 1,
+            let seq = entry.key().1;
+            let InFlight {
+                from,
+                from_index,
+                to,
+                payload,
+            } = entry.remove();
+            let node = &self.nodes[to];
+            if node.engine.is_none() || node.isolated {
+                self.undeliverable += 1;
+                continue;
             }
+            if self.cuts.contains(&(from_index, to)) {
+                self.cut += 1;
+                continue;
+            }
+            let last = self.last_delivered.entry((from_index, to)).or_default();
+            if *last > seq {
+                self.reordered += 1;
+            } else {
+                *last = seq;
+            }
+            if node.paused {
+                self.held += 1;
+                self.nodes[to].held_frames.push((from, payload));
+                continue;
+            }
+            self.deliver(from, to, &payload);
         }
         for i in 0..self.nodes.len() {
             let now = self.now_at(i);
+            if self.nodes[i].paused {
+                continue;
+            }
             if let Some(engine) = self.nodes[i].engine.as_mut() {
                 if engine.next_wakeup() <= now.mono {
                     engine.handle_tick(now);
@@ -413,7 +709,7 @@ impl Sim {
                 }
             }
         }
-        for (addr, payload) in sends {
+        for (addr, mut payload) in sends {
             let Some(&to) = self.by_addr.get(&addr) else {
                 self.undeliverable += 1;
                 continue;
@@ -421,22 +717,41 @@ impl Sim {
             if Frame::decode(&payload, MAX_FRAME_BYTES).is_ok_and(|f| f.message.is_data_plane()) {
                 *self.data_frames_to.entry(to).or_default() += 1;
             }
+            if self.cuts.contains(&(i, to)) {
+                self.cut += 1;
+                continue;
+            }
             if self.nodes[i].isolated || self.rng.random_bool(self.config.loss) {
                 self.lost += 1;
                 continue;
             }
-            let spread = self.config.max_delay.saturating_sub(self.config.min_delay);
-            let extra = self.slow_links.get(&(i, to)).copied().unwrap_or_default();
-            let delay = self.config.min_delay + spread.mul_f64(self.rng.random::<f64>()) + extra;
-            self.network.insert(
-                (self.now + delay, self.next_frame),
-                InFlight {
-                    from: self.nodes[i].addr,
-                    to,
-                    payload,
-                },
-            );
-            self.next_frame += 1;
+            let copies =
+                if self.config.duplicate > 0.0 && self.rng.random_bool(self.config.duplicate) {
+                    self.duplicated += 1;
+                    2
+                } else {
+                    1
+                };
+            for copy in 0..copies {
+                let spread = self.config.max_delay.saturating_sub(self.config.min_delay);
+                let extra = self.slow_links.get(&(i, to)).copied().unwrap_or_default();
+                let delay =
+                    self.config.min_delay + spread.mul_f64(self.rng.random::<f64>()) + extra;
+                self.network.insert(
+                    (self.now + delay, self.next_frame),
+                    InFlight {
+                        from: self.nodes[i].addr,
+                        from_index: i,
+                        to,
+                        payload: if copy + 1 < copies {
+                            payload.clone()
+                        } else {
+                            std::mem::take(&mut payload)
+                        },
+                    },
+                );
+                self.next_frame += 1;
+            }
         }
     }
 
@@ -547,6 +862,10 @@ impl Sim {
     pub fn request(&mut self, i: usize, request: ClientRequest) -> ClientId {
         let client = self.next_client;
         self.next_client += 1;
+        if self.nodes[i].paused {
+            self.nodes[i].held_requests.push((client, request));
+            return client;
+        }
         let now = self.now_at(i);
         let engine = self.nodes[i].engine.as_mut().expect("the node runs");
         engine.handle_client(now, client, request);

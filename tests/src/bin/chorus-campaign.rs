@@ -72,11 +72,18 @@ fn parse_seeds(s: &str) -> Result<RangeInclusive<u64>, String> {
 }
 
 /// Parses a comma-separated list, `all`, or `none`.
-fn list<T: std::str::FromStr<Err = String> + Copy>(s: &str, all: &[T]) -> Result<Vec<T>, String> {
+fn list<T>(s: &str, all: &[T]) -> Result<Vec<T>, String>
+where
+    T: std::str::FromStr + Copy,
+    T::Err: std::fmt::Display,
+{
     match s {
         "all" => Ok(all.to_vec()),
         "none" => Ok(Vec::new()),
-        _ => s.split(',').map(|item| item.trim().parse()).collect(),
+        _ => s
+            .split(',')
+            .map(|item| item.trim().parse().map_err(|e: T::Err| e.to_string()))
+            .collect(),
     }
 }
 
