@@ -2,6 +2,8 @@
 //!
 //! * [`sim`] — the deterministic cluster simulator: real engines over
 //!   in-memory stores and a simulated network, in virtual time.
+//! * [`fuzz`] — the bodies of the fuzz targets in `fuzz/`: every decoder
+//!   fed from outside, with the properties it must keep for any input.
 //! * [`overwrite`] — the *no silent overwrite* checker over a client's
 //!   history: an acknowledged value disappears only after a write whose
 //!   context came from a response that showed it.
@@ -11,5 +13,6 @@
 //! loopback (`cluster.rs`). The tests of each single crate live beside that
 //! crate.
 
+pub mod fuzz;
 pub mod overwrite;
 pub mod sim;
