@@ -4,6 +4,8 @@
 //!   in-memory stores and a simulated network, in virtual time.
 //! * [`nemesis`] — starts and ends faults in a simulation at random, from a
 //!   seed: partitions, crashes, pauses, clock faults, BUGGIFY.
+//! * [`fuzz`] — the bodies of the fuzz targets in `fuzz/`: every decoder
+//!   fed from outside, with the properties it must keep for any input.
 //! * [`overwrite`] — the *no silent overwrite* checker over a client's
 //!   history: an acknowledged value disappears only after a write whose
 //!   context came from a response that showed it.
@@ -15,6 +17,7 @@
 
 pub mod campaign;
 pub mod check;
+pub mod fuzz;
 pub mod history;
 pub mod nemesis;
 pub mod overwrite;
