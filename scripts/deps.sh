@@ -3,6 +3,9 @@
 #
 #   libclang   bindgen generates RocksDB's Rust bindings with it
 #   g++        RocksDB itself is C++, built from source by librocksdb-sys
+#   iproute2   `ip netns`: the real-process fault tests (tests/src/netns.rs)
+#   nftables   `nft`: their partitions
+#   faketime   libfaketime: their clock skew (tests/src/real.rs)
 #
 # Run as root (or with passwordless sudo) to install them; otherwise this
 # prints what to install and exits non-zero.
@@ -17,6 +20,9 @@ have_libclang() {
 }
 have_libclang || missing+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(faketime)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -15,6 +15,8 @@ pub mod campaign;
 pub mod check;
 pub mod history;
 pub mod nemesis;
+pub mod netns;
 pub mod overwrite;
+pub mod real;
 pub mod sim;
 pub mod workload;
