@@ -29,13 +29,26 @@
 //! the namespaces are the caller's to kill first ([`crate::real`]).
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); [`available`] says why
-//! not when they are missing. Delay cannot be injected here with `netem`
-//! (not in every kernel); see [`crate::real`] for the delay fault.
+//! not when they are missing.
+//!
+//! # Delay
+//!
+//! `tc … netem` is not in every kernel (nor is nftables' `queue`
+//! statement), so [`Testbed::delay`] holds packets in user space: in each of
+//! the two namespaces, an `iptables` rule sends packets for the other node
+//! to NFQUEUE 0 (`--queue-bypass`: they pass untouched while nothing
+//! listens), and [`DELAYER`], a Python program with no dependencies beyond
+//! the standard library, binds that queue over netlink and accepts each
+//! packet a fixed time after it arrived, in arrival order. Needs `iptables`
+//! (its xtables `NFQUEUE` target) and `python3`; [`delay_available`] says
+//! why not.
 
 use std::collections::BTreeSet;
+use std::io::BufRead as _;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
@@ -73,6 +86,81 @@ pub fn available() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Whether [`Testbed::delay`] can run here (beyond [`available`]).
+pub fn delay_available() -> Result<(), String> {
+    for (program, package) in [("python3", "python3"), ("iptables", "iptables")] {
+        let found = Command::new(program)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(found, Ok(s) if s.success()) {
+            return Err(format!("`{program}` is missing (install {package})"));
+        }
+    }
+    Ok(())
+}
+
+/// The packet delayer: binds NFQUEUE 0 of its network namespace over
+/// netlink (copy mode "meta", fail-open when the queue is full) and
+/// accepts every packet `argv[1]` milliseconds after it was queued. Prints
+/// `bound` once it listens.
+pub const DELAYER: &str = r#"import socket, struct, sys, threading, time, collections
+delay = int(sys.argv[1]) / 1000.0
+queue = 0
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((0, 0))
+def attr(kind, payload):
+    n = 4 + len(payload)
+    return struct.pack("=HH", n, kind) + payload + b"\0" * ((4 - n % 4) % 4)
+def send(msg, body, flags=1):
+    body = struct.pack("!BBH", 0, 0, queue) + body
+    s.send(struct.pack("=IHHII", 16 + len(body), (3 << 8) | msg, flags, 0, 0) + body)
+send(2, attr(1, struct.pack("!BBH", 1, 0, 0)), 5)
+send(2, attr(2, struct.pack("!IB", 0, 1)) + attr(3, struct.pack("!I", 65536))
+     + attr(4, struct.pack("!I", 1)) + attr(5, struct.pack("!I", 1)), 5)
+held = collections.deque()
+ready = threading.Condition()
+def release():
+    while True:
+        with ready:
+            while not held:
+                ready.wait()
+            due, pid = held[0]
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+        with ready:
+            held.popleft()
+        send(1, attr(2, struct.pack("!II", 1, pid)), 1)
+threading.Thread(target=release, daemon=True).start()
+print("bound", flush=True)
+while True:
+    try:
+        data = s.recv(1 << 20)
+    except OSError:
+        continue
+    off = 0
+    while off + 16 <= len(data):
+        n, kind = struct.unpack_from("=IH", data, off)
+        if n < 16:
+            break
+        if kind == (3 << 8):
+            a = off + 20
+            while a + 4 <= off + n:
+                alen, atype = struct.unpack_from("=HH", data, a)
+                if alen < 4:
+                    break
+                if atype & 0x7fff == 1:
+                    pid = struct.unpack_from("!I", data, a + 4)[0]
+                    with ready:
+                        held.append((time.monotonic() + delay, pid))
+                        ready.notify()
+                a += (alen + 3) & ~3
+        off += (n + 3) & ~3
+"#;
 
 /// Runs a command; fails with its stderr when it fails.
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -163,6 +251,8 @@ pub struct Testbed {
     nodes: usize,
     /// Directed links `(from, to)` whose packets are dropped.
     blocked: BTreeSet<(usize, usize)>,
+    /// Delayer processes, by the node whose namespace they run in.
+    delayers: Vec<(usize, Child)>,
 }
 
 impl Testbed {
@@ -181,6 +271,7 @@ impl Testbed {
             names,
             nodes,
             blocked: BTreeSet::new(),
+            delayers: Vec::new(),
         };
         testbed.remove_all();
         testbed.build()?;
@@ -293,10 +384,68 @@ impl Testbed {
         self.apply()
     }
 
-    /// Removes every cut.
+    /// Delays every packet between nodes `a` and `b` (both ways) by
+    /// `delay`; see [Delay](self#delay). Returns once both delayers listen.
+    pub fn delay(&mut self, a: usize, b: usize, delay: Duration) -> anyhow::Result<()> {
+        let ms = delay.as_millis().to_string();
+        for (here, there) in [(a, b), (b, a)] {
+            let ns = self.names.namespace(here);
+            let mut child = Command::new("ip")
+                .args(["netns", "exec", &ns, "python3", "-u", "-c", DELAYER, &ms])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("starting the delayer")?;
+            let mut line = String::new();
+            let stdout = child.stdout.take().expect("piped stdout");
+            std::io::BufReader::new(stdout).read_line(&mut line)?;
+            self.delayers.push((here, child));
+            if line.trim() != "bound" {
+                bail!("the delayer in {ns} did not start: {line:?}");
+            }
+            let to = self.address(there).to_string();
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "iptables",
+                    "-A",
+                    "OUTPUT",
+                    "-d",
+                    &to,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    "0",
+                    "--queue-bypass",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Removes every cut and every delay.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.blocked.clear();
+        self.stop_delayers()?;
         self.apply()
+    }
+
+    /// Removes the delay rules, then stops the delayers.
+    fn stop_delayers(&mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for (node, mut child) in std::mem::take(&mut self.delayers) {
+            let ns = self.names.namespace(node);
+            if let Err(error) = run("ip", &["netns", "exec", &ns, "iptables", "-F", "OUTPUT"]) {
+                result = Err(error);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        result
     }
 
     /// Writes the blocked sets of every namespace.
@@ -348,6 +497,7 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        let _ = self.stop_delayers();
         self.remove_all();
     }
 }

@@ -40,12 +40,9 @@
 //! `bridge` (two sides that only a middle node reaches), `one-way` (one
 //! direction of one link), all with nftables ([`Testbed`]); `kill` (SIGKILL,
 //! then a restart on the same data directory); `pause` (SIGSTOP, then
-//! SIGCONT); `clock-skew` (one node's wall clock jumps by ±5 s to ±5 min,
-//! then back); `delay` (every packet of one link is held for a while:
-//! the link is cut, then reopened, in cycles of [`DELAY_CYCLE`] — `netem`
-//! is not available everywhere, and holding packets in user space needs
-//! NFQUEUE; a blackout cycle is what a long delay looks like to QUIC, which
-//! retransmits what was dropped once the link is back).
+//! SIGCONT); `clock-skew` (one node's wall clock jumps by ±5 s up to
+//! ±[`RealConfig::max_skew`], then back); `delay` (every packet between two nodes held for 50 to
+//! 500 ms, in user space through NFQUEUE: [`Testbed::delay`]).
 //!
 //! The test process must be root (see [`crate::netns::available`]).
 
@@ -76,9 +73,6 @@ pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT
 /// How much longer than a request's own `timeout` a client waits for the
 /// answer before it records the outcome as unknown.
 pub const CLIENT_GRACE: Duration = Duration::from_secs(1);
-
-/// One cut-and-reopen cycle of the `delay` fault.
-pub const DELAY_CYCLE: Duration = Duration::from_millis(400);
 
 /// The bucket every workload writes to.
 const BUCKET: &str = "real";
@@ -165,6 +159,12 @@ pub struct RealConfig {
     pub consistency: Consistency,
     /// The request `timeout` option, in milliseconds.
     pub timeout_ms: u64,
+    /// The largest clock skew (`clock-skew` draws 5 s up to this, ahead or
+    /// behind). A node whose clock ran ahead keeps its HLC ahead once the
+    /// clock is back (the HLC never goes back), and its peers refuse its
+    /// messages beyond their drift bound until real time catches up; the
+    /// wait for convergence after the heal allows for that.
+    pub max_skew: Duration,
     /// How long each fault is held (the nemesis adds up to half as much
     /// again at random), and the quiet gap after each.
     pub fault_duration: Duration,
@@ -197,6 +197,7 @@ impl Default for RealConfig {
             keys: 5,
             consistency: Consistency::Sloppy,
             timeout_ms: 2_000,
+            max_skew: Duration::from_secs(300),
             fault_duration: Duration::from_secs(4),
             quiet: Duration::from_secs(2),
             seed: 1,
@@ -482,6 +483,9 @@ pub fn run(config: &RealConfig) -> anyhow::Result<RealReport> {
     if config.faults.contains(&RealFault::ClockSkew) && !Path::new(FAKETIME_LIB).exists() {
         bail!("clock-skew needs {FAKETIME_LIB} (Debian package faketime)");
     }
+    if config.faults.contains(&RealFault::Delay) {
+        crate::netns::delay_available().map_err(|why| anyhow::anyhow!("delay: {why}"))?;
+    }
     let chorus = match &config.chorus {
         Some(path) => path.clone(),
         None => find_chorus()?,
@@ -523,7 +527,7 @@ fn drive(
         .map(|i| format!("http://{}:{HTTP_PORT}", testbed.address(i)))
         .collect();
     tokio
-        .block_on(wait_converged(&http, &urls))
+        .block_on(wait_converged(&http, &urls, PATIENCE))
         .context("forming the cluster")?;
 
     let options = config.consistency.options(config.timeout_ms);
@@ -573,11 +577,12 @@ fn drive(
         (joined, nemesis.join().expect("the nemesis does not panic"))
     });
     joined?;
-    let (faults, nemesis_log) = nemesis?;
+    let (faults, nemesis_log, clocks_agree) = nemesis?;
 
     let healed = Instant::now();
+    let patience = PATIENCE + clocks_agree.saturating_duration_since(healed);
     tokio
-        .block_on(wait_converged(&http, &urls))
+        .block_on(wait_converged(&http, &urls, patience))
         .context("after the heal")?;
     let converged_after = healed.elapsed();
 
@@ -642,9 +647,13 @@ fn drive(
 }
 
 /// Waits until every node answers `/readyz` with 200 and reports no
-/// pending hints, twice in a row.
-async fn wait_converged(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<()> {
-    let deadline = Instant::now() + PATIENCE;
+/// pending hints, twice in a row, for at most `patience`.
+async fn wait_converged(
+    http: &reqwest::Client,
+    urls: &[String],
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
     let mut good_rounds = 0;
     loop {
         let mut all_good = true;
@@ -664,7 +673,7 @@ async fn wait_converged(http: &reqwest::Client, urls: &[String]) -> anyhow::Resu
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the cluster was not ready with no hints pending within {PATIENCE:?}");
+            bail!("the cluster was not ready with no hints pending within {patience:?}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -875,18 +884,20 @@ fn parse_siblings(body: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
 
 /// The nemesis: until `deadline`, a seeded schedule of faults, each held for
 /// a while and undone; then heals everything. Returns the faults injected
-/// per kind and a log.
+/// per kind, a log, and when every node's HLC is back within reach of real
+/// time (after the last forward clock skew).
 fn nemesis(
     config: &RealConfig,
     testbed: &mut Testbed,
     cluster: &mut Cluster,
     start: Instant,
     deadline: Instant,
-) -> anyhow::Result<(BTreeMap<RealFault, usize>, Vec<String>)> {
+) -> anyhow::Result<(BTreeMap<RealFault, usize>, Vec<String>, Instant)> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut counts = BTreeMap::new();
     let mut log = Vec::new();
     let mut deck: Vec<RealFault> = Vec::new();
+    let mut clocks_agree = Instant::now();
     let n = config.nodes;
     let say = |log: &mut Vec<String>, what: String| {
         let line = format!("{:>7.2}s {what}", start.elapsed().as_secs_f64());
@@ -939,20 +950,13 @@ fn nemesis(
                     sleep_until(deadline, Instant::now() + hold);
                 }
                 RealFault::Delay => {
+                    let delay = Duration::from_millis(rng.random_range(50..=500));
                     say(
                         &mut log,
-                        format!(
-                            "delay link {} <-> {} ({DELAY_CYCLE:?} cycles)",
-                            order[0], order[1]
-                        ),
+                        format!("delay link {} <-> {} by {delay:?}", order[0], order[1]),
                     );
-                    let until = Instant::now() + hold;
-                    while Instant::now() < until.min(deadline) {
-                        testbed.bridge(&[order[0]], &[order[1]])?;
-                        std::thread::sleep(DELAY_CYCLE / 2);
-                        testbed.heal()?;
-                        std::thread::sleep(DELAY_CYCLE / 2);
-                    }
+                    testbed.delay(order[0], order[1], delay)?;
+                    sleep_until(deadline, Instant::now() + hold);
                 }
                 RealFault::Kill => {
                     let i = order[0];
@@ -972,11 +976,8 @@ fn nemesis(
                 }
                 RealFault::ClockSkew => {
                     let i = order[0];
-                    let magnitude = if rng.random_bool(0.5) {
-                        rng.random_range(5..60)
-                    } else {
-                        rng.random_range(60..300)
-                    };
+                    let max = config.max_skew.as_secs().max(6);
+                    let magnitude = rng.random_range(5..max) as i64;
                     let offset = if rng.random_bool(0.5) {
                         magnitude
                     } else {
@@ -987,6 +988,10 @@ fn nemesis(
                     sleep_until(deadline, Instant::now() + hold);
                     say(&mut log, format!("clock of node {i} back to +0s"));
                     cluster.nodes[i].skew(0)?;
+                    if offset > 0 {
+                        let caught_up = Instant::now() + Duration::from_secs(offset as u64);
+                        clocks_agree = clocks_agree.max(caught_up);
+                    }
                 }
             }
             *counts.entry(fault).or_insert(0) += 1;
@@ -1019,7 +1024,7 @@ fn nemesis(
     outcome?;
     healed?;
     say(&mut log, "end of faults: all healed".to_owned());
-    Ok((counts, log))
+    Ok((counts, log, clocks_agree))
 }
 
 /// Sleeps until `until`, but not past `deadline`.
