@@ -3,6 +3,11 @@
 #
 #   libclang   bindgen generates RocksDB's Rust bindings with it
 #   g++        RocksDB itself is C++, built from source by librocksdb-sys
+#   iproute2   `ip netns`: the real-process fault tests (tests/src/netns.rs)
+#   nftables   `nft`: their partitions
+#   faketime   libfaketime: their clock skew (tests/src/real.rs)
+#   iptables   the NFQUEUE target that their link delay holds packets with
+#   python3    runs that delayer (standard library only)
 #
 # Run as root (or with passwordless sudo) to install them; otherwise this
 # prints what to install and exits non-zero.
@@ -17,6 +22,11 @@ have_libclang() {
 }
 have_libclang || missing+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(faketime)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -121,6 +121,11 @@ struct NodeStartArgs {
     /// At shutdown, announce that this node leaves the cluster for good.
     #[arg(long)]
     leave_on_shutdown: bool,
+    /// UNSAFE, hidden: write without RocksDB's write-ahead log, so a crash
+    /// loses acknowledged writes. Exists only so that fault-injection tests
+    /// can prove their checkers catch data loss; never use it otherwise.
+    #[arg(long, hide = true)]
+    unsafe_disable_wal: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,7 +287,11 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
             .http_listen
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)),
         identity,
+        unsafe_disable_wal: args.unsafe_disable_wal,
     };
+    if args.unsafe_disable_wal {
+        eprintln!("UNSAFE: the write-ahead log is off; a crash loses acknowledged writes");
+    }
     let mut node = runtime::start(options).await?;
     println!(
         "chorus node {} ({}) http=http://{} quic={}",
@@ -353,6 +362,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
             quic_listen: quic_addrs[i],
             http_listen: SocketAddr::new(localhost, port(args.http_port, i)?),
             identity: ca.issue(&name)?,
+            unsafe_disable_wal: false,
         };
         let node = runtime::start(options)
             .await

@@ -137,6 +137,10 @@ pub struct NodeOptions {
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub identity: NodeIdentity,
+    /// UNSAFE, for tests only: run the store without its write-ahead log
+    /// ([`RocksConfig::unsafe_disable_wal`]), so that a crash loses
+    /// acknowledged writes. A negative control for fault-injection runs.
+    pub unsafe_disable_wal: bool,
 }
 
 /// Why a node could not start.
@@ -395,12 +399,12 @@ impl RunningNode {
 pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let data_dir = options.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
+    let rocks = RocksConfig {
+        unsafe_disable_wal: options.unsafe_disable_wal,
+        ..RocksConfig::default()
+    };
     let store = tokio::task::spawn_blocking(move || {
-        RocksStore::open(
-            data_dir.join("db"),
-            StoreConfig::default(),
-            &RocksConfig::default(),
-        )
+        RocksStore::open(data_dir.join("db"), StoreConfig::default(), &rocks)
     })
     .await
     .expect("opening the store does not panic")?;

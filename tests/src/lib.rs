@@ -20,6 +20,8 @@ pub mod check;
 pub mod fuzz;
 pub mod history;
 pub mod nemesis;
+pub mod netns;
 pub mod overwrite;
+pub mod real;
 pub mod sim;
 pub mod workload;

@@ -72,6 +72,12 @@ pub struct RocksConfig {
     pub data_write_buffer_bytes: usize,
     /// Threads for flushes and compactions.
     pub background_jobs: i32,
+    /// UNSAFE, for tests only: write without RocksDB's write-ahead log, so
+    /// a crash (`kill -9`) loses every write not yet flushed to an SST file,
+    /// acknowledged or not; `sync` writes are not synced either. It exists
+    /// only so that a fault-injection run can prove its checkers catch lost
+    /// writes (a negative control). `false` by default.
+    pub unsafe_disable_wal: bool,
 }
 
 impl Default for RocksConfig {
@@ -81,6 +87,7 @@ impl Default for RocksConfig {
             block_cache_bytes: 256 << 20,
             data_write_buffer_bytes: 64 << 20,
             background_jobs: cores.clamp(2, 8) as i32,
+            unsafe_disable_wal: false,
         }
     }
 }
@@ -216,12 +223,20 @@ impl RocksStore {
         let (db_options, families) = Self::rocksdb_options(rocks);
         let db = DB::open_cf_descriptors(&db_options, &path, families)
             .map_err(|e| StoreError::io("open", e))?;
+        let mut buffered = WriteOptions::default();
         let mut synced = WriteOptions::default();
-        synced.set_sync(true);
+        if rocks.unsafe_disable_wal {
+            // RocksDB refuses a synced write without a WAL; there is nothing
+            // to sync, so both durabilities write to the memtable alone.
+            buffered.disable_wal(true);
+            synced.disable_wal(true);
+        } else {
+            synced.set_sync(true);
+        }
         let kv = RocksKv {
             db,
             path,
-            buffered: WriteOptions::default(),
+            buffered,
             synced,
         };
         Ok(RocksStore {

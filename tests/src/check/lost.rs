@@ -105,3 +105,57 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
     }
     violations
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::check::{check_all, Analysis};
+    use crate::history::{Completion, History, Response};
+
+    fn at(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// A final read at `r=all` (without `pr`) that misses an acknowledged
+    /// value of a plain key is a lost write: the final state is checked
+    /// for every key, not only for keys that hold sets.
+    #[test]
+    fn a_final_read_without_pr_that_misses_an_acknowledged_value_reports_it_lost() {
+        let mut history = History::new(3);
+        let quorum = vec![("w".to_owned(), "quorum".to_owned())];
+        let write = history.invoke(
+            0,
+            0,
+            Op::Write {
+                key: "k".into(),
+                value: Some("v1".into()),
+                context: None,
+                return_body: false,
+            },
+            quorum,
+            at(0),
+        );
+        history.complete(write, Completion::Ok(Response::default()), at(1));
+        let read = history.invoke(
+            1,
+            1,
+            Op::Read { key: "k".into() },
+            vec![("r".to_owned(), "all".to_owned())],
+            at(10),
+        );
+        let empty = Response {
+            shows_siblings: true,
+            ..Response::default()
+        };
+        history.complete(read, Completion::Ok(empty), at(11));
+        history.mark_final(read);
+        let violations = check(&Analysis::new(&history), &Assumptions::default());
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(violations[0].detail.contains("\"v1\""), "{violations:?}");
+        assert!(check_all(&history, &Assumptions::default())
+            .iter()
+            .any(|v| v.checker == NAME));
+    }
+}
