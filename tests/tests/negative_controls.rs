@@ -188,3 +188,144 @@ fn sloppy_reads_during_an_isolation_are_caught_when_recorded_as_strict() {
     }
     assert!(caught, "no sloppy read missed the write");
 }
+
+/// Node 0 has written before, so its store was synced once (a node syncs
+/// when it first holds data) and later writes stay unsynced until
+/// something syncs them: a power loss now loses them.
+fn warmed_up(seed: u64) -> (Sim, String) {
+    let mut sim = Sim::new(SimConfig {
+        nodes: 3,
+        seed,
+        tune_engine: |config| {
+            config.unsafe_controls.keep_actors_after_unclean_stop = KEEP_ACTORS.with(|k| k.get())
+        },
+        ..SimConfig::default()
+    });
+    sim.await_stable(Duration::from_secs(60));
+    let client = sim.put(0, "warm-up", Some("w"), None, &[("w", "all")]);
+    sim.await_reply(client)
+        .expect("a write at w=all on a healthy cluster");
+    let key = key_led_by_node_0(&sim);
+    (sim, key)
+}
+
+thread_local! {
+    /// Whether [`warmed_up`] starts its engines with
+    /// `keep_actors_after_unclean_stop` (the simulator takes a plain `fn`).
+    static KEEP_ACTORS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Records a write through `node` and waits for its answer.
+fn write(
+    sim: &mut Sim,
+    history: &mut History,
+    node: usize,
+    key: &str,
+    value: &str,
+    pairs: &[(&str, &str)],
+) {
+    let op = Op::Write {
+        key: key.to_owned(),
+        value: Some(value.to_owned()),
+        context: None,
+        return_body: false,
+    };
+    let id = history.invoke(0, node, op, options(pairs), sim.now().mono);
+    let client = sim.put(node, key, Some(value), None, pairs);
+    let completion = match sim.await_reply(client) {
+        Ok(_) => read_response(Vec::new()),
+        Err(e) => Completion::Info {
+            code: e.code().to_owned(),
+        },
+    };
+    history.complete(id, completion, sim.now().mono);
+}
+
+/// Records a final read of `key` at `r=all` through `node`.
+fn final_read(sim: &mut Sim, history: &mut History, node: usize, key: &str) {
+    let read = history.invoke(
+        9,
+        node,
+        Op::Read {
+            key: key.to_owned(),
+        },
+        options(&[("r", "all")]),
+        sim.now().mono,
+    );
+    let client = sim.get(node, key, &[("r", "all")]);
+    let shown = sim
+        .await_reply(client)
+        .map(|r| values(&r))
+        .unwrap_or_default();
+    history.complete(read, read_response(shown), sim.now().mono);
+    history.mark_final(read);
+}
+
+/// `r=1,w=1` and a power loss before the write was replicated: the write
+/// was acknowledged and is gone. The lost-write checkers, told (wrongly)
+/// that no machine lost power, must report it; told the truth, they must
+/// not.
+#[test]
+fn a_write_at_w_one_lost_with_its_only_replica_is_caught_when_the_checker_assumes_durability() {
+    let (mut sim, key) = warmed_up(7);
+    let mut history = History::new(3);
+    // Node 0 is cut off: it acknowledges alone and nothing leaves it.
+    sim.isolate(0, true);
+    write(&mut sim, &mut history, 0, &key, "v1", &[("w", "one")]);
+    assert!(history.entry(chorus_tests::history::OpId(0)).is_ok());
+    let power_loss = sim.now().mono;
+    sim.crash(0, true);
+    sim.isolate(0, false);
+    sim.restart(0);
+    sim.await_stable(Duration::from_secs(60));
+    final_read(&mut sim, &mut history, 1, &key);
+    let assumed_durable = check::check_all(&history, &Assumptions::default());
+    assert!(
+        assumed_durable
+            .iter()
+            .any(|v| v.checker == "lost" || v.checker == "overwrite"),
+        "the lost write went unnoticed: {assumed_durable:?}"
+    );
+    let truthful = check::check_all(
+        &history,
+        &Assumptions {
+            power_losses: vec![power_loss],
+        },
+    );
+    assert_eq!(truthful, Vec::<Violation>::new());
+}
+
+/// A node that lost unsynced writes in a power loss and kept its actors
+/// mints a dot again that its peers already hold for another value: the
+/// new acknowledged write vanishes. Caught with the unsafe switch; with
+/// the safe default (a new epoch) both values survive.
+#[test]
+fn actors_kept_after_a_power_loss_are_caught() {
+    for keep_actors in [true, false] {
+        KEEP_ACTORS.with(|k| k.set(keep_actors));
+        let (mut sim, key) = warmed_up(9);
+        let mut history = History::new(3);
+        write(&mut sim, &mut history, 0, &key, "v1", &[("w", "all")]);
+        let power_loss = sim.now().mono;
+        sim.crash(0, true);
+        sim.restart(0);
+        sim.await_stable(Duration::from_secs(60));
+        write(&mut sim, &mut history, 0, &key, "v2", &[("w", "all")]);
+        sim.run_for(Duration::from_secs(5));
+        for node in 0..3 {
+            final_read(&mut sim, &mut history, node, &key);
+        }
+        let found = check::check_all(
+            &history,
+            &Assumptions {
+                power_losses: vec![power_loss],
+            },
+        );
+        KEEP_ACTORS.with(|k| k.set(false));
+        if keep_actors {
+            assert!(!found.is_empty(), "a reused dot went unnoticed");
+        } else {
+            assert_eq!(found, Vec::<Violation>::new());
+        }
+    }
+}

@@ -115,13 +115,28 @@ impl<'h> Analysis<'h> {
     }
 
     /// Whether write `w`, once acknowledged, is covered by the run's
-    /// durability assumption (see [`super::Assumptions`]).
+    /// durability assumption (see [`super::Assumptions`]): it was
+    /// acknowledged with `sync=true`, or fewer machines lost power after it
+    /// began than the replicas that acknowledged it (its `w`; every
+    /// acknowledgement comes from a different node).
     pub fn durable(&self, w: OpId, assumptions: &super::Assumptions) -> bool {
         let entry = self.entry(w);
-        entry.option("sync") == Some("true")
-            || assumptions
-                .power_losses
-                .iter()
-                .all(|&at| at < entry.invoked)
+        if entry.option("sync") == Some("true") {
+            return true;
+        }
+        let n = self.history.replicas;
+        let acknowledgements = match entry.option("w") {
+            Some("one") => 1,
+            Some("all") => n,
+            Some(number) if number.parse::<usize>().is_ok() => number.parse().unwrap_or(1),
+            // `quorum`, and the default.
+            _ => n / 2 + 1,
+        };
+        let losses = assumptions
+            .power_losses
+            .iter()
+            .filter(|&&at| at >= entry.invoked)
+            .count();
+        losses < acknowledgements.max(1)
     }
 }

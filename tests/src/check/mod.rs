@@ -48,7 +48,8 @@ pub struct Assumptions {
     /// history's clock. A write acknowledged without `sync=true` is durable
     /// only on replicas that did not lose power after it began, so the
     /// checks of lost writes cover a write only if it was acknowledged with
-    /// `sync=true` or no power loss happened after it was invoked.
+    /// `sync=true` or fewer machines lost power after it was invoked than
+    /// replicas acknowledged it.
     pub power_losses: Vec<std::time::Duration>,
 }
 
