@@ -1754,7 +1754,7 @@ impl<S: Store> Engine<S> {
                         answered_now = true;
                         match (outcome, then_delete.take()) {
                             (Ok(object), Some(delete)) if !object.is_deleted() => {
-                                let context = CausalContext::new(object.context().clone());
+                                let context = object.context().clone();
                                 delete_after = Some((*client, delete, context));
                             }
                             (Ok(object), Some(_)) => {
