@@ -84,9 +84,7 @@ impl WriteReply {
                 object: Some(object),
                 ..
             }
-            | WriteReply::NothingToDelete { object } => {
-                CausalContext::new(object.context().clone())
-            }
+            | WriteReply::NothingToDelete { object } => object.context().clone(),
             WriteReply::Written { context, .. } => context.clone(),
         }
     }

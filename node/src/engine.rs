@@ -1516,7 +1516,7 @@ impl<S: Store> Engine<S> {
                 coordinator,
                 reply: WriteReply::Written {
                     context: if self.config.unsafe_controls.whole_context_in_write_replies {
-                        CausalContext::new(object.context().clone())
+                        object.context().clone()
                     } else {
                         object.context_for_writer(&context, dot)
                     },
@@ -1863,7 +1863,7 @@ impl<S: Store> Engine<S> {
                         answered_now = true;
                         match (outcome, then_delete.take()) {
                             (Ok(object), Some(delete)) if !object.is_deleted() => {
-                                let context = CausalContext::new(object.context().clone());
+                                let context = object.context().clone();
                                 delete_after = Some((*client, delete, context));
                             }
                             (Ok(object), Some(_)) => {

@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
     let mut rewritten = initial.clone();
     let context = rewritten.context().clone();
     rewritten
-        .write(
+        .write_in(
             &context,
             Dot::new(ActorId(2), 1_000_000),
             Timestamp::new(1_700_000_000_000, 0),
@@ -159,7 +159,7 @@ fn bench(c: &mut Criterion) {
                         let context = object.context().clone();
                         let dot = Dot::new(ActorId(2), counter);
                         object
-                            .write(
+                            .write_in(
                                 &context,
                                 dot,
                                 Timestamp::new(1_700_000_000_000, 0),

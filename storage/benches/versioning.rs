@@ -79,7 +79,7 @@ fn write(c: &mut Criterion) {
         b.iter_batched(
             || (object.clone(), vec![0xef; 100]),
             |(mut o, value)| {
-                o.write(
+                o.write_in(
                     &context,
                     Dot::new(ActorId(1), 2),
                     Timestamp::new(1_700_000_000_002, 0),

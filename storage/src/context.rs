@@ -10,6 +10,12 @@
 //! concurrent version of the same actor that the writer never saw
 //! (design.md §3 rule 3).
 //!
+//! A key's own context ([`crate::object::Object::context`]) is one too: the
+//! single dots it holds beyond its vector (its **dot cloud**) name versions
+//! that writers' contexts superseded before they reached the replica.
+//! Contexts join like the sets of dots they cover ([`CausalContext::merge`])
+//! and are kept compact, so one covered set has one form.
+//!
 //! Clients carry the context as an opaque **token** (the `X-Chorus-Context`
 //! header). A token is bound to its bucket and key and authenticated by the
 //! cluster: [`ContextKey::seal`] appends a keyed MAC (HMAC-SHA-256 truncated
@@ -108,10 +114,91 @@ impl CausalContext {
     }
 
     /// A context of a vector and single dots. Dots the vector already
-    /// covers are left out.
+    /// covers are left out, and a dot right after its actor's entry is
+    /// folded into the vector (see [`add_dot`](Self::add_dot)).
     pub fn with_dots(vv: VersionVector, dots: impl IntoIterator<Item = Dot>) -> Self {
-        let dots = dots.into_iter().filter(|d| !vv.covers(d)).collect();
-        CausalContext { vv, dots }
+        let mut context = CausalContext {
+            vv,
+            dots: dots.into_iter().collect(),
+        };
+        context.compact();
+        context
+    }
+
+    /// Adds a dot the way its actor minted it: by the vector's prefix
+    /// reading (every earlier dot of the actor is covered too). For the
+    /// version a replica just created, whose actor's earlier dots for the
+    /// key are all in that replica's state.
+    pub fn add(&mut self, dot: Dot) {
+        self.vv.add(dot);
+        self.compact();
+    }
+
+    /// Adds `dot` alone, as a single dot: covers it and nothing else. The
+    /// dot cloud of dotted version vectors (Riak's `riak_dt` contexts keep
+    /// one too): versions seen outside the vector's contiguous prefix.
+    pub fn add_dot(&mut self, dot: Dot) {
+        if !self.vv.covers(&dot) {
+            self.dots.insert(dot);
+            self.compact();
+        }
+    }
+
+    /// Joins `other` into this context: afterwards it covers exactly what
+    /// either covered (vector join, union of the single dots). A join:
+    /// commutative, associative and idempotent, and, as every context
+    /// built here is compact, equal coverage is equal contexts.
+    pub fn merge(&mut self, other: &CausalContext) {
+        self.vv.merge(&other.vv);
+        self.dots.extend(other.dots.iter().copied());
+        self.compact();
+    }
+
+    /// A context read from a stored encoding: `None` unless it is exactly
+    /// as [`compact`](Self::compact) leaves it (every dot non-zero, outside
+    /// the vector and not directly after its actor's entry), so a context
+    /// has one encoding.
+    pub(crate) fn from_decoded(vv: VersionVector, dots: Vec<Dot>) -> Option<Self> {
+        let context = CausalContext {
+            vv,
+            dots: dots.into_iter().collect(),
+        };
+        context.is_compact().then_some(context)
+    }
+
+    /// How many single dots the context carries besides its vector.
+    pub fn dot_count(&self) -> usize {
+        self.dots.len()
+    }
+
+    /// Whether the context is in the form every constructor leaves it in:
+    /// a canonical vector, no single dot the vector covers or that sits
+    /// right after its actor's entry (it would belong in the vector).
+    pub fn is_compact(&self) -> bool {
+        self.vv.is_canonical()
+            && self
+                .dots
+                .iter()
+                .all(|d| d.counter > 0 && d.counter > self.vv.get(d.actor) + 1)
+    }
+
+    /// Drops the single dots the vector covers and folds into the vector
+    /// each dot that directly follows its actor's entry. Coverage is
+    /// unchanged; the representation of a covered set becomes unique.
+    fn compact(&mut self) {
+        let vv = &mut self.vv;
+        self.dots.retain(|d| {
+            if d.counter <= vv.get(d.actor) {
+                false
+            } else if d.counter == vv.get(d.actor) + 1 {
+                // Dots of one actor come in ascending order, so a run of
+                // consecutive counters folds in one pass.
+                vv.add(*d);
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// The vector part.
@@ -215,7 +302,9 @@ impl CausalContext {
             }
             set.insert(dot);
         }
-        Ok(CausalContext { vv, dots: set })
+        let mut context = CausalContext { vv, dots: set };
+        context.compact();
+        Ok(context)
     }
 }
 
@@ -441,6 +530,60 @@ mod tests {
             CausalContext::from_bytes(&[2u8, 0x92, 0x81, 0x01, 0x05, 0x91, 0x92, 0x01, 0x03]),
             Err(ContextError::Malformed(_))
         ));
+    }
+
+    fn arb_context() -> impl Strategy<Value = CausalContext> {
+        let entries = proptest::collection::vec((0u64..4, 0u64..8), 0..4);
+        let dots = proptest::collection::vec((0u64..4, 1u64..12), 0..6);
+        (entries, dots).prop_map(|(entries, dots)| {
+            let vv = entries.into_iter().map(|(a, c)| (ActorId(a), c)).collect();
+            CausalContext::with_dots(vv, dots.into_iter().map(|(a, c)| Dot::new(ActorId(a), c)))
+        })
+    }
+
+    #[test]
+    fn a_dot_after_the_vector_folds_into_it() {
+        let mut context = CausalContext::with_dots(VersionVector::new(), [Dot::new(ActorId(1), 3)]);
+        context.add_dot(Dot::new(ActorId(1), 2));
+        assert_eq!(
+            context.dots().count(),
+            2,
+            "1:2 and 1:3 without 1:1 stay apart"
+        );
+        context.add_dot(Dot::new(ActorId(1), 1));
+        assert_eq!(context.dots().count(), 0);
+        assert_eq!(context.version_vector().get(ActorId(1)), 3);
+        // Adding a minted dot covers its actor's earlier dots and absorbs
+        // the single dots below it.
+        let mut minted = CausalContext::with_dots(VersionVector::new(), [Dot::new(ActorId(2), 4)]);
+        minted.add(Dot::new(ActorId(2), 9));
+        assert_eq!(
+            minted,
+            CausalContext::new([(ActorId(2), 9)].into_iter().collect())
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Contexts join like the sets of dots they cover, and one covered
+        /// set has one form.
+        #[test]
+        fn merge_is_a_join_of_covered_sets(a in arb_context(), b in arb_context(), c in arb_context()) {
+            let join = |x: &CausalContext, y: &CausalContext| { let mut z = x.clone(); z.merge(y); z };
+            prop_assert_eq!(join(&a, &b), join(&b, &a));
+            prop_assert_eq!(join(&join(&a, &b), &c), join(&a, &join(&b, &c)));
+            prop_assert_eq!(join(&a, &a), a.clone());
+            let ab = join(&a, &b);
+            prop_assert!(ab.is_compact());
+            for actor in 0..4 {
+                for counter in 1..14 {
+                    let d = Dot::new(ActorId(actor), counter);
+                    prop_assert_eq!(ab.covers(&d), a.covers(&d) || b.covers(&d));
+                }
+            }
+            prop_assert_eq!(CausalContext::from_bytes(&ab.to_bytes()).unwrap(), ab);
+        }
     }
 
     proptest! {

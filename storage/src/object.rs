@@ -2,19 +2,29 @@
 //!
 //! An [`Object`] holds every version of a key that no write has superseded
 //! yet (the **siblings**, each named by its [`Dot`]) and the key's **causal
-//! context**: a version vector covering every write this replica has seen for
-//! the key, kept or superseded. This is a dotted version vector set: siblings
-//! carry single dots, one vector covers them all, so a writer with a stale or
-//! empty context adds exactly one sibling and never multiplies them.
+//! context**: every write this replica has seen for the key, kept or
+//! superseded. This is a dotted version vector set: siblings carry single
+//! dots, one context covers them all, so a writer with a stale or empty
+//! context adds exactly one sibling and never multiplies them.
+//!
+//! The key's context is a [`CausalContext`]: a version vector plus a **dot
+//! cloud**, single dots seen outside the vector's prefix (as in Riak's
+//! `riak_dt` causal contexts). The cloud holds the single dots of the
+//! writers' contexts: a client that was shown version X on one replica may
+//! write Y through a replica that has not received X yet. Y's write removes
+//! X's dot there too, as a single dot, so when X arrives it is already
+//! superseded and never shows beside Y. A cloud dot leaves the cloud when
+//! the vector comes to cover it (merging the state of X's replica does).
 //!
 //! The rules, from design.md §3:
 //!
 //! * A write brings the context its client read. It removes the siblings that
-//!   context covers and adds exactly one new sibling ([`Object::write`]).
+//!   context covers, absorbs the whole context (vector and single dots) into
+//!   the key's, and adds exactly one new sibling ([`Object::write_in`]).
 //! * A version is discarded only when a causal context covers its dot. Merging
 //!   two replicas' states ([`Object::merge`]) keeps a sibling unless the other
-//!   side has seen its dot and no longer holds it. Merge is a join:
-//!   commutative, associative and idempotent.
+//!   side's context (vector or cloud) covers its dot and that side no longer
+//!   holds it. Merge is a join: commutative, associative and idempotent.
 //! * Deletes are tombstone siblings (`value: None`). An object whose siblings
 //!   are all tombstones reads as not found but still has its context.
 //! * Buckets that ask for last-writer-wins collapse the siblings to the one
@@ -24,7 +34,7 @@
 //! ([`Object::encode`]); decoding checks the marker, the bounds and the
 //! invariants, and reports anything else as an error.
 
-use crate::context::CausalContext;
+use crate::context::{CausalContext, MAX_CONTEXT_DOTS};
 use crate::hlc::Timestamp;
 use crate::version::{Dot, VersionVector};
 
@@ -37,6 +47,19 @@ pub const MAX_SIBLINGS: usize = 100;
 /// [`MAX_SIBLINGS`] because concurrent writes on separate replicas can join
 /// into more than any one write allowed.
 pub const MAX_DECODED_SIBLINGS: usize = 4 * MAX_SIBLINGS;
+
+/// The most single dots a write may leave in a key's dot cloud. Half of
+/// what a context token carries, so the context of a read, or of a write's
+/// answer, fits in a token with room for the writer's own dots. A write
+/// whose client context brings more unseen single dots than fit records
+/// only the lowest: should one of the others' versions arrive later, it
+/// stays as a sibling of the write. A spurious sibling, never a lost version.
+pub const MAX_CLOUD_DOTS: usize = MAX_CONTEXT_DOTS / 2;
+
+/// The most single dots a stored or received object's cloud may hold.
+/// Above [`MAX_CLOUD_DOTS`] because the clouds of separate replicas join
+/// on merge.
+pub const MAX_DECODED_CLOUD_DOTS: usize = 4 * MAX_CLOUD_DOTS;
 
 /// The most bytes an encoded object may have: the decoder's limit, and the
 /// largest object a replica stores. Frames between nodes are larger, so any
@@ -71,8 +94,9 @@ impl Sibling {
 /// The versions of one key and the causal context that covers them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Object {
-    /// Every dot seen for this key; covers every sibling's dot.
-    context: VersionVector,
+    /// Every dot seen for this key, as a vector and a dot cloud; covers
+    /// every sibling's dot.
+    context: CausalContext,
     /// Sorted by dot, no two with the same dot.
     siblings: Vec<Sibling>,
 }
@@ -118,8 +142,9 @@ impl Object {
         self.siblings.iter().filter(|s| !s.is_tombstone())
     }
 
-    /// The causal context: what a client must send back to supersede what it read.
-    pub fn context(&self) -> &VersionVector {
+    /// The causal context, vector and dot cloud: what a client must send
+    /// back to supersede what it read.
+    pub fn context(&self) -> &CausalContext {
         &self.context
     }
 
@@ -156,11 +181,12 @@ impl Object {
     /// [`write`](Self::write) with a client's full causal context: the
     /// siblings it covers, by its vector or as single dots, are removed.
     ///
-    /// The key's context absorbs the client's vector. A single dot the key's
-    /// context does not cover yet (a version this replica has not received)
-    /// cannot be recorded without covering older versions of its actor, so
-    /// it is left out: should that version arrive later it stays as a
-    /// sibling of this write. A spurious sibling, never a lost version.
+    /// The key's context absorbs the client's whole context. A single dot
+    /// the key's context does not cover yet (a version this replica has not
+    /// received) joins the dot cloud, so that version is superseded when it
+    /// arrives. Only [`MAX_CLOUD_DOTS`] fit: single dots beyond that are
+    /// left out, and should their versions arrive later they stay as
+    /// siblings of this write (a spurious sibling, never a lost version).
     pub fn write_in(
         &mut self,
         context: &CausalContext,
@@ -183,7 +209,14 @@ impl Object {
             });
         }
         self.siblings.retain(|s| !context.covers(&s.dot));
-        self.context.merge(context.version_vector());
+        self.context
+            .merge(&CausalContext::new(context.version_vector().clone()));
+        for single in context.dots() {
+            if self.context.dot_count() >= MAX_CLOUD_DOTS {
+                break;
+            }
+            self.context.add_dot(single);
+        }
         self.context.add(dot);
         // Dots minted later sort later for the same actor; keep dot order.
         let at = self.siblings.partition_point(|s| s.dot < dot);
@@ -204,28 +237,33 @@ impl Object {
     /// client was not shown (design.md §3 rule 3). Writing again with it
     /// replaces the client's own version and leaves every concurrent one.
     ///
-    /// It is the key's context with each actor's entry held below that
+    /// It is the key's vector with each actor's entry held below that
     /// actor's oldest unseen sibling, joined with the client's vector; the
-    /// client's versions that the vector no longer covers travel as single
-    /// dots (dotted version vectors).
+    /// client's versions that the vector no longer covers, the client's
+    /// single dots and the key's dot cloud (versions already superseded)
+    /// travel as single dots (dotted version vectors).
     pub fn context_for_writer(&self, client: &CausalContext, dot: Dot) -> CausalContext {
         let seen = |s: &Sibling| s.dot == dot || client.covers(&s.dot);
-        let mut vv = self.context.clone();
+        let unseen = |d: &Dot| self.siblings.iter().any(|s| s.dot == *d && !seen(s));
+        let mut vv = self.context.version_vector().clone();
         for unseen in self.siblings.iter().filter(|s| !seen(s)) {
             vv.cap(unseen.dot.actor, unseen.dot.counter - 1);
         }
         vv.merge(client.version_vector());
-        // Versions the client saw that the vector no longer covers, and the
-        // client's single dots this replica has not seen yet (they still
-        // name versions the client saw); `with_dots` drops those `vv` covers.
+        // Versions the client saw that the vector no longer covers, the
+        // client's single dots (they name versions the client saw, whether
+        // or not this replica has them) and the versions this replica knows
+        // to be superseded; `with_dots` drops those `vv` covers.
         let own = self.siblings.iter().filter(|s| seen(s)).map(|s| s.dot);
-        let pending = client.dots().filter(|d| !self.context.covers(d));
-        let dots: Vec<Dot> = own.chain(pending).collect();
+        let cloud = self.context.dots().filter(|d| !unseen(d));
+        let dots: Vec<Dot> = own.chain(client.dots()).chain(cloud).collect();
         CausalContext::with_dots(vv, dots)
     }
 
-    /// Joins another replica's state of the same key into this one. Returns
-    /// whether this object changed.
+    /// Joins another replica's state of the same key into this one: a
+    /// sibling stays unless the other side's full context (vector or dot
+    /// cloud) covers its dot and the other side no longer holds it; the
+    /// contexts join. Returns whether this object changed.
     pub fn merge(&mut self, other: &Object) -> bool {
         if self == other {
             return false;
@@ -293,12 +331,15 @@ impl Object {
     }
 
     /// Whether a replica may store this object: the decoder accepts objects
-    /// of at most [`MAX_ENCODED_LEN`] bytes and [`MAX_DECODED_SIBLINGS`]
-    /// siblings. Merges check it before storing, so no replica ever holds a
+    /// of at most [`MAX_ENCODED_LEN`] bytes, [`MAX_DECODED_SIBLINGS`]
+    /// siblings and [`MAX_DECODED_CLOUD_DOTS`] single dots. Merges check it before storing, so no replica ever holds a
     /// key it cannot read back.
     pub fn storable(&self) -> Result<(), DecodeError> {
         if self.siblings.len() > MAX_DECODED_SIBLINGS {
             return Err(DecodeError::Invalid("too many siblings"));
+        }
+        if self.context.dot_count() > MAX_DECODED_CLOUD_DOTS {
+            return Err(DecodeError::Invalid("too many single dots in the context"));
         }
         let len = self.encoded_len();
         if len > MAX_ENCODED_LEN {
@@ -327,8 +368,13 @@ impl Object {
         if self.siblings.len() > MAX_DECODED_SIBLINGS {
             return Err(DecodeError::Invalid("too many siblings"));
         }
-        if !self.context.is_canonical() {
-            return Err(DecodeError::Invalid("zero counter in the context"));
+        if self.context.dot_count() > MAX_DECODED_CLOUD_DOTS {
+            return Err(DecodeError::Invalid("too many single dots in the context"));
+        }
+        if !self.context.is_compact() {
+            return Err(DecodeError::Invalid(
+                "zero counter in the context, or a single dot the vector covers or continues",
+            ));
         }
         if self
             .siblings

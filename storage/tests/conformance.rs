@@ -177,7 +177,7 @@ fn concurrent_read_modify_writes_lose_no_update<H: Harness>() {
                             let context = current.context().clone();
                             let dot = Dot::new(ActorId(thread + 1), i);
                             current
-                                .write(
+                                .write_in(
                                     &context,
                                     dot,
                                     Timestamp::new(i, 0),
@@ -226,7 +226,7 @@ fn merge_joins_remote_objects<H: Harness>() {
 
     let mut resolved = both.clone();
     resolved
-        .write(
+        .write_in(
             &both.context().clone(),
             Dot::new(ActorId(3), 1),
             Timestamp::new(9, 0),
@@ -381,7 +381,7 @@ fn batches_apply_together<H: Harness>() {
             calls.push((i, current.siblings().len()));
             let dot = Dot::new(ActorId(10 + i as u64), 1);
             current
-                .write(
+                .write_in(
                     &current.context().clone(),
                     dot,
                     Timestamp::new(1, 0),

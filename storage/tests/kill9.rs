@@ -69,7 +69,7 @@ fn child_writer() {
                     let dot = Dot::new(ActorId(1), seq);
                     let context = object.context().clone();
                     object
-                        .write(&context, dot, Timestamp::new(seq, 0), Some(value(seq)))
+                        .write_in(&context, dot, Timestamp::new(seq, 0), Some(value(seq)))
                         .expect("a fresh dot");
                     Update::Write(())
                 },

@@ -323,14 +323,14 @@ fn completion(
 ) -> Completion {
     match result {
         Ok(ClientReply::Read(read)) => {
-            let context = CausalContext::new(read.object.context().clone());
+            let context = read.object.context().clone();
             Completion::Ok(shown(&read.object, Some(context), minted))
         }
         Ok(ClientReply::Write(WriteReply::Written { context, object })) => match object {
             // A write with a body answers like a read: the context of the
             // siblings shown, as the HTTP API does.
             Some(object) => {
-                let context = CausalContext::new(object.context().clone());
+                let context = object.context().clone();
                 Completion::Ok(shown(&object, Some(context), minted))
             }
             None => Completion::Ok(Response {
@@ -339,7 +339,7 @@ fn completion(
             }),
         },
         Ok(ClientReply::Write(WriteReply::NothingToDelete { object })) => {
-            let context = CausalContext::new(object.context().clone());
+            let context = object.context().clone();
             Completion::Ok(shown(&object, Some(context), minted))
         }
         Err(error) => {

@@ -421,7 +421,7 @@ fn sample_objects() -> Vec<Object> {
     let mut deleted = one.clone();
     let read = deleted.context().clone();
     deleted
-        .write(&read, Dot::new(actor(1), 2), ts(3), None)
+        .write_in(&read, Dot::new(actor(1), 2), ts(3), None)
         .expect("delete");
     vec![Object::new(), one, siblings, deleted]
 }

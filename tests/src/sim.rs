@@ -943,7 +943,7 @@ impl Sim {
     /// The causal context of a reply.
     pub fn context(reply: &ClientReply) -> CausalContext {
         match reply {
-            ClientReply::Read(read) => CausalContext::new(read.object.context().clone()),
+            ClientReply::Read(read) => read.object.context().clone(),
             ClientReply::Write(write) => write.context(),
         }
     }

@@ -51,14 +51,7 @@ fn five_real_nodes_under_a_nemesis_keep_every_promise() {
         nodes: 5,
         duration: Duration::from_secs(60),
         faults: RealFault::ALL.to_vec(),
-        // Every workload but `set-from-writes`: writing again with a write's
-        // own context still yields a false sibling (a write's single dots do
-        // not reach the replica's object context; see docs/testing.md,
-        // "Known failures"). `chorus-campaign` keeps running it.
-        workloads: Kind::ALL
-            .into_iter()
-            .filter(|&kind| kind != Kind::SetFromWrites)
-            .collect(),
+        workloads: Kind::ALL.to_vec(),
         consistency: Consistency::Sloppy,
         // Clocks ahead by up to 20 s: the node is refused by its peers for
         // as long once its clock is back, which the run waits out.

@@ -264,8 +264,8 @@ mod tests {
     fn written(base: &Object, actor: u64, counter: u64, value: &str) -> Object {
         let mut object = base.clone();
         object
-            .write(
-                &base.context().clone(),
+            .write_in(
+                base.context(),
                 Dot::new(ActorId(actor), counter),
                 Timestamp::from_u64(counter),
                 Some(value.as_bytes().to_vec()),
@@ -312,8 +312,8 @@ mod tests {
         let v1 = written(&Object::new(), 1, 10, "v1");
         let mut deleted = v1.clone();
         deleted
-            .write(
-                &v1.context().clone(),
+            .write_in(
+                v1.context(),
                 Dot::new(ActorId(2), 20),
                 Timestamp::from_u64(20),
                 None,
@@ -325,7 +325,7 @@ mod tests {
         let response = get.outcome().unwrap().unwrap().clone();
         assert_eq!(response, deleted);
         assert!(response.is_deleted());
-        assert_eq!(response.context().get(ActorId(2)), 20);
+        assert_eq!(response.context().version_vector().get(ActorId(2)), 20);
         assert_eq!(get.repairs(), vec![Replica::primary(A)]);
     }
 

@@ -237,7 +237,7 @@ mod tests {
             bound(),
         )
         .unwrap();
-        let read = object.context().clone();
+        let read = object.context().version_vector().clone();
         coordinate_write(&mut object, put(&read, "v2"), ME, ts(1, 0), bound()).unwrap();
         assert_eq!(values(&object), vec![b"v2".as_slice()]);
     }
@@ -281,14 +281,20 @@ mod tests {
         .unwrap();
         let read = object.context().clone();
         let delete = ClientWrite {
-            context: CausalContext::new(read.clone()),
+            context: read.clone(),
             value: None,
             lww: false,
         };
         let dot = coordinate_write(&mut object, delete, ME, ts(1, 0), bound()).unwrap();
         assert!(object.is_deleted());
         assert_eq!(object.siblings().len(), 1);
-        assert!(object.context().descends(&read) && object.context().covers(&dot));
+        assert!(
+            object
+                .context()
+                .version_vector()
+                .descends(read.version_vector())
+                && object.context().covers(&dot)
+        );
     }
 
     #[test]
@@ -316,7 +322,7 @@ mod tests {
         coordinate_write(&mut lww, write.clone(), ME, ts(3, 0), bound()).unwrap();
         assert_eq!(values(&lww), vec![b"mine".as_slice()]);
         assert_eq!(
-            lww.context().get(ActorId(3)),
+            lww.context().version_vector().get(ActorId(3)),
             ts(2, 0).as_u64(),
             "context kept"
         );
@@ -461,7 +467,7 @@ mod tests {
         );
         assert_eq!(error.code(), "too_many_siblings");
         // A write with the context resolves them all.
-        let read = crowded.context().clone();
+        let read = crowded.context().version_vector().clone();
         coordinate_write(&mut crowded, put(&read, "y"), ME, ts(1, 0), bound()).unwrap();
         assert_eq!(values(&crowded), vec![b"y".as_slice()]);
     }
@@ -508,7 +514,7 @@ mod tests {
 
         // An older copy (a late or repeated message) changes nothing.
         let old = coordinator.clone();
-        let read = coordinator.context().clone();
+        let read = coordinator.context().version_vector().clone();
         coordinate_write(&mut coordinator, put(&read, "v2"), ME, ts(1, 0), bound()).unwrap();
         assert!(apply_replicated(&mut replica, &coordinator, false));
         assert!(!apply_replicated(&mut replica, &old, false));

@@ -3,12 +3,20 @@
 //! One format marker byte ([`FORMAT_V1`]), then MessagePack:
 //!
 //! ```text
-//! object   = array(2) [ context, siblings ]
+//! object   = array(2) [ context, siblings ]           when the cloud is empty
+//!          | array(3) [ context, siblings, cloud ]    otherwise
 //! context  = map { actor: uint => counter: uint }   actors ascending, counters > 0
 //! siblings = array [ sibling... ]                    dots ascending
 //! sibling  = array(3) [ dot, timestamp: uint, value: bin | nil ]
+//! cloud    = array [ dot... ]                        dots ascending, not empty
 //! dot      = array(2) [ actor: uint, counter: uint ]
 //! ```
+//!
+//! The cloud (the context's single dots) came after the first release: an
+//! object without one is written exactly as that release wrote it, and a
+//! two-field object, the only kind stored before, decodes with an empty
+//! cloud. A cloud dot the vector covers or directly continues (it would
+//! belong in the vector) is refused, so one context has one encoding.
 //!
 //! Every object on disk and on the wire passes through this file, once per
 //! read and once per write, so it avoids a general-purpose deserializer: the
@@ -16,7 +24,11 @@
 //! are left before it allocates, and builds the object directly. Integers are
 //! written in their shortest form and read in any unsigned form.
 
-use super::{DecodeError, Object, Sibling, FORMAT_V1, MAX_DECODED_SIBLINGS, MAX_ENCODED_LEN};
+use super::{
+    DecodeError, Object, Sibling, FORMAT_V1, MAX_DECODED_CLOUD_DOTS, MAX_DECODED_SIBLINGS,
+    MAX_ENCODED_LEN,
+};
+use crate::context::CausalContext;
 use crate::hlc::Timestamp;
 use crate::version::{ActorId, Dot, VersionVector};
 
@@ -26,12 +38,14 @@ pub(super) fn encode(object: &Object) -> Vec<u8> {
         .iter()
         .map(|s| s.value.as_ref().map_or(0, Vec::len))
         .sum();
+    let vv = object.context.version_vector();
+    let cloud = object.context.dot_count();
     let mut out =
-        Vec::with_capacity(8 + 18 * object.context.len() + 40 * object.siblings.len() + values);
+        Vec::with_capacity(8 + 18 * vv.len() + 40 * object.siblings.len() + 19 * cloud + values);
     out.push(FORMAT_V1);
-    array_len(&mut out, 2);
-    map_len(&mut out, object.context.len());
-    for (actor, counter) in object.context.iter() {
+    array_len(&mut out, if cloud == 0 { 2 } else { 3 });
+    map_len(&mut out, vv.len());
+    for (actor, counter) in vv.iter() {
         uint(&mut out, actor.0);
         uint(&mut out, counter);
     }
@@ -45,6 +59,14 @@ pub(super) fn encode(object: &Object) -> Vec<u8> {
         match &sibling.value {
             Some(value) => bin(&mut out, value),
             None => out.push(NIL),
+        }
+    }
+    if cloud > 0 {
+        array_len(&mut out, cloud);
+        for dot in object.context.dots() {
+            array_len(&mut out, 2);
+            uint(&mut out, dot.actor.0);
+            uint(&mut out, dot.counter);
         }
     }
     out
@@ -66,7 +88,10 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
         at: 0,
         item: 0,
     };
-    r.expect_array(2, "object")?;
+    let fields = r.array_len("object")?;
+    if fields != 2 && fields != 3 {
+        return Err(r.malformed("object", &format!("expected 2 or 3 fields, found {fields}")));
+    }
 
     // The context: at least two bytes an entry, so the length is checked
     // against what is left before anything is built.
@@ -104,12 +129,40 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
             value,
         });
     }
+
+    let mut dots = Vec::new();
+    if fields == 3 {
+        let count = r.array_len("cloud")?;
+        if count == 0 {
+            return Err(DecodeError::Invalid(
+                "an empty cloud is written as no cloud",
+            ));
+        }
+        if count > MAX_DECODED_CLOUD_DOTS {
+            return Err(DecodeError::Invalid("too many single dots in the context"));
+        }
+        r.room_for(count, 3, "cloud")?;
+        dots.reserve(count);
+        for _ in 0..count {
+            r.expect_array(2, "cloud dot")?;
+            let actor = ActorId(r.uint("cloud actor")?);
+            let counter = r.uint("cloud counter")?;
+            let dot = Dot { actor, counter };
+            if dots.last().is_some_and(|last| *last >= dot) {
+                return Err(DecodeError::Invalid("cloud dots out of order or repeated"));
+            }
+            dots.push(dot);
+        }
+    }
     if r.left() != 0 {
         return Err(DecodeError::Malformed(format!(
             "{} trailing bytes",
             r.left()
         )));
     }
+    let context = CausalContext::from_decoded(context, dots).ok_or(DecodeError::Invalid(
+        "a cloud dot is zero, or the vector covers or continues it",
+    ))?;
     let object = Object { context, siblings };
     object.check()?;
     Ok(object)

@@ -27,7 +27,7 @@ fn write_with_context_replaces_what_the_client_saw() {
     o.write(&VersionVector::new(), dot(1, 1), ts(1), Some(b"a".to_vec()))
         .unwrap();
     let read = o.context().clone();
-    o.write(&read, dot(1, 2), ts(2), Some(b"b".to_vec()))
+    o.write_in(&read, dot(1, 2), ts(2), Some(b"b".to_vec()))
         .unwrap();
     assert_eq!(values(&o), vec![Some(&b"b"[..])]);
 }
@@ -46,7 +46,7 @@ fn blind_writes_become_siblings_one_each() {
     }
     // A write with the context of the read resolves all three into one.
     let read = o.context().clone();
-    o.write(&read, dot(2, 10), ts(10), Some(b"resolved".to_vec()))
+    o.write_in(&read, dot(2, 10), ts(10), Some(b"resolved".to_vec()))
         .unwrap();
     assert_eq!(values(&o), vec![Some(&b"resolved"[..])]);
 }
@@ -73,7 +73,7 @@ fn concurrent_writes_on_two_replicas_merge_into_siblings_and_collapse() {
     assert_eq!(values(&a), vec![Some(&b"from a"[..]), Some(&b"from b"[..])]);
     assert!(!a.merge(&b), "merging the same state again changes nothing");
     let ctx = a.context().clone();
-    b.write(&ctx, dot(2, 3), ts(3), Some(b"merged".to_vec()))
+    b.write_in(&ctx, dot(2, 3), ts(3), Some(b"merged".to_vec()))
         .unwrap();
     a.merge(&b);
     assert_eq!(values(&a), vec![Some(&b"merged"[..])]);
@@ -85,7 +85,7 @@ fn delete_is_a_tombstone_that_keeps_the_context() {
     o.write(&VersionVector::new(), dot(1, 1), ts(1), Some(b"v".to_vec()))
         .unwrap();
     let ctx = o.context().clone();
-    o.write(&ctx, dot(1, 2), ts(2), None).unwrap();
+    o.write_in(&ctx, dot(1, 2), ts(2), None).unwrap();
     assert!(o.is_deleted());
     assert!(!o.is_empty());
     assert_eq!(o.siblings().len(), 1);
@@ -129,7 +129,7 @@ fn refused_writes_change_nothing() {
     assert_eq!(o, full);
     // Resolving with the read context is always possible.
     let ctx = o.context().clone();
-    o.write(&ctx, dot(3, 1), ts(0), Some(b"one".to_vec()))
+    o.write_in(&ctx, dot(3, 1), ts(0), Some(b"one".to_vec()))
         .unwrap();
     assert_eq!(o.siblings().len(), 1);
 }
@@ -284,7 +284,7 @@ fn damaged_encodings_are_errors() {
     ));
     // A sibling whose dot the context does not cover breaks the invariant.
     let forged = Object {
-        context: VersionVector::new(),
+        context: CausalContext::default(),
         siblings: o.siblings.clone(),
     };
     let forged_bytes = forged.encode();
@@ -337,7 +337,13 @@ proptest! {
 // sets: a write removes the dots in the client's context and adds its own; a
 // merge keeps a dot unless the other side saw it and dropped it. The object
 // must hold exactly the model's siblings after every step, however the steps
-// interleave.
+// interleave, and its context must cover exactly the written dots the model
+// has seen.
+//
+// Clients also write again with the context an earlier write answered
+// (`Object::context_for_writer`), through any replica. Those contexts carry
+// single dots, and a replica that has not received their versions yet keeps
+// them in its dot cloud, so the steps build objects with clouds too.
 
 const REPLICAS: usize = 4;
 
@@ -345,11 +351,14 @@ const REPLICAS: usize = 4;
 enum Step {
     /// A client reads from one replica, or from two merged (a quorum read),
     /// then writes at `at` with what it read (or with no context: blind).
+    /// With `again`, and once some write has answered, the client instead
+    /// writes with the context one earlier write answered.
     Write {
         at: usize,
         read_from: Vec<usize>,
         blind: bool,
         delete: bool,
+        again: Option<prop::sample::Index>,
     },
     /// Anti-entropy, read repair or handoff: `to` merges `from`'s state.
     Merge { from: usize, to: usize },
@@ -358,8 +367,14 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let replica = 0..REPLICAS;
     prop_oneof![
-        3 => (replica.clone(), proptest::collection::vec(replica.clone(), 1..3), any::<bool>(), prop::bool::weighted(0.2))
-            .prop_map(|(at, read_from, blind, delete)| Step::Write { at, read_from, blind, delete }),
+        3 => (
+            replica.clone(),
+            proptest::collection::vec(replica.clone(), 1..3),
+            any::<bool>(),
+            prop::bool::weighted(0.2),
+            proptest::option::weighted(0.4, any::<prop::sample::Index>()),
+        )
+            .prop_map(|(at, read_from, blind, delete, again)| Step::Write { at, read_from, blind, delete, again }),
         2 => (replica.clone(), replica).prop_map(|(from, to)| Step::Merge { from, to }),
     ]
 }
@@ -378,6 +393,8 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
     let mut written: BTreeSet<Dot> = BTreeSet::new();
     let mut superseded: BTreeSet<Dot> = BTreeSet::new();
     let mut counter = 0u64; // like the HLC: increases forever
+                            // The contexts earlier writes answered, with the dots each covers.
+    let mut answers: Vec<(CausalContext, BTreeSet<Dot>)> = Vec::new();
     for step in steps {
         match step {
             Step::Write {
@@ -385,22 +402,29 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
                 read_from,
                 blind,
                 delete,
+                again,
             } => {
-                let mut read = Object::new();
-                let mut model_read = BTreeSet::new();
-                if !blind {
-                    for &r in read_from {
-                        read.merge(&objects[r]);
-                        model_read.extend(model[r].seen.iter().copied());
+                let (client, model_read) = match again {
+                    Some(i) if !answers.is_empty() => answers[i.index(answers.len())].clone(),
+                    _ => {
+                        let mut read = Object::new();
+                        let mut model_read = BTreeSet::new();
+                        if !blind {
+                            for &r in read_from {
+                                read.merge(&objects[r]);
+                                model_read.extend(model[r].seen.iter().copied());
+                            }
+                        }
+                        (read.context().clone(), model_read)
                     }
-                }
+                };
                 counter += 1;
                 let d = Dot::new(ActorId(*at as u64), counter);
                 let before = objects[*at].siblings().len();
                 let covered = objects[*at]
                     .siblings()
                     .iter()
-                    .filter(|s| read.context().covers(&s.dot))
+                    .filter(|s| client.covers(&s.dot))
                     .count();
                 let value = if *delete {
                     None
@@ -408,7 +432,7 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
                     Some(counter.to_be_bytes().to_vec())
                 };
                 objects[*at]
-                    .write(read.context(), d, Timestamp::new(counter, 0), value)
+                    .write_in(&client, d, Timestamp::new(counter, 0), value)
                     .unwrap();
                 prop_assert_eq!(
                     objects[*at].siblings().len(),
@@ -422,6 +446,16 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
                 m.seen.insert(d);
                 superseded.extend(model_read);
                 written.insert(d);
+                // The answer covers what its writer saw and its own dot
+                // (what else it covers is checked by
+                // `a_write_context_covers_only_what_the_writer_saw`).
+                let answer = objects[*at].context_for_writer(&client, d);
+                let answer_covers = written
+                    .iter()
+                    .copied()
+                    .filter(|x| answer.covers(x))
+                    .collect();
+                answers.push((answer, answer_covers));
             }
             Step::Merge { from, to } => {
                 let src = objects[*from].clone();
@@ -443,6 +477,12 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
         for (object, m) in objects.iter().zip(&model) {
             let dots: BTreeSet<Dot> = object.siblings().iter().map(|s| s.dot).collect();
             prop_assert_eq!(&dots, &m.live);
+            let seen: BTreeSet<Dot> = written
+                .iter()
+                .copied()
+                .filter(|x| object.context().covers(x))
+                .collect();
+            prop_assert_eq!(&seen, &m.seen, "the context covers exactly what was seen");
         }
     }
     // Nothing written is lost unless a later write's context covered it.
@@ -526,7 +566,7 @@ fn a_writers_context_never_covers_a_sibling_it_was_not_shown() {
         .write(&VersionVector::new(), dot(2, 5), ts(5), Some(b"v".to_vec()))
         .unwrap();
     let token = alone.context_for_writer(&blind, dot(2, 5));
-    assert_eq!(token, CausalContext::new(alone.context().clone()));
+    assert_eq!(&token, alone.context());
 }
 
 /// A single dot the replica has not seen yet removes nothing and adds no
@@ -569,7 +609,7 @@ proptest! {
         for &r in &read_from {
             read.merge(&objects[r]);
         }
-        let client = CausalContext::new(read.context().clone());
+        let client = read.context().clone();
         let d = dot(at as u64, 1_000_000);
         let before = objects[at].clone();
         objects[at].write_in(&client, d, ts(1_000_000), Some(b"w".to_vec())).unwrap();
@@ -594,4 +634,146 @@ proptest! {
         // The token travels (bytes) and still covers the same.
         prop_assert_eq!(CausalContext::from_bytes(&token.to_bytes()).unwrap(), token);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Single dots of a writer's context (the dot cloud).
+
+/// A client shown X on replica A writes Y through replica B, which has not
+/// received X yet: X's dot is one of the client's single dots. When X
+/// reaches B, Y's write has already superseded it: only Y remains beside
+/// the version its writer never saw, whichever way the states merge.
+#[test]
+fn a_writes_single_dots_supersede_a_version_that_arrives_later() {
+    let mut a = Object::new();
+    let blind = CausalContext::default();
+    a.write_in(&blind, dot(1, 3), ts(3), Some(b"w".to_vec()))
+        .unwrap();
+    a.write_in(&blind, dot(1, 5), ts(5), Some(b"x".to_vec()))
+        .unwrap();
+    // X's writer was not shown w, so X's dot travels as a single dot.
+    let shown_x = a.context_for_writer(&blind, dot(1, 5));
+    assert!(shown_x.covers(&dot(1, 5)) && !shown_x.covers(&dot(1, 3)));
+    assert_eq!(shown_x.dots().collect::<Vec<_>>(), vec![dot(1, 5)]);
+
+    let mut b = Object::new();
+    b.write_in(&shown_x, dot(2, 7), ts(7), Some(b"y".to_vec()))
+        .unwrap();
+    let mut b_then_a = b.clone();
+    b_then_a.merge(&a);
+    let mut a_then_b = a.clone();
+    a_then_b.merge(&b);
+    for merged in [&b_then_a, &a_then_b] {
+        assert_eq!(
+            values(merged),
+            vec![Some(b"w".as_slice()), Some(b"y".as_slice())],
+            "X showed beside Y although Y's writer had seen X"
+        );
+    }
+    assert_eq!(b_then_a, a_then_b);
+}
+
+/// The object on B above, before X arrives: its context covers X's dot as
+/// a cloud dot, a read of it hands the cloud on, and the encoding keeps it.
+/// Once the vector covers the dot (merging A's state), the cloud is empty.
+#[test]
+fn the_cloud_is_read_stored_and_folded_into_the_vector() {
+    let shown_x = CausalContext::with_dots(VersionVector::new(), [dot(1, 5)]);
+    let mut b = Object::new();
+    b.write_in(&shown_x, dot(2, 7), ts(7), Some(b"y".to_vec()))
+        .unwrap();
+    assert_eq!(b.context().dots().collect::<Vec<_>>(), vec![dot(1, 5)]);
+    assert!(b.context().covers(&dot(1, 5)) && !b.context().covers(&dot(1, 4)));
+    let bytes = b.encode();
+    assert_eq!(bytes[1], 0x93, "an object with a cloud has a third field");
+    assert_eq!(Object::decode(&bytes).unwrap(), b);
+    // The token a reader of B gets carries the cloud.
+    let token = CausalContext::from_bytes(&b.context().to_bytes()).unwrap();
+    assert!(token.covers(&dot(1, 5)));
+    // The version X's replica minted before X, which Y's writer never saw,
+    // survives; X does not; the cloud dot joins the vector.
+    let mut a = Object::new();
+    a.write(&VersionVector::new(), dot(1, 5), ts(5), Some(b"x".to_vec()))
+        .unwrap();
+    b.merge(&a);
+    assert_eq!(values(&b), vec![Some(b"y".as_slice())]);
+    assert_eq!(b.context().dot_count(), 0);
+    assert_eq!(b.encode()[1], 0x92, "no cloud, the first release's layout");
+    // A write whose context brings a dot right after the vector's entry
+    // folds it in: one covered set, one form.
+    let mut c = Object::new();
+    c.write(&VersionVector::new(), dot(1, 4), ts(4), None)
+        .unwrap();
+    c.write_in(&shown_x, dot(2, 8), ts(8), None).unwrap();
+    assert_eq!(c.context().dot_count(), 0);
+    assert_eq!(c.context().version_vector().get(ActorId(1)), 5);
+}
+
+/// A write's cloud holds at most `MAX_CLOUD_DOTS`; single dots beyond it are
+/// left out (their versions, should they arrive, stay as siblings).
+#[test]
+fn a_write_leaves_at_most_max_cloud_dots() {
+    let many = CausalContext::with_dots(
+        VersionVector::new(),
+        (1..=MAX_CLOUD_DOTS as u64 + 10).map(|a| dot(a, 2)),
+    );
+    let mut o = Object::new();
+    o.write_in(&many, dot(1_000, 1), ts(1), None).unwrap();
+    assert_eq!(o.context().dot_count(), MAX_CLOUD_DOTS);
+    assert!(o.context().covers(&dot(MAX_CLOUD_DOTS as u64, 2)));
+    assert!(!o.context().covers(&dot(MAX_CLOUD_DOTS as u64 + 1, 2)));
+    assert_eq!(Object::decode(&o.encode()).unwrap(), o);
+}
+
+#[test]
+fn damaged_clouds_are_errors() {
+    // [ {1:1}, [ [[1,1], 0, nil] ], cloud ]
+    let object = |cloud: &[u8]| {
+        let mut bytes = vec![1, 0x93, 0x81, 1, 1, 0x91, 0x93, 0x92, 1, 1, 0, 0xc0];
+        bytes.extend_from_slice(cloud);
+        Object::decode(&bytes)
+    };
+    let good = object(&[0x91, 0x92, 2, 5]).unwrap();
+    assert_eq!(good.context().dots().collect::<Vec<_>>(), vec![dot(2, 5)]);
+    assert_eq!(
+        object(&[0x90]),
+        Err(DecodeError::Invalid(
+            "an empty cloud is written as no cloud"
+        ))
+    );
+    let not_compact = Err(DecodeError::Invalid(
+        "a cloud dot is zero, or the vector covers or continues it",
+    ));
+    assert_eq!(object(&[0x91, 0x92, 1, 1]), not_compact, "covered");
+    assert_eq!(object(&[0x91, 0x92, 1, 2]), not_compact, "continues 1:1");
+    assert_eq!(object(&[0x91, 0x92, 2, 0]), not_compact, "zero");
+    assert_eq!(
+        object(&[0x92, 0x92, 2, 5, 0x92, 2, 4]),
+        Err(DecodeError::Invalid("cloud dots out of order or repeated"))
+    );
+    assert_eq!(
+        object(&[0x92, 0x92, 2, 5, 0x92, 2, 5]),
+        Err(DecodeError::Invalid("cloud dots out of order or repeated"))
+    );
+    // More dots than any merge may leave, refused before reading them.
+    let mut too_many = vec![0xdc];
+    too_many.extend_from_slice(&(MAX_DECODED_CLOUD_DOTS as u16 + 1).to_be_bytes());
+    assert_eq!(
+        object(&too_many),
+        Err(DecodeError::Invalid("too many single dots in the context"))
+    );
+    // A length beyond the bytes that are left.
+    assert!(matches!(
+        object(&[0xdc, 0x00, 0x20]),
+        Err(DecodeError::Malformed(m)) if m.contains("beyond the end")
+    ));
+    assert!(matches!(
+        object(&[0x91, 0x92, 2, 0xcd, 0x01]),
+        Err(DecodeError::Malformed(m)) if m.contains("truncated")
+    ));
+    // Four fields.
+    assert!(matches!(
+        Object::decode(&[1, 0x94, 0x80, 0x90, 0x90, 0x90]),
+        Err(DecodeError::Malformed(m)) if m.contains("expected 2 or 3 fields")
+    ));
 }

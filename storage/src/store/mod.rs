@@ -285,7 +285,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// let written = store.update(key, Durability::Buffered, |object| {
     ///     let context = object.context().clone();
     ///     let dot = Dot::new(ActorId(1), 1);
-    ///     match object.write(&context, dot, Timestamp::new(1, 0), Some(b"hi".to_vec())) {
+    ///     match object.write_in(&context, dot, Timestamp::new(1, 0), Some(b"hi".to_vec())) {
     ///         Ok(()) => Update::Write(Ok(object.clone())),
     ///         Err(refused) => Update::Keep(Err(refused)),
     ///     }
