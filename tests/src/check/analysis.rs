@@ -120,6 +120,29 @@ impl<'h> Analysis<'h> {
     /// began than the replicas that acknowledged it (its `w`; every
     /// acknowledgement comes from a different node).
     pub fn durable(&self, w: OpId, assumptions: &super::Assumptions) -> bool {
+        self.durable_through(w, assumptions, Duration::MAX)
+    }
+
+    /// Whether every replica that acknowledged write `w` still held it at
+    /// `until`, as the overlap of strict quorums needs: it was acknowledged
+    /// with `sync=true`, or no machine lost power between its invocation
+    /// and `until` (any one power loss may have hit a replica that
+    /// acknowledged it and that a later quorum meets).
+    pub fn held_by_every_acknowledger(
+        &self,
+        w: OpId,
+        assumptions: &super::Assumptions,
+        until: Duration,
+    ) -> bool {
+        let entry = self.entry(w);
+        entry.option("sync") == Some("true")
+            || !assumptions
+                .power_losses
+                .iter()
+                .any(|&at| at >= entry.invoked && at <= until)
+    }
+
+    fn durable_through(&self, w: OpId, assumptions: &super::Assumptions, until: Duration) -> bool {
         let entry = self.entry(w);
         if entry.option("sync") == Some("true") {
             return true;
@@ -135,7 +158,7 @@ impl<'h> Analysis<'h> {
         let losses = assumptions
             .power_losses
             .iter()
-            .filter(|&&at| at >= entry.invoked)
+            .filter(|&&at| at >= entry.invoked && at <= until)
             .count();
         losses < acknowledgements.max(1)
     }

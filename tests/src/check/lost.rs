@@ -16,8 +16,11 @@
 //!
 //! When it holds: while failures stay within what the consistency level
 //! tolerates and acknowledged writes are durable on the replicas that
-//! acknowledged them ([`Assumptions`]); a machine that loses unsynced
-//! writes only keeps the promise for writes acknowledged with `sync=true`.
+//! acknowledged them ([`Assumptions`]). A machine that loses unsynced
+//! writes breaks the overlap of strict quorums for the writes it had
+//! acknowledged without `sync=true` (a later quorum may meet it), and loses
+//! such a write for good only if every replica that acknowledged it lost
+//! power.
 
 use std::collections::BTreeSet;
 
@@ -76,7 +79,14 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
                 let Some(value) = write.written_value() else {
                     continue;
                 };
-                if write.option("pw") != Some("quorum") && !read.is_final {
+                if !read.is_final
+                    && (write.option("pw") != Some("quorum")
+                        || !analysis.held_by_every_acknowledger(
+                            w,
+                            assumptions,
+                            read.completed.unwrap_or(std::time::Duration::MAX),
+                        ))
+                {
                     continue;
                 }
                 let completed = write.completed.expect("acknowledged");

@@ -5,11 +5,12 @@
 //! `pr=quorum`, sees its value, or a value written having seen it, unless
 //! some write that may have replaced it had begun by then.
 //!
-//! When it holds: as [`super::lost`]; it is the same overlap argument seen
+//! When it holds: as [`super::lost`] for reads under strict quorums; it is the same overlap argument seen
 //! from one session, kept as its own checker because sessions are what
 //! users notice.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::{Analysis, Assumptions, Violation};
 use crate::history::{Op, OpId};
@@ -40,7 +41,10 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
                 let Some(response) = entry.response() else {
                     continue;
                 };
-                if entry.option("pr") != Some("quorum") || !analysis.durable(w, assumptions) {
+                let until = entry.completed.unwrap_or(Duration::MAX);
+                if entry.option("pr") != Some("quorum")
+                    || !analysis.held_by_every_acknowledger(w, assumptions, until)
+                {
                     continue;
                 }
                 let value = analysis
