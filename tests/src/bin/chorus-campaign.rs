@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! chorus-campaign sim --seeds 1..=10000 [--workloads all] [--consistency all] [--faults all]
+//! chorus-campaign cluster --duration 20m [--faults all] [--seed N]
 //! ```
+//!
+//! `cluster` runs five real `chorus node start` processes in network
+//! namespaces under a nemesis (see `chorus_tests::real`; needs root) and
+//! checks the history the same way.
 //!
 //! `sim` runs one seeded simulation per seed (see `chorus_tests::campaign`)
 //! and prints a summary: seeds run, operations, acknowledged writes, lost
@@ -18,6 +23,7 @@ use std::time::Instant;
 use chorus_tests::campaign::{self, SimRun, Summary};
 use chorus_tests::check::CHECKERS;
 use chorus_tests::nemesis::FaultKind;
+use chorus_tests::real::{RealConfig, RealFault};
 use chorus_tests::workload::{Consistency, Kind};
 use clap::{Parser, Subcommand};
 
@@ -54,6 +60,37 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         dump_key: Option<String>,
     },
+    /// Real processes in network namespaces under a nemesis (needs root).
+    Cluster {
+        /// How long clients run under faults, e.g. `90s`, `20m`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: std::time::Duration,
+        /// Fault kinds, comma-separated, `all` or `none`.
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// Consistency level of every request.
+        #[arg(long, default_value = "sloppy")]
+        consistency: Consistency,
+        /// Seeds the nemesis schedule and the clients.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The `chorus` binary (default: beside this one).
+        #[arg(long)]
+        chorus: Option<std::path::PathBuf>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected e.g. 90s or 20m"))?;
+    match unit {
+        "" | "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        "h" => Ok(std::time::Duration::from_secs(n * 3600)),
+        _ => Err(format!("duration {s:?}: unit must be s, m or h")),
+    }
 }
 
 fn parse_seeds(s: &str) -> Result<RangeInclusive<u64>, String> {
@@ -90,6 +127,26 @@ where
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Cluster {
+            duration,
+            faults,
+            consistency,
+            seed,
+            chorus,
+        } => match list(&faults, &RealFault::ALL) {
+            Ok(faults) => cluster(RealConfig {
+                duration,
+                faults,
+                consistency,
+                seed,
+                chorus,
+                ..RealConfig::default()
+            }),
+            Err(error) => {
+                eprintln!("chorus-campaign: {error}");
+                ExitCode::from(2)
+            }
+        },
         Command::Sim {
             seeds,
             workloads,
@@ -181,6 +238,51 @@ fn sim(
     if summary.failed_seeds.is_empty() {
         ExitCode::SUCCESS
     } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn cluster(config: RealConfig) -> ExitCode {
+    if let Err(why) = chorus_tests::netns::available() {
+        eprintln!("chorus-campaign: SKIPPED: network namespaces are not available here: {why}");
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let report = match chorus_tests::real::run(&config) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("chorus-campaign: the run failed: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for line in &report.nemesis_log {
+        println!("nemesis: {line}");
+    }
+    print!("{report}");
+    let mut per_checker: std::collections::BTreeMap<&str, usize> = Default::default();
+    for violation in &report.violations {
+        *per_checker.entry(violation.checker).or_default() += 1;
+    }
+    println!("operations:           {}", report.counts.operations);
+    println!(
+        "writes:               {} acknowledged, {} not applied, {} unknown",
+        report.counts.acknowledged, report.counts.not_applied, report.counts.unknown
+    );
+    println!("violations per checker:");
+    for checker in CHECKERS {
+        println!(
+            "  {checker:<18}  {}",
+            per_checker.get(checker).copied().unwrap_or(0)
+        );
+    }
+    println!("converged after heal: {:.1?}", report.converged_after);
+    println!("wall time:            {:.1?}", started.elapsed());
+    if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for violation in report.violations.iter().take(10) {
+            println!("  {violation}");
+        }
         ExitCode::FAILURE
     }
 }
