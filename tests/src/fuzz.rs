@@ -599,3 +599,32 @@ fn sample_frames(
         .map(|message| Frame::new(from, 5 << 32, message))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_opens_only_for_the_bucket_and_key_it_was_sealed_for() {
+        let token = ContextKey::new(FUZZ_CONTEXT_KEY).seal(b"b", b"ka", &sample_contexts()[1]);
+        assert!(context_token(format!("b\nka\n{token}").as_bytes()));
+        assert!(context_token(format!("b\nka\n  {token}\t").as_bytes()));
+        assert!(!context_token(format!("b\nkb\n{token}").as_bytes()));
+        assert!(!context_token(format!("c\nka\n{token}").as_bytes()));
+        let mut altered = token.into_bytes();
+        let last = altered.len() - 1;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).expect("ASCII");
+        assert!(!context_token(format!("b\nka\n{altered}").as_bytes()));
+    }
+
+    #[test]
+    fn a_length_prefix_alone_is_refused() {
+        // A transport header announcing 4 GiB, and an object claiming four
+        // billion siblings, with nothing behind them.
+        assert!(!transport_frame(&[1, 0xff, 0xff, 0xff, 0xff]));
+        assert!(!stored_object(&[
+            1, 0x92, 0x80, 0xdd, 0xff, 0xff, 0xff, 0xff
+        ]));
+    }
+}
