@@ -6,9 +6,9 @@
 //! and panics when a property fails:
 //!
 //! * decoding never panics, and refuses oversized input before it
-//!   allocates for it (the libFuzzer runs in `fuzz/` set `-malloc_limit_mb`
-//!   and `-rss_limit_mb`, so a length prefix that allocates what it claims
-//!   is a crash there);
+//!   allocates for it (under libFuzzer, `fuzz/src/lib.rs` aborts on any
+//!   single allocation above 16 MiB, so a length prefix that allocates
+//!   what it claims is a crash there);
 //! * what decodes re-encodes, and the encoding decodes to an equal value
 //!   (decode → encode → decode), so a peer's view of a message is the one
 //!   the node would send on;
