@@ -1,0 +1,6 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| chorus_fuzz::run(
+    chorus_tests::fuzz::gossip_envelope,
+    data
+));
