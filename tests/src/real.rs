@@ -867,18 +867,17 @@ impl Client {
     }
 }
 
-/// The values (sorted) and timestamps of a `SiblingsBody`.
+/// The values of a `SiblingsBody`, sorted, and their timestamps in the same
+/// order.
 fn parse_siblings(body: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
     let body: chorus_node::http::SiblingsBody = serde_json::from_slice(body).ok()?;
-    let mut values = Vec::new();
-    let mut timestamps = Vec::new();
+    let mut siblings = Vec::new();
     for sibling in body.siblings {
         let bytes = STANDARD.decode(sibling.value).ok()?;
-        values.push(String::from_utf8(bytes).ok()?);
-        timestamps.push(sibling.timestamp);
+        siblings.push((String::from_utf8(bytes).ok()?, sibling.timestamp));
     }
-    values.sort();
-    Some((values, timestamps))
+    siblings.sort();
+    Some(siblings.into_iter().unzip())
 }
 
 /// The nemesis: until `deadline`, a seeded schedule of faults, each held for
@@ -1033,4 +1032,41 @@ fn sleep_until(deadline: Instant, until: Instant) {
     if until > now {
         std::thread::sleep(until - now);
     }
+}
+
+/// Every operation on `key` in `history`, one per line, for a person
+/// following up a violation: id, process, node, times, what was asked,
+/// the context's origin, and how it ended.
+pub fn dump_key(history: &History, key: &str) -> String {
+    let mut out = String::new();
+    for (id, entry) in history.entries().filter(|(_, e)| e.op.key() == key) {
+        let asked = match &entry.op {
+            Op::Read { .. } => "read".to_owned(),
+            Op::Write {
+                value,
+                context,
+                return_body,
+                ..
+            } => format!(
+                "write {:?} context from {:?}{}",
+                value,
+                context.as_ref().map(|c| c.from),
+                if *return_body { " returnbody" } else { "" }
+            ),
+        };
+        let ended = match &entry.completion {
+            Some(Completion::Ok(r)) => format!("ok {:?}", r.values),
+            Some(other) => format!("{other:?}"),
+            None => "never completed".to_owned(),
+        };
+        out += &format!(
+            "{id:?} p{} n{} {:?}..{:?}{} {asked} -> {ended}\n",
+            entry.process,
+            entry.node,
+            entry.invoked,
+            entry.completed,
+            if entry.is_final { " final" } else { "" },
+        );
+    }
+    out
 }

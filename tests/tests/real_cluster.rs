@@ -5,7 +5,9 @@
 //!
 //! Needs root (network namespaces, nftables); without it every test here
 //! prints `SKIPPED: ...` and returns. The runs share one machine's two
-//! cores, so they take turns.
+//! cores, so they take turns. `CHORUS_REAL_SEED=<n>` picks another nemesis
+//! schedule (the default is 1). The `chorus` binary is the one beside the
+//! test executable, which `cargo test --workspace --all-targets` builds.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -74,6 +76,13 @@ fn five_real_nodes_under_a_nemesis_keep_every_promise() {
         "too few writes acknowledged: {:?}",
         report.counts
     );
+    if let Some(first) = report.violations.first() {
+        eprintln!(
+            "history of {}:\n{}",
+            first.key,
+            real::dump_key(&report.history, &first.key)
+        );
+    }
     assert!(
         report.violations.is_empty(),
         "{} violations, first: {}",
