@@ -21,7 +21,8 @@
 //! partition nemeses).
 //!
 //! Names carry the test process's pid and a per-process run number, and the
-//! subnet `S` is derived from both, so parallel runs do not collide. On
+//! subnet `S` is the first one from a pid-derived start that no address on
+//! the machine uses yet, so parallel runs do not collide. On
 //! creation, leftovers of runs whose process is gone (a crashed or killed
 //! test) are removed first. [`Drop`] removes everything this testbed made:
 //! host-side veths first, then the namespaces (their nft tables and
@@ -237,9 +238,20 @@ impl Names {
         format!("chv{}r{}n{i}", self.pid, self.run % 100)
     }
 
-    /// The third octet of the run's subnet, from 1 to 250.
-    fn subnet(&self) -> u8 {
-        ((self.pid.wrapping_mul(31).wrapping_add(self.run)) % 250 + 1) as u8
+    /// The third octet of a subnet for this run, from 1 to 250: the first,
+    /// from a start derived from the pid and run, that no address of the
+    /// root namespace is in.
+    fn free_subnet(&self) -> u8 {
+        let used = Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let start = self.pid.wrapping_mul(31).wrapping_add(self.run);
+        (0..250)
+            .map(|k| ((start.wrapping_add(k)) % 250 + 1) as u8)
+            .find(|s| !used.contains(&format!(" 10.99.{s}.")))
+            .unwrap_or(((start % 250) + 1) as u8)
     }
 }
 
@@ -249,6 +261,8 @@ impl Names {
 pub struct Testbed {
     names: Names,
     nodes: usize,
+    /// The third octet of the run's addresses.
+    subnet: u8,
     /// Directed links `(from, to)` whose packets are dropped.
     blocked: BTreeSet<(usize, usize)>,
     /// Delayer processes, by the node whose namespace they run in.
@@ -267,8 +281,10 @@ impl Testbed {
             pid: std::process::id(),
             run: RUNS.fetch_add(1, Ordering::Relaxed),
         };
+        let subnet = names.free_subnet();
         let mut testbed = Testbed {
             names,
+            subnet,
             nodes,
             blocked: BTreeSet::new(),
             delayers: Vec::new(),
@@ -325,12 +341,12 @@ impl Testbed {
 
     /// The address of node `i`: `10.99.S.(i+1)`.
     pub fn address(&self, i: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.names.subnet(), (i + 1) as u8)
+        Ipv4Addr::new(10, 99, self.subnet, (i + 1) as u8)
     }
 
     /// The bridge's address in the root namespace: `10.99.S.254`.
     pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 99, self.names.subnet(), 254)
+        Ipv4Addr::new(10, 99, self.subnet, 254)
     }
 
     /// The directed links currently cut.
@@ -533,6 +549,19 @@ fn kill_inside(ns: &str) {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie (a killed test whose
+/// parent has not reaped it yet is gone for our purposes).
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`; comm may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
+}
+
 /// Removes the testbeds of processes that no longer exist.
 fn remove_stale() {
     let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
@@ -556,8 +585,7 @@ fn remove_stale() {
         ) else {
             continue;
         };
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive {
+        if !process_alive(pid) {
             stale.insert((pid, run, node));
         }
     }
