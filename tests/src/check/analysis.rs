@@ -18,6 +18,11 @@ pub struct Analysis<'h> {
     seen: BTreeMap<OpId, Option<BTreeSet<String>>>,
     /// The writes of each key, in invocation order.
     writes: BTreeMap<&'h str, Vec<OpId>>,
+    /// Every operation of each key, in invocation order.
+    ops: BTreeMap<&'h str, Vec<OpId>>,
+    /// For each (key, value): the earliest invocation of a write, other
+    /// than its own, that may have been applied and may have replaced it.
+    replaced_from: BTreeMap<(&'h str, &'h str), Duration>,
 }
 
 impl<'h> Analysis<'h> {
@@ -25,7 +30,29 @@ impl<'h> Analysis<'h> {
         let mut writer = BTreeMap::new();
         let mut seen = BTreeMap::new();
         let mut writes: BTreeMap<&str, Vec<OpId>> = BTreeMap::new();
+        let mut ops: BTreeMap<&str, Vec<OpId>> = BTreeMap::new();
+        // What each response showed, computed once in history order (a
+        // context always comes from an earlier response).
+        let mut shown: Vec<Option<BTreeSet<String>>> = Vec::with_capacity(history.len());
         for (id, entry) in history.entries() {
+            ops.entry(entry.op.key()).or_default().push(id);
+            let own = entry.response().map(|response| {
+                if response.shows_siblings {
+                    return response.values.iter().cloned().collect();
+                }
+                match &entry.op {
+                    Op::Write { value, context, .. } => {
+                        let mut set = context
+                            .as_ref()
+                            .and_then(|c| shown.get(c.from.0).cloned().flatten())
+                            .unwrap_or_default();
+                        set.extend(value.clone());
+                        set
+                    }
+                    Op::Read { .. } => response.values.iter().cloned().collect(),
+                }
+            });
+            shown.push(own);
             let Op::Write {
                 key,
                 value,
@@ -40,18 +67,89 @@ impl<'h> Analysis<'h> {
                 writer.insert((key.as_str(), value.as_str()), id);
             }
             let shown = match (context, value) {
-                (Some(context), _) => Some(history.shown_by(context.from)),
+                (Some(context), _) => Some(shown[context.from.0].clone().unwrap_or_default()),
                 (None, Some(_)) => Some(BTreeSet::new()),
                 (None, None) => None,
             };
             seen.insert(id, shown);
+        }
+        // The written values of each key, to look up with borrowed strings.
+        let mut values: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for &(key, value) in writer.keys() {
+            values.entry(key).or_default().insert(value);
+        }
+        let mut replaced_from: BTreeMap<(&str, &str), Duration> = BTreeMap::new();
+        for (&key, key_writes) in &writes {
+            for &w in key_writes {
+                let entry = history.entry(w);
+                if !entry.may_have_applied() {
+                    continue;
+                }
+                let mut note = |value: &'h str| {
+                    if writer.get(&(key, value)) == Some(&w) {
+                        return;
+                    }
+                    let at = replaced_from.entry((key, value)).or_insert(Duration::MAX);
+                    *at = (*at).min(entry.invoked);
+                };
+                match &seen[&w] {
+                    Some(shown) => {
+                        let Some(known) = values.get(key) else {
+                            continue;
+                        };
+                        for value in shown {
+                            if let Some(&v) = known.get(value.as_str()) {
+                                note(v);
+                            }
+                        }
+                    }
+                    None => {
+                        let ended = entry.completed.unwrap_or(Duration::MAX);
+                        for &other in key_writes {
+                            let other_entry = history.entry(other);
+                            if let Some(value) = other_entry.written_value() {
+                                if other_entry.invoked < ended {
+                                    note(value);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         Analysis {
             history,
             writer,
             seen,
             writes,
+            ops,
+            replaced_from,
         }
+    }
+
+    /// Every operation of `key`, in invocation order.
+    pub fn ops(&self, key: &str) -> impl Iterator<Item = (OpId, &'h Entry)> + '_ {
+        let history = self.history;
+        self.ops
+            .get(key)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(move |&id| (id, history.entry(id)))
+    }
+
+    /// Every key the history touched, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &'h str> + '_ {
+        self.ops.keys().copied()
+    }
+
+    /// The successful final reads of `key`.
+    pub fn final_reads(
+        &self,
+        key: &str,
+    ) -> impl Iterator<Item = &'h crate::history::Response> + '_ {
+        self.ops(key)
+            .filter(|(_, e)| e.is_final)
+            .filter_map(|(_, e)| e.response())
     }
 
     /// The write that wrote `value` to `key`.
@@ -83,18 +181,18 @@ impl<'h> Analysis<'h> {
     /// Whether `value` of `key` may have been replaced by a write that may
     /// have been applied and was invoked before `before`.
     pub fn replaced_before(&self, key: &str, value: &str, before: Duration) -> bool {
-        let own = self.writer(key, value);
-        self.writes(key).iter().any(|&w| {
-            Some(w) != own
-                && self.entry(w).may_have_applied()
-                && self.entry(w).invoked < before
-                && self.may_replace(w, key, value)
-        })
+        self.replaced_from
+            .get(&(key, value))
+            .is_some_and(|&at| at < before)
     }
 
     /// Whether the write of `later` was made having seen `earlier`,
     /// directly or through a chain of writes.
     pub fn descends(&self, key: &str, later: &str, earlier: &str) -> bool {
+        // A write invoked before `earlier`'s write began cannot have seen it.
+        let Some(origin) = self.writer(key, earlier).map(|w| self.entry(w).invoked) else {
+            return false;
+        };
         let mut stack = vec![later.to_owned()];
         let mut visited = BTreeSet::new();
         while let Some(value) = stack.pop() {
@@ -104,6 +202,9 @@ impl<'h> Analysis<'h> {
             let Some(w) = self.writer(key, &value) else {
                 continue;
             };
+            if self.entry(w).invoked < origin {
+                continue;
+            }
             if let Some(Some(seen)) = self.seen.get(&w) {
                 if seen.contains(earlier) {
                     return true;

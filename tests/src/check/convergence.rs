@@ -22,19 +22,19 @@ pub fn check(analysis: &Analysis<'_>) -> Vec<Violation> {
     if !any_final {
         return violations;
     }
-    for key in history.keys() {
+    for key in analysis.keys() {
         let answers: BTreeSet<&Vec<String>> =
-            history.final_reads(&key).map(|r| &r.values).collect();
+            analysis.final_reads(key).map(|r| &r.values).collect();
         match answers.len() {
             1 => {}
             0 => violations.push(Violation {
                 checker: NAME,
-                key: key.clone(),
+                key: key.to_owned(),
                 detail: "no final read succeeded".to_owned(),
             }),
             _ => violations.push(Violation {
                 checker: NAME,
-                key: key.clone(),
+                key: key.to_owned(),
                 detail: format!("final reads disagree: {answers:?}"),
             }),
         }

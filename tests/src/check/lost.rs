@@ -25,24 +25,22 @@
 use std::collections::BTreeSet;
 
 use super::{Analysis, Assumptions, Violation};
-use crate::history::Op;
 use crate::workload::{decode_set, is_set_key};
 
 pub const NAME: &str = "lost";
 
 pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violation> {
-    let history = analysis.history;
     let mut violations = Vec::new();
-    for key in history.keys() {
-        let finals: Vec<_> = history.final_reads(&key).collect();
+    for key in analysis.keys() {
+        let finals: Vec<_> = analysis.final_reads(key).collect();
         let writes: Vec<_> = analysis
-            .writes(&key)
+            .writes(key)
             .iter()
             .copied()
             .filter(|&w| analysis.entry(w).is_ok())
             .filter(|&w| analysis.durable(w, assumptions))
             .collect();
-        if is_set_key(&key) && !finals.is_empty() {
+        if is_set_key(key) && !finals.is_empty() {
             for read in &finals {
                 let elements: BTreeSet<String> =
                     read.values.iter().flat_map(|v| decode_set(v)).collect();
@@ -55,7 +53,7 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
                     if !missing.is_empty() {
                         violations.push(Violation {
                             checker: NAME,
-                            key: key.clone(),
+                            key: key.to_owned(),
                             detail: format!(
                                 "elements {missing:?} of acknowledged write {w:?} are missing from the final read {:?}",
                                 read.values
@@ -66,8 +64,8 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
             }
         }
         // Reads under strict quorums, final reads included.
-        for (r, read) in history.entries() {
-            if read.op != (Op::Read { key: key.clone() })
+        for (r, read) in analysis.ops(key) {
+            if read.op.is_write()
                 || !(read.is_final || read.option("pr") == Some("quorum"))
                 || !read.is_ok()
             {
@@ -93,15 +91,18 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
                 if completed >= read.invoked {
                     continue;
                 }
+                let until = read.completed.expect("completed");
+                if analysis.replaced_before(key, value, until) {
+                    continue;
+                }
                 let shown = response
                     .values
                     .iter()
-                    .any(|v| v == value || analysis.descends(&key, v, value));
-                let until = read.completed.expect("completed");
-                if !shown && !analysis.replaced_before(&key, value, until) {
+                    .any(|v| v == value || analysis.descends(key, v, value));
+                if !shown {
                     violations.push(Violation {
                         checker: NAME,
-                        key: key.clone(),
+                        key: key.to_owned(),
                         detail: format!(
                             "acknowledged value {value:?} ({w:?}) is missing from {}read {r:?} (node {}) that began after it: {:?}",
                             if read.is_final { "the final " } else { "" },
@@ -122,7 +123,7 @@ mod tests {
 
     use super::*;
     use crate::check::{check_all, Analysis};
-    use crate::history::{Completion, History, Response};
+    use crate::history::{Completion, History, Op, Response};
 
     fn at(ms: u64) -> Duration {
         Duration::from_millis(ms)

@@ -19,11 +19,10 @@ use super::{Analysis, Assumptions, Violation};
 pub const NAME: &str = "overwrite";
 
 pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violation> {
-    let history = analysis.history;
     let mut violations = Vec::new();
-    for key in history.keys() {
-        for read in history.final_reads(&key) {
-            for &w in analysis.writes(&key) {
+    for key in analysis.keys() {
+        for read in analysis.final_reads(key) {
+            for &w in analysis.writes(key) {
                 let write = analysis.entry(w);
                 let Some(value) = write.written_value() else {
                     continue;
@@ -32,11 +31,11 @@ pub fn check(analysis: &Analysis<'_>, assumptions: &Assumptions) -> Vec<Violatio
                     continue;
                 }
                 if !read.values.iter().any(|v| v == value)
-                    && !analysis.replaced_before(&key, value, std::time::Duration::MAX)
+                    && !analysis.replaced_before(key, value, std::time::Duration::MAX)
                 {
                     violations.push(Violation {
                         checker: NAME,
-                        key: key.clone(),
+                        key: key.to_owned(),
                         detail: format!(
                             "acknowledged value {value:?} ({w:?}) vanished although no write was made having seen it; final read {:?}",
                             read.values

@@ -23,10 +23,9 @@ use super::{Analysis, Violation};
 pub const NAME: &str = "siblings";
 
 pub fn check(analysis: &Analysis<'_>) -> Vec<Violation> {
-    let history = analysis.history;
     let mut violations = Vec::new();
-    for key in history.keys() {
-        let writes = analysis.writes(&key);
+    for key in analysis.keys() {
+        let writes = analysis.writes(key);
         let processes: BTreeSet<usize> =
             writes.iter().map(|&w| analysis.entry(w).process).collect();
         let blind_or_unknown = writes
@@ -38,10 +37,7 @@ pub fn check(analysis: &Analysis<'_>) -> Vec<Violation> {
             })
             .count();
         let bound = processes.len() + blind_or_unknown;
-        for (id, entry) in history.entries() {
-            if entry.op.key() != key {
-                continue;
-            }
+        for (id, entry) in analysis.ops(key) {
             let Some(response) = entry.response() else {
                 continue;
             };
@@ -52,7 +48,7 @@ pub fn check(analysis: &Analysis<'_>) -> Vec<Violation> {
             if strict && response.values.len() > bound {
                 violations.push(Violation {
                     checker: NAME,
-                    key: key.clone(),
+                    key: key.to_owned(),
                     detail: format!(
                         "{id:?} showed {} siblings; at most {bound} writers could have been concurrent",
                         response.values.len()
@@ -61,10 +57,10 @@ pub fn check(analysis: &Analysis<'_>) -> Vec<Violation> {
             }
             for a in &response.values {
                 for b in &response.values {
-                    if a != b && analysis.descends(&key, b, a) {
+                    if a != b && analysis.descends(key, b, a) {
                         violations.push(Violation {
                             checker: NAME,
-                            key: key.clone(),
+                            key: key.to_owned(),
                             detail: format!(
                                 "{id:?} showed {a:?} beside {b:?}, whose writer had seen {a:?}"
                             ),
