@@ -37,6 +37,9 @@ const REQUEST_TIMEOUT_MS: u64 = 1_000;
 /// How long a client waits beyond the request's own timeout before it
 /// gives up on an answer (its node may have crashed).
 const CLIENT_GRACE: Duration = Duration::from_secs(3);
+/// How long frames sent before the heal may still be on their way: longer
+/// than any delay the nemesis puts on a link (a slow link adds up to 8 s).
+const DRAIN: Duration = Duration::from_secs(10);
 /// How long the cluster may take to settle after the faults healed.
 const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 
@@ -186,6 +189,9 @@ pub fn run(run: &SimRun) -> SimReport {
     // Heal, settle, read everything back.
     nemesis.heal(&mut sim);
     let healed = sim.now().mono;
+    // Faults stop when what they delayed has arrived: a frame held on a
+    // slow link is still part of the fault.
+    sim.run_for(DRAIN);
     let settled = settle(&mut sim, &mut violations);
     let mut finals_ok = true;
     for key in history.keys() {

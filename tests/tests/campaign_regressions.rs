@@ -70,3 +70,16 @@ fn a_writes_single_dots_supersede_versions_that_arrive_later() {
         pinned(196, 6, Writes, One, 4, 248, 1),
     ]);
 }
+
+/// Seeds where final reads through different nodes disagreed because a
+/// frame a slow link held was still on its way when the faults healed;
+/// the run now lets the network drain before it checks convergence.
+#[test]
+fn convergence_is_checked_once_frames_delayed_by_the_faults_have_arrived() {
+    use chorus_tests::nemesis::FaultKind;
+    let runs: Vec<SimRun> = [2249, 7608]
+        .into_iter()
+        .map(|seed| SimRun::from_seed(seed, &Kind::ALL, &Consistency::ALL, &FaultKind::ALL))
+        .collect();
+    assert_clean(&runs);
+}
