@@ -104,8 +104,8 @@ pub struct SimReport {
     pub run: SimRun,
     pub counts: Counts,
     pub violations: Vec<Violation>,
-    /// From the end of the faults until the cluster was stable, hints were
-    /// handed over and every final read answered.
+    /// From the end of the faults until the cluster was stable and every
+    /// hint was handed over (`None` when that, or a final read, failed).
     pub converged_in: Option<Duration>,
     /// Faults the nemesis injected.
     pub faults_injected: usize,
@@ -189,10 +189,12 @@ pub fn run(run: &SimRun) -> SimReport {
     // Heal, settle, read everything back.
     nemesis.heal(&mut sim);
     let healed = sim.now().mono;
-    // Faults stop when what they delayed has arrived: a frame held on a
-    // slow link is still part of the fault.
-    sim.run_for(DRAIN);
     let settled = settle(&mut sim, &mut violations);
+    let converged = sim.now().mono - healed;
+    // Faults stop when what they delayed has arrived: a frame held on a
+    // slow link is still part of the fault. Check once it has landed.
+    sim.run_for(DRAIN);
+    let settled = settled && settle(&mut sim, &mut violations);
     let mut finals_ok = true;
     for key in history.keys() {
         for node in 0..sim.len() {
@@ -228,7 +230,7 @@ pub fn run(run: &SimRun) -> SimReport {
             finals_ok &= answered;
         }
     }
-    let converged_in = (settled && finals_ok).then(|| sim.now().mono - healed);
+    let converged_in = (settled && finals_ok).then_some(converged);
 
     let assumptions = Assumptions {
         power_losses: sim.power_losses().to_vec(),

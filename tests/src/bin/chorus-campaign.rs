@@ -100,7 +100,13 @@ fn parse_seeds(s: &str) -> Result<RangeInclusive<u64>, String> {
             .map_err(|e| format!("seed {t:?}: {e}"))
     };
     match s.split_once("..=") {
-        Some((a, b)) => Ok(number(a)?..=number(b)?),
+        Some((a, b)) => {
+            let (first, last) = (number(a)?, number(b)?);
+            if first > last {
+                return Err(format!("{s:?} is empty: the first seed is above the last"));
+            }
+            Ok(first..=last)
+        }
         None => {
             let seed = number(s)?;
             Ok(seed..=seed)
