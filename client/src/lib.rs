@@ -1,4 +1,20 @@
-//! The Chorus client.
+//! The public side of Chorus: what a client sends and receives, and a Rust
+//! client for it.
 //!
-//! The request and response types, the Rust client and the interactive shell
-//! live here once the node serves its HTTP and QUIC APIs. Nothing is exported yet.
+//! The contract (always built, no network code):
+//! * [`options`]: per-request consistency options (`r`, `w`, `pr`, `pw`,
+//!   `timeout`, `sync`, `sloppy`, `returnbody`), parsed and checked exactly
+//!   as a node does;
+//! * [`problem`]: the error body with its stable codes;
+//! * [`types`]: reply bodies (siblings, cluster status) and header names;
+//! * [`limits`]: sizes a node accepts, and checks for them.
+//!
+//! Nodes depend on these types and nothing here depends on a node.
+
+pub mod limits;
+pub mod options;
+pub mod problem;
+pub mod types;
+
+pub use options::{OptionsError, Quorum, RequestOptions};
+pub use problem::{ProblemBody, WriteOutcome};

@@ -9,20 +9,16 @@
 //! a stable machine-readable [`code`](RequestError::code).
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::Object;
-use serde::Serialize;
-use uuid::Uuid;
 
 use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
 
 /// How long a request body may take to arrive, unless configured otherwise.
 pub const DEFAULT_BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The largest value a client may store, in bytes, unless configured otherwise.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
+pub use chorus_client::limits::DEFAULT_MAX_VALUE_BYTES;
 
 /// The most HTTP requests a node serves at once, unless configured
 /// otherwise; more are refused with `503 overloaded` and `Retry-After`.
@@ -166,34 +162,7 @@ impl RequestError {
     }
 }
 
-/// One member as this node sees it, for `GET /v1/cluster/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberStatus {
-    pub id: Uuid,
-    pub name: String,
-    pub quic_addr: Option<SocketAddr>,
-    pub http_addr: Option<SocketAddr>,
-    /// `joining`, `up`, `leaving` or `left`, as the member published it.
-    pub status: String,
-    pub zone: Option<String>,
-    pub generation: u64,
-    pub heartbeat: u64,
-    /// This node's opinion: `up`, `down`, or `unknown` (no heartbeat seen advance yet).
-    pub liveness: String,
-    /// Whether this member is the node answering.
-    pub local: bool,
-}
-
-/// The cluster as one node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ClusterStatus {
-    pub node_id: Uuid,
-    pub node_name: String,
-    /// The version and content hash of the ring this node holds, if any.
-    pub ring_version: Option<u64>,
-    pub ring_hash: Option<String>,
-    pub members: Vec<MemberStatus>,
-}
+pub use chorus_client::types::{ClusterStatus, MemberStatus};
 
 /// What a node offers its client APIs.
 pub trait Service: Clone + Send + Sync + 'static {

@@ -122,116 +122,22 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::Object;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-use uuid::Uuid;
 
 use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
 
-/// The header that carries a key's causal context token.
-pub const CONTEXT_HEADER: &str = "x-chorus-context";
-
-/// The header that carries the HLC timestamp of the version a read returns.
-pub const TIMESTAMP_HEADER: &str = "x-chorus-timestamp";
-
-/// The content type of error bodies.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
-
-/// The longest bucket name, in bytes.
-pub const MAX_BUCKET_BYTES: usize = 255;
-
-/// The longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 65_536;
-
-/// Where the `type` URIs of error bodies start; the code follows.
-pub const ERROR_TYPE_PREFIX: &str = "https://chorus.dev/errors/";
+pub use chorus_client::limits::{MAX_BUCKET_BYTES, MAX_KEY_BYTES};
+pub use chorus_client::problem::{
+    FailedReplica, ProblemBody, WriteOutcome, ERROR_TYPE_PREFIX, PROBLEM_CONTENT_TYPE,
+};
+pub use chorus_client::types::{SiblingBody, SiblingsBody, CONTEXT_HEADER, TIMESTAMP_HEADER};
 
 /// The most characters of a client's path echoed back in an error.
 const MAX_ECHO_CHARS: usize = 128;
 
 /// The path of the key routes.
 const KEY_ROUTE: &str = "/v1/buckets/{bucket}/keys/{key}";
-
-/// The body of every error answer (`application/problem+json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProblemBody {
-    /// `https://chorus.dev/errors/<code>`.
-    #[serde(rename = "type")]
-    pub type_uri: String,
-    /// A short summary of the kind of error.
-    pub title: String,
-    /// The HTTP status, repeated.
-    pub status: u16,
-    /// The stable, machine-readable code.
-    pub code: String,
-    /// What went wrong with this request, for people.
-    pub detail: String,
-    /// The request option at fault, for option errors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub option: Option<String>,
-    /// Quorum and timeout errors: replies or acknowledgements needed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required: Option<usize>,
-    /// Quorum and timeout errors: how many of those had to be primaries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required_primaries: Option<usize>,
-    /// Quorum and timeout errors: replies or acknowledgements that counted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub received: Option<usize>,
-    /// Quorum and timeout errors: how many of those came from primaries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub received_primaries: Option<usize>,
-    /// Quorum and timeout errors: the replicas that failed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failures: Vec<FailedReplica>,
-    /// Write errors: replicas known to have applied the write.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied: Option<usize>,
-    /// Write errors: whether the write may have taken effect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<WriteOutcome>,
-}
-
-/// A replica that failed a request, as listed in a [`ProblemBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailedReplica {
-    pub node: Uuid,
-    /// The replica error's stable code, e.g. `replica_unreachable`.
-    pub code: String,
-    pub detail: String,
-}
-
-/// What a failed write left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteOutcome {
-    /// No replica applied the write.
-    NotApplied,
-    /// Some replica applied the write; it may become visible.
-    MayHaveApplied,
-}
-
-/// The JSON answer to a read with several versions (or with
-/// `Accept: application/json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiblingsBody {
-    /// The key's causal context token, as in `X-Chorus-Context`.
-    pub context: String,
-    /// The live versions, in the object's (dot) order.
-    pub siblings: Vec<SiblingBody>,
-}
-
-/// One version in a [`SiblingsBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiblingBody {
-    /// The value in standard base64 with padding.
-    pub value: String,
-    /// The version's HLC timestamp in its display form.
-    pub timestamp: String,
-    /// Always `false`: tombstones are not listed.
-    pub deleted: bool,
-}
 
 /// Why the HTTP layer answered with an error.
 #[derive(Debug, thiserror::Error)]
@@ -329,22 +235,12 @@ impl HttpError {
 
     /// The problem body for this error.
     fn problem(&self) -> ProblemBody {
-        let code = self.code();
-        let mut body = ProblemBody {
-            type_uri: format!("{ERROR_TYPE_PREFIX}{code}"),
-            title: self.title().to_owned(),
-            status: self.status().as_u16(),
-            code: code.to_owned(),
-            detail: self.to_string(),
-            option: None,
-            required: None,
-            required_primaries: None,
-            received: None,
-            received_primaries: None,
-            failures: Vec::new(),
-            applied: None,
-            outcome: None,
-        };
+        let mut body = ProblemBody::new(
+            self.status().as_u16(),
+            self.code(),
+            self.title(),
+            self.to_string(),
+        );
         match self {
             HttpError::Request(RequestError::Options(error)) => {
                 body.option = error.option().map(str::to_owned);
@@ -633,14 +529,10 @@ fn target(path: KeyPath) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
 }
 
 fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), RequestError> {
-    let reason = if name.is_empty() {
-        "it is empty".to_owned()
-    } else if name.len() > max {
-        format!("{} bytes exceed the limit of {max}", name.len())
-    } else {
-        return Ok(());
-    };
-    Err(RequestError::InvalidKey { what, reason })
+    chorus_client::limits::check_name(what, name, max).map_err(|error| RequestError::InvalidKey {
+        what: error.what,
+        reason: error.reason,
+    })
 }
 
 /// The request options from the query string, as the client wrote them.
@@ -810,6 +702,7 @@ fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Respons
                                 .as_deref()
                                 .expect("a live sibling holds a value"),
                         ),
+                        content_type: None,
                         timestamp: sibling.timestamp.to_string(),
                         deleted: false,
                     })
@@ -834,6 +727,7 @@ fn echo(input: &str) -> String {
 mod tests {
     use super::*;
     use crate::core::{OptionsError, ReplicaError, ReplicaFailure};
+    use uuid::Uuid;
 
     fn accept(values: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -1,0 +1,797 @@
+//! Per-request options: how many replicas must answer, how long to wait,
+//! whether to fsync and whether fallbacks may stand in for down primaries.
+//!
+//! The HTTP API takes them as query parameters (`r`, `w`, `pr`, `pw`,
+//! `timeout`, `sync`, `sloppy`, `returnbody`), so they are parsed from strings
+//! ([`RequestOptions::parse`]) and then resolved against the bucket's
+//! replication factor N ([`RequestOptions::resolve`]). Both steps refuse bad
+//! input before any work starts, each with an [`OptionsError`] that has a
+//! stable [`code`](OptionsError::code).
+//!
+//! | option    | values                                            | default   |
+//! |-----------|---------------------------------------------------|-----------|
+//! | `r`       | an integer in 1..=N, or `one`, `quorum`, `all`    | `quorum`  |
+//! | `w`       | an integer in 1..=N, or `one`, `quorum`, `all`    | `quorum`  |
+//! | `pr`      | an integer in 0..=r, or `one`, `quorum`, `all`    | `0`       |
+//! | `pw`      | an integer in 0..=w, or `one`, `quorum`, `all`    | `0`       |
+//! | `timeout` | milliseconds in 1..=[`MAX_TIMEOUT_MS`]            | [`DEFAULT_TIMEOUT_MS`] |
+//! | `sync`    | `true` or `false`                                 | `false`   |
+//! | `sloppy`  | `true` or `false`                                 | `true`    |
+//! | `returnbody` | `true` or `false`: a write answers like a read (the key's siblings and their context), as Riak's `returnbody` | `false` |
+//!
+//! Words (`one`, `quorum`, `all`, `true`, `false`) are case-insensitive;
+//! option names are not. `quorum` is a majority of N: `N / 2 + 1`. All
+//! options are validated on every request, whichever of them the request
+//! uses, so a mistyped `w` on a get is reported rather than ignored.
+
+use std::fmt;
+
+/// The timeout of a request that does not set one, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+/// The longest timeout a request may ask for, in milliseconds (two minutes).
+pub const MAX_TIMEOUT_MS: u64 = 120_000;
+
+/// The most characters of a client's input echoed back in an error.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// A replica count as the client wrote it, before N is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quorum {
+    /// `one`: 1.
+    One,
+    /// `quorum`: a majority of N, `N / 2 + 1`.
+    Majority,
+    /// `all`: N.
+    All,
+    /// An explicit count.
+    Count(u32),
+}
+
+impl Quorum {
+    /// The count this stands for when the replication factor is `n`.
+    pub fn resolve(self, n: usize) -> usize {
+        match self {
+            Quorum::One => 1,
+            Quorum::Majority => n / 2 + 1,
+            Quorum::All => n,
+            Quorum::Count(count) => count as usize,
+        }
+    }
+
+    /// Parses an integer or a word; `option` names the parameter in errors.
+    fn parse(option: &'static str, value: &str) -> Result<Quorum, OptionsError> {
+        if value.eq_ignore_ascii_case("one") {
+            Ok(Quorum::One)
+        } else if value.eq_ignore_ascii_case("quorum") {
+            Ok(Quorum::Majority)
+        } else if value.eq_ignore_ascii_case("all") {
+            Ok(Quorum::All)
+        } else if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            value
+                .parse::<u32>()
+                .map(Quorum::Count)
+                .map_err(|_| OptionsError::Overflow {
+                    option,
+                    value: echo(value),
+                })
+        } else {
+            Err(OptionsError::InvalidQuorum {
+                option,
+                value: echo(value),
+            })
+        }
+    }
+}
+
+impl std::str::FromStr for Quorum {
+    type Err = OptionsError;
+
+    /// Parses `one`, `quorum`, `all` (any case) or a non-negative integer,
+    /// as the `r` option would.
+    fn from_str(value: &str) -> Result<Quorum, OptionsError> {
+        Quorum::parse("r", value)
+    }
+}
+
+impl serde::Serialize for Quorum {
+    /// As its display form: `"one"`, `"quorum"`, `"all"` or `"2"`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Quorum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Quorum, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Quorum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quorum::One => f.write_str("one"),
+            Quorum::Majority => f.write_str("quorum"),
+            Quorum::All => f.write_str("all"),
+            Quorum::Count(count) => write!(f, "{count}"),
+        }
+    }
+}
+
+/// The options of one request as the client gave them.
+///
+/// Serialized (for the QUIC client protocol) as a map of the query
+/// parameter names with the same values: `{"r": "quorum", "w": "2",
+/// "timeout": 10000, "sync": false, …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RequestOptions {
+    pub r: Quorum,
+    pub w: Quorum,
+    pub pr: Quorum,
+    pub pw: Quorum,
+    #[serde(rename = "timeout")]
+    pub timeout_ms: u64,
+    /// Each write acknowledgement means the replica fsynced the write.
+    pub sync: bool,
+    /// Fallbacks may take writes for down primaries.
+    pub sloppy: bool,
+    /// A write answers with the key's siblings after it, and their context,
+    /// instead of the writer's own context (Riak's `returnbody`).
+    #[serde(rename = "returnbody")]
+    pub return_body: bool,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            r: Quorum::Majority,
+            w: Quorum::Majority,
+            pr: Quorum::Count(0),
+            pw: Quorum::Count(0),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            sync: false,
+            sloppy: true,
+            return_body: false,
+        }
+    }
+}
+
+/// The options of one request resolved against N and validated.
+///
+/// Holds `1 <= r <= n`, `1 <= w <= n`, `pr <= r`, `pw <= w` and
+/// `1 <= timeout_ms <= MAX_TIMEOUT_MS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedOptions {
+    /// The replication factor the counts were resolved against.
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub pr: usize,
+    pub pw: usize,
+    pub timeout_ms: u64,
+    pub sync: bool,
+    pub sloppy: bool,
+}
+
+/// A request option that was refused. Nothing was done for the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("unknown request option {name:?}")]
+    UnknownOption { name: String },
+    #[error("request option {option} given more than once")]
+    DuplicateOption { option: &'static str },
+    #[error("{option}={value:?} is neither an integer nor one of one, quorum, all")]
+    InvalidQuorum { option: &'static str, value: String },
+    #[error("{option}={value} is too large a number")]
+    Overflow { option: &'static str, value: String },
+    #[error("{option}={value:?} is neither true nor false")]
+    InvalidBool { option: &'static str, value: String },
+    #[error("timeout={value:?} is not a number of milliseconds")]
+    InvalidTimeout { value: String },
+    #[error("timeout={timeout_ms} ms is outside 1..={max_ms} ms")]
+    TimeoutOutOfRange { timeout_ms: u64, max_ms: u64 },
+    #[error("{option} must be at least 1")]
+    ZeroQuorum { option: &'static str },
+    #[error("{option}={value} exceeds the {n} replicas of the key")]
+    QuorumAboveN {
+        option: &'static str,
+        value: usize,
+        n: usize,
+    },
+    #[error("pr={pr} exceeds r={r}")]
+    PrAboveR { pr: usize, r: usize },
+    #[error("pw={pw} exceeds w={w}")]
+    PwAboveW { pw: usize, w: usize },
+}
+
+impl OptionsError {
+    /// A stable, machine-readable code for API error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OptionsError::UnknownOption { .. } => "unknown_option",
+            OptionsError::DuplicateOption { .. } => "duplicate_option",
+            OptionsError::InvalidQuorum { .. } => "invalid_quorum",
+            OptionsError::Overflow { .. } => "quorum_overflow",
+            OptionsError::InvalidBool { .. } => "invalid_bool",
+            OptionsError::InvalidTimeout { .. } => "invalid_timeout",
+            OptionsError::TimeoutOutOfRange { .. } => "timeout_out_of_range",
+            OptionsError::ZeroQuorum { .. } => "quorum_zero",
+            OptionsError::QuorumAboveN { .. } => "quorum_above_n",
+            OptionsError::PrAboveR { .. } => "pr_above_r",
+            OptionsError::PwAboveW { .. } => "pw_above_w",
+        }
+    }
+
+    /// The option at fault, when there is one.
+    pub fn option(&self) -> Option<&str> {
+        match self {
+            OptionsError::UnknownOption { name } => Some(name),
+            OptionsError::DuplicateOption { option }
+            | OptionsError::InvalidQuorum { option, .. }
+            | OptionsError::Overflow { option, .. }
+            | OptionsError::InvalidBool { option, .. }
+            | OptionsError::ZeroQuorum { option }
+            | OptionsError::QuorumAboveN { option, .. } => Some(option),
+            OptionsError::InvalidTimeout { .. } | OptionsError::TimeoutOutOfRange { .. } => {
+                Some("timeout")
+            }
+            OptionsError::PrAboveR { .. } => Some("pr"),
+            OptionsError::PwAboveW { .. } => Some("pw"),
+        }
+    }
+}
+
+/// The option names, in the order [`RequestOptions::parse`] tracks them.
+const NAMES: [&str; 8] = [
+    "r",
+    "w",
+    "pr",
+    "pw",
+    "timeout",
+    "sync",
+    "sloppy",
+    "returnbody",
+];
+
+impl RequestOptions {
+    /// Parses `(name, value)` pairs such as a query string's parameters.
+    /// Options not given keep their defaults. An unknown name, an option
+    /// given twice or a malformed value is refused.
+    pub fn parse<'a, I>(pairs: I) -> Result<RequestOptions, OptionsError>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut options = RequestOptions::default();
+        let mut seen = [false; NAMES.len()];
+        for (name, value) in pairs {
+            let Some(index) = NAMES.iter().position(|&known| known == name) else {
+                return Err(OptionsError::UnknownOption { name: echo(name) });
+            };
+            let option = NAMES[index];
+            if std::mem::replace(&mut seen[index], true) {
+                return Err(OptionsError::DuplicateOption { option });
+            }
+            match option {
+                "r" => options.r = Quorum::parse(option, value)?,
+                "w" => options.w = Quorum::parse(option, value)?,
+                "pr" => options.pr = Quorum::parse(option, value)?,
+                "pw" => options.pw = Quorum::parse(option, value)?,
+                "timeout" => options.timeout_ms = parse_timeout(value)?,
+                "sync" => options.sync = parse_bool(option, value)?,
+                "sloppy" => options.sloppy = parse_bool(option, value)?,
+                "returnbody" => options.return_body = parse_bool(option, value)?,
+                _ => unreachable!("every name in NAMES is handled"),
+            }
+        }
+        Ok(options)
+    }
+
+    /// Resolves the counts against the replication factor `n` and checks
+    /// that they can be met: `r` and `w` in 1..=n, `pr <= r`, `pw <= w`, and
+    /// the timeout within its bounds.
+    pub fn resolve(&self, n: usize) -> Result<ResolvedOptions, OptionsError> {
+        assert!(n >= 1, "a key has at least one replica");
+        let r = resolve_quorum("r", self.r, n)?;
+        let w = resolve_quorum("w", self.w, n)?;
+        let pr = self.pr.resolve(n);
+        if pr > r {
+            return Err(OptionsError::PrAboveR { pr, r });
+        }
+        let pw = self.pw.resolve(n);
+        if pw > w {
+            return Err(OptionsError::PwAboveW { pw, w });
+        }
+        check_timeout(self.timeout_ms)?;
+        Ok(ResolvedOptions {
+            n,
+            r,
+            w,
+            pr,
+            pw,
+            timeout_ms: self.timeout_ms,
+            sync: self.sync,
+            sloppy: self.sloppy,
+        })
+    }
+
+    /// The options that differ from the defaults, as `(name, value)` query
+    /// parameters: what [`parse`](Self::parse) turns back into `self`.
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let default = RequestOptions::default();
+        let mut pairs = Vec::new();
+        for (name, value, default) in [
+            ("r", self.r, default.r),
+            ("w", self.w, default.w),
+            ("pr", self.pr, default.pr),
+            ("pw", self.pw, default.pw),
+        ] {
+            if value != default {
+                pairs.push((name, value.to_string()));
+            }
+        }
+        if self.timeout_ms != default.timeout_ms {
+            pairs.push(("timeout", self.timeout_ms.to_string()));
+        }
+        for (name, value, default) in [
+            ("sync", self.sync, default.sync),
+            ("sloppy", self.sloppy, default.sloppy),
+            ("returnbody", self.return_body, default.return_body),
+        ] {
+            if value != default {
+                pairs.push((name, value.to_string()));
+            }
+        }
+        pairs
+    }
+
+    /// [`parse`](Self::parse) then [`resolve`](Self::resolve).
+    pub fn parse_and_resolve<'a, I>(pairs: I, n: usize) -> Result<ResolvedOptions, OptionsError>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        RequestOptions::parse(pairs)?.resolve(n)
+    }
+}
+
+fn resolve_quorum(option: &'static str, quorum: Quorum, n: usize) -> Result<usize, OptionsError> {
+    let value = quorum.resolve(n);
+    if value == 0 {
+        return Err(OptionsError::ZeroQuorum { option });
+    }
+    if value > n {
+        return Err(OptionsError::QuorumAboveN { option, value, n });
+    }
+    Ok(value)
+}
+
+fn parse_bool(option: &'static str, value: &str) -> Result<bool, OptionsError> {
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(OptionsError::InvalidBool {
+            option,
+            value: echo(value),
+        })
+    }
+}
+
+fn parse_timeout(value: &str) -> Result<u64, OptionsError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(OptionsError::InvalidTimeout { value: echo(value) });
+    }
+    // Digits only, so the parse fails only on overflow: far beyond the maximum.
+    let timeout_ms = value.parse::<u64>().unwrap_or(u64::MAX);
+    check_timeout(timeout_ms)?;
+    Ok(timeout_ms)
+}
+
+fn check_timeout(timeout_ms: u64) -> Result<(), OptionsError> {
+    if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
+        return Err(OptionsError::TimeoutOutOfRange {
+            timeout_ms,
+            max_ms: MAX_TIMEOUT_MS,
+        });
+    }
+    Ok(())
+}
+
+/// A client's input, cut short enough to put in an error message.
+fn echo(input: &str) -> String {
+    input.chars().take(MAX_ECHO_CHARS).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Query parameters as the HTTP layer passes them.
+    type Pairs<'a> = &'a [(&'a str, &'a str)];
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<RequestOptions, OptionsError> {
+        RequestOptions::parse(pairs.iter().copied())
+    }
+
+    fn resolve(pairs: &[(&str, &str)], n: usize) -> Result<ResolvedOptions, OptionsError> {
+        RequestOptions::parse_and_resolve(pairs.iter().copied(), n)
+    }
+
+    #[test]
+    fn defaults_are_quorum_reads_and_writes_without_primaries() {
+        assert_eq!(
+            resolve(&[], 3),
+            Ok(ResolvedOptions {
+                n: 3,
+                r: 2,
+                w: 2,
+                pr: 0,
+                pw: 0,
+                timeout_ms: DEFAULT_TIMEOUT_MS,
+                sync: false,
+                sloppy: true,
+            })
+        );
+        assert_eq!(parse(&[]), Ok(RequestOptions::default()));
+    }
+
+    #[test]
+    fn every_word_resolves_against_n() {
+        for (n, one, quorum, all) in [(1, 1, 1, 1), (2, 1, 2, 2), (3, 1, 2, 3), (5, 1, 3, 5)] {
+            for (word, expected) in [("one", one), ("quorum", quorum), ("all", all)] {
+                let resolved =
+                    resolve(&[("r", word), ("w", word), ("pr", word), ("pw", word)], n).unwrap();
+                assert_eq!(
+                    (resolved.r, resolved.w, resolved.pr, resolved.pw),
+                    (expected, expected, expected, expected),
+                    "{word} with n={n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn words_are_case_insensitive() {
+        for word in ["ONE", "One", "oNe"] {
+            assert_eq!(parse(&[("r", word)]).unwrap().r, Quorum::One);
+        }
+        for word in ["QUORUM", "Quorum"] {
+            assert_eq!(parse(&[("w", word)]).unwrap().w, Quorum::Majority);
+        }
+        for word in ["ALL", "All"] {
+            assert_eq!(parse(&[("pr", word)]).unwrap().pr, Quorum::All);
+        }
+        let options = parse(&[("sync", "TRUE"), ("sloppy", "False")]).unwrap();
+        assert!(options.sync);
+        assert!(!options.sloppy);
+    }
+
+    #[test]
+    fn integers_and_every_option_are_taken() {
+        let resolved = resolve(
+            &[
+                ("r", "3"),
+                ("w", "1"),
+                ("pr", "2"),
+                ("pw", "1"),
+                ("timeout", "250"),
+                ("sync", "true"),
+                ("sloppy", "false"),
+            ],
+            5,
+        )
+        .unwrap();
+        assert_eq!(
+            resolved,
+            ResolvedOptions {
+                n: 5,
+                r: 3,
+                w: 1,
+                pr: 2,
+                pw: 1,
+                timeout_ms: 250,
+                sync: true,
+                sloppy: false,
+            }
+        );
+        assert_eq!(parse(&[("r", "007")]).unwrap().r, Quorum::Count(7));
+    }
+
+    #[test]
+    fn options_survive_the_query_string_and_serde() {
+        let options = parse(&[
+            ("r", "one"),
+            ("w", "3"),
+            ("pw", "all"),
+            ("timeout", "250"),
+            ("sync", "true"),
+            ("sloppy", "false"),
+            ("returnbody", "true"),
+        ])
+        .unwrap();
+        let pairs = options.to_pairs();
+        let back = RequestOptions::parse(pairs.iter().map(|(name, value)| (*name, value.as_str())));
+        assert_eq!(back, Ok(options));
+        assert_eq!(RequestOptions::default().to_pairs(), []);
+        let json = serde_json::to_value(options).unwrap();
+        assert_eq!(json["r"], "one");
+        assert_eq!(json["w"], "3");
+        assert_eq!(json["timeout"], 250);
+        assert_eq!(
+            serde_json::from_value::<RequestOptions>(json).unwrap(),
+            options
+        );
+        let partial: RequestOptions = serde_json::from_str(r#"{"w": "ALL"}"#).unwrap();
+        assert_eq!(partial.w, Quorum::All);
+        assert_eq!(partial.r, Quorum::Majority);
+        assert!(serde_json::from_str::<RequestOptions>(r#"{"w": "most"}"#).is_err());
+    }
+
+    #[test]
+    fn counts_display_as_written() {
+        assert_eq!(Quorum::One.to_string(), "one");
+        assert_eq!(Quorum::Majority.to_string(), "quorum");
+        assert_eq!(Quorum::All.to_string(), "all");
+        assert_eq!(Quorum::Count(4).to_string(), "4");
+    }
+
+    #[test]
+    fn malformed_values_are_refused_with_their_code() {
+        let cases: &[(Pairs<'_>, OptionsError, &str)] = &[
+            (
+                &[("r", "two")],
+                OptionsError::InvalidQuorum {
+                    option: "r",
+                    value: "two".into(),
+                },
+                "invalid_quorum",
+            ),
+            (
+                &[("w", "")],
+                OptionsError::InvalidQuorum {
+                    option: "w",
+                    value: String::new(),
+                },
+                "invalid_quorum",
+            ),
+            (
+                &[("pr", "-1")],
+                OptionsError::InvalidQuorum {
+                    option: "pr",
+                    value: "-1".into(),
+                },
+                "invalid_quorum",
+            ),
+            (
+                &[("pw", "+1")],
+                OptionsError::InvalidQuorum {
+                    option: "pw",
+                    value: "+1".into(),
+                },
+                "invalid_quorum",
+            ),
+            (
+                &[("r", " 1")],
+                OptionsError::InvalidQuorum {
+                    option: "r",
+                    value: " 1".into(),
+                },
+                "invalid_quorum",
+            ),
+            (
+                &[("w", "default")],
+                OptionsError::InvalidQuorum {
+                    option: "w",
+                    value: "default".into(),
+                },
+                "invalid_quorum",
+            ),
+            (
+                &[("w", "4294967296")],
+                OptionsError::Overflow {
+                    option: "w",
+                    value: "4294967296".into(),
+                },
+                "quorum_overflow",
+            ),
+            (
+                &[("r", "99999999999999999999999")],
+                OptionsError::Overflow {
+                    option: "r",
+                    value: "99999999999999999999999".into(),
+                },
+                "quorum_overflow",
+            ),
+            (
+                &[("sync", "yes")],
+                OptionsError::InvalidBool {
+                    option: "sync",
+                    value: "yes".into(),
+                },
+                "invalid_bool",
+            ),
+            (
+                &[("sloppy", "1")],
+                OptionsError::InvalidBool {
+                    option: "sloppy",
+                    value: "1".into(),
+                },
+                "invalid_bool",
+            ),
+            (
+                &[("timeout", "5s")],
+                OptionsError::InvalidTimeout { value: "5s".into() },
+                "invalid_timeout",
+            ),
+            (
+                &[("timeout", "")],
+                OptionsError::InvalidTimeout {
+                    value: String::new(),
+                },
+                "invalid_timeout",
+            ),
+            (
+                &[("timeout", "0")],
+                OptionsError::TimeoutOutOfRange {
+                    timeout_ms: 0,
+                    max_ms: MAX_TIMEOUT_MS,
+                },
+                "timeout_out_of_range",
+            ),
+            (
+                &[("timeout", "120001")],
+                OptionsError::TimeoutOutOfRange {
+                    timeout_ms: MAX_TIMEOUT_MS + 1,
+                    max_ms: MAX_TIMEOUT_MS,
+                },
+                "timeout_out_of_range",
+            ),
+            (
+                &[("timeout", "99999999999999999999999")],
+                OptionsError::TimeoutOutOfRange {
+                    timeout_ms: u64::MAX,
+                    max_ms: MAX_TIMEOUT_MS,
+                },
+                "timeout_out_of_range",
+            ),
+            (
+                &[("n", "3")],
+                OptionsError::UnknownOption { name: "n".into() },
+                "unknown_option",
+            ),
+            (
+                &[("R", "1")],
+                OptionsError::UnknownOption { name: "R".into() },
+                "unknown_option",
+            ),
+            (
+                &[("r", "1"), ("w", "1"), ("r", "2")],
+                OptionsError::DuplicateOption { option: "r" },
+                "duplicate_option",
+            ),
+        ];
+        for (pairs, error, code) in cases {
+            assert_eq!(parse(pairs).as_ref(), Err(error), "{pairs:?}");
+            assert_eq!(error.code(), *code);
+        }
+        assert_eq!(
+            parse(&[("timeout", "120000")]).unwrap().timeout_ms,
+            MAX_TIMEOUT_MS
+        );
+    }
+
+    #[test]
+    fn counts_that_cannot_be_met_are_refused_with_their_code() {
+        let cases: &[(Pairs<'_>, usize, OptionsError, &str)] = &[
+            (
+                &[("w", "4")],
+                3,
+                OptionsError::QuorumAboveN {
+                    option: "w",
+                    value: 4,
+                    n: 3,
+                },
+                "quorum_above_n",
+            ),
+            (
+                &[("r", "4")],
+                3,
+                OptionsError::QuorumAboveN {
+                    option: "r",
+                    value: 4,
+                    n: 3,
+                },
+                "quorum_above_n",
+            ),
+            (
+                &[("r", "0")],
+                3,
+                OptionsError::ZeroQuorum { option: "r" },
+                "quorum_zero",
+            ),
+            (
+                &[("w", "0")],
+                3,
+                OptionsError::ZeroQuorum { option: "w" },
+                "quorum_zero",
+            ),
+            (
+                &[("r", "one"), ("pr", "2")],
+                3,
+                OptionsError::PrAboveR { pr: 2, r: 1 },
+                "pr_above_r",
+            ),
+            (
+                &[("pr", "all")],
+                3,
+                OptionsError::PrAboveR { pr: 3, r: 2 },
+                "pr_above_r",
+            ),
+            (
+                &[("w", "1"), ("pw", "quorum")],
+                3,
+                OptionsError::PwAboveW { pw: 2, w: 1 },
+                "pw_above_w",
+            ),
+            (
+                &[("pw", "4")],
+                3,
+                OptionsError::PwAboveW { pw: 4, w: 2 },
+                "pw_above_w",
+            ),
+        ];
+        for (pairs, n, error, code) in cases {
+            assert_eq!(resolve(pairs, *n).as_ref(), Err(error), "{pairs:?}");
+            assert_eq!(error.code(), *code);
+        }
+        // The boundaries themselves are fine.
+        let edge = resolve(&[("r", "3"), ("w", "3"), ("pr", "3"), ("pw", "3")], 3).unwrap();
+        assert_eq!((edge.r, edge.w, edge.pr, edge.pw), (3, 3, 3, 3));
+        let edge = resolve(&[("r", "1"), ("w", "1"), ("pr", "0"), ("pw", "0")], 3).unwrap();
+        assert_eq!((edge.r, edge.w, edge.pr, edge.pw), (1, 1, 0, 0));
+    }
+
+    #[test]
+    fn options_built_directly_are_checked_too() {
+        let options = RequestOptions {
+            timeout_ms: 0,
+            ..RequestOptions::default()
+        };
+        assert_eq!(
+            options.resolve(3),
+            Err(OptionsError::TimeoutOutOfRange {
+                timeout_ms: 0,
+                max_ms: MAX_TIMEOUT_MS
+            })
+        );
+    }
+
+    #[test]
+    fn errors_name_their_option_and_echo_bounded_input() {
+        let long = "x".repeat(1000);
+        let error = parse(&[("r", &long)]).unwrap_err();
+        assert_eq!(error.option(), Some("r"));
+        match error {
+            OptionsError::InvalidQuorum { value, .. } => assert_eq!(value.len(), MAX_ECHO_CHARS),
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = parse(&[(&long, "1")]).unwrap_err();
+        assert_eq!(error.option().map(str::len), Some(MAX_ECHO_CHARS));
+        assert_eq!(OptionsError::PrAboveR { pr: 2, r: 1 }.option(), Some("pr"));
+        assert_eq!(
+            OptionsError::PwAboveW { pw: 2, w: 1 }.to_string(),
+            "pw=2 exceeds w=1"
+        );
+        assert_eq!(
+            OptionsError::QuorumAboveN {
+                option: "w",
+                value: 4,
+                n: 3
+            }
+            .to_string(),
+            "w=4 exceeds the 3 replicas of the key"
+        );
+    }
+}
