@@ -10,7 +10,12 @@
 //! * [`limits`]: sizes a node accepts, and checks for them.
 //!
 //! Nodes depend on these types and nothing here depends on a node.
+//!
+//! With the `http` feature (on by default), [`Client`] is the Rust client;
+//! see the [`client`] module for an example.
 
+#[cfg(feature = "http")]
+pub mod client;
 pub mod limits;
 pub mod options;
 pub mod problem;
@@ -18,3 +23,8 @@ pub mod types;
 
 pub use options::{OptionsError, Quorum, RequestOptions};
 pub use problem::{ProblemBody, WriteOutcome};
+
+#[cfg(feature = "http")]
+pub use client::{
+    Client, ClientBuilder, Context, Deleted, Error, Found, Read, Sibling, Value, Written,
+};

@@ -1,0 +1,902 @@
+//! The Rust client: one API over the node's HTTP API (and, with the `quic`
+//! feature, its QUIC client protocol).
+//!
+//! A [`Client`] is cheap to clone (it is a handle on a shared connection
+//! pool) and may be used from many tasks at once. Every call takes the
+//! per-request [`RequestOptions`] (`r`, `w`, `pr`, `pw`, `timeout`, `sync`,
+//! `sloppy`, `returnbody`); `&RequestOptions::default()` asks for quorum
+//! reads and writes.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), chorus_client::Error> {
+//! use chorus_client::{Client, Read, RequestOptions, Value};
+//!
+//! let client = Client::http("http://127.0.0.1:8080")?;
+//! let options = RequestOptions::default();
+//! let written = client
+//!     .put("users", "ada", Value::from("{\"lang\":\"en\"}").content_type("application/json"), None, &options)
+//!     .await?;
+//! match client.get("users", "ada", &options).await? {
+//!     Read::Found(found) => println!("{} version(s)", found.siblings.len()),
+//!     Read::NotFound { .. } => println!("gone"),
+//! }
+//! // Overwrite what this client wrote: hand back the context it was given.
+//! client.put("users", "ada", Value::from("{}"), Some(&written.context), &options).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Retries
+//!
+//! A call is retried (up to [`ClientBuilder::retries`] times, with a short
+//! growing backoff, on the next endpoint when several are configured) only
+//! when that is safe: reads on any transport failure or `503`/`504`, and
+//! writes and deletes only when nothing was applied — the connection could
+//! not be made, or the node answered with an error whose outcome is
+//! [`WriteOutcome::NotApplied`] and a retryable status (`503`). A write
+//! that may have applied is never retried; its error says so
+//! ([`Error::may_have_applied`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+
+use crate::limits::{check_bucket, check_key, DEFAULT_MAX_VALUE_BYTES, MAX_CONTENT_TYPE_BYTES};
+use crate::options::RequestOptions;
+use crate::problem::{ProblemBody, WriteOutcome, PROBLEM_CONTENT_TYPE};
+use crate::types::{ClusterStatus, SiblingsBody, CONTEXT_HEADER, TIMESTAMP_HEADER};
+
+/// A key's causal context: an opaque token, valid only for the key it was
+/// issued for. Hand it back on a write or delete to say which versions the
+/// client has seen (those are replaced; others stay as siblings).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Context(String);
+
+impl Context {
+    /// A context from a token string, e.g. one kept from an
+    /// `X-Chorus-Context` header.
+    pub fn new(token: impl Into<String>) -> Context {
+        Context(token.into())
+    }
+
+    /// The token, as sent in `X-Chorus-Context`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A value to write, with the `Content-Type` to store beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Value {
+    pub bytes: Vec<u8>,
+    /// Stored with the version and returned on reads; `None` reads back as
+    /// `application/octet-stream`.
+    pub content_type: Option<String>,
+}
+
+impl Value {
+    /// Sets the content type stored with the value.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Value {
+        self.content_type = Some(content_type.into());
+        self
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(bytes: Vec<u8>) -> Value {
+        Value {
+            bytes,
+            content_type: None,
+        }
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(bytes: &[u8]) -> Value {
+        Value::from(bytes.to_vec())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Value {
+        Value::from(text.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Value {
+        Value::from(text.into_bytes())
+    }
+}
+
+/// One live version of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sibling {
+    pub value: Vec<u8>,
+    /// The content type it was written with, if any.
+    pub content_type: Option<String>,
+    /// When its write was coordinated: the HLC timestamp's display form,
+    /// e.g. `2026-11-22T02:30:00.123Z+0`.
+    pub timestamp: String,
+}
+
+/// A key's live versions and the context that covers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// At least one; more than one are siblings (concurrent writes) that a
+    /// write with [`context`](Self::context) resolves.
+    pub siblings: Vec<Sibling>,
+    pub context: Context,
+}
+
+impl Found {
+    /// The value when there is exactly one version.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self.siblings.as_slice() {
+            [only] => Some(&only.value),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// One or more live versions.
+    Found(Found),
+    /// No live version. `context` is there when the key has a history (it
+    /// was deleted): writing with it replaces the tombstones.
+    NotFound { context: Option<Context> },
+}
+
+/// The answer to a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// What the client's own context covered plus the new version: write
+    /// with it to replace this write (and nothing concurrent to it).
+    pub context: Context,
+    /// With `returnbody`: the key's versions after the write (and then
+    /// `context` covers them all).
+    pub siblings: Option<Vec<Sibling>>,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// A tombstone was written; `context` covers it.
+    Deleted { context: Context },
+    /// A delete without a context found no live version, so nothing was
+    /// written.
+    NothingToDelete { context: Option<Context> },
+}
+
+/// Why a call failed. Every kind has a stable [`code`](Error::code).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The node refused or could not complete the request; the problem
+    /// body carries the code, counts and outcome.
+    #[error("{} ({}): {}", .problem.code, .problem.status, .problem.detail)]
+    Server {
+        problem: Box<ProblemBody>,
+        /// From `Retry-After`, when the node sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The request was refused before it was sent, with the code a node
+    /// would give (`invalid_key`, `invalid_content_type`, `value_too_large`)
+    /// or `invalid_url`.
+    #[error("{detail}")]
+    Invalid { code: &'static str, detail: String },
+    /// No answer: the connection could not be made, broke, or the answer
+    /// did not arrive in time. `sent` tells whether the request may have
+    /// reached the node.
+    #[error("transport error: {detail}")]
+    Transport { detail: String, sent: bool },
+    /// The node answered with something this client does not understand.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The stable code: the problem body's for server errors, else
+    /// `invalid_key`/`invalid_content_type`/`invalid_url`, `transport` or
+    /// `protocol`.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Server { problem, .. } => &problem.code,
+            Error::Invalid { code, .. } => code,
+            Error::Transport { .. } => "transport",
+            Error::Protocol(_) => "protocol",
+        }
+    }
+
+    /// The HTTP status of a server error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Server { problem, .. } => Some(problem.status),
+            _ => None,
+        }
+    }
+
+    /// The problem body of a server error.
+    pub fn problem(&self) -> Option<&ProblemBody> {
+        match self {
+            Error::Server { problem, .. } => Some(problem),
+            _ => None,
+        }
+    }
+
+    /// For a failed write or delete: whether it may have taken effect. A
+    /// server error says so itself; a transport error after the request was
+    /// sent may have; an error before sending did not.
+    pub fn may_have_applied(&self) -> bool {
+        match self {
+            Error::Server { problem, .. } => problem.outcome == Some(WriteOutcome::MayHaveApplied),
+            Error::Transport { sent, .. } => *sent,
+            Error::Invalid { .. } | Error::Protocol(_) => false,
+        }
+    }
+
+    /// Whether retrying the call is safe and may succeed: for reads any
+    /// transport error or `503`/`504`; for writes only errors that applied
+    /// nothing.
+    pub fn is_retryable(&self, write: bool) -> bool {
+        match self {
+            Error::Server { problem, .. } => {
+                let transient = matches!(problem.status, 503 | 504);
+                if !write {
+                    return transient;
+                }
+                // Overload, unavailability and readiness refusals did
+                // nothing; a quorum failure says what it left.
+                problem.status == 503
+                    && problem.outcome.unwrap_or(WriteOutcome::NotApplied)
+                        == WriteOutcome::NotApplied
+            }
+            Error::Transport { sent, .. } => !write || !sent,
+            Error::Invalid { .. } | Error::Protocol(_) => false,
+        }
+    }
+}
+
+/// Configures a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    token: Option<String>,
+    retries: u32,
+    connect_timeout: Duration,
+    max_value_bytes: usize,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            endpoints: Vec::new(),
+            token: None,
+            retries: 2,
+            connect_timeout: Duration::from_secs(5),
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a node's HTTP base URL, e.g. `http://127.0.0.1:8080`. Calls go
+    /// to the endpoints in turn; a retry goes to the next one.
+    pub fn endpoint(mut self, url: impl Into<String>) -> ClientBuilder {
+        self.endpoints.push(url.into());
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> ClientBuilder {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How many times a call is retried when that is safe (default 2).
+    pub fn retries(mut self, retries: u32) -> ClientBuilder {
+        self.retries = retries;
+        self
+    }
+
+    /// How long to wait for a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The largest value this client sends (default
+    /// [`DEFAULT_MAX_VALUE_BYTES`], the nodes' default). A larger value is
+    /// refused with `value_too_large` before it is sent: a node refuses it
+    /// anyway, and over HTTP it answers `413` before reading the body and
+    /// closes the connection, which a client still sending sees as a broken
+    /// connection rather than the answer. Raise it for nodes configured to
+    /// take larger values.
+    pub fn max_value_bytes(mut self, max: usize) -> ClientBuilder {
+        self.max_value_bytes = max;
+        self
+    }
+
+    /// Builds the client. Fails with `invalid_url` when there is no
+    /// endpoint or one is not an `http`/`https` URL.
+    pub fn build(self) -> Result<Client, Error> {
+        if self.endpoints.is_empty() {
+            return Err(invalid_url("no endpoint given".into()));
+        }
+        let mut urls = Vec::new();
+        for endpoint in &self.endpoints {
+            let url = Url::parse(endpoint)
+                .map_err(|error| invalid_url(format!("{endpoint:?}: {error}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+                return Err(invalid_url(format!("{endpoint:?} is not an http:// URL")));
+            }
+            urls.push(url);
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &self.token {
+            let value = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| invalid_url("the bearer token is not a valid header value".into()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(self.connect_timeout)
+            .build()
+            .map_err(|error| Error::Transport {
+                detail: error.to_string(),
+                sent: false,
+            })?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                transport: Transport::Http(HttpTransport { http, urls }),
+                retries: self.retries,
+                max_value_bytes: self.max_value_bytes,
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+fn invalid_url(detail: String) -> Error {
+    Error::Invalid {
+        code: "invalid_url",
+        detail,
+    }
+}
+
+/// A handle on a Chorus cluster. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    transport: Transport,
+    retries: u32,
+    max_value_bytes: usize,
+    /// The endpoint the next call starts at (round robin).
+    next: AtomicUsize,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Http(HttpTransport),
+}
+
+impl Client {
+    /// A client of the node at `url` over HTTP, with default settings.
+    pub fn http(url: &str) -> Result<Client, Error> {
+        Client::builder().endpoint(url).build()
+    }
+
+    /// A builder for more endpoints, a bearer token or other settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Reads a key at the options' `r`/`pr`.
+    ///
+    /// Errors: `invalid_key` before sending; the node's codes (option codes,
+    /// `quorum_not_reached`, `timeout`, …) as [`Error::Server`].
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: &RequestOptions,
+    ) -> Result<Read, Error> {
+        check_names(bucket, key)?;
+        self.retrying(false, |endpoint| match &self.inner.transport {
+            Transport::Http(http) => http.get(endpoint, bucket, key, options),
+        })
+        .await
+    }
+
+    /// Writes `value` at the options' `w`/`pw`. `context` (from a read or
+    /// an earlier write of this key) names the versions this write replaces;
+    /// without one the write is blind and adds a sibling to what is there.
+    ///
+    /// Errors: `invalid_key`, `invalid_content_type` before sending; the
+    /// node's codes (`value_too_large`, `context_forged`,
+    /// `quorum_not_reached` with [`Error::may_have_applied`], …).
+    pub async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Value,
+        context: Option<&Context>,
+        options: &RequestOptions,
+    ) -> Result<Written, Error> {
+        check_names(bucket, key)?;
+        if value.bytes.len() > self.inner.max_value_bytes {
+            return Err(Error::Invalid {
+                code: "value_too_large",
+                detail: format!(
+                    "value of {} bytes exceeds the limit of {} bytes",
+                    value.bytes.len(),
+                    self.inner.max_value_bytes
+                ),
+            });
+        }
+        if let Some(content_type) = &value.content_type {
+            check_content_type(content_type)?;
+        }
+        self.retrying(true, |endpoint| match &self.inner.transport {
+            Transport::Http(http) => http.put(endpoint, bucket, key, &value, context, options),
+        })
+        .await
+    }
+
+    /// Deletes a key: with a context, the versions it covers; without one,
+    /// what a read at the options' `r` finds (Riak's behaviour).
+    pub async fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+        context: Option<&Context>,
+        options: &RequestOptions,
+    ) -> Result<Deleted, Error> {
+        check_names(bucket, key)?;
+        self.retrying(true, |endpoint| match &self.inner.transport {
+            Transport::Http(http) => http.delete(endpoint, bucket, key, context, options),
+        })
+        .await
+    }
+
+    /// The cluster's members as the node answering sees them.
+    pub async fn status(&self) -> Result<ClusterStatus, Error> {
+        self.retrying(false, |endpoint| match &self.inner.transport {
+            Transport::Http(http) => http.json(endpoint, &["v1", "cluster", "status"]),
+        })
+        .await
+    }
+
+    /// Runs `call` against successive endpoints until it succeeds, fails in
+    /// a way retrying cannot fix or is unsafe to retry, or the retries run
+    /// out.
+    async fn retrying<'a, T, F, Fut>(&'a self, write: bool, call: F) -> Result<T, Error>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>> + 'a,
+    {
+        let endpoints = match &self.inner.transport {
+            Transport::Http(http) => http.urls.len(),
+        };
+        let first = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            let endpoint = (first + attempt as usize) % endpoints;
+            match call(endpoint).await {
+                Err(error) if attempt < self.inner.retries && error.is_retryable(write) => {
+                    let backoff = match &error {
+                        Error::Server {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).min(Duration::from_secs(2)),
+                        _ => Duration::from_millis(50 << attempt.min(5)),
+                    };
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+fn check_names(bucket: &str, key: &str) -> Result<(), Error> {
+    check_bucket(bucket)
+        .and_then(|()| check_key(key))
+        .map_err(|error| Error::Invalid {
+            code: "invalid_key",
+            detail: error.to_string(),
+        })
+}
+
+/// A content type the node would store: visible ASCII and spaces, at most
+/// [`MAX_CONTENT_TYPE_BYTES`] bytes, not empty.
+fn check_content_type(content_type: &str) -> Result<(), Error> {
+    let valid = !content_type.is_empty()
+        && content_type.len() <= MAX_CONTENT_TYPE_BYTES
+        && content_type
+            .bytes()
+            .all(|b| b == b' ' || b.is_ascii_graphic());
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            code: "invalid_content_type",
+            detail: format!(
+                "a content type is 1 to {MAX_CONTENT_TYPE_BYTES} bytes of visible ASCII"
+            ),
+        })
+    }
+}
+
+/// The HTTP transport: one reqwest pool over the node URLs.
+#[derive(Debug)]
+struct HttpTransport {
+    http: reqwest::Client,
+    urls: Vec<Url>,
+}
+
+impl HttpTransport {
+    /// `base/segments…?options`, each segment percent-encoded (a `/` in a
+    /// key becomes `%2F`).
+    fn url(&self, endpoint: usize, segments: &[&str], options: Option<&RequestOptions>) -> Url {
+        let mut url = self.urls[endpoint].clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("checked to be a base URL when built");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        if let Some(options) = options {
+            let pairs = options.to_pairs();
+            if !pairs.is_empty() {
+                url.query_pairs_mut().extend_pairs(pairs);
+            }
+        }
+        url
+    }
+
+    fn key_url(&self, endpoint: usize, bucket: &str, key: &str, options: &RequestOptions) -> Url {
+        self.url(
+            endpoint,
+            &["v1", "buckets", bucket, "keys", key],
+            Some(options),
+        )
+    }
+
+    async fn get(
+        &self,
+        endpoint: usize,
+        bucket: &str,
+        key: &str,
+        options: &RequestOptions,
+    ) -> Result<Read, Error> {
+        let request = self.http.get(self.key_url(endpoint, bucket, key, options));
+        let response = send(request).await?;
+        read_answer(response).await
+    }
+
+    async fn put(
+        &self,
+        endpoint: usize,
+        bucket: &str,
+        key: &str,
+        value: &Value,
+        context: Option<&Context>,
+        options: &RequestOptions,
+    ) -> Result<Written, Error> {
+        let mut request = self
+            .http
+            .put(self.key_url(endpoint, bucket, key, options))
+            .body(value.bytes.clone());
+        if let Some(content_type) = &value.content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        if let Some(context) = context {
+            request = request.header(CONTEXT_HEADER, context.as_str());
+        }
+        let response = send(request).await?;
+        if options.return_body {
+            return match read_answer(response).await? {
+                Read::Found(found) => Ok(Written {
+                    context: found.context,
+                    siblings: Some(found.siblings),
+                }),
+                Read::NotFound { .. } => Err(Error::Protocol(
+                    "a write with returnbody answered not found".into(),
+                )),
+            };
+        }
+        let response = success(response).await?;
+        Ok(Written {
+            context: context_header(response.headers())?
+                .ok_or_else(|| Error::Protocol("a write answered without a context".into()))?,
+            siblings: None,
+        })
+    }
+
+    async fn delete(
+        &self,
+        endpoint: usize,
+        bucket: &str,
+        key: &str,
+        context: Option<&Context>,
+        options: &RequestOptions,
+    ) -> Result<Deleted, Error> {
+        let mut request = self
+            .http
+            .delete(self.key_url(endpoint, bucket, key, options));
+        if let Some(context) = context {
+            request = request.header(CONTEXT_HEADER, context.as_str());
+        }
+        let response = send(request).await?;
+        if response.status() == StatusCode::NOT_FOUND && is_problem(&response) {
+            return Ok(Deleted::NothingToDelete {
+                context: context_header(response.headers())?,
+            });
+        }
+        let response = success(response).await?;
+        match context_header(response.headers())? {
+            Some(context) => Ok(Deleted::Deleted { context }),
+            None => Err(Error::Protocol(
+                "a delete answered without a context".into(),
+            )),
+        }
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: usize,
+        segments: &[&str],
+    ) -> Result<T, Error> {
+        let response = send(self.http.get(self.url(endpoint, segments, None))).await?;
+        let response = success(response).await?;
+        let bytes = body(response).await?;
+        serde_json::from_slice(&bytes).map_err(|error| Error::Protocol(error.to_string()))
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
+    request.send().await.map_err(|error| Error::Transport {
+        // A request that could not connect never reached a node.
+        sent: !error.is_connect(),
+        detail: error_chain(&error),
+    })
+}
+
+/// An error and its sources on one line: reqwest's own message alone
+/// rarely says what failed.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn body(response: reqwest::Response) -> Result<bytes::Bytes, Error> {
+    response.bytes().await.map_err(|error| Error::Transport {
+        detail: error_chain(&error),
+        sent: true,
+    })
+}
+
+/// Whether the answer carries a problem body (a `404` for a key, not a
+/// proxy's page).
+fn is_problem(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(PROBLEM_CONTENT_TYPE))
+}
+
+/// The response if it is a success, else its problem body as an error.
+async fn success(response: reqwest::Response) -> Result<reqwest::Response, Error> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    Err(server_error(response).await)
+}
+
+async fn server_error(response: reqwest::Response) -> Error {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = match body(response).await {
+        Ok(bytes) => bytes,
+        Err(error) => return error,
+    };
+    match serde_json::from_slice::<ProblemBody>(&bytes) {
+        Ok(problem) => Error::Server {
+            problem: Box::new(problem),
+            retry_after,
+        },
+        Err(_) => Error::Protocol(format!(
+            "status {status} without a problem body: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        )),
+    }
+}
+
+fn context_header(headers: &HeaderMap) -> Result<Option<Context>, Error> {
+    headers
+        .get(CONTEXT_HEADER)
+        .map(|value| {
+            value
+                .to_str()
+                .map(Context::new)
+                .map_err(|_| Error::Protocol("a context header that is not ASCII".into()))
+        })
+        .transpose()
+}
+
+/// A read's answer (also a `returnbody` write's): `200` one raw value,
+/// `300` the siblings as JSON, `404 not_found` nothing live.
+async fn read_answer(response: reqwest::Response) -> Result<Read, Error> {
+    let status = response.status();
+    if status == StatusCode::NOT_FOUND && is_problem(&response) {
+        let context = context_header(response.headers())?;
+        let error = server_error(response).await;
+        return match error.code() {
+            "not_found" => Ok(Read::NotFound { context }),
+            _ => Err(error),
+        };
+    }
+    if status == StatusCode::MULTIPLE_CHOICES {
+        let bytes = body(response).await?;
+        return siblings(&bytes).map(Read::Found);
+    }
+    let response = success(response).await?;
+    let headers = response.headers().clone();
+    let context = context_header(&headers)?
+        .ok_or_else(|| Error::Protocol("a read answered without a context".into()))?;
+    let timestamp = headers
+        .get(TIMESTAMP_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let value = body(response).await?.to_vec();
+    Ok(Read::Found(Found {
+        siblings: vec![Sibling {
+            value,
+            content_type,
+            timestamp,
+        }],
+        context,
+    }))
+}
+
+fn siblings(bytes: &[u8]) -> Result<Found, Error> {
+    let body: SiblingsBody =
+        serde_json::from_slice(bytes).map_err(|error| Error::Protocol(error.to_string()))?;
+    let siblings = body
+        .siblings
+        .into_iter()
+        .map(|sibling| {
+            Ok(Sibling {
+                value: STANDARD
+                    .decode(&sibling.value)
+                    .map_err(|error| Error::Protocol(format!("sibling value: {error}")))?,
+                content_type: sibling.content_type,
+                timestamp: sibling.timestamp,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    if siblings.is_empty() {
+        return Err(Error::Protocol("a siblings body without siblings".into()));
+    }
+    Ok(Found {
+        siblings,
+        context: Context::new(body.context),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(status: u16, code: &str, outcome: Option<WriteOutcome>) -> Error {
+        let mut problem = ProblemBody::new(status, code, "t", "d");
+        problem.outcome = outcome;
+        Error::Server {
+            problem: Box::new(problem),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn writes_are_retried_only_when_nothing_was_applied() {
+        let overloaded = problem(503, "overloaded", None);
+        assert!(overloaded.is_retryable(true) && overloaded.is_retryable(false));
+        let quorum_nothing = problem(503, "quorum_not_reached", Some(WriteOutcome::NotApplied));
+        assert!(quorum_nothing.is_retryable(true));
+        let quorum_some = problem(
+            503,
+            "quorum_not_reached",
+            Some(WriteOutcome::MayHaveApplied),
+        );
+        assert!(!quorum_some.is_retryable(true));
+        assert!(quorum_some.may_have_applied());
+        let timeout = problem(
+            504,
+            "timeout_indeterminate",
+            Some(WriteOutcome::MayHaveApplied),
+        );
+        assert!(!timeout.is_retryable(true));
+        assert!(timeout.is_retryable(false));
+        let bad = problem(400, "invalid_quorum", None);
+        assert!(!bad.is_retryable(false) && !bad.is_retryable(true));
+        let unsent = Error::Transport {
+            detail: String::new(),
+            sent: false,
+        };
+        assert!(unsent.is_retryable(true) && !unsent.may_have_applied());
+        let sent = Error::Transport {
+            detail: String::new(),
+            sent: true,
+        };
+        assert!(!sent.is_retryable(true) && sent.is_retryable(false) && sent.may_have_applied());
+    }
+
+    #[test]
+    fn keys_are_percent_encoded_as_one_path_segment() {
+        let transport = HttpTransport {
+            http: reqwest::Client::new(),
+            urls: vec![Url::parse("http://127.0.0.1:8080/").unwrap()],
+        };
+        let mut options = RequestOptions::default();
+        options.w = crate::options::Quorum::All;
+        let url = transport.key_url(0, "b b", "a/b?c#d%", &options);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8080/v1/buckets/b%20b/keys/a%2Fb%3Fc%23d%25?w=all"
+        );
+    }
+
+    #[test]
+    fn bad_names_and_content_types_are_refused_before_sending() {
+        assert_eq!(check_names("", "k").unwrap_err().code(), "invalid_key");
+        assert_eq!(
+            check_names("b", &"k".repeat(crate::limits::MAX_KEY_BYTES + 1))
+                .unwrap_err()
+                .code(),
+            "invalid_key"
+        );
+        assert!(check_content_type("application/json; charset=utf-8").is_ok());
+        for bad in ["", "a\nb", &"a".repeat(MAX_CONTENT_TYPE_BYTES + 1)] {
+            assert_eq!(
+                check_content_type(bad).unwrap_err().code(),
+                "invalid_content_type"
+            );
+        }
+        assert_eq!(Client::http("ftp://x").unwrap_err().code(), "invalid_url");
+    }
+}
