@@ -503,3 +503,93 @@ impl PeerFrames {
             .get_or_insert_with(|| FrameCounters::of(UNKNOWN_PEER.to_owned()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{GetError, PutError, QuorumTally};
+
+    fn tally() -> QuorumTally {
+        QuorumTally {
+            required: 2,
+            required_primaries: 0,
+            received: 1,
+            received_primaries: 1,
+            failures: Vec::new(),
+        }
+    }
+
+    /// The value of the series `metric` with exactly `labels`, from a
+    /// render parsed as Prometheus text.
+    fn series(metrics: &NodeMetrics, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = metrics.render();
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("Prometheus text");
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == metric
+                    && s.labels.len() == labels.len()
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                ref other => panic!("{metric}: {other:?}"),
+            })
+    }
+
+    #[test]
+    fn quorum_failures_are_counted_by_operation_and_kind() {
+        let metrics = NodeMetrics::new();
+        let failures: [Result<ClientReply, RequestError>; 4] = [
+            Err(GetError::QuorumNotReached(tally()).into()),
+            Err(GetError::Timeout(tally()).into()),
+            Err(PutError::Indeterminate {
+                tally: tally(),
+                applied: 1,
+            }
+            .into()),
+            Err(PutError::Indeterminate {
+                tally: tally(),
+                applied: 1,
+            }
+            .into()),
+        ];
+        metrics.record(|| failures.iter().for_each(record_reply));
+        let kind = |operation, kind| {
+            series(
+                &metrics,
+                QUORUM_FAILURES_TOTAL,
+                &[("operation", operation), ("kind", kind)],
+            )
+        };
+        assert_eq!(kind("read", "quorum_not_reached"), Some(1.0));
+        assert_eq!(kind("read", "timeout"), Some(1.0));
+        assert_eq!(kind("write", "timeout_indeterminate"), Some(2.0));
+        assert_eq!(kind("write", "quorum_not_reached"), None);
+    }
+
+    #[test]
+    fn outside_a_node_recorder_nothing_is_recorded() {
+        let metrics = NodeMetrics::new();
+        record_reply(&Err(GetError::Timeout(tally()).into()));
+        assert_eq!(
+            series(
+                &metrics,
+                QUORUM_FAILURES_TOTAL,
+                &[("operation", "read"), ("kind", "timeout")]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn consistency_labels_fold_counts_into_custom() {
+        assert_eq!(consistency_label(Quorum::One), "one");
+        assert_eq!(consistency_label(Quorum::Majority), "quorum");
+        assert_eq!(consistency_label(Quorum::All), "all");
+        assert_eq!(consistency_label(Quorum::Count(2)), "custom");
+        assert_eq!(consistency_label(Quorum::Count(u32::MAX)), "custom");
+    }
+}
