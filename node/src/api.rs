@@ -210,4 +210,10 @@ pub trait Service: Clone + Send + Sync + 'static {
     fn metrics(&self) -> impl Future<Output = Result<String, RequestError>> + Send {
         async { Ok(String::new()) }
     }
+
+    /// The node's recorder, which the HTTP layer records requests into;
+    /// `None` (the default) records nothing.
+    fn node_metrics(&self) -> Option<&crate::telemetry::NodeMetrics> {
+        None
+    }
 }

@@ -323,6 +323,9 @@ pub struct EngineStats {
     pub forwarded: u64,
     pub read_repairs: u64,
     pub hints_delivered: u64,
+    /// Hints that could not be queued (the target's queue full, or a
+    /// storage error): their primary gets the write only by read repair.
+    pub hints_dropped: u64,
     pub frames_refused: u64,
     /// Data-plane frames dropped because they came from an older
     /// incarnation of their sender than the newest this node knows.
@@ -1489,6 +1492,7 @@ impl<S: Store> Engine<S> {
         for primary in hinted {
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);
             if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
+                self.stats.hints_dropped += 1;
                 tracing::warn!(%primary, error = %e, "could not queue a hint");
                 // The local copy stands; the primary gets it by read repair.
                 if own.hint() == Some(primary) {
@@ -1708,9 +1712,10 @@ impl<S: Store> Engine<S> {
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         self.mark_holds_data();
         if let Some(primary) = hint_for.filter(|&p| p != self.id) {
-            self.store
-                .add_hint(primary, keyref, &object, durability)
-                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+            if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
+                self.stats.hints_dropped += 1;
+                return Err(ReplicaError::Storage(e.to_string()));
+            }
         } else if sync && !changed {
             // The replica already had every version (perhaps from a read
             // repair written without sync): a durable acknowledgement still
@@ -2946,7 +2951,10 @@ impl<S: Store> Engine<S> {
                     self.stats.hints_for_timeouts += 1;
                     tracing::debug!(%primary, "hinted a write its replica did not acknowledge in time");
                 }
-                Err(e) => tracing::warn!(%primary, error = %e, "could not queue a hint"),
+                Err(e) => {
+                    self.stats.hints_dropped += 1;
+                    tracing::warn!(%primary, error = %e, "could not queue a hint")
+                }
             }
         }
     }
@@ -3842,6 +3850,11 @@ mod tests {
             }
             other => panic!("expected w=3 to fail without the fallback's copy, got {other:?}"),
         }
+        assert_eq!(
+            engines[fallback].stats().hints_dropped,
+            1,
+            "the hint that did not fit is counted"
+        );
     }
 
     /// Hints the target keeps refusing never hold back the hints behind

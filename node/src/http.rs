@@ -17,7 +17,7 @@
 //! | `GET`    | `/v1/cluster/status`                 | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
 //! | `GET`    | `/livez`                             | `200` `ok` while the process serves HTTP |
 //! | `GET`    | `/readyz`                            | `200` `ok` when the node can serve requests, else `503` `not_ready` |
-//! | `GET`    | `/metrics`                           | `200` Prometheus text (`chorus_hints_pending`, request counters, …) |
+//! | `GET`    | `/metrics`                           | `200` Prometheus text format 0.0.4 ([`crate::telemetry`], `docs/metrics.md`) |
 //!
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
 //! is written `%2F`. They must be UTF-8, non-empty, and at most
@@ -75,6 +75,14 @@
 //! instance `w=0` or `w` above N) are refused by the service, also with
 //! `400`. Either way the problem body names the option in `"option"`.
 //!
+//! ## Metrics
+//!
+//! Every answer on a key route is counted in `chorus_requests_total` and
+//! timed in `chorus_request_duration_seconds`, by operation, consistency
+//! (the `r` or `w` asked for) and outcome (`ok`, `siblings`, `not_found` or
+//! the error's code), in the service's own recorder
+//! ([`Service::node_metrics`]).
+//!
 //! # Errors
 //!
 //! Every error is `application/problem+json` (RFC 9457), decoded by
@@ -126,6 +134,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
+use crate::telemetry::{self, Operation};
 
 pub use chorus_client::limits::{MAX_BUCKET_BYTES, MAX_KEY_BYTES};
 pub use chorus_client::problem::{
@@ -378,14 +387,68 @@ pub async fn serve<S: Service>(
 type KeyPath = Result<Path<(String, String)>, PathRejection>;
 type OptionsQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
+/// One key request being served, for its metrics: what it asked for and
+/// when it started ([`telemetry::record_request`]).
+struct Observed {
+    operation: Operation,
+    started: std::time::Instant,
+    consistency: &'static str,
+    live_versions: usize,
+}
+
+impl Observed {
+    fn start(operation: Operation) -> Observed {
+        Observed {
+            operation,
+            started: std::time::Instant::now(),
+            consistency: telemetry::CONSISTENCY_UNKNOWN,
+            live_versions: 0,
+        }
+    }
+
+    /// Records the request's count and latency with its outcome, in the
+    /// service's recorder, and answers.
+    fn finish<S: Service>(self, service: &S, result: Result<Response, HttpError>) -> Response {
+        if let Some(metrics) = service.node_metrics() {
+            let outcome = match &result {
+                Ok(_) if self.operation == Operation::Get && self.live_versions > 1 => "siblings",
+                Ok(_) => "ok",
+                Err(error) => error.code(),
+            };
+            metrics.record(|| {
+                telemetry::record_request(
+                    self.operation,
+                    self.consistency,
+                    outcome,
+                    self.started.elapsed(),
+                )
+            });
+        }
+        result.into_response()
+    }
+}
+
 async fn read_key<S: Service>(
     State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut observed = Observed::start(Operation::Get);
+    let result = read(&service, &mut observed, path, query, headers).await;
+    observed.finish(&service, result)
+}
+
+async fn read<S: Service>(
+    service: &S,
+    observed: &mut Observed,
     path: KeyPath,
     query: OptionsQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    observed.consistency = telemetry::consistency_label(options.r);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let reply = service
         .get(ReadRequest {
@@ -394,6 +457,7 @@ async fn read_key<S: Service>(
             options,
         })
         .await?;
+    observed.live_versions = reply.object.live().count();
     read_response(&reply.object, wants_json(&headers), &sealer)
 }
 
@@ -403,9 +467,23 @@ async fn write_key<S: Service>(
     query: OptionsQuery,
     headers: HeaderMap,
     request: Request,
+) -> Response {
+    let mut observed = Observed::start(Operation::Put);
+    let result = put_key(&service, &mut observed, path, query, headers, request).await;
+    observed.finish(&service, result)
+}
+
+async fn put_key<S: Service>(
+    service: &S,
+    observed: &mut Observed,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    observed.consistency = telemetry::consistency_label(options.w);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
     let json = wants_json(&headers);
@@ -416,7 +494,7 @@ async fn write_key<S: Service>(
         service.body_read_timeout(),
     )
     .await?;
-    write(&service, &sealer, Some(value), context, options, json).await
+    write(service, &sealer, Some(value), context, options, json).await
 }
 
 async fn delete_key<S: Service>(
@@ -424,13 +502,26 @@ async fn delete_key<S: Service>(
     path: KeyPath,
     query: OptionsQuery,
     headers: HeaderMap,
+) -> Response {
+    let mut observed = Observed::start(Operation::Delete);
+    let result = remove_key(&service, &mut observed, path, query, headers).await;
+    observed.finish(&service, result)
+}
+
+async fn remove_key<S: Service>(
+    service: &S,
+    observed: &mut Observed,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    observed.consistency = telemetry::consistency_label(options.w);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
     write(
-        &service,
+        service,
         &sealer,
         None,
         context,
