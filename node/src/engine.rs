@@ -84,7 +84,7 @@ use chorus_gossip::{
 use chorus_ring::{Member, PartitionId, Partitions, Ring};
 use chorus_storage::context::CausalContext;
 use chorus_storage::hlc::{Hlc, HlcConfig, Timestamp};
-use chorus_storage::object::Object;
+use chorus_storage::object::{check_content_type, ContentTypeError, Object};
 use chorus_storage::store::{Durability, KeyRef, Store, StoreError, Update};
 use chorus_storage::store::{MAX_BUCKET_LEN, MAX_KEY_LEN};
 use chorus_storage::version::ActorId;
@@ -1169,6 +1169,17 @@ impl<S: Store> Engine<S> {
                 });
             }
         }
+        if let ClientRequest::Put(WriteRequest {
+            value,
+            content_type: Some(content_type),
+            ..
+        }) = request
+        {
+            if value.is_none() {
+                return Err(ContentTypeError::OnTombstone.into());
+            }
+            check_content_type(content_type)?;
+        }
         if let Some(conflict) = &self.conflict {
             return Err(RequestError::Unavailable(conflict.to_string()));
         }
@@ -1363,6 +1374,7 @@ impl<S: Store> Engine<S> {
                 Origin::Client(client),
                 key,
                 write.value,
+                write.content_type,
                 context,
                 options,
                 return_body,
@@ -1408,6 +1420,7 @@ impl<S: Store> Engine<S> {
             bucket: write.bucket,
             key: write.key,
             value: write.value,
+            content_type: write.content_type,
             context: write.context.map(|c| c.to_bytes()),
             w: options.w,
             pw: options.pw,
@@ -1432,6 +1445,7 @@ impl<S: Store> Engine<S> {
         origin: Origin,
         key: WireKey,
         value: Option<Vec<u8>>,
+        content_type: Option<String>,
         context: CausalContext,
         options: ResolvedOptions,
         return_body: bool,
@@ -1456,6 +1470,7 @@ impl<S: Store> Engine<S> {
         let write = ClientWrite {
             context: context.clone(),
             value,
+            content_type,
             lww: self.config.unsafe_controls.last_writer_wins,
         };
         let stored = self.store.update(
@@ -1591,6 +1606,10 @@ impl<S: Store> Engine<S> {
                 .value
                 .as_ref()
                 .is_some_and(|v| v.len() > self.config.max_value_bytes)
+            || write
+                .content_type
+                .as_deref()
+                .is_some_and(|t| write.value.is_none() || check_content_type(t).is_err())
         {
             return self.finish_origin(
                 origin,
@@ -1646,6 +1665,7 @@ impl<S: Store> Engine<S> {
             origin,
             key,
             write.value,
+            write.content_type,
             context,
             options,
             write.return_body,
@@ -3120,6 +3140,7 @@ mod tests {
             bucket: b"b".to_vec(),
             key: b"k".to_vec(),
             value: Some(value.as_bytes().to_vec()),
+            content_type: None,
             context: None,
             options: RequestOptions::default(),
         })

@@ -141,7 +141,13 @@ impl Service for Fake {
         let context = request.context.unwrap_or_default();
         let dot = Dot::new(ActorId(1), counter);
         object
-            .write_in(&context, dot, Fake::timestamp(counter), request.value)
+            .write_typed(
+                &context,
+                dot,
+                Fake::timestamp(counter),
+                request.value,
+                request.content_type,
+            )
             .map_err(WriteError::from)?;
         Ok(WriteReply::Written {
             context: object.context_for_writer(&context, dot),
