@@ -343,7 +343,10 @@ mod tests {
 
         write.content_type = Some("application/json".into());
         let typed = rmp_serde::to_vec(&write).unwrap();
-        assert_eq!(rmp_serde::from_slice::<ForwardedWrite>(&typed).unwrap(), write);
+        assert_eq!(
+            rmp_serde::from_slice::<ForwardedWrite>(&typed).unwrap(),
+            write
+        );
     }
 
     proptest::proptest! {
