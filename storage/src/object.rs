@@ -136,8 +136,7 @@ pub enum ContentTypeError {
     Empty,
     #[error("the content type is {len} bytes long, above the limit of {max}")]
     TooLong { len: usize, max: usize },
-    /// A byte outside visible ASCII (and the space between parameters),
-    /// or a space at either end.
+    /// A byte other than visible ASCII or a space, or a space at either end.
     #[error("the content type has a byte other than visible ASCII at offset {at}")]
     NotVisibleAscii { at: usize },
     /// The part before any `;` is not `type/subtype` (RFC 9110 §8.3.1).
