@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::Object;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
@@ -167,7 +167,7 @@ impl RequestError {
 }
 
 /// One member as this node sees it, for `GET /v1/cluster/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub id: Uuid,
     pub name: String,
@@ -185,7 +185,7 @@ pub struct MemberStatus {
 }
 
 /// The cluster as one node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub node_id: Uuid,
     pub node_name: String,
@@ -193,6 +193,108 @@ pub struct ClusterStatus {
     pub ring_version: Option<u64>,
     pub ring_hash: Option<String>,
     pub members: Vec<MemberStatus>,
+}
+
+/// A member named by id and name, as the ring and preference list show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub id: Uuid,
+    /// The name the member published in gossip; empty when not yet known.
+    pub name: String,
+}
+
+/// The ring a node holds, for `GET /v1/cluster/ring`: the partitions of
+/// the 64-bit key-hash space and who owns them, in the manner of Riak's
+/// `riak-admin member-status` / `ring-status` and Cassandra's
+/// `nodetool ring`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RingStatus {
+    /// The ring's version: 1 for the first ring, one more at every change.
+    pub version: u64,
+    /// The hash of the ring's canonical encoding, 16 hex digits (as in
+    /// [`ClusterStatus::ring_hash`]).
+    pub hash: String,
+    /// N: the primaries (replicas) of every partition.
+    pub replicas: usize,
+    /// P: how many partitions the hash space is split into.
+    pub partition_count: u32,
+    /// The ring's members, by id, with their share of the partitions.
+    pub members: Vec<RingMember>,
+    /// Every partition, in order of its index (and of its hash range).
+    pub partitions: Vec<RingPartition>,
+}
+
+/// One member of a [`RingStatus`] and its share of the ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RingMember {
+    pub id: Uuid,
+    pub name: String,
+    pub zone: String,
+    /// The member's capacity relative to the others (its ring weight).
+    pub weight: u32,
+    /// Partitions whose owner (first primary) this member is.
+    pub owned_partitions: usize,
+    /// `owned_partitions` as a percentage of P (Cassandra's `Owns`, Riak's
+    /// ring ownership); the members' shares add up to 100.
+    pub owns_percent: f64,
+    /// Partitions this member is one of the N primaries of.
+    pub primary_partitions: usize,
+    /// `primary_partitions` as a percentage of P (Cassandra's
+    /// `Owns (effective)`); the members' shares add up to N × 100.
+    pub effective_percent: f64,
+}
+
+/// One partition of a [`RingStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingPartition {
+    /// The partition's index, 0 to P − 1.
+    pub index: u32,
+    /// The first key hash the partition holds, 16 hex digits.
+    pub start: String,
+    /// The last key hash the partition holds (inclusive), 16 hex digits.
+    pub end: String,
+    /// The partition's owner: its first primary.
+    pub owner: NodeRef,
+    /// All N primaries, in preference-list order (the owner first).
+    pub primaries: Vec<Uuid>,
+}
+
+/// Where one key's copies go now, for
+/// `GET /v1/cluster/preflist/{bucket}/{key}`: Riak's `riak-admin preflist`,
+/// Cassandra's `nodetool getendpoints`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflistStatus {
+    pub bucket: String,
+    pub key: String,
+    /// The key's 64-bit hash, 16 hex digits.
+    pub hash: String,
+    /// The partition holding the key.
+    pub partition: u32,
+    /// The version of the ring the list comes from.
+    pub ring_version: u64,
+    /// Whether fallbacks stand in for down primaries (the request's
+    /// `sloppy` option, on by default).
+    pub sloppy: bool,
+    /// The key's N primaries, in preference-list order.
+    pub primaries: Vec<PreflistEntry>,
+    /// The fallbacks a coordinator would use now, one for each down primary
+    /// for which an up fallback is left, in preference-list order.
+    pub fallbacks: Vec<PreflistEntry>,
+}
+
+/// A node in a [`PreflistStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflistEntry {
+    pub id: Uuid,
+    pub name: String,
+    pub quic_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    /// Whether the answering node believes this node up (its failure
+    /// detector's opinion; a node that left the cluster is down).
+    pub up: bool,
+    /// For a fallback: the primary it stands in for (its copy is a hint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_for: Option<Uuid>,
 }
 
 /// What a node offers its client APIs.
@@ -211,6 +313,30 @@ pub trait Service: Clone + Send + Sync + 'static {
 
     /// The membership as this node sees it.
     fn cluster_status(&self) -> impl Future<Output = Result<ClusterStatus, RequestError>> + Send;
+
+    /// The ring this node holds, or `None` before it holds one.
+    fn ring(&self) -> impl Future<Output = Result<Option<RingStatus>, RequestError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Where a key's copies go now (primaries, up or down, and the
+    /// fallbacks standing in for down ones when `sloppy`), or `None` before
+    /// the node holds a ring.
+    fn preflist(
+        &self,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        sloppy: bool,
+    ) -> impl Future<Output = Result<Option<PreflistStatus>, RequestError>> + Send {
+        let _ = (bucket, key, sloppy);
+        async { Ok(None) }
+    }
+
+    /// The bearer token every route but `/livez` and `/readyz` requires,
+    /// if any.
+    fn bearer_token(&self) -> Option<BearerToken> {
+        None
+    }
 
     /// Whether the node can serve requests now (it holds a ring and its
     /// storage is open): what `/readyz` reports.
@@ -240,5 +366,82 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// The node's metrics in the Prometheus text format, for `GET /metrics`.
     fn metrics(&self) -> impl Future<Output = Result<String, RequestError>> + Send {
         async { Ok(String::new()) }
+    }
+}
+
+/// A bearer token (RFC 6750) that HTTP clients must present in
+/// `Authorization: Bearer <token>`. Its `Debug` form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+/// Why a configured bearer token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid bearer token: {0}")]
+pub struct BearerTokenError(&'static str);
+
+/// The longest bearer token accepted, in bytes.
+pub const MAX_BEARER_TOKEN_BYTES: usize = 4096;
+
+impl BearerToken {
+    /// A token: 1 to [`MAX_BEARER_TOKEN_BYTES`] bytes of RFC 6750's
+    /// `token68` alphabet (letters, digits, `-._~+/`, then optional `=`
+    /// padding). Leading and trailing whitespace (a file's newline) is
+    /// trimmed first.
+    pub fn new(token: &str) -> Result<BearerToken, BearerTokenError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(BearerTokenError("it is empty"));
+        }
+        if token.len() > MAX_BEARER_TOKEN_BYTES {
+            return Err(BearerTokenError("it is longer than 4096 bytes"));
+        }
+        let body = token.trim_end_matches('=');
+        let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+        if body.is_empty() || !body.chars().all(token68) {
+            return Err(BearerTokenError(
+                "only letters, digits, '-', '.', '_', '~', '+', '/' and trailing '=' are allowed",
+            ));
+        }
+        Ok(BearerToken(token.to_owned()))
+    }
+
+    /// Whether `presented` is this token, in time that does not depend on
+    /// where they differ or on their lengths: both are hashed with SHA-256
+    /// and the digests compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use ring::digest::{digest, SHA256};
+        use subtle::ConstantTimeEq as _;
+        let expected = digest(&SHA256, self.0.as_bytes());
+        let presented = digest(&SHA256, presented);
+        expected.as_ref().ct_eq(presented.as_ref()).into()
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_match_only_themselves_and_hide_in_debug() {
+        let token = BearerToken::new("s3cr3t-Token_~+/==\n").unwrap();
+        assert!(token.matches(b"s3cr3t-Token_~+/=="));
+        assert!(!token.matches(b"s3cr3t-Token_~+/="));
+        assert!(!token.matches(b"s3cr3t-Token_~+/==x"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+    }
+
+    #[test]
+    fn bearer_tokens_outside_token68_are_refused() {
+        for bad in ["", "  ", "a b", "=abc", "===", "tök", &"a".repeat(4097)] {
+            assert!(BearerToken::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(BearerToken::new(&"a".repeat(4096)).is_ok());
     }
 }

@@ -116,7 +116,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -126,7 +126,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
+use crate::api::{BearerToken, ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
 
 /// The header that carries a key's causal context token.
@@ -152,6 +152,66 @@ const MAX_ECHO_CHARS: usize = 128;
 
 /// The path of the key routes.
 const KEY_ROUTE: &str = "/v1/buckets/{bucket}/keys/{key}";
+
+/// The path of a key's preference list.
+const PREFLIST_ROUTE: &str = "/v1/cluster/preflist/{bucket}/{key}";
+
+/// The OpenAPI 3.1 document of this API, `docs/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+
+/// The routes the API serves, the one table the [`router`] is built from
+/// (and that a test holds against `docs/openapi.json`). Paths use the
+/// `{name}` templates of axum and OpenAPI alike. Each `GET` also answers
+/// `HEAD`.
+pub const ROUTES: &[Route] = &[
+    Route::new("GET", KEY_ROUTE, Endpoint::ReadKey),
+    Route::new("PUT", KEY_ROUTE, Endpoint::WriteKey),
+    Route::new("DELETE", KEY_ROUTE, Endpoint::DeleteKey),
+    Route::new("GET", "/v1/cluster/status", Endpoint::ClusterStatus),
+    Route::new("GET", "/v1/cluster/ring", Endpoint::Ring),
+    Route::new("GET", PREFLIST_ROUTE, Endpoint::Preflist),
+    Route::new("GET", "/v1/openapi.json", Endpoint::OpenApi),
+    Route::new("GET", "/livez", Endpoint::Livez),
+    Route::new("GET", "/readyz", Endpoint::Readyz),
+    Route::new("GET", "/metrics", Endpoint::Metrics),
+];
+
+/// The paths served without a bearer token, so that probes need none.
+const OPEN_PATHS: [&str; 2] = ["/livez", "/readyz"];
+
+/// One route of [`ROUTES`]: a method on a path, served by an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+}
+
+impl Route {
+    const fn new(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route {
+        Route {
+            method,
+            path,
+            endpoint,
+        }
+    }
+}
+
+/// What a [`Route`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ReadKey,
+    WriteKey,
+    DeleteKey,
+    ClusterStatus,
+    Ring,
+    Preflist,
+    OpenApi,
+    Livez,
+    Readyz,
+    Metrics,
+}
 
 /// The body of every error answer (`application/problem+json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +319,10 @@ enum HttpError {
     MethodNotAllowed { method: Method, path: String },
     #[error("the node is not ready to serve requests")]
     NotReady,
+    /// The API requires a bearer token and the request carried none, or
+    /// not the right one.
+    #[error("{}", if *missing { "this route requires `Authorization: Bearer <token>`" } else { "the bearer token is not valid" })]
+    Unauthorized { missing: bool },
 }
 
 impl From<ContextError> for HttpError {
@@ -278,6 +342,7 @@ impl HttpError {
             HttpError::NotFound { .. } | HttpError::NoRoute { .. } => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -292,6 +357,7 @@ impl HttpError {
             HttpError::NoRoute { .. } => "no_route",
             HttpError::MethodNotAllowed { .. } => "method_not_allowed",
             HttpError::NotReady => "not_ready",
+            HttpError::Unauthorized { .. } => "unauthorized",
         }
     }
 
@@ -324,6 +390,7 @@ impl HttpError {
             HttpError::NoRoute { .. } => "No such route",
             HttpError::MethodNotAllowed { .. } => "Method not allowed",
             HttpError::NotReady => "Node not ready",
+            HttpError::Unauthorized { .. } => "Unauthorized",
         }
     }
 
@@ -410,6 +477,18 @@ impl IntoResponse for HttpError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let HttpError::Unauthorized { missing } = self {
+            // RFC 6750 §3: a request without credentials gets no error code.
+            let challenge = if missing {
+                "Bearer realm=\"chorus\""
+            } else {
+                "Bearer realm=\"chorus\", error=\"invalid_token\""
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if let HttpError::NotFound { token: Some(token) } = &self {
             response
                 .headers_mut()
@@ -419,36 +498,102 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// The router of the node's HTTP API over `service`. Bodies of `PUT`
-/// requests are limited to the service's
+/// The router of the node's HTTP API over `service`, built from
+/// [`ROUTES`]. Bodies of `PUT` requests are limited to the service's
 /// [`max_value_bytes`](Service::max_value_bytes).
 ///
 /// At most [`max_concurrent_requests`](Service::max_concurrent_requests)
 /// requests are served at once; one more is shed at once with `503`,
 /// code `overloaded` and `Retry-After` (load shedding rather than an
 /// unbounded queue, as tower's `ConcurrencyLimit` with `LoadShed`).
+///
+/// With a [`bearer_token`](Service::bearer_token), every request but those
+/// of `/livez` and `/readyz` must carry it (`401 unauthorized` otherwise),
+/// checked before it takes a slot.
 pub fn router<S: Service>(service: S) -> Router {
     let max_value_bytes = service.max_value_bytes();
     let slots = Arc::new(Semaphore::new(service.max_concurrent_requests().max(1)));
-    Router::new()
-        .route(
-            KEY_ROUTE,
-            get(read_key::<S>)
-                .put(write_key::<S>)
-                .delete(delete_key::<S>),
-        )
-        .route("/v1/cluster/status", get(cluster_status::<S>))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics::<S>))
+    let token = service.bearer_token();
+    let mut paths: Vec<(&'static str, MethodRouter<S>)> = Vec::new();
+    for route in ROUTES {
+        let handler = method_router::<S>(route);
+        match paths.iter_mut().find(|(path, _)| *path == route.path) {
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(handler),
+            None => paths.push((route.path, handler)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, methods) in paths {
+        router = router.route(path, methods);
+    }
+    let mut router = router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let slots = slots.clone();
             async move { limit_concurrency(&slots, request, next).await }
-        }))
-        .with_state(service)
+        }));
+    if let Some(token) = token {
+        let token = Arc::new(token);
+        router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
+            let token = token.clone();
+            async move { authenticate(&token, request, next).await }
+        }));
+    }
+    router.with_state(service)
+}
+
+/// The handler of one route.
+fn method_router<S: Service>(route: &Route) -> MethodRouter<S> {
+    let filter = match route.method {
+        "GET" => MethodFilter::GET,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        other => panic!("no method filter for {other} in the route table"),
+    };
+    match route.endpoint {
+        Endpoint::ReadKey => on(filter, read_key::<S>),
+        Endpoint::WriteKey => on(filter, write_key::<S>),
+        Endpoint::DeleteKey => on(filter, delete_key::<S>),
+        Endpoint::ClusterStatus => on(filter, cluster_status::<S>),
+        Endpoint::Ring => on(filter, ring::<S>),
+        Endpoint::Preflist => on(filter, preflist::<S>),
+        Endpoint::OpenApi => on(filter, openapi),
+        Endpoint::Livez => on(filter, livez),
+        Endpoint::Readyz => on(filter, readyz::<S>),
+        Endpoint::Metrics => on(filter, metrics::<S>),
+    }
+}
+
+/// Serves `request` if it carries the bearer token or its path is open.
+async fn authenticate(token: &BearerToken, request: Request, next: Next) -> Response {
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return HttpError::Unauthorized { missing: true }.into_response();
+    };
+    let presented = if values.next().is_some() {
+        None
+    } else {
+        bearer_credentials(value.as_bytes())
+    };
+    match presented {
+        Some(presented) if token.matches(presented) => next.run(request).await,
+        _ => HttpError::Unauthorized { missing: false }.into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is
+/// case-insensitive, RFC 9110 §11.1), or `None` for another scheme.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    Some(value[SCHEME.len()..].trim_ascii())
 }
 
 /// Serves `request` if a slot is free, and sheds it otherwise.
@@ -582,6 +727,36 @@ async fn write<S: Service>(
 
 async fn cluster_status<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
     Ok(Json(service.cluster_status().await?).into_response())
+}
+
+async fn ring<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
+    let ring = service.ring().await?.ok_or(HttpError::NotReady)?;
+    Ok(Json(ring).into_response())
+}
+
+async fn preflist<S: Service>(
+    State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+) -> Result<Response, HttpError> {
+    let (bucket, key) = target(path)?;
+    let options = options(query)?;
+    let preflist = service
+        .preflist(bucket, key, options.sloppy)
+        .await?
+        .ok_or(HttpError::NotReady)?;
+    Ok(Json(preflist).into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
+        .into_response()
 }
 
 async fn metrics<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
