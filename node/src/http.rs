@@ -1,4 +1,5 @@
-//! The HTTP API of a node: keys, cluster status and health checks.
+//! The HTTP API of a node: keys, cluster status, ring and preference
+//! lists, its OpenAPI document, metrics and health checks.
 //!
 //! [`router`] turns requests into the plain values of [`crate::api`] and
 //! hands them to a [`Service`]; [`serve`] runs that router on an already
@@ -9,15 +10,26 @@
 //!
 //! # Routes
 //!
-//! | method   | path                                 | success |
-//! |----------|--------------------------------------|---------|
-//! | `GET`    | `/v1/buckets/{bucket}/keys/{key}`    | `200` one live version, `300` several, `404` none |
-//! | `PUT`    | `/v1/buckets/{bucket}/keys/{key}`    | `204` |
-//! | `DELETE` | `/v1/buckets/{bucket}/keys/{key}`    | `204` |
-//! | `GET`    | `/v1/cluster/status`                 | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
-//! | `GET`    | `/livez`                             | `200` `ok` while the process serves HTTP |
-//! | `GET`    | `/readyz`                            | `200` `ok` when the node can serve requests, else `503` `not_ready` |
-//! | `GET`    | `/metrics`                           | `200` Prometheus text (`chorus_hints_pending`, request counters, …) |
+//! The router is built from one table, [`ROUTES`]; `docs/openapi.json`
+//! (served at `/v1/openapi.json`) describes exactly those routes, and a
+//! test fails when the two differ.
+//!
+//! | method   | path                                   | success |
+//! |----------|----------------------------------------|---------|
+//! | `GET`    | `/v1/buckets/{bucket}/keys/{key}`      | `200` one live version, `300` several, `404` none |
+//! | `PUT`    | `/v1/buckets/{bucket}/keys/{key}`      | `204` |
+//! | `DELETE` | `/v1/buckets/{bucket}/keys/{key}`      | `204` |
+//! | `GET`    | `/v1/cluster/status`                   | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
+//! | `GET`    | `/v1/cluster/ring`                     | `200` JSON [`RingStatus`](crate::api::RingStatus); `503` `not_ready` before a ring exists |
+//! | `GET`    | `/v1/cluster/preflist/{bucket}/{key}`  | `200` JSON [`PreflistStatus`](crate::api::PreflistStatus); `503` `not_ready` before a ring exists |
+//! | `GET`    | `/v1/openapi.json`                     | `200` the OpenAPI 3.1 document ([`OPENAPI_JSON`]) |
+//! | `GET`    | `/livez`                               | `200` `ok` while the process serves HTTP |
+//! | `GET`    | `/readyz`                              | `200` `ok` when the node can serve requests, else `503` `not_ready` |
+//! | `GET`    | `/metrics`                             | `200` Prometheus text (`chorus_hints_pending`, request counters, …) |
+//!
+//! Every `GET` also answers `HEAD`. Another method on a known path is
+//! `405` `method_not_allowed` with an `Allow` header naming the methods
+//! the path has.
 //!
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
 //! is written `%2F`. They must be UTF-8, non-empty, and at most
@@ -25,7 +37,10 @@
 //! `invalid_key`). The `http` crate refuses URIs longer than 64 KiB before
 //! a request gets here, so in practice the longest key that can be
 //! addressed is a little shorter than [`MAX_KEY_BYTES`], and shorter still
-//! when it needs percent-encoding.
+//! when it needs percent-encoding; a longer URI is answered `414` by the
+//! HTTP parser, without a problem body. An empty key cannot be written in
+//! a path (`/keys/` is `404` `no_route`); an empty bucket (`/buckets//`)
+//! is `400` `invalid_key`.
 //!
 //! ## Reading a key
 //!
@@ -75,6 +90,39 @@
 //! instance `w=0` or `w` above N) are refused by the service, also with
 //! `400`. Either way the problem body names the option in `"option"`.
 //!
+//! ## Ring and preference lists
+//!
+//! `GET /v1/cluster/ring` shows the ring this node holds (Riak's
+//! `ring-status`, Cassandra's `nodetool ring`): version, hash, N, P, each
+//! partition's index, hash range (`start`..=`end`, 16 hex digits), owner
+//! (its first primary) and N primaries, and each member's share:
+//! `owns_percent` (partitions it owns, of P; the shares add up to 100) and
+//! `effective_percent` (partitions it is a primary of, of P; they add up
+//! to N × 100, Cassandra's "Owns (effective)").
+//!
+//! `GET /v1/cluster/preflist/{bucket}/{key}` shows where a coordinator on
+//! this node would send the key's copies now (Riak's `riak-admin
+//! preflist`, Cassandra's `nodetool getendpoints`): the key's hash and
+//! partition, its N primaries with their addresses and whether this node
+//! believes each up, and, for each down primary, the fallback standing in
+//! for it (`"fallback_for": <primary id>`), as
+//! [`place`](crate::core::place) picks them. It checks bucket, key and
+//! query options as the key routes do; `?sloppy=false` shows the strict
+//! list (no fallbacks).
+//!
+//! # Authentication
+//!
+//! When the node has a bearer token ([`Service::bearer_token`]; `[http]
+//! token` or `token_file` in the config file, `--http-token-file` or
+//! `CHORUS_HTTP_TOKEN`), every request but those of `/livez` and `/readyz`
+//! must carry `Authorization: Bearer <token>` (RFC 6750; the scheme is
+//! case-insensitive). Without one the answer is `401` `unauthorized` with
+//! `WWW-Authenticate: Bearer realm="chorus"`; with another token, another
+//! scheme or two `Authorization` headers, `401` `unauthorized` with
+//! `error="invalid_token"` in the challenge. Tokens are compared in
+//! constant time (SHA-256 digests compared with `subtle`). The check comes
+//! before routing, so an unknown path without the token is `401` too.
+//!
 //! # Errors
 //!
 //! Every error is `application/problem+json` (RFC 9457), decoded by
@@ -84,13 +132,14 @@
 //! | status | codes |
 //! |--------|-------|
 //! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_forged`, `context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
+//! | `401`  | `unauthorized` (bearer token missing or wrong), with `WWW-Authenticate` |
 //! | `404`  | `not_found` (key), `no_route` (path) |
-//! | `405`  | `method_not_allowed` |
+//! | `405`  | `method_not_allowed`, with `Allow` |
 //! | `409`  | `too_many_siblings` |
 //! | `408`  | `body_timeout` (the body did not arrive within [`Service::body_read_timeout`]) |
 //! | `413`  | `value_too_large`, `object_too_large` (the key's siblings would grow past the write limit) |
 //! | `500`  | `internal`, `dot_reused` |
-//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`, `overloaded` (too many requests in flight or waiting); always with `Retry-After: 1` |
+//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready` (also ring and preflist before a ring exists), `overloaded` (more than [`Service::max_concurrent_requests`] in flight, `[http] max_concurrent_requests`, or too many waiting in the engine); always with `Retry-After: 1` |
 //! | `504`  | `timeout`, `timeout_indeterminate` |
 //!
 //! Quorum and timeout errors add `required`, `required_primaries`,
@@ -103,9 +152,10 @@
 //! # What this module deliberately does not do
 //!
 //! It does not resolve options against N, coordinate replicas, retry, or
-//! authenticate clients; the service does the first two and the others are
-//! not part of the HTTP API. Keys that are not UTF-8 cannot be addressed
-//! through it.
+//! tell clients apart (one bearer token for all, no per-user rights); the
+//! service does the first two and the others are not part of the HTTP API.
+//! It does not encrypt: put it behind TLS when the token must not travel in
+//! the clear. Keys that are not UTF-8 cannot be addressed through it.
 
 use std::future::Future;
 use std::sync::Arc;
