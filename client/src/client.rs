@@ -375,12 +375,11 @@ impl ClientBuilder {
         #[cfg(feature = "quic")]
         if let Some(tls) = &self.tls {
             if !self.endpoints.is_empty() {
-                return Err(invalid_url(
-                    "a client speaks HTTP or QUIC, not both".into(),
-                ));
+                return Err(invalid_url("a client speaks HTTP or QUIC, not both".into()));
             }
-            let quic = crate::quic::QuicTransport::new(self.quic.clone(), tls, self.connect_timeout)?;
-            return Ok(self.client(Transport::Quic(quic)));
+            let quic =
+                crate::quic::QuicTransport::new(self.quic.clone(), tls, self.connect_timeout)?;
+            return Ok(self.client(Transport::Quic(Box::new(quic))));
         }
         if self.endpoints.is_empty() {
             return Err(invalid_url("no endpoint given".into()));
@@ -450,7 +449,7 @@ enum Transport {
     Http(HttpTransport),
     /// The QUIC client protocol ([`crate::protocol`]).
     #[cfg(feature = "quic")]
-    Quic(crate::quic::QuicTransport),
+    Quic(Box<crate::quic::QuicTransport>),
 }
 
 impl Transport {

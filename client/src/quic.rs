@@ -246,15 +246,21 @@ impl QuicTransport {
     async fn call(&self, endpoint: usize, request: &Request) -> Result<Reply, Error> {
         let frame = protocol::encode(request);
         let (connection, reused) = self.connection(endpoint).await?;
-        let result = match exchange(&connection, &frame).await {
+        let (connection, result) = match exchange(&connection, &frame).await {
             Err(failure) if reused && !failure.sent && connection.close_reason().is_some() => {
                 let (connection, _) = self.connection(endpoint).await?;
-                exchange(&connection, &frame).await
+                let result = exchange(&connection, &frame).await;
+                (connection, result)
             }
-            result => result,
+            result => (connection, result),
         };
         result.map_err(|failure| {
-            let detail = format!("{}: {}", self.addrs[endpoint], failure.detail);
+            let mut detail = format!("{}: {}", self.addrs[endpoint], failure.detail);
+            // "connection lost" alone does not say that the node refused
+            // this client's certificate; the close reason does.
+            if let Some(reason) = connection.close_reason() {
+                detail = format!("{detail} ({reason})");
+            }
             if failure.protocol {
                 Error::Protocol(detail)
             } else {
@@ -266,11 +272,7 @@ impl QuicTransport {
         })
     }
 
-    pub(crate) async fn get(
-        &self,
-        endpoint: usize,
-        op: Operation,
-    ) -> Result<Read, Error> {
+    pub(crate) async fn get(&self, endpoint: usize, op: Operation) -> Result<Read, Error> {
         match self.call(endpoint, &Request::new(op)).await? {
             Reply::Found { siblings, context } => Ok(Read::Found(Found {
                 siblings: siblings.into_iter().map(sibling).collect(),
@@ -309,7 +311,10 @@ impl QuicTransport {
         &self,
         endpoint: usize,
     ) -> Result<crate::types::ClusterStatus, Error> {
-        match self.call(endpoint, &Request::new(Operation::Status)).await? {
+        match self
+            .call(endpoint, &Request::new(Operation::Status))
+            .await?
+        {
             Reply::Status(status) => Ok(status),
             other => Err(unexpected(other)),
         }

@@ -19,7 +19,12 @@ use crate::core::{GetError, PutError, QuorumTally, WriteError};
 
 /// The problem body a client gets for `error`, over either transport.
 pub fn problem(error: &RequestError) -> ProblemBody {
-    let mut body = ProblemBody::new(error.status(), error.code(), title(error), error.to_string());
+    let mut body = ProblemBody::new(
+        error.status(),
+        error.code(),
+        title(error),
+        error.to_string(),
+    );
     match error {
         RequestError::Options(error) => {
             body.option = error.option().map(str::to_owned);
@@ -143,10 +148,7 @@ pub fn read_answer(object: &Object, sealer: &Sealer) -> ReadAnswer {
     let siblings: Vec<LiveVersion> = object
         .live()
         .map(|sibling| LiveVersion {
-            value: sibling
-                .value
-                .clone()
-                .expect("a live sibling holds a value"),
+            value: sibling.value.clone().expect("a live sibling holds a value"),
             timestamp: sibling.timestamp.to_string(),
             content_type: None,
         })

@@ -32,9 +32,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_client::protocol::{
-    self, FrameError, Operation, Reply, Request, Sibling, LENGTH_BYTES,
-};
+use chorus_client::protocol::{self, FrameError, Operation, Reply, Request, Sibling, LENGTH_BYTES};
 use chorus_client::ProblemBody;
 use quinn::{RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, Semaphore};
@@ -144,10 +142,7 @@ async fn serve_stream<S: Service>(
 
 /// Reads the one request frame of a stream and the end of the stream,
 /// within the service's body timeout.
-async fn read_request<S: Service>(
-    recv: &mut RecvStream,
-    service: &S,
-) -> Result<Request, Refusal> {
+async fn read_request<S: Service>(recv: &mut RecvStream, service: &S) -> Result<Request, Refusal> {
     let timeout = service.body_read_timeout();
     let max = protocol::max_request_bytes(service.max_value_bytes());
     let body = tokio::time::timeout(timeout, read_frame(recv, max))

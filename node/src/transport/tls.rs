@@ -1053,7 +1053,9 @@ mod tests {
         let client = ca.issue_client("alice@laptop").expect("client");
         let checker = NodeCertChecker::new(&node).expect("checker");
         let chain = |pem: &str| parse_certs(pem, "test").expect("certs");
-        checker.check(&chain(&node.cert_pem)).expect("a node is a node");
+        checker
+            .check(&chain(&node.cert_pem))
+            .expect("a node is a node");
         assert!(checker.check(&chain(&client.cert_pem)).is_err());
         // Still a valid client certificate of the cluster.
         WebPkiClientVerifier::builder_with_provider(Arc::new(node.roots().unwrap()), provider())
