@@ -7,6 +7,10 @@
 //! context token, value size) and answers with the service's result; it
 //! knows nothing of replicas, rings or storage.
 //!
+//! The same API is served over QUIC ([`crate::client_quic`], format in
+//! [`chorus_client::protocol`]): same options, context tokens, problem
+//! bodies and codes ([`crate::answer`] builds them for both).
+//!
 //! # Routes
 //!
 //! | method   | path                                 | success |

@@ -17,7 +17,7 @@ use chorus_node::api::Service as _;
 use chorus_node::engine::EngineConfig;
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
 use chorus_node::transport::tls::{self, ClusterCa, NodeIdentity};
-use chorus_node::transport::{QuicTransport, TlsError, TransportConfig, TransportError};
+use chorus_node::transport::{ALPN_INTERNODE, CLOSE_NOT_A_NODE};
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -362,20 +362,32 @@ async fn a_client_certificate_cannot_join_the_cluster() {
         ca_pem: client.ca_pem,
         context_key: ca.context_key().clone(),
     };
-    let (transport, _incoming) = QuicTransport::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        &intruder,
-        TransportConfig::default(),
-    )
-    .expect("bind");
-    let error = transport
-        .send(nodes[0].quic_addr, b"gossip".to_vec())
+    // A raw internode handshake with it: TLS completes on the client's
+    // side, then the node closes the connection as not a node's, before it
+    // reads any frame.
+    let config = tls::client_config(&intruder, ALPN_INTERNODE).expect("client config");
+    let config = quinn::crypto::rustls::QuicClientConfig::try_from(config).expect("quic config");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(config)));
+    let connection = endpoint
+        .connect(nodes[0].quic_addr, SERVER_NAME)
+        .expect("connect")
         .await
-        .expect_err("a client certificate is refused on the internode ALPN");
-    assert!(
-        matches!(&error, TransportError::Tls(TlsError::Handshake { reason, .. }) if reason.contains("not a node certificate")),
-        "{error:?}"
-    );
+        .expect("the client side of the handshake completes");
+    if let Ok(mut stream) = connection.open_uni().await {
+        let _ = stream.write_all(b"gossip").await;
+        let _ = stream.finish();
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("closed by the node, not left to time out");
+    match &closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, CLOSE_NOT_A_NODE, "{closed:?}");
+            assert_eq!(&close.reason[..], b"not a node certificate");
+        }
+        other => panic!("expected the node to close the connection, got {other:?}"),
+    }
     // The same certificate is welcome on the client ALPN.
     let status = Client::quic(nodes[0].quic_addr, client_tls(&ca, "intruder"))
         .unwrap()
@@ -383,7 +395,6 @@ async fn a_client_certificate_cannot_join_the_cluster() {
         .await
         .expect("a client of the cluster");
     assert_eq!(status.members.len(), 3, "nobody joined");
-    transport.close().await;
     for node in nodes {
         node.shutdown().await;
     }

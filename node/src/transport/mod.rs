@@ -11,8 +11,10 @@
 //!   the peer's certificate must moreover be a node certificate
 //!   ([`tls::NodeCertChecker`]): a connection from a client certificate is
 //!   closed at once with the application code `3` ("not a node
-//!   certificate"), and its sender's first send fails with
-//!   [`TransportError::Tls`]. [`QuicTransport::bind`] accepts the internode
+//!   certificate") before any of its streams is read, so nothing it sends
+//!   reaches the engine. (QUIC may acknowledge a first frame before the
+//!   close, so such a sender's first send may succeed; later ones see
+//!   [`TransportError::Tls`] or a closed connection.) [`QuicTransport::bind`] accepts the internode
 //!   ALPN only; [`QuicTransport::bind_serving_clients`] also accepts
 //!   [`ALPN_CLIENT`] and hands those connections, unread, to the caller
 //!   (the node's QUIC client API, `crate::client_quic`).
