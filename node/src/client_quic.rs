@@ -41,6 +41,7 @@ use tracing::{debug, warn};
 use crate::answer::{self, read_answer, ReadAnswer, Sealer};
 use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::RequestOptions;
+use crate::telemetry;
 use chorus_storage::object::check_content_type;
 
 /// Stream stop code: the request frame was refused; its answer says why.
@@ -173,11 +174,37 @@ async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Vec<u8>, Refusa
 }
 
 /// The service's answer to a decoded request, or the problem with it.
+/// Key operations are counted and timed in the node's metrics as over
+/// HTTP (`chorus_requests_total`, `chorus_request_duration_seconds`).
 async fn answer_request<S: Service>(service: &S, request: Request) -> Reply {
-    match dispatch(service, request.op).await {
+    let started = std::time::Instant::now();
+    let observed = match &request.op {
+        Operation::Get { options, .. } => Some((telemetry::Operation::Get, options.r)),
+        Operation::Put { options, .. } => Some((telemetry::Operation::Put, options.w)),
+        Operation::Delete { options, .. } => Some((telemetry::Operation::Delete, options.w)),
+        Operation::Status | Operation::Ring | Operation::Preflist { .. } => None,
+    };
+    let reply = match dispatch(service, request.op).await {
         Ok(reply) => reply,
         Err(error) => Reply::Problem(answer::problem(&error)),
+    };
+    if let (Some((operation, quorum)), Some(metrics)) = (observed, service.node_metrics()) {
+        let outcome = match &reply {
+            Reply::Found { siblings, .. } if siblings.len() > 1 => "siblings",
+            Reply::NotFound { .. } | Reply::NothingToDelete { .. } => "not_found",
+            Reply::Problem(problem) => problem.code.as_str(),
+            _ => "ok",
+        };
+        metrics.record(|| {
+            telemetry::record_request(
+                operation,
+                telemetry::consistency_label(quorum),
+                outcome,
+                started.elapsed(),
+            )
+        });
     }
+    reply
 }
 
 async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, RequestError> {

@@ -333,13 +333,13 @@ pub const CONSISTENCY_UNKNOWN: &str = "unknown";
 pub fn record_request(
     operation: Operation,
     consistency: &'static str,
-    outcome: &'static str,
+    outcome: &str,
     elapsed: Duration,
 ) {
     let labels = [
-        ("operation", operation.label()),
-        ("consistency", consistency),
-        ("outcome", outcome),
+        ("operation", operation.label().to_owned()),
+        ("consistency", consistency.to_owned()),
+        ("outcome", outcome.to_owned()),
     ];
     counter!(REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(REQUEST_DURATION_SECONDS, &labels).record(elapsed.as_secs_f64());

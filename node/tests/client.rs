@@ -270,6 +270,20 @@ async fn the_life_of_a_key_through_the_quic_client() {
     // One connection serves every call, also from clones.
     let c = a.clone();
     c.status().await.expect("a clone shares the connection");
+    // Requests over QUIC are counted like those over HTTP (only QUIC
+    // clients talked to this cluster).
+    let metrics = reqwest::get(format!("http://{}/metrics", nodes[0].http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"chorus_requests_total{operation="put",consistency="all",outcome="ok"}"#,
+        r#"chorus_requests_total{operation="put",consistency="custom",outcome="quorum_above_n"}"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
     for node in nodes {
         node.shutdown().await;
     }
