@@ -447,9 +447,10 @@ impl FrameCounters {
     }
 }
 
-/// Frame counters per peer address, labelled with the peer's node name
-/// (its id when it has no name): bounded by the cluster's size. An address
-/// no member has yet is counted under [`UNKNOWN_PEER`].
+/// Frame counters per peer address, labelled with the peer's node name:
+/// bounded by the cluster's size. An address whose member, or its name,
+/// this node has not learned yet is counted under [`UNKNOWN_PEER`] and
+/// looked up again later.
 ///
 /// Must be used within the node's recorder scope (the engine thread).
 #[derive(Debug)]
@@ -482,15 +483,17 @@ impl PeerFrames {
     pub fn learn(&mut self, status: &ClusterStatus) {
         self.by_addr.clear();
         for member in &status.members {
+            // A member whose name has not arrived yet stays unlearned, so
+            // its address is looked up again rather than labelled for good
+            // by a stand-in.
             let Some(addr) = member.quic_addr else {
                 continue;
             };
-            let name = if member.name.is_empty() {
-                member.id.to_string()
-            } else {
-                member.name.clone()
-            };
-            self.by_addr.insert(addr, FrameCounters::of(name));
+            if member.name.is_empty() {
+                continue;
+            }
+            self.by_addr
+                .insert(addr, FrameCounters::of(member.name.clone()));
         }
     }
 
