@@ -55,13 +55,31 @@ async fn start_cluster(dir: &std::path::Path, ca: &ClusterCa) -> Vec<RunningNode
         };
         nodes.push(runtime::start(options).await.expect("the node starts"));
     }
+    // Ready, and every node sees every member up: the scenario's first
+    // write asks for all three replicas.
     for _ in 0..600 {
-        if nodes.iter().all(|n| n.handle.is_ready()) {
+        if all_up(&nodes).await {
             return nodes;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the cluster did not form within 60 s");
+}
+
+async fn all_up(nodes: &[RunningNode]) -> bool {
+    for node in nodes {
+        if !node.handle.is_ready() {
+            return false;
+        }
+        let Ok(status) = node.handle.cluster_status().await else {
+            return false;
+        };
+        if status.members.len() != nodes.len() || status.members.iter().any(|m| m.liveness != "up")
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// The scenario every transport must pass, with its error codes.
