@@ -13,12 +13,18 @@
 //!
 //! With the `http` feature (on by default), [`Client`] is the Rust client;
 //! see the [`client`] module for an example.
+//!
+//! With the `shell` feature (on by default), [`shell`] is the `chorus shell`
+//! and the one-shot `chorus get|put|del|admin` commands; only the `chorus`
+//! binary uses it.
 
 #[cfg(feature = "http")]
 pub mod client;
 pub mod limits;
 pub mod options;
 pub mod problem;
+#[cfg(feature = "shell")]
+pub mod shell;
 pub mod types;
 
 pub use options::{OptionsError, Quorum, RequestOptions};
