@@ -11,7 +11,7 @@
 use std::future::Future;
 
 use chorus_storage::context::{CausalContext, ContextError, ContextKey};
-use chorus_storage::object::Object;
+use chorus_storage::object::{ContentTypeError, Object};
 
 use crate::core::{GetError, OptionsError, PutError, RequestOptions, WriteError};
 
@@ -39,6 +39,10 @@ pub struct WriteRequest {
     pub key: Vec<u8>,
     /// `None` deletes the key (a tombstone version).
     pub value: Option<Vec<u8>>,
+    /// The value's media type (the `Content-Type` of a `PUT`), stored with
+    /// the new version and returned with it on reads; `None` when the
+    /// client gave none, and always for a delete.
+    pub content_type: Option<String>,
     /// The causal context from an earlier read; `None` for a blind write.
     pub context: Option<CausalContext>,
     pub options: RequestOptions,
@@ -101,6 +105,12 @@ pub enum RequestError {
     /// The value is larger than the node accepts. Nothing was done.
     #[error("value of {size} bytes exceeds the limit of {max} bytes")]
     ValueTooLarge { size: usize, max: usize },
+    /// The content type cannot be stored with a version: not a media type,
+    /// not visible ASCII, or longer than
+    /// [`MAX_CONTENT_TYPE_BYTES`](chorus_storage::object::MAX_CONTENT_TYPE_BYTES).
+    /// Nothing was done.
+    #[error("invalid content type: {0}")]
+    InvalidContentType(#[from] ContentTypeError),
     /// The coordinating replica refused the write. Nothing was done.
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -130,7 +140,8 @@ impl RequestError {
         match self {
             RequestError::Options(_)
             | RequestError::Context(_)
-            | RequestError::InvalidKey { .. } => 400,
+            | RequestError::InvalidKey { .. }
+            | RequestError::InvalidContentType(_) => 400,
             RequestError::ValueTooLarge { .. } => 413,
             RequestError::Write(WriteError::TooManySiblings { .. }) => 409,
             RequestError::Write(WriteError::ObjectTooLarge { .. }) => 413,
@@ -152,6 +163,7 @@ impl RequestError {
             RequestError::Context(error) => error.code(),
             RequestError::InvalidKey { .. } => "invalid_key",
             RequestError::ValueTooLarge { .. } => "value_too_large",
+            RequestError::InvalidContentType(_) => "invalid_content_type",
             RequestError::Write(error) => error.code(),
             RequestError::Get(error) => error.code(),
             RequestError::Put(error) => error.code(),
@@ -209,5 +221,11 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// The node's metrics in the Prometheus text format, for `GET /metrics`.
     fn metrics(&self) -> impl Future<Output = Result<String, RequestError>> + Send {
         async { Ok(String::new()) }
+    }
+
+    /// The node's recorder, which the HTTP layer records requests into;
+    /// `None` (the default) records nothing.
+    fn node_metrics(&self) -> Option<&crate::telemetry::NodeMetrics> {
+        None
     }
 }

@@ -84,7 +84,7 @@ use chorus_gossip::{
 use chorus_ring::{Member, PartitionId, Partitions, Ring};
 use chorus_storage::context::CausalContext;
 use chorus_storage::hlc::{Hlc, HlcConfig, Timestamp};
-use chorus_storage::object::Object;
+use chorus_storage::object::{check_content_type, ContentTypeError, Object};
 use chorus_storage::store::{Durability, KeyRef, Store, StoreError, Update};
 use chorus_storage::store::{MAX_BUCKET_LEN, MAX_KEY_LEN};
 use chorus_storage::version::ActorId;
@@ -323,6 +323,9 @@ pub struct EngineStats {
     pub forwarded: u64,
     pub read_repairs: u64,
     pub hints_delivered: u64,
+    /// Hints that could not be queued (the target's queue full, or a
+    /// storage error): their primary gets the write only by read repair.
+    pub hints_dropped: u64,
     pub frames_refused: u64,
     /// Data-plane frames dropped because they came from an older
     /// incarnation of their sender than the newest this node knows.
@@ -1169,6 +1172,17 @@ impl<S: Store> Engine<S> {
                 });
             }
         }
+        if let ClientRequest::Put(WriteRequest {
+            value,
+            content_type: Some(content_type),
+            ..
+        }) = request
+        {
+            if value.is_none() {
+                return Err(ContentTypeError::OnTombstone.into());
+            }
+            check_content_type(content_type)?;
+        }
         if let Some(conflict) = &self.conflict {
             return Err(RequestError::Unavailable(conflict.to_string()));
         }
@@ -1363,6 +1377,7 @@ impl<S: Store> Engine<S> {
                 Origin::Client(client),
                 key,
                 write.value,
+                write.content_type,
                 context,
                 options,
                 return_body,
@@ -1408,6 +1423,7 @@ impl<S: Store> Engine<S> {
             bucket: write.bucket,
             key: write.key,
             value: write.value,
+            content_type: write.content_type,
             context: write.context.map(|c| c.to_bytes()),
             w: options.w,
             pw: options.pw,
@@ -1432,6 +1448,7 @@ impl<S: Store> Engine<S> {
         origin: Origin,
         key: WireKey,
         value: Option<Vec<u8>>,
+        content_type: Option<String>,
         context: CausalContext,
         options: ResolvedOptions,
         return_body: bool,
@@ -1456,6 +1473,7 @@ impl<S: Store> Engine<S> {
         let write = ClientWrite {
             context: context.clone(),
             value,
+            content_type,
             lww: self.config.unsafe_controls.last_writer_wins,
         };
         let stored = self.store.update(
@@ -1489,6 +1507,7 @@ impl<S: Store> Engine<S> {
         for primary in hinted {
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);
             if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
+                self.stats.hints_dropped += 1;
                 tracing::warn!(%primary, error = %e, "could not queue a hint");
                 // The local copy stands; the primary gets it by read repair.
                 if own.hint() == Some(primary) {
@@ -1591,6 +1610,10 @@ impl<S: Store> Engine<S> {
                 .value
                 .as_ref()
                 .is_some_and(|v| v.len() > self.config.max_value_bytes)
+            || write
+                .content_type
+                .as_deref()
+                .is_some_and(|t| write.value.is_none() || check_content_type(t).is_err())
         {
             return self.finish_origin(
                 origin,
@@ -1646,6 +1669,7 @@ impl<S: Store> Engine<S> {
             origin,
             key,
             write.value,
+            write.content_type,
             context,
             options,
             write.return_body,
@@ -1708,9 +1732,10 @@ impl<S: Store> Engine<S> {
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         self.mark_holds_data();
         if let Some(primary) = hint_for.filter(|&p| p != self.id) {
-            self.store
-                .add_hint(primary, keyref, &object, durability)
-                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+            if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
+                self.stats.hints_dropped += 1;
+                return Err(ReplicaError::Storage(e.to_string()));
+            }
         } else if sync && !changed {
             // The replica already had every version (perhaps from a read
             // repair written without sync): a durable acknowledgement still
@@ -2946,7 +2971,10 @@ impl<S: Store> Engine<S> {
                     self.stats.hints_for_timeouts += 1;
                     tracing::debug!(%primary, "hinted a write its replica did not acknowledge in time");
                 }
-                Err(e) => tracing::warn!(%primary, error = %e, "could not queue a hint"),
+                Err(e) => {
+                    self.stats.hints_dropped += 1;
+                    tracing::warn!(%primary, error = %e, "could not queue a hint")
+                }
             }
         }
     }
@@ -3075,6 +3103,7 @@ fn forward_error(error: ForwardError) -> RequestError {
 
 #[cfg(test)]
 mod tests {
+    use chorus_storage::object::MAX_CONTENT_TYPE_BYTES;
     use chorus_storage::store::{MemoryStore, StoreConfig};
 
     use super::*;
@@ -3120,6 +3149,7 @@ mod tests {
             bucket: b"b".to_vec(),
             key: b"k".to_vec(),
             value: Some(value.as_bytes().to_vec()),
+            content_type: None,
             context: None,
             options: RequestOptions::default(),
         })
@@ -3842,6 +3872,11 @@ mod tests {
             }
             other => panic!("expected w=3 to fail without the fallback's copy, got {other:?}"),
         }
+        assert_eq!(
+            engines[fallback].stats().hints_dropped,
+            1,
+            "the hint that did not fit is counted"
+        );
     }
 
     /// Hints the target keeps refusing never hold back the hints behind
@@ -4073,6 +4108,138 @@ mod tests {
             .expect("readable")
             .expect("stored");
         assert_eq!(stored.live().count(), 1, "one write, one version");
+    }
+
+    fn put_typed(value: &str, content_type: &str) -> ClientRequest {
+        let mut request = put(value);
+        if let ClientRequest::Put(write) = &mut request {
+            write.content_type = Some(content_type.into());
+        }
+        request
+    }
+
+    #[test]
+    fn a_puts_content_type_is_stored_with_its_version_and_checked_at_admission() {
+        let mut engine = engine(1, 1);
+        drain(&mut engine);
+        engine.handle_client(now(10), 1, put_typed("{}", "application/json"));
+        engine.handle_client(now(11), 2, put_typed("v", "application/"));
+        let mut typed_delete = put_typed("v", "text/plain");
+        if let ClientRequest::Put(write) = &mut typed_delete {
+            write.value = None;
+        }
+        engine.handle_client(now(12), 3, typed_delete);
+        let effects = drain(&mut engine);
+        let replies = replies(&effects);
+        assert!(
+            matches!(replies[0], (1, Ok(ClientReply::Write(_)))),
+            "{replies:?}"
+        );
+        assert!(
+            matches!(
+                replies[1],
+                (
+                    2,
+                    Err(RequestError::InvalidContentType(
+                        ContentTypeError::NotAMediaType
+                    ))
+                )
+            ),
+            "{replies:?}"
+        );
+        assert!(
+            matches!(
+                replies[2],
+                (
+                    3,
+                    Err(RequestError::InvalidContentType(
+                        ContentTypeError::OnTombstone
+                    ))
+                )
+            ),
+            "{replies:?}"
+        );
+        let partition = engine.partitions.of_key(b"b", b"k");
+        let stored = engine
+            .store()
+            .get(KeyRef::new(partition, b"b", b"k"))
+            .expect("readable")
+            .expect("stored");
+        let types: Vec<_> = stored
+            .siblings()
+            .iter()
+            .map(|s| s.content_type.as_deref())
+            .collect();
+        assert_eq!(
+            types,
+            vec![Some("application/json")],
+            "only the valid write stored"
+        );
+    }
+
+    /// A write forwarded to a replica keeps its content type; a forward
+    /// whose content type is out of bounds is refused and stores nothing.
+    #[test]
+    fn a_forwarded_write_carries_its_content_type() {
+        let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
+        let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+        let ring = engines[0].ring().expect("a ring").clone();
+        let list = ring.preference_list_for_key(b"b", b"k");
+        let outsider = (0..4)
+            .find(|&i| !list.primaries().contains(&engines[i].id()))
+            .expect("4 nodes, 3 replicas");
+        let first = list.primaries()[0];
+        let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
+        let stored = |engine: &Engine<MemoryStore>| {
+            let partition = engine.partitions.of_key(b"b", b"k");
+            engine
+                .store()
+                .get(KeyRef::new(partition, b"b", b"k"))
+                .expect("readable")
+        };
+
+        engines[outsider].handle_client(now(t), 1, put_typed("{}", "application/json"));
+        let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+            .expect("the write is forwarded to the first primary");
+        let mut frame = Frame::decode(&forward, MAX_FRAME_BYTES).expect("a frame");
+
+        // Out of bounds first (a request id of its own, so it is not a repeat).
+        let Message::Forward { request, write } = &mut frame.message else {
+            panic!("a forward, got {:?}", frame.message);
+        };
+        assert_eq!(write.content_type.as_deref(), Some("application/json"));
+        *request += 1_000;
+        write.content_type = Some(format!("text/{}", "x".repeat(MAX_CONTENT_TYPE_BYTES)));
+        engines[coordinator]
+            .handle_frame(now(t), addrs[outsider], &frame.encode())
+            .expect("a valid frame");
+        let refused = drain(&mut engines[coordinator]);
+        let answer = payload_to(&refused, addrs[outsider]).expect("an answer");
+        assert!(
+            matches!(
+                Frame::decode(&answer, MAX_FRAME_BYTES)
+                    .expect("a frame")
+                    .message,
+                Message::ForwardReply {
+                    result: Err(ForwardError::Internal(_)),
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(stored(&engines[coordinator]), None, "nothing stored");
+
+        engines[coordinator]
+            .handle_frame(now(t), addrs[outsider], &forward)
+            .expect("a valid frame");
+        drain(&mut engines[coordinator]);
+        let object = stored(&engines[coordinator]).expect("stored");
+        let types: Vec<_> = object
+            .siblings()
+            .iter()
+            .map(|s| s.content_type.as_deref())
+            .collect();
+        assert_eq!(types, vec![Some("application/json")]);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! | `GET`    | `/v1/cluster/status`                 | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
 //! | `GET`    | `/livez`                             | `200` `ok` while the process serves HTTP |
 //! | `GET`    | `/readyz`                            | `200` `ok` when the node can serve requests, else `503` `not_ready` |
-//! | `GET`    | `/metrics`                           | `200` Prometheus text (`chorus_hints_pending`, request counters, …) |
+//! | `GET`    | `/metrics`                           | `200` Prometheus text format 0.0.4 ([`crate::telemetry`], `docs/metrics.md`) |
 //!
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
 //! is written `%2F`. They must be UTF-8, non-empty, and at most
@@ -29,14 +29,16 @@
 //!
 //! ## Reading a key
 //!
-//! * One live version: `200`, the raw value as `application/octet-stream`,
-//!   the key's causal context in `X-Chorus-Context` and the version's HLC
-//!   timestamp in `X-Chorus-Timestamp` (e.g. `2026-11-22T02:30:00.123Z+0`).
+//! * One live version: `200`, the raw value with the `Content-Type` it was
+//!   written with (`application/octet-stream` when it was written without
+//!   one), the key's causal context in `X-Chorus-Context` and the version's
+//!   HLC timestamp in `X-Chorus-Timestamp` (e.g. `2026-11-22T02:30:00.123Z+0`).
 //! * Several live versions (siblings): `300 Multiple Choices` with
 //!   `X-Chorus-Context` and a JSON [`SiblingsBody`]:
 //!   `{"context": "<token>", "siblings": [{"value": "<base64>", "timestamp":
-//!   "<hlc>", "deleted": false}, …]}`. Values are standard base64 (with
-//!   padding); only live versions are listed.
+//!   "<hlc>", "deleted": false, "content_type": "application/json"}, …]}`.
+//!   Values are standard base64 (with padding); `content_type` is left out
+//!   for a version written without one; only live versions are listed.
 //! * No live version: `404` `not_found`, with `X-Chorus-Context` when the key
 //!   has a history (it was deleted), so a client can write over the
 //!   tombstone.
@@ -47,6 +49,13 @@
 //! ## Writing and deleting a key
 //!
 //! `PUT` takes the value as the raw request body; `DELETE` takes no body.
+//! A `PUT`'s `Content-Type` is stored with the new version, as Riak stores
+//! a content type per sibling, and reads return it; a `PUT` without one
+//! stores none. It must be one media type (`type/subtype`, parameters
+//! allowed) of at most
+//! [`MAX_CONTENT_TYPE_BYTES`](chorus_storage::object::MAX_CONTENT_TYPE_BYTES)
+//! bytes of visible ASCII, else `400` `invalid_content_type` before the body
+//! is read. A `DELETE`'s `Content-Type` is ignored: a tombstone has none.
 //! Both take the causal context of an earlier read or write in
 //! `X-Chorus-Context` (optional: a write without one is a blind write and
 //! adds a sibling) and answer `204 No Content` with the writer's new context
@@ -75,6 +84,14 @@
 //! instance `w=0` or `w` above N) are refused by the service, also with
 //! `400`. Either way the problem body names the option in `"option"`.
 //!
+//! ## Metrics
+//!
+//! Every answer on a key route is counted in `chorus_requests_total` and
+//! timed in `chorus_request_duration_seconds`, by operation, consistency
+//! (the `r` or `w` asked for) and outcome (`ok`, `siblings`, `not_found` or
+//! the error's code), in the service's own recorder
+//! ([`Service::node_metrics`]).
+//!
 //! # Errors
 //!
 //! Every error is `application/problem+json` (RFC 9457), decoded by
@@ -83,7 +100,7 @@
 //!
 //! | status | codes |
 //! |--------|-------|
-//! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_forged`, `context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
+//! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_forged`, `context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_content_type`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
 //! | `404`  | `not_found` (key), `no_route` (path) |
 //! | `405`  | `method_not_allowed` |
 //! | `409`  | `too_many_siblings` |
@@ -121,11 +138,12 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chorus_storage::context::{CausalContext, ContextError, ContextKey};
-use chorus_storage::object::Object;
+use chorus_storage::object::{check_content_type, ContentTypeError, Object, Sibling};
 use tokio::sync::Semaphore;
 
 use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
+use crate::telemetry::{self, Operation};
 
 pub use chorus_client::limits::{MAX_BUCKET_BYTES, MAX_KEY_BYTES};
 pub use chorus_client::problem::{
@@ -208,6 +226,8 @@ impl HttpError {
                 RequestError::Context(_) => "Invalid causal context",
                 RequestError::InvalidKey { .. } => "Invalid bucket or key",
                 RequestError::ValueTooLarge { .. } => "Value too large",
+                RequestError::InvalidContentType(_)
+                | RequestError::Write(WriteError::InvalidContentType(_)) => "Invalid content type",
                 RequestError::Write(WriteError::TooManySiblings { .. }) => "Too many siblings",
                 RequestError::Write(WriteError::ObjectTooLarge { .. }) => "Object too large",
                 RequestError::Write(_) => "Write refused",
@@ -378,14 +398,68 @@ pub async fn serve<S: Service>(
 type KeyPath = Result<Path<(String, String)>, PathRejection>;
 type OptionsQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
+/// One key request being served, for its metrics: what it asked for and
+/// when it started ([`telemetry::record_request`]).
+struct Observed {
+    operation: Operation,
+    started: std::time::Instant,
+    consistency: &'static str,
+    live_versions: usize,
+}
+
+impl Observed {
+    fn start(operation: Operation) -> Observed {
+        Observed {
+            operation,
+            started: std::time::Instant::now(),
+            consistency: telemetry::CONSISTENCY_UNKNOWN,
+            live_versions: 0,
+        }
+    }
+
+    /// Records the request's count and latency with its outcome, in the
+    /// service's recorder, and answers.
+    fn finish<S: Service>(self, service: &S, result: Result<Response, HttpError>) -> Response {
+        if let Some(metrics) = service.node_metrics() {
+            let outcome = match &result {
+                Ok(_) if self.operation == Operation::Get && self.live_versions > 1 => "siblings",
+                Ok(_) => "ok",
+                Err(error) => error.code(),
+            };
+            metrics.record(|| {
+                telemetry::record_request(
+                    self.operation,
+                    self.consistency,
+                    outcome,
+                    self.started.elapsed(),
+                )
+            });
+        }
+        result.into_response()
+    }
+}
+
 async fn read_key<S: Service>(
     State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut observed = Observed::start(Operation::Get);
+    let result = read(&service, &mut observed, path, query, headers).await;
+    observed.finish(&service, result)
+}
+
+async fn read<S: Service>(
+    service: &S,
+    observed: &mut Observed,
     path: KeyPath,
     query: OptionsQuery,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    observed.consistency = telemetry::consistency_label(options.r);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let reply = service
         .get(ReadRequest {
@@ -394,6 +468,7 @@ async fn read_key<S: Service>(
             options,
         })
         .await?;
+    observed.live_versions = reply.object.live().count();
     read_response(&reply.object, wants_json(&headers), &sealer)
 }
 
@@ -403,11 +478,26 @@ async fn write_key<S: Service>(
     query: OptionsQuery,
     headers: HeaderMap,
     request: Request,
+) -> Response {
+    let mut observed = Observed::start(Operation::Put);
+    let result = put_key(&service, &mut observed, path, query, headers, request).await;
+    observed.finish(&service, result)
+}
+
+async fn put_key<S: Service>(
+    service: &S,
+    observed: &mut Observed,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    observed.consistency = telemetry::consistency_label(options.w);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
+    let content_type = content_type(&headers)?;
     let json = wants_json(&headers);
     let value = read_value(
         request,
@@ -416,7 +506,11 @@ async fn write_key<S: Service>(
         service.body_read_timeout(),
     )
     .await?;
-    write(&service, &sealer, Some(value), context, options, json).await
+    let version = NewVersion {
+        value: Some(value),
+        content_type,
+    };
+    write(service, &sealer, version, context, options, json).await
 }
 
 async fn delete_key<S: Service>(
@@ -424,15 +518,32 @@ async fn delete_key<S: Service>(
     path: KeyPath,
     query: OptionsQuery,
     headers: HeaderMap,
+) -> Response {
+    let mut observed = Observed::start(Operation::Delete);
+    let result = remove_key(&service, &mut observed, path, query, headers).await;
+    observed.finish(&service, result)
+}
+
+async fn remove_key<S: Service>(
+    service: &S,
+    observed: &mut Observed,
+    path: KeyPath,
+    query: OptionsQuery,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
     let options = options(query)?;
+    observed.consistency = telemetry::consistency_label(options.w);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
+    let tombstone = NewVersion {
+        value: None,
+        content_type: None,
+    };
     write(
-        &service,
+        service,
         &sealer,
-        None,
+        tombstone,
         context,
         options,
         wants_json(&headers),
@@ -440,10 +551,17 @@ async fn delete_key<S: Service>(
     .await
 }
 
+/// What a `PUT` or `DELETE` writes: a value and its media type, or nothing
+/// (a tombstone).
+struct NewVersion {
+    value: Option<Vec<u8>>,
+    content_type: Option<String>,
+}
+
 async fn write<S: Service>(
     service: &S,
     sealer: &Sealer,
-    value: Option<Vec<u8>>,
+    version: NewVersion,
     context: Option<CausalContext>,
     options: RequestOptions,
     json: bool,
@@ -452,7 +570,8 @@ async fn write<S: Service>(
         .put(WriteRequest {
             bucket: sealer.bucket.clone(),
             key: sealer.key.clone(),
-            value,
+            value: version.value,
+            content_type: version.content_type,
             context,
             options,
         })
@@ -591,6 +710,31 @@ fn context(headers: &HeaderMap, sealer: &Sealer) -> Result<Option<CausalContext>
     Ok(Some(sealer.open(token)?))
 }
 
+/// The media type a `PUT` declares for its value, if any: one
+/// `Content-Type` header that [`check_content_type`] accepts, stored as
+/// the client wrote it.
+fn content_type(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        // A singleton field (RFC 9110 §8.3): repeated, it reads as the
+        // list of both, which is no media type.
+        return Err(RequestError::from(ContentTypeError::NotAMediaType).into());
+    }
+    let bytes = value.as_bytes();
+    let text = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|text| text.is_ascii())
+        .ok_or_else(|| {
+            let at = bytes.iter().position(|b| !b.is_ascii()).unwrap_or(0);
+            RequestError::from(ContentTypeError::NotVisibleAscii { at })
+        })?;
+    check_content_type(text).map_err(RequestError::from)?;
+    Ok(Some(text.to_owned()))
+}
+
 fn header_value(token: String) -> HeaderValue {
     HeaderValue::try_from(token).expect("a base64url token is a valid header value")
 }
@@ -675,10 +819,7 @@ fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Respons
             Ok((
                 StatusCode::OK,
                 [
-                    (
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/octet-stream"),
-                    ),
+                    (header::CONTENT_TYPE, media_type(sibling)),
                     (
                         header::HeaderName::from_static(CONTEXT_HEADER),
                         sealer.header(&context),
@@ -702,9 +843,9 @@ fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Respons
                                 .as_deref()
                                 .expect("a live sibling holds a value"),
                         ),
-                        content_type: None,
                         timestamp: sibling.timestamp.to_string(),
                         deleted: false,
+                        content_type: sibling.content_type.clone(),
                     })
                     .collect(),
             };
@@ -715,6 +856,16 @@ fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Respons
             };
             Ok((status, [(CONTEXT_HEADER, header_value(token))], Json(body)).into_response())
         }
+    }
+}
+
+/// The `Content-Type` of a version's value: the one it was written with,
+/// else `application/octet-stream` (bytes, as the client gave them).
+fn media_type(sibling: &Sibling) -> HeaderValue {
+    match &sibling.content_type {
+        Some(content_type) => HeaderValue::try_from(content_type.as_str())
+            .expect("a stored content type is visible ASCII, a valid header value"),
+        None => HeaderValue::from_static("application/octet-stream"),
     }
 }
 
@@ -748,6 +899,19 @@ mod tests {
                 error: ReplicaError::Storage("disk full".into()),
             }],
         }
+    }
+
+    #[test]
+    fn the_public_limits_are_the_ones_the_node_enforces() {
+        use chorus_client::limits;
+        assert_eq!(
+            limits::MAX_CONTENT_TYPE_BYTES,
+            chorus_storage::object::MAX_CONTENT_TYPE_BYTES
+        );
+        assert_eq!(
+            limits::MAX_CONTEXT_TOKEN_BYTES,
+            chorus_storage::context::MAX_TOKEN_LEN
+        );
     }
 
     #[test]

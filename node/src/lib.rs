@@ -20,6 +20,8 @@
 //!   server over it.
 //! * [`runtime`] — threads, sockets, timers and the RocksDB handle: drives
 //!   an engine with the real clock and network.
+//! * [`telemetry`] — the node's metrics: names, labels, and one Prometheus
+//!   recorder per node.
 //! * [`config`] — the node's TOML configuration.
 //!
 //! # What this crate deliberately does not do (yet)
@@ -36,5 +38,6 @@ pub mod core;
 pub mod engine;
 pub mod http;
 pub mod runtime;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;

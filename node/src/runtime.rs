@@ -48,7 +48,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chorus_storage::context::ContextKey;
-use chorus_storage::store::{RocksConfig, RocksStore, Store, StoreConfig};
+use chorus_storage::store::{RocksConfig, RocksStore, Store, StoreConfig, StoreStats};
 use tokio::sync::oneshot;
 
 use crate::api::{
@@ -57,6 +57,7 @@ use crate::api::{
 use crate::engine::{
     ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, IdentityConflict, Now,
 };
+use crate::telemetry::{MembersByLiveness, NodeMetrics, PeerFrames};
 use crate::transport::tls::NodeIdentity;
 use crate::transport::{QuicTransport, TransportConfig};
 
@@ -70,6 +71,12 @@ const SEND_QUEUE: usize = 16_384;
 pub const SEND_QUEUE_BYTES: usize = 64 << 20;
 /// Most frames being sent at once, each by a task of its own.
 pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+/// How often the engine thread folds recent histogram samples into the
+/// node's metrics, so they stay bounded when nobody scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often, at most, the engine thread looks up the names of peers whose
+/// frames it cannot label yet.
+const PEER_NAMES_REFRESH: Duration = Duration::from_secs(1);
 
 /// A budget of bytes shared by producers and consumers of a queue: a
 /// producer takes the bytes of an item before queueing it, and the bytes
@@ -188,6 +195,10 @@ pub struct NodeStats {
     pub engine: EngineStats,
     /// Hints queued on this node, summed over targets.
     pub pending_hints: usize,
+    /// Members that have not left, by this node's view of their liveness.
+    pub members: MembersByLiveness,
+    /// The store's size figures.
+    pub store: StoreStats,
 }
 
 /// The client side of a running node: implements [`Service`].
@@ -197,6 +208,7 @@ pub struct NodeHandle {
     ready: Arc<AtomicBool>,
     max_value_bytes: usize,
     context_key: ContextKey,
+    metrics: NodeMetrics,
 }
 
 impl NodeHandle {
@@ -269,72 +281,15 @@ impl Service for NodeHandle {
         self.context_key.clone()
     }
 
+    fn node_metrics(&self) -> Option<&NodeMetrics> {
+        Some(&self.metrics)
+    }
+
     async fn metrics(&self) -> Result<String, RequestError> {
         let stats = self.stats().await?;
-        Ok(stats.prometheus())
-    }
-}
-
-impl NodeStats {
-    /// The stats in the Prometheus text exposition format.
-    pub fn prometheus(&self) -> String {
-        use std::fmt::Write;
-        let e = &self.engine;
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        metric(
-            "chorus_gets_total",
-            "counter",
-            "Gets coordinated by this node.",
-            e.gets,
-        );
-        metric(
-            "chorus_puts_total",
-            "counter",
-            "Puts and deletes received by this node.",
-            e.puts,
-        );
-        metric(
-            "chorus_forwarded_total",
-            "counter",
-            "Writes forwarded to a replica of their key.",
-            e.forwarded,
-        );
-        metric(
-            "chorus_read_repairs_total",
-            "counter",
-            "Stale replicas sent the merged object after a get.",
-            e.read_repairs,
-        );
-        metric(
-            "chorus_hints_delivered_total",
-            "counter",
-            "Hints acknowledged by their primary and deleted.",
-            e.hints_delivered,
-        );
-        metric(
-            "chorus_frames_refused_total",
-            "counter",
-            "Frames from peers that did not decode.",
-            e.frames_refused,
-        );
-        metric(
-            "chorus_requests_pending",
-            "gauge",
-            "Requests in flight on this node.",
-            e.pending_requests as u64,
-        );
-        metric(
-            "chorus_hints_pending",
-            "gauge",
-            "Hints queued on this node for other nodes.",
-            self.pending_hints as u64,
-        );
-        out
+        self.metrics
+            .record(|| crate::telemetry::record_node_stats(&stats));
+        Ok(self.metrics.render())
     }
 }
 
@@ -497,23 +452,29 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         }
     });
 
+    let metrics = NodeMetrics::new();
+    let engine_metrics = metrics.clone();
     let engine_ready = ready.clone();
     let (conflict_tx, conflict_rx) = oneshot::channel();
     let send_budget = ByteBudget::new(SEND_QUEUE_BYTES.max(max_frame_bytes));
     let engine_thread = std::thread::Builder::new()
         .name("chorus-engine".into())
         .spawn(move || {
-            run_engine(
-                engine,
-                origin,
-                events_rx,
-                Sends {
-                    queue: sends,
-                    budget: send_budget,
-                },
-                engine_ready,
-                conflict_tx,
-            )
+            // Everything the engine thread records goes to this node.
+            engine_metrics.record(|| {
+                run_engine(
+                    engine,
+                    origin,
+                    events_rx,
+                    Sends {
+                        queue: sends,
+                        budget: send_budget,
+                    },
+                    engine_ready,
+                    conflict_tx,
+                    &engine_metrics,
+                )
+            })
         })?;
 
     let handle = NodeHandle {
@@ -521,6 +482,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         ready,
         max_value_bytes,
         context_key: options.identity.context_key.clone(),
+        metrics,
     };
     let (http_shutdown, http_stop) = oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(listener, handle.clone(), async move {
@@ -576,12 +538,14 @@ fn carry_out<S: Store>(
     sends: &Sends,
     waiting: &mut BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
     origin: Instant,
+    peers: &mut Peers,
 ) {
     loop {
         let mut failed = Vec::new();
         while let Some(effect) = engine.poll_effect() {
             match effect {
                 Effect::Send { addr, payload } => {
+                    peers.frames(engine, addr).sent.increment(1);
                     let Some(held) = sends.budget.try_take(payload.len()) else {
                         tracing::debug!(%addr, "send budget spent; the frame fails");
                         failed.push((addr, payload));
@@ -605,6 +569,7 @@ fn carry_out<S: Store>(
                     }
                 }
                 Effect::Reply { client, result } => {
+                    crate::telemetry::record_reply(&result);
                     if let Some(reply) = waiting.remove(&client) {
                         let _ = reply.send(result);
                     }
@@ -616,8 +581,34 @@ fn carry_out<S: Store>(
         }
         let now = now_since(origin);
         for (addr, payload) in failed {
+            peers.frames(engine, addr).send_failed.increment(1);
             engine.handle_send_failed(now, addr, &payload);
         }
+    }
+}
+
+/// The frame counters of the engine thread's peers, with the names looked
+/// up from the engine's view of the cluster when an address is new (at
+/// most every [`PEER_NAMES_REFRESH`]).
+struct Peers {
+    frames: PeerFrames,
+    refreshed: Option<Instant>,
+}
+
+impl Peers {
+    fn frames<S: Store>(
+        &mut self,
+        engine: &Engine<S>,
+        addr: SocketAddr,
+    ) -> &crate::telemetry::FrameCounters {
+        let stale = self
+            .refreshed
+            .is_none_or(|at| at.elapsed() >= PEER_NAMES_REFRESH);
+        if !self.frames.knows(&addr) && stale {
+            self.frames.learn(&engine.cluster_status());
+            self.refreshed = Some(Instant::now());
+        }
+        self.frames.of(&addr)
     }
 }
 
@@ -629,8 +620,14 @@ fn run_engine<S: Store>(
     sends: Sends,
     ready: Arc<AtomicBool>,
     conflict: oneshot::Sender<IdentityConflict>,
+    metrics: &NodeMetrics,
 ) {
     let mut conflict = Some(conflict);
+    let mut peers = Peers {
+        frames: PeerFrames::new(),
+        refreshed: None,
+    };
+    let mut upkeep = Instant::now();
     let mut waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>> =
         BTreeMap::new();
     let mut next_client: u64 = 1;
@@ -646,12 +643,19 @@ fn run_engine<S: Store>(
         match event {
             None => engine.handle_tick(now),
             Some(Event::Frame(source, bytes, held)) => {
-                if let Err(e) = engine.handle_frame(now, source, &bytes) {
-                    tracing::debug!(error = %e, "frame refused");
+                let result = engine.handle_frame(now, source, &bytes);
+                let frames = peers.frames(&engine, source);
+                match result {
+                    Ok(()) => frames.received.increment(1),
+                    Err(e) => {
+                        frames.refused.increment(1);
+                        tracing::debug!(error = %e, "frame refused");
+                    }
                 }
                 drop(held);
             }
             Some(Event::SendFailed(addr, payload)) => {
+                peers.frames(&engine, addr).send_failed.increment(1);
                 engine.handle_send_failed(now, addr, &payload);
             }
             Some(Event::Client(request, reply)) => {
@@ -671,6 +675,8 @@ fn run_engine<S: Store>(
                 let _ = reply.send(NodeStats {
                     engine: engine.stats(),
                     pending_hints,
+                    members: MembersByLiveness::of(&engine.cluster_status()),
+                    store: engine.store().stats(),
                 });
             }
             Some(Event::Leave) => {
@@ -682,7 +688,11 @@ fn run_engine<S: Store>(
         if engine.next_wakeup() <= now.mono {
             engine.handle_tick(now);
         }
-        carry_out(&mut engine, &sends, &mut waiting, origin);
+        carry_out(&mut engine, &sends, &mut waiting, origin, &mut peers);
+        if upkeep.elapsed() >= METRICS_UPKEEP_INTERVAL {
+            metrics.run_upkeep();
+            upkeep = Instant::now();
+        }
         ready.store(engine.is_ready(), Ordering::Relaxed);
         if let Some(found) = engine.identity_conflict() {
             if let Some(tx) = conflict.take() {

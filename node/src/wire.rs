@@ -83,6 +83,12 @@ pub struct ForwardedWrite {
     pub sloppy: bool,
     /// Answer with the key's object after the write (`returnbody`).
     pub return_body: bool,
+    /// The value's media type, already checked by the sender; the
+    /// receiver checks it again with the other bounds. Written only when
+    /// present and read as `None` when absent, so a write without one is
+    /// encoded as before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
 }
 
 /// The outcome of a forwarded write that was stored.
@@ -293,6 +299,54 @@ mod tests {
             Frame::decode(&future.encode(), MAX_FRAME_BYTES),
             Err(WireError::Version { .. })
         ));
+    }
+
+    /// A forwarded write without a content type is encoded as before the
+    /// field existed, and a node reads a write from such a sender as
+    /// having none.
+    #[test]
+    fn a_forwarded_write_without_a_content_type_keeps_the_old_encoding() {
+        #[derive(Serialize)]
+        struct Before {
+            #[serde(with = "serde_bytes")]
+            bucket: Vec<u8>,
+            #[serde(with = "serde_bytes")]
+            key: Vec<u8>,
+            #[serde(with = "serde_bytes")]
+            value: Option<Vec<u8>>,
+            #[serde(with = "serde_bytes")]
+            context: Option<Vec<u8>>,
+            w: usize,
+            pw: usize,
+            timeout_ms: u64,
+            sync: bool,
+            sloppy: bool,
+            return_body: bool,
+        }
+        let before = rmp_serde::to_vec(&Before {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            value: Some(b"v".to_vec()),
+            context: None,
+            w: 2,
+            pw: 1,
+            timeout_ms: 500,
+            sync: true,
+            sloppy: false,
+            return_body: false,
+        })
+        .unwrap();
+        let mut write: ForwardedWrite = rmp_serde::from_slice(&before).unwrap();
+        assert_eq!(write.content_type, None);
+        assert_eq!((write.w, write.pw, write.timeout_ms), (2, 1, 500));
+        assert_eq!(rmp_serde::to_vec(&write).unwrap(), before);
+
+        write.content_type = Some("application/json".into());
+        let typed = rmp_serde::to_vec(&write).unwrap();
+        assert_eq!(
+            rmp_serde::from_slice::<ForwardedWrite>(&typed).unwrap(),
+            write
+        );
     }
 
     proptest::proptest! {

@@ -141,7 +141,13 @@ impl Service for Fake {
         let context = request.context.unwrap_or_default();
         let dot = Dot::new(ActorId(1), counter);
         object
-            .write_in(&context, dot, Fake::timestamp(counter), request.value)
+            .write_typed(
+                &context,
+                dot,
+                Fake::timestamp(counter),
+                request.value,
+                request.content_type,
+            )
             .map_err(WriteError::from)?;
         Ok(WriteReply::Written {
             context: object.context_for_writer(&context, dot),
@@ -927,4 +933,153 @@ async fn requests_beyond_the_concurrency_limit_are_shed_as_503_overloaded_with_r
     let first = first.await.expect("joins").expect("answered");
     assert_eq!(first.status(), 404);
     assert_eq!(server.get(&url).await.status(), 404);
+}
+
+/// `PUT` with `Content-Type: application/json` and with no `Content-Type`.
+async fn put_typed(
+    server: &Server,
+    url: &str,
+    value: &[u8],
+    content_type: Option<&str>,
+) -> reqwest::Response {
+    let mut request = server.client.put(url).body(value.to_vec());
+    if let Some(content_type) = content_type {
+        request = request.header("Content-Type", content_type);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_puts_content_type_is_stored_and_read_back() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("docs", "one");
+    let json = "application/json; charset=utf-8";
+    let put = put_typed(&server, &url, br#"{"a":1}"#, Some(json)).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fake.writes()[0].content_type.as_deref(), Some(json));
+
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(header(&got, "content-type"), Some(json));
+    assert_eq!(got.bytes().await.unwrap().as_ref(), br#"{"a":1}"#);
+
+    // The JSON form names it too.
+    let body: SiblingsBody = server.get_json(&url).await.json().await.unwrap();
+    assert_eq!(body.siblings[0].content_type.as_deref(), Some(json));
+
+    // A write without one stores none: bytes again.
+    let written = context_of(&server.get(&url).await);
+    let put = server.put(&url, b"raw", Some(&written)).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fake.writes()[1].content_type, None);
+    let got = server.get(&url).await;
+    assert_eq!(
+        got.status(),
+        StatusCode::OK,
+        "the typed version was replaced"
+    );
+    assert_eq!(
+        header(&got, "content-type"),
+        Some("application/octet-stream")
+    );
+
+    // `returnbody` answers with the version's content type.
+    let written = context_of(&got);
+    let put = server
+        .client
+        .put(format!("{url}?returnbody=true"))
+        .header("Content-Type", "text/plain")
+        .header("X-Chorus-Context", &written)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    assert_eq!(header(&put, "content-type"), Some("text/plain"));
+    assert_eq!(put.bytes().await.unwrap().as_ref(), b"hello");
+
+    // A DELETE's Content-Type is not stored: a tombstone has none.
+    let deleted = server
+        .client
+        .delete(&url)
+        .header("Content-Type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(fake.writes().last().unwrap().content_type, None);
+}
+
+#[tokio::test]
+async fn siblings_carry_their_own_content_types() {
+    let server = Server::start(Fake::new()).await;
+    let url = server.key_url("docs", "two");
+    for (value, content_type) in [
+        (&b"{}"[..], Some("application/json")),
+        (b"<a/>", Some("application/xml")),
+        (b"raw", None),
+    ] {
+        let put = put_typed(&server, &url, value, content_type).await;
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    }
+    let got = server.get(&url).await;
+    assert_eq!(got.status(), StatusCode::MULTIPLE_CHOICES);
+    let body: serde_json::Value = got.json().await.unwrap();
+    let siblings = body["siblings"].as_array().unwrap();
+    let types: Vec<Option<&str>> = siblings
+        .iter()
+        .map(|s| s.get("content_type").map(|t| t.as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![Some("application/json"), Some("application/xml"), None],
+        "a version without a content type has no content_type field"
+    );
+    // The typed body decodes it the same way.
+    let typed: SiblingsBody = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(
+        typed.siblings[1].content_type.as_deref(),
+        Some("application/xml")
+    );
+    assert_eq!(typed.siblings[2].content_type, None);
+}
+
+#[tokio::test]
+async fn invalid_content_types_are_400_before_the_service_is_called() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("docs", "bad");
+    let longest = format!("text/{}", "x".repeat(251));
+    assert_eq!(longest.len(), 256);
+    let too_long = format!("{longest}x");
+    let cases: Vec<(&str, Vec<&[u8]>)> = vec![
+        ("too long", vec![too_long.as_bytes()]),
+        ("no subtype", vec![b"application"]),
+        ("empty", vec![b""]),
+        ("not ASCII", vec![b"text/pl\xe4in"]),
+        ("a tab", vec![b"text/plain;\tq=1"]),
+        ("twice", vec![b"text/plain", b"application/json"]),
+    ];
+    for (what, values) in cases {
+        let mut request = server.client.put(&url).body("v");
+        for value in values {
+            request = request.header(
+                "Content-Type",
+                reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{what}");
+        let body = problem(response).await;
+        assert_eq!(body.code, "invalid_content_type", "{what}");
+        assert_eq!(body.title, "Invalid content type", "{what}");
+    }
+    assert!(fake.writes().is_empty(), "refused before the service");
+
+    // The node keeps serving, and the longest content type is taken.
+    let put = put_typed(&server, &url, b"v", Some(&longest)).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got = server.get(&url).await;
+    assert_eq!(header(&got, "content-type"), Some(longest.as_str()));
 }

@@ -29,6 +29,11 @@
 //!   are all tombstones reads as not found but still has its context.
 //! * Buckets that ask for last-writer-wins collapse the siblings to the one
 //!   with the greatest HLC timestamp ([`Object::resolve_lww`]).
+//! * A version may carry the media type its writer gave the value
+//!   ([`Sibling::content_type`], as Riak keeps a content type per sibling):
+//!   at most [`MAX_CONTENT_TYPE_BYTES`] of visible ASCII
+//!   ([`check_content_type`]), never on a tombstone. It belongs to the
+//!   version, so it travels, merges and is superseded with it.
 //!
 //! Stored and transferred objects are MessagePack behind a format marker byte
 //! ([`Object::encode`]); decoding checks the marker, the bounds and the
@@ -72,6 +77,11 @@ pub const MAX_ENCODED_LEN: usize = 64 << 20;
 /// storable (two such objects always are).
 pub const MAX_WRITE_BYTES: usize = 24 << 20;
 
+/// The longest content type a version may carry, in bytes: room for a
+/// media type with parameters (`application/json; charset=utf-8`), and a
+/// small fixed share of any object.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
+
 /// The format marker of the current encoding.
 const FORMAT_V1: u8 = 1;
 
@@ -83,6 +93,10 @@ pub struct Sibling {
     pub timestamp: Timestamp,
     /// The value, or `None` for a tombstone.
     pub value: Option<Vec<u8>>,
+    /// The media type the writer gave the value (an HTTP `Content-Type`),
+    /// valid by [`check_content_type`]; `None` when it gave none, and
+    /// always for a tombstone.
+    pub content_type: Option<String>,
 }
 
 impl Sibling {
@@ -110,6 +124,63 @@ pub enum ObjectError {
     /// The write would leave more siblings than [`MAX_SIBLINGS`].
     #[error("the key has {siblings} siblings; a write with a context that resolves them is needed (at most {max})")]
     TooManySiblings { siblings: usize, max: usize },
+    /// The write's content type is not one a version may carry.
+    #[error(transparent)]
+    InvalidContentType(#[from] ContentTypeError),
+}
+
+/// Why a content type cannot be stored with a version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentTypeError {
+    #[error("the content type is empty")]
+    Empty,
+    #[error("the content type is {len} bytes long, above the limit of {max}")]
+    TooLong { len: usize, max: usize },
+    /// A byte other than visible ASCII or a space, or a space at either end.
+    #[error("the content type has a byte other than visible ASCII at offset {at}")]
+    NotVisibleAscii { at: usize },
+    /// The part before any `;` is not `type/subtype` (RFC 9110 §8.3.1).
+    #[error("the content type is not a media type of the form type/subtype")]
+    NotAMediaType,
+    /// Deletes carry no value, so no media type either.
+    #[error("a tombstone carries no content type")]
+    OnTombstone,
+}
+
+/// Checks that `content_type` may be stored with a version: a media type
+/// (`type/subtype`, both RFC 9110 tokens) with any parameters after a `;`,
+/// at most [`MAX_CONTENT_TYPE_BYTES`] bytes of visible ASCII, spaces only
+/// inside. Nothing else (parameter syntax, registered types) is checked:
+/// like Riak, Chorus stores what the client declared and hands it back.
+pub fn check_content_type(content_type: &str) -> Result<(), ContentTypeError> {
+    let bytes = content_type.as_bytes();
+    if bytes.is_empty() {
+        return Err(ContentTypeError::Empty);
+    }
+    if bytes.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(ContentTypeError::TooLong {
+            len: bytes.len(),
+            max: MAX_CONTENT_TYPE_BYTES,
+        });
+    }
+    let last = bytes.len() - 1;
+    if let Some(at) = bytes
+        .iter()
+        .enumerate()
+        .position(|(at, &b)| !(b.is_ascii_graphic() || (b == b' ' && at != 0 && at != last)))
+    {
+        return Err(ContentTypeError::NotVisibleAscii { at });
+    }
+    let essence = content_type.split(';').next().unwrap_or_default();
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    match essence.trim_end().split_once('/') {
+        Some((kind, subtype)) if token(kind) && token(subtype) => Ok(()),
+        _ => Err(ContentTypeError::NotAMediaType),
+    }
 }
 
 /// Stored or received bytes that are not a valid object.
@@ -167,7 +238,8 @@ impl Object {
     /// one version named `dot` (`value: None` deletes). Fails, changing
     /// nothing, when `dot` was seen before or the siblings would exceed
     /// [`MAX_SIBLINGS`]. A write with a context of single dots goes through
-    /// [`write_in`](Self::write_in).
+    /// [`write_in`](Self::write_in), one with a content type through
+    /// [`write_typed`](Self::write_typed).
     pub fn write(
         &mut self,
         context: &VersionVector,
@@ -194,6 +266,27 @@ impl Object {
         timestamp: Timestamp,
         value: Option<Vec<u8>>,
     ) -> Result<(), ObjectError> {
+        self.write_typed(context, dot, timestamp, value, None)
+    }
+
+    /// [`write_in`](Self::write_in) of a version that carries the media
+    /// type its writer gave the value. Fails, changing nothing, as
+    /// `write_in` does, and when `content_type` fails
+    /// [`check_content_type`] or comes with a delete (`value: None`).
+    pub fn write_typed(
+        &mut self,
+        context: &CausalContext,
+        dot: Dot,
+        timestamp: Timestamp,
+        value: Option<Vec<u8>>,
+        content_type: Option<String>,
+    ) -> Result<(), ObjectError> {
+        if let Some(content_type) = &content_type {
+            if value.is_none() {
+                return Err(ContentTypeError::OnTombstone.into());
+            }
+            check_content_type(content_type)?;
+        }
         if self.context.covers(&dot) || context.covers(&dot) {
             return Err(ObjectError::DotReused(dot));
         }
@@ -226,6 +319,7 @@ impl Object {
                 dot,
                 timestamp,
                 value,
+                content_type,
             },
         );
         Ok(())
@@ -279,7 +373,9 @@ impl Object {
                     // One dot is one write, so both sides hold the same version.
                     // Should they differ anyway, pick one the same way on every
                     // replica so merge stays a join.
-                    let keep = if (x.timestamp, &x.value) >= (y.timestamp, &y.value) {
+                    let keep = if (x.timestamp, &x.value, &x.content_type)
+                        >= (y.timestamp, &y.value, &y.content_type)
+                    {
                         x
                     } else {
                         y
@@ -387,6 +483,18 @@ impl Object {
         }
         if self.siblings.windows(2).any(|w| w[0].dot >= w[1].dot) {
             return Err(DecodeError::Invalid("siblings out of order or repeated"));
+        }
+        for sibling in &self.siblings {
+            if let Some(content_type) = &sibling.content_type {
+                if sibling.is_tombstone() {
+                    return Err(DecodeError::Invalid("a tombstone with a content type"));
+                }
+                if check_content_type(content_type).is_err() {
+                    return Err(DecodeError::Invalid(
+                        "a content type that is not a bounded media type",
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -910,3 +910,56 @@ macro_rules! conformance {
 conformance!(memory, Memory);
 #[cfg(feature = "rocksdb")]
 conformance!(rocks, Rocks);
+
+// ----- figures -----
+
+#[test]
+fn the_memory_engine_has_no_rocksdb_figures() {
+    let h = fresh::<Memory>();
+    h.store()
+        .merge(key(b"b", b"k"), &object(1, 1, b"v"), Durability::Buffered)
+        .unwrap();
+    assert_eq!(
+        h.store().stats(),
+        chorus_storage::store::StoreStats::default()
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn the_rocksdb_engine_reports_memtable_and_live_data_sizes() {
+    let h = fresh::<Rocks>();
+    let store = h.store();
+    let empty = store.stats();
+    // Values that do not compress, so their size shows in the files.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..16u32 {
+        let value: Vec<u8> = (0..64 << 10)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        store
+            .merge(
+                key(b"b", &i.to_be_bytes()),
+                &object(1, 1, &value),
+                Durability::Buffered,
+            )
+            .unwrap();
+    }
+    let written = store.stats();
+    assert!(
+        written.memtable_bytes.expect("a memtable size") > empty.memtable_bytes.unwrap_or(0),
+        "{empty:?} then {written:?}"
+    );
+    assert!(written.pending_compaction_bytes.is_some(), "{written:?}");
+    store.flush_memtables().unwrap();
+    let flushed = store.stats();
+    assert!(
+        flushed.live_data_bytes.expect("a live data size") >= 16 * (64 << 10) / 2,
+        "the values are in SST files now: {flushed:?}"
+    );
+}

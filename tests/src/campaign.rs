@@ -312,6 +312,7 @@ fn send(sim: &mut Sim, node: usize, op: &Op, options: &Options) -> u64 {
                 bucket: b"sim".to_vec(),
                 key: key.as_bytes().to_vec(),
                 value: value.as_ref().map(|v| v.as_bytes().to_vec()),
+                content_type: None,
                 context: context.as_ref().map(|c| {
                     CausalContext::from_bytes(&c.token).expect("a token the simulator made")
                 }),

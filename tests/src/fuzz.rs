@@ -429,7 +429,17 @@ fn sample_objects() -> Vec<Object> {
     deleted
         .write_in(&read, Dot::new(actor(1), 2), ts(3), None)
         .expect("delete");
-    vec![Object::new(), one, siblings, deleted]
+    let mut typed = siblings.clone();
+    typed
+        .write_typed(
+            &CausalContext::default(),
+            Dot::new(actor(3), 1),
+            ts(4),
+            Some(br#"{"fruit":"cherry"}"#.to_vec()),
+            Some("application/json".into()),
+        )
+        .expect("a write with a content type");
+    vec![Object::new(), one, siblings, deleted, typed]
 }
 
 fn sample_contexts() -> Vec<CausalContext> {
@@ -569,6 +579,7 @@ fn sample_frames(
                 sync: false,
                 sloppy: true,
                 return_body: true,
+                content_type: Some("application/json; charset=utf-8".into()),
             },
         },
         Message::ForwardReply {

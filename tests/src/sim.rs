@@ -889,6 +889,7 @@ impl Sim {
                 bucket: b"sim".to_vec(),
                 key: key.as_bytes().to_vec(),
                 value: value.map(|v| v.as_bytes().to_vec()),
+                content_type: None,
                 context,
                 options,
             }),

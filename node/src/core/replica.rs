@@ -3,7 +3,8 @@
 //! * [`coordinate_write`] — the coordinating replica turns a client's write
 //!   into a new version of its local object: it checks the client's causal
 //!   context, mints the version's dot from its partition replica's actor id
-//!   and an HLC reading, applies the write with [`Object::write`], and for
+//!   and an HLC reading, applies the write with [`Object::write_typed`]
+//!   (the value's content type goes with the version), and for
 //!   last-writer-wins buckets collapses the siblings with
 //!   [`Object::resolve_lww`].
 //! * [`apply_replicated`] — any replica merges a copy of the key sent by
@@ -42,6 +43,9 @@ pub struct ClientWrite {
     pub context: CausalContext,
     /// The new value, or `None` to delete.
     pub value: Option<Vec<u8>>,
+    /// The value's media type, stored with the version; `None` when the
+    /// client gave none, and for a delete.
+    pub content_type: Option<String>,
     /// The bucket resolves conflicts by last writer wins.
     pub lww: bool,
 }
@@ -71,6 +75,10 @@ pub enum WriteError {
     /// clock is broken. A bug, not a client error.
     #[error("dot {0} was already used for this key")]
     DotReused(Dot),
+    /// The write's content type cannot be stored with a version (see
+    /// [`check_content_type`](chorus_storage::object::check_content_type)).
+    #[error("invalid content type: {0}")]
+    InvalidContentType(String),
 }
 
 impl WriteError {
@@ -82,6 +90,7 @@ impl WriteError {
             WriteError::TooManySiblings { .. } => "too_many_siblings",
             WriteError::ObjectTooLarge { .. } => "object_too_large",
             WriteError::DotReused(_) => "dot_reused",
+            WriteError::InvalidContentType(_) => "invalid_content_type",
         }
     }
 }
@@ -92,6 +101,9 @@ impl From<ObjectError> for WriteError {
             ObjectError::DotReused(dot) => WriteError::DotReused(dot),
             ObjectError::TooManySiblings { siblings, max } => {
                 WriteError::TooManySiblings { siblings, max }
+            }
+            ObjectError::InvalidContentType(error) => {
+                WriteError::InvalidContentType(error.to_string())
             }
         }
     }
@@ -150,7 +162,13 @@ pub fn coordinate_write(
     }
     let dot = Dot::new(actor, timestamp.as_u64());
     let mut next = object.clone();
-    next.write_in(&write.context, dot, timestamp, write.value)?;
+    next.write_typed(
+        &write.context,
+        dot,
+        timestamp,
+        write.value,
+        write.content_type,
+    )?;
     if write.lww {
         next.resolve_lww();
     }
@@ -201,6 +219,7 @@ mod tests {
         ClientWrite {
             context: CausalContext::new(context.clone()),
             value: Some(value.as_bytes().to_vec()),
+            content_type: None,
             lww: false,
         }
     }
@@ -283,6 +302,7 @@ mod tests {
         let delete = ClientWrite {
             context: read.clone(),
             value: None,
+            content_type: None,
             lww: false,
         };
         let dot = coordinate_write(&mut object, delete, ME, ts(1, 0), bound()).unwrap();

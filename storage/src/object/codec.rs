@@ -7,7 +7,8 @@
 //!          | array(3) [ context, siblings, cloud ]    otherwise
 //! context  = map { actor: uint => counter: uint }   actors ascending, counters > 0
 //! siblings = array [ sibling... ]                    dots ascending
-//! sibling  = array(3) [ dot, timestamp: uint, value: bin | nil ]
+//! sibling  = array(3) [ dot, timestamp: uint, value: bin | nil ]   without a content type
+//!          | array(4) [ dot, timestamp: uint, value: bin, content_type: str ]
 //! cloud    = array [ dot... ]                        dots ascending, not empty
 //! dot      = array(2) [ actor: uint, counter: uint ]
 //! ```
@@ -18,6 +19,13 @@
 //! cloud. A cloud dot the vector covers or directly continues (it would
 //! belong in the vector) is refused, so one context has one encoding.
 //!
+//! The content type came later still, the same way: a sibling without one
+//! is written as before, so every object stored before decodes unchanged.
+//! A content type is a non-empty string of at most
+//! [`MAX_CONTENT_TYPE_BYTES`] bytes (its length is checked before it is
+//! read), never on a tombstone, and must pass
+//! [`check_content_type`](super::check_content_type).
+//!
 //! Every object on disk and on the wire passes through this file, once per
 //! read and once per write, so it avoids a general-purpose deserializer: the
 //! reader walks the slice once, checks each length against the bytes that
@@ -25,8 +33,8 @@
 //! written in their shortest form and read in any unsigned form.
 
 use super::{
-    DecodeError, Object, Sibling, FORMAT_V1, MAX_DECODED_CLOUD_DOTS, MAX_DECODED_SIBLINGS,
-    MAX_ENCODED_LEN,
+    DecodeError, Object, Sibling, FORMAT_V1, MAX_CONTENT_TYPE_BYTES, MAX_DECODED_CLOUD_DOTS,
+    MAX_DECODED_SIBLINGS, MAX_ENCODED_LEN,
 };
 use crate::context::CausalContext;
 use crate::hlc::Timestamp;
@@ -36,7 +44,9 @@ pub(super) fn encode(object: &Object) -> Vec<u8> {
     let values: usize = object
         .siblings
         .iter()
-        .map(|s| s.value.as_ref().map_or(0, Vec::len))
+        .map(|s| {
+            s.value.as_ref().map_or(0, Vec::len) + s.content_type.as_ref().map_or(0, String::len)
+        })
         .sum();
     let vv = object.context.version_vector();
     let cloud = object.context.dot_count();
@@ -51,7 +61,7 @@ pub(super) fn encode(object: &Object) -> Vec<u8> {
     }
     array_len(&mut out, object.siblings.len());
     for sibling in &object.siblings {
-        array_len(&mut out, 3);
+        array_len(&mut out, if sibling.content_type.is_none() { 3 } else { 4 });
         array_len(&mut out, 2);
         uint(&mut out, sibling.dot.actor.0);
         uint(&mut out, sibling.dot.counter);
@@ -59,6 +69,9 @@ pub(super) fn encode(object: &Object) -> Vec<u8> {
         match &sibling.value {
             Some(value) => bin(&mut out, value),
             None => out.push(NIL),
+        }
+        if let Some(content_type) = &sibling.content_type {
+            str(&mut out, content_type);
         }
     }
     if cloud > 0 {
@@ -117,16 +130,31 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
     r.room_for(count, 6, "siblings")?;
     let mut siblings = Vec::with_capacity(count);
     for _ in 0..count {
-        r.expect_array(3, "sibling")?;
+        let fields = r.array_len("sibling")?;
+        if fields != 3 && fields != 4 {
+            return Err(r.malformed(
+                "sibling",
+                &format!("expected 3 or 4 fields, found {fields}"),
+            ));
+        }
         r.expect_array(2, "dot")?;
         let actor = ActorId(r.uint("dot actor")?);
         let counter = r.uint("dot counter")?;
         let timestamp = Timestamp::from_u64(r.uint("timestamp")?);
         let value = r.bin_or_nil("value")?.map(<[u8]>::to_vec);
+        let content_type = if fields == 4 {
+            if value.is_none() {
+                return Err(DecodeError::Invalid("a tombstone with a content type"));
+            }
+            Some(r.content_type()?.to_owned())
+        } else {
+            None
+        };
         siblings.push(Sibling {
             dot: Dot { actor, counter },
             timestamp,
             value,
+            content_type,
         });
     }
 
@@ -222,6 +250,23 @@ fn bin(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(&len.to_be_bytes());
     }
     out.extend_from_slice(bytes);
+}
+
+fn str(out: &mut Vec<u8>, text: &str) {
+    let len = text.len();
+    if len < 32 {
+        out.push(0xa0 | len as u8);
+    } else if let Ok(len) = u8::try_from(len) {
+        out.extend_from_slice(&[0xd9, len]);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(0xda);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        let len = u32::try_from(len).expect("strings here are far below 4 GiB");
+        out.push(0xdb);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    out.extend_from_slice(text.as_bytes());
 }
 
 /// A cursor over the MessagePack body; every error names what it was reading
@@ -340,5 +385,32 @@ impl<'a> Reader<'a> {
             }
         };
         self.take(len as usize, what).map(Some)
+    }
+
+    /// A sibling's content type: a string of any MessagePack form, its
+    /// length checked against [`MAX_CONTENT_TYPE_BYTES`] before it is read.
+    /// Its syntax is checked with the object's other invariants.
+    fn content_type(&mut self) -> Result<&'a str, DecodeError> {
+        let what = "content type";
+        let marker = self.marker(what)?;
+        let len = match marker {
+            0xa0..=0xbf => u64::from(marker & 0x1f),
+            0xd9 => self.be(1, what)?,
+            0xda => self.be(2, what)?,
+            0xdb => self.be(4, what)?,
+            _ => {
+                return Err(self.malformed(
+                    what,
+                    &format!("expected a string, found marker {marker:#04x}"),
+                ));
+            }
+        };
+        if len == 0 || len > MAX_CONTENT_TYPE_BYTES as u64 {
+            return Err(DecodeError::Invalid(
+                "a content type that is not a bounded media type",
+            ));
+        }
+        let bytes = self.take(len as usize, what)?;
+        std::str::from_utf8(bytes).map_err(|_| self.malformed(what, "not UTF-8"))
     }
 }

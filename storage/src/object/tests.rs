@@ -315,7 +315,9 @@ proptest! {
     ) {
         let mut o = Object::new();
         for actor in 1..=siblings {
-            o.write(&VersionVector::new(), dot(actor, actor), ts(actor), (actor % 3 != 0).then(|| vec![7; len]))
+            let value = (actor % 3 != 0).then(|| vec![7; len]);
+            let content_type = (actor % 3 == 1).then(|| "text/plain; charset=utf-8".to_owned());
+            o.write_typed(&CausalContext::default(), dot(actor, actor), ts(actor), value, content_type)
                 .unwrap();
         }
         let mut bytes = o.encode();
@@ -431,8 +433,9 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
                 } else {
                     Some(counter.to_be_bytes().to_vec())
                 };
+                let content_type = value.as_ref().and_then(|_| content_type_of(d));
                 objects[*at]
-                    .write_in(&client, d, Timestamp::new(counter, 0), value)
+                    .write_typed(&client, d, Timestamp::new(counter, 0), value, content_type)
                     .unwrap();
                 prop_assert_eq!(
                     objects[*at].siblings().len(),
@@ -477,6 +480,17 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
         for (object, m) in objects.iter().zip(&model) {
             let dots: BTreeSet<Dot> = object.siblings().iter().map(|s| s.dot).collect();
             prop_assert_eq!(&dots, &m.live);
+            for sibling in object.siblings() {
+                let written = sibling
+                    .value
+                    .as_ref()
+                    .and_then(|_| content_type_of(sibling.dot));
+                prop_assert_eq!(
+                    &sibling.content_type,
+                    &written,
+                    "a version keeps its content type"
+                );
+            }
             let seen: BTreeSet<Dot> = written
                 .iter()
                 .copied()
@@ -494,6 +508,16 @@ fn run(steps: &[Step]) -> Result<Vec<Object>, TestCaseError> {
     let expected: BTreeSet<Dot> = written.difference(&superseded).copied().collect();
     prop_assert_eq!(survivors, expected);
     Ok(objects)
+}
+
+/// The content type the model's write `dot` gives its value: none for a
+/// third of the writes, so objects mix typed and untyped siblings.
+fn content_type_of(dot: Dot) -> Option<String> {
+    match dot.counter % 3 {
+        0 => None,
+        1 => Some("application/json".into()),
+        _ => Some(format!("text/plain; charset=utf-8; n={}", dot.counter)),
+    }
 }
 
 fn join(a: &Object, b: &Object) -> Object {
@@ -775,5 +799,275 @@ fn damaged_clouds_are_errors() {
     assert!(matches!(
         Object::decode(&[1, 0x94, 0x80, 0x90, 0x90, 0x90]),
         Err(DecodeError::Malformed(m)) if m.contains("expected 2 or 3 fields")
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Content types: a version carries the media type its writer gave it.
+
+#[test]
+fn content_types_are_bounded_media_types_of_visible_ascii() {
+    for good in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "text/plain;charset=\"utf-8\"",
+        "application/vnd.api+json",
+        "image/svg+xml ; q=1",
+    ] {
+        assert_eq!(check_content_type(good), Ok(()), "{good}");
+    }
+    let longest = format!("application/{}", "x".repeat(MAX_CONTENT_TYPE_BYTES - 12));
+    assert_eq!(longest.len(), MAX_CONTENT_TYPE_BYTES);
+    assert_eq!(check_content_type(&longest), Ok(()));
+    assert_eq!(
+        check_content_type(&format!("{longest}x")),
+        Err(ContentTypeError::TooLong {
+            len: MAX_CONTENT_TYPE_BYTES + 1,
+            max: MAX_CONTENT_TYPE_BYTES
+        })
+    );
+    assert_eq!(check_content_type(""), Err(ContentTypeError::Empty));
+    for (bad, at) in [
+        ("text/plain\t", 10),
+        ("text/pl\u{e4}in", 7),
+        (" text/plain", 0),
+        ("text/plain ", 10),
+        ("text/\nplain", 5),
+    ] {
+        assert_eq!(
+            check_content_type(bad),
+            Err(ContentTypeError::NotVisibleAscii { at }),
+            "{bad:?}"
+        );
+    }
+    for bad in [
+        "json",
+        "application/",
+        "/json",
+        "text/plain/x",
+        "a b/c",
+        "text/plain, text/html",
+    ] {
+        assert_eq!(
+            check_content_type(bad),
+            Err(ContentTypeError::NotAMediaType),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_version_keeps_its_content_type_and_a_tombstone_has_none() {
+    let mut o = Object::new();
+    let blind = CausalContext::default();
+    o.write_typed(
+        &blind,
+        dot(1, 1),
+        ts(1),
+        Some(b"{}".to_vec()),
+        Some("application/json".into()),
+    )
+    .unwrap();
+    o.write(
+        &VersionVector::new(),
+        dot(2, 1),
+        ts(2),
+        Some(b"raw".to_vec()),
+    )
+    .unwrap();
+    let types: Vec<Option<&str>> = o
+        .siblings()
+        .iter()
+        .map(|s| s.content_type.as_deref())
+        .collect();
+    assert_eq!(types, vec![Some("application/json"), None]);
+
+    // Refused writes change nothing.
+    let before = o.clone();
+    assert_eq!(
+        o.write_typed(
+            &blind,
+            dot(3, 1),
+            ts(3),
+            Some(vec![]),
+            Some("not a type".into())
+        ),
+        Err(ObjectError::InvalidContentType(
+            ContentTypeError::NotAMediaType
+        ))
+    );
+    let read = o.context().clone();
+    assert_eq!(
+        o.write_typed(&read, dot(3, 1), ts(3), None, Some("text/plain".into())),
+        Err(ObjectError::InvalidContentType(
+            ContentTypeError::OnTombstone
+        ))
+    );
+    assert_eq!(o, before);
+
+    // A write with the read's context replaces the typed version with its own.
+    o.write_typed(
+        &read,
+        dot(3, 1),
+        ts(3),
+        Some(b"hi".to_vec()),
+        Some("text/plain".into()),
+    )
+    .unwrap();
+    assert_eq!(o.siblings().len(), 1);
+    assert_eq!(o.siblings()[0].content_type.as_deref(), Some("text/plain"));
+}
+
+#[test]
+fn merge_keeps_each_siblings_content_type() {
+    let blind = CausalContext::default();
+    let mut a = Object::new();
+    a.write_typed(
+        &blind,
+        dot(1, 1),
+        ts(1),
+        Some(b"{}".to_vec()),
+        Some("application/json".into()),
+    )
+    .unwrap();
+    let mut b = Object::new();
+    b.write_typed(
+        &blind,
+        dot(2, 1),
+        ts(2),
+        Some(b"<a/>".to_vec()),
+        Some("application/xml".into()),
+    )
+    .unwrap();
+    let mut c = Object::new();
+    c.write(
+        &VersionVector::new(),
+        dot(3, 1),
+        ts(3),
+        Some(b"raw".to_vec()),
+    )
+    .unwrap();
+    let all = join(&join(&a, &b), &c);
+    assert_eq!(all, join(&c, &join(&b, &a)));
+    let types: Vec<Option<&str>> = all
+        .siblings()
+        .iter()
+        .map(|s| s.content_type.as_deref())
+        .collect();
+    assert_eq!(
+        types,
+        vec![Some("application/json"), Some("application/xml"), None]
+    );
+    // A replica that already holds the version takes nothing new from a copy.
+    let mut again = all.clone();
+    assert!(!again.merge(&a));
+    assert_eq!(Object::decode(&all.encode()).unwrap(), all);
+}
+
+/// A sibling with a content type is `array(4)`; one without keeps the
+/// three fields the first release wrote.
+#[test]
+fn a_content_type_is_a_fourth_sibling_field() {
+    let mut o = Object::new();
+    o.write_typed(
+        &CausalContext::default(),
+        dot(1, 1),
+        ts(1),
+        Some(b"{}".to_vec()),
+        Some("application/json".into()),
+    )
+    .unwrap();
+    o.write(&VersionVector::new(), dot(1, 2), ts(2), Some(b"x".to_vec()))
+        .unwrap();
+    let golden = "01928101029294920101cf01a1ee565e010000c4027b7db06170706c69636174696f6e2f6a736f6e\
+                  93920102cf01a1ee565e020000c40178";
+    let hex: String = o.encode().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, golden);
+    assert_eq!(Object::decode(&o.encode()).unwrap(), o);
+
+    // The longest content type takes a 16-bit string length and round-trips.
+    let longest = format!("text/{}", "x".repeat(MAX_CONTENT_TYPE_BYTES - 5));
+    let mut long = Object::new();
+    long.write_typed(
+        &CausalContext::default(),
+        dot(1, 1),
+        ts(1),
+        Some(vec![]),
+        Some(longest),
+    )
+    .unwrap();
+    assert_eq!(Object::decode(&long.encode()).unwrap(), long);
+}
+
+/// Bytes of an object stored before versions carried content types (two
+/// values, a tombstone and a dot cloud): they decode, every sibling
+/// without a content type, and encode back to the same bytes.
+#[test]
+fn objects_stored_before_content_types_still_decode() {
+    // [ {1:3, 2:1}, [ [[1,2], 5, "b"], [[1,3], 6, nil], [[2,1], 7, ""] ], [[4,9]] ]
+    let stored = [
+        0x01, 0x93, 0x82, 0x01, 0x03, 0x02, 0x01, 0x93, 0x93, 0x92, 0x01, 0x02, 0x05, 0xc4, 0x01,
+        b'b', 0x93, 0x92, 0x01, 0x03, 0x06, 0xc0, 0x93, 0x92, 0x02, 0x01, 0x07, 0xc4, 0x00, 0x91,
+        0x92, 0x04, 0x09,
+    ];
+    let object = Object::decode(&stored).unwrap();
+    assert_eq!(object.siblings().len(), 3);
+    assert_eq!(object.live().count(), 2);
+    assert!(object.siblings().iter().all(|s| s.content_type.is_none()));
+    assert!(object.context().covers(&dot(4, 9)));
+    assert_eq!(object.encode(), stored);
+}
+
+#[test]
+fn damaged_content_types_are_errors() {
+    // [ {1:1}, [ [[1,1], 0, value, content type] ] ]
+    let object = |value: &[u8], content_type: &[u8]| {
+        let mut bytes = vec![1, 0x92, 0x81, 1, 1, 0x91, 0x94, 0x92, 1, 1, 0];
+        bytes.extend_from_slice(value);
+        bytes.extend_from_slice(content_type);
+        Object::decode(&bytes)
+    };
+    let value = [0xc4, 1, b'v'];
+    let good = object(&value, b"\xaatext/plain").unwrap();
+    assert_eq!(
+        good.siblings()[0].content_type.as_deref(),
+        Some("text/plain")
+    );
+    // The same in a wider length form decodes to the same object.
+    assert_eq!(object(&value, b"\xd9\x0atext/plain"), Ok(good.clone()));
+    assert_eq!(object(&value, b"\xda\x00\x0atext/plain"), Ok(good));
+
+    let unbounded = Err(DecodeError::Invalid(
+        "a content type that is not a bounded media type",
+    ));
+    assert_eq!(
+        object(&[0xc0], b"\xaatext/plain"),
+        Err(DecodeError::Invalid("a tombstone with a content type"))
+    );
+    assert_eq!(object(&value, b"\xa0"), unbounded, "empty");
+    assert_eq!(object(&value, b"\xa4text"), unbounded, "not a media type");
+    assert_eq!(object(&value, b"\xa5te\x01/t"), unbounded, "a control byte");
+    // Longer than the bound: refused on its length, before reading it.
+    assert_eq!(object(&value, b"\xda\x01\x01text/plain"), unbounded);
+    assert_eq!(object(&value, b"\xdb\xff\xff\xff\xff"), unbounded);
+    assert!(matches!(
+        object(&value, b"\xaatext/pl"),
+        Err(DecodeError::Malformed(m)) if m.contains("truncated")
+    ));
+    assert!(matches!(
+        object(&value, b"\xa3a/\xff"),
+        Err(DecodeError::Malformed(m)) if m.contains("not UTF-8")
+    ));
+    assert!(matches!(
+        object(&value, b"\xc4\x03a/b"),
+        Err(DecodeError::Malformed(m)) if m.contains("expected a string")
+    ));
+    // Five fields.
+    let mut five = vec![1, 0x92, 0x81, 1, 1, 0x91, 0x95, 0x92, 1, 1, 0];
+    five.extend_from_slice(&value);
+    five.extend_from_slice(b"\xa3a/b\xc0");
+    assert!(matches!(
+        Object::decode(&five),
+        Err(DecodeError::Malformed(m)) if m.contains("expected 3 or 4 fields")
     ));
 }

@@ -16,7 +16,7 @@ use chorus_ring::PartitionId;
 use uuid::Uuid;
 
 use super::keys::{self, meta};
-use super::{Decision, Durability, Entry, Hint, KeyRef, StoreConfig, StoreError};
+use super::{Decision, Durability, Entry, Hint, KeyRef, StoreConfig, StoreError, StoreStats};
 use crate::hlc::Timestamp;
 use crate::object::{Object, MAX_DECODED_SIBLINGS, MAX_ENCODED_LEN};
 use crate::version::ActorId;
@@ -80,6 +80,11 @@ pub(crate) trait KvBackend: Send + Sync + fmt::Debug {
 
     /// Makes every completed write durable.
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// Size figures, for metrics; `None` for figures the backend lacks.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
 
 /// A scan's callback: sees one key and value, says whether to go on.
@@ -793,6 +798,9 @@ macro_rules! delegate_store {
             }
             fn delete_meta(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
                 self.$field.delete_meta(name)
+            }
+            fn stats(&self) -> $crate::store::StoreStats {
+                self.$field.backend().stats()
             }
         }
     };

@@ -158,6 +158,22 @@ impl Default for StoreConfig {
     }
 }
 
+/// Size figures of a store, for metrics: RocksDB's properties of the same
+/// names, summed over its column families. An engine without such a figure
+/// (the in-memory one) reports `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// `rocksdb.estimate-live-data-size`: bytes of live data in SST files,
+    /// an estimate.
+    pub live_data_bytes: Option<u64>,
+    /// `rocksdb.cur-size-all-mem-tables`: bytes held by the active and the
+    /// not yet flushed memtables.
+    pub memtable_bytes: Option<u64>,
+    /// `rocksdb.estimate-pending-compaction-bytes`: bytes compaction has to
+    /// rewrite to bring every level down to its target size, an estimate.
+    pub pending_compaction_bytes: Option<u64>,
+}
+
 /// A node's storage engine.
 ///
 /// # Contract
@@ -424,6 +440,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Removes a generic metadata value. Returns whether it was there.
     fn delete_meta(&self, name: &str) -> Result<bool, StoreError>;
+
+    // ----- figures -----
+
+    /// Size figures of the engine, for metrics; cheap (no I/O).
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
 
 // Borrowed and shared stores are stores: `&dyn Store`, `Arc<RocksStore>`,
@@ -535,6 +558,9 @@ macro_rules! forward_store {
         }
         fn delete_meta(&self, name: &str) -> Result<bool, StoreError> {
             (**self).delete_meta(name)
+        }
+        fn stats(&self) -> StoreStats {
+            (**self).stats()
         }
         }
     };
