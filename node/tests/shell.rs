@@ -78,7 +78,26 @@ impl Cluster {
             .enable_all()
             .build()
             .expect("a runtime");
-        let nodes = runtime.block_on(start_cluster(dir.path()));
+        let nodes = runtime.block_on(async {
+            let nodes = start_cluster(dir.path()).await;
+            // STATUS output is compared: wait until node1 sees every
+            // member up (readiness comes before the last join settles).
+            let client = chorus_client::Client::http(&format!("http://{}", nodes[0].http_addr))
+                .expect("a client");
+            for _ in 0..600 {
+                let status = client.status().await.expect("a status");
+                let settled = status.members.len() == 3
+                    && status
+                        .members
+                        .iter()
+                        .all(|m| m.status == "up" && m.liveness == "up");
+                if settled {
+                    return nodes;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("node1 never saw all three members up");
+        });
         Cluster {
             runtime,
             nodes,
@@ -174,6 +193,8 @@ PUT ada left; PUT ada right
 RESOLVE ada \"both, merged\" r=all
 GET ada
 DEL ada; GET ada
+PUT typed '{\"a\":1}' type=application/json; GET typed
+PUT typed plain type=text/plain; GET typed
 ",
         &[],
     );
@@ -201,6 +222,15 @@ both, merged
   (timestamp <time>, content-type application/octet-stream)
 deleted
 (not found)
+OK
+{\"a\":1}
+  (timestamp <time>, content-type application/json)
+OK
+2 siblings (RESOLVE typed N keeps one, RESOLVE typed VALUE replaces them):
+  1) {\"a\":1}
+     (timestamp <time>, content-type application/json)
+  2) plain
+     (timestamp <time>, content-type text/plain)
 "
     );
 }
@@ -303,6 +333,7 @@ fn tab_completes_commands_and_buckets_in_a_terminal() {
     shell
         .expect("r=quorum w=quorum")
         .expect("the completed command runs");
+    shell.expect("chorus> ").unwrap();
     shell.send_line("USE completion_bucket").unwrap();
     shell.expect("chorus:completion_bucket> ").unwrap();
     shell.send("GET compl\t").unwrap();
@@ -311,6 +342,7 @@ fn tab_completes_commands_and_buckets_in_a_terminal() {
         .expect("a bucket seen completes");
     shell.send("k\r").unwrap();
     shell.expect("(not found)").unwrap();
+    shell.expect("chorus:completion_bucket> ").unwrap();
     shell.send_line("EXIT").unwrap();
     shell.expect(expectrl::Eof).unwrap();
 }
@@ -319,10 +351,14 @@ fn tab_completes_commands_and_buckets_in_a_terminal() {
 fn history_is_recalled_after_a_restart() {
     let home = tempfile::tempdir().expect("a temporary directory");
     let mut first = terminal(home.path());
+    // Each line is sent once the prompt is back: typed ahead, it would
+    // reach the terminal before the line editor reads it.
     first.send_line("PUT history/k remembered").unwrap();
     first.expect("OK").unwrap();
+    first.expect("chorus> ").unwrap();
     first.send_line("GET history/k").unwrap();
-    first.expect("remembered").unwrap();
+    first.expect("\nremembered").unwrap();
+    first.expect("chorus> ").unwrap();
     // Ctrl-D leaves, so the GET is the last line of the history.
     first.send([4u8]).unwrap();
     first.expect(expectrl::Eof).unwrap();
@@ -333,7 +369,8 @@ fn history_is_recalled_after_a_restart() {
     second.send("\x1b[A").unwrap();
     second.expect("GET history/k").expect("Up recalls it");
     second.send("\r").unwrap();
-    second.expect("remembered").expect("and it runs");
+    second.expect("\nremembered").expect("and it runs");
+    second.expect("chorus> ").unwrap();
     second.send_line("QUIT").unwrap();
     second.expect(expectrl::Eof).unwrap();
 }
