@@ -43,7 +43,8 @@ enum LogFormat {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local cluster in this process, for development.
+    /// Run a local cluster in this process, for development; opens the shell
+    /// on the first node when standard input is a terminal.
     Dev(DevArgs),
     /// Run one node.
     Node {

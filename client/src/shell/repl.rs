@@ -116,7 +116,9 @@ fn save(editor: &mut Editor<Completion, FileHistory>, path: Option<&PathBuf>) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Err(error) = editor.save_history(path) {
+    // Appends this session's new lines, so shells running side by side
+    // keep each other's history.
+    if let Err(error) = editor.append_history(path) {
         eprintln!(
             "warning: could not save the history to {}: {error}",
             path.display()
