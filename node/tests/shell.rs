@@ -447,3 +447,33 @@ fn one_shot_commands_exit_with_documented_codes() {
     .expect("a valid pattern");
     assert!(expected.is_match(&error), "{error}");
 }
+
+#[test]
+fn chorus_dev_opens_the_shell_in_a_terminal_and_exit_stops_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port")
+        .port()
+        .to_string();
+    let quic_port = free_udp_port().to_string();
+    let mut command = Command::new(CHORUS);
+    command
+        .args(["dev", "--nodes", "1", "--http-port", &http_port])
+        .args(["--quic-port", &quic_port, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("XDG_DATA_HOME", dir.path())
+        .env("HOME", dir.path())
+        .env("TERM", "xterm");
+    let mut dev = Session::spawn(command).expect("chorus dev in a terminal");
+    dev.set_expect_timeout(Some(Duration::from_secs(60)));
+    dev.expect(format!("shell attached to node1 (http://127.0.0.1:{http_port})").as_str())
+        .expect("the shell is attached");
+    dev.expect("chorus> ").expect("a prompt");
+    dev.send_line("PUT dev/k attached").unwrap();
+    dev.expect("OK").unwrap();
+    dev.expect("chorus> ").unwrap();
+    dev.send_line("EXIT").unwrap();
+    dev.expect("shutting down").expect("EXIT stops the cluster");
+    dev.expect(expectrl::Eof).unwrap();
+}
