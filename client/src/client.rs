@@ -48,7 +48,9 @@ use reqwest::{StatusCode, Url};
 use crate::limits::{check_bucket, check_key, DEFAULT_MAX_VALUE_BYTES, MAX_CONTENT_TYPE_BYTES};
 use crate::options::RequestOptions;
 use crate::problem::{ProblemBody, WriteOutcome, PROBLEM_CONTENT_TYPE};
-use crate::types::{ClusterStatus, SiblingsBody, CONTEXT_HEADER, TIMESTAMP_HEADER};
+use crate::types::{
+    ClusterStatus, PreflistStatus, RingStatus, SiblingsBody, CONTEXT_HEADER, TIMESTAMP_HEADER,
+};
 
 /// A key's causal context: an opaque token, valid only for the key it was
 /// issued for. Hand it back on a write or delete to say which versions the
@@ -477,7 +479,33 @@ impl Client {
     /// The cluster's members as the node answering sees them.
     pub async fn status(&self) -> Result<ClusterStatus, Error> {
         self.retrying(false, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.json(endpoint, &["v1", "cluster", "status"]),
+            Transport::Http(http) => http.json(endpoint, &["v1", "cluster", "status"], None),
+        })
+        .await
+    }
+
+    /// The ring the node answering holds: partitions, owners, and each
+    /// member's share. `503 not_ready` before a ring exists.
+    pub async fn ring(&self) -> Result<RingStatus, Error> {
+        self.retrying(false, |endpoint| match &self.inner.transport {
+            Transport::Http(http) => http.json(endpoint, &["v1", "cluster", "ring"], None),
+        })
+        .await
+    }
+
+    /// Where a key's copies go now, as a coordinator on the node answering
+    /// would send them: its primaries, up or down, and the fallbacks
+    /// standing in for down ones (none with `sloppy=false`).
+    pub async fn preflist(
+        &self,
+        bucket: &str,
+        key: &str,
+        options: &RequestOptions,
+    ) -> Result<PreflistStatus, Error> {
+        check_names(bucket, key)?;
+        let segments = ["v1", "cluster", "preflist", bucket, key];
+        self.retrying(false, |endpoint| match &self.inner.transport {
+            Transport::Http(http) => http.json(endpoint, &segments, Some(options)),
         })
         .await
     }
@@ -664,8 +692,9 @@ impl HttpTransport {
         &self,
         endpoint: usize,
         segments: &[&str],
+        options: Option<&RequestOptions>,
     ) -> Result<T, Error> {
-        let response = send(self.http.get(self.url(endpoint, segments, None))).await?;
+        let response = send(self.http.get(self.url(endpoint, segments, options))).await?;
         let response = success(response).await?;
         let bytes = body(response).await?;
         serde_json::from_slice(&bytes).map_err(|error| Error::Protocol(error.to_string()))

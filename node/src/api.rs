@@ -174,7 +174,10 @@ impl RequestError {
     }
 }
 
-pub use chorus_client::types::{ClusterStatus, MemberStatus};
+pub use chorus_client::types::{
+    ClusterStatus, MemberStatus, NodeRef, PreflistEntry, PreflistStatus, RingMember, RingPartition,
+    RingStatus,
+};
 
 /// What a node offers its client APIs.
 pub trait Service: Clone + Send + Sync + 'static {
@@ -192,6 +195,30 @@ pub trait Service: Clone + Send + Sync + 'static {
 
     /// The membership as this node sees it.
     fn cluster_status(&self) -> impl Future<Output = Result<ClusterStatus, RequestError>> + Send;
+
+    /// The ring this node holds, or `None` before it holds one.
+    fn ring(&self) -> impl Future<Output = Result<Option<RingStatus>, RequestError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Where a key's copies go now (primaries, up or down, and the
+    /// fallbacks standing in for down ones when `sloppy`), or `None` before
+    /// the node holds a ring.
+    fn preflist(
+        &self,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        sloppy: bool,
+    ) -> impl Future<Output = Result<Option<PreflistStatus>, RequestError>> + Send {
+        let _ = (bucket, key, sloppy);
+        async { Ok(None) }
+    }
+
+    /// The bearer token every route but `/livez` and `/readyz` requires,
+    /// if any.
+    fn bearer_token(&self) -> Option<BearerToken> {
+        None
+    }
 
     /// Whether the node can serve requests now (it holds a ring and its
     /// storage is open): what `/readyz` reports.
@@ -227,5 +254,82 @@ pub trait Service: Clone + Send + Sync + 'static {
     /// `None` (the default) records nothing.
     fn node_metrics(&self) -> Option<&crate::telemetry::NodeMetrics> {
         None
+    }
+}
+
+/// A bearer token (RFC 6750) that HTTP clients must present in
+/// `Authorization: Bearer <token>`. Its `Debug` form hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(String);
+
+/// Why a configured bearer token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid bearer token: {0}")]
+pub struct BearerTokenError(&'static str);
+
+/// The longest bearer token accepted, in bytes.
+pub const MAX_BEARER_TOKEN_BYTES: usize = 4096;
+
+impl BearerToken {
+    /// A token: 1 to [`MAX_BEARER_TOKEN_BYTES`] bytes of RFC 6750's
+    /// `token68` alphabet (letters, digits, `-._~+/`, then optional `=`
+    /// padding). Leading and trailing whitespace (a file's newline) is
+    /// trimmed first.
+    pub fn new(token: &str) -> Result<BearerToken, BearerTokenError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(BearerTokenError("it is empty"));
+        }
+        if token.len() > MAX_BEARER_TOKEN_BYTES {
+            return Err(BearerTokenError("it is longer than 4096 bytes"));
+        }
+        let body = token.trim_end_matches('=');
+        let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+        if body.is_empty() || !body.chars().all(token68) {
+            return Err(BearerTokenError(
+                "only letters, digits, '-', '.', '_', '~', '+', '/' and trailing '=' are allowed",
+            ));
+        }
+        Ok(BearerToken(token.to_owned()))
+    }
+
+    /// Whether `presented` is this token, in time that does not depend on
+    /// where they differ or on their lengths: both are hashed with SHA-256
+    /// and the digests compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use ring::digest::{digest, SHA256};
+        use subtle::ConstantTimeEq as _;
+        let expected = digest(&SHA256, self.0.as_bytes());
+        let presented = digest(&SHA256, presented);
+        expected.as_ref().ct_eq(presented.as_ref()).into()
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_match_only_themselves_and_hide_in_debug() {
+        let token = BearerToken::new("s3cr3t-Token_~+/==\n").unwrap();
+        assert!(token.matches(b"s3cr3t-Token_~+/=="));
+        assert!(!token.matches(b"s3cr3t-Token_~+/="));
+        assert!(!token.matches(b"s3cr3t-Token_~+/==x"));
+        assert!(!token.matches(b""));
+        assert_eq!(format!("{token:?}"), "BearerToken(<redacted>)");
+    }
+
+    #[test]
+    fn bearer_tokens_outside_token68_are_refused() {
+        for bad in ["", "  ", "a b", "=abc", "===", "tök", &"a".repeat(4097)] {
+            assert!(BearerToken::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(BearerToken::new(&"a".repeat(4096)).is_ok());
     }
 }

@@ -16,6 +16,10 @@
 //! cert = "/etc/chorus/node.pem"
 //! key = "/etc/chorus/node.key"
 //! # context_key = "/etc/chorus/context.key"   (the default: beside `ca`)
+//!
+//! [http]
+//! token_file = "/etc/chorus/http.token"  # or token = "…"; none: the API is open
+//! max_concurrent_requests = 1024
 //! ```
 
 use std::net::SocketAddr;
@@ -23,7 +27,61 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::api::BearerToken;
 use crate::engine::EngineConfig;
+use crate::runtime::HttpOptions;
+
+/// Settings of the HTTP API (`[http]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// The bearer token clients must present (RFC 6750's `token68`
+    /// characters). Prefer `token_file`, which keeps it out of the config.
+    pub token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace trimmed).
+    pub token_file: Option<PathBuf>,
+    /// The most requests served at once; more are refused with
+    /// `503 overloaded` and `Retry-After` rather than queued.
+    pub max_concurrent_requests: Option<usize>,
+}
+
+impl HttpSection {
+    /// The HTTP settings this section asks for, on top of the defaults;
+    /// reads `token_file`.
+    pub fn options(&self) -> Result<HttpOptions, ConfigError> {
+        let mut options = HttpOptions::default();
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "give [http] token or token_file, not both".into(),
+                ))
+            }
+            (Some(token), None) => Some(token.clone()),
+            (None, Some(path)) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            (None, None) => None,
+        };
+        if let Some(token) = token {
+            options.token =
+                Some(BearerToken::new(&token).map_err(|e| ConfigError::Invalid(e.to_string()))?);
+        }
+        if let Some(max) = self.max_concurrent_requests {
+            if max == 0 {
+                return Err(ConfigError::Invalid(
+                    "[http] max_concurrent_requests must be at least 1".into(),
+                ));
+            }
+            options.max_concurrent_requests = max;
+        }
+        Ok(options)
+    }
+}
 
 /// Paths of a node's TLS material.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,6 +127,8 @@ pub struct NodeFile {
     pub partitions: Option<u32>,
     pub initial_members: Option<usize>,
     pub tls: Option<TlsPaths>,
+    #[serde(default)]
+    pub http: HttpSection,
 }
 
 /// A configuration that could not be read.
@@ -148,9 +208,15 @@ mod tests {
             ca = "ca.pem"
             cert = "node.pem"
             key = "node.key"
+            [http]
+            token = "t0ken"
+            max_concurrent_requests = 7
             "#,
         )
         .unwrap();
+        let http = file.http.options().unwrap();
+        assert!(http.token.unwrap().matches(b"t0ken"));
+        assert_eq!(http.max_concurrent_requests, 7);
         let config = file.engine_config().unwrap();
         assert_eq!(config.name, "n1");
         assert_eq!(config.partitions, 64);
@@ -163,5 +229,31 @@ mod tests {
         assert!(toml::from_str::<NodeFile>("nmae = \"x\"").is_err());
         let file: NodeFile = toml::from_str("replicas = 3\ninitial_members = 2").unwrap();
         assert!(matches!(file.engine_config(), Err(ConfigError::Invalid(_))));
+        for bad in [
+            "[http]\ntoken = \"a\"\ntoken_file = \"f\"",
+            "[http]\ntoken = \"a b\"",
+            "[http]\nmax_concurrent_requests = 0",
+        ] {
+            let file: NodeFile = toml::from_str(bad).unwrap();
+            assert!(
+                matches!(file.http.options(), Err(ConfigError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert!(toml::from_str::<NodeFile>("[http]\ntokn = \"a\"").is_err());
+    }
+
+    #[test]
+    fn the_token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("http.token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let section = HttpSection {
+            token_file: Some(path),
+            ..HttpSection::default()
+        };
+        let token = section.options().unwrap().token.unwrap();
+        assert!(token.matches(b"from-file"));
+        assert!(section.options().unwrap().max_concurrent_requests > 0);
     }
 }

@@ -1,4 +1,5 @@
-//! The HTTP API of a node: keys, cluster status and health checks.
+//! The HTTP API of a node: keys, cluster status, ring and preference
+//! lists, its OpenAPI document, metrics and health checks.
 //!
 //! [`router`] turns requests into the plain values of [`crate::api`] and
 //! hands them to a [`Service`]; [`serve`] runs that router on an already
@@ -9,15 +10,26 @@
 //!
 //! # Routes
 //!
-//! | method   | path                                 | success |
-//! |----------|--------------------------------------|---------|
-//! | `GET`    | `/v1/buckets/{bucket}/keys/{key}`    | `200` one live version, `300` several, `404` none |
-//! | `PUT`    | `/v1/buckets/{bucket}/keys/{key}`    | `204` |
-//! | `DELETE` | `/v1/buckets/{bucket}/keys/{key}`    | `204` |
-//! | `GET`    | `/v1/cluster/status`                 | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
-//! | `GET`    | `/livez`                             | `200` `ok` while the process serves HTTP |
-//! | `GET`    | `/readyz`                            | `200` `ok` when the node can serve requests, else `503` `not_ready` |
+//! The router is built from one table, [`ROUTES`]; `docs/openapi.json`
+//! (served at `/v1/openapi.json`) describes exactly those routes, and a
+//! test fails when the two differ.
+//!
+//! | method   | path                                   | success |
+//! |----------|----------------------------------------|---------|
+//! | `GET`    | `/v1/buckets/{bucket}/keys/{key}`      | `200` one live version, `300` several, `404` none |
+//! | `PUT`    | `/v1/buckets/{bucket}/keys/{key}`      | `204` |
+//! | `DELETE` | `/v1/buckets/{bucket}/keys/{key}`      | `204` |
+//! | `GET`    | `/v1/cluster/status`                   | `200` JSON [`ClusterStatus`](crate::api::ClusterStatus) |
+//! | `GET`    | `/v1/cluster/ring`                     | `200` JSON [`RingStatus`](crate::api::RingStatus); `503` `not_ready` before a ring exists |
+//! | `GET`    | `/v1/cluster/preflist/{bucket}/{key}`  | `200` JSON [`PreflistStatus`](crate::api::PreflistStatus); `503` `not_ready` before a ring exists |
+//! | `GET`    | `/v1/openapi.json`                     | `200` the OpenAPI 3.1 document ([`OPENAPI_JSON`]) |
+//! | `GET`    | `/livez`                               | `200` `ok` while the process serves HTTP |
+//! | `GET`    | `/readyz`                              | `200` `ok` when the node can serve requests, else `503` `not_ready` |
 //! | `GET`    | `/metrics`                           | `200` Prometheus text format 0.0.4 ([`crate::telemetry`], `docs/metrics.md`) |
+//!
+//! Every `GET` also answers `HEAD`. Another method on a known path is
+//! `405` `method_not_allowed` with an `Allow` header naming the methods
+//! the path has.
 //!
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
 //! is written `%2F`. They must be UTF-8, non-empty, and at most
@@ -25,7 +37,10 @@
 //! `invalid_key`). The `http` crate refuses URIs longer than 64 KiB before
 //! a request gets here, so in practice the longest key that can be
 //! addressed is a little shorter than [`MAX_KEY_BYTES`], and shorter still
-//! when it needs percent-encoding.
+//! when it needs percent-encoding; a longer URI is answered `414` by the
+//! HTTP parser, without a problem body. An empty key cannot be written in
+//! a path (`/keys/` is `404` `no_route`); an empty bucket (`/buckets//`)
+//! is `400` `invalid_key`.
 //!
 //! ## Reading a key
 //!
@@ -92,6 +107,39 @@
 //! the error's code), in the service's own recorder
 //! ([`Service::node_metrics`]).
 //!
+//! ## Ring and preference lists
+//!
+//! `GET /v1/cluster/ring` shows the ring this node holds (Riak's
+//! `ring-status`, Cassandra's `nodetool ring`): version, hash, N, P, each
+//! partition's index, hash range (`start`..=`end`, 16 hex digits), owner
+//! (its first primary) and N primaries, and each member's share:
+//! `owns_percent` (partitions it owns, of P; the shares add up to 100) and
+//! `effective_percent` (partitions it is a primary of, of P; they add up
+//! to N × 100, Cassandra's "Owns (effective)").
+//!
+//! `GET /v1/cluster/preflist/{bucket}/{key}` shows where a coordinator on
+//! this node would send the key's copies now (Riak's `riak-admin
+//! preflist`, Cassandra's `nodetool getendpoints`): the key's hash and
+//! partition, its N primaries with their addresses and whether this node
+//! believes each up, and, for each down primary, the fallback standing in
+//! for it (`"fallback_for": <primary id>`), as
+//! [`place`](crate::core::place) picks them. It checks bucket, key and
+//! query options as the key routes do; `?sloppy=false` shows the strict
+//! list (no fallbacks).
+//!
+//! # Authentication
+//!
+//! When the node has a bearer token ([`Service::bearer_token`]; `[http]
+//! token` or `token_file` in the config file, `--http-token-file` or
+//! `CHORUS_HTTP_TOKEN`), every request but those of `/livez` and `/readyz`
+//! must carry `Authorization: Bearer <token>` (RFC 6750; the scheme is
+//! case-insensitive). Without one the answer is `401` `unauthorized` with
+//! `WWW-Authenticate: Bearer realm="chorus"`; with another token, another
+//! scheme or two `Authorization` headers, `401` `unauthorized` with
+//! `error="invalid_token"` in the challenge. Tokens are compared in
+//! constant time (SHA-256 digests compared with `subtle`). The check comes
+//! before routing, so an unknown path without the token is `401` too.
+//!
 //! # Errors
 //!
 //! Every error is `application/problem+json` (RFC 9457), decoded by
@@ -101,13 +149,14 @@
 //! | status | codes |
 //! |--------|-------|
 //! | `400`  | option codes (`unknown_option`, `invalid_quorum`, `quorum_zero`, `quorum_above_n`, …), context codes (`context_forged`, `context_not_base64`, `context_malformed`, …), `invalid_key`, `invalid_content_type`, `invalid_query`, `body_unreadable`, `context_from_future`, `context_ahead_of_replica` |
+//! | `401`  | `unauthorized` (bearer token missing or wrong), with `WWW-Authenticate` |
 //! | `404`  | `not_found` (key), `no_route` (path) |
-//! | `405`  | `method_not_allowed` |
+//! | `405`  | `method_not_allowed`, with `Allow` |
 //! | `409`  | `too_many_siblings` |
 //! | `408`  | `body_timeout` (the body did not arrive within [`Service::body_read_timeout`]) |
 //! | `413`  | `value_too_large`, `object_too_large` (the key's siblings would grow past the write limit) |
 //! | `500`  | `internal`, `dot_reused` |
-//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready`, `overloaded` (too many requests in flight or waiting); always with `Retry-After: 1` |
+//! | `503`  | `quorum_not_reached`, `unavailable`, `not_ready` (also ring and preflist before a ring exists), `overloaded` (more than [`Service::max_concurrent_requests`] in flight, `[http] max_concurrent_requests`, or too many waiting in the engine); always with `Retry-After: 1` |
 //! | `504`  | `timeout`, `timeout_indeterminate` |
 //!
 //! Quorum and timeout errors add `required`, `required_primaries`,
@@ -120,9 +169,10 @@
 //! # What this module deliberately does not do
 //!
 //! It does not resolve options against N, coordinate replicas, retry, or
-//! authenticate clients; the service does the first two and the others are
-//! not part of the HTTP API. Keys that are not UTF-8 cannot be addressed
-//! through it.
+//! tell clients apart (one bearer token for all, no per-user rights); the
+//! service does the first two and the others are not part of the HTTP API.
+//! It does not encrypt: put it behind TLS when the token must not travel in
+//! the clear. Keys that are not UTF-8 cannot be addressed through it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -133,7 +183,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -141,7 +191,7 @@ use chorus_storage::context::{CausalContext, ContextError, ContextKey};
 use chorus_storage::object::{check_content_type, ContentTypeError, Object, Sibling};
 use tokio::sync::Semaphore;
 
-use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
+use crate::api::{BearerToken, ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
 use crate::telemetry::{self, Operation};
 
@@ -156,6 +206,66 @@ const MAX_ECHO_CHARS: usize = 128;
 
 /// The path of the key routes.
 const KEY_ROUTE: &str = "/v1/buckets/{bucket}/keys/{key}";
+
+/// The path of a key's preference list.
+const PREFLIST_ROUTE: &str = "/v1/cluster/preflist/{bucket}/{key}";
+
+/// The OpenAPI 3.1 document of this API, `docs/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
+
+/// The routes the API serves, the one table the [`router`] is built from
+/// (and that a test holds against `docs/openapi.json`). Paths use the
+/// `{name}` templates of axum and OpenAPI alike. Each `GET` also answers
+/// `HEAD`.
+pub const ROUTES: &[Route] = &[
+    Route::new("GET", KEY_ROUTE, Endpoint::ReadKey),
+    Route::new("PUT", KEY_ROUTE, Endpoint::WriteKey),
+    Route::new("DELETE", KEY_ROUTE, Endpoint::DeleteKey),
+    Route::new("GET", "/v1/cluster/status", Endpoint::ClusterStatus),
+    Route::new("GET", "/v1/cluster/ring", Endpoint::Ring),
+    Route::new("GET", PREFLIST_ROUTE, Endpoint::Preflist),
+    Route::new("GET", "/v1/openapi.json", Endpoint::OpenApi),
+    Route::new("GET", "/livez", Endpoint::Livez),
+    Route::new("GET", "/readyz", Endpoint::Readyz),
+    Route::new("GET", "/metrics", Endpoint::Metrics),
+];
+
+/// The paths served without a bearer token, so that probes need none.
+const OPEN_PATHS: [&str; 2] = ["/livez", "/readyz"];
+
+/// One route of [`ROUTES`]: a method on a path, served by an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+}
+
+impl Route {
+    const fn new(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route {
+        Route {
+            method,
+            path,
+            endpoint,
+        }
+    }
+}
+
+/// What a [`Route`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ReadKey,
+    WriteKey,
+    DeleteKey,
+    ClusterStatus,
+    Ring,
+    Preflist,
+    OpenApi,
+    Livez,
+    Readyz,
+    Metrics,
+}
 
 /// Why the HTTP layer answered with an error.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +293,10 @@ enum HttpError {
     MethodNotAllowed { method: Method, path: String },
     #[error("the node is not ready to serve requests")]
     NotReady,
+    /// The API requires a bearer token and the request carried none, or
+    /// not the right one.
+    #[error("{}", if *missing { "this route requires `Authorization: Bearer <token>`" } else { "the bearer token is not valid" })]
+    Unauthorized { missing: bool },
 }
 
 impl From<ContextError> for HttpError {
@@ -202,6 +316,7 @@ impl HttpError {
             HttpError::NotFound { .. } | HttpError::NoRoute { .. } => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -216,6 +331,7 @@ impl HttpError {
             HttpError::NoRoute { .. } => "no_route",
             HttpError::MethodNotAllowed { .. } => "method_not_allowed",
             HttpError::NotReady => "not_ready",
+            HttpError::Unauthorized { .. } => "unauthorized",
         }
     }
 
@@ -250,6 +366,7 @@ impl HttpError {
             HttpError::NoRoute { .. } => "No such route",
             HttpError::MethodNotAllowed { .. } => "Method not allowed",
             HttpError::NotReady => "Node not ready",
+            HttpError::Unauthorized { .. } => "Unauthorized",
         }
     }
 
@@ -326,6 +443,18 @@ impl IntoResponse for HttpError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let HttpError::Unauthorized { missing } = self {
+            // RFC 6750 §3: a request without credentials gets no error code.
+            let challenge = if missing {
+                "Bearer realm=\"chorus\""
+            } else {
+                "Bearer realm=\"chorus\", error=\"invalid_token\""
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         if let HttpError::NotFound { token: Some(token) } = &self {
             response
                 .headers_mut()
@@ -335,36 +464,102 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// The router of the node's HTTP API over `service`. Bodies of `PUT`
-/// requests are limited to the service's
+/// The router of the node's HTTP API over `service`, built from
+/// [`ROUTES`]. Bodies of `PUT` requests are limited to the service's
 /// [`max_value_bytes`](Service::max_value_bytes).
 ///
 /// At most [`max_concurrent_requests`](Service::max_concurrent_requests)
 /// requests are served at once; one more is shed at once with `503`,
 /// code `overloaded` and `Retry-After` (load shedding rather than an
 /// unbounded queue, as tower's `ConcurrencyLimit` with `LoadShed`).
+///
+/// With a [`bearer_token`](Service::bearer_token), every request but those
+/// of `/livez` and `/readyz` must carry it (`401 unauthorized` otherwise),
+/// checked before it takes a slot.
 pub fn router<S: Service>(service: S) -> Router {
     let max_value_bytes = service.max_value_bytes();
     let slots = Arc::new(Semaphore::new(service.max_concurrent_requests().max(1)));
-    Router::new()
-        .route(
-            KEY_ROUTE,
-            get(read_key::<S>)
-                .put(write_key::<S>)
-                .delete(delete_key::<S>),
-        )
-        .route("/v1/cluster/status", get(cluster_status::<S>))
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz::<S>))
-        .route("/metrics", get(metrics::<S>))
+    let token = service.bearer_token();
+    let mut paths: Vec<(&'static str, MethodRouter<S>)> = Vec::new();
+    for route in ROUTES {
+        let handler = method_router::<S>(route);
+        match paths.iter_mut().find(|(path, _)| *path == route.path) {
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(handler),
+            None => paths.push((route.path, handler)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, methods) in paths {
+        router = router.route(path, methods);
+    }
+    let mut router = router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_value_bytes))
         .layer(middleware::from_fn(move |request: Request, next: Next| {
             let slots = slots.clone();
             async move { limit_concurrency(&slots, request, next).await }
-        }))
-        .with_state(service)
+        }));
+    if let Some(token) = token {
+        let token = Arc::new(token);
+        router = router.layer(middleware::from_fn(move |request: Request, next: Next| {
+            let token = token.clone();
+            async move { authenticate(&token, request, next).await }
+        }));
+    }
+    router.with_state(service)
+}
+
+/// The handler of one route.
+fn method_router<S: Service>(route: &Route) -> MethodRouter<S> {
+    let filter = match route.method {
+        "GET" => MethodFilter::GET,
+        "PUT" => MethodFilter::PUT,
+        "DELETE" => MethodFilter::DELETE,
+        other => panic!("no method filter for {other} in the route table"),
+    };
+    match route.endpoint {
+        Endpoint::ReadKey => on(filter, read_key::<S>),
+        Endpoint::WriteKey => on(filter, write_key::<S>),
+        Endpoint::DeleteKey => on(filter, delete_key::<S>),
+        Endpoint::ClusterStatus => on(filter, cluster_status::<S>),
+        Endpoint::Ring => on(filter, ring::<S>),
+        Endpoint::Preflist => on(filter, preflist::<S>),
+        Endpoint::OpenApi => on(filter, openapi),
+        Endpoint::Livez => on(filter, livez),
+        Endpoint::Readyz => on(filter, readyz::<S>),
+        Endpoint::Metrics => on(filter, metrics::<S>),
+    }
+}
+
+/// Serves `request` if it carries the bearer token or its path is open.
+async fn authenticate(token: &BearerToken, request: Request, next: Next) -> Response {
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let mut values = request.headers().get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return HttpError::Unauthorized { missing: true }.into_response();
+    };
+    let presented = if values.next().is_some() {
+        None
+    } else {
+        bearer_credentials(value.as_bytes())
+    };
+    match presented {
+        Some(presented) if token.matches(presented) => next.run(request).await,
+        _ => HttpError::Unauthorized { missing: false }.into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is
+/// case-insensitive, RFC 9110 §11.1), or `None` for another scheme.
+fn bearer_credentials(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    Some(value[SCHEME.len()..].trim_ascii())
 }
 
 /// Serves `request` if a slot is free, and sheds it otherwise.
@@ -597,6 +792,36 @@ async fn write<S: Service>(
 
 async fn cluster_status<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
     Ok(Json(service.cluster_status().await?).into_response())
+}
+
+async fn ring<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {
+    let ring = service.ring().await?.ok_or(HttpError::NotReady)?;
+    Ok(Json(ring).into_response())
+}
+
+async fn preflist<S: Service>(
+    State(service): State<S>,
+    path: KeyPath,
+    query: OptionsQuery,
+) -> Result<Response, HttpError> {
+    let (bucket, key) = target(path)?;
+    let options = options(query)?;
+    let preflist = service
+        .preflist(bucket, key, options.sloppy)
+        .await?
+        .ok_or(HttpError::NotReady)?;
+    Ok(Json(preflist).into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
+        .into_response()
 }
 
 async fn metrics<S: Service>(State(service): State<S>) -> Result<Response, HttpError> {

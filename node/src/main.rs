@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chorus_client::shell::ClientCommand;
 use chorus_node::api::Service;
+use chorus_node::config::HttpSection;
 use chorus_node::config::{NodeFile, TlsPaths};
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
 use chorus_node::transport::tls::{
@@ -74,6 +75,11 @@ struct DevArgs {
     /// How many nodes.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// A file holding the bearer token every node's HTTP API then requires
+    /// (all routes but /livez and /readyz). Without it, the token is taken
+    /// from the environment variable CHORUS_HTTP_TOKEN, if set.
+    #[arg(long)]
+    http_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +130,12 @@ struct NodeStartArgs {
     /// defaults to `context.key` beside the CA certificate.
     #[arg(long)]
     tls_context_key: Option<PathBuf>,
+    /// A file holding the bearer token the HTTP API then requires (all
+    /// routes but /livez and /readyz); overrides `[http]` in the config
+    /// file and the environment variable CHORUS_HTTP_TOKEN, which is used
+    /// when neither this flag nor the file names a token.
+    #[arg(long)]
+    http_token_file: Option<PathBuf>,
     /// At shutdown, announce that this node leaves the cluster for good.
     #[arg(long)]
     leave_on_shutdown: bool,
@@ -277,6 +289,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
             context_key: args.tls_context_key,
         });
     }
+    let http = http_options(file.http.clone(), args.http_token_file)?;
     let engine = file.engine_config()?;
     let gossip_interval = engine.gossip.gossip_interval;
     let data_dir = file
@@ -299,6 +312,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)),
         identity,
         unsafe_disable_wal: args.unsafe_disable_wal,
+        http,
     };
     if args.unsafe_disable_wal {
         eprintln!("UNSAFE: the write-ahead log is off; a crash loses acknowledged writes");
@@ -352,6 +366,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         .map(|i| Ok(SocketAddr::new(localhost, port(args.quic_port, i)?)))
         .collect::<anyhow::Result<_>>()?;
     let replicas = args.nodes.min(3);
+    let http = http_options(HttpSection::default(), args.http_token_file)?;
     let mut nodes: Vec<RunningNode> = Vec::new();
     for i in 0..args.nodes {
         let name = format!("node{}", i + 1);
@@ -374,6 +389,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             http_listen: SocketAddr::new(localhost, port(args.http_port, i)?),
             identity: ca.issue(&name)?,
             unsafe_disable_wal: false,
+            http: http.clone(),
         };
         let node = runtime::start(options)
             .await
@@ -428,6 +444,30 @@ async fn stop_all(nodes: Vec<RunningNode>) {
         stopping.spawn(node.shutdown());
     }
     while stopping.join_next().await.is_some() {}
+}
+
+/// The environment variable that gives the HTTP bearer token when no flag
+/// or config file does.
+const HTTP_TOKEN_ENV: &str = "CHORUS_HTTP_TOKEN";
+
+/// The HTTP settings from the config file's `[http]`, with the token from
+/// `--http-token-file` (first), the file's `token`/`token_file`, or
+/// `CHORUS_HTTP_TOKEN` (last).
+fn http_options(
+    mut section: HttpSection,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<runtime::HttpOptions> {
+    if let Some(path) = token_file {
+        section.token = None;
+        section.token_file = Some(path);
+    } else if section.token.is_none() && section.token_file.is_none() {
+        match std::env::var(HTTP_TOKEN_ENV) {
+            Ok(token) => section.token = Some(token),
+            Err(std::env::VarError::NotPresent) => {}
+            Err(e) => bail!("{HTTP_TOKEN_ENV}: {e}"),
+        }
+    }
+    Ok(section.options()?)
 }
 
 async fn shutdown_signal() {

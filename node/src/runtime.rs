@@ -52,7 +52,8 @@ use chorus_storage::store::{RocksConfig, RocksStore, Store, StoreConfig, StoreSt
 use tokio::sync::oneshot;
 
 use crate::api::{
-    ClusterStatus, ReadReply, ReadRequest, RequestError, Service, WriteReply, WriteRequest,
+    BearerToken, ClusterStatus, PreflistStatus, ReadReply, ReadRequest, RequestError, RingStatus,
+    Service, WriteReply, WriteRequest, DEFAULT_MAX_CONCURRENT_REQUESTS,
 };
 use crate::engine::{
     ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, IdentityConflict, Now,
@@ -148,6 +149,27 @@ pub struct NodeOptions {
     /// ([`RocksConfig::unsafe_disable_wal`]), so that a crash loses
     /// acknowledged writes. A negative control for fault-injection runs.
     pub unsafe_disable_wal: bool,
+    pub http: HttpOptions,
+}
+
+/// Settings of a node's HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The bearer token clients must present on every route but `/livez`
+    /// and `/readyz`; `None` leaves the API open.
+    pub token: Option<BearerToken>,
+    /// The most requests served at once; more are refused with
+    /// `503 overloaded` ([`Service::max_concurrent_requests`]).
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            token: None,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -184,6 +206,13 @@ enum Event {
         oneshot::Sender<Result<ClientReply, RequestError>>,
     ),
     Status(oneshot::Sender<ClusterStatus>),
+    Ring(oneshot::Sender<Option<RingStatus>>),
+    Preflist {
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        sloppy: bool,
+        reply: oneshot::Sender<Option<PreflistStatus>>,
+    },
     Stats(oneshot::Sender<NodeStats>),
     Leave,
     Shutdown,
@@ -209,6 +238,7 @@ pub struct NodeHandle {
     max_value_bytes: usize,
     context_key: ContextKey,
     metrics: NodeMetrics,
+    http: HttpOptions,
 }
 
 impl NodeHandle {
@@ -267,6 +297,33 @@ impl Service for NodeHandle {
 
     async fn cluster_status(&self) -> Result<ClusterStatus, RequestError> {
         self.ask(Event::Status).await
+    }
+
+    async fn ring(&self) -> Result<Option<RingStatus>, RequestError> {
+        self.ask(Event::Ring).await
+    }
+
+    async fn preflist(
+        &self,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+        sloppy: bool,
+    ) -> Result<Option<PreflistStatus>, RequestError> {
+        self.ask(|reply| Event::Preflist {
+            bucket,
+            key,
+            sloppy,
+            reply,
+        })
+        .await
+    }
+
+    fn bearer_token(&self) -> Option<BearerToken> {
+        self.http.token.clone()
+    }
+
+    fn max_concurrent_requests(&self) -> usize {
+        self.http.max_concurrent_requests
     }
 
     fn is_ready(&self) -> bool {
@@ -483,6 +540,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         max_value_bytes,
         context_key: options.identity.context_key.clone(),
         metrics,
+        http: options.http.clone(),
     };
     let (http_shutdown, http_stop) = oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(listener, handle.clone(), async move {
@@ -666,6 +724,17 @@ fn run_engine<S: Store>(
             }
             Some(Event::Status(reply)) => {
                 let _ = reply.send(engine.cluster_status());
+            }
+            Some(Event::Ring(reply)) => {
+                let _ = reply.send(engine.ring_status());
+            }
+            Some(Event::Preflist {
+                bucket,
+                key,
+                sloppy,
+                reply,
+            }) => {
+                let _ = reply.send(engine.preflist_status(&bucket, &key, sloppy));
             }
             Some(Event::Stats(reply)) => {
                 let pending_hints = engine

@@ -44,6 +44,7 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<RunningNode> {
             quic_listen: quic[i],
             http_listen: SocketAddr::new(localhost, 0),
             identity: ca.issue(&name).expect("a node certificate"),
+            http: Default::default(),
             unsafe_disable_wal: false,
         };
         nodes.push(runtime::start(options).await.expect("the node starts"));
@@ -186,6 +187,13 @@ async fn scenario(a: &Client, b: &Client) {
 
     let status = a.status().await.unwrap();
     assert_eq!(status.members.len(), 3);
+    let ring = b.ring().await.unwrap();
+    assert_eq!(Some(ring.version), status.ring_version);
+    let owned: f64 = ring.members.iter().map(|m| m.owns_percent).sum();
+    assert!((owned - 100.0).abs() < 1e-6, "{owned}");
+    let preflist = a.preflist("users", "ada/1", &options).await.unwrap();
+    assert_eq!(preflist.key, "ada/1");
+    assert_eq!(preflist.primaries.len(), 3);
     a.put("users", "after", Value::from("ok"), None, &options)
         .await
         .expect("the node still serves");

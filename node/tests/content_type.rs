@@ -61,6 +61,7 @@ impl Cluster {
                 quic_listen: quic[i],
                 http_listen: SocketAddr::new(localhost, 0),
                 identity: ca.issue(&name).expect("a node certificate"),
+                http: Default::default(),
                 unsafe_disable_wal: false,
             };
             nodes.push(runtime::start(options).await.expect("the node starts"));

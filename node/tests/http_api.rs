@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chorus_node::api::{
-    ClusterStatus, MemberStatus, ReadReply, ReadRequest, RequestError, Service, WriteReply,
-    WriteRequest,
+    BearerToken, ClusterStatus, MemberStatus, ReadReply, ReadRequest, RequestError, Service,
+    WriteReply, WriteRequest,
 };
 use chorus_node::core::{
     GetError, PutError, Quorum, QuorumTally, ReplicaError, ReplicaFailure, RequestOptions,
@@ -72,6 +72,7 @@ struct Fake {
     gate: Option<Arc<tokio::sync::Semaphore>>,
     /// Gains a permit whenever a read enters the service.
     entered: Arc<tokio::sync::Semaphore>,
+    token: Option<BearerToken>,
 }
 
 impl Fake {
@@ -83,6 +84,7 @@ impl Fake {
             max_concurrent_requests: chorus_node::api::DEFAULT_MAX_CONCURRENT_REQUESTS,
             gate: None,
             entered: Arc::new(tokio::sync::Semaphore::new(0)),
+            token: None,
         }
     }
 
@@ -195,6 +197,10 @@ impl Service for Fake {
 
     fn body_read_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(300)
+    }
+
+    fn bearer_token(&self) -> Option<BearerToken> {
+        self.token.clone()
     }
 }
 
@@ -1082,4 +1088,189 @@ async fn invalid_content_types_are_400_before_the_service_is_called() {
     assert_eq!(put.status(), StatusCode::NO_CONTENT);
     let got = server.get(&url).await;
     assert_eq!(header(&got, "content-type"), Some(longest.as_str()));
+}
+
+#[tokio::test]
+async fn ring_and_preflist_are_503_not_ready_before_a_ring_exists() {
+    let server = Server::start(Fake::new()).await;
+    for path in ["/v1/cluster/ring", "/v1/cluster/preflist/b/k"] {
+        let response = server.get(&server.url(path)).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(header(&response, "retry-after"), Some("1"));
+        assert_eq!(problem(response).await.code, "not_ready", "{path}");
+    }
+    // The preflist checks its bucket, key and options like the key routes.
+    let long = "k".repeat(300);
+    for (path, code) in [
+        ("/v1/cluster/preflist/%FF/k".to_owned(), "invalid_key"),
+        (format!("/v1/cluster/preflist/{long}/k"), "invalid_key"),
+        (
+            "/v1/cluster/preflist/b/k?sloppy=maybe".to_owned(),
+            "invalid_bool",
+        ),
+        (
+            "/v1/cluster/preflist/b/k?bogus=1".to_owned(),
+            "unknown_option",
+        ),
+    ] {
+        let response = server.get(&server.url(&path)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(problem(response).await.code, code, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_every_route_but_the_probes_requires_it() {
+    let fake = Fake {
+        token: Some(BearerToken::new("s3cret").unwrap()),
+        ..Fake::new()
+    };
+    let server = Server::start(fake).await;
+    let key = server.key_url("b", "k");
+    // Missing: 401 with a bare challenge, and nothing reaches the service.
+    for url in [
+        key.clone(),
+        server.url("/v1/cluster/status"),
+        server.url("/v1/cluster/ring"),
+        server.url("/v1/openapi.json"),
+        server.url("/metrics"),
+        server.url("/v2/nothing"),
+    ] {
+        let response = server.get(&url).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{url}");
+        assert_eq!(
+            header(&response, "www-authenticate"),
+            Some("Bearer realm=\"chorus\"")
+        );
+        assert_eq!(problem(response).await.code, "unauthorized");
+    }
+    let response = server.put(&key, b"v", None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Wrong: another token, another scheme, two headers.
+    let wrong: [&[(&str, &str)]; 5] = [
+        &[("authorization", "Bearer s3cre")],
+        &[("authorization", "Bearer s3cret2")],
+        &[("authorization", "Basic s3cret")],
+        &[("authorization", "s3cret")],
+        &[
+            ("authorization", "Bearer s3cret"),
+            ("authorization", "Bearer s3cret"),
+        ],
+    ];
+    for headers in wrong {
+        let mut request = server.client.get(&key);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(
+            header(&response, "www-authenticate"),
+            Some("Bearer realm=\"chorus\", error=\"invalid_token\"")
+        );
+        assert_eq!(problem(response).await.code, "unauthorized");
+    }
+    // The probes need no token.
+    for path in ["/livez", "/readyz"] {
+        assert_eq!(server.get(&server.url(path)).await.status(), StatusCode::OK);
+    }
+    // The right token, with any case of the scheme, is served.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = server
+            .client
+            .get(&key)
+            .header("authorization", format!("{scheme} s3cret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{scheme}");
+        assert_eq!(problem(response).await.code, "not_found");
+    }
+}
+
+/// The (method, path) pairs `docs/openapi.json` describes.
+fn documented_routes(spec: &oas3::Spec) -> std::collections::BTreeSet<(String, String)> {
+    spec.operations()
+        .map(|(path, method, _)| (method.to_string(), path))
+        .collect()
+}
+
+#[test]
+fn the_openapi_document_is_valid_openapi_3_1_and_its_references_resolve() {
+    let spec = oas3::from_json(http::OPENAPI_JSON).expect("an OpenAPI 3.1 document");
+    let version = spec
+        .validate_version()
+        .expect("a supported OpenAPI version");
+    assert_eq!((version.major, version.minor), (3, 1));
+    let mut operations = 0;
+    for (path, method, operation) in spec.operations() {
+        operations += 1;
+        operation
+            .parameters(&spec)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let declared = operation.responses.as_ref().map_or(0, |r| r.len());
+        let responses = operation.responses(&spec);
+        assert_eq!(
+            responses.len(),
+            declared,
+            "{method} {path}: a response reference does not resolve"
+        );
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    response.content.contains_key("application/problem+json"),
+                    "{method} {path} {status} is not a problem"
+                );
+            }
+        }
+    }
+    assert!(operations > 0);
+    let components = spec.components.as_ref().expect("components");
+    for (name, schema) in &components.schemas {
+        schema
+            .resolve(&spec)
+            .unwrap_or_else(|e| panic!("schema {name}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_served() {
+    let spec = oas3::from_json(http::OPENAPI_JSON).expect("an OpenAPI 3.1 document");
+    let documented = documented_routes(&spec);
+    let routed: std::collections::BTreeSet<(String, String)> = http::ROUTES
+        .iter()
+        .map(|route| (route.method.to_owned(), route.path.to_owned()))
+        .collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes the document does not describe: {undocumented:?}"
+    );
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        unrouted.is_empty(),
+        "documented routes the router does not have: {unrouted:?}"
+    );
+
+    // And the router really serves every documented route.
+    let server = Server::start(Fake::new()).await;
+    for (method, path) in &documented {
+        let url = server.url(&path.replace("{bucket}", "b").replace("{key}", "k"));
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = server
+            .client
+            .request(method.clone(), &url)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        if status == StatusCode::NOT_FOUND {
+            assert_ne!(problem(response).await.code, "no_route", "{method} {path}");
+        }
+    }
+    let response = server.get(&server.url("/v1/openapi.json")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), Some("application/json"));
+    assert_eq!(response.text().await.unwrap(), http::OPENAPI_JSON);
 }

@@ -65,6 +65,7 @@ impl Cluster {
                 http_listen: SocketAddr::new(localhost, 0),
                 identity: ca.issue(&name).expect("a node certificate"),
                 unsafe_disable_wal: false,
+                http: Default::default(),
             };
             nodes.push(runtime::start(options).await.expect("the node starts"));
         }
