@@ -52,6 +52,7 @@ async fn start_cluster(dir: &Path) -> Vec<RunningNode> {
             http_listen: SocketAddr::new(localhost, 0),
             identity: ca.issue(&name).expect("a node certificate"),
             unsafe_disable_wal: false,
+            http: Default::default(),
         };
         nodes.push(runtime::start(options).await.expect("the node starts"));
     }
@@ -142,6 +143,10 @@ fn mask(text: &str) -> String {
         (r"127\.0\.0\.1:\d+", "<addr>"),
         (r"\b\d{13}\b", "<generation>"),
         (r#""context":"[A-Za-z0-9_-]+""#, r#""context":"<context>""#),
+        (r"\b\d+\.\d%", "<pct>"),
+        (r"hash [0-9a-f]{16}", "hash <hash>"),
+        // Partition counts in the ring table depend on the random ids.
+        (r"\b\d+( +<pct>)", "<n>$1"),
     ];
     let mut text = text.to_string();
     for (pattern, with) in rules {
@@ -263,12 +268,12 @@ fn a_script_prints_json_and_raw_output() {
 }
 
 #[test]
-fn a_script_shows_status_and_consistency() {
+fn a_script_shows_status_ring_and_consistency() {
     let cluster = shared();
     let output = script(
         cluster,
         "status.chorus",
-        "CONSISTENCY\nCONSISTENCY w=all timeout=500\nconsistency one\nSTATUS\n",
+        "CONSISTENCY\nCONSISTENCY w=all timeout=500\nconsistency one\nSTATUS\nRING\n",
         &[],
     );
     assert_eq!(stderr(&output), "");
@@ -278,11 +283,16 @@ fn a_script_shows_status_and_consistency() {
 r=quorum w=quorum pr=0 pw=0 timeout=10000 sync=false sloppy=true
 r=quorum w=all pr=0 pw=0 timeout=500 sync=false sloppy=true
 r=one w=one pr=0 pw=0 timeout=500 sync=false sloppy=true
-NAME  ID  HTTP  QUIC  STATUS  GENERATION  LIVENESS
-node1*  <id>  <addr>  <addr>  up  <generation>  up
-node2  <id>  <addr>  <addr>  up  <generation>  up
-node3  <id>  <addr>  <addr>  up  <generation>  up
+NAME  ID  HTTP  QUIC  STATUS  GENERATION  LIVENESS  OWNS
+node1*  <id>  <addr>  <addr>  up  <generation>  up  <pct>
+node2  <id>  <addr>  <addr>  up  <generation>  up  <pct>
+node3  <id>  <addr>  <addr>  up  <generation>  up  <pct>
 (* = the node answering: node1)
+ring version 1, hash <hash>, N=3, 256 partitions
+NAME  ID  ZONE  WEIGHT  OWNER OF  OWNS  PRIMARY OF  EFFECTIVE
+node1  <id>  -  100  <n>  <pct>  <n>  <pct>
+node2  <id>  -  100  <n>  <pct>  <n>  <pct>
+node3  <id>  -  100  <n>  <pct>  <n>  <pct>
 "
     );
 }
@@ -398,6 +408,17 @@ fn one_shot_commands_exit_with_documented_codes() {
         (Some(0), "from stdin".into(), String::new())
     );
     assert_eq!(code(&["admin", "status"], None).0, Some(0));
+    let (exit, preflist, _) = code(&["admin", "preflist", "b", "k"], None);
+    assert_eq!(exit, Some(0));
+    let primary_up = regex::Regex::new(r"^primary +node[123] +\S+ +127\.0\.0\.1:\d+ +up +-$")
+        .expect("a valid pattern");
+    let lines: Vec<&str> = preflist.lines().collect();
+    assert!(lines[0].starts_with("b/k: hash "), "{preflist}");
+    assert_eq!(lines.len(), 5, "{preflist}");
+    assert!(
+        lines[2..].iter().all(|l| primary_up.is_match(l)),
+        "{preflist}"
+    );
     // 1: not found, and nothing to delete.
     assert_eq!(code(&["get", "b", "absent"], None).0, Some(1));
     assert_eq!(code(&["del", "b", "absent"], None).0, Some(1));
@@ -438,6 +459,10 @@ fn one_shot_commands_exit_with_documented_codes() {
         down
     });
     assert!(seen_down, "node1 never saw the stopped node down");
+    let (_, preflist, _) = code(&["admin", "preflist", "b", "k"], None);
+    let down: Vec<&str> = preflist.lines().filter(|l| l.contains(" down ")).collect();
+    assert_eq!(down.len(), 1, "{preflist}");
+    assert!(down[0].contains(&stopped_id), "{preflist}");
     let (exit, _, error) = code(&["put", "b", "k", "v", "-c", "w=all sloppy=false"], None);
     assert_eq!(exit, Some(3), "{error}");
     // How many answered before the coordinator gave up depends on timing.

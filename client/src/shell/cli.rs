@@ -188,6 +188,7 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             AdminCommand::Preflist { key, connect } => {
                 let command = Command::Preflist {
                     target: target(&key),
+                    options: Vec::new(),
                 };
                 one_shot(&connect, command).await
             }

@@ -175,6 +175,7 @@ pub enum Command {
     Ring,
     Preflist {
         target: Target,
+        options: Pairs,
     },
     Help {
         topic: Option<String>,
@@ -308,17 +309,19 @@ pub fn parse(words: &[Word]) -> Result<Command, SyntaxError> {
             Command::Ring
         }),
         "STATUS" | "RING" => Err(arity("")),
-        "PREFLIST" => match args {
+        "PREFLIST" => match fixed {
             [key] => Ok(Command::Preflist {
                 target: target(key),
+                options: options()?,
             }),
             [bucket, key] => Ok(Command::Preflist {
                 target: Target {
                     bucket: Some(bucket.text.clone()),
                     key: key.text.clone(),
                 },
+                options: options()?,
             }),
-            _ => Err(arity("BUCKET KEY")),
+            _ => Err(arity("BUCKET KEY [sloppy=BOOL]")),
         },
         "HELP" | "?" => match args {
             [] => Ok(Command::Help { topic: None }),

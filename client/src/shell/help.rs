@@ -31,13 +31,17 @@ const COMMANDS: [(&str, &str, &str); 11] = [
     (
         "STATUS",
         "STATUS",
-        "The cluster's members as the node answering sees them: name, id, addresses, status, generation, up or down.",
+        "The cluster's members as the node answering sees them: name, id, addresses, status, generation, up or down, ring ownership.",
     ),
-    ("RING", "RING", "The ring: partitions and their owners."),
+    (
+        "RING",
+        "RING",
+        "The ring: its version, and each member's partitions and share (--output json lists every partition).",
+    ),
     (
         "PREFLIST",
-        "PREFLIST BUCKET KEY",
-        "The preference list of a key: primaries and fallbacks, up or down.",
+        "PREFLIST BUCKET KEY [sloppy=BOOL]",
+        "Where a key's copies go now: its primaries, up or down, and the fallbacks standing in for down ones.",
     ),
     ("HELP", "HELP [COMMAND]", "Lists the commands, or explains one."),
     ("EXIT", "EXIT | QUIT", "Leaves the shell (Ctrl-D too)."),

@@ -13,7 +13,7 @@ use super::command::{Command, Pairs, Resolution, Target};
 use super::help;
 use crate::client::{Client, Context, Deleted, Error, Found, Read, Sibling, Value};
 use crate::options::RequestOptions;
-use crate::types::ClusterStatus;
+use crate::types::{ClusterStatus, PreflistStatus, RingStatus};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -336,23 +336,41 @@ impl Session {
                     .status()
                     .await
                     .map_err(|e| ShellError::from_client(&e, "r"))?;
+                // Ownership comes from the ring; a node without one yet
+                // (or without the route) shows none.
+                let ring = self.client.ring().await.ok();
                 match self.output {
-                    Output::Json => {
-                        let line = serde_json::to_string(&status)
-                            .map_err(|e| ShellError::usage("internal", e.to_string()))?;
-                        writeln!(out, "{line}").map_err(io)?;
-                    }
-                    _ => write!(out, "{}", status_table(&status)).map_err(io)?,
+                    Output::Json => print_json(out, &status)?,
+                    _ => write!(out, "{}", status_table(&status, ring.as_ref())).map_err(io)?,
                 }
                 Ok(Outcome::Done)
             }
-            Command::Ring | Command::Preflist { .. } => Err(ShellError {
-                code: "not_available".into(),
-                message:
-                    "the ring and preference-list routes are not in this version of the node API"
-                        .into(),
-                exit: exit::OTHER,
-            }),
+            Command::Ring => {
+                let ring = self
+                    .client
+                    .ring()
+                    .await
+                    .map_err(|e| ShellError::from_client(&e, "r"))?;
+                match self.output {
+                    Output::Json => print_json(out, &ring)?,
+                    _ => write!(out, "{}", ring_table(&ring)).map_err(io)?,
+                }
+                Ok(Outcome::Done)
+            }
+            Command::Preflist { target, options } => {
+                let (bucket, key) = self.target(target)?;
+                let options = self.options(&options)?;
+                let preflist = self
+                    .client
+                    .preflist(&bucket, &key, &options)
+                    .await
+                    .map_err(|e| ShellError::from_client(&e, "r"))?;
+                match self.output {
+                    Output::Json => print_json(out, &preflist)?,
+                    _ => write!(out, "{}", preflist_table(&preflist)).map_err(io)?,
+                }
+                Ok(Outcome::Done)
+            }
             Command::Help { topic } => {
                 write!(out, "{}", help::text(topic.as_deref())).map_err(io)?;
                 Ok(Outcome::Done)
@@ -532,8 +550,37 @@ fn printable(value: &[u8]) -> String {
     }
 }
 
-/// The nodetool-like table of `STATUS`.
-pub fn status_table(status: &ClusterStatus) -> String {
+/// Columns padded to their widest cell, two spaces apart.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn percent(share: f64) -> String {
+    format!("{share:.1}%")
+}
+
+/// The nodetool-like table of `STATUS`; `OWNS` is each member's share of
+/// the partitions in `ring` (Cassandra's `Owns`).
+pub fn status_table(status: &ClusterStatus, ring: Option<&RingStatus>) -> String {
+    let owns = |id: uuid::Uuid| {
+        ring.and_then(|ring| ring.members.iter().find(|m| m.id == id))
+            .map_or("-".to_string(), |m| percent(m.owns_percent))
+    };
     let mut rows = vec![[
         "NAME",
         "ID",
@@ -542,6 +589,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
         "STATUS",
         "GENERATION",
         "LIVENESS",
+        "OWNS",
     ]
     .map(str::to_string)];
     let mut members: Vec<_> = status.members.iter().collect();
@@ -561,29 +609,104 @@ pub fn status_table(status: &ClusterStatus) -> String {
             member.status.clone(),
             member.generation.to_string(),
             member.liveness.clone(),
+            owns(member.id),
         ]);
     }
-    let mut widths = [0; 7];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  "));
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
+    let mut text = table(&rows);
     text.push_str(&format!("(* = the node answering: {})\n", status.node_name));
     text
+}
+
+/// `RING`: the ring's version and each member's share (Cassandra's `Owns`
+/// and `Owns (effective)`).
+pub fn ring_table(ring: &RingStatus) -> String {
+    let mut text = format!(
+        "ring version {}, hash {}, N={}, {} partitions\n",
+        ring.version, ring.hash, ring.replicas, ring.partition_count
+    );
+    let mut rows = vec![[
+        "NAME",
+        "ID",
+        "ZONE",
+        "WEIGHT",
+        "OWNER OF",
+        "OWNS",
+        "PRIMARY OF",
+        "EFFECTIVE",
+    ]
+    .map(str::to_string)];
+    let mut members: Vec<_> = ring.members.iter().collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    for member in members {
+        rows.push([
+            member.name.clone(),
+            member.id.to_string(),
+            if member.zone.is_empty() {
+                "-".into()
+            } else {
+                member.zone.clone()
+            },
+            member.weight.to_string(),
+            member.owned_partitions.to_string(),
+            percent(member.owns_percent),
+            member.primary_partitions.to_string(),
+            percent(member.effective_percent),
+        ]);
+    }
+    text.push_str(&table(&rows));
+    text
+}
+
+/// `PREFLIST`: a key's primaries and the fallbacks standing in for down ones.
+pub fn preflist_table(preflist: &PreflistStatus) -> String {
+    let mut text = format!(
+        "{}/{}: hash {}, partition {}, ring version {}{}\n",
+        preflist.bucket,
+        preflist.key,
+        preflist.hash,
+        preflist.partition,
+        preflist.ring_version,
+        if preflist.sloppy {
+            ""
+        } else {
+            ", sloppy=false"
+        }
+    );
+    let name_of = |id: uuid::Uuid| {
+        preflist
+            .primaries
+            .iter()
+            .find(|p| p.id == id)
+            .map_or(id.to_string(), |p| p.name.clone())
+    };
+    let mut rows =
+        vec![["ROLE", "NAME", "ID", "HTTP", "STATE", "STANDS IN FOR"].map(str::to_string)];
+    let entries = preflist
+        .primaries
+        .iter()
+        .map(|e| ("primary", e))
+        .chain(preflist.fallbacks.iter().map(|e| ("fallback", e)));
+    for (role, entry) in entries {
+        rows.push([
+            role.to_string(),
+            entry.name.clone(),
+            entry.id.to_string(),
+            entry.http_addr.map_or("-".to_string(), |a| a.to_string()),
+            if entry.up { "up" } else { "down" }.to_string(),
+            entry.fallback_for.map_or("-".to_string(), name_of),
+        ]);
+    }
+    text.push_str(&table(&rows));
+    text
+}
+
+fn print_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), ShellError> {
+    let line = serde_json::to_string(value).map_err(|e| ShellError {
+        code: "internal".into(),
+        message: e.to_string(),
+        exit: exit::OTHER,
+    })?;
+    writeln!(out, "{line}").map_err(io)
 }
 
 fn io(error: std::io::Error) -> ShellError {
