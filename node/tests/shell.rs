@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use chorus_node::api::Service as _;
+use chorus_node::api::{BearerToken, Service as _};
 use chorus_node::engine::EngineConfig;
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
 use chorus_node::transport::tls::ClusterCa;
@@ -26,7 +26,7 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-async fn start_cluster(dir: &Path) -> Vec<RunningNode> {
+async fn start_cluster(dir: &Path, token: Option<&str>) -> Vec<RunningNode> {
     let ca = ClusterCa::generate("shell").expect("a CA");
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let quic: Vec<SocketAddr> = (0..3)
@@ -52,7 +52,10 @@ async fn start_cluster(dir: &Path) -> Vec<RunningNode> {
             http_listen: SocketAddr::new(localhost, 0),
             identity: ca.issue(&name).expect("a node certificate"),
             unsafe_disable_wal: false,
-            http: Default::default(),
+            http: runtime::HttpOptions {
+                token: token.map(|t| BearerToken::new(t).expect("a valid token")),
+                ..Default::default()
+            },
         };
         nodes.push(runtime::start(options).await.expect("the node starts"));
     }
@@ -73,18 +76,23 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// Three nodes; with `token`, every request must carry it.
+    fn start(token: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("a runtime");
         let nodes = runtime.block_on(async {
-            let nodes = start_cluster(dir.path()).await;
+            let nodes = start_cluster(dir.path(), token).await;
             // STATUS output is compared: wait until node1 sees every
             // member up (readiness comes before the last join settles).
-            let client = chorus_client::Client::http(&format!("http://{}", nodes[0].http_addr))
-                .expect("a client");
+            let mut client =
+                chorus_client::Client::builder().endpoint(format!("http://{}", nodes[0].http_addr));
+            if let Some(token) = token {
+                client = client.bearer_token(token);
+            }
+            let client = client.build().expect("a client");
             for _ in 0..600 {
                 let status = client.status().await.expect("a status");
                 let settled = status.members.len() == 3
@@ -114,7 +122,7 @@ impl Cluster {
 /// The cluster the script and terminal tests share.
 fn shared() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(|| Cluster::start(None))
 }
 
 fn chorus(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -387,12 +395,13 @@ fn history_is_recalled_after_a_restart() {
 
 #[test]
 fn one_shot_commands_exit_with_documented_codes() {
-    // Its own cluster: a node is stopped at the end.
-    let mut cluster = Cluster::start();
+    // Its own cluster, which asks for a bearer token: a node is stopped at
+    // the end.
+    let mut cluster = Cluster::start(Some("s3cret"));
     let url = cluster.url();
     let code = |args: &[&str], stdin: Option<&[u8]>| {
         let mut all = args.to_vec();
-        all.extend(["--url", &url]);
+        all.extend(["--url", &url, "--token", "s3cret"]);
         let output = chorus(&all, stdin);
         (output.status.code(), stdout(&output), stderr(&output))
     };
@@ -437,6 +446,19 @@ fn one_shot_commands_exit_with_documented_codes() {
             "error: quorum_above_n: w=4 exceeds the 3 replicas of the key\n"
         )
     );
+    let no_token = chorus(&["get", "b", "s", "--url", &url], None);
+    assert_eq!(no_token.status.code(), Some(4));
+    assert!(
+        stderr(&no_token).starts_with("error: unauthorized: "),
+        "{}",
+        stderr(&no_token)
+    );
+    let from_env = Command::new(CHORUS)
+        .args(["get", "b", "s", "-o", "raw", "--url", &url])
+        .env("CHORUS_HTTP_TOKEN", "s3cret")
+        .output()
+        .expect("chorus runs");
+    assert_eq!(String::from_utf8_lossy(&from_env.stdout), "from stdin");
     let unreachable = chorus(&["get", "b", "k", "--url", "http://127.0.0.1:9"], None);
     assert_eq!(unreachable.status.code(), Some(4));
     assert!(stderr(&unreachable).starts_with("error: transport: "));
