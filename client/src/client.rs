@@ -2,7 +2,9 @@
 //! feature, its QUIC client protocol).
 //!
 //! A [`Client`] is cheap to clone (it is a handle on a shared connection
-//! pool) and may be used from many tasks at once. Every call takes the
+//! pool, or on one QUIC connection per node) and may be used from many
+//! tasks at once. Both transports have the same methods, answers and error
+//! codes. Every call takes the
 //! per-request [`RequestOptions`] (`r`, `w`, `pr`, `pw`, `timeout`, `sync`,
 //! `sloppy`, `returnbody`); `&RequestOptions::default()` asks for quorum
 //! reads and writes.
@@ -25,6 +27,23 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Over QUIC (the `quic` feature, on by default), with a client certificate
+//! from `chorus cert client --name NAME --ca-dir DIR --out DIR` (or the one
+//! `chorus dev` writes into its data directory), against a node's QUIC
+//! address:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), chorus_client::Error> {
+//! use chorus_client::{Client, ClientTls, Read, RequestOptions};
+//!
+//! let tls = ClientTls::from_dir("chorus-data/tls/client")?; // ca.pem, client.pem, client.key
+//! let client = Client::quic("127.0.0.1:7000".parse().unwrap(), tls)?;
+//! if let Read::Found(found) = client.get("users", "ada", &RequestOptions::default()).await? {
+//!     println!("{:?}", found.value());
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Retries
 //!
 //! A call is retried (up to [`ClientBuilder::retries`] times, with a short
@@ -36,6 +55,8 @@
 //! that may have applied is never retried; its error says so
 //! ([`Error::may_have_applied`]).
 
+#[cfg(feature = "quic")]
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,6 +295,10 @@ impl Error {
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
+    #[cfg(feature = "quic")]
+    quic: Vec<SocketAddr>,
+    #[cfg(feature = "quic")]
+    tls: Option<crate::quic::ClientTls>,
     token: Option<String>,
     retries: u32,
     connect_timeout: Duration,
@@ -284,6 +309,10 @@ impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             endpoints: Vec::new(),
+            #[cfg(feature = "quic")]
+            quic: Vec::new(),
+            #[cfg(feature = "quic")]
+            tls: None,
             token: None,
             retries: 2,
             connect_timeout: Duration::from_secs(5),
@@ -297,6 +326,17 @@ impl ClientBuilder {
     /// to the endpoints in turn; a retry goes to the next one.
     pub fn endpoint(mut self, url: impl Into<String>) -> ClientBuilder {
         self.endpoints.push(url.into());
+        self
+    }
+
+    /// Adds a node's QUIC address (its `quic_addr`) to talk to over the
+    /// QUIC client protocol, with `tls` (the last one given is used for
+    /// all). A client speaks one transport: HTTP endpoints and QUIC
+    /// addresses cannot be mixed.
+    #[cfg(feature = "quic")]
+    pub fn quic(mut self, addr: SocketAddr, tls: crate::quic::ClientTls) -> ClientBuilder {
+        self.quic.push(addr);
+        self.tls = Some(tls);
         self
     }
 
@@ -331,8 +371,18 @@ impl ClientBuilder {
     }
 
     /// Builds the client. Fails with `invalid_url` when there is no
-    /// endpoint or one is not an `http`/`https` URL.
+    /// endpoint, one is not an `http`/`https` URL, or HTTP and QUIC are
+    /// mixed; with `invalid_tls` when the QUIC TLS material is unusable.
     pub fn build(self) -> Result<Client, Error> {
+        #[cfg(feature = "quic")]
+        if let Some(tls) = &self.tls {
+            if !self.endpoints.is_empty() {
+                return Err(invalid_url("a client speaks HTTP or QUIC, not both".into()));
+            }
+            let quic =
+                crate::quic::QuicTransport::new(self.quic.clone(), tls, self.connect_timeout)?;
+            return Ok(self.client(Transport::Quic(Box::new(quic))));
+        }
         if self.endpoints.is_empty() {
             return Err(invalid_url("no endpoint given".into()));
         }
@@ -359,14 +409,18 @@ impl ClientBuilder {
                 detail: error.to_string(),
                 sent: false,
             })?;
-        Ok(Client {
+        Ok(self.client(Transport::Http(HttpTransport { http, urls })))
+    }
+
+    fn client(&self, transport: Transport) -> Client {
+        Client {
             inner: Arc::new(Inner {
-                transport: Transport::Http(HttpTransport { http, urls }),
+                transport,
                 retries: self.retries,
                 max_value_bytes: self.max_value_bytes,
                 next: AtomicUsize::new(0),
             }),
-        })
+        }
     }
 }
 
@@ -395,12 +449,36 @@ struct Inner {
 #[derive(Debug)]
 enum Transport {
     Http(HttpTransport),
+    /// The QUIC client protocol ([`crate::protocol`]).
+    #[cfg(feature = "quic")]
+    Quic(Box<crate::quic::QuicTransport>),
+}
+
+impl Transport {
+    fn endpoints(&self) -> usize {
+        match self {
+            Transport::Http(http) => http.urls.len(),
+            #[cfg(feature = "quic")]
+            Transport::Quic(quic) => quic.addrs.len(),
+        }
+    }
 }
 
 impl Client {
     /// A client of the node at `url` over HTTP, with default settings.
     pub fn http(url: &str) -> Result<Client, Error> {
         Client::builder().endpoint(url).build()
+    }
+
+    /// A client of the node whose QUIC endpoint is at `addr`, over the QUIC
+    /// client protocol, with default settings. One connection is opened on
+    /// the first call and reused by every call (and clone); a lost one is
+    /// opened again. Calls must run within a Tokio runtime.
+    ///
+    /// Fails with `invalid_tls` when the TLS material does not parse.
+    #[cfg(feature = "quic")]
+    pub fn quic(addr: SocketAddr, tls: crate::quic::ClientTls) -> Result<Client, Error> {
+        Client::builder().quic(addr, tls).build()
     }
 
     /// A builder for more endpoints, a bearer token or other settings.
@@ -419,8 +497,19 @@ impl Client {
         options: &RequestOptions,
     ) -> Result<Read, Error> {
         check_names(bucket, key)?;
-        self.retrying(false, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.get(endpoint, bucket, key, options),
+        self.retrying(false, |endpoint| async move {
+            match &self.inner.transport {
+                Transport::Http(http) => http.get(endpoint, bucket, key, options).await,
+                #[cfg(feature = "quic")]
+                Transport::Quic(quic) => {
+                    let op = crate::protocol::Operation::Get {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                        options: *options,
+                    };
+                    quic.get(endpoint, op).await
+                }
+            }
         })
         .await
     }
@@ -454,8 +543,26 @@ impl Client {
         if let Some(content_type) = &value.content_type {
             check_content_type(content_type)?;
         }
-        self.retrying(true, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.put(endpoint, bucket, key, &value, context, options),
+        let value = &value;
+        self.retrying(true, |endpoint| async move {
+            match &self.inner.transport {
+                Transport::Http(http) => {
+                    http.put(endpoint, bucket, key, value, context, options)
+                        .await
+                }
+                #[cfg(feature = "quic")]
+                Transport::Quic(quic) => {
+                    let op = crate::protocol::Operation::Put {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                        value: value.bytes.clone(),
+                        content_type: value.content_type.clone(),
+                        context: context.map(|c| c.as_str().to_owned()),
+                        options: *options,
+                    };
+                    quic.put(endpoint, op).await
+                }
+            }
         })
         .await
     }
@@ -470,16 +577,35 @@ impl Client {
         options: &RequestOptions,
     ) -> Result<Deleted, Error> {
         check_names(bucket, key)?;
-        self.retrying(true, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.delete(endpoint, bucket, key, context, options),
+        self.retrying(true, |endpoint| async move {
+            match &self.inner.transport {
+                Transport::Http(http) => http.delete(endpoint, bucket, key, context, options).await,
+                #[cfg(feature = "quic")]
+                Transport::Quic(quic) => {
+                    let op = crate::protocol::Operation::Delete {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                        context: context.map(|c| c.as_str().to_owned()),
+                        options: *options,
+                    };
+                    quic.delete(endpoint, op).await
+                }
+            }
         })
         .await
     }
 
     /// The cluster's members as the node answering sees them.
     pub async fn status(&self) -> Result<ClusterStatus, Error> {
-        self.retrying(false, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.json(endpoint, &["v1", "cluster", "status"], None),
+        self.retrying(false, |endpoint| async move {
+            match &self.inner.transport {
+                Transport::Http(http) => {
+                    http.json(endpoint, &["v1", "cluster", "status"], None)
+                        .await
+                }
+                #[cfg(feature = "quic")]
+                Transport::Quic(quic) => quic.status(endpoint).await,
+            }
         })
         .await
     }
@@ -487,8 +613,14 @@ impl Client {
     /// The ring the node answering holds: partitions, owners, and each
     /// member's share. `503 not_ready` before a ring exists.
     pub async fn ring(&self) -> Result<RingStatus, Error> {
-        self.retrying(false, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.json(endpoint, &["v1", "cluster", "ring"], None),
+        self.retrying(false, |endpoint| async move {
+            match &self.inner.transport {
+                Transport::Http(http) => {
+                    http.json(endpoint, &["v1", "cluster", "ring"], None).await
+                }
+                #[cfg(feature = "quic")]
+                Transport::Quic(quic) => quic.ring(endpoint).await,
+            }
         })
         .await
     }
@@ -504,8 +636,13 @@ impl Client {
     ) -> Result<PreflistStatus, Error> {
         check_names(bucket, key)?;
         let segments = ["v1", "cluster", "preflist", bucket, key];
-        self.retrying(false, |endpoint| match &self.inner.transport {
-            Transport::Http(http) => http.json(endpoint, &segments, Some(options)),
+        let segments = &segments;
+        self.retrying(false, |endpoint| async move {
+            match &self.inner.transport {
+                Transport::Http(http) => http.json(endpoint, segments, Some(options)).await,
+                #[cfg(feature = "quic")]
+                Transport::Quic(quic) => quic.preflist(endpoint, bucket, key, options).await,
+            }
         })
         .await
     }
@@ -518,9 +655,7 @@ impl Client {
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>> + 'a,
     {
-        let endpoints = match &self.inner.transport {
-            Transport::Http(http) => http.urls.len(),
-        };
+        let endpoints = self.inner.transport.endpoints();
         let first = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
         loop {

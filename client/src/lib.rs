@@ -7,12 +7,15 @@
 //!   as a node does;
 //! * [`problem`]: the error body with its stable codes;
 //! * [`types`]: reply bodies (siblings, cluster status) and header names;
-//! * [`limits`]: sizes a node accepts, and checks for them.
+//! * [`limits`]: sizes a node accepts, and checks for them;
+//! * [`protocol`]: the QUIC client protocol's messages and framing.
 //!
 //! Nodes depend on these types and nothing here depends on a node.
 //!
-//! With the `http` feature (on by default), [`Client`] is the Rust client;
-//! see the [`client`] module for an example.
+//! With the `http` feature (on by default), [`Client`] is the Rust client
+//! over HTTP; with the `quic` feature (on by default, implies `http`) it
+//! also speaks the QUIC client protocol ([`Client::quic`]). See the
+//! [`client`] module for examples of both.
 //!
 //! With the `shell` feature (on by default), [`shell`] is the `chorus shell`
 //! and the one-shot `chorus get|put|del|admin` commands; only the `chorus`
@@ -23,6 +26,9 @@ pub mod client;
 pub mod limits;
 pub mod options;
 pub mod problem;
+pub mod protocol;
+#[cfg(feature = "quic")]
+mod quic;
 #[cfg(feature = "shell")]
 pub mod shell;
 pub mod types;
@@ -34,3 +40,5 @@ pub use problem::{ProblemBody, WriteOutcome};
 pub use client::{
     Client, ClientBuilder, Context, Deleted, Error, Found, Read, Sibling, Value, Written,
 };
+#[cfg(feature = "quic")]
+pub use quic::ClientTls;

@@ -8,6 +8,10 @@
 //! context token, value size) and answers with the service's result; it
 //! knows nothing of replicas, rings or storage.
 //!
+//! The same API is served over QUIC ([`crate::client_quic`], format in
+//! [`chorus_client::protocol`]): same options, context tokens, problem
+//! bodies and codes ([`crate::answer`] builds them for both).
+//!
 //! # Routes
 //!
 //! The router is built from one table, [`ROUTES`]; `docs/openapi.json`
@@ -86,7 +90,7 @@
 //! ## Context tokens
 //!
 //! A token is sealed for one (bucket, key) with the cluster's
-//! [`ContextKey`] ([`Service::context_key`]): a token issued for another
+//! [`ContextKey`](chorus_storage::context::ContextKey) ([`Service::context_key`]): a token issued for another
 //! key, bucket or cluster, or altered, is refused with `400`
 //! `context_forged` before the service is called.
 //!
@@ -187,12 +191,13 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chorus_storage::context::{CausalContext, ContextError, ContextKey};
-use chorus_storage::object::{check_content_type, ContentTypeError, Object, Sibling};
+use chorus_storage::context::{CausalContext, ContextError};
+use chorus_storage::object::{check_content_type, ContentTypeError, Object};
 use tokio::sync::Semaphore;
 
+use crate::answer::{read_answer, LiveVersion, ReadAnswer, Sealer};
 use crate::api::{BearerToken, ReadRequest, RequestError, Service, WriteReply, WriteRequest};
-use crate::core::{GetError, PutError, QuorumTally, RequestOptions, WriteError};
+use crate::core::RequestOptions;
 use crate::telemetry::{self, Operation};
 
 pub use chorus_client::limits::{MAX_BUCKET_BYTES, MAX_KEY_BYTES};
@@ -337,27 +342,7 @@ impl HttpError {
 
     fn title(&self) -> &'static str {
         match self {
-            HttpError::Request(error) => match error {
-                RequestError::Options(_) => "Invalid request option",
-                RequestError::Context(_) => "Invalid causal context",
-                RequestError::InvalidKey { .. } => "Invalid bucket or key",
-                RequestError::ValueTooLarge { .. } => "Value too large",
-                RequestError::InvalidContentType(_)
-                | RequestError::Write(WriteError::InvalidContentType(_)) => "Invalid content type",
-                RequestError::Write(WriteError::TooManySiblings { .. }) => "Too many siblings",
-                RequestError::Write(WriteError::ObjectTooLarge { .. }) => "Object too large",
-                RequestError::Write(_) => "Write refused",
-                RequestError::Get(GetError::QuorumNotReached(_)) => "Read quorum not reached",
-                RequestError::Get(GetError::Timeout(_)) => "Read timed out",
-                RequestError::Put(PutError::QuorumNotReached { .. }) => "Write quorum not reached",
-                RequestError::Put(PutError::Indeterminate { .. }) => {
-                    "Write timed out and may have applied"
-                }
-                RequestError::Put(PutError::Failed { .. }) => "Write timed out",
-                RequestError::Unavailable(_) => "Node unavailable",
-                RequestError::Overloaded(_) => "Node overloaded",
-                RequestError::Internal(_) => "Internal error",
-            },
+            HttpError::Request(error) => crate::answer::title(error),
             HttpError::BodyTooLarge { .. } => "Value too large",
             HttpError::BodyTimeout { .. } => "Request body timed out",
             HttpError::BodyUnreadable(_) => "Unreadable request body",
@@ -370,54 +355,19 @@ impl HttpError {
         }
     }
 
-    /// The problem body for this error.
+    /// The problem body for this error: for the service's errors the one
+    /// the QUIC client API gives too ([`crate::answer::problem`]).
     fn problem(&self) -> ProblemBody {
-        let mut body = ProblemBody::new(
-            self.status().as_u16(),
-            self.code(),
-            self.title(),
-            self.to_string(),
-        );
         match self {
-            HttpError::Request(RequestError::Options(error)) => {
-                body.option = error.option().map(str::to_owned);
-            }
-            HttpError::Request(RequestError::Get(error)) => add_tally(&mut body, error.tally()),
-            HttpError::Request(RequestError::Put(error)) => {
-                add_tally(&mut body, error.tally());
-                body.applied = Some(error.applied());
-                body.outcome = Some(write_outcome(error));
-            }
-            _ => {}
+            HttpError::Request(error) => crate::answer::problem(error),
+            _ => ProblemBody::new(
+                self.status().as_u16(),
+                self.code(),
+                self.title(),
+                self.to_string(),
+            ),
         }
-        body
     }
-}
-
-/// What a failed put may have left behind: a write that reached any replica
-/// stays there and may be read, whether the put failed by quorum or by time.
-fn write_outcome(error: &PutError) -> WriteOutcome {
-    match error {
-        PutError::Indeterminate { .. } => WriteOutcome::MayHaveApplied,
-        PutError::QuorumNotReached { applied, .. } if *applied > 0 => WriteOutcome::MayHaveApplied,
-        PutError::QuorumNotReached { .. } | PutError::Failed { .. } => WriteOutcome::NotApplied,
-    }
-}
-
-fn add_tally(body: &mut ProblemBody, tally: &QuorumTally) {
-    body.required = Some(tally.required);
-    body.required_primaries = Some(tally.required_primaries);
-    body.received = Some(tally.received);
-    body.received_primaries = Some(tally.received_primaries);
-    body.failures = tally
-        .failures
-        .iter()
-        .map(|failure| FailedReplica {
-            node: failure.node,
-            code: failure.error.code().to_owned(),
-            detail: failure.error.to_string(),
-        })
-        .collect();
 }
 
 impl IntoResponse for HttpError {
@@ -781,7 +731,7 @@ async fn write<S: Service>(
             object: None,
         } => Ok((
             StatusCode::NO_CONTENT,
-            [(CONTEXT_HEADER, sealer.header(&context))],
+            [(CONTEXT_HEADER, header_value(sealer.seal(&context)))],
         )
             .into_response()),
         WriteReply::NothingToDelete { object } => Err(HttpError::NotFound {
@@ -889,35 +839,6 @@ fn options(query: OptionsQuery) -> Result<RequestOptions, HttpError> {
     )
     .map_err(RequestError::from)?;
     Ok(options)
-}
-
-/// Seals and opens the context tokens of one key.
-struct Sealer {
-    context_key: ContextKey,
-    bucket: Vec<u8>,
-    key: Vec<u8>,
-}
-
-impl Sealer {
-    fn new(context_key: ContextKey, bucket: &[u8], key: &[u8]) -> Sealer {
-        Sealer {
-            context_key,
-            bucket: bucket.to_vec(),
-            key: key.to_vec(),
-        }
-    }
-
-    fn seal(&self, context: &CausalContext) -> String {
-        self.context_key.seal(&self.bucket, &self.key, context)
-    }
-
-    fn header(&self, context: &CausalContext) -> HeaderValue {
-        header_value(self.seal(context))
-    }
-
-    fn open(&self, token: &str) -> Result<CausalContext, ContextError> {
-        self.context_key.open(&self.bucket, &self.key, token)
-    }
 }
 
 /// The causal context of a write, if the client sent one: its token must
@@ -1031,46 +952,42 @@ fn wants_json(headers: &HeaderMap) -> bool {
 /// The answer to a read of `object` (or a write with `returnbody`): its
 /// context covers exactly the siblings shown.
 fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Response, HttpError> {
-    let context = object.context().clone();
-    let live: Vec<_> = object.live().collect();
-    match live.as_slice() {
-        [] => Err(HttpError::NotFound {
-            token: (!object.is_empty()).then(|| sealer.seal(&context)),
-        }),
-        [sibling] if !json => {
-            let value = sibling.value.clone().expect("a live sibling holds a value");
-            let timestamp = HeaderValue::try_from(sibling.timestamp.to_string())
+    let (token, siblings) = match read_answer(object, sealer) {
+        ReadAnswer::NotFound { token } => return Err(HttpError::NotFound { token }),
+        ReadAnswer::Found { token, siblings } => (token, siblings),
+    };
+    match <[LiveVersion; 1]>::try_from(siblings) {
+        Ok([sibling]) if !json => {
+            let timestamp = HeaderValue::try_from(sibling.timestamp)
                 .expect("a timestamp's display form is a valid header value");
             Ok((
                 StatusCode::OK,
                 [
-                    (header::CONTENT_TYPE, media_type(sibling)),
+                    (header::CONTENT_TYPE, media_type(&sibling.content_type)),
                     (
                         header::HeaderName::from_static(CONTEXT_HEADER),
-                        sealer.header(&context),
+                        header_value(token),
                     ),
                     (header::HeaderName::from_static(TIMESTAMP_HEADER), timestamp),
                 ],
-                value,
+                sibling.value,
             )
                 .into_response())
         }
-        siblings => {
-            let token = sealer.seal(&context);
+        one_or_several => {
+            let siblings = match one_or_several {
+                Ok(one) => Vec::from(one),
+                Err(several) => several,
+            };
             let body = SiblingsBody {
                 context: token.clone(),
                 siblings: siblings
-                    .iter()
+                    .into_iter()
                     .map(|sibling| SiblingBody {
-                        value: STANDARD.encode(
-                            sibling
-                                .value
-                                .as_deref()
-                                .expect("a live sibling holds a value"),
-                        ),
-                        timestamp: sibling.timestamp.to_string(),
+                        value: STANDARD.encode(&sibling.value),
+                        content_type: sibling.content_type,
+                        timestamp: sibling.timestamp,
                         deleted: false,
-                        content_type: sibling.content_type.clone(),
                     })
                     .collect(),
             };
@@ -1086,8 +1003,8 @@ fn read_response(object: &Object, json: bool, sealer: &Sealer) -> Result<Respons
 
 /// The `Content-Type` of a version's value: the one it was written with,
 /// else `application/octet-stream` (bytes, as the client gave them).
-fn media_type(sibling: &Sibling) -> HeaderValue {
-    match &sibling.content_type {
+fn media_type(content_type: &Option<String>) -> HeaderValue {
+    match content_type {
         Some(content_type) => HeaderValue::try_from(content_type.as_str())
             .expect("a stored content type is visible ASCII, a valid header value"),
         None => HeaderValue::from_static("application/octet-stream"),
@@ -1102,7 +1019,8 @@ fn echo(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{OptionsError, ReplicaError, ReplicaFailure};
+    use crate::core::{OptionsError, PutError, QuorumTally, ReplicaError, ReplicaFailure};
+    use chorus_storage::context::ContextKey;
     use uuid::Uuid;
 
     fn accept(values: &[&str]) -> HeaderMap {

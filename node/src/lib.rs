@@ -16,8 +16,9 @@
 //!   on.
 //! * [`wire`] — the internode messages.
 //! * [`transport`] — QUIC with mutual TLS against a cluster CA.
-//! * [`api`] and [`http`] — what the client API asks of a node, and the HTTP
-//!   server over it.
+//! * [`api`], [`answer`], [`http`] and [`client_quic`] — what the client
+//!   APIs ask of a node, the answers and problem bodies both build the same
+//!   way, the HTTP server, and the QUIC client protocol's server.
 //! * [`runtime`] — threads, sockets, timers and the RocksDB handle: drives
 //!   an engine with the real clock and network.
 //! * [`telemetry`] — the node's metrics: names, labels, and one Prometheus
@@ -28,11 +29,12 @@
 //!
 //! Partitions do not move when the ring changes (so the ring does not change
 //! once the cluster holds data), replicas do not run anti-entropy, and
-//! tombstones are not collected. Clients speak HTTP only; the QUIC client
-//! protocol and the shell live in later modules.
+//! tombstones are not collected.
 
+pub mod answer;
 pub mod api;
 pub mod buggify;
+pub mod client_quic;
 pub mod config;
 pub mod core;
 pub mod engine;

@@ -13,8 +13,8 @@ use chorus_node::config::HttpSection;
 use chorus_node::config::{NodeFile, TlsPaths};
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
 use chorus_node::transport::tls::{
-    generate_context_key, read_context_key, write_context_key, ClusterCa, NodeIdentity,
-    CONTEXT_KEY_FILE,
+    generate_context_key, read_context_key, write_context_key, ClusterCa, NodeIdentity, CA_FILE,
+    CLIENT_CERT_FILE, CLIENT_KEY_FILE, CONTEXT_KEY_FILE,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -168,6 +168,23 @@ enum CertCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Issue a client certificate for the QUIC client protocol (ca.pem,
+    /// client.pem, client.key) from a cluster CA. It is good for
+    /// clientAuth only: nodes accept it from clients, never from a peer
+    /// node (it cannot join the cluster).
+    Client {
+        /// Who the client is (1 to 64 visible ASCII characters), as the
+        /// certificate's common name.
+        #[arg(long)]
+        name: String,
+        /// The directory holding ca.pem, ca.key and context.key (the one
+        /// `chorus dev` uses by default).
+        #[arg(long, default_value = "chorus-data/tls")]
+        ca_dir: PathBuf,
+        /// Where to write the client's files [default: ./client-NAME].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -223,6 +240,16 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
             let identity = ca.issue(&name)?;
             identity.write_to_dir(&out)?;
             println!("wrote the certificate of {name} to {}", out.display());
+        }
+        CertCommand::Client { name, ca_dir, out } => {
+            let ca = read_ca(&ca_dir)?;
+            let identity = ca.issue_client(&name)?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("client-{name}")));
+            identity.write_to_dir(&out)?;
+            println!(
+                "wrote the client certificate of {name} to {}: {CA_FILE}, {CLIENT_CERT_FILE}, {CLIENT_KEY_FILE}",
+                out.display()
+            );
         }
     }
     Ok(())
@@ -359,6 +386,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         write_ca(&tls_dir, &ca)?;
         ca
     };
+    // A client certificate for the QUIC client protocol.
+    let client_dir = tls_dir.join("client");
+    if !client_dir.join(CLIENT_KEY_FILE).exists() {
+        ca.issue_client("dev")?.write_to_dir(&client_dir)?;
+    }
     let port = |first: u16, i: usize| -> anyhow::Result<u16> {
         u16::try_from(usize::from(first) + i).context("port out of range")
     };
@@ -415,6 +447,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             args.data_dir.display()
         );
     }
+    println!(
+        "QUIC clients: --quic {} --ca {} --cert {} --key {}",
+        nodes
+            .first()
+            .map(|n| n.quic_addr.to_string())
+            .unwrap_or_default(),
+        client_dir.join(CA_FILE).display(),
+        client_dir.join(CLIENT_CERT_FILE).display(),
+        client_dir.join(CLIENT_KEY_FILE).display()
+    );
     let mut code = ExitCode::SUCCESS;
     if std::io::stdin().is_terminal() {
         let url = format!("http://{}", nodes[0].http_addr);

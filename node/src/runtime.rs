@@ -420,7 +420,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     })
     .await
     .expect("opening the store does not panic")?;
-    let (transport, mut incoming) = QuicTransport::bind(
+    let (transport, mut incoming, clients) = QuicTransport::bind_serving_clients(
         options.quic_listen,
         &options.identity,
         TransportConfig {
@@ -542,6 +542,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         metrics,
         http: options.http.clone(),
     };
+    tokio::spawn(crate::client_quic::serve(clients, handle.clone()));
     let (http_shutdown, http_stop) = oneshot::channel::<()>();
     let http_task = tokio::spawn(crate::http::serve(listener, handle.clone(), async move {
         let _ = http_stop.await;

@@ -1,16 +1,23 @@
 //! The Rust client (`chorus-client`) against a 3-node cluster in this
 //! process: the whole life of a key — put, concurrent puts that become
 //! siblings, a resolving write, a delete, a read of the deleted key — and
-//! the error codes a client sees, through the client's API only.
+//! the error codes a client sees, through the client's API only, over HTTP
+//! and over QUIC. Then the QUIC client protocol's guards: client
+//! certificates cannot join the cluster, other CAs' certificates cannot
+//! open a client connection, and malformed frames get problem answers.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use chorus_client::{Client, Deleted, Read, RequestOptions, Value};
+use std::sync::Arc;
+
+use chorus_client::protocol::{self, Operation, Reply, Request, ALPN_CLIENT, SERVER_NAME};
+use chorus_client::{Client, ClientTls, Deleted, Read, RequestOptions, Value};
 use chorus_node::api::Service as _;
 use chorus_node::engine::EngineConfig;
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
-use chorus_node::transport::tls::ClusterCa;
+use chorus_node::transport::tls::{self, ClusterCa, NodeIdentity};
+use chorus_node::transport::{ALPN_INTERNODE, CLOSE_NOT_A_NODE};
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -19,8 +26,7 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-async fn start_cluster(dir: &std::path::Path) -> Vec<RunningNode> {
-    let ca = ClusterCa::generate("client").expect("a CA");
+async fn start_cluster(dir: &std::path::Path, ca: &ClusterCa) -> Vec<RunningNode> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let quic: Vec<SocketAddr> = (0..3)
         .map(|_| SocketAddr::new(localhost, free_udp_port()))
@@ -185,6 +191,35 @@ async fn scenario(a: &Client, b: &Client) {
         .unwrap_err();
     assert_eq!(error.code(), "value_too_large");
 
+    // A value's content type is stored with it and read back.
+    a.put(
+        "users",
+        "typed",
+        Value::from("{}").content_type("application/json"),
+        None,
+        &all,
+    )
+    .await
+    .unwrap();
+    let Read::Found(typed) = b.get("users", "typed", &all).await.unwrap() else {
+        panic!("the key is there");
+    };
+    assert_eq!(
+        typed.siblings[0].content_type.as_deref(),
+        Some("application/json")
+    );
+    let error = a
+        .put(
+            "users",
+            "typed",
+            Value::from("{}").content_type("json"),
+            None,
+            &options,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "invalid_content_type");
+
     let status = a.status().await.unwrap();
     assert_eq!(status.members.len(), 3);
     let ring = b.ring().await.unwrap();
@@ -202,7 +237,7 @@ async fn scenario(a: &Client, b: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_life_of_a_key_through_the_http_client() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = start_cluster(dir.path()).await;
+    let nodes = start_cluster(dir.path(), &ClusterCa::generate("client").unwrap()).await;
     let a = Client::http(&format!("http://{}", nodes[0].http_addr)).unwrap();
     let b = Client::builder()
         .endpoint(format!("http://{}", nodes[1].http_addr))
@@ -210,6 +245,226 @@ async fn the_life_of_a_key_through_the_http_client() {
         .build()
         .unwrap();
     scenario(&a, &b).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+fn client_tls(ca: &ClusterCa, name: &str) -> ClientTls {
+    let identity = ca.issue_client(name).expect("a client certificate");
+    ClientTls::from_pem(identity.ca_pem, identity.cert_pem, identity.key_pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_life_of_a_key_through_the_quic_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("client").unwrap();
+    let nodes = start_cluster(dir.path(), &ca).await;
+    let a = Client::quic(nodes[0].quic_addr, client_tls(&ca, "alice")).unwrap();
+    let b = Client::builder()
+        .quic(nodes[1].quic_addr, client_tls(&ca, "bob"))
+        .quic(nodes[2].quic_addr, client_tls(&ca, "bob"))
+        .build()
+        .unwrap();
+    scenario(&a, &b).await;
+    // One connection serves every call, also from clones.
+    let c = a.clone();
+    c.status().await.expect("a clone shares the connection");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A QUIC connection on the client ALPN made by hand, presenting `identity`.
+async fn raw_client(identity: &NodeIdentity, to: std::net::SocketAddr) -> quinn::Connection {
+    let config = tls::client_config(identity, ALPN_CLIENT).expect("client config");
+    let config = quinn::crypto::rustls::QuicClientConfig::try_from(config).expect("quic config");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(config)));
+    endpoint
+        .connect(to, SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+/// Sends raw bytes on a new stream and reads the one reply frame.
+async fn exchange(connection: &quinn::Connection, bytes: &[u8]) -> Reply {
+    let (mut send, mut recv) = connection.open_bi().await.expect("a stream");
+    // The node may refuse the rest of an oversized frame; the answer counts.
+    let _ = send.write_all(bytes).await;
+    let _ = send.finish();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.expect("a reply prefix");
+    let len = protocol::body_len(prefix, protocol::MAX_REPLY_BYTES).expect("a sane reply");
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await.expect("a reply body");
+    protocol::decode_reply(&body).expect("a reply")
+}
+
+fn problem_code(reply: &Reply) -> (u16, &str) {
+    match reply {
+        Reply::Problem(problem) => (problem.status, problem.code.as_str()),
+        other => panic!("expected a problem, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_problem_answers_and_the_connection_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("frames").unwrap();
+    let nodes = start_cluster(dir.path(), &ca).await;
+    let client = ca.issue_client("raw").unwrap();
+    let identity = NodeIdentity {
+        cert_pem: client.cert_pem,
+        key_pem: client.key_pem,
+        ca_pem: client.ca_pem,
+        context_key: ca.context_key().clone(),
+    };
+    let connection = raw_client(&identity, nodes[0].quic_addr).await;
+
+    // Garbage in a well-formed length.
+    let mut garbage = 5u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(b"hello");
+    assert_eq!(
+        problem_code(&exchange(&connection, &garbage).await),
+        (400, "malformed_request")
+    );
+    // A stream that ends inside its frame.
+    let mut short = 100u32.to_be_bytes().to_vec();
+    short.extend_from_slice(b"abc");
+    assert_eq!(
+        problem_code(&exchange(&connection, &short).await),
+        (400, "malformed_request")
+    );
+    // A length over the limit, with no body behind it: refused from the
+    // prefix alone.
+    let huge = u32::MAX.to_be_bytes();
+    assert_eq!(
+        problem_code(&exchange(&connection, &huge).await),
+        (413, "value_too_large")
+    );
+    // A version this node does not speak.
+    let mut future = Request::new(Operation::Status);
+    future.version = 2;
+    assert_eq!(
+        problem_code(&exchange(&connection, &protocol::encode(&future)).await),
+        (400, "unsupported_version")
+    );
+    // Two frames on one stream.
+    let mut two = protocol::encode(&Request::new(Operation::Status));
+    two.extend_from_slice(&two.clone());
+    assert_eq!(
+        problem_code(&exchange(&connection, &two).await),
+        (400, "malformed_request")
+    );
+    // Errors of the service come back as over HTTP.
+    let above_n = Request::new(Operation::Get {
+        bucket: "b".into(),
+        key: "k".into(),
+        options: RequestOptions {
+            r: chorus_client::Quorum::Count(4),
+            ..RequestOptions::default()
+        },
+    });
+    assert_eq!(
+        problem_code(&exchange(&connection, &protocol::encode(&above_n)).await),
+        (400, "quorum_above_n")
+    );
+    // The same connection still serves.
+    match exchange(
+        &connection,
+        &protocol::encode(&Request::new(Operation::Status)),
+    )
+    .await
+    {
+        Reply::Status(status) => assert_eq!(status.members.len(), 3),
+        other => panic!("expected the status, got {other:?}"),
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_cannot_join_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("roles").unwrap();
+    let nodes = start_cluster(dir.path(), &ca).await;
+    let client = ca.issue_client("intruder").unwrap();
+    // An internode endpoint that presents the client certificate.
+    let intruder = NodeIdentity {
+        cert_pem: client.cert_pem,
+        key_pem: client.key_pem,
+        ca_pem: client.ca_pem,
+        context_key: ca.context_key().clone(),
+    };
+    // A raw internode handshake with it: TLS completes on the client's
+    // side, then the node closes the connection as not a node's, before it
+    // reads any frame.
+    let config = tls::client_config(&intruder, ALPN_INTERNODE).expect("client config");
+    let config = quinn::crypto::rustls::QuicClientConfig::try_from(config).expect("quic config");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(config)));
+    let connection = endpoint
+        .connect(nodes[0].quic_addr, SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("the client side of the handshake completes");
+    if let Ok(mut stream) = connection.open_uni().await {
+        let _ = stream.write_all(b"gossip").await;
+        let _ = stream.finish();
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("closed by the node, not left to time out");
+    match &closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, CLOSE_NOT_A_NODE, "{closed:?}");
+            assert_eq!(&close.reason[..], b"not a node certificate");
+        }
+        other => panic!("expected the node to close the connection, got {other:?}"),
+    }
+    // The same certificate is welcome on the client ALPN.
+    let status = Client::quic(nodes[0].quic_addr, client_tls(&ca, "intruder"))
+        .unwrap()
+        .status()
+        .await
+        .expect("a client of the cluster");
+    assert_eq!(status.members.len(), 3, "nobody joined");
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_another_ca_cannot_open_a_client_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("ours").unwrap();
+    let nodes = start_cluster(dir.path(), &ca).await;
+    let theirs = ClusterCa::generate("theirs").unwrap();
+    let stranger = theirs.issue("node1").unwrap();
+    // The stranger trusts our CA, so only the node's check can refuse it.
+    let tls = ClientTls::from_pem(ca.cert_pem(), stranger.cert_pem, stranger.key_pem);
+    let client = Client::builder()
+        .quic(nodes[0].quic_addr, tls)
+        .retries(0)
+        .build()
+        .unwrap();
+    let error = client.status().await.expect_err("refused");
+    assert_eq!(error.code(), "transport", "{error}");
+    assert!(
+        error.to_string().contains("certificate") || error.to_string().contains("alert"),
+        "refused by the TLS handshake, not a timeout: {error}"
+    );
+    // A node certificate of our own CA is accepted on the client ALPN.
+    let ours = ca.issue("operator").unwrap();
+    let ours = ClientTls::from_pem(ours.ca_pem, ours.cert_pem, ours.key_pem);
+    Client::quic(nodes[0].quic_addr, ours)
+        .unwrap()
+        .status()
+        .await
+        .expect("our own node certificate is trusted");
     for node in nodes {
         node.shutdown().await;
     }

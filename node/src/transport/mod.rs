@@ -5,10 +5,19 @@
 //! caller) to a peer address; every payload that arrives from a peer comes
 //! out of the [`Incoming`] channel returned by [`QuicTransport::bind`].
 //!
-//! * [`tls`] — the cluster CA, node certificates and the rustls
+//! * [`tls`] — the cluster CA, node and client certificates and the rustls
 //!   configurations. Both ends of every connection present a certificate
-//!   issued by the cluster CA and verify the other's; the internode ALPN
-//!   protocol is the only one accepted.
+//!   issued by the cluster CA and verify the other's. On the internode ALPN
+//!   the peer's certificate must moreover be a node certificate
+//!   ([`tls::NodeCertChecker`]): a connection from a client certificate is
+//!   closed at once with the application code `3` ("not a node
+//!   certificate") before any of its streams is read, so nothing it sends
+//!   reaches the engine. (QUIC may acknowledge a first frame before the
+//!   close, so such a sender's first send may succeed; later ones see
+//!   [`TransportError::Tls`] or a closed connection.) [`QuicTransport::bind`] accepts the internode
+//!   ALPN only; [`QuicTransport::bind_serving_clients`] also accepts
+//!   [`ALPN_CLIENT`] and hands those connections, unread, to the caller
+//!   (the node's QUIC client API, `crate::client_quic`).
 //! * [`frame`] — the wire format of one message: a version byte, a
 //!   big-endian `u32` length and the payload.
 //!
@@ -44,8 +53,10 @@
 //!   sender before sending and by the receiver from the header alone, before
 //!   it allocates the payload.
 //! * Streams: at most [`TransportConfig::max_incoming_streams`] unread
-//!   streams per connection (QUIC stream credit); bidirectional streams and
-//!   datagrams are refused.
+//!   streams per connection (QUIC stream credit); datagrams are refused, and
+//!   so are bidirectional streams on internode connections (with no client
+//!   ALPN there is no credit for them at all; with one, each such stream is
+//!   stopped and reset as it arrives).
 //! * Connections: at most [`TransportConfig::max_connections`] accepted
 //!   connections; further attempts are refused.
 //! * Delivered but unconsumed messages: at most
@@ -94,6 +105,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, IdleTimeout, VarInt};
+use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, warn};
 
@@ -114,6 +126,14 @@ const RESET_KEY_CONTEXT: &[u8] = b"chorus quic stateless reset key v1";
 /// Application close code: the peer negotiated a protocol other than the
 /// internode one.
 const CLOSE_WRONG_PROTOCOL: VarInt = VarInt::from_u32(1);
+
+/// Application close code: the peer's certificate is from the cluster CA
+/// but is not a node certificate (a client certificate on the internode
+/// ALPN).
+pub const CLOSE_NOT_A_NODE: VarInt = VarInt::from_u32(3);
+
+/// Application close code: the node takes no more client connections now.
+const CLOSE_BUSY: VarInt = VarInt::from_u32(4);
 
 /// Stream stop code: the frame on this stream was refused (wrong version,
 /// too large, truncated, or followed by more data).
@@ -143,6 +163,9 @@ pub struct TransportConfig {
     pub max_incoming_streams: u32,
     /// How many connections from peers are served at once.
     pub max_connections: usize,
+    /// How many bidirectional streams (requests) a client may have open at
+    /// once on one client-protocol connection.
+    pub max_client_streams: u32,
 }
 
 impl Default for TransportConfig {
@@ -155,6 +178,7 @@ impl Default for TransportConfig {
             incoming_queue: 1024,
             max_incoming_streams: 64,
             max_connections: 1024,
+            max_client_streams: 64,
         }
     }
 }
@@ -188,14 +212,20 @@ impl TransportConfig {
     }
 
     /// The QUIC transport parameters both sides of every connection use.
-    fn quic(&self) -> quinn::TransportConfig {
+    /// Bidirectional streams get credit only when clients are served.
+    fn quic(&self, serve_clients: bool) -> quinn::TransportConfig {
+        let bidi = if serve_clients {
+            self.max_client_streams
+        } else {
+            0
+        };
         let idle_timeout =
             IdleTimeout::try_from(self.idle_timeout).expect("idle_timeout fits QUIC's range");
         let mut quic = quinn::TransportConfig::default();
         quic.max_idle_timeout(Some(idle_timeout))
             .keep_alive_interval(Some(self.keep_alive))
             .max_concurrent_uni_streams(VarInt::from_u32(self.max_incoming_streams))
-            .max_concurrent_bidi_streams(VarInt::from_u32(0))
+            .max_concurrent_bidi_streams(VarInt::from_u32(bidi))
             .datagram_receive_buffer_size(None);
         quic
     }
@@ -386,6 +416,9 @@ fn classify(error: &ConnectionError) -> ErrorClass {
         ConnectionError::ConnectionClosed(close) if is_tls_alert(close.error_code) => {
             ErrorClass::Tls
         }
+        ConnectionError::ApplicationClosed(close) if close.error_code == CLOSE_NOT_A_NODE => {
+            ErrorClass::Tls
+        }
         ConnectionError::LocallyClosed => ErrorClass::LocallyClosed,
         ConnectionError::TimedOut => ErrorClass::TimedOut,
         _ => ErrorClass::Other,
@@ -420,10 +453,61 @@ impl QuicTransport {
         identity: &NodeIdentity,
         config: TransportConfig,
     ) -> Result<(QuicTransport, mpsc::Receiver<Incoming>), TransportError> {
-        config.assert_valid();
-        let quic = Arc::new(config.quic());
+        let (transport, incoming, _) = QuicTransport::bind_inner(addr, identity, config, false)?;
+        Ok((transport, incoming))
+    }
 
-        let server_tls = tls::server_config(identity, ALPN_INTERNODE)?;
+    /// As [`bind`](Self::bind), and also accepts connections on the client
+    /// ALPN ([`ALPN_CLIENT`]) from peers with any certificate of the
+    /// cluster CA. Each such connection, once its handshake is complete,
+    /// comes out of the third value unread; when that channel is full or
+    /// dropped the connection is closed. Client connections count against
+    /// [`TransportConfig::max_connections`] until they close.
+    #[allow(clippy::type_complexity)]
+    pub fn bind_serving_clients(
+        addr: SocketAddr,
+        identity: &NodeIdentity,
+        config: TransportConfig,
+    ) -> Result<
+        (
+            QuicTransport,
+            mpsc::Receiver<Incoming>,
+            mpsc::Receiver<quinn::Connection>,
+        ),
+        TransportError,
+    > {
+        let (transport, incoming, clients) =
+            QuicTransport::bind_inner(addr, identity, config, true)?;
+        Ok((
+            transport,
+            incoming,
+            clients.expect("a client channel when serving clients"),
+        ))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn bind_inner(
+        addr: SocketAddr,
+        identity: &NodeIdentity,
+        config: TransportConfig,
+        serve_clients: bool,
+    ) -> Result<
+        (
+            QuicTransport,
+            mpsc::Receiver<Incoming>,
+            Option<mpsc::Receiver<quinn::Connection>>,
+        ),
+        TransportError,
+    > {
+        config.assert_valid();
+        let quic = Arc::new(config.quic(serve_clients));
+
+        let alpns: &[&[u8]] = if serve_clients {
+            &[ALPN_INTERNODE, ALPN_CLIENT]
+        } else {
+            &[ALPN_INTERNODE]
+        };
+        let server_tls = tls::server_config_for(identity, alpns)?;
         let server_tls = QuicServerConfig::try_from(server_tls)
             .expect("the ring provider offers QUIC's initial cipher suite");
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
@@ -445,10 +529,20 @@ impl QuicTransport {
         endpoint.set_default_client_config(client);
 
         let (tx, rx) = mpsc::channel(config.incoming_queue);
+        let (clients_tx, clients_rx) = if serve_clients {
+            let (tx, rx) = mpsc::channel(CLIENT_HANDOFF_QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         tokio::spawn(accept_loop(
             endpoint.clone(),
-            tx,
-            config.max_frame_bytes,
+            Accepting {
+                tx,
+                clients: clients_tx,
+                nodes: tls::NodeCertChecker::new(identity)?,
+                max_frame_bytes: config.max_frame_bytes,
+            },
             Arc::new(Semaphore::new(config.max_connections)),
         ));
         let transport = QuicTransport {
@@ -456,7 +550,7 @@ impl QuicTransport {
             config,
             peers: Mutex::new(HashMap::new()),
         };
-        Ok((transport, rx))
+        Ok((transport, rx, clients_rx))
     }
 
     /// The address the endpoint is bound to.
@@ -685,21 +779,21 @@ async fn write_frame(
 /// once that this node no longer listens.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
-    tx: mpsc::Sender<Incoming>,
-    max_frame_bytes: usize,
+    accepting: Accepting,
     connection_slots: Arc<Semaphore>,
 ) {
+    let accepting = Arc::new(accepting);
     while let Some(incoming) = endpoint.accept().await {
-        if tx.is_closed() {
+        if accepting.tx.is_closed() {
             debug!(peer = %incoming.remote_address(), "nobody takes messages, refusing");
             incoming.refuse();
             continue;
         }
         match connection_slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                let tx = tx.clone();
+                let accepting = accepting.clone();
                 tokio::spawn(async move {
-                    serve_connection(incoming, tx, max_frame_bytes).await;
+                    serve_connection(incoming, &accepting).await;
                     drop(permit);
                 });
             }
@@ -711,13 +805,25 @@ async fn accept_loop(
     }
 }
 
-/// Completes the handshake of one incoming connection and serves its
-/// streams until the connection ends or the incoming channel is dropped.
-async fn serve_connection(
-    incoming: quinn::Incoming,
+/// How many client connections may wait to be taken by the client API.
+const CLIENT_HANDOFF_QUEUE: usize = 64;
+
+/// What the accept loop needs to serve connections.
+struct Accepting {
     tx: mpsc::Sender<Incoming>,
+    /// Where client-ALPN connections go, when clients are served.
+    clients: Option<mpsc::Sender<quinn::Connection>>,
+    nodes: tls::NodeCertChecker,
     max_frame_bytes: usize,
-) {
+}
+
+/// Completes the handshake of one incoming connection and serves its
+/// streams until the connection ends or the incoming channel is dropped;
+/// a client-protocol connection is handed over and held (for the
+/// connection limit) until it closes.
+async fn serve_connection(incoming: quinn::Incoming, accepting: &Accepting) {
+    let tx = &accepting.tx;
+    let max_frame_bytes = accepting.max_frame_bytes;
     let from = incoming.remote_address();
     let connection = match incoming.await {
         Ok(connection) => connection,
@@ -732,13 +838,47 @@ async fn serve_connection(
         .handshake_data()
         .and_then(|data| data.downcast::<HandshakeData>().ok())
         .and_then(|data| data.protocol);
+    if let (Some(clients), Some(ALPN_CLIENT)) = (&accepting.clients, protocol.as_deref()) {
+        match clients.try_send(connection.clone()) {
+            Ok(()) => {
+                connection.closed().await;
+            }
+            Err(_) => {
+                warn!(peer = %from, "client connections are not taken now, closing");
+                connection.close(CLOSE_BUSY, b"busy");
+            }
+        }
+        return;
+    }
     if protocol.as_deref() != Some(ALPN_INTERNODE) {
         warn!(peer = %from, "peer negotiated no internode protocol, closing");
         connection.close(CLOSE_WRONG_PROTOCOL, b"internode protocol required");
         return;
     }
+    let certificates = connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let node_certificate = match certificates {
+        Some(chain) => accepting.nodes.check(&chain).map_err(|e| e.to_string()),
+        None => Err("no certificate".to_owned()),
+    };
+    if let Err(reason) = node_certificate {
+        warn!(peer = %from, %reason, "peer is not a node of the cluster, closing");
+        connection.close(CLOSE_NOT_A_NODE, b"not a node certificate");
+        return;
+    }
     loop {
         let recv = tokio::select! {
+            stream = connection.accept_bi() => {
+                // Only clients open bidirectional streams, and only on the
+                // client protocol.
+                let Ok((mut send, mut recv)) = stream else {
+                    return;
+                };
+                let _ = recv.stop(STOP_FRAME_REFUSED);
+                let _ = send.reset(STOP_FRAME_REFUSED);
+                continue;
+            }
             stream = connection.accept_uni() => match stream {
                 Ok(recv) => recv,
                 Err(error) => {

@@ -9,7 +9,25 @@
 //! to each other.
 //!
 //! Every node certificate carries the DNS name [`SERVER_NAME`] besides the
-//! node's own name, and a node always connects with that server name. Peers
+//! node's own name, and a node always connects with that server name.
+//!
+//! # Node and client certificates
+//!
+//! The CA also issues client certificates ([`ClusterCa::issue_client`],
+//! `chorus cert client`) for the QUIC client protocol. The two kinds are
+//! not interchangeable, and the role is in the certificate:
+//!
+//! | kind   | extended key usage      | subject alternative names | subject |
+//! |--------|-------------------------|---------------------------|---------|
+//! | node   | serverAuth, clientAuth  | the node's name, [`SERVER_NAME`] | O=Chorus, CN=name |
+//! | client | clientAuth only         | none                      | O=Chorus, OU=client, CN=name |
+//!
+//! A node certificate is one that verifies as a *server* certificate for
+//! [`SERVER_NAME`] ([`NodeCertChecker`]): a client certificate cannot, so it
+//! can neither serve nor, once a connecting peer's certificate is checked
+//! the same way on the internode ALPN, join (see the transport). On the
+//! client ALPN any certificate of the cluster CA is accepted, so operators'
+//! tools may use a node certificate. Peers
 //! are therefore addressed by bare IP addresses, and what the TLS handshake
 //! proves is "this peer holds a certificate from our cluster CA", not "this
 //! peer is node X". Which node sits at an address is the membership layer's
@@ -48,11 +66,12 @@ use rustls_pki_types::{CertificateDer, DnsName, PrivateKeyDer};
 /// accepts nothing else.
 pub const ALPN_INTERNODE: &[u8] = b"chorus-internode/1";
 
-/// ALPN protocol of the client-facing QUIC API.
-pub const ALPN_CLIENT: &[u8] = b"chorus-client/1";
+/// ALPN protocol of the client-facing QUIC API, defined with the protocol
+/// in `chorus_client::protocol`.
+pub use chorus_client::protocol::ALPN_CLIENT;
 
 /// The DNS name every node certificate carries and every node connects to.
-pub const SERVER_NAME: &str = "chorus-node";
+pub const SERVER_NAME: &str = chorus_client::protocol::SERVER_NAME;
 
 /// File name of the CA certificate bundle in an identity directory.
 pub const CA_FILE: &str = "ca.pem";
@@ -66,6 +85,18 @@ pub const CERT_FILE: &str = "node.pem";
 
 /// File name of the node's private key in an identity directory.
 pub const KEY_FILE: &str = "node.key";
+
+/// File name of a client certificate in a client identity directory.
+pub const CLIENT_CERT_FILE: &str = "client.pem";
+
+/// File name of a client's private key in a client identity directory.
+pub const CLIENT_KEY_FILE: &str = "client.key";
+
+/// The organizational unit of every client certificate's subject.
+pub const CLIENT_UNIT: &str = "client";
+
+/// The longest client name, in bytes.
+pub const MAX_CLIENT_NAME_BYTES: usize = 64;
 
 /// How long a new cluster CA is valid, in years.
 const CA_VALIDITY_YEARS: i32 = 20;
@@ -288,6 +319,122 @@ impl ClusterCa {
     }
 }
 
+impl ClusterCa {
+    /// Issues a client certificate for the QUIC client protocol with a
+    /// fresh key (ECDSA P-256), valid from yesterday for 10 years: subject
+    /// `O=Chorus, OU=client, CN=<name>`, extended key usage clientAuth only
+    /// and no subject alternative name, so that it cannot pass for a node
+    /// (see the [module documentation](self)).
+    ///
+    /// `name` is 1 to [`MAX_CLIENT_NAME_BYTES`] bytes of visible ASCII
+    /// (who the client is, for the operator: `alice`, `shell@laptop`).
+    pub fn issue_client(&self, name: &str) -> Result<ClientIdentity, TlsError> {
+        if name.is_empty()
+            || name.len() > MAX_CLIENT_NAME_BYTES
+            || !name.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(TlsError::InvalidName {
+                name: name.to_owned(),
+                reason: "a client name is 1 to 64 bytes of visible ASCII",
+            });
+        }
+        let mut params = CertificateParams::default();
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::OrganizationName, "Chorus");
+        subject.push(DnType::OrganizationalUnitName, CLIENT_UNIT);
+        subject.push(DnType::CommonName, name);
+        params.distinguished_name = subject;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, NODE_VALIDITY_YEARS);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.signer, &self.key)?;
+        Ok(ClientIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: self.cert_pem.clone(),
+        })
+    }
+}
+
+/// A client's credentials for the QUIC client protocol, all PEM: its
+/// certificate and key, and the cluster CA certificate(s) it checks nodes
+/// against. Holds no context-token secret: clients never open tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert_pem: String,
+    /// Secret.
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .field("ca_pem", &self.ca_pem)
+            .finish()
+    }
+}
+
+impl ClientIdentity {
+    /// Writes `ca.pem`, `client.pem` and `client.key` (mode 0600 on Unix)
+    /// into `dir`, creating it if needed.
+    pub fn write_to_dir(&self, dir: &Path) -> Result<(), TlsError> {
+        fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        write_file(&dir.join(CA_FILE), &self.ca_pem, false)?;
+        write_file(&dir.join(CLIENT_CERT_FILE), &self.cert_pem, false)?;
+        write_file(&dir.join(CLIENT_KEY_FILE), &self.key_pem, true)
+    }
+}
+
+/// Tells node certificates from others: a node certificate verifies as a
+/// server certificate for [`SERVER_NAME`] against the cluster CA, which a
+/// client certificate (clientAuth only, no such name) cannot.
+#[derive(Debug, Clone)]
+pub struct NodeCertChecker {
+    verifier: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl NodeCertChecker {
+    /// A checker against the CA certificates `identity` trusts.
+    pub fn new(identity: &NodeIdentity) -> Result<NodeCertChecker, TlsError> {
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(identity.roots()?),
+            provider(),
+        )
+        .build()
+        .map_err(|error| TlsError::Config(rustls::Error::General(error.to_string())))?;
+        Ok(NodeCertChecker { verifier })
+    }
+
+    /// Checks that `chain` (end entity first, as a TLS peer presents it) is
+    /// a node certificate of the cluster.
+    pub fn check(&self, chain: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err(rustls::Error::NoCertificatesPresented);
+        };
+        let name = rustls_pki_types::ServerName::try_from(SERVER_NAME)
+            .expect("SERVER_NAME is a valid DNS name");
+        self.verifier
+            .verify_server_cert(
+                end_entity,
+                intermediates,
+                &name,
+                &[],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+    }
+}
+
 /// The parameters of a CA certificate with subject `name`.
 fn ca_params(name: DistinguishedName) -> CertificateParams {
     let mut params = CertificateParams::default();
@@ -432,6 +579,16 @@ pub fn server_config(
     identity: &NodeIdentity,
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_for(identity, &[alpn])
+}
+
+/// As [`server_config`], offering each of `alpns` (the client's preference
+/// decides among them). Which certificate suits which protocol is checked
+/// after the handshake, by the protocol's handler.
+pub fn server_config_for(
+    identity: &NodeIdentity,
+    alpns: &[&[u8]],
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(identity.roots()?), provider.clone())
@@ -440,7 +597,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.cert_chain()?, identity.private_key()?)?;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpns.iter().map(|alpn| alpn.to_vec()).collect();
     Ok(config)
 }
 
@@ -887,6 +1044,32 @@ mod tests {
         let node = ca.issue("node-1").expect("issue");
         assert!(!format!("{node:?}").contains("PRIVATE KEY"));
         assert!(!format!("{ca:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn client_certificates_verify_as_clients_but_not_as_nodes() {
+        let ca = ClusterCa::generate("roles").expect("ca");
+        let node = ca.issue("node-1").expect("node");
+        let client = ca.issue_client("alice@laptop").expect("client");
+        let checker = NodeCertChecker::new(&node).expect("checker");
+        let chain = |pem: &str| parse_certs(pem, "test").expect("certs");
+        checker
+            .check(&chain(&node.cert_pem))
+            .expect("a node is a node");
+        assert!(checker.check(&chain(&client.cert_pem)).is_err());
+        // Still a valid client certificate of the cluster.
+        WebPkiClientVerifier::builder_with_provider(Arc::new(node.roots().unwrap()), provider())
+            .build()
+            .unwrap()
+            .verify_client_cert(&chain(&client.cert_pem)[0], &[], UnixTime::now())
+            .expect("trusted as a client");
+        // A node of another cluster is not a node of this one.
+        let stranger = ClusterCa::generate("other").unwrap().issue("n").unwrap();
+        assert!(checker.check(&chain(&stranger.cert_pem)).is_err());
+        for bad in ["", "a b", &"x".repeat(MAX_CLIENT_NAME_BYTES + 1)] {
+            assert!(ca.issue_client(bad).is_err(), "{bad:?}");
+        }
+        assert!(!format!("{client:?}").contains("PRIVATE KEY"));
     }
 
     #[test]

@@ -1,0 +1,412 @@
+//! The client's QUIC transport: the client protocol of
+//! [`crate::protocol`] over one quinn connection per node, reused by every
+//! call and every clone of the [`Client`](crate::Client), and opened again
+//! when it is lost.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::client::{Context, Deleted, Error, Found, Read, Sibling, Written};
+use crate::protocol::{self, Operation, Reply, Request, ALPN_CLIENT, MAX_REPLY_BYTES, SERVER_NAME};
+
+/// The file names `chorus cert client` writes into its directory.
+const CA_FILE: &str = "ca.pem";
+const CERT_FILE: &str = "client.pem";
+const KEY_FILE: &str = "client.key";
+
+/// How long a connection may be silent before it is considered dead, and
+/// how often it is kept alive while idle.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// A client's TLS material for the QUIC client protocol, all PEM: the
+/// cluster CA certificate(s) nodes are checked against, and the client
+/// certificate and key the client presents (`chorus cert client --name …`
+/// writes `ca.pem`, `client.pem` and `client.key`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    /// Secret; not shown by `Debug`.
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &String::from_utf8_lossy(&self.ca))
+            .field("cert", &String::from_utf8_lossy(&self.cert))
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// TLS material from PEM bytes.
+    pub fn from_pem(
+        ca: impl Into<Vec<u8>>,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> ClientTls {
+        ClientTls {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    /// TLS material from three PEM files. Fails with `invalid_tls` when one
+    /// cannot be read.
+    pub fn from_files(
+        ca: impl AsRef<Path>,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<ClientTls, Error> {
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map_err(|error| invalid_tls(format!("reading {}: {error}", path.display())))
+        };
+        Ok(ClientTls {
+            ca: read(ca.as_ref())?,
+            cert: read(cert.as_ref())?,
+            key: read(key.as_ref())?,
+        })
+    }
+
+    /// TLS material from a directory written by `chorus cert client`:
+    /// `ca.pem`, `client.pem`, `client.key`.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<ClientTls, Error> {
+        let dir = dir.as_ref();
+        ClientTls::from_files(dir.join(CA_FILE), dir.join(CERT_FILE), dir.join(KEY_FILE))
+    }
+
+    /// The quinn configuration: TLS 1.3 only, nodes verified against the
+    /// CA under [`SERVER_NAME`], the client certificate presented, the
+    /// client ALPN offered.
+    fn quinn_config(&self) -> Result<quinn::ClientConfig, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&self.ca) {
+            let cert = cert.map_err(|error| invalid_tls(format!("CA certificate: {error}")))?;
+            roots
+                .add(cert)
+                .map_err(|error| invalid_tls(format!("CA certificate: {error}")))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid_tls("no CA certificate given".into()));
+        }
+        let chain = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| invalid_tls(format!("client certificate: {error}")))?;
+        if chain.is_empty() {
+            return Err(invalid_tls("no client certificate given".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|error| invalid_tls(format!("client key: {error}")))?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|error| invalid_tls(error.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|error| invalid_tls(format!("client certificate and key: {error}")))?;
+        tls.alpn_protocols = vec![ALPN_CLIENT.to_vec()];
+        let tls = QuicClientConfig::try_from(tls)
+            .map_err(|error| invalid_tls(format!("QUIC needs TLS 1.3: {error}")))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(tls));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("30 s is a valid idle timeout"),
+            ))
+            .keep_alive_interval(Some(KEEP_ALIVE));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}
+
+fn invalid_tls(detail: String) -> Error {
+    Error::Invalid {
+        code: "invalid_tls",
+        detail,
+    }
+}
+
+/// The QUIC transport: nodes' addresses and a connection to each, opened
+/// on first use.
+pub(crate) struct QuicTransport {
+    pub(crate) addrs: Vec<SocketAddr>,
+    config: quinn::ClientConfig,
+    connect_timeout: Duration,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// One local endpoint per address family, made on first use.
+    v4: Option<quinn::Endpoint>,
+    v6: Option<quinn::Endpoint>,
+    /// The connection to each of `addrs`, when there is one.
+    connections: Vec<Option<quinn::Connection>>,
+}
+
+/// Why one exchange failed, and whether the node may have acted on it.
+struct Failure {
+    detail: String,
+    /// The request frame and the end of its stream were handed to QUIC.
+    sent: bool,
+    /// The node answered, with something this client does not take.
+    protocol: bool,
+}
+
+impl QuicTransport {
+    pub(crate) fn new(
+        addrs: Vec<SocketAddr>,
+        tls: &ClientTls,
+        connect_timeout: Duration,
+    ) -> Result<QuicTransport, Error> {
+        Ok(QuicTransport {
+            config: tls.quinn_config()?,
+            state: tokio::sync::Mutex::new(State {
+                connections: vec![None; addrs.len()],
+                ..State::default()
+            }),
+            addrs,
+            connect_timeout,
+        })
+    }
+
+    /// A live connection to node `endpoint`, and whether it was reused.
+    async fn connection(&self, endpoint: usize) -> Result<(quinn::Connection, bool), Error> {
+        let mut state = self.state.lock().await;
+        if let Some(connection) = &state.connections[endpoint] {
+            if connection.close_reason().is_none() {
+                return Ok((connection.clone(), true));
+            }
+        }
+        state.connections[endpoint] = None;
+        let addr = self.addrs[endpoint];
+        let unsent = |detail: String| Error::Transport {
+            detail: format!("connecting to {addr}: {detail}"),
+            sent: false,
+        };
+        let slot = if addr.is_ipv4() {
+            &mut state.v4
+        } else {
+            &mut state.v6
+        };
+        let local: SocketAddr = if addr.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let local_endpoint = match slot {
+            Some(endpoint) => endpoint.clone(),
+            None => {
+                let endpoint =
+                    quinn::Endpoint::client(local).map_err(|error| unsent(error.to_string()))?;
+                *slot = Some(endpoint.clone());
+                endpoint
+            }
+        };
+        let connecting = local_endpoint
+            .connect_with(self.config.clone(), addr, SERVER_NAME)
+            .map_err(|error| unsent(error.to_string()))?;
+        let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Err(unsent(error.to_string())),
+            Err(_) => {
+                return Err(unsent(format!(
+                    "no handshake within {:?}",
+                    self.connect_timeout
+                )))
+            }
+        };
+        state.connections[endpoint] = Some(connection.clone());
+        Ok((connection, false))
+    }
+
+    /// Sends `request` to node `endpoint` and returns its reply. A reused
+    /// connection that turns out to be dead before the request was sent is
+    /// replaced once.
+    async fn call(&self, endpoint: usize, request: &Request) -> Result<Reply, Error> {
+        let frame = protocol::encode(request);
+        let (connection, reused) = self.connection(endpoint).await?;
+        let (connection, result) = match exchange(&connection, &frame).await {
+            Err(failure) if reused && !failure.sent && connection.close_reason().is_some() => {
+                let (connection, _) = self.connection(endpoint).await?;
+                let result = exchange(&connection, &frame).await;
+                (connection, result)
+            }
+            result => (connection, result),
+        };
+        result.map_err(|failure| {
+            let mut detail = format!("{}: {}", self.addrs[endpoint], failure.detail);
+            // "connection lost" alone does not say that the node refused
+            // this client's certificate; the close reason does.
+            if let Some(reason) = connection.close_reason() {
+                detail = format!("{detail} ({reason})");
+            }
+            if failure.protocol {
+                Error::Protocol(detail)
+            } else {
+                Error::Transport {
+                    detail,
+                    sent: failure.sent,
+                }
+            }
+        })
+    }
+
+    pub(crate) async fn get(&self, endpoint: usize, op: Operation) -> Result<Read, Error> {
+        match self.call(endpoint, &Request::new(op)).await? {
+            Reply::Found { siblings, context } => Ok(Read::Found(Found {
+                siblings: siblings.into_iter().map(sibling).collect(),
+                context: Context::new(context),
+            })),
+            Reply::NotFound { context } => Ok(Read::NotFound {
+                context: context.map(Context::new),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn put(&self, endpoint: usize, op: Operation) -> Result<Written, Error> {
+        match self.call(endpoint, &Request::new(op)).await? {
+            Reply::Written { context, siblings } => Ok(Written {
+                context: Context::new(context),
+                siblings: siblings.map(|siblings| siblings.into_iter().map(sibling).collect()),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn delete(&self, endpoint: usize, op: Operation) -> Result<Deleted, Error> {
+        match self.call(endpoint, &Request::new(op)).await? {
+            Reply::Deleted { context } => Ok(Deleted::Deleted {
+                context: Context::new(context),
+            }),
+            Reply::NothingToDelete { context } => Ok(Deleted::NothingToDelete {
+                context: context.map(Context::new),
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn status(
+        &self,
+        endpoint: usize,
+    ) -> Result<crate::types::ClusterStatus, Error> {
+        match self
+            .call(endpoint, &Request::new(Operation::Status))
+            .await?
+        {
+            Reply::Status(status) => Ok(status),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn ring(&self, endpoint: usize) -> Result<crate::types::RingStatus, Error> {
+        match self.call(endpoint, &Request::new(Operation::Ring)).await? {
+            Reply::Ring(ring) => Ok(ring),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn preflist(
+        &self,
+        endpoint: usize,
+        bucket: &str,
+        key: &str,
+        options: &crate::options::RequestOptions,
+    ) -> Result<crate::types::PreflistStatus, Error> {
+        let op = Operation::Preflist {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            options: *options,
+        };
+        match self.call(endpoint, &Request::new(op)).await? {
+            Reply::Preflist(preflist) => Ok(preflist),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// One request on a stream of its own: the frame, the end of the client's
+/// side, then the reply frame.
+async fn exchange(connection: &quinn::Connection, frame: &[u8]) -> Result<Reply, Failure> {
+    let unsent = |detail: String| Failure {
+        detail,
+        sent: false,
+        protocol: false,
+    };
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|error| unsent(error.to_string()))?;
+    // Until the end of the stream is sent the node acts on nothing: it
+    // reads the whole frame and the stream's end first.
+    send.write_all(frame)
+        .await
+        .map_err(|error| unsent(error.to_string()))?;
+    send.finish().map_err(|error| unsent(error.to_string()))?;
+    let sent = |detail: String| Failure {
+        detail,
+        sent: true,
+        protocol: false,
+    };
+    let refused = |detail: String| Failure {
+        detail,
+        sent: true,
+        protocol: true,
+    };
+    let mut prefix = [0u8; protocol::LENGTH_BYTES];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|error| sent(format!("no reply: {error}")))?;
+    let len = protocol::body_len(prefix, MAX_REPLY_BYTES)
+        .map_err(|error| refused(format!("frame_too_large: {error}")))?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|error| sent(format!("the reply was cut short: {error}")))?;
+    let _ = recv.stop(quinn::VarInt::from_u32(0));
+    protocol::decode_reply(&body).map_err(|error| refused(error.to_string()))
+}
+
+/// A reply of the wrong kind, or a problem, as the error it stands for.
+fn unexpected(reply: Reply) -> Error {
+    match reply {
+        Reply::Problem(problem) => {
+            // HTTP sends `Retry-After: 1` with every 503.
+            let retry_after = (problem.status == 503).then_some(Duration::from_secs(1));
+            Error::Server {
+                problem: Box::new(problem),
+                retry_after,
+            }
+        }
+        other => Error::Protocol(format!("an answer of the wrong kind: {other:?}")),
+    }
+}
+
+fn sibling(sibling: protocol::Sibling) -> Sibling {
+    Sibling {
+        value: sibling.value,
+        content_type: sibling.content_type,
+        timestamp: sibling.timestamp,
+    }
+}
