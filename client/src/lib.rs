@@ -16,6 +16,10 @@
 //! over HTTP; with the `quic` feature (on by default, implies `http`) it
 //! also speaks the QUIC client protocol ([`Client::quic`]). See the
 //! [`client`] module for examples of both.
+//!
+//! With the `shell` feature (on by default), [`shell`] is the `chorus shell`
+//! and the one-shot `chorus get|put|del|admin` commands; only the `chorus`
+//! binary uses it.
 
 #[cfg(feature = "http")]
 pub mod client;
@@ -25,6 +29,8 @@ pub mod problem;
 pub mod protocol;
 #[cfg(feature = "quic")]
 mod quic;
+#[cfg(feature = "shell")]
+pub mod shell;
 pub mod types;
 
 pub use options::{OptionsError, Quorum, RequestOptions};

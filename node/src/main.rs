@@ -1,10 +1,13 @@
 //! The `chorus` binary.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use chorus_client::shell::ClientCommand;
 use chorus_node::api::Service;
 use chorus_node::config::HttpSection;
 use chorus_node::config::{NodeFile, TlsPaths};
@@ -41,7 +44,8 @@ enum LogFormat {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a local cluster in this process, for development.
+    /// Run a local cluster in this process, for development; opens the shell
+    /// on the first node when standard input is a terminal.
     Dev(DevArgs),
     /// Run one node.
     Node {
@@ -53,6 +57,8 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -181,15 +187,20 @@ enum CertCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
         Command::Node {
             command: NodeCommand::Start(args),
-        } => tokio_runtime()?.block_on(node_start(args)),
-        Command::Cert { command } => cert(command),
+        } => tokio_runtime()?
+            .block_on(node_start(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Cert { command } => cert(command).map(|()| ExitCode::SUCCESS),
+        Command::Client(command) => {
+            Ok(tokio_runtime()?.block_on(chorus_client::shell::run(command)))
+        }
     }
 }
 
@@ -358,7 +369,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(args: DevArgs) -> anyhow::Result<()> {
+async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -446,15 +457,35 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         client_dir.join(CLIENT_CERT_FILE).display(),
         client_dir.join(CLIENT_KEY_FILE).display()
     );
-    println!("press Ctrl-C to stop");
-    shutdown_signal().await;
+    let mut code = ExitCode::SUCCESS;
+    if std::io::stdin().is_terminal() {
+        let url = format!("http://{}", nodes[0].http_addr);
+        println!("shell attached to node1 ({url}); EXIT or Ctrl-D stops the cluster");
+        tokio::select! {
+            exit = chorus_client::shell::attach(&url) => code = exit,
+            _ = shutdown_signal() => {
+                // The shell's line editor is blocked on the terminal: stop
+                // the nodes, then leave without waiting for it.
+                eprintln!("shutting down");
+                stop_all(nodes).await;
+                std::process::exit(0);
+            }
+        }
+    } else {
+        println!("press Ctrl-C to stop");
+        shutdown_signal().await;
+    }
     eprintln!("shutting down");
+    stop_all(nodes).await;
+    Ok(code)
+}
+
+async fn stop_all(nodes: Vec<RunningNode>) {
     let mut stopping = tokio::task::JoinSet::new();
     for node in nodes {
         stopping.spawn(node.shutdown());
     }
     while stopping.join_next().await.is_some() {}
-    Ok(())
 }
 
 /// The environment variable that gives the HTTP bearer token when no flag

@@ -1,0 +1,73 @@
+//! `HELP` texts.
+
+/// One line per command: (keyword, usage, what it does).
+const COMMANDS: [(&str, &str, &str); 11] = [
+    ("USE", "USE BUCKET", "Sets the bucket that GET, PUT, DEL and RESOLVE use for a bare KEY."),
+    (
+        "GET",
+        "GET [BUCKET/]KEY [option=value …]",
+        "Reads a key. Several versions are printed numbered, with their timestamps and content types.",
+    ),
+    (
+        "PUT",
+        "PUT [BUCKET/]KEY VALUE [type=CONTENT-TYPE] [option=value …]",
+        "Writes a value without a context (a blind write): a key that already has a value gets a sibling. Quote values with spaces.",
+    ),
+    (
+        "DEL",
+        "DEL [BUCKET/]KEY [option=value …]",
+        "Deletes what a read of the key finds (DELETE also works).",
+    ),
+    (
+        "RESOLVE",
+        "RESOLVE [BUCKET/]KEY (N | VALUE) [type=CONTENT-TYPE] [option=value …]",
+        "Replaces the siblings of the last GET of the key (or of a fresh read) with sibling N, or with VALUE (quote a number to write it as a value).",
+    ),
+    (
+        "CONSISTENCY",
+        "CONSISTENCY [LEVEL | r=… w=… pr=… pw=… timeout=MS sync=BOOL sloppy=BOOL]",
+        "Prints the session's request options, or changes them. A LEVEL (one, quorum, all or a number) sets r and w. Any command takes the same options for itself.",
+    ),
+    (
+        "STATUS",
+        "STATUS",
+        "The cluster's members as the node answering sees them: name, id, addresses, status, generation, up or down, ring ownership.",
+    ),
+    (
+        "RING",
+        "RING",
+        "The ring: its version, and each member's partitions and share (--output json lists every partition).",
+    ),
+    (
+        "PREFLIST",
+        "PREFLIST BUCKET KEY [sloppy=BOOL]",
+        "Where a key's copies go now: its primaries, up or down, and the fallbacks standing in for down ones.",
+    ),
+    ("HELP", "HELP [COMMAND]", "Lists the commands, or explains one."),
+    ("EXIT", "EXIT | QUIT", "Leaves the shell (Ctrl-D too)."),
+];
+
+/// The help for `topic`, or the list of commands.
+pub fn text(topic: Option<&str>) -> String {
+    let topic = topic.map(|t| match t {
+        "QUIT" => "EXIT",
+        "DELETE" => "DEL",
+        other => other,
+    });
+    if let Some(topic) = topic {
+        if let Some((_, usage, what)) = COMMANDS.iter().find(|(name, _, _)| *name == topic) {
+            return format!("{usage}\n  {what}\n");
+        }
+        return format!("no command {topic}; HELP lists them\n");
+    }
+    let mut text = String::from("Commands (case-insensitive; separate them with ; or newlines):\n");
+    for (_, usage, _) in COMMANDS {
+        text.push_str(&format!("  {usage}\n"));
+    }
+    text.push_str(concat!(
+        "A KEY is in the bucket chosen with USE; BUCKET/KEY names the bucket (a key may contain\n",
+        "further /). Quote a key with a / to keep it whole in the current bucket: GET \"a/b\".\n",
+        "Options: r, w, pr, pw (a number, one, quorum or all), timeout (ms), sync, sloppy (true/false).\n",
+    ));
+    text
+}

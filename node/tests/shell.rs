@@ -1,0 +1,526 @@
+//! `chorus shell` and the one-shot commands, as a user runs them: the
+//! `chorus` binary as a child process against a 3-node cluster in this
+//! process. Scripts (`-f`) are compared with their exact output
+//! (timestamps, ids, addresses and generations masked); completion and
+//! history go through a pseudo-terminal; the one-shot commands' exit codes
+//! are checked one by one, the last with a node stopped.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chorus_node::api::{BearerToken, Service as _};
+use chorus_node::engine::EngineConfig;
+use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::transport::tls::ClusterCa;
+use expectrl::Session;
+
+const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+async fn start_cluster(dir: &Path, token: Option<&str>) -> Vec<RunningNode> {
+    let ca = ClusterCa::generate("shell").expect("a CA");
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let quic: Vec<SocketAddr> = (0..3)
+        .map(|_| SocketAddr::new(localhost, free_udp_port()))
+        .collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let name = format!("node{}", i + 1);
+        let mut engine = EngineConfig {
+            name: name.clone(),
+            ..EngineConfig::default()
+        };
+        engine.gossip.seeds = quic
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, a)| *a)
+            .collect();
+        let options = NodeOptions {
+            engine,
+            data_dir: dir.join(&name),
+            quic_listen: quic[i],
+            http_listen: SocketAddr::new(localhost, 0),
+            identity: ca.issue(&name).expect("a node certificate"),
+            unsafe_disable_wal: false,
+            http: runtime::HttpOptions {
+                token: token.map(|t| BearerToken::new(t).expect("a valid token")),
+                ..Default::default()
+            },
+        };
+        nodes.push(runtime::start(options).await.expect("the node starts"));
+    }
+    for _ in 0..600 {
+        if nodes.iter().all(|n| n.handle.is_ready()) {
+            return nodes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the cluster did not form within 60 s");
+}
+
+/// A cluster on its own runtime, for the life of the test process.
+struct Cluster {
+    runtime: tokio::runtime::Runtime,
+    nodes: Vec<RunningNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Three nodes; with `token`, every request must carry it.
+    fn start(token: Option<&str>) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let nodes = runtime.block_on(async {
+            let nodes = start_cluster(dir.path(), token).await;
+            // STATUS output is compared: wait until node1 sees every
+            // member up (readiness comes before the last join settles).
+            let mut client =
+                chorus_client::Client::builder().endpoint(format!("http://{}", nodes[0].http_addr));
+            if let Some(token) = token {
+                client = client.bearer_token(token);
+            }
+            let client = client.build().expect("a client");
+            for _ in 0..600 {
+                let status = client.status().await.expect("a status");
+                let settled = status.members.len() == 3
+                    && status
+                        .members
+                        .iter()
+                        .all(|m| m.status == "up" && m.liveness == "up");
+                if settled {
+                    return nodes;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("node1 never saw all three members up");
+        });
+        Cluster {
+            runtime,
+            nodes,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.nodes[0].http_addr)
+    }
+}
+
+/// The cluster the script and terminal tests share.
+fn shared() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(None))
+}
+
+fn chorus(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(CHORUS)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chorus runs");
+    let mut input = child.stdin.take().expect("piped");
+    input.write_all(stdin.unwrap_or_default()).expect("stdin");
+    drop(input);
+    child.wait_with_output().expect("chorus ends")
+}
+
+/// Timestamps, ids, addresses and generations replaced by placeholders.
+fn mask(text: &str) -> String {
+    let rules = [
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\+\d+", "<time>"),
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "<id>",
+        ),
+        (r"127\.0\.0\.1:\d+", "<addr>"),
+        (r"\b\d{13}\b", "<generation>"),
+        (r#""context":"[A-Za-z0-9_-]+""#, r#""context":"<context>""#),
+        (r"\b\d+\.\d%", "<pct>"),
+        (r"hash [0-9a-f]{16}", "hash <hash>"),
+        // Partition counts in the ring table depend on the random ids.
+        (r"\b\d+( +<pct>)", "<n>$1"),
+    ];
+    let mut text = text.to_string();
+    for (pattern, with) in rules {
+        text = regex::Regex::new(pattern)
+            .expect("a valid pattern")
+            .replace_all(&text, with)
+            .into_owned();
+    }
+    // Column widths follow the masked cells' original widths.
+    regex::Regex::new(r"(\S) {2,}")
+        .expect("a valid pattern")
+        .replace_all(&text, "$1  ")
+        .into_owned()
+}
+
+fn script(cluster: &Cluster, name: &str, text: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("the script is written");
+    let url = cluster.url();
+    let mut args = vec!["shell", "--url", &url, "-f", path.to_str().expect("UTF-8")];
+    args.extend(extra);
+    chorus(&args, None)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_script_puts_reads_makes_siblings_and_resolves_them() {
+    let cluster = shared();
+    let output = script(
+        cluster,
+        "tour.chorus",
+        "\
+use tour
+PUT ada hello
+GET ada
+# A second blind write: the two are siblings.
+PUT ada 'hello again'; get ada
+RESOLVE ada 2
+GET tour/ada
+PUT ada left; PUT ada right
+RESOLVE ada \"both, merged\" r=all
+GET ada
+DEL ada; GET ada
+PUT typed '{\"a\":1}' type=application/json; GET typed
+PUT typed plain type=text/plain; GET typed
+",
+        &[],
+    );
+    assert_eq!(stderr(&output), "");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        mask(&stdout(&output)),
+        "\
+OK
+hello
+  (timestamp <time>, content-type application/octet-stream)
+OK
+2 siblings (RESOLVE ada N keeps one, RESOLVE ada VALUE replaces them):
+  1) hello
+     (timestamp <time>)
+  2) hello again
+     (timestamp <time>)
+OK
+hello again
+  (timestamp <time>, content-type application/octet-stream)
+OK
+OK
+OK
+both, merged
+  (timestamp <time>, content-type application/octet-stream)
+deleted
+(not found)
+OK
+{\"a\":1}
+  (timestamp <time>, content-type application/json)
+OK
+2 siblings (RESOLVE typed N keeps one, RESOLVE typed VALUE replaces them):
+  1) {\"a\":1}
+     (timestamp <time>, content-type application/json)
+  2) plain
+     (timestamp <time>, content-type text/plain)
+"
+    );
+}
+
+#[test]
+fn a_script_prints_json_and_raw_output() {
+    let cluster = shared();
+    let output = script(
+        cluster,
+        "json.chorus",
+        "PUT out/k v1; GET out/k; DEL out/k; GET out/k",
+        &["--output", "json"],
+    );
+    assert_eq!(stderr(&output), "");
+    assert_eq!(
+        mask(&stdout(&output)),
+        r#"{"bucket":"out","context":"<context>","key":"k"}
+{"bucket":"out","context":"<context>","found":true,"key":"k","siblings":[{"content_type":"application/octet-stream","timestamp":"<time>","value":"djE="}]}
+{"bucket":"out","context":"<context>","deleted":true,"key":"k"}
+{"bucket":"out","context":"<context>","found":false,"key":"k","siblings":[]}
+"#
+    );
+    let raw = script(
+        cluster,
+        "raw.chorus",
+        "PUT out/r 'raw bytes'; GET out/r",
+        &["-o", "raw"],
+    );
+    assert_eq!(stdout(&raw), "raw bytes");
+}
+
+#[test]
+fn a_script_shows_status_ring_and_consistency() {
+    let cluster = shared();
+    let output = script(
+        cluster,
+        "status.chorus",
+        "CONSISTENCY\nCONSISTENCY w=all timeout=500\nconsistency one\nSTATUS\nRING\n",
+        &[],
+    );
+    assert_eq!(stderr(&output), "");
+    assert_eq!(
+        mask(&stdout(&output)),
+        "\
+r=quorum w=quorum pr=0 pw=0 timeout=10000 sync=false sloppy=true
+r=quorum w=all pr=0 pw=0 timeout=500 sync=false sloppy=true
+r=one w=one pr=0 pw=0 timeout=500 sync=false sloppy=true
+NAME  ID  HTTP  QUIC  STATUS  GENERATION  LIVENESS  OWNS
+node1*  <id>  <addr>  <addr>  up  <generation>  up  <pct>
+node2  <id>  <addr>  <addr>  up  <generation>  up  <pct>
+node3  <id>  <addr>  <addr>  up  <generation>  up  <pct>
+(* = the node answering: node1)
+ring version 1, hash <hash>, N=3, 256 partitions
+NAME  ID  ZONE  WEIGHT  OWNER OF  OWNS  PRIMARY OF  EFFECTIVE
+node1  <id>  -  100  <n>  <pct>  <n>  <pct>
+node2  <id>  -  100  <n>  <pct>  <n>  <pct>
+node3  <id>  -  100  <n>  <pct>  <n>  <pct>
+"
+    );
+}
+
+#[test]
+fn a_script_stops_at_the_first_error_with_its_code_unless_told_to_keep_going() {
+    let cluster = shared();
+    let text = "USE errs; PUT k v w=most; PUT k v w=5; GET nobucket\nGET k";
+    let output = script(cluster, "errors.chorus", text, &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output),
+        "error: invalid_quorum: w=\"most\" is neither an integer nor one of one, quorum, all\n"
+    );
+    let output = script(cluster, "errors.chorus", text, &["--keep-going"]);
+    assert_eq!(output.status.code(), Some(2), "the first failure's code");
+    assert_eq!(
+        stderr(&output),
+        "\
+error: invalid_quorum: w=\"most\" is neither an integer nor one of one, quorum, all
+error: quorum_above_n: w=5 exceeds the 3 replicas of the key
+"
+    );
+    assert_eq!(stdout(&output), "(not found)\n(not found)\n");
+}
+
+fn terminal(data_home: &Path) -> Session {
+    let mut command = Command::new(CHORUS);
+    command
+        .args(["shell", "--url", &shared().url()])
+        .env("XDG_DATA_HOME", data_home)
+        .env("HOME", data_home)
+        .env("TERM", "xterm");
+    let mut session = Session::spawn(command).expect("chorus shell in a terminal");
+    session.set_expect_timeout(Some(Duration::from_secs(20)));
+    session.expect("chorus> ").expect("a prompt");
+    session
+}
+
+#[test]
+fn tab_completes_commands_and_buckets_in_a_terminal() {
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let mut shell = terminal(home.path());
+    shell.send("CONS\t").unwrap();
+    shell.expect("CONSISTENCY").expect("CONS<TAB> completes");
+    shell.send("\r").unwrap();
+    shell
+        .expect("r=quorum w=quorum")
+        .expect("the completed command runs");
+    shell.expect("chorus> ").unwrap();
+    shell.send_line("USE completion_bucket").unwrap();
+    shell.expect("chorus:completion_bucket> ").unwrap();
+    shell.send("GET compl\t").unwrap();
+    shell
+        .expect("completion_bucket/")
+        .expect("a bucket seen completes");
+    shell.send("k\r").unwrap();
+    shell.expect("(not found)").unwrap();
+    shell.expect("chorus:completion_bucket> ").unwrap();
+    shell.send_line("EXIT").unwrap();
+    shell.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn history_is_recalled_after_a_restart() {
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let mut first = terminal(home.path());
+    // Each line is sent once the prompt is back: typed ahead, it would
+    // reach the terminal before the line editor reads it.
+    first.send_line("PUT history/k remembered").unwrap();
+    first.expect("OK").unwrap();
+    first.expect("chorus> ").unwrap();
+    first.send_line("GET history/k").unwrap();
+    first.expect("\nremembered").unwrap();
+    first.expect("chorus> ").unwrap();
+    // Ctrl-D leaves, so the GET is the last line of the history.
+    first.send([4u8]).unwrap();
+    first.expect(expectrl::Eof).unwrap();
+    assert!(home.path().join("chorus/history").exists());
+
+    let mut second = terminal(home.path());
+    // Up arrow, then Enter: the previous session's last command again.
+    second.send("\x1b[A").unwrap();
+    second.expect("GET history/k").expect("Up recalls it");
+    second.send("\r").unwrap();
+    second.expect("\nremembered").expect("and it runs");
+    second.expect("chorus> ").unwrap();
+    second.send_line("QUIT").unwrap();
+    second.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn one_shot_commands_exit_with_documented_codes() {
+    // Its own cluster, which asks for a bearer token: a node is stopped at
+    // the end.
+    let mut cluster = Cluster::start(Some("s3cret"));
+    let url = cluster.url();
+    let code = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut all = args.to_vec();
+        all.extend(["--url", &url, "--token", "s3cret"]);
+        let output = chorus(&all, stdin);
+        (output.status.code(), stdout(&output), stderr(&output))
+    };
+
+    // 0: written, found; the value from standard input.
+    assert_eq!(code(&["put", "b", "k", "v1"], None).0, Some(0));
+    assert_eq!(
+        code(&["put", "b", "s", "-"], Some(b"from stdin")).0,
+        Some(0)
+    );
+    assert_eq!(
+        code(&["get", "b", "s", "-o", "raw"], None),
+        (Some(0), "from stdin".into(), String::new())
+    );
+    assert_eq!(code(&["admin", "status"], None).0, Some(0));
+    let (exit, preflist, _) = code(&["admin", "preflist", "b", "k"], None);
+    assert_eq!(exit, Some(0));
+    let primary_up = regex::Regex::new(r"^primary +node[123] +\S+ +127\.0\.0\.1:\d+ +up +-$")
+        .expect("a valid pattern");
+    let lines: Vec<&str> = preflist.lines().collect();
+    assert!(lines[0].starts_with("b/k: hash "), "{preflist}");
+    assert_eq!(lines.len(), 5, "{preflist}");
+    assert!(
+        lines[2..].iter().all(|l| primary_up.is_match(l)),
+        "{preflist}"
+    );
+    // 1: not found, and nothing to delete.
+    assert_eq!(code(&["get", "b", "absent"], None).0, Some(1));
+    assert_eq!(code(&["del", "b", "absent"], None).0, Some(1));
+    assert_eq!(code(&["del", "b", "k"], None).0, Some(0));
+    // 2: usage, on the command line or in an option.
+    assert_eq!(code(&["get", "b"], None).0, Some(2));
+    let (exit, _, error) = code(&["get", "b", "k", "-c", "r=many"], None);
+    assert_eq!(exit, Some(2));
+    assert!(error.starts_with("error: invalid_quorum: "), "{error}");
+    // 4: another server error (w above N), or no answer at all.
+    let (exit, _, error) = code(&["put", "b", "k", "v", "-c", "w=4"], None);
+    assert_eq!(
+        (exit, error.as_str()),
+        (
+            Some(4),
+            "error: quorum_above_n: w=4 exceeds the 3 replicas of the key\n"
+        )
+    );
+    let no_token = chorus(&["get", "b", "s", "--url", &url], None);
+    assert_eq!(no_token.status.code(), Some(4));
+    assert!(
+        stderr(&no_token).starts_with("error: unauthorized: "),
+        "{}",
+        stderr(&no_token)
+    );
+    let from_env = Command::new(CHORUS)
+        .args(["get", "b", "s", "-o", "raw", "--url", &url])
+        .env("CHORUS_HTTP_TOKEN", "s3cret")
+        .output()
+        .expect("chorus runs");
+    assert_eq!(String::from_utf8_lossy(&from_env.stdout), "from stdin");
+    let unreachable = chorus(&["get", "b", "k", "--url", "http://127.0.0.1:9"], None);
+    assert_eq!(unreachable.status.code(), Some(4));
+    assert!(stderr(&unreachable).starts_with("error: transport: "));
+
+    // 3: with a node stopped and seen down by node1, a strict w=all
+    // cannot be met: quorum_not_reached (503), which may have applied.
+    let stopped = cluster.nodes.pop().expect("three nodes");
+    let stopped_id = stopped.id.to_string();
+    cluster.runtime.block_on(stopped.shutdown());
+    let seen_down = (0..600).any(|_| {
+        let (_, status, _) = code(&["admin", "status", "-o", "json"], None);
+        let status: serde_json::Value = serde_json::from_str(&status).expect("JSON status");
+        let members = status["members"].as_array().expect("members");
+        let down = members
+            .iter()
+            .any(|m| m["id"] == stopped_id.as_str() && m["liveness"] != "up");
+        if !down {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        down
+    });
+    assert!(seen_down, "node1 never saw the stopped node down");
+    let (_, preflist, _) = code(&["admin", "preflist", "b", "k"], None);
+    let down: Vec<&str> = preflist.lines().filter(|l| l.contains(" down ")).collect();
+    assert_eq!(down.len(), 1, "{preflist}");
+    assert!(down[0].contains(&stopped_id), "{preflist}");
+    let (exit, _, error) = code(&["put", "b", "k", "v", "-c", "w=all sloppy=false"], None);
+    assert_eq!(exit, Some(3), "{error}");
+    // How many answered before the coordinator gave up depends on timing.
+    let expected = regex::Regex::new(
+        r"^error: quorum_not_reached: [12] of 3 replicas answered \(w=3\); may have applied\n$",
+    )
+    .expect("a valid pattern");
+    assert!(expected.is_match(&error), "{error}");
+}
+
+#[test]
+fn chorus_dev_opens_the_shell_in_a_terminal_and_exit_stops_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port")
+        .port()
+        .to_string();
+    let quic_port = free_udp_port().to_string();
+    let mut command = Command::new(CHORUS);
+    command
+        .args(["dev", "--nodes", "1", "--http-port", &http_port])
+        .args(["--quic-port", &quic_port, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("XDG_DATA_HOME", dir.path())
+        .env("HOME", dir.path())
+        .env("TERM", "xterm");
+    let mut dev = Session::spawn(command).expect("chorus dev in a terminal");
+    dev.set_expect_timeout(Some(Duration::from_secs(60)));
+    dev.expect(format!("shell attached to node1 (http://127.0.0.1:{http_port})").as_str())
+        .expect("the shell is attached");
+    dev.expect("chorus> ").expect("a prompt");
+    dev.send_line("PUT dev/k attached").unwrap();
+    dev.expect("OK").unwrap();
+    dev.expect("chorus> ").unwrap();
+    dev.send_line("EXIT").unwrap();
+    dev.expect("shutting down").expect("EXIT stops the cluster");
+    dev.expect(expectrl::Eof).unwrap();
+}
