@@ -448,7 +448,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "QUIC clients: --quic {} --ca {} --cert {} --key {}",
+        "QUIC clients: --quic {} --tls-ca {} --tls-cert {} --tls-key {}",
         nodes
             .first()
             .map(|n| n.quic_addr.to_string())

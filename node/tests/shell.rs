@@ -26,8 +26,7 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-async fn start_cluster(dir: &Path, token: Option<&str>) -> Vec<RunningNode> {
-    let ca = ClusterCa::generate("shell").expect("a CA");
+async fn start_cluster(dir: &Path, ca: &ClusterCa, token: Option<&str>) -> Vec<RunningNode> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let quic: Vec<SocketAddr> = (0..3)
         .map(|_| SocketAddr::new(localhost, free_udp_port()))
@@ -72,6 +71,7 @@ async fn start_cluster(dir: &Path, token: Option<&str>) -> Vec<RunningNode> {
 struct Cluster {
     runtime: tokio::runtime::Runtime,
     nodes: Vec<RunningNode>,
+    ca: ClusterCa,
     _dir: tempfile::TempDir,
 }
 
@@ -83,8 +83,9 @@ impl Cluster {
             .enable_all()
             .build()
             .expect("a runtime");
+        let ca = ClusterCa::generate("shell").expect("a CA");
         let nodes = runtime.block_on(async {
-            let nodes = start_cluster(dir.path(), token).await;
+            let nodes = start_cluster(dir.path(), &ca, token).await;
             // STATUS output is compared: wait until node1 sees every
             // member up (readiness comes before the last join settles).
             let mut client =
@@ -110,6 +111,7 @@ impl Cluster {
         Cluster {
             runtime,
             nodes,
+            ca,
             _dir: dir,
         }
     }
@@ -523,4 +525,61 @@ fn chorus_dev_opens_the_shell_in_a_terminal_and_exit_stops_it() {
     dev.send_line("EXIT").unwrap();
     dev.expect("shutting down").expect("EXIT stops the cluster");
     dev.expect(expectrl::Eof).unwrap();
+}
+
+#[test]
+fn one_shot_commands_speak_quic_with_a_client_certificate() {
+    let cluster = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |ca: &ClusterCa, name: &str| {
+        let identity = ca.issue_client(name).expect("a client certificate");
+        let files = dir.path().join(name);
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("ca.pem"), identity.ca_pem).unwrap();
+        std::fs::write(files.join("client.pem"), identity.cert_pem).unwrap();
+        std::fs::write(files.join("client.key"), identity.key_pem).unwrap();
+        files
+    };
+    let quic = cluster.nodes[0].quic_addr.to_string();
+    let flags = |files: &Path| {
+        let path = |file: &str| files.join(file).display().to_string();
+        vec![
+            "--quic".to_owned(),
+            quic.clone(),
+            "--tls-ca".to_owned(),
+            path("ca.pem"),
+            "--tls-cert".to_owned(),
+            path("client.pem"),
+            "--tls-key".to_owned(),
+            path("client.key"),
+        ]
+    };
+    let ours = flags(&write(&cluster.ca, "alice"));
+    let with = |args: &[&str], flags: &[String]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        chorus(&all, None)
+    };
+    let put = with(&["put", "quic", "k", "over quic"], &ours);
+    assert_eq!(put.status.code(), Some(0), "{}", stderr(&put));
+    let get = with(&["get", "quic", "k", "-o", "raw"], &ours);
+    assert_eq!(get.status.code(), Some(0), "{}", stderr(&get));
+    assert_eq!(stdout(&get), "over quic");
+    let missing = with(&["get", "quic", "nothing"], &ours);
+    assert_eq!(missing.status.code(), Some(1));
+
+    // A certificate from another CA is refused: no answer, exit 4.
+    let other = ClusterCa::generate("other").expect("a CA");
+    let theirs = flags(&write(&other, "mallory"));
+    let refused = with(&["get", "quic", "k"], &theirs);
+    assert_eq!(refused.status.code(), Some(4), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("transport"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // --quic without its certificate files is a usage error.
+    let usage = chorus(&["get", "quic", "k", "--quic", &quic], None);
+    assert_eq!(usage.status.code(), Some(2));
 }

@@ -26,6 +26,20 @@ pub struct ConnectArgs {
     /// The node's HTTP base URL.
     #[arg(long, env = "CHORUS_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Talk to the node's QUIC endpoint at this address instead of HTTP,
+    /// with a client certificate from the cluster CA (`chorus cert
+    /// client`; `chorus dev` writes one to chorus-data/tls/client).
+    #[arg(long, value_name = "ADDR", requires_all = ["tls_ca", "tls_cert", "tls_key"])]
+    pub quic: Option<std::net::SocketAddr>,
+    /// With --quic: the cluster CA certificate (PEM).
+    #[arg(long, value_name = "PEM", requires = "quic")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --quic: this client's certificate (PEM).
+    #[arg(long, value_name = "PEM", requires = "quic")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// With --quic: this client's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "quic")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// A bearer token sent with every request.
     #[arg(long, env = "CHORUS_HTTP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -209,6 +223,10 @@ pub async fn run(command: ClientCommand) -> ExitCode {
 pub async fn attach(url: &str) -> ExitCode {
     let connect = ConnectArgs {
         url: url.to_string(),
+        quic: None,
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
         token: None,
         consistency: String::new(),
         output: Output::Table,
@@ -248,7 +266,19 @@ fn value(arg: Option<&str>) -> Result<Vec<u8>, ShellError> {
 }
 
 fn session(connect: &ConnectArgs) -> Result<Session, ShellError> {
-    let mut builder = Client::builder().endpoint(connect.url.clone());
+    let mut builder = match (
+        &connect.quic,
+        &connect.tls_ca,
+        &connect.tls_cert,
+        &connect.tls_key,
+    ) {
+        (Some(addr), Some(ca), Some(cert), Some(key)) => {
+            let tls = crate::quic::ClientTls::from_files(ca, cert, key)
+                .map_err(|e| ShellError::usage(e.code(), e.to_string()))?;
+            Client::builder().quic(*addr, tls)
+        }
+        _ => Client::builder().endpoint(connect.url.clone()),
+    };
     if let Some(token) = &connect.token {
         builder = builder.bearer_token(token.clone());
     }
