@@ -16,7 +16,8 @@
 //! ```text
 //! frame     = length: u32 (big-endian)  body: MessagePack (length bytes)
 //! request   = map { "version": uint (1), "op": op }
-//! op        = "status"
+//! op        = "status" | "ring"
+//!           | map { "preflist": map { "bucket": str, "key": str, "options": options } }
 //!           | map { "get":    map { "bucket": str, "key": str, "options": options } }
 //!           | map { "put":    map { "bucket": str, "key": str, "value": bin,
 //!                                   "content_type": str | nil, "context": str | nil,
@@ -32,6 +33,8 @@
 //!           | map { "deleted":           map { "context": str } }
 //!           | map { "nothing_to_delete": map { "context": str | nil } }
 //!           | map { "status":            cluster status, as the JSON of GET /v1/cluster/status }
+//!           | map { "ring":              the ring, as the JSON of GET /v1/cluster/ring }
+//!           | map { "preflist":          as the JSON of GET /v1/cluster/preflist/{bucket}/{key} }
 //!           | map { "problem":           problem, as the JSON problem body }
 //! sibling   = map { "value": bin, "content_type": str | nil, "timestamp": str }
 //! ```
