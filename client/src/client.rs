@@ -70,7 +70,8 @@ use crate::limits::{check_bucket, check_key, DEFAULT_MAX_VALUE_BYTES, MAX_CONTEN
 use crate::options::RequestOptions;
 use crate::problem::{ProblemBody, WriteOutcome, PROBLEM_CONTENT_TYPE};
 use crate::types::{
-    ClusterStatus, PreflistStatus, RingStatus, SiblingsBody, CONTEXT_HEADER, TIMESTAMP_HEADER,
+    ClusterStatus, PreflistStatus, RingStatus, SiblingsBody, CONTEXT_HEADER,
+    DEFAULT_VALUE_CONTENT_TYPE, TIMESTAMP_HEADER,
 };
 
 /// A key's causal context: an opaque token, valid only for the key it was
@@ -146,7 +147,9 @@ impl From<String> for Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sibling {
     pub value: Vec<u8>,
-    /// The content type it was written with, if any.
+    /// The content type it was written with; `None` for
+    /// `application/octet-stream`, what a value written without one is
+    /// (the same over HTTP and QUIC).
     pub content_type: Option<String>,
     /// When its write was coordinated: the HLC timestamp's display form,
     /// e.g. `2026-11-22T02:30:00.123Z+0`.
@@ -707,6 +710,11 @@ fn check_content_type(content_type: &str) -> Result<(), Error> {
     }
 }
 
+/// The longest request target (path and query) an HTTP node parses (the
+/// `http` crate's limit); longer ones are answered `414` before the node
+/// sees them.
+const MAX_HTTP_URI_BYTES: usize = 65_534;
+
 /// The HTTP transport: one reqwest pool over the node URLs.
 #[derive(Debug)]
 struct HttpTransport {
@@ -735,12 +743,32 @@ impl HttpTransport {
         url
     }
 
-    fn key_url(&self, endpoint: usize, bucket: &str, key: &str, options: &RequestOptions) -> Url {
-        self.url(
+    /// The URL of a key route. A key whose URL would pass the 64 KiB an
+    /// HTTP node takes (`414`) is refused here with `invalid_key`: it can
+    /// only be reached over QUIC.
+    fn key_url(
+        &self,
+        endpoint: usize,
+        bucket: &str,
+        key: &str,
+        options: &RequestOptions,
+    ) -> Result<Url, Error> {
+        let url = self.url(
             endpoint,
             &["v1", "buckets", bucket, "keys", key],
             Some(options),
-        )
+        );
+        let len = url.path().len() + url.query().map_or(0, |query| query.len() + 1);
+        if len > MAX_HTTP_URI_BYTES {
+            return Err(Error::Invalid {
+                code: "invalid_key",
+                detail: format!(
+                    "the key makes a request target of {len} bytes, more than the \
+                     {MAX_HTTP_URI_BYTES} an HTTP node accepts; shorten it or use QUIC"
+                ),
+            });
+        }
+        Ok(url)
     }
 
     async fn get(
@@ -750,7 +778,7 @@ impl HttpTransport {
         key: &str,
         options: &RequestOptions,
     ) -> Result<Read, Error> {
-        let request = self.http.get(self.key_url(endpoint, bucket, key, options));
+        let request = self.http.get(self.key_url(endpoint, bucket, key, options)?);
         let response = send(request).await?;
         read_answer(response).await
     }
@@ -766,7 +794,7 @@ impl HttpTransport {
     ) -> Result<Written, Error> {
         let mut request = self
             .http
-            .put(self.key_url(endpoint, bucket, key, options))
+            .put(self.key_url(endpoint, bucket, key, options)?)
             .body(value.bytes.clone());
         if let Some(content_type) = &value.content_type {
             request = request.header(CONTENT_TYPE, content_type);
@@ -804,7 +832,7 @@ impl HttpTransport {
     ) -> Result<Deleted, Error> {
         let mut request = self
             .http
-            .delete(self.key_url(endpoint, bucket, key, options));
+            .delete(self.key_url(endpoint, bucket, key, options)?);
         if let Some(context) = context {
             request = request.header(CONTEXT_HEADER, context.as_str());
         }
@@ -837,10 +865,16 @@ impl HttpTransport {
 }
 
 async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-    request.send().await.map_err(|error| Error::Transport {
-        // A request that could not connect never reached a node.
-        sent: !error.is_connect(),
-        detail: error_chain(&error),
+    request.send().await.map_err(|error| {
+        // A request that could not be built or could not connect never
+        // reached a node.
+        let sent = !(error.is_builder() || error.is_connect());
+        // The URL holds the key, which may be long: leave it out.
+        let error = error.without_url();
+        Error::Transport {
+            sent,
+            detail: error_chain(&error),
+        }
     })
 }
 
@@ -943,10 +977,12 @@ async fn read_answer(response: reqwest::Response) -> Result<Read, Error> {
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
+    let content_type = stored_type(
+        headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+    );
     let value = body(response).await?.to_vec();
     Ok(Read::Found(Found {
         siblings: vec![Sibling {
@@ -956,6 +992,13 @@ async fn read_answer(response: reqwest::Response) -> Result<Read, Error> {
         }],
         context,
     }))
+}
+
+/// A content type as [`Sibling::content_type`] holds it: `None` for the
+/// default, `application/octet-stream`, however the transport showed it
+/// (HTTP names it on a single value, leaves it out in a siblings body).
+pub(crate) fn stored_type(content_type: Option<String>) -> Option<String> {
+    content_type.filter(|content_type| content_type != DEFAULT_VALUE_CONTENT_TYPE)
 }
 
 fn siblings(bytes: &[u8]) -> Result<Found, Error> {
@@ -969,7 +1012,7 @@ fn siblings(bytes: &[u8]) -> Result<Found, Error> {
                 value: STANDARD
                     .decode(&sibling.value)
                     .map_err(|error| Error::Protocol(format!("sibling value: {error}")))?,
-                content_type: sibling.content_type,
+                content_type: stored_type(sibling.content_type),
                 timestamp: sibling.timestamp,
             })
         })
@@ -1038,11 +1081,28 @@ mod tests {
         };
         let mut options = RequestOptions::default();
         options.w = crate::options::Quorum::All;
-        let url = transport.key_url(0, "b b", "a/b?c#d%", &options);
+        let url = transport.key_url(0, "b b", "a/b?c#d%", &options).unwrap();
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:8080/v1/buckets/b%20b/keys/a%2Fb%3Fc%23d%25?w=all"
         );
+    }
+
+    #[test]
+    fn a_key_too_long_for_an_http_request_line_is_refused_before_sending() {
+        let transport = HttpTransport {
+            http: reqwest::Client::new(),
+            urls: vec![Url::parse("http://127.0.0.1:8080/").unwrap()],
+        };
+        let options = RequestOptions::default();
+        let fits = "k".repeat(MAX_HTTP_URI_BYTES - "/v1/buckets/b/keys/".len());
+        assert!(transport.key_url(0, "b", &fits, &options).is_ok());
+        let error = transport
+            .key_url(0, "b", &format!("{fits}k"), &options)
+            .unwrap_err();
+        assert_eq!(error.code(), "invalid_key");
+        assert!(!error.may_have_applied());
+        assert!(error.to_string().len() < 200, "{error}");
     }
 
     #[test]

@@ -115,7 +115,12 @@ impl ClientTls {
             .map_err(|error| invalid_tls(error.to_string()))?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)
-            .map_err(|error| invalid_tls(format!("client certificate and key: {error}")))?;
+            .map_err(|error| match error {
+                rustls::Error::InconsistentKeys(_) => {
+                    invalid_tls("the client key does not belong to the client certificate".into())
+                }
+                error => invalid_tls(format!("client certificate and key: {error}")),
+            })?;
         tls.alpn_protocols = vec![ALPN_CLIENT.to_vec()];
         let tls = QuicClientConfig::try_from(tls)
             .map_err(|error| invalid_tls(format!("QUIC needs TLS 1.3: {error}")))?;
@@ -228,10 +233,14 @@ impl QuicTransport {
             .map_err(|error| unsent(error.to_string()))?;
         let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(unsent(error.to_string())),
+            Ok(Err(error)) => {
+                return Err(unsent(
+                    handshake_refusal(&error).unwrap_or_else(|| error.to_string()),
+                ))
+            }
             Err(_) => {
                 return Err(unsent(format!(
-                    "no handshake within {:?}",
+                    "no handshake within {:?} (is a node's QUIC endpoint there?)",
                     self.connect_timeout
                 )))
             }
@@ -375,9 +384,18 @@ async fn exchange(connection: &quinn::Connection, frame: &[u8]) -> Result<Reply,
         protocol: true,
     };
     let mut prefix = [0u8; protocol::LENGTH_BYTES];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|error| sent(format!("no reply: {error}")))?;
+    recv.read_exact(&mut prefix).await.map_err(|error| {
+        // In TLS 1.3 the node checks the client's certificate after the
+        // client has finished its side of the handshake; a refusal arrives
+        // as the connection closing with a TLS alert, before any stream
+        // was accepted: the request never reached the node.
+        if let quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(lost)) = &error {
+            if let Some(refusal) = handshake_refusal(lost) {
+                return unsent(refusal);
+            }
+        }
+        sent(format!("no reply: {error}"))
+    })?;
     let len = protocol::body_len(prefix, MAX_REPLY_BYTES)
         .map_err(|error| refused(format!("frame_too_large: {error}")))?;
     let mut body = vec![0u8; len];
@@ -386,6 +404,37 @@ async fn exchange(connection: &quinn::Connection, frame: &[u8]) -> Result<Reply,
         .map_err(|error| sent(format!("the reply was cut short: {error}")))?;
     let _ = recv.stop(quinn::VarInt::from_u32(0));
     protocol::decode_reply(&body).map_err(|error| refused(error.to_string()))
+}
+
+/// The reason a TLS handshake failed, in words, when `error` closed the
+/// connection with a TLS alert (QUIC's CRYPTO_ERROR, `0x100` + the alert,
+/// RFC 9001 §4.8).
+fn handshake_refusal(error: &quinn::ConnectionError) -> Option<String> {
+    let code = match error {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code,
+        quinn::ConnectionError::TransportError(error) => error.code,
+        _ => return None,
+    };
+    let alert = u64::from(code)
+        .checked_sub(0x100)
+        .filter(|alert| *alert < 0x100)?;
+    let reason = match alert {
+        // unknown_ca
+        48 => {
+            "the certificate is not from the cluster's CA: the node refused this client's \
+               certificate, or the node's certificate is not signed by --tls-ca"
+        }
+        // bad_certificate, unsupported_certificate, certificate_unknown
+        42 | 43 | 46 => "the certificate was refused (wrong kind or not valid for this use)",
+        // certificate_expired
+        45 => "a certificate has expired",
+        // certificate_required
+        116 => "the node requires a client certificate",
+        // no_application_protocol
+        120 => "the node does not speak the Chorus client protocol on this port",
+        _ => return Some(format!("TLS handshake failed (TLS alert {alert})")),
+    };
+    Some(format!("TLS handshake failed: {reason}"))
 }
 
 /// A reply of the wrong kind, or a problem, as the error it stands for.
@@ -406,7 +455,7 @@ fn unexpected(reply: Reply) -> Error {
 fn sibling(sibling: protocol::Sibling) -> Sibling {
     Sibling {
         value: sibling.value,
-        content_type: sibling.content_type,
+        content_type: crate::client::stored_type(sibling.content_type),
         timestamp: sibling.timestamp,
     }
 }

@@ -127,8 +127,9 @@
 //! partition, its N primaries with their addresses and whether this node
 //! believes each up, and, for each down primary, the fallback standing in
 //! for it (`"fallback_for": <primary id>`), as
-//! [`place`](crate::core::place) picks them. It checks bucket, key and
-//! query options as the key routes do; `?sloppy=false` shows the strict
+//! [`place`](crate::core::place) picks them. It checks bucket and key as
+//! the key routes do and takes their query options, checked for form only
+//! (counts are not held against N); `?sloppy=false` shows the strict
 //! list (no fallbacks).
 //!
 //! # Authentication

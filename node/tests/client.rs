@@ -100,6 +100,9 @@ async fn scenario(a: &Client, b: &Client) {
         panic!("the key is there");
     };
     assert_eq!(found.value(), Some(&b"v1"[..]));
+    // Written without a content type: the default, the same on both
+    // transports.
+    assert_eq!(found.siblings[0].content_type, None);
 
     // Two writes with the same context from two clients: siblings.
     let left = a

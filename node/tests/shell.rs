@@ -224,9 +224,9 @@ hello
 OK
 2 siblings (RESOLVE ada N keeps one, RESOLVE ada VALUE replaces them):
   1) hello
-     (timestamp <time>)
+     (timestamp <time>, content-type application/octet-stream)
   2) hello again
-     (timestamp <time>)
+     (timestamp <time>, content-type application/octet-stream)
 OK
 hello again
   (timestamp <time>, content-type application/octet-stream)
@@ -573,10 +573,28 @@ fn one_shot_commands_speak_quic_with_a_client_certificate() {
     let theirs = flags(&write(&other, "mallory"));
     let refused = with(&["get", "quic", "k"], &theirs);
     assert_eq!(refused.status.code(), Some(4), "{}", stdout(&refused));
+    let said = stderr(&refused);
+    assert!(said.contains("transport"), "{said}");
+    assert!(said.contains("TLS handshake failed"), "{said}");
+    // A read never "may have applied", and a refused handshake sent nothing.
+    assert!(!said.contains("may have applied"), "{said}");
+    let refused = with(&["put", "quic", "k", "v"], &theirs);
     assert!(
-        stderr(&refused).contains("transport"),
+        !stderr(&refused).contains("may have applied"),
         "{}",
         stderr(&refused)
+    );
+
+    // A key that does not belong to the certificate is named as such.
+    let mut mixed = ours.clone();
+    let last = mixed.len() - 1;
+    mixed[last] = theirs[theirs.len() - 1].clone();
+    let mismatch = with(&["get", "quic", "k"], &mixed);
+    assert_eq!(mismatch.status.code(), Some(2));
+    assert!(
+        stderr(&mismatch).contains("does not belong to the client certificate"),
+        "{}",
+        stderr(&mismatch)
     );
 
     // --quic without its certificate files is a usage error.

@@ -20,6 +20,16 @@ Exit codes:
      quorum_not_reached, unavailable, not_ready, overloaded, timeout, timeout_indeterminate)
   4  any other error from the node, or no answer from it";
 
+/// What the exit codes of `chorus shell -e|-f` mean: a key that is not
+/// there is an answer in a script, not an error.
+pub const SHELL_EXIT_CODES: &str = "\
+Exit codes (of -e, -f and piped scripts; a script stops at its first error unless --keep-going):
+  0  every command ran (a key not found is an answer here, printed as such)
+  2  usage: a bad command line, command or option, refused before it was sent
+  3  unavailable: quorum not reached or timed out (the node's 503/504 codes:
+     quorum_not_reached, unavailable, not_ready, overloaded, timeout, timeout_indeterminate)
+  4  any other error from the node, or no answer from it";
+
 /// How to reach a node and what to ask for, shared by every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
@@ -54,7 +64,7 @@ pub struct ConnectArgs {
 
 /// `chorus shell`.
 #[derive(Debug, Clone, clap::Args)]
-#[command(after_help = EXIT_CODES)]
+#[command(after_help = SHELL_EXIT_CODES)]
 pub struct ShellArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,

@@ -112,7 +112,8 @@ impl ShellError {
                 other => other.to_string(),
             },
         };
-        if error.may_have_applied() {
+        // Only a write can have applied; a read that failed changed nothing.
+        if quorum == "w" && error.may_have_applied() {
             message.push_str("; may have applied");
         }
         ShellError {
@@ -449,7 +450,7 @@ impl Session {
                     .map(|s| {
                         json!({
                             "value": STANDARD.encode(&s.value),
-                            "content_type": s.content_type,
+                            "content_type": effective_type(s),
                             "timestamp": s.timestamp,
                         })
                     })
@@ -536,7 +537,8 @@ pub fn describe(options: &RequestOptions) -> String {
 
 fn meta(sibling: &Sibling) -> String {
     let mut text = format!("timestamp {}", sibling.timestamp);
-    if let Some(content_type) = &sibling.content_type {
+    {
+        let content_type = effective_type(sibling);
         text.push_str(&format!(", content-type {content_type}"));
     }
     text
@@ -744,4 +746,13 @@ mod tests {
         let unknown = vec![("x".into(), "1".into())];
         assert_eq!(merge(&base, &unknown).unwrap_err().code, "unknown_option");
     }
+}
+
+/// A version's content type as a reader over HTTP sees it: the one it was
+/// written with, else `application/octet-stream`.
+fn effective_type(sibling: &crate::client::Sibling) -> &str {
+    sibling
+        .content_type
+        .as_deref()
+        .unwrap_or(crate::types::DEFAULT_VALUE_CONTENT_TYPE)
 }
