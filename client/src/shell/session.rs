@@ -719,6 +719,15 @@ fn io(error: std::io::Error) -> ShellError {
     }
 }
 
+/// A version's content type as a reader over HTTP sees it: the one it was
+/// written with, else `application/octet-stream`.
+fn effective_type(sibling: &crate::client::Sibling) -> &str {
+    sibling
+        .content_type
+        .as_deref()
+        .unwrap_or(crate::types::DEFAULT_VALUE_CONTENT_TYPE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,13 +755,4 @@ mod tests {
         let unknown = vec![("x".into(), "1".into())];
         assert_eq!(merge(&base, &unknown).unwrap_err().code, "unknown_option");
     }
-}
-
-/// A version's content type as a reader over HTTP sees it: the one it was
-/// written with, else `application/octet-stream`.
-fn effective_type(sibling: &crate::client::Sibling) -> &str {
-    sibling
-        .content_type
-        .as_deref()
-        .unwrap_or(crate::types::DEFAULT_VALUE_CONTENT_TYPE)
 }
