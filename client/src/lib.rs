@@ -15,8 +15,11 @@
 //! With the `http` feature (on by default), [`Client`] is the Rust client
 //! over HTTP; with the `quic` feature (on by default, implies `http`) it
 //! also speaks the QUIC client protocol ([`Client::quic`]). See the
-//! [`client`] module for examples of both.
+//! [`client`] module for examples of both. With the `bench` feature (on by
+//! default), [`bench`] is `chorus bench`, the load generator.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 #[cfg(feature = "http")]
 pub mod client;
 pub mod limits;

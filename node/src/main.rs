@@ -53,6 +53,8 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Measure a store: YCSB workloads against Chorus, Redis or etcd.
+    Bench(chorus_client::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +188,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
+        Command::Bench(args) => Ok(tokio_runtime()?.block_on(chorus_client::bench::main(args))?),
         Command::Node {
             command: NodeCommand::Start(args),
         } => tokio_runtime()?.block_on(node_start(args)),
