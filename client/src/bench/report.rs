@@ -159,6 +159,14 @@ fn round(value: f64, decimals: i32) -> f64 {
     (value * scale).round() / scale
 }
 
+/// The name a value has in the JSON.
+fn name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn ms(micros: u64) -> String {
     format!("{:.2}", micros as f64 / 1000.0)
 }
@@ -170,14 +178,11 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} {:?} workload {:?}, {} distribution, {} records, {} tasks{}",
+            "{} {:?} workload {}, {} distribution, {} records, {} tasks{}",
             self.driver,
             self.targets,
-            self.workload,
-            serde_json::to_value(self.distribution)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            name(&self.workload),
+            name(&self.distribution),
             self.records,
             self.concurrency,
             self.rate
