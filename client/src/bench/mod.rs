@@ -252,3 +252,19 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_as_a_node_parses_them() {
+        let options = parse_options("w=quorum, sync=true").unwrap();
+        assert!(options.sync);
+        assert_eq!(parse_options("").unwrap(), RequestOptions::default());
+        let error = parse_options("w=most").unwrap_err().to_string();
+        assert!(error.contains("invalid_quorum"), "{error}");
+        let error = parse_options("fast").unwrap_err().to_string();
+        assert!(error.contains("unknown_option"), "{error}");
+    }
+}

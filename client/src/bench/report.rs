@@ -19,6 +19,7 @@
 //!          "throughput": ops/s (successful operations),
 //!          "ops": {"read": OP, "update": OP, …}}   (kinds with any operation)
 //! OP = {"ok": 61728, "not_found": 0, "errors": {"quorum_not_reached": 3},
+//!       "error_samples": {"quorum_not_reached": "first message"},
 //!       "throughput": ops/s,
 //!       "latency_us": {"min", "mean", "p50", "p90", "p99", "p999", "max"}}
 //! ```
@@ -79,6 +80,9 @@ pub struct OpReport {
     pub not_found: u64,
     /// Failed operations by stable code.
     pub errors: BTreeMap<String, u64>,
+    /// The first message seen for each code in `errors`.
+    #[serde(default)]
+    pub error_samples: BTreeMap<String, String>,
     pub throughput: f64,
     pub latency_us: Latency,
 }
@@ -135,6 +139,7 @@ impl PhaseReport {
                     ok,
                     not_found: record.not_found,
                     errors: record.errors.clone(),
+                    error_samples: record.samples.clone(),
                     throughput: round(ok as f64 / seconds, 1),
                     latency_us: latency,
                 },
@@ -228,7 +233,8 @@ impl Report {
                     ms(l.max)
                 );
                 for (code, n) in &report.errors {
-                    errors.push(format!("{name} {op}: {code} x{n}"));
+                    let sample = report.error_samples.get(code).map_or("", String::as_str);
+                    errors.push(format!("{name} {op}: {code} x{n}, e.g. {sample}"));
                 }
             }
             let _ = writeln!(

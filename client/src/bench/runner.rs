@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use super::driver::{Driver, ReadResult};
+use super::driver::{Driver, DriverError, ReadResult};
 use super::generator::Distribution;
 use super::workload::{key_name, make_value, Op, OpKind, OpStream, ValueSize, Workload};
 
@@ -53,6 +53,8 @@ pub struct KindRecord {
     pub latency: Histogram<u64>,
     /// Failed operations by stable code.
     pub errors: BTreeMap<String, u64>,
+    /// The first message seen for each code.
+    pub samples: BTreeMap<String, String>,
     /// Reads that found no value (successful; counted in `latency`).
     pub not_found: u64,
 }
@@ -63,6 +65,7 @@ impl KindRecord {
             // Auto-resizing: any latency fits.
             latency: Histogram::new(3).expect("3 significant figures are valid"),
             errors: BTreeMap::new(),
+            samples: BTreeMap::new(),
             not_found: 0,
         }
     }
@@ -73,6 +76,11 @@ impl KindRecord {
             .expect("auto-resizing histograms merge");
         for (code, n) in &other.errors {
             *self.errors.entry(code.clone()).or_default() += n;
+        }
+        for (code, detail) in &other.samples {
+            self.samples
+                .entry(code.clone())
+                .or_insert_with(|| detail.clone());
         }
         self.not_found += other.not_found;
     }
@@ -116,14 +124,17 @@ impl Recorded {
                     .expect("auto-resizing histograms take any value");
                 record.not_found += u64::from(not_found);
             }
-            Outcome::Failed(code) => *record.errors.entry(code).or_default() += 1,
+            Outcome::Failed(error) => {
+                *record.errors.entry(error.code.clone()).or_default() += 1;
+                record.samples.entry(error.code).or_insert(error.detail);
+            }
         }
     }
 }
 
 enum Outcome {
     Ok { not_found: bool },
-    Failed(String),
+    Failed(DriverError),
 }
 
 async fn execute<D: Driver>(driver: &D, op: Op) -> Outcome {
@@ -147,7 +158,7 @@ async fn execute<D: Driver>(driver: &D, op: Op) -> Outcome {
     };
     match result {
         Ok(not_found) => Outcome::Ok { not_found },
-        Err(error) => Outcome::Failed(error.code),
+        Err(error) => Outcome::Failed(error),
     }
 }
 
@@ -325,7 +336,6 @@ pub(crate) mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::bench::driver::DriverError;
 
     /// A store that answers after 1 ms, except that 500 ms after its first
     /// request it stalls for 1 s: every request that arrives during the
