@@ -19,8 +19,11 @@
 //!
 //! With the `shell` feature (on by default), [`shell`] is the `chorus shell`
 //! and the one-shot `chorus get|put|del|admin` commands; only the `chorus`
-//! binary uses it.
+//! binary uses it. With the `bench` feature (on by default), [`bench`] is
+//! `chorus bench`, the load generator.
 
+#[cfg(feature = "bench")]
+pub mod bench;
 #[cfg(feature = "http")]
 pub mod client;
 pub mod limits;

@@ -59,6 +59,8 @@ enum Command {
     },
     #[command(flatten)]
     Client(ClientCommand),
+    /// Measure a store: YCSB workloads against Chorus, Redis or etcd.
+    Bench(chorus_client::bench::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +194,10 @@ fn main() -> anyhow::Result<ExitCode> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
+        Command::Bench(args) => {
+            tokio_runtime()?.block_on(chorus_client::bench::main(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Node {
             command: NodeCommand::Start(args),
         } => tokio_runtime()?

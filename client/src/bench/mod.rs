@@ -1,0 +1,270 @@
+//! `chorus bench`: a load generator after YCSB (Cooper et al., "Benchmarking
+//! Cloud Serving Systems with YCSB", SoCC 2010), measuring Chorus and the
+//! stores one would pick instead with the same client and workloads.
+//!
+//! * [`workload`]: YCSB's core workloads A, B, C, D, F, plus `write` and
+//!   `delete`, and the seeded operation stream of each task;
+//! * [`generator`]: key choosers (uniform, scrambled Zipfian, latest);
+//! * [`driver`]: the [`Driver`] trait and its Chorus (HTTP, QUIC), Redis
+//!   and etcd implementations;
+//! * [`runner`]: the load and run phases, closed or open loop (with
+//!   coordinated-omission correction);
+//! * [`report`]: HdrHistogram summaries, the table and the JSON schema.
+//!
+//! A run: `--records` keys are inserted (the load phase, unless
+//! `--no-load`), then the workload runs for `--duration` or
+//! `--operations`, and the report is printed (`--json` for machines).
+
+pub mod driver;
+pub mod generator;
+pub mod report;
+pub mod runner;
+pub mod workload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use driver::{ChorusDriver, Driver, DriverError, EtcdDriver, ReadResult, RedisDriver};
+pub use generator::Distribution;
+pub use report::{PhaseReport, Report, SCHEMA_VERSION};
+pub use runner::{Limit, RunConfig};
+pub use workload::{OpKind, ValueSize, Workload};
+
+use crate::{Client, ClientTls, RequestOptions};
+
+/// The arguments of `chorus bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// A store to drive; repeat for several nodes of one cluster.
+    /// `http://HOST:PORT` is Chorus over HTTP, `redis://HOST:PORT` Redis,
+    /// `etcd+http://HOST:PORT` etcd's v3 JSON gateway.
+    #[arg(long = "target", default_value = "http://127.0.0.1:8080")]
+    pub targets: Vec<String>,
+    /// Drive Chorus over its QUIC client protocol at this address instead
+    /// (with --ca, --cert, --key).
+    #[arg(long, requires_all = ["ca", "cert", "key"])]
+    pub quic: Option<SocketAddr>,
+    /// The cluster CA certificate (PEM), for --quic.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The client certificate (PEM), for --quic.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// The client key (PEM), for --quic.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// The Chorus bucket the keys live in.
+    #[arg(long, default_value = "bench")]
+    pub bucket: String,
+    #[arg(long, value_enum, default_value_t = Workload::A)]
+    pub workload: Workload,
+    /// Key distribution (default: latest for workload D, else zipfian).
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
+    /// Keys the load phase inserts and the run phase chooses from.
+    #[arg(long, default_value_t = 10_000)]
+    pub records: u64,
+    /// Value size in bytes: N, or MIN..MAX (inclusive).
+    #[arg(long, default_value = "100")]
+    pub value_size: ValueSize,
+    /// How long the run phase lasts (e.g. 30s, 2m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub duration: Duration,
+    /// Run this many operations instead of for a duration.
+    #[arg(long)]
+    pub operations: Option<u64>,
+    /// Tasks issuing operations (in closed loop, operations in flight).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Open loop at this many operations per second (all tasks together),
+    /// latencies measured from each operation's intended send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Chorus options of reads, e.g. `r=quorum` or `r=one,pr=1`.
+    #[arg(long, default_value = "")]
+    pub read: String,
+    /// Chorus options of writes and deletes, e.g. `w=quorum,sync=true`.
+    #[arg(long, default_value = "")]
+    pub write: String,
+    /// Seed of the operation streams: the same seed, the same operations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Skip the load phase (the keys are already there).
+    #[arg(long)]
+    pub no_load: bool,
+    /// Retries of the Chorus client (default none: every failure counts).
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// Print the report as JSON (schema in `chorus_client::bench::report`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BenchError(String);
+
+/// Parses `name=value,name=value` Chorus options with
+/// [`RequestOptions::parse`].
+pub fn parse_options(text: &str) -> Result<RequestOptions, BenchError> {
+    let pairs: Vec<(&str, &str)> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    RequestOptions::parse(pairs)
+        .map_err(|e| BenchError(format!("invalid options {text:?}: {e} ({})", e.code())))
+}
+
+impl BenchArgs {
+    /// The run configuration these arguments describe.
+    pub fn config(&self) -> RunConfig {
+        RunConfig {
+            workload: self.workload,
+            distribution: self
+                .distribution
+                .unwrap_or(self.workload.default_distribution()),
+            records: self.records,
+            value_size: self.value_size,
+            limit: match self.operations {
+                Some(n) => Limit::Operations(n),
+                None => Limit::Duration(self.duration),
+            },
+            concurrency: self.concurrency.max(1),
+            rate: self.rate,
+            seed: self.seed,
+            progress: true,
+        }
+    }
+}
+
+/// Runs both phases against `driver` and summarises them.
+pub async fn bench<D: Driver>(
+    driver: Arc<D>,
+    config: &RunConfig,
+    load: bool,
+) -> (Option<PhaseReport>, PhaseReport) {
+    let load = if load {
+        Some(PhaseReport::from_recorded(
+            &runner::load(driver.clone(), config).await,
+        ))
+    } else {
+        None
+    };
+    let run = PhaseReport::from_recorded(&runner::run(driver, config).await);
+    (load, run)
+}
+
+/// `chorus bench`: builds the driver the targets name, runs, prints.
+pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
+    let config = args.config();
+    let read = parse_options(&args.read)?;
+    let write = parse_options(&args.write)?;
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(BenchError("--rate must be a positive number".into()));
+    }
+    let load = !args.no_load;
+    let (driver_name, targets, (load, run)) = if let Some(addr) = args.quic {
+        let (ca, cert, key) = (args.ca.as_ref(), args.cert.as_ref(), args.key.as_ref());
+        let tls = ClientTls::from_files(
+            ca.expect("clap requires --ca"),
+            cert.expect("clap requires --cert"),
+            key.expect("clap requires --key"),
+        )
+        .map_err(|e| BenchError(e.to_string()))?;
+        let client = Client::builder()
+            .quic(addr, tls)
+            .retries(args.retries)
+            .build()
+            .map_err(|e| BenchError(e.to_string()))?;
+        let driver = Arc::new(ChorusDriver::new(client, &args.bucket, read, write));
+        (
+            "chorus-quic",
+            vec![addr.to_string()],
+            bench(driver, &config, load).await,
+        )
+    } else if args.targets.iter().all(|t| t.starts_with("redis://")) {
+        let [url] = args.targets.as_slice() else {
+            return Err(BenchError("Redis takes one --target".into()));
+        };
+        let driver = RedisDriver::connect(url, config.concurrency)
+            .await
+            .map_err(|e| BenchError(format!("{url}: {}", e.detail)))?;
+        (
+            "redis",
+            args.targets.clone(),
+            bench(Arc::new(driver), &config, load).await,
+        )
+    } else if args.targets.iter().all(|t| t.starts_with("etcd+")) {
+        let endpoints = args.targets.iter().map(|t| t["etcd+".len()..].to_owned());
+        let driver = EtcdDriver::new(endpoints.collect()).map_err(|e| BenchError(e.detail))?;
+        (
+            "etcd",
+            args.targets.clone(),
+            bench(Arc::new(driver), &config, load).await,
+        )
+    } else if args
+        .targets
+        .iter()
+        .all(|t| t.starts_with("http://") || t.starts_with("https://"))
+    {
+        let mut builder = Client::builder().retries(args.retries);
+        for target in &args.targets {
+            builder = builder.endpoint(target);
+        }
+        let client = builder.build().map_err(|e| BenchError(e.to_string()))?;
+        let driver = Arc::new(ChorusDriver::new(client, &args.bucket, read, write));
+        (
+            "chorus-http",
+            args.targets.clone(),
+            bench(driver, &config, load).await,
+        )
+    } else {
+        return Err(BenchError(
+            "--target must all be http(s)://, redis:// or etcd+http:// URLs".into(),
+        ));
+    };
+    let report = Report {
+        schema_version: SCHEMA_VERSION,
+        driver: driver_name.to_owned(),
+        targets,
+        workload: config.workload,
+        distribution: config.distribution,
+        records: config.records,
+        value_size: config.value_size,
+        concurrency: config.concurrency,
+        rate: config.rate,
+        seed: config.seed,
+        read_options: args.read.clone(),
+        write_options: args.write.clone(),
+        load,
+        run,
+    };
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| BenchError(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_as_a_node_parses_them() {
+        let options = parse_options("w=quorum, sync=true").unwrap();
+        assert!(options.sync);
+        assert_eq!(parse_options("").unwrap(), RequestOptions::default());
+        let error = parse_options("w=most").unwrap_err().to_string();
+        assert!(error.contains("invalid_quorum"), "{error}");
+        let error = parse_options("fast").unwrap_err().to_string();
+        assert!(error.contains("unknown_option"), "{error}");
+    }
+}

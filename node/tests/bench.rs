@@ -1,0 +1,230 @@
+//! `chorus bench`'s drivers against real servers: Chorus (a 3-node cluster
+//! in this process, over HTTP and QUIC), Redis and etcd (started from PATH
+//! on free loopback ports; when the binary is absent the test says
+//! `SKIPPED: … not found` on standard error and returns).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_client::bench::{
+    self, ChorusDriver, Distribution, Driver, EtcdDriver, Limit, PhaseReport, RedisDriver,
+    RunConfig, ValueSize, Workload,
+};
+use chorus_client::{Client, ClientTls, RequestOptions};
+use chorus_node::api::Service as _;
+use chorus_node::engine::EngineConfig;
+use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::transport::tls::ClusterCa;
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free TCP port")
+        .port()
+}
+
+async fn start_cluster(dir: &std::path::Path, ca: &ClusterCa) -> Vec<RunningNode> {
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let quic: Vec<SocketAddr> = (0..3)
+        .map(|_| SocketAddr::new(localhost, free_udp_port()))
+        .collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let name = format!("node{}", i + 1);
+        let mut engine = EngineConfig {
+            name: name.clone(),
+            ..EngineConfig::default()
+        };
+        engine.gossip.seeds = quic
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, a)| *a)
+            .collect();
+        let options = NodeOptions {
+            engine,
+            data_dir: dir.join(&name),
+            quic_listen: quic[i],
+            http_listen: SocketAddr::new(localhost, 0),
+            identity: ca.issue(&name).expect("a node certificate"),
+            http: Default::default(),
+            unsafe_disable_wal: false,
+        };
+        nodes.push(runtime::start(options).await.expect("the node starts"));
+    }
+    for _ in 0..600 {
+        if nodes.iter().all(|n| n.handle.is_ready()) {
+            return nodes;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the cluster did not form within 60 s");
+}
+
+fn config(workload: Workload) -> RunConfig {
+    RunConfig {
+        workload,
+        distribution: Distribution::Zipfian,
+        records: 50,
+        value_size: ValueSize { min: 50, max: 150 },
+        limit: Limit::Operations(300),
+        concurrency: 8,
+        rate: None,
+        seed: 9,
+        progress: false,
+    }
+}
+
+/// Loads, runs `workload` and checks every operation succeeded.
+async fn runs_cleanly<D: Driver>(driver: Arc<D>, workload: Workload) -> PhaseReport {
+    let config = config(workload);
+    let (load, run) = bench::bench(driver, &config, true).await;
+    let load = load.expect("a load phase");
+    assert_eq!((load.ok, load.errors), (50, 0), "{load:?}");
+    assert_eq!((run.ok, run.errors), (300, 0), "{workload:?}: {run:?}");
+    run
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chorus_over_http_and_quic() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate("bench").unwrap();
+    let nodes = start_cluster(dir.path(), &ca).await;
+    let mut builder = Client::builder();
+    for node in &nodes {
+        builder = builder.endpoint(format!("http://{}", node.http_addr));
+    }
+    let options = RequestOptions::default();
+    let http = Arc::new(ChorusDriver::new(
+        builder.build().unwrap(),
+        "bench",
+        options,
+        options,
+    ));
+    for workload in [Workload::A, Workload::F, Workload::D, Workload::Write] {
+        let run = runs_cleanly(http.clone(), workload).await;
+        // Updates carry the key's context, so they replace versions: reads
+        // of loaded keys always find one. (D's reads of recent keys may
+        // come before another task's insert of them.)
+        if let (Some(read), false) = (run.ops.get("read"), workload == Workload::D) {
+            assert_eq!(read.not_found, 0, "{workload:?}");
+        }
+    }
+    let run = runs_cleanly(http.clone(), Workload::Delete).await;
+    assert_eq!(run.ops["delete"].ok, 300);
+
+    let identity = ca.issue_client("bench").unwrap();
+    let tls = ClientTls::from_pem(identity.ca_pem, identity.cert_pem, identity.key_pem);
+    let quic = Client::quic(nodes[0].quic_addr, tls).unwrap();
+    let quic = Arc::new(ChorusDriver::new(quic, "bench-quic", options, options));
+    runs_cleanly(quic, Workload::A).await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// A server process, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Says on standard error, past the test harness's capture (which would
+/// hide it for a passing test), that a test did not run.
+fn skipped(binary: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {binary} not found");
+}
+
+fn on_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
+/// Waits for a TCP port to accept connections (the server is up).
+async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on port {port} after 10 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis() {
+    if !on_path("redis-server") {
+        skipped("redis-server");
+        return;
+    }
+    let port = free_tcp_port();
+    let _server = Server(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts"),
+    );
+    wait_for_port(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let driver = Arc::new(RedisDriver::connect(&url, 8).await.expect("a connection"));
+    for workload in [Workload::A, Workload::F, Workload::Delete] {
+        runs_cleanly(driver.clone(), workload).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd() {
+    if !on_path("etcd") {
+        skipped("etcd");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_tcp_port(), free_tcp_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let _server = Server(
+        Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts"),
+    );
+    wait_for_port(client).await;
+    let driver = Arc::new(EtcdDriver::new(vec![client_url]).unwrap());
+    // The port opens before the member has a leader: wait for a first read.
+    for _ in 0..200 {
+        if driver.read("probe").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for workload in [Workload::A, Workload::F, Workload::Delete] {
+        runs_cleanly(driver.clone(), workload).await;
+    }
+}
