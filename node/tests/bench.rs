@@ -3,7 +3,9 @@
 //! on free loopback ports; when the binary is absent the test says
 //! `SKIPPED: … not found` on standard error and returns).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+mod common;
+
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,17 +15,8 @@ use chorus_client::bench::{
     RunConfig, ValueSize, Workload,
 };
 use chorus_client::{Client, ClientTls, RequestOptions};
-use chorus_node::api::Service as _;
-use chorus_node::engine::EngineConfig;
-use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::runtime::RunningNode;
 use chorus_node::transport::tls::ClusterCa;
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
-}
 
 fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -33,41 +26,7 @@ fn free_tcp_port() -> u16 {
 }
 
 async fn start_cluster(dir: &std::path::Path, ca: &ClusterCa) -> Vec<RunningNode> {
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let quic: Vec<SocketAddr> = (0..3)
-        .map(|_| SocketAddr::new(localhost, free_udp_port()))
-        .collect();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let name = format!("node{}", i + 1);
-        let mut engine = EngineConfig {
-            name: name.clone(),
-            ..EngineConfig::default()
-        };
-        engine.gossip.seeds = quic
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .map(|(_, a)| *a)
-            .collect();
-        let options = NodeOptions {
-            engine,
-            data_dir: dir.join(&name),
-            quic_listen: quic[i],
-            http_listen: SocketAddr::new(localhost, 0),
-            identity: ca.issue(&name).expect("a node certificate"),
-            http: Default::default(),
-            unsafe_disable_wal: false,
-        };
-        nodes.push(runtime::start(options).await.expect("the node starts"));
-    }
-    for _ in 0..600 {
-        if nodes.iter().all(|n| n.handle.is_ready()) {
-            return nodes;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the cluster did not form within 60 s");
+    common::start_nodes(dir, ca, 3, |_, _| {}).await
 }
 
 fn config(workload: Workload) -> RunConfig {

@@ -6,80 +6,19 @@
 //! certificates cannot join the cluster, other CAs' certificates cannot
 //! open a client connection, and malformed frames get problem answers.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chorus_client::protocol::{self, Operation, Reply, Request, ALPN_CLIENT, SERVER_NAME};
 use chorus_client::{Client, ClientTls, Deleted, Read, RequestOptions, Value};
-use chorus_node::api::Service as _;
-use chorus_node::engine::EngineConfig;
-use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::runtime::RunningNode;
 use chorus_node::transport::tls::{self, ClusterCa, NodeIdentity};
 use chorus_node::transport::{ALPN_INTERNODE, CLOSE_NOT_A_NODE};
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
-}
-
 async fn start_cluster(dir: &std::path::Path, ca: &ClusterCa) -> Vec<RunningNode> {
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let quic: Vec<SocketAddr> = (0..3)
-        .map(|_| SocketAddr::new(localhost, free_udp_port()))
-        .collect();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let name = format!("node{}", i + 1);
-        let mut engine = EngineConfig {
-            name: name.clone(),
-            ..EngineConfig::default()
-        };
-        engine.gossip.seeds = quic
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .map(|(_, a)| *a)
-            .collect();
-        let options = NodeOptions {
-            engine,
-            data_dir: dir.join(&name),
-            quic_listen: quic[i],
-            http_listen: SocketAddr::new(localhost, 0),
-            identity: ca.issue(&name).expect("a node certificate"),
-            http: Default::default(),
-            unsafe_disable_wal: false,
-        };
-        nodes.push(runtime::start(options).await.expect("the node starts"));
-    }
-    // Ready, and every node sees every member up: the scenario's first
-    // write asks for all three replicas.
-    for _ in 0..600 {
-        if all_up(&nodes).await {
-            return nodes;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the cluster did not form within 60 s");
-}
-
-async fn all_up(nodes: &[RunningNode]) -> bool {
-    for node in nodes {
-        if !node.handle.is_ready() {
-            return false;
-        }
-        let Ok(status) = node.handle.cluster_status().await else {
-            return false;
-        };
-        if status.members.len() != nodes.len() || status.members.iter().any(|m| m.liveness != "up")
-        {
-            return false;
-        }
-    }
-    true
+    common::start_nodes(dir, ca, 3, |_, _| {}).await
 }
 
 /// The scenario every transport must pass, with its error codes.

@@ -5,66 +5,28 @@
 //! history go through a pseudo-terminal; the one-shot commands' exit codes
 //! are checked one by one, the last with a node stopped.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use chorus_node::api::{BearerToken, Service as _};
-use chorus_node::engine::EngineConfig;
-use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::api::BearerToken;
+use chorus_node::runtime::{self, RunningNode};
 use chorus_node::transport::tls::ClusterCa;
 use expectrl::Session;
 
 const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
-}
-
 async fn start_cluster(dir: &Path, ca: &ClusterCa, token: Option<&str>) -> Vec<RunningNode> {
-    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let quic: Vec<SocketAddr> = (0..3)
-        .map(|_| SocketAddr::new(localhost, free_udp_port()))
-        .collect();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let name = format!("node{}", i + 1);
-        let mut engine = EngineConfig {
-            name: name.clone(),
-            ..EngineConfig::default()
+    common::start_nodes(dir, ca, 3, |_, options| {
+        options.http = runtime::HttpOptions {
+            token: token.map(|t| BearerToken::new(t).expect("a valid token")),
+            ..Default::default()
         };
-        engine.gossip.seeds = quic
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .map(|(_, a)| *a)
-            .collect();
-        let options = NodeOptions {
-            engine,
-            data_dir: dir.join(&name),
-            quic_listen: quic[i],
-            http_listen: SocketAddr::new(localhost, 0),
-            identity: ca.issue(&name).expect("a node certificate"),
-            unsafe_disable_wal: false,
-            http: runtime::HttpOptions {
-                token: token.map(|t| BearerToken::new(t).expect("a valid token")),
-                ..Default::default()
-            },
-        };
-        nodes.push(runtime::start(options).await.expect("the node starts"));
-    }
-    for _ in 0..600 {
-        if nodes.iter().all(|n| n.handle.is_ready()) {
-            return nodes;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the cluster did not form within 60 s");
+    })
+    .await
 }
 
 /// A cluster on its own runtime, for the life of the test process.
@@ -505,7 +467,7 @@ fn chorus_dev_opens_the_shell_in_a_terminal_and_exit_stops_it() {
         .expect("a free TCP port")
         .port()
         .to_string();
-    let quic_port = free_udp_port().to_string();
+    let quic_port = common::free_udp_port().to_string();
     let mut command = Command::new(CHORUS);
     command
         .args(["dev", "--nodes", "1", "--http-port", &http_port])
