@@ -43,18 +43,18 @@ pub struct BenchArgs {
     #[arg(long = "target", default_value = "http://127.0.0.1:8080")]
     pub targets: Vec<String>,
     /// Drive Chorus over its QUIC client protocol at this address instead
-    /// (with --ca, --cert, --key).
-    #[arg(long, requires_all = ["ca", "cert", "key"])]
+    /// (with --tls-ca, --tls-cert, --tls-key, as `chorus shell`).
+    #[arg(long, requires_all = ["tls_ca", "tls_cert", "tls_key"])]
     pub quic: Option<SocketAddr>,
     /// The cluster CA certificate (PEM), for --quic.
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
+    #[arg(long, requires = "quic")]
+    pub tls_ca: Option<PathBuf>,
     /// The client certificate (PEM), for --quic.
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
+    #[arg(long, requires = "quic")]
+    pub tls_cert: Option<PathBuf>,
     /// The client key (PEM), for --quic.
-    #[arg(long)]
-    pub key: Option<PathBuf>,
+    #[arg(long, requires = "quic")]
+    pub tls_key: Option<PathBuf>,
     /// The Chorus bucket the keys live in.
     #[arg(long, default_value = "bench")]
     pub bucket: String,
@@ -169,7 +169,11 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     }
     let load = !args.no_load;
     let (driver_name, targets, (load, run)) = if let Some(addr) = args.quic {
-        let (ca, cert, key) = (args.ca.as_ref(), args.cert.as_ref(), args.key.as_ref());
+        let (ca, cert, key) = (
+            args.tls_ca.as_ref(),
+            args.tls_cert.as_ref(),
+            args.tls_key.as_ref(),
+        );
         let tls = ClientTls::from_files(
             ca.expect("clap requires --ca"),
             cert.expect("clap requires --cert"),
