@@ -262,8 +262,8 @@ impl Nemesis {
     /// Whether a fault of `kind` may start now: one of each kind at a time,
     /// and one cut (partition, isolation, bridge, one-way) at a time.
     fn can_start(&self, kind: FaultKind) -> bool {
-        !self.running.contains_key(&kind)
-            && !(kind.is_cut() && self.running.keys().any(|k| k.is_cut()))
+        let cut_running = self.running.keys().any(|k| k.is_cut());
+        !(self.running.contains_key(&kind) || kind.is_cut() && cut_running)
     }
 
     /// The kind of the next fault. While some kind that could start now
