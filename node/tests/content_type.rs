@@ -5,27 +5,17 @@
 //!
 //! One test walks every step, because forming the cluster is the slow part.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chorus_node::api::Service as _;
-use chorus_node::engine::EngineConfig;
 use chorus_node::http::{ProblemBody, SiblingsBody};
-use chorus_node::runtime::{self, NodeOptions, RunningNode};
+use chorus_node::runtime::RunningNode;
 use chorus_node::transport::tls::ClusterCa;
 use reqwest::StatusCode;
 
 /// Replicas of each key: fewer than the nodes, so writes get forwarded.
 const REPLICAS: usize = 2;
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
-}
 
 struct Cluster {
     nodes: Vec<RunningNode>,
@@ -37,47 +27,15 @@ impl Cluster {
     async fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let ca = ClusterCa::generate("content-type").expect("a CA");
-        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let quic: Vec<SocketAddr> = (0..3)
-            .map(|_| SocketAddr::new(localhost, free_udp_port()))
-            .collect();
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let name = format!("node{}", i + 1);
-            let mut engine = EngineConfig {
-                name: name.clone(),
-                replicas: REPLICAS,
-                ..EngineConfig::default()
-            };
-            engine.gossip.seeds = quic
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, a)| *a)
-                .collect();
-            let options = NodeOptions {
-                engine,
-                data_dir: dir.path().join(&name),
-                quic_listen: quic[i],
-                http_listen: SocketAddr::new(localhost, 0),
-                identity: ca.issue(&name).expect("a node certificate"),
-                http: Default::default(),
-                unsafe_disable_wal: false,
-            };
-            nodes.push(runtime::start(options).await.expect("the node starts"));
-        }
-        let cluster = Cluster {
+        let nodes = common::start_nodes(dir.path(), &ca, 3, |_, options| {
+            options.engine.replicas = REPLICAS;
+        })
+        .await;
+        Cluster {
             nodes,
             http: reqwest::Client::new(),
             _dir: dir,
-        };
-        for _ in 0..600 {
-            if cluster.nodes.iter().all(|n| n.handle.is_ready()) {
-                return cluster;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("the cluster did not form within 60 s");
     }
 
     fn url(&self, node: usize, key: &str, query: &str) -> String {
