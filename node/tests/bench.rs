@@ -46,7 +46,7 @@ fn config(workload: Workload) -> RunConfig {
 /// Loads, runs `workload` and checks every operation succeeded.
 async fn runs_cleanly<D: Driver>(driver: Arc<D>, workload: Workload) -> PhaseReport {
     let config = config(workload);
-    let (load, run) = bench::bench(driver, &config, true).await;
+    let (load, run, _) = bench::bench(driver, &config, true).await;
     let load = load.expect("a load phase");
     assert_eq!((load.ok, load.errors), (50, 0), "{load:?}");
     assert_eq!((run.ok, run.errors), (300, 0), "{workload:?}: {run:?}");
@@ -63,12 +63,8 @@ async fn chorus_over_http_and_quic() {
         builder = builder.endpoint(format!("http://{}", node.http_addr));
     }
     let options = RequestOptions::default();
-    let http = Arc::new(ChorusDriver::new(
-        builder.build().unwrap(),
-        "bench",
-        options,
-        options,
-    ));
+    let client = builder.build().unwrap();
+    let http = Arc::new(ChorusDriver::new(client.clone(), "bench", options, options));
     for workload in [Workload::A, Workload::F, Workload::D, Workload::Write] {
         let run = runs_cleanly(http.clone(), workload).await;
         // Updates carry the key's context, so they replace versions: reads
@@ -80,6 +76,20 @@ async fn chorus_over_http_and_quic() {
     }
     let run = runs_cleanly(http.clone(), Workload::Delete).await;
     assert_eq!(run.ops["delete"].ok, 300);
+
+    // Blind updates of one key from 32 tasks leave siblings no context
+    // covers until the node refuses more (409 too_many_siblings); the
+    // driver then reads the key and writes over every sibling.
+    let hot = Arc::new(ChorusDriver::new(client, "bench-hot", options, options));
+    let config = RunConfig {
+        records: 1,
+        limit: Limit::Operations(3000),
+        concurrency: 32,
+        ..config(Workload::Write)
+    };
+    let (_, run, extra) = bench::bench(hot.clone(), &config, true).await;
+    assert_eq!((run.ok, run.errors), (3000, 0), "{run:?}");
+    assert!(extra["sibling_resolutions"] > 0, "{extra:?}");
 
     let identity = ca.issue_client("bench").unwrap();
     let tls = ClientTls::from_pem(identity.ca_pem, identity.cert_pem, identity.key_pem);

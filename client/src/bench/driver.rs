@@ -3,9 +3,9 @@
 //! and etcd (its v3 JSON gateway: `POST /v3/kv/put`, `/v3/kv/range`,
 //! `/v3/kv/deleterange` with base64 keys and values).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD;
@@ -75,12 +75,28 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Deletes `key`.
     fn delete(&self, key: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
+
+    /// Requests the driver made beyond the operations themselves, by name,
+    /// so a report can show them (Chorus: `sibling_resolutions`, the reads
+    /// made to resolve a key's siblings before writing again).
+    fn extra_requests(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
 }
 
 /// Chorus through [`Client`]. Writes carry the newest context this driver
 /// has seen for the key (from its own reads and writes), as a Riak client
 /// would, so updates replace the versions they know of instead of adding a
 /// sibling each.
+///
+/// A write's reply covers only the versions its context named plus the new
+/// one (the design's context rule), so concurrent blind updates of one key
+/// leave siblings no later context covers; with many tasks on a hot key
+/// they reach the sibling bound and the node answers `409
+/// too_many_siblings`. The driver then does what an application must: it
+/// reads the key (whose context covers every sibling) and writes again
+/// with that context, once. The update's latency includes both requests;
+/// [`Driver::extra_requests`] counts the reads as `sibling_resolutions`.
 #[derive(Debug)]
 pub struct ChorusDriver {
     client: Client,
@@ -88,6 +104,7 @@ pub struct ChorusDriver {
     read: RequestOptions,
     write: RequestOptions,
     contexts: Mutex<HashMap<String, Context>>,
+    resolutions: AtomicU64,
 }
 
 impl ChorusDriver {
@@ -105,6 +122,7 @@ impl ChorusDriver {
             read,
             write,
             contexts: Mutex::new(HashMap::new()),
+            resolutions: AtomicU64::new(0),
         }
     }
 
@@ -156,19 +174,23 @@ impl Driver for ChorusDriver {
         context: Option<Context>,
     ) -> Result<(), DriverError> {
         let context = context.or_else(|| self.known(key));
-        let written = self
-            .client
-            .put(
-                &self.bucket,
-                key,
-                Value::from(value),
-                context.as_ref(),
-                &self.write,
-            )
-            .await
-            .map_err(chorus_error)?;
-        self.remember(key, Some(&written.context));
-        Ok(())
+        let value = Value::from(value);
+        let put = |value, context: Option<Context>| async move {
+            let written = self
+                .client
+                .put(&self.bucket, key, value, context.as_ref(), &self.write)
+                .await?;
+            self.remember(key, Some(&written.context));
+            Ok::<(), crate::Error>(())
+        };
+        match put(value.clone(), context).await {
+            Err(error) if error.code() == "too_many_siblings" => {
+                self.resolutions.fetch_add(1, Ordering::Relaxed);
+                let context = self.read(key).await?.into_context();
+                put(value, context).await.map_err(chorus_error)
+            }
+            result => result.map_err(chorus_error),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<(), DriverError> {
@@ -183,6 +205,11 @@ impl Driver for ChorusDriver {
             Deleted::NothingToDelete { context } => self.remember(key, context.as_ref()),
         }
         Ok(())
+    }
+
+    fn extra_requests(&self) -> BTreeMap<String, u64> {
+        let resolutions = self.resolutions.load(Ordering::Relaxed);
+        BTreeMap::from([("sibling_resolutions".to_owned(), resolutions)])
     }
 }
 

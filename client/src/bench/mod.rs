@@ -21,6 +21,7 @@ pub mod report;
 pub mod runner;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -142,12 +143,13 @@ impl BenchArgs {
     }
 }
 
-/// Runs both phases against `driver` and summarises them.
+/// Runs both phases against `driver` and summarises them, with the
+/// driver's extra requests.
 pub async fn bench<D: Driver>(
     driver: Arc<D>,
     config: &RunConfig,
     load: bool,
-) -> (Option<PhaseReport>, PhaseReport) {
+) -> (Option<PhaseReport>, PhaseReport, BTreeMap<String, u64>) {
     let load = if load {
         Some(PhaseReport::from_recorded(
             &runner::load(driver.clone(), config).await,
@@ -155,8 +157,8 @@ pub async fn bench<D: Driver>(
     } else {
         None
     };
-    let run = PhaseReport::from_recorded(&runner::run(driver, config).await);
-    (load, run)
+    let run = PhaseReport::from_recorded(&runner::run(driver.clone(), config).await);
+    (load, run, driver.extra_requests())
 }
 
 /// `chorus bench`: builds the driver the targets name, runs, prints.
@@ -168,7 +170,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         return Err(BenchError("--rate must be a positive number".into()));
     }
     let load = !args.no_load;
-    let (driver_name, targets, (load, run)) = if let Some(addr) = args.quic {
+    let (driver_name, targets, (load, run, extra_requests)) = if let Some(addr) = args.quic {
         let (ca, cert, key) = (
             args.tls_ca.as_ref(),
             args.tls_cert.as_ref(),
@@ -247,6 +249,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         write_options: args.write.clone(),
         load,
         run,
+        extra_requests,
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| BenchError(e.to_string()))?;

@@ -13,7 +13,9 @@
 //!   "records": 1000, "value_size": {"min": 100, "max": 100},
 //!   "concurrency": 64, "rate": null | ops per second (open loop),
 //!   "seed": 1, "read_options": "r=quorum", "write_options": "w=quorum",
-//!   "load": null | PHASE, "run": PHASE
+//!   "load": null | PHASE, "run": PHASE,
+//!   "extra_requests": {"sibling_resolutions": 12}   (driver's own requests,
+//!                                                    both phases)
 //! }
 //! PHASE = {"elapsed_s": 30.0, "ok": 123456, "errors": 3,
 //!          "throughput": ops/s (successful operations),
@@ -56,6 +58,10 @@ pub struct Report {
     pub write_options: String,
     pub load: Option<PhaseReport>,
     pub run: PhaseReport,
+    /// Requests the driver made beyond the operations, over both phases
+    /// (see [`super::Driver::extra_requests`]).
+    #[serde(default)]
+    pub extra_requests: BTreeMap<String, u64>,
 }
 
 /// One phase (load or run).
@@ -246,6 +252,9 @@ impl Report {
         for line in errors {
             let _ = writeln!(out, "errors: {line}");
         }
+        for (name, n) in &self.extra_requests {
+            let _ = writeln!(out, "extra requests: {name} x{n}");
+        }
         out
     }
 }
@@ -279,6 +288,7 @@ mod tests {
             write_options: String::new(),
             load: Some(load),
             run,
+            extra_requests: BTreeMap::from([("sibling_resolutions".into(), 2)]),
         };
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
@@ -298,6 +308,10 @@ mod tests {
             assert!(value["run"][field].is_number(), "{field}");
         }
         assert!(read["errors"].is_object());
+        assert_eq!(value["extra_requests"]["sibling_resolutions"], 2);
         assert!(report.table().contains("read"));
+        assert!(report
+            .table()
+            .contains("extra requests: sibling_resolutions x2"));
     }
 }
