@@ -374,7 +374,8 @@ impl ClientBuilder {
     }
 
     /// Builds the client. Fails with `invalid_url` when there is no
-    /// endpoint, one is not an `http`/`https` URL, or HTTP and QUIC are
+    /// endpoint, one is not an `http://` URL (nodes serve plain HTTP; TLS
+    /// is QUIC's, see [`ClientBuilder::quic`]), or HTTP and QUIC are
     /// mixed; with `invalid_tls` when the QUIC TLS material is unusable.
     pub fn build(self) -> Result<Client, Error> {
         #[cfg(feature = "quic")]
@@ -393,7 +394,12 @@ impl ClientBuilder {
         for endpoint in &self.endpoints {
             let url = Url::parse(endpoint)
                 .map_err(|error| invalid_url(format!("{endpoint:?}: {error}")))?;
-            if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            if url.scheme() == "https" {
+                return Err(invalid_url(format!(
+                    "{endpoint:?}: nodes serve plain HTTP; for TLS use the QUIC client protocol"
+                )));
+            }
+            if url.scheme() != "http" || url.cannot_be_a_base() {
                 return Err(invalid_url(format!("{endpoint:?} is not an http:// URL")));
             }
             urls.push(url);

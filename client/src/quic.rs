@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,7 +150,10 @@ pub(crate) struct QuicTransport {
     pub(crate) addrs: Vec<SocketAddr>,
     config: quinn::ClientConfig,
     connect_timeout: Duration,
-    state: tokio::sync::Mutex<State>,
+    /// One local endpoint per address family (v4, v6), made on first use.
+    locals: std::sync::Mutex<(Option<quinn::Endpoint>, Option<quinn::Endpoint>)>,
+    /// Per node in `addrs`: its connection, opened by one task at a time.
+    slots: Vec<Slot>,
 }
 
 impl fmt::Debug for QuicTransport {
@@ -160,13 +164,21 @@ impl fmt::Debug for QuicTransport {
     }
 }
 
+/// One node's connection. Tasks that wait while another opens it share
+/// that attempt's outcome: when a node does not answer, `n` waiting tasks
+/// fail after one connect timeout, not after `n` of them.
 #[derive(Default)]
-struct State {
-    /// One local endpoint per address family, made on first use.
-    v4: Option<quinn::Endpoint>,
-    v6: Option<quinn::Endpoint>,
-    /// The connection to each of `addrs`, when there is one.
-    connections: Vec<Option<quinn::Connection>>,
+struct Slot {
+    /// Connection attempts finished, successful or not.
+    attempts: AtomicU64,
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    connection: Option<quinn::Connection>,
+    /// Why the last attempt failed.
+    last_failure: Option<String>,
 }
 
 /// Why one exchange failed, and whether the node may have acted on it.
@@ -186,67 +198,85 @@ impl QuicTransport {
     ) -> Result<QuicTransport, Error> {
         Ok(QuicTransport {
             config: tls.quinn_config()?,
-            state: tokio::sync::Mutex::new(State {
-                connections: vec![None; addrs.len()],
-                ..State::default()
-            }),
+            locals: std::sync::Mutex::new((None, None)),
+            slots: addrs.iter().map(|_| Slot::default()).collect(),
             addrs,
             connect_timeout,
         })
     }
 
+    /// The local endpoint for connections to `addr`'s address family.
+    fn local_endpoint(&self, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+        let mut locals = self
+            .locals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (slot, local): (_, SocketAddr) = if addr.is_ipv4() {
+            (&mut locals.0, (Ipv4Addr::UNSPECIFIED, 0).into())
+        } else {
+            (&mut locals.1, (Ipv6Addr::UNSPECIFIED, 0).into())
+        };
+        if let Some(endpoint) = slot {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = quinn::Endpoint::client(local)?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
     /// A live connection to node `endpoint`, and whether it was reused.
     async fn connection(&self, endpoint: usize) -> Result<(quinn::Connection, bool), Error> {
-        let mut state = self.state.lock().await;
-        if let Some(connection) = &state.connections[endpoint] {
-            if connection.close_reason().is_none() {
-                return Ok((connection.clone(), true));
-            }
-        }
-        state.connections[endpoint] = None;
         let addr = self.addrs[endpoint];
         let unsent = |detail: String| Error::Transport {
             detail: format!("connecting to {addr}: {detail}"),
             sent: false,
         };
-        let slot = if addr.is_ipv4() {
-            &mut state.v4
-        } else {
-            &mut state.v6
-        };
-        let local: SocketAddr = if addr.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let local_endpoint = match slot {
-            Some(endpoint) => endpoint.clone(),
-            None => {
-                let endpoint =
-                    quinn::Endpoint::client(local).map_err(|error| unsent(error.to_string()))?;
-                *slot = Some(endpoint.clone());
-                endpoint
+        let slot = &self.slots[endpoint];
+        let attempts_seen = slot.attempts.load(Ordering::Acquire);
+        let mut state = slot.state.lock().await;
+        if let Some(connection) = &state.connection {
+            if connection.close_reason().is_none() {
+                return Ok((connection.clone(), true));
             }
-        };
+        }
+        state.connection = None;
+        if slot.attempts.load(Ordering::Acquire) != attempts_seen {
+            // An attempt ended while this task waited, and failed (a
+            // success would have left a connection): share its outcome.
+            if let Some(failure) = &state.last_failure {
+                return Err(unsent(failure.clone()));
+            }
+        }
+        let outcome = self.connect(addr).await;
+        slot.attempts.fetch_add(1, Ordering::AcqRel);
+        match outcome {
+            Ok(connection) => {
+                state.connection = Some(connection.clone());
+                state.last_failure = None;
+                Ok((connection, false))
+            }
+            Err(failure) => {
+                state.last_failure = Some(failure.clone());
+                Err(unsent(failure))
+            }
+        }
+    }
+
+    /// Opens a connection to `addr`: the handshake, within the connect
+    /// timeout.
+    async fn connect(&self, addr: SocketAddr) -> Result<quinn::Connection, String> {
+        let local_endpoint = self.local_endpoint(addr).map_err(|e| e.to_string())?;
         let connecting = local_endpoint
             .connect_with(self.config.clone(), addr, SERVER_NAME)
-            .map_err(|error| unsent(error.to_string()))?;
-        let connection = match tokio::time::timeout(self.connect_timeout, connecting).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => {
-                return Err(unsent(
-                    handshake_refusal(&error).unwrap_or_else(|| error.to_string()),
-                ))
-            }
-            Err(_) => {
-                return Err(unsent(format!(
-                    "no handshake within {:?} (is a node's QUIC endpoint there?)",
-                    self.connect_timeout
-                )))
-            }
-        };
-        state.connections[endpoint] = Some(connection.clone());
-        Ok((connection, false))
+            .map_err(|error| error.to_string())?;
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(handshake_refusal(&error).unwrap_or_else(|| error.to_string())),
+            Err(_) => Err(format!(
+                "no handshake within {:?} (is a node's QUIC endpoint there?)",
+                self.connect_timeout
+            )),
+        }
     }
 
     /// Sends `request` to node `endpoint` and returns its reply. A reused

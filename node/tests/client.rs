@@ -443,3 +443,34 @@ async fn a_certificate_of_another_ca_cannot_open_a_client_connection() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_silent_quic_address_share_one_connect_timeout() {
+    // A UDP socket that never answers: every handshake times out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ca = ClusterCa::generate("silent").unwrap();
+    let client = Client::builder()
+        .quic(silent.local_addr().unwrap(), client_tls(&ca, "waiter"))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut gets = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let client = client.clone();
+        gets.spawn(async move {
+            client
+                .get("b", &format!("k{i}"), &RequestOptions::default())
+                .await
+        });
+    }
+    while let Some(result) = gets.join_next().await {
+        let error = result.unwrap().expect_err("nothing answers");
+        assert_eq!(error.code(), "transport", "{error}");
+        assert!(!error.may_have_applied(), "{error}");
+    }
+    // Taking turns, 16 requests would wait 16 × 500 ms; sharing the
+    // attempt in progress, about one or two timeouts.
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+}

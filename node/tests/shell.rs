@@ -563,3 +563,51 @@ fn one_shot_commands_speak_quic_with_a_client_certificate() {
     let usage = chorus(&["get", "quic", "k", "--quic", &quic], None);
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeeded() {
+    let refused = [
+        (
+            vec!["--target", "http://127.0.0.1:1", "--duration", "1s"],
+            "did not answer a first read",
+        ),
+        (vec!["--target", "https://127.0.0.1:1"], "plain HTTP"),
+        (vec!["--target", "etcd+ftp://127.0.0.1:1"], "--target must"),
+        (vec!["--records", "0"], "--records"),
+        (vec!["--concurrency", "0"], "--concurrency"),
+        (vec!["--value-size", "1..100000000"], "at most"),
+        (vec!["--duration", "0s"], "--duration must be positive"),
+    ];
+    for (args, message) in refused {
+        let output = chorus(&[&["bench"], args.as_slice()].concat(), None);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} ran");
+    }
+
+    // Reachable, but every write is refused (w above N): the report is
+    // printed and the exit says so.
+    let url = shared().url();
+    let args = [
+        "bench",
+        "--target",
+        &url,
+        "--workload",
+        "write",
+        "--write",
+        "w=9",
+        "--no-load",
+        "--operations",
+        "20",
+    ];
+    let output = chorus(&args, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("quorum_above_n x20"), "{stdout}");
+    assert!(
+        stderr.contains("every operation of the run phase failed"),
+        "{stderr}"
+    );
+}

@@ -40,7 +40,8 @@ use crate::{Client, ClientTls, RequestOptions};
 pub struct BenchArgs {
     /// A store to drive; repeat for several nodes of one cluster.
     /// `http://HOST:PORT` is Chorus over HTTP, `redis://HOST:PORT` Redis,
-    /// `etcd+http://HOST:PORT` etcd's v3 JSON gateway.
+    /// `etcd+http://HOST:PORT` etcd's v3 JSON gateway. A first read checks
+    /// the store answers before anything runs.
     #[arg(long = "target", default_value = "http://127.0.0.1:8080")]
     pub targets: Vec<String>,
     /// Drive Chorus over its QUIC client protocol at this address instead
@@ -64,20 +65,24 @@ pub struct BenchArgs {
     /// Key distribution (default: latest for workload D, else zipfian).
     #[arg(long, value_enum)]
     pub distribution: Option<Distribution>,
-    /// Keys the load phase inserts and the run phase chooses from.
-    #[arg(long, default_value_t = 10_000)]
+    /// Keys the load phase inserts and the run phase chooses from (at
+    /// least 1).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub records: u64,
-    /// Value size in bytes: N, or MIN..MAX (inclusive).
+    /// Value size in bytes: N, or MIN..MAX (inclusive), at most 64 MiB.
     #[arg(long, default_value = "100")]
     pub value_size: ValueSize,
     /// How long the run phase lasts (e.g. 30s, 2m).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub duration: Duration,
-    /// Run this many operations instead of for a duration.
-    #[arg(long)]
+    /// Run this many operations instead of for a duration (0: the load
+    /// phase only).
+    #[arg(long, conflicts_with = "duration")]
     pub operations: Option<u64>,
-    /// Tasks issuing operations (in closed loop, operations in flight).
-    #[arg(long, default_value_t = 16)]
+    /// Tasks issuing operations (in closed loop, operations in flight), at
+    /// least 1.
+    #[arg(long, default_value_t = 16,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     pub concurrency: usize,
     /// Open loop at this many operations per second (all tasks together),
     /// latencies measured from each operation's intended send time.
@@ -161,6 +166,31 @@ pub async fn bench<D: Driver>(
     (load, run, driver.extra_requests())
 }
 
+/// Reads one key to check the store answers before a run starts, so a
+/// wrong address or option fails at once rather than as a run of errors.
+async fn probe<D: Driver>(driver: &D, targets: &[String]) -> Result<(), BenchError> {
+    match driver.read(&workload::key_name(0)).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(BenchError(format!(
+            "{} did not answer a first read: {} ({})",
+            targets.join(", "),
+            error.detail,
+            error.code
+        ))),
+    }
+}
+
+/// Runs [`probe`], then [`bench`].
+async fn probe_and_bench<D: Driver>(
+    driver: Arc<D>,
+    targets: &[String],
+    config: &RunConfig,
+    load: bool,
+) -> Result<(Option<PhaseReport>, PhaseReport, BTreeMap<String, u64>), BenchError> {
+    probe(&*driver, targets).await?;
+    Ok(bench(driver, config, load).await)
+}
+
 /// `chorus bench`: builds the driver the targets name, runs, prints.
 pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     let config = args.config();
@@ -168,6 +198,9 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     let write = parse_options(&args.write)?;
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err(BenchError("--rate must be a positive number".into()));
+    }
+    if args.operations.is_none() && args.duration.is_zero() {
+        return Err(BenchError("--duration must be positive".into()));
     }
     let load = !args.no_load;
     let (driver_name, targets, (load, run, extra_requests)) = if let Some(addr) = args.quic {
@@ -188,11 +221,9 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
             .build()
             .map_err(|e| BenchError(e.to_string()))?;
         let driver = Arc::new(ChorusDriver::new(client, &args.bucket, read, write));
-        (
-            "chorus-quic",
-            vec![addr.to_string()],
-            bench(driver, &config, load).await,
-        )
+        let targets = vec![addr.to_string()];
+        let results = probe_and_bench(driver, &targets, &config, load).await?;
+        ("chorus-quic", targets, results)
     } else if args.targets.iter().all(|t| t.starts_with("redis://")) {
         let [url] = args.targets.as_slice() else {
             return Err(BenchError("Redis takes one --target".into()));
@@ -200,38 +231,27 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         let driver = RedisDriver::connect(url, config.concurrency)
             .await
             .map_err(|e| BenchError(format!("{url}: {}", e.detail)))?;
-        (
-            "redis",
-            args.targets.clone(),
-            bench(Arc::new(driver), &config, load).await,
-        )
-    } else if args.targets.iter().all(|t| t.starts_with("etcd+")) {
+        let results = probe_and_bench(Arc::new(driver), &args.targets, &config, load).await?;
+        ("redis", args.targets.clone(), results)
+    } else if args.targets.iter().all(|t| t.starts_with("etcd+http://")) {
         let endpoints = args.targets.iter().map(|t| t["etcd+".len()..].to_owned());
         let driver = EtcdDriver::new(endpoints.collect()).map_err(|e| BenchError(e.detail))?;
-        (
-            "etcd",
-            args.targets.clone(),
-            bench(Arc::new(driver), &config, load).await,
-        )
-    } else if args
-        .targets
-        .iter()
-        .all(|t| t.starts_with("http://") || t.starts_with("https://"))
-    {
+        let results = probe_and_bench(Arc::new(driver), &args.targets, &config, load).await?;
+        ("etcd", args.targets.clone(), results)
+    } else if args.targets.iter().all(|t| t.starts_with("http://")) {
         let mut builder = Client::builder().retries(args.retries);
         for target in &args.targets {
             builder = builder.endpoint(target);
         }
         let client = builder.build().map_err(|e| BenchError(e.to_string()))?;
         let driver = Arc::new(ChorusDriver::new(client, &args.bucket, read, write));
-        (
-            "chorus-http",
-            args.targets.clone(),
-            bench(driver, &config, load).await,
-        )
+        let results = probe_and_bench(driver, &args.targets, &config, load).await?;
+        ("chorus-http", args.targets.clone(), results)
     } else {
         return Err(BenchError(
-            "--target must all be http(s)://, redis:// or etcd+http:// URLs".into(),
+            "--target must all be http:// (Chorus), redis:// or etcd+http:// URLs \
+             (nodes serve plain HTTP; for TLS use --quic)"
+                .into(),
         ));
     };
     let report = Report {
@@ -256,6 +276,15 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         println!("{json}");
     } else {
         print!("{}", report.table());
+    }
+    let phases = report.load.iter().map(|p| ("load", p));
+    for (name, phase) in phases.chain([("run", &report.run)]) {
+        if phase.ok == 0 && phase.errors > 0 {
+            return Err(BenchError(format!(
+                "every operation of the {name} phase failed ({} errors)",
+                phase.errors
+            )));
+        }
     }
     Ok(())
 }

@@ -19,6 +19,8 @@
 //! }
 //! PHASE = {"elapsed_s": 30.0, "ok": 123456, "errors": 3,
 //!          "throughput": ops/s (successful operations),
+//!          "unsent": 0   (open loop: operations scheduled before the end
+//!                         but not sent, the store being behind the rate),
 //!          "ops": {"read": OP, "update": OP, …}}   (kinds with any operation)
 //! OP = {"ok": 61728, "not_found": 0, "errors": {"quorum_not_reached": 3},
 //!       "error_samples": {"quorum_not_reached": "first message"},
@@ -74,6 +76,10 @@ pub struct PhaseReport {
     pub errors: u64,
     /// Successful operations per second.
     pub throughput: f64,
+    /// Open loop: operations scheduled before the end of the run that were
+    /// not sent because the store fell behind the rate.
+    #[serde(default)]
+    pub unsent: u64,
     /// By operation kind (`read`, `update`, `insert`, `rmw`, `delete`).
     pub ops: BTreeMap<String, OpReport>,
 }
@@ -158,6 +164,7 @@ impl PhaseReport {
             ok,
             errors,
             throughput: round(ok as f64 / seconds, 1),
+            unsent: recorded.unsent,
             ops,
         }
     }
@@ -187,25 +194,37 @@ impl Report {
     /// milliseconds, then errors by code.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        let size = &self.value_size;
         let _ = writeln!(
             out,
-            "{} {:?} workload {}, {} distribution, {} records, {} tasks{}",
+            "{} {}: workload {}, {} distribution, {} records, values of {} bytes, {} tasks{}{}",
             self.driver,
-            self.targets,
+            self.targets.join(", "),
             name(&self.workload),
             name(&self.distribution),
             self.records,
+            if size.min == size.max {
+                size.min.to_string()
+            } else {
+                format!("{}..{}", size.min, size.max)
+            },
             self.concurrency,
             self.rate
                 .map(|r| format!(", open loop at {r} ops/s"))
                 .unwrap_or_default(),
+            [("read", &self.read_options), ("write", &self.write_options)]
+                .iter()
+                .filter(|(_, options)| !options.is_empty())
+                .map(|(kind, options)| format!(", {kind} {options}"))
+                .collect::<String>(),
         );
         let _ = writeln!(
             out,
-            "{:<5} {:<7} {:>10} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<5} {:<7} {:>10} {:>9} {:>8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "phase",
             "op",
             "ok",
+            "not found",
             "errors",
             "ops/s",
             "p50 ms",
@@ -226,10 +245,11 @@ impl Report {
                 let failed: u64 = report.errors.values().sum();
                 let _ = writeln!(
                     out,
-                    "{:<5} {:<7} {:>10} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                    "{:<5} {:<7} {:>10} {:>9} {:>8} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>9}",
                     name,
                     op,
                     report.ok,
+                    report.not_found,
                     failed,
                     report.throughput,
                     ms(l.p50),
@@ -243,11 +263,19 @@ impl Report {
                     errors.push(format!("{name} {op}: {code} x{n}, e.g. {sample}"));
                 }
             }
+            let not_found: u64 = phase.ops.values().map(|op| op.not_found).sum();
             let _ = writeln!(
                 out,
-                "{:<5} {:<7} {:>10} {:>8} {:>10.0}   ({:.1} s)",
-                name, "total", phase.ok, phase.errors, phase.throughput, phase.elapsed_s
+                "{:<5} {:<7} {:>10} {:>9} {:>8} {:>10.0}   ({:.1} s)",
+                name, "total", phase.ok, not_found, phase.errors, phase.throughput, phase.elapsed_s
             );
+            if phase.unsent > 0 {
+                errors.push(format!(
+                    "{name}: {} operations scheduled before the end were not sent: \
+                     the store fell behind the rate",
+                    phase.unsent
+                ));
+            }
         }
         for line in errors {
             let _ = writeln!(out, "errors: {line}");

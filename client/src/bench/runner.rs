@@ -92,6 +92,9 @@ impl KindRecord {
 pub struct Recorded {
     pub elapsed: Duration,
     pub kinds: Vec<KindRecord>,
+    /// Open loop: operations scheduled before the deadline that were not
+    /// sent by then because the store did not keep up with the rate.
+    pub unsent: u64,
 }
 
 impl Recorded {
@@ -99,10 +102,12 @@ impl Recorded {
         Recorded {
             elapsed: Duration::ZERO,
             kinds: OpKind::ALL.iter().map(|_| KindRecord::new()).collect(),
+            unsent: 0,
         }
     }
 
     fn merge(&mut self, other: &Recorded) {
+        self.unsent += other.unsent;
         for (mine, theirs) in self.kinds.iter_mut().zip(&other.kinds) {
             mine.merge(theirs);
         }
@@ -302,8 +307,19 @@ pub async fn run<D: Driver>(driver: Arc<D>, config: &RunConfig) -> Recorded {
                     None => Instant::now(),
                 };
                 k += 1;
-                if deadline.is_some_and(|deadline| intended >= deadline) {
-                    return recorded;
+                if let Some(deadline) = deadline {
+                    if intended >= deadline {
+                        return recorded;
+                    }
+                    // Behind schedule at the end (open loop): stop anyway,
+                    // as wrk2 does, and count what was not sent.
+                    if let Some((_, interval)) = schedule {
+                        if Instant::now() >= deadline {
+                            let left = (deadline - intended).as_secs_f64() / interval;
+                            recorded.unsent += left.ceil() as u64;
+                            return recorded;
+                        }
+                    }
                 }
                 tokio::time::sleep_until(intended).await;
                 let op = stream.next_op();
@@ -314,7 +330,12 @@ pub async fn run<D: Driver>(driver: Arc<D>, config: &RunConfig) -> Recorded {
             }
         }));
     }
-    let recorded = gather(tasks, start).await;
+    let mut recorded = gather(tasks, start).await;
+    // A run by duration lasts at least that long, though its last
+    // operations may end earlier (open loop at a low rate).
+    if let Limit::Duration(d) = config.limit {
+        recorded.elapsed = recorded.elapsed.max(d);
+    }
     progress.stop().await;
     recorded
 }
@@ -420,6 +441,50 @@ pub(crate) mod tests {
             reads.latency.max() < 1_400_000,
             "max {}",
             reads.latency.max()
+        );
+    }
+
+    /// A store that takes 100 ms for every request.
+    #[derive(Debug, Default)]
+    struct SlowStore;
+
+    impl Driver for SlowStore {
+        type Context = ();
+
+        async fn read(&self, _: &str) -> Result<ReadResult<()>, DriverError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(ReadResult::Found { context: None })
+        }
+
+        async fn write(&self, _: &str, _: Vec<u8>, _: Option<()>) -> Result<(), DriverError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        }
+
+        async fn delete(&self, _: &str) -> Result<(), DriverError> {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_run_that_falls_behind_ends_at_its_duration_and_counts_what_it_did_not_send(
+    ) {
+        // 1,000 ops/s for 1 s against 4 tasks that can do 40.
+        let limit = Limit::Duration(Duration::from_secs(1));
+        let recorded = run(Arc::new(SlowStore), &config(Some(1000.0), limit)).await;
+        let ok = recorded.kind(OpKind::Read).latency.len();
+        assert!(
+            (995..=1005).contains(&(ok + recorded.unsent)),
+            "{ok} sent + {} unsent of 1000 scheduled",
+            recorded.unsent
+        );
+        assert!(recorded.unsent > 900, "{}", recorded.unsent);
+        // Working through the backlog would take 25 s.
+        assert!(
+            recorded.elapsed < Duration::from_secs(5),
+            "{:?}",
+            recorded.elapsed
         );
     }
 

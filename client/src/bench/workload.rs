@@ -103,6 +103,10 @@ pub struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+/// The largest value size a run takes, in bytes (64 MiB; a Chorus node
+/// takes 8 MiB by default).
+pub const MAX_VALUE_SIZE: usize = 64 << 20;
+
 /// Value sizes in bytes, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValueSize {
@@ -130,6 +134,11 @@ impl std::str::FromStr for ValueSize {
         if min > max {
             return Err(format!("invalid value size {text:?}: MIN above MAX"));
         }
+        if max > MAX_VALUE_SIZE {
+            return Err(format!(
+                "invalid value size {text:?}: at most {MAX_VALUE_SIZE} bytes (64 MiB)"
+            ));
+        }
         Ok(ValueSize { min, max })
     }
 }
@@ -148,8 +157,10 @@ pub fn make_value<R: Rng + ?Sized>(rng: &mut R, size: ValueSize) -> Vec<u8> {
 /// The operations one task issues, reproducible from the seed, the task's
 /// number and the task count. Inserts of task `t` of `T` take key numbers
 /// `records + t`, `records + t + T`, …, so no two tasks insert the same key
-/// and the stream does not depend on how tasks interleave; `latest` reads
-/// count back from this task's newest key.
+/// and the stream does not depend on how tasks interleave. Other
+/// operations choose among the keys the task knows exist: the `records`
+/// loaded ones and its own inserts, newest last (`latest` counts back from
+/// its newest insert).
 #[derive(Debug)]
 pub struct OpStream {
     workload: Workload,
@@ -204,14 +215,19 @@ impl OpStream {
             self.inserted += 1;
             n
         } else {
-            let newest = if self.inserted == 0 {
-                self.records.saturating_sub(1)
+            // The keys this task knows exist: the loaded ones, then its own
+            // inserts, newest last. (Other tasks' inserts may not have
+            // happened yet, so reads never choose them.)
+            let known = self.records + self.inserted;
+            let n = self
+                .chooser
+                .next(&mut self.rng, known, known - 1)
+                .min(known - 1);
+            if n < self.records {
+                n
             } else {
-                self.records + self.task + (self.inserted - 1) * self.tasks
-            };
-            self.chooser
-                .next(&mut self.rng, newest + 1, newest)
-                .min(newest)
+                self.records + self.task + (n - self.records) * self.tasks
+            }
         };
         let value = match kind {
             OpKind::Update | OpKind::Insert | OpKind::ReadModifyWrite => {
@@ -266,10 +282,30 @@ mod tests {
     }
 
     #[test]
+    fn reads_choose_only_loaded_keys_and_the_tasks_own_inserts() {
+        let size = ValueSize { min: 1, max: 1 };
+        for distribution in [Distribution::Latest, Distribution::Uniform] {
+            let mut stream = OpStream::new(Workload::D, distribution, 10, size, 3, 1, 4);
+            let mut inserted = std::collections::BTreeSet::new();
+            for _ in 0..2000 {
+                let op = stream.next_op();
+                if op.kind == OpKind::Insert {
+                    inserted.insert(op.key);
+                } else {
+                    let n: u64 = op.key["user".len()..].parse().unwrap();
+                    assert!(n < 10 || inserted.contains(&op.key), "{op:?}");
+                }
+            }
+            assert!(inserted.len() > 50);
+        }
+    }
+
+    #[test]
     fn value_sizes_parse() {
         assert_eq!("100".parse(), Ok(ValueSize { min: 100, max: 100 }));
         assert_eq!("10..20".parse(), Ok(ValueSize { min: 10, max: 20 }));
         assert!("20..10".parse::<ValueSize>().is_err());
         assert!("x".parse::<ValueSize>().is_err());
+        assert!("1..100000000".parse::<ValueSize>().is_err());
     }
 }
