@@ -9,9 +9,9 @@
 //!   [`Event`] until the engine's next wakeup, feeds it in with the current
 //!   [`Now`], and carries out the effects: frames go to the transport,
 //!   replies to the waiting client.
-//! * Tokio tasks do the networking: the QUIC transport's accept loop, the
-//!   tasks that send frames (at most [`MAX_SENDS_IN_FLIGHT`] at once), and
-//!   the HTTP server. They reach the engine only through its bounded event
+//! * Tokio tasks do the networking: the QUIC transport's accept loop, one
+//!   task per peer that sends its frames in order from a queue of its own
+//!   (at most [`PEER_SEND_QUEUE`] frames), and the HTTP server. They reach the engine only through its bounded event
 //!   queue.
 //!
 //! # Bounds
@@ -24,7 +24,10 @@
 //!   back the peer's stream credit: backpressure, nothing dropped.
 //! * Frames waiting to be sent or being sent hold at most
 //!   [`SEND_QUEUE_BYTES`] (or one frame, if larger), in at most
-//!   [`SEND_QUEUE`] entries, sent by at most [`MAX_SENDS_IN_FLIGHT`] tasks.
+//!   [`SEND_QUEUE`] entries on their way to the peers' queues and
+//!   [`PEER_SEND_QUEUE`] in each peer's. A peer that takes no frames (dead
+//!   without closing its connection) fills its own queue, not the others':
+//!   its further frames fail at once.
 //! * A frame that cannot be sent — the send queue has no room, no
 //!   connection, the peer refused it, too large — is reported to the engine
 //!   ([`Engine::handle_send_failed`]), which fails the replica for the
@@ -38,7 +41,7 @@
 //! requests, the engine thread drains its queue, syncs the store and
 //! exits, and the QUIC endpoint closes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,8 +73,10 @@ pub const EVENT_QUEUE_BYTES: usize = 64 << 20;
 const SEND_QUEUE: usize = 16_384;
 /// Most bytes of frames waiting to be sent or being sent.
 pub const SEND_QUEUE_BYTES: usize = 64 << 20;
-/// Most frames being sent at once, each by a task of its own.
-pub const MAX_SENDS_IN_FLIGHT: usize = 256;
+/// Most frames waiting to be sent to one peer.
+pub const PEER_SEND_QUEUE: usize = 4096;
+/// Most peer addresses with a sending task of their own.
+const MAX_PEER_SENDERS: usize = 4096;
 /// How often the engine thread folds recent histogram samples into the
 /// node's metrics, so they stay bounded when nobody scrapes.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -477,15 +482,17 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
             }
         }
     });
-    // Frames from the engine to peers, each on a task of its own so one
-    // slow peer does not hold up the others, at most MAX_SENDS_IN_FLIGHT
-    // at once. A reset is carried out in order: frames the engine emitted
-    // after it go on a fresh connection. A frame that cannot be sent goes
-    // back to the engine, which fails the replica it was for.
+    // Frames from the engine to peers, through one queue and one sending
+    // task per peer, so a peer that stops taking frames holds up only its
+    // own (see `send_to_peer`). A reset is carried out at once: frames
+    // still queued for that peer go on a fresh connection. A frame that
+    // cannot be sent goes back to the engine, which fails the replica it
+    // was for.
     let sender = transport.clone();
     let failures = events.clone();
-    let send_slots = Arc::new(tokio::sync::Semaphore::new(MAX_SENDS_IN_FLIGHT));
     tokio::spawn(async move {
+        let mut peers: HashMap<SocketAddr, tokio::sync::mpsc::Sender<(bytes::Bytes, Held)>> =
+            HashMap::new();
         while let Some(outgoing) = sends_rx.recv().await {
             let (addr, payload, held) = match outgoing {
                 Outgoing::Frame(addr, payload, held) => (addr, payload, held),
@@ -494,18 +501,28 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
                     continue;
                 }
             };
-            let Ok(slot) = send_slots.clone().acquire_owned().await else {
-                break;
-            };
-            let transport = sender.clone();
-            let failures = failures.clone();
-            tokio::spawn(async move {
-                if let Err(e) = transport.send(addr, payload.clone()).await {
-                    tracing::debug!(%addr, error = %e, "frame not delivered; the engine is told");
+            let queue = match peers.get(&addr) {
+                Some(queue) if !queue.is_closed() => queue,
+                _ if peers.len() >= MAX_PEER_SENDERS && !peers.contains_key(&addr) => {
+                    tracing::debug!(%addr, "too many peers to send to; the frame fails");
                     report_send_failure(&failures, addr, payload).await;
+                    continue;
                 }
-                drop((held, slot));
-            });
+                _ => {
+                    let (tx, rx) = tokio::sync::mpsc::channel(PEER_SEND_QUEUE);
+                    tokio::spawn(send_to_peer(sender.clone(), addr, rx, failures.clone()));
+                    peers.insert(addr, tx);
+                    &peers[&addr]
+                }
+            };
+            if let Err(error) = queue.try_send((payload, held)) {
+                let (payload, _) = match error {
+                    tokio::sync::mpsc::error::TrySendError::Full(frame)
+                    | tokio::sync::mpsc::error::TrySendError::Closed(frame) => frame,
+                };
+                tracing::debug!(%addr, "the peer's send queue is full; the frame fails");
+                report_send_failure(&failures, addr, payload).await;
+            }
         }
     });
 
@@ -558,6 +575,26 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         transport,
         conflict: Some(conflict_rx),
     })
+}
+
+/// Sends the frames queued for one peer, in order, one at a time: a peer
+/// that stops taking them (it died without closing its connections, so
+/// its stream credit never comes back) fills only its own queue, whose
+/// further frames then fail at once, while every other peer's frames, gossip
+/// included, keep flowing.
+async fn send_to_peer(
+    transport: Arc<QuicTransport>,
+    addr: SocketAddr,
+    mut queue: tokio::sync::mpsc::Receiver<(bytes::Bytes, Held)>,
+    failures: SyncSender<Event>,
+) {
+    while let Some((payload, held)) = queue.recv().await {
+        if let Err(e) = transport.send(addr, payload.clone()).await {
+            tracing::debug!(%addr, error = %e, "frame not delivered; the engine is told");
+            report_send_failure(&failures, addr, payload).await;
+        }
+        drop(held);
+    }
 }
 
 /// Hands a frame that could not be sent back to the engine. The report
