@@ -156,11 +156,11 @@ pub fn read_answer(object: &Object, sealer: &Sealer) -> ReadAnswer {
         .collect();
     if siblings.is_empty() {
         ReadAnswer::NotFound {
-            token: (!object.is_empty()).then(|| sealer.seal(object.context())),
+            token: (!object.is_empty()).then(|| sealer.seal(&object.context_for_reader())),
         }
     } else {
         ReadAnswer::Found {
-            token: sealer.seal(object.context()),
+            token: sealer.seal(&object.context_for_reader()),
             siblings,
         }
     }

@@ -84,7 +84,7 @@ impl WriteReply {
                 object: Some(object),
                 ..
             }
-            | WriteReply::NothingToDelete { object } => object.context().clone(),
+            | WriteReply::NothingToDelete { object } => object.context_for_reader(),
             WriteReply::Written { context, .. } => context.clone(),
         }
     }

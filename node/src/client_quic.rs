@@ -271,7 +271,7 @@ async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, Reque
                         siblings: Some(siblings.into_iter().map(sibling).collect()),
                     },
                     ReadAnswer::NotFound { token } => Reply::Written {
-                        context: token.unwrap_or_else(|| sealer.seal(object.context())),
+                        context: token.unwrap_or_else(|| sealer.seal(&object.context_for_reader())),
                         siblings: Some(Vec::new()),
                     },
                 },
@@ -298,7 +298,8 @@ async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, Reque
             let reply = write(service, &sealer, None, None, context, options).await?;
             Ok(match reply {
                 WriteReply::NothingToDelete { object } => Reply::NothingToDelete {
-                    context: (!object.is_empty()).then(|| sealer.seal(object.context())),
+                    context: (!object.is_empty())
+                        .then(|| sealer.seal(&object.context_for_reader())),
                 },
                 written @ WriteReply::Written { .. } => Reply::Deleted {
                     context: sealer.seal(&written.context()),

@@ -736,7 +736,7 @@ async fn write<S: Service>(
         )
             .into_response()),
         WriteReply::NothingToDelete { object } => Err(HttpError::NotFound {
-            token: (!object.is_empty()).then(|| sealer.seal(object.context())),
+            token: (!object.is_empty()).then(|| sealer.seal(&object.context_for_reader())),
         }),
     }
 }

@@ -80,13 +80,13 @@ async fn chorus_over_http_and_quic() {
     // covers until the node refuses more (409 too_many_siblings); the
     // driver then reads the key and writes over every sibling.
     let hot = Arc::new(ChorusDriver::new(client, "bench-hot", options, options));
-    let config = RunConfig {
+    let one_key = RunConfig {
         records: 1,
         limit: Limit::Operations(3000),
         concurrency: 32,
         ..config(Workload::Write)
     };
-    let (_, run, extra) = bench::bench(hot.clone(), &config, true).await;
+    let (_, run, extra) = bench::bench(hot, &one_key, true).await;
     assert_eq!((run.ok, run.errors), (3000, 0), "{run:?}");
     assert!(extra["sibling_resolutions"] > 0, "{extra:?}");
 

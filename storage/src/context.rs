@@ -56,6 +56,9 @@ pub const CONTEXT_KEY_LEN: usize = 32;
 
 const FORMAT_V2: u8 = 2;
 const MAC_LEN: usize = 16;
+/// The largest context body whose sealed token (format byte, MAC, body,
+/// in unpadded base64) fits [`MAX_TOKEN_LEN`] characters.
+const MAX_SEALED_BODY: usize = MAX_TOKEN_LEN / 4 * 3 - 1 - MAC_LEN;
 
 /// What a client was shown of a key: a version vector and single dots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,6 +145,32 @@ impl CausalContext {
             self.dots.insert(dot);
             self.compact();
         }
+    }
+
+    /// This context with at most [`MAX_CONTEXT_DOTS`] single dots, and
+    /// small enough that a token sealed from it fits [`MAX_TOKEN_LEN`], so
+    /// the token opens again: the dots `keep` names stay first, then the
+    /// newest. Covering less is safe: a write with the smaller context
+    /// supersedes fewer versions, so at worst a version that could have
+    /// gone stays as a sibling; nothing is lost. (A vector alone too large
+    /// for a token, some 150 actors, is left as it is.)
+    pub fn bounded(mut self, keep: impl Fn(&Dot) -> bool) -> CausalContext {
+        let fits = |c: &CausalContext| {
+            c.dots.len() <= MAX_CONTEXT_DOTS && c.to_bytes().len() - 1 <= MAX_SEALED_BODY
+        };
+        if fits(&self) {
+            return self;
+        }
+        let mut order: Vec<Dot> = self.dots.iter().copied().collect();
+        order.sort_by_key(|d| (!keep(d), std::cmp::Reverse(d.counter)));
+        order.truncate(MAX_CONTEXT_DOTS);
+        // Dropping single dots leaves a compact context compact.
+        self.dots = order.iter().copied().collect();
+        while !fits(&self) {
+            let Some(dot) = order.pop() else { break };
+            self.dots.remove(&dot);
+        }
+        self
     }
 
     /// Joins `other` into this context: afterwards it covers exactly what
@@ -422,6 +451,41 @@ mod tests {
 
     fn key() -> ContextKey {
         ContextKey::new([7; CONTEXT_KEY_LEN])
+    }
+
+    /// The largest context a node hands out — the most single dots and a
+    /// vector of many actors, every number at full width — seals into a
+    /// token the node opens again.
+    #[test]
+    fn the_largest_context_handed_out_fits_a_token() {
+        const ACTORS: u64 = 24;
+        let actor = |i: u64| ActorId(u64::MAX - i);
+        let counter = |i: u64| (1_795_000_000_000u64 << 16) + i * 7;
+        let mut vv = VersionVector::new();
+        for i in 0..ACTORS {
+            vv.add(Dot::new(actor(i), counter(i)));
+        }
+        let dots: Vec<Dot> = (0..MAX_CONTEXT_DOTS as u64)
+            .map(|i| Dot::new(actor(i % 3), counter(i) + 1_000))
+            .collect();
+        let context = CausalContext::with_dots(vv.clone(), dots.clone());
+        assert_eq!(context.dot_count(), MAX_CONTEXT_DOTS);
+        let token = key().seal(b"b", b"k", &context);
+        assert!(token.len() <= MAX_TOKEN_LEN, "{} characters", token.len());
+        assert_eq!(key().open(b"b", b"k", &token), Ok(context));
+
+        // With more actors the dots give way until the token fits, newest
+        // and kept ones last to go.
+        for i in ACTORS..ACTORS + 40 {
+            vv.add(Dot::new(actor(i), counter(i)));
+        }
+        let kept = Dot::new(actor(0), counter(0) + 1_000);
+        let context = CausalContext::with_dots(vv, dots).bounded(|d| *d == kept);
+        assert!(context.dot_count() < MAX_CONTEXT_DOTS);
+        assert!(context.covers(&kept));
+        let token = key().seal(b"b", b"k", &context);
+        assert!(token.len() <= MAX_TOKEN_LEN, "{} characters", token.len());
+        assert_eq!(key().open(b"b", b"k", &token), Ok(context));
     }
 
     #[test]

@@ -351,7 +351,23 @@ impl Object {
         let own = self.siblings.iter().filter(|s| seen(s)).map(|s| s.dot);
         let cloud = self.context.dots().filter(|d| !unseen(d));
         let dots: Vec<Dot> = own.chain(client.dots()).chain(cloud).collect();
-        CausalContext::with_dots(vv, dots)
+        // A token carries at most MAX_CONTEXT_DOTS single dots: the
+        // versions standing here that the client saw go first, so its next
+        // write replaces them; older ones it saw, already superseded, may
+        // be left out.
+        CausalContext::with_dots(vv, dots).bounded(|d| self.is_sibling(d))
+    }
+
+    /// The context to hand a client reading this object: the key's
+    /// context, with at most [`MAX_CONTEXT_DOTS`] single dots (the
+    /// siblings' first) so its token opens again. A write with it replaces
+    /// every sibling shown.
+    pub fn context_for_reader(&self) -> CausalContext {
+        self.context.clone().bounded(|d| self.is_sibling(d))
+    }
+
+    fn is_sibling(&self, dot: &Dot) -> bool {
+        self.siblings.iter().any(|s| s.dot == *dot)
     }
 
     /// Joins another replica's state of the same key into this one: a

@@ -1071,3 +1071,60 @@ fn damaged_content_types_are_errors() {
         Err(DecodeError::Malformed(m)) if m.contains("expected 3 or 4 fields")
     ));
 }
+
+/// Every context handed to a client must seal into a token the cluster
+/// opens again. A writer that keeps writing with the context of its last
+/// write, while versions it was never shown stand beside its own, is
+/// handed its own superseded versions as single dots, one more each
+/// write; past `MAX_CONTEXT_DOTS` the token would be refused as malformed.
+#[test]
+fn a_writer_chaining_its_write_contexts_past_unseen_siblings_always_gets_an_openable_token() {
+    let key = crate::context::ContextKey::new([7; 32]);
+    let mut o = Object::new();
+    // Ten versions the chaining writer never sees.
+    for i in 1..=10 {
+        o.write(&VersionVector::new(), dot(1, i), ts(i), Some(vec![0]))
+            .unwrap();
+    }
+    let mut context = CausalContext::default();
+    for i in 11..=400 {
+        let minted = dot(1, i);
+        o.write_in(&context, minted, ts(i), Some(vec![1])).unwrap();
+        context = o.context_for_writer(&context, minted);
+        assert!(context.dot_count() <= MAX_CONTEXT_DOTS, "write {i}");
+        let token = key.seal(b"b", b"k", &context);
+        assert_eq!(key.open(b"b", b"k", &token).unwrap(), context, "write {i}");
+        // The writer's own version stays covered: it replaces it next time.
+        assert!(context.covers(&minted));
+        assert_eq!(o.siblings().len(), 11, "write {i}");
+    }
+    let token = key.seal(b"b", b"k", &o.context_for_reader());
+    assert!(key.open(b"b", b"k", &token).is_ok());
+}
+
+/// A key's context after merges can hold more single dots than a token
+/// carries; a reader's context keeps the siblings' dots first.
+#[test]
+fn a_readers_context_is_bounded_and_keeps_the_siblings_dots() {
+    let cloud = |from: u64| {
+        CausalContext::with_dots(
+            VersionVector::new(),
+            (from..from + MAX_CLOUD_DOTS as u64).map(|a| dot(a, 2)),
+        )
+    };
+    let (mut a, mut b, mut c) = (Object::new(), Object::new(), Object::new());
+    a.write_in(&cloud(1_000), dot(1, 1), ts(1), Some(vec![1]))
+        .unwrap();
+    b.write_in(&cloud(2_000), dot(2, 1), ts(2), Some(vec![2]))
+        .unwrap();
+    c.write_in(&cloud(3_000), dot(3, 5), ts(3), Some(vec![3]))
+        .unwrap();
+    a.merge(&b);
+    a.merge(&c);
+    assert!(a.context().dot_count() > MAX_CONTEXT_DOTS);
+    let read = a.context_for_reader();
+    assert_eq!(read.dot_count(), MAX_CONTEXT_DOTS);
+    for sibling in a.siblings() {
+        assert!(read.covers(&sibling.dot), "{:?}", sibling.dot);
+    }
+}
