@@ -203,6 +203,14 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         return Err(BenchError("--duration must be positive".into()));
     }
     let load = !args.no_load;
+    let peer = args.quic.is_none()
+        && args
+            .targets
+            .iter()
+            .all(|t| t.starts_with("redis://") || t.starts_with("etcd+"));
+    if peer && (!args.read.is_empty() || !args.write.is_empty() || args.retries > 0) {
+        eprintln!("note: --read, --write and --retries apply to Chorus only; Redis and etcd run with their own defaults");
+    }
     let (driver_name, targets, (load, run, extra_requests)) = if let Some(addr) = args.quic {
         let (ca, cert, key) = (
             args.tls_ca.as_ref(),
