@@ -3,6 +3,9 @@
 //! on free loopback ports; when the binary is absent the test says
 //! `SKIPPED: … not found` on standard error and returns).
 
+// Tests of real servers: they bind ports, spawn tasks, wait and read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::TcpListener;

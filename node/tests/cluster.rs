@@ -8,6 +8,9 @@
 //! the value), and a node with a certificate from another CA, which cannot
 //! join.
 
+// Tests of real processes: they bind ports, wait and read the clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -6,6 +6,9 @@
 //! `failures` answer with the canned error instead, which is how the quorum
 //! and timeout answers are exercised.
 
+// Tests over a real socket: they bind a listener and spawn the server.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -10,6 +10,9 @@
 //!
 //! One test walks every step, because forming the cluster is the slow part.
 
+// Tests of a real cluster: they bind ports, wait and read the clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 

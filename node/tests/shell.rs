@@ -5,6 +5,9 @@
 //! history go through a pseudo-terminal; the one-shot commands' exit codes
 //! are checked one by one, the last with a node stopped.
 
+// Tests of real processes: they bind ports, wait and read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::Path;

@@ -3,6 +3,9 @@
 //! Every wait is bounded by `tokio::time::timeout`; the only sleeps are the
 //! short windows in which a test asserts that nothing arrives.
 
+// Tests of real endpoints: they bind sockets, spawn tasks and wait.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -34,6 +34,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use time::{Date, Month, UtcDateTime};
 
 const LOGICAL_BITS: u32 = 16;
 const LOGICAL_MASK: u64 = (1 << LOGICAL_BITS) - 1;
@@ -90,17 +91,18 @@ impl Timestamp {
 /// logical counter, e.g. `2026-11-22T02:30:00.123Z+0`.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.wall_ms();
-        let secs = ms / 1000;
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let rem = secs % 86_400;
+        let at = UtcDateTime::from_unix_timestamp_nanos(i128::from(self.wall_ms()) * 1_000_000)
+            .expect("every wall-clock value of a timestamp is a date");
         write!(
             f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z+{}",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            ms % 1000,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z+{}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond(),
             self.logical()
         )
     }
@@ -141,51 +143,20 @@ impl FromStr for Timestamp {
             num(y + 16..y + 19)?,
         );
         let logical: u16 = s[y + 21..].parse().map_err(|_| bad())?;
-        if !(1..=12).contains(&month)
-            || !(1..=31).contains(&day)
-            || hour > 23
-            || minute > 59
-            || second > 59
-        {
-            return Err(bad());
-        }
-        let days = days_from_civil(year as i64, month as u32, day as u32);
-        if days < 0 || civil_from_days(days) != (year as i64, month as u32, day as u32) {
-            return Err(bad());
-        }
-        let wall_ms = ((days as u64 * 86_400 + hour * 3600 + minute * 60 + second) * 1000) + milli;
+        // At most five digits of year, two of month and so on: the casts
+        // are exact, and the date and time are checked by `time`.
+        let month = Month::try_from(month as u8).map_err(|_| bad())?;
+        let date = Date::from_calendar_date(year as i32, month, day as u8).map_err(|_| bad())?;
+        let at = date
+            .with_hms_milli(hour as u8, minute as u8, second as u8, milli as u16)
+            .map_err(|_| bad())?
+            .as_utc();
+        let wall_ms = u64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())?;
         if wall_ms > Timestamp::MAX_WALL_MS {
             return Err(bad());
         }
         Ok(Timestamp::new(wall_ms, logical))
     }
-}
-
-// Howard Hinnant's algorithms for the proleptic Gregorian calendar.
-
-/// The proleptic Gregorian `(year, month, day)` of the day `days` after
-/// 1970-01-01 (Howard Hinnant's `civil_from_days`); month and day count from 1.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = i64::from((month + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Settings of a [`Hlc`].
@@ -468,6 +439,13 @@ mod tests {
             ts
         );
         assert_eq!(Timestamp::ZERO.to_string(), "1970-01-01T00:00:00.000Z+0");
+        let last = Timestamp::new(Timestamp::MAX_WALL_MS, u16::MAX);
+        assert_eq!(last.to_string(), "10889-08-02T05:31:50.655Z+65535");
+        assert_eq!("10889-08-02T05:31:50.655Z+65535".parse(), Ok(last));
+        assert_eq!(
+            "2024-02-29T23:59:59.999Z+0".parse::<Timestamp>().unwrap(),
+            Timestamp::new(1_709_251_199_999, 0)
+        );
         for bad in [
             "",
             "2026-11-21",
@@ -477,6 +455,12 @@ mod tests {
             "2026-11-22T02:30:00.123Z+70000",
             "2026-11-22T02:30:00.123Z+",
             "-2026-11-22T02:30:00.123Z+0",
+            "2026-11-22T24:00:00.000Z+0",
+            "2026-11-22T02:60:00.000Z+0",
+            "2026-11-22T02:30:60.000Z+0",
+            "2025-02-29T00:00:00.000Z+0",
+            "1969-12-31T23:59:59.999Z+0",
+            "10889-08-02T05:31:50.656Z+0",
         ] {
             assert!(bad.parse::<Timestamp>().is_err(), "{bad:?} parsed");
         }

@@ -7,6 +7,8 @@
 //! `CHORUS_KILL9_DIR` naming the database; without that variable
 //! `child_writer` has nothing to do.
 #![cfg(all(feature = "rocksdb", unix))]
+// Kills a child process mid-write: a thread reads its output.
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

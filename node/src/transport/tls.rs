@@ -61,6 +61,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, DnsName, PrivateKeyDer};
+use time::{Date, OffsetDateTime, UtcDateTime};
 
 /// ALPN protocol of the node-to-node transport. The internode endpoint
 /// accepts nothing else.
@@ -449,26 +450,29 @@ fn ca_params(name: DistinguishedName) -> CertificateParams {
 }
 
 /// Makes `params` valid from yesterday (to absorb clock skew between the
-/// issuing machine and the nodes) until the same day `years` later. The day
-/// of the month is capped at 28 so that a certificate issued on 29 February
-/// has a valid end date.
+/// issuing machine and the nodes) until the same day `years` later.
 fn set_validity(params: &mut CertificateParams, years: i32) {
-    let days_since_epoch = SystemTime::now()
+    let now_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400);
-    let days_since_epoch = i64::try_from(days_since_epoch).unwrap_or(0);
-    let (year, month, day) = civil_from_days(days_since_epoch - 1);
-    params.not_before = rcgen::date_time_ymd(year, month, day);
-    params.not_after = rcgen::date_time_ymd(year + years, month, day.min(28));
+        .map_or(0, |d| d.as_secs());
+    let today = i64::try_from(now_secs)
+        .ok()
+        .and_then(|secs| UtcDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or(UtcDateTime::UNIX_EPOCH)
+        .date();
+    (params.not_before, params.not_after) = validity(today, years);
 }
 
-/// The proleptic Gregorian (year, month, day) of the day `days` after
-/// 1970-01-01, in the types rcgen takes.
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let (year, month, day) = chorus_storage::hlc::civil_from_days(days);
-    // Month and day are in range by construction; the year fits an i32 for
-    // any date a clock can report.
-    (year as i32, month as u8, day as u8)
+/// The validity of a certificate issued on `today`: from the start of the
+/// day before until the start of the same day `years` later. The day of the
+/// month is capped at 28 so that a certificate issued on 29 February has a
+/// valid end date.
+fn validity(today: Date, years: i32) -> (OffsetDateTime, OffsetDateTime) {
+    let from = today.previous_day().unwrap_or(today);
+    let (year, month, day) = from.to_calendar_date();
+    let until = Date::from_calendar_date(year + years, month, day.min(28))
+        .expect("every month has a 28th day");
+    (from.midnight().assume_utc(), until.midnight().assume_utc())
 }
 
 /// A node's credentials: its certificate and key, and the CA certificates it
@@ -1073,11 +1077,22 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    fn validity_runs_from_yesterday_to_the_same_day_years_later() {
+        let date = |y, m: u8, d| Date::from_calendar_date(y, m.try_into().unwrap(), d).unwrap();
+        let at = |y, m, d| date(y, m, d).midnight().assume_utc();
+        // The end's day of the month is capped at 28.
+        assert_eq!(
+            validity(date(2026, 1, 1), 10),
+            (at(2025, 12, 31), at(2035, 12, 28))
+        );
+        assert_eq!(
+            validity(date(1970, 1, 2), 1),
+            (at(1970, 1, 1), at(1971, 1, 1))
+        );
+        // Issued the day after a leap day: valid until 28 February.
+        assert_eq!(
+            validity(date(2024, 3, 1), 2),
+            (at(2024, 2, 29), at(2026, 2, 28))
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! process (the runtime, RocksDB, QUIC with mutual TLS on loopback), each
 //! seeded with all the others.
 
+// Starts real nodes: binds ports, waits and reads the clock.
+#![allow(clippy::disallowed_methods)]
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 

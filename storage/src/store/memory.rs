@@ -25,7 +25,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use super::engine::{delegate_store, Cf, Engine, KvBackend, Op, Visitor};
+use super::kv::{delegate_store, Cf, KvBackend, KvStore, Op, Visitor};
 use super::{Durability, StoreConfig, StoreError};
 
 /// One set of column families.
@@ -158,10 +158,10 @@ impl KvBackend for MemoryKv {
 /// The in-memory engine (see the module doc for its crash model).
 #[derive(Debug)]
 pub struct MemoryStore {
-    engine: Engine<MemoryKv>,
+    store: KvStore<MemoryKv>,
 }
 
-delegate_store!(MemoryStore, engine);
+delegate_store!(MemoryStore, store);
 
 impl MemoryStore {
     /// An empty store.
@@ -170,16 +170,16 @@ impl MemoryStore {
     }
 
     fn reopen(kv: MemoryKv, config: StoreConfig) -> Self {
-        let engine = Engine::open(kv, config)
+        let store = KvStore::open(kv, config)
             .expect("the in-memory engine holds only records it wrote itself");
-        MemoryStore { engine }
+        MemoryStore { store }
     }
 
     /// Simulates a machine crash and restart: every write not yet synced is
     /// lost, and the store comes back as a fresh open of what was durable.
     pub fn crash(self) -> Self {
-        let config = self.engine.config();
-        let kv = self.engine.into_backend();
+        let config = self.store.config();
+        let kv = self.store.into_backend();
         kv.crash();
         Self::reopen(kv, config)
     }
@@ -188,8 +188,8 @@ impl MemoryStore {
     /// with a write-ahead log in the page cache): everything is kept, the
     /// store is opened afresh.
     pub fn restart(self) -> Self {
-        let config = self.engine.config();
-        Self::reopen(self.engine.into_backend(), config)
+        let config = self.store.config();
+        Self::reopen(self.store.into_backend(), config)
     }
 
     /// A copy of this store as a backup or a copy of its data directory
@@ -197,7 +197,7 @@ impl MemoryStore {
     /// The copy is a separate store; restoring a node from it is starting
     /// the node on it.
     pub fn snapshot(&self) -> MemoryStore {
-        let live = self.engine.backend().state().live.clone();
+        let live = self.store.backend().state().live.clone();
         let kv = MemoryKv {
             state: Mutex::new(State {
                 durable: live.clone(),
@@ -206,14 +206,14 @@ impl MemoryStore {
             }),
             failing: AtomicBool::new(false),
         };
-        Self::reopen(kv, self.engine.config())
+        Self::reopen(kv, self.store.config())
     }
 
     /// While `failing` is set, every write and sync fails with
     /// [`StoreError::Io`] and changes nothing, as on a full or failing
     /// disk; reads still work. For tests of error paths.
     pub fn fail_writes(&self, failing: bool) {
-        self.engine
+        self.store
             .backend()
             .failing
             .store(failing, Ordering::Relaxed);
@@ -221,7 +221,7 @@ impl MemoryStore {
 
     /// The number of write operations a crash would lose now.
     pub fn unsynced_writes(&self) -> usize {
-        self.engine.backend().state().unsynced.len()
+        self.store.backend().state().unsynced.len()
     }
 }
 

@@ -28,9 +28,9 @@
 //! interpret values, and it does not decide *what* to write — the closures
 //! passed to [`Store::read_modify_write`] and [`Store::update`] do.
 
-mod engine;
 mod error;
 mod keys;
+mod kv;
 mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;

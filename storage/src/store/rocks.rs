@@ -58,8 +58,8 @@ use rocksdb::{
     ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
-use super::engine::{delegate_store, Cf, Engine, KvBackend, Op, Visitor};
 use super::keys::prefix_end;
+use super::kv::{delegate_store, Cf, KvBackend, KvStore, Op, Visitor};
 use super::{Durability, StoreConfig, StoreError, StoreStats};
 
 /// Tuning of the RocksDB engine. The defaults suit a node with a few GiB of
@@ -224,10 +224,10 @@ impl KvBackend for RocksKv {
 /// The RocksDB engine (see the module doc for its layout and options).
 #[derive(Debug)]
 pub struct RocksStore {
-    engine: Engine<RocksKv>,
+    store: KvStore<RocksKv>,
 }
 
-delegate_store!(RocksStore, engine);
+delegate_store!(RocksStore, store);
 
 impl RocksStore {
     /// The column family of objects.
@@ -264,7 +264,7 @@ impl RocksStore {
             synced,
         };
         Ok(RocksStore {
-            engine: Engine::open(kv, config)?,
+            store: KvStore::open(kv, config)?,
         })
     }
 
@@ -315,7 +315,7 @@ impl RocksStore {
     /// are served from the files and the block cache (before a checkpoint,
     /// and in benchmarks that measure reads from files).
     pub fn flush_memtables(&self) -> Result<(), StoreError> {
-        let kv = self.engine.backend();
+        let kv = self.store.backend();
         for cf in [Cf::Data, Cf::Hints, Cf::Meta] {
             kv.db
                 .flush_cf(kv.cf(cf))
@@ -326,6 +326,6 @@ impl RocksStore {
 
     /// The database directory.
     pub fn path(&self) -> &Path {
-        &self.engine.backend().path
+        &self.store.backend().path
     }
 }

@@ -1,8 +1,9 @@
 //! The store's logic, written once over a byte-level backend.
 //!
-//! Each engine provides a [`KvBackend`]: three ordered byte maps (the column
-//! families `data`, `hints`, `meta`), atomic multi-operation writes with a
-//! durability flag, ordered prefix scans, and a sync. [`Engine`] builds the
+//! RocksDB and the in-memory maps each provide a [`KvBackend`]: three ordered
+//! byte maps (the column families `data`, `hints`, `meta`), atomic
+//! multi-operation writes with a durability flag, ordered prefix scans, and a
+//! sync. [`KvStore`] builds the
 //! [`Store`](super::Store) contract on top: key encoding and bounds, lock
 //! striping for read-modify-write, hint queues with their bound, metadata.
 
@@ -53,7 +54,8 @@ pub(crate) enum Op {
     DeletePrefix(Cf, Vec<u8>),
 }
 
-/// What an engine provides: ordered byte maps per column family.
+/// What RocksDB or the in-memory maps provide: ordered byte maps per column
+/// family.
 pub(crate) trait KvBackend: Send + Sync + fmt::Debug {
     /// Calls `read` with the value stored under `key`, if any.
     fn get<R>(
@@ -97,8 +99,9 @@ struct HintQueues {
     next_seq: u64,
 }
 
-/// The [`Store`](super::Store) logic over a backend.
-pub(crate) struct Engine<B> {
+/// The [`Store`](super::Store) logic over a [`KvBackend`]: what `RocksStore`
+/// and [`MemoryStore`](super::MemoryStore) each wrap.
+pub(crate) struct KvStore<B> {
     kv: B,
     config: StoreConfig,
     stripes: Box<[Mutex<()>]>,
@@ -107,9 +110,9 @@ pub(crate) struct Engine<B> {
     hints: Mutex<HintQueues>,
 }
 
-impl<B: fmt::Debug> fmt::Debug for Engine<B> {
+impl<B: fmt::Debug> fmt::Debug for KvStore<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine")
+        f.debug_struct("KvStore")
             .field("kv", &self.kv)
             .field("config", &self.config)
             .field("hints", &*lock(&self.hints))
@@ -168,7 +171,7 @@ fn decode_u64(key: &[u8], bytes: &[u8]) -> Result<u64, StoreError> {
     Ok(u64::from_be_bytes(fixed))
 }
 
-impl<B: KvBackend> Engine<B> {
+impl<B: KvBackend> KvStore<B> {
     /// Opens the store over `kv`, rebuilding the hint queue counts.
     pub(crate) fn open(kv: B, config: StoreConfig) -> Result<Self, StoreError> {
         assert!(
@@ -205,7 +208,7 @@ impl<B: KvBackend> Engine<B> {
         };
         let next_seq = stored_next.max(max_seq.map_or(0, |s: u64| s.saturating_add(1)));
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(Engine {
+        Ok(KvStore {
             kv,
             config,
             stripes,
@@ -674,7 +677,7 @@ impl<B: KvBackend> Engine<B> {
 }
 
 /// Implements [`Store`](super::Store) for a type whose field `$field` is an
-/// [`Engine`], by delegation.
+/// [`KvStore`], by delegation.
 macro_rules! delegate_store {
     ($ty:ty, $field:ident) => {
         impl $crate::store::Store for $ty {
