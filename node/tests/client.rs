@@ -6,6 +6,9 @@
 //! certificates cannot join the cluster, other CAs' certificates cannot
 //! open a client connection, and malformed frames get problem answers.
 
+// Tests of real servers: they bind ports, spawn tasks, wait and read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,9 @@
 //! serving quorum writes; frames queued for the dead node must not hold up
 //! theirs. Three `chorus node start` processes on loopback.
 
+// Tests of real servers: they bind ports, spawn tasks, wait and read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::Path;
