@@ -77,7 +77,7 @@ impl<S: Store> Engine<S> {
 
     /// Requests in flight whose client still waits (background work aside).
     pub(super) fn awaited_requests(&self) -> usize {
-        self.pending.len() - self.background.requests
+        self.requests_in_flight() - self.background.requests
     }
 
     /// Whether background work holds its whole budget, so new client

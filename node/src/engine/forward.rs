@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::admission::check_key;
 use super::coordinator::Origin;
-use super::requests::Pending;
-use super::{ClientReply, Engine, Now};
-use crate::api::{RequestError, WriteReply};
-use crate::core::{place, ResolvedOptions};
-use crate::wire::{decode_object, ForwardError, ForwardedReply, ForwardedWrite, WireKey};
+use super::requests::RequestId;
+use super::{ClientId, ClientReply, Engine, Now};
+use crate::api::{RequestError, WriteReply, WriteRequest};
+use crate::core::{place, PutError, QuorumTally, ResolvedOptions};
+use crate::wire::{decode_object, ForwardError, ForwardedReply, ForwardedWrite, Message, WireKey};
 
 /// Extra time a forwarding node waits beyond the request's timeout for the
 /// coordinating replica's answer.
@@ -43,7 +43,7 @@ pub(super) struct SeenForwards {
 impl SeenForwards {
     /// Records `request`; false if it was seen (or is below what was
     /// forgotten).
-    pub(super) fn first_time(&mut self, request: u64) -> bool {
+    pub(super) fn first_time(&mut self, request: RequestId) -> bool {
         if request <= self.floor || !self.ids.insert(request) {
             return false;
         }
@@ -55,8 +55,123 @@ impl SeenForwards {
     }
 }
 
+/// A write this node forwarded to the replica that coordinates it.
+#[derive(Debug)]
+pub(super) struct ForwardedRequest {
+    client: ClientId,
+    to: Uuid,
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    w: usize,
+    pw: usize,
+}
+
+impl ForwardedRequest {
+    /// The replica coordinating the write.
+    pub(super) fn to(&self) -> Uuid {
+        self.to
+    }
+
+    /// Whether an answer from `from` naming `bucket` and `key` is this
+    /// write's.
+    pub(super) fn answered_by(&self, from: Uuid, bucket: &[u8], key: &[u8]) -> bool {
+        self.to == from && self.bucket == bucket && self.key == key
+    }
+
+    /// The client's answer to a coordinator's answer.
+    pub(super) fn on_reply(
+        self,
+        result: Result<ForwardedReply, ForwardError>,
+    ) -> (ClientId, Result<ClientReply, RequestError>) {
+        let result = match result {
+            Ok(reply) => decode_forwarded(reply).map(ClientReply::Write),
+            Err(error) => Err(forward_error(error)),
+        };
+        (self.client, result)
+    }
+
+    /// The client's answer when the coordinator's answer never comes (its
+    /// time ran out, or the coordinator restarted): the coordinating
+    /// replica may have applied the write.
+    pub(super) fn on_timeout(self) -> (ClientId, RequestError) {
+        let tally = QuorumTally {
+            required: self.w,
+            required_primaries: self.pw,
+            received: 0,
+            received_primaries: 0,
+            failures: vec![],
+        };
+        let error = RequestError::Put(PutError::Indeterminate { tally, applied: 0 });
+        (self.client, error)
+    }
+
+    /// The client's answer when the write could not be sent: nothing was
+    /// applied.
+    pub(super) fn on_send_failed(self) -> (ClientId, RequestError) {
+        let error = RequestError::Unavailable(format!(
+            "the write could not be sent to replica {}, which coordinates it; nothing was applied",
+            self.to
+        ));
+        (self.client, error)
+    }
+}
+
 impl<S: Store> Engine<S> {
-    pub(super) fn on_forward(&mut self, now: Now, from: Uuid, request: u64, write: ForwardedWrite) {
+    /// Forwards a client's write to `to`, a target, which coordinates it.
+    pub(super) fn forward_write(
+        &mut self,
+        now: Now,
+        client: ClientId,
+        to: Uuid,
+        write: WriteRequest,
+        options: ResolvedOptions,
+    ) {
+        let return_body = write.options.return_body;
+        self.stats.forwarded += 1;
+        let request = self.deadlines.next_id();
+        let forwarded = ForwardedRequest {
+            client,
+            to,
+            bucket: write.bucket.clone(),
+            key: write.key.clone(),
+            w: options.w,
+            pw: options.pw,
+        };
+        let deadline = self.deadline(
+            now,
+            Duration::from_millis(options.timeout_ms) + FORWARD_GRACE,
+        );
+        self.forwards
+            .insert(&mut self.deadlines, request, deadline, forwarded);
+        let forwarded = ForwardedWrite {
+            bucket: write.bucket,
+            key: write.key,
+            value: write.value,
+            content_type: write.content_type,
+            context: write.context.map(|c| c.to_bytes()),
+            w: options.w,
+            pw: options.pw,
+            timeout_ms: options.timeout_ms,
+            sync: options.sync,
+            sloppy: options.sloppy,
+            return_body,
+        };
+        self.send(
+            to,
+            Message::Forward {
+                request,
+                write: forwarded,
+            },
+        );
+    }
+
+    pub(super) fn on_forward(
+        &mut self,
+        now: Now,
+        from: Uuid,
+        request: RequestId,
+        write: ForwardedWrite,
+    ) {
         // A forwarded write is applied once, however often its frame
         // arrives (a retransmission, a duplicating network): a second
         // coordination would mint a second version of one client write, a
@@ -173,27 +288,23 @@ impl<S: Store> Engine<S> {
     pub(super) fn on_forward_reply(
         &mut self,
         from: Uuid,
-        request: u64,
+        request: RequestId,
         bucket: &[u8],
         key: &[u8],
         result: Result<ForwardedReply, ForwardError>,
     ) {
-        match self.pending.get(&request) {
-            Some(Pending::Forwarded {
-                to,
-                bucket: b,
-                key: k,
-                ..
-            }) if *to == from && b == bucket && k == key => {}
-            _ => return,
+        let awaited = self
+            .forwards
+            .get(request)
+            .is_some_and(|f| f.answered_by(from, bucket, key));
+        if !awaited {
+            return;
         }
-        let Some(Pending::Forwarded { client, .. }) = self.take_pending(request) else {
-            unreachable!("checked above");
-        };
-        let result = match result {
-            Ok(reply) => decode_forwarded(reply).map(ClientReply::Write),
-            Err(error) => Err(forward_error(error)),
-        };
+        let forwarded = self
+            .forwards
+            .remove(&mut self.deadlines, request)
+            .expect("checked above");
+        let (client, result) = forwarded.on_reply(result);
         self.reply(client, result);
     }
 }

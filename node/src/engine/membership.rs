@@ -15,12 +15,10 @@ use chorus_ring::{Member, PartitionId, Ring};
 use chorus_storage::store::Store;
 use uuid::Uuid;
 
-use super::requests::{Pending, RETRY_AFTER};
+use super::requests::RETRY_AFTER;
 use super::vnode::{RING_META, RUNNING_META};
 use super::{Effect, Engine, IdentityConflict, Now};
-use crate::api::RequestError;
 use crate::buggify::Site;
-use crate::core::{PutError, QuorumTally};
 use crate::wire::{Frame, Message};
 
 /// Gossip extra entry carrying the wall-clock milliseconds at which this
@@ -217,9 +215,10 @@ impl<S: Store> Engine<S> {
             if mine.is_none_or(|m| better(claim, m)) {
                 if !self.ring_fetch_in_flight {
                     self.ring_fetch_in_flight = true;
-                    let request = self.new_request();
-                    self.pending.insert(request, Pending::RingFetch);
-                    self.set_deadline(now, request, RETRY_AFTER);
+                    let request = self.deadlines.next_id();
+                    let deadline = self.deadline(now, RETRY_AFTER);
+                    self.ring_fetches
+                        .insert(&mut self.deadlines, request, deadline, ());
                     self.send(
                         holder,
                         Message::RingFetch {
@@ -601,87 +600,6 @@ impl<S: Store> Engine<S> {
             self.effects.push_back(Effect::ResetConnection { addr });
         }
         self.resend_to_restarted(node);
-    }
-
-    /// `node` restarted: what it had not answered yet will never be answered
-    /// by the old process. Reads and replica writes in flight are sent again
-    /// to the new incarnation under the same request id (its answer names
-    /// the request and key, and comes from the generation now known), so
-    /// they finish without waiting for their timeout. A hint delivery ends
-    /// (it is offered again next round). A write forwarded to it for
-    /// coordination may have been applied by the old process, so it is
-    /// answered as indeterminate rather than coordinated twice.
-    pub(super) fn resend_to_restarted(&mut self, node: Uuid) {
-        let waiting: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, pending)| match pending {
-                Pending::Get { coordinator, .. } => {
-                    coordinator.unanswered().iter().any(|t| t.node == node)
-                }
-                Pending::Put { coordinator, .. } => {
-                    coordinator.unanswered().iter().any(|t| t.node == node)
-                }
-                Pending::Hint { target, .. } => *target == node,
-                Pending::Forwarded { to, .. } => *to == node,
-                Pending::RingFetch => false,
-            })
-            .map(|(&request, _)| request)
-            .collect();
-        for request in waiting {
-            match self.pending.get(&request) {
-                Some(Pending::Get { key, .. }) => {
-                    let key = key.clone();
-                    self.send(node, Message::Read { request, key });
-                }
-                Some(Pending::Put {
-                    key,
-                    object,
-                    sync,
-                    coordinator,
-                    ..
-                }) => {
-                    let hint_for = coordinator
-                        .unanswered()
-                        .iter()
-                        .find(|t| t.node == node)
-                        .and_then(|t| t.hint());
-                    let message = Message::Store {
-                        request,
-                        key: key.clone(),
-                        object: object.encode(),
-                        sync: *sync,
-                        hint_for,
-                    };
-                    self.send(node, message);
-                }
-                Some(Pending::Hint { .. }) => {
-                    self.take_pending(request);
-                    self.finish_hint_target(node);
-                }
-                Some(Pending::Forwarded { .. }) => {
-                    let Some(Pending::Forwarded { client, w, pw, .. }) = self.take_pending(request)
-                    else {
-                        unreachable!("matched above");
-                    };
-                    let tally = QuorumTally {
-                        required: w,
-                        required_primaries: pw,
-                        received: 0,
-                        received_primaries: 0,
-                        failures: vec![],
-                    };
-                    self.reply(
-                        client,
-                        Err(RequestError::Put(PutError::Indeterminate {
-                            tally,
-                            applied: 0,
-                        })),
-                    );
-                }
-                Some(Pending::RingFetch) | None => {}
-            }
-        }
     }
 }
 

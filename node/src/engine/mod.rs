@@ -114,23 +114,24 @@ use std::time::Duration;
 use chorus_gossip::{
     Config as GossipConfig, Gossiper, Liveness, LocalNode, RingClaim, StateKey, StateValue,
 };
-use chorus_ring::{PartitionId, Partitions, Ring};
+use chorus_ring::{Partitions, Ring};
 use chorus_storage::hlc::{Hlc, HlcConfig};
-use chorus_storage::store::{Durability, KeyRef, Store, StoreError};
+use chorus_storage::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::{Buggify, Site};
-use crate::core::{PutError, QuorumTally, ReplicaError};
-use crate::wire::{decode_object, Frame, Message, StoredAck, WireError, MAX_FRAME_BYTES};
+use crate::core::ReplicaError;
+use crate::wire::{decode_object, Frame, Message, StoredAck, WireError, WireKey, MAX_FRAME_BYTES};
 
 use self::admission::Queued;
-use self::coordinator::Origin;
-use self::forward::SeenForwards;
+use self::coordinator::{GetRequest, PutRequest};
+use self::forward::{ForwardedRequest, SeenForwards};
+use self::hints::Hints;
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
-use self::requests::{first_request_id, Background, Pending};
+use self::requests::{Background, Deadlines, RequestId, Requests};
 use self::vnode::{HOLDS_DATA_META, RING_META, RUNNING_META};
 
 /// How an engine behaves. `Default` is what a production node uses, apart
@@ -372,16 +373,20 @@ pub struct Engine<S> {
     /// The last ring this node refused to adopt (it would have moved away a
     /// partition this node holds data for).
     refused_ring: Option<RingClaim>,
-    /// The next request id: this start's generation in the high 32 bits,
-    /// a counter in the low 32.
-    next_request: u64,
     /// The newest generation seen for each peer, from its frames or gossip.
     peer_generations: BTreeMap<Uuid, u64>,
-    pending: BTreeMap<u64, Pending>,
-    deadlines: BTreeSet<(Duration, u64)>,
-    /// The deadline of each request in `deadlines`.
-    deadline_of: BTreeMap<u64, Duration>,
-    hint_targets_in_flight: BTreeSet<Uuid>,
+    /// Request ids, and the deadlines of every request in flight.
+    deadlines: Deadlines,
+    /// Gets this node coordinates.
+    gets: Requests<GetRequest>,
+    /// Puts this node coordinates.
+    puts: Requests<PutRequest>,
+    /// Writes this node forwarded to the replica coordinating them.
+    forwards: Requests<ForwardedRequest>,
+    /// Hint deliveries in flight.
+    hints: Hints,
+    /// Ring fetches in flight.
+    ring_fetches: Requests<()>,
     next_hint_round: Duration,
     next_ring_check: Duration,
     ring_fetch_in_flight: bool,
@@ -408,14 +413,11 @@ pub struct Engine<S> {
     stats: EngineStats,
     /// The time of the input being handled.
     now: Now,
-    /// Per target, the sequence number after which the next hint round
-    /// reads, so hints that keep failing never block those behind them.
-    hint_cursor: BTreeMap<Uuid, u64>,
     /// Client requests waiting for admission, oldest first.
     admission: VecDeque<Queued>,
     /// Bytes of values in `admission`.
     queued_bytes: usize,
-    /// Background work in `pending` (see [`Pending::background_bytes`]).
+    /// Background work in flight: answered gets and puts, hint deliveries.
     background: Background,
     /// Fault sites, off outside simulation; their own generator.
     buggify: Buggify,
@@ -510,12 +512,13 @@ impl<S: Store> Engine<S> {
             deferred: BTreeSet::new(),
             previous_ring: None,
             refused_ring: None,
-            next_request: first_request_id(generation),
             peer_generations: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
-            deadline_of: BTreeMap::new(),
-            hint_targets_in_flight: BTreeSet::new(),
+            deadlines: Deadlines::new(generation),
+            gets: Requests::default(),
+            puts: Requests::default(),
+            forwards: Requests::default(),
+            hints: Hints::default(),
+            ring_fetches: Requests::default(),
             next_hint_round: now.mono,
             next_ring_check: now.mono,
             ring_fetch_in_flight: false,
@@ -529,7 +532,6 @@ impl<S: Store> Engine<S> {
             effects: VecDeque::new(),
             stats: EngineStats::default(),
             now,
-            hint_cursor: BTreeMap::new(),
             admission: VecDeque::new(),
             queued_bytes: 0,
             background: Background::default(),
@@ -579,7 +581,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Stops the engine and hands back its store (a simulated crash or
-    /// restart reopens it). Pending requests are dropped unanswered. This is
+    /// restart reopens it). Requests in flight are dropped unanswered. This is
     /// not a clean stop: the next start begins a new epoch unless
     /// [`Engine::stop`] was called first.
     pub fn into_store(self) -> S {
@@ -621,7 +623,7 @@ impl<S: Store> Engine<S> {
 
     pub fn stats(&self) -> EngineStats {
         EngineStats {
-            pending_requests: self.pending.len(),
+            pending_requests: self.requests_in_flight(),
             queued_requests: self.admission.len(),
             background_requests: self.background.requests,
             background_bytes: self.background.bytes,
@@ -636,7 +638,7 @@ impl<S: Store> Engine<S> {
             .next_wakeup()
             .min(self.next_hint_round)
             .min(self.next_ring_check);
-        if let Some(&(deadline, _)) = self.deadlines.first() {
+        if let Some(deadline) = self.deadlines.first() {
             next = next.min(deadline);
         }
         if let Some(queued) = self.admission.front() {
@@ -658,12 +660,7 @@ impl<S: Store> Engine<S> {
         self.now = now;
         self.gossip.handle_tick(now.mono);
         self.drain_gossip(now);
-        while let Some(&(deadline, request)) = self.deadlines.first() {
-            if deadline > now.mono {
-                break;
-            }
-            self.deadlines.pop_first();
-            self.deadline_of.remove(&request);
+        while let Some(request) = self.deadlines.pop_due(now.mono) {
             self.expire(request);
         }
         self.expire_queued(now);
@@ -827,14 +824,13 @@ impl<S: Store> Engine<S> {
         };
         match frame.message {
             Message::Store { request, key, .. } if request != 0 => {
-                let node = match self.pending.get(&request) {
-                    Some(Pending::Put { coordinator, .. }) => coordinator
+                let node = match self.puts.get(request) {
+                    Some(put) => put
                         .unanswered()
                         .into_iter()
                         .map(|t| t.node)
                         .find(|&node| self.address_of(node) == Some(to)),
-                    Some(Pending::Hint { target, .. }) => Some(*target),
-                    _ => None,
+                    None => self.hints.target_of(request),
                 };
                 if let Some(node) = node {
                     tracing::debug!(%node, %to, request, "a write could not be sent to its replica");
@@ -842,37 +838,27 @@ impl<S: Store> Engine<S> {
                 }
             }
             Message::Read { request, key } => {
-                let node = match self.pending.get(&request) {
-                    Some(Pending::Get { coordinator, .. }) => coordinator
-                        .unanswered()
-                        .into_iter()
-                        .map(|t| t.node)
-                        .find(|&node| self.address_of(node) == Some(to)),
-                    _ => None,
-                };
+                let node = self.gets.get(request).and_then(|get| {
+                    get.unanswered()
+                        .find(|&node| self.address_of(node) == Some(to))
+                });
                 if let Some(node) = node {
                     tracing::debug!(%node, %to, request, "a read could not be sent to its replica");
                     self.on_read_reply(node, request, &key, Err(ReplicaError::Unreachable));
                 }
             }
             Message::Forward { request, .. } => {
-                let forwarded_there = matches!(
-                    self.pending.get(&request),
-                    Some(Pending::Forwarded { to: node, .. }) if self.address_of(*node) == Some(to)
-                );
+                let forwarded_there = self
+                    .forwards
+                    .get(request)
+                    .is_some_and(|f| self.address_of(f.to()) == Some(to));
                 if forwarded_there {
-                    let Some(Pending::Forwarded {
-                        client, to: node, ..
-                    }) = self.take_pending(request)
-                    else {
-                        unreachable!("matched above");
-                    };
-                    self.reply(
-                        client,
-                        Err(RequestError::Unavailable(format!(
-                            "the write could not be sent to replica {node}, which coordinates it; nothing was applied"
-                        ))),
-                    );
+                    let forwarded = self
+                        .forwards
+                        .remove(&mut self.deadlines, request)
+                        .expect("checked above");
+                    let (client, error) = forwarded.on_send_failed();
+                    self.reply(client, Err(error));
                 }
             }
             _ => {}
@@ -928,195 +914,132 @@ impl<S: Store> Engine<S> {
 
     // ----- requests in flight -----
 
-    /// Answers the client when a request's outcome is first decided, and
-    /// retires the request once every target answered.
-    pub(super) fn settle(&mut self, request: u64) {
-        let Some(pending) = self.pending.get_mut(&request) else {
-            return;
+    /// Requests in flight, of every kind.
+    pub(super) fn requests_in_flight(&self) -> usize {
+        self.gets.len()
+            + self.puts.len()
+            + self.forwards.len()
+            + self.hints.len()
+            + self.ring_fetches.len()
+    }
+
+    /// When a request started now and given `after` is due.
+    pub(super) fn deadline(&mut self, now: Now, after: Duration) -> Duration {
+        let after = if self.buggify.fires(Site::TimeoutEarly) {
+            after.mul_f64(self.buggify.fraction())
+        } else {
+            after
         };
-        let mut reply = None;
-        let mut delete_after = None;
-        let mut answered_now = false;
-        let done = match pending {
-            Pending::Get {
-                client,
-                coordinator,
-                targets,
-                replies,
-                answered,
-                then_delete,
-                ..
-            } => {
-                if !*answered {
-                    if let Some(outcome) = coordinator.outcome() {
-                        *answered = true;
-                        answered_now = true;
-                        match (outcome, then_delete.take()) {
-                            (Ok(object), Some(delete)) if !object.is_deleted() => {
-                                let context = object.context().clone();
-                                delete_after = Some((*client, delete, context));
-                            }
-                            (Ok(object), Some(_)) => {
-                                let result = Ok(ClientReply::Write(WriteReply::NothingToDelete {
-                                    object: object.clone(),
-                                }));
-                                reply = Some((Origin::Client(*client), result));
-                            }
-                            (Ok(object), None) => {
-                                let result = Ok(ClientReply::Read(ReadReply {
-                                    object: object.clone(),
-                                }));
-                                reply = Some((Origin::Client(*client), result));
-                            }
-                            (Err(e), _) => {
-                                reply = Some((Origin::Client(*client), Err(RequestError::Get(e))));
-                            }
-                        }
-                    }
-                }
-                *replies >= *targets
-            }
-            Pending::Put {
-                origin,
-                coordinator,
-                reply: write_reply,
-                targets,
-                answers,
-                answered,
-                ..
-            } => {
-                if !*answered {
-                    if let Some(outcome) = coordinator.outcome() {
-                        *answered = true;
-                        answered_now = true;
-                        let result = match outcome {
-                            Ok(_) => Ok(ClientReply::Write(write_reply.clone())),
-                            Err(e) => Err(RequestError::Put(e)),
-                        };
-                        reply = Some((origin.clone(), result));
-                    }
-                }
-                *answers >= *targets
-            }
-            _ => false,
-        };
-        if let Some(bytes) = pending.background_bytes().filter(|_| answered_now) {
-            self.background.requests += 1;
-            self.background.bytes += bytes;
-        }
-        if let Some((origin, result)) = reply {
-            self.answer(origin, result);
-        }
-        if let Some((client, mut delete, context)) = delete_after {
-            delete.context = Some(context);
-            let now = self.now;
-            self.start_put(now, client, delete);
-        }
-        if done {
-            self.retire(request);
+        now.mono + after
+    }
+
+    /// A replica's answer to a write: to a put this node coordinates, or to
+    /// a hint delivery.
+    fn on_stored(
+        &mut self,
+        from: Uuid,
+        request: RequestId,
+        key: &WireKey,
+        result: Result<StoredAck, ReplicaError>,
+    ) {
+        if self.puts.get(request).is_some() {
+            self.on_put_stored(from, request, key, result);
+        } else {
+            self.on_hint_stored(from, request, key, result);
         }
     }
 
-    /// A request's time ran out.
-    pub(super) fn expire(&mut self, request: u64) {
-        match self.pending.get_mut(&request) {
-            Some(Pending::Get { coordinator, .. }) => coordinator.timeout(),
-            Some(Pending::Put { coordinator, .. }) => coordinator.timeout(),
-            Some(Pending::Forwarded { .. }) => {
-                let Some(Pending::Forwarded {
-                    client, to, w, pw, ..
-                }) = self.take_pending(request)
-                else {
-                    unreachable!("matched above");
-                };
-                tracing::debug!(%to, "forwarded write timed out");
-                let tally = QuorumTally {
-                    required: w,
-                    required_primaries: pw,
-                    received: 0,
-                    received_primaries: 0,
-                    failures: vec![],
-                };
-                // The coordinating replica may have applied the write.
-                return self.reply(
-                    client,
-                    Err(RequestError::Put(PutError::Indeterminate {
-                        tally,
-                        applied: 0,
-                    })),
-                );
-            }
-            Some(Pending::Hint { target, .. }) => {
-                let target = *target;
-                self.take_pending(request);
-                self.finish_hint_target(target);
-                return;
-            }
-            Some(Pending::RingFetch) => {
-                self.take_pending(request);
-                self.ring_fetch_in_flight = false;
-                return;
-            }
-            None => return,
+    /// A request's time ran out: its kind decides what follows.
+    fn expire(&mut self, request: RequestId) {
+        if let Some(get) = self.gets.get_mut(request) {
+            let progress = get.on_timeout();
+            self.on_get_progress(request, progress);
+        } else if let Some(put) = self.puts.get_mut(request) {
+            let progress = put.on_timeout();
+            self.on_put_progress(request, progress);
+        } else if let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) {
+            tracing::debug!(to = %forwarded.to(), "forwarded write timed out");
+            let (client, error) = forwarded.on_timeout();
+            self.reply(client, Err(error));
+        } else if self.hints.contains(request) {
+            self.end_hint_delivery(request);
+        } else if self
+            .ring_fetches
+            .remove(&mut self.deadlines, request)
+            .is_some()
+        {
+            self.ring_fetch_in_flight = false;
         }
-        self.settle(request);
-        self.retire(request);
     }
 
-    /// Removes a finished get or put; a get repairs the stale replicas, a
-    /// put keeps hints for the targets that did not answer in time.
-    pub(super) fn retire(&mut self, request: u64) {
-        let Some(pending) = self.take_pending(request) else {
-            return;
-        };
-        if let Pending::Put {
-            key,
-            object,
-            sync,
-            coordinator,
-            ..
-        } = &pending
-        {
-            self.hint_unanswered(key, object, *sync, coordinator);
-            return;
+    /// `node` restarted: what it had not answered yet will never be answered
+    /// by the old process. Reads and replica writes in flight are sent again
+    /// to the new incarnation under the same request id (its answer names
+    /// the request and key, and comes from the generation now known), so
+    /// they finish without waiting for their timeout. A hint delivery ends
+    /// (it is offered again next round). A write forwarded to it for
+    /// coordination may have been applied by the old process, so it is
+    /// answered as indeterminate rather than coordinated twice.
+    pub(super) fn resend_to_restarted(&mut self, node: Uuid) {
+        enum Waiting {
+            Get,
+            Put,
+            Hint,
+            Forwarded,
         }
-        if let Pending::Get {
-            key, coordinator, ..
-        } = pending
-        {
-            let repairs = coordinator.repairs();
-            if repairs.is_empty() {
-                return;
-            }
-            if self.background.bytes >= self.config.max_background_bytes
-                || self.buggify.fires(Site::ReadRepairSkipped)
-            {
-                // Read repair is opportunistic; a later read or a hint
-                // brings the replica up to date.
-                self.stats.read_repairs_skipped += repairs.len() as u64;
-                return;
-            }
-            let merged = coordinator.merged();
-            let encoded = merged.encode();
-            for replica in repairs {
-                self.stats.read_repairs += 1;
-                if replica.node == self.id {
-                    let partition = PartitionId(key.partition);
-                    let keyref = KeyRef::new(partition, &key.bucket, &key.key);
-                    if let Err(e) = self.store.merge(keyref, merged, Durability::Buffered) {
-                        tracing::warn!(error = %e, "local read repair failed");
-                    }
-                } else {
-                    self.send(
-                        replica.node,
-                        Message::Store {
-                            request: 0,
-                            key: key.clone(),
-                            object: encoded.clone(),
-                            sync: false,
-                            hint_for: replica.hint(),
-                        },
-                    );
+        let mut waiting: Vec<(RequestId, Waiting)> = Vec::new();
+        waiting.extend(
+            self.gets
+                .iter()
+                .filter(|(_, get)| get.unanswered().any(|t| t == node))
+                .map(|(request, _)| (request, Waiting::Get)),
+        );
+        waiting.extend(
+            self.puts
+                .iter()
+                .filter(|(_, put)| put.unanswered().iter().any(|t| t.node == node))
+                .map(|(request, _)| (request, Waiting::Put)),
+        );
+        waiting.extend(
+            self.hints
+                .deliveries_to(node)
+                .map(|request| (request, Waiting::Hint)),
+        );
+        waiting.extend(
+            self.forwards
+                .iter()
+                .filter(|(_, forwarded)| forwarded.to() == node)
+                .map(|(request, _)| (request, Waiting::Forwarded)),
+        );
+        // In the order the requests were made, whatever their kind.
+        waiting.sort_by_key(|&(request, _)| request);
+        for (request, kind) in waiting {
+            match kind {
+                Waiting::Get => {
+                    let Some(get) = self.gets.get(request) else {
+                        continue;
+                    };
+                    let key = get.key().clone();
+                    self.send(node, Message::Read { request, key });
+                }
+                Waiting::Put => {
+                    let Some(put) = self.puts.get(request) else {
+                        continue;
+                    };
+                    let unanswered = put.unanswered();
+                    let Some(target) = unanswered.iter().find(|t| t.node == node) else {
+                        continue;
+                    };
+                    let message = put.store_message(request, target);
+                    self.send(node, message);
+                }
+                Waiting::Hint => self.end_hint_delivery(request),
+                Waiting::Forwarded => {
+                    let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) else {
+                        continue;
+                    };
+                    let (client, error) = forwarded.on_timeout();
+                    self.reply(client, Err(error));
                 }
             }
         }

@@ -8,8 +8,8 @@ use chorus_storage::store::{Durability, KeyRef, MemoryStore, Store, StoreConfig}
 use chorus_storage::version::ActorId;
 use uuid::Uuid;
 
+use super::coordinator::GetRequest;
 use super::forward::{SeenForwards, MAX_FORWARDS_REMEMBERED};
-use super::requests::Pending;
 use super::*;
 use crate::api::{ReadRequest, RequestError, WriteRequest};
 use crate::core::{GetCoordinator, PutError, Replica, ReplicaError, RequestOptions};
@@ -411,20 +411,12 @@ fn malformed_frames_are_refused_and_counted() {
 
 /// A get in flight on `engine`, asking `peer` for `key`.
 fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
-    let request = engine.new_request();
+    let request = engine.deadlines.next_id();
     let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
-    engine.pending.insert(
-        request,
-        Pending::Get {
-            client: 9,
-            key: key.clone(),
-            coordinator,
-            targets: 1,
-            replies: 0,
-            answered: false,
-            then_delete: None,
-        },
-    );
+    let get = GetRequest::new(9, key.clone(), coordinator, 1, None);
+    engine
+        .gets
+        .insert(&mut engine.deadlines, request, Duration::MAX, get);
     request
 }
 
@@ -561,7 +553,7 @@ fn a_message_from_an_older_generation_is_dropped() {
 fn request_ids_never_repeat_across_incarnations() {
     let mut first = engine(1, 1);
     let first_start = first.generation();
-    let a = first.new_request();
+    let a = first.deadlines.next_id();
     let store = first.into_store().restart();
     let mut second = Engine::start(
         EngineConfig {
@@ -579,7 +571,7 @@ fn request_ids_never_repeat_across_incarnations() {
     .expect("restarts");
     assert!(second.generation() > first_start);
     assert_eq!(first_generation(a), first_start & u64::from(u32::MAX));
-    let b = second.new_request();
+    let b = second.deadlines.next_id();
     assert_ne!(a, b);
     assert_eq!(
         first_generation(b),

@@ -68,6 +68,15 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
+    /// Merges the object a get found into the local copy (read repair).
+    pub(super) fn repair_local(&mut self, key: &WireKey, merged: &Object) {
+        let partition = PartitionId(key.partition);
+        let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+        if let Err(e) = self.store.merge(keyref, merged, Durability::Buffered) {
+            tracing::warn!(error = %e, "local read repair failed");
+        }
+    }
+
     pub(super) fn read_local(&mut self, key: &WireKey) -> Result<Object, ReplicaError> {
         let partition = self.checked_partition(key)?;
         match self
