@@ -10,7 +10,7 @@ use std::time::Duration;
 use chorus_ring::PartitionId;
 use chorus_storage::context::CausalContext;
 use chorus_storage::object::Object;
-use chorus_storage::store::{Durability, KeyRef, Store, Update};
+use chorus_storage::store::{Durability, Store};
 use uuid::Uuid;
 
 use super::forward::forward_error;
@@ -19,8 +19,8 @@ use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::Site;
 use crate::core::{
-    context_bound, coordinate_write, place, ClientWrite, GetCoordinator, PreferenceList,
-    PutCoordinator, Recorded, Replica, ReplicaError, ResolvedOptions,
+    place, ClientWrite, GetCoordinator, PreferenceList, PutCoordinator, Recorded, Replica,
+    ReplicaError, ResolvedOptions,
 };
 use crate::wire::{ForwardError, ForwardedReply, Message, StoredAck, WireKey};
 
@@ -401,18 +401,6 @@ impl<S: Store> Engine<S> {
     ) {
         let n = list.n();
         let uncovered = uncovered_primaries(list, &targets);
-        let partition = PartitionId(key.partition);
-        let actor = match self.actor(partition) {
-            Ok(actor) => actor,
-            Err(e) => {
-                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
-            }
-        };
-        let timestamp = self.hlc.now(now.wall_ms);
-        if let Err(e) = self.persist_clock() {
-            return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())));
-        }
-        let bound = context_bound(timestamp, self.config.hlc.max_drift);
         let durability = Durability::from_sync(options.sync);
         let write = ClientWrite {
             context: context.clone(),
@@ -420,24 +408,10 @@ impl<S: Store> Engine<S> {
             content_type,
             lww: self.config.unsafe_controls.last_writer_wins,
         };
-        let stored = self.store.update(
-            KeyRef::new(partition, &key.bucket, &key.key),
-            durability,
-            |object| match coordinate_write(object, write, actor, timestamp, bound) {
-                Ok(dot) => Update::Write(Ok((object.clone(), dot))),
-                Err(refused) => Update::Keep(Err(refused)),
-            },
-        );
-        let (object, dot) = match stored {
-            Ok(Ok(stored)) => stored,
-            Ok(Err(refused)) => {
-                return self.finish_origin(origin, Err(ForwardError::Write(refused)))
-            }
-            Err(e) => {
-                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
-            }
+        let (object, dot) = match self.apply_write(now, &key, write, durability) {
+            Ok(applied) => applied,
+            Err(error) => return self.finish_origin(origin, Err(error)),
         };
-        self.mark_holds_data();
         let own = targets
             .iter()
             .find(|t| t.node == self.id)
@@ -449,10 +423,7 @@ impl<S: Store> Engine<S> {
         let hinted = own.hint().into_iter().chain(uncovered);
         let mut own_hint_failed = None;
         for primary in hinted {
-            let keyref = KeyRef::new(partition, &key.bucket, &key.key);
-            if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
-                self.stats.hints_dropped += 1;
-                tracing::warn!(%primary, error = %e, "could not queue a hint");
+            if let Err(e) = self.keep_hint(primary, &key, &object, durability) {
                 // The local copy stands; the primary gets it by read repair.
                 if own.hint() == Some(primary) {
                     own_hint_failed = Some(e);

@@ -147,7 +147,7 @@ impl<S: Store> Engine<S> {
                 self.hints
                     .deliveries
                     .insert(&mut self.deadlines, request, deadline, delivery);
-                let store = Message::Store {
+                let message = Message::Store {
                     request,
                     key,
                     object,
@@ -155,9 +155,9 @@ impl<S: Store> Engine<S> {
                     hint_for: None,
                 };
                 if self.buggify.fires(Site::HintSentTwice) {
-                    self.send(target, store.clone());
+                    self.send(target, message.clone());
                 }
-                self.send(target, store);
+                self.send(target, message);
             }
         }
     }
@@ -213,6 +213,24 @@ impl<S: Store> Engine<S> {
             }
         }
         true
+    }
+
+    /// Queues a hint of `object` for `primary`; counts and logs a hint that
+    /// could not be queued.
+    pub(super) fn keep_hint(
+        &mut self,
+        primary: Uuid,
+        key: &WireKey,
+        object: &Object,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let keyref = KeyRef::new(PartitionId(key.partition), &key.bucket, &key.key);
+        if let Err(e) = self.store.add_hint(primary, keyref, object, durability) {
+            self.stats.hints_dropped += 1;
+            tracing::warn!(%primary, error = %e, "could not queue a hint");
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Keeps a hint for every target of a retired put that never answered

@@ -16,7 +16,6 @@ use chorus_storage::store::Store;
 use uuid::Uuid;
 
 use super::requests::RETRY_AFTER;
-use super::vnode::{RING_META, RUNNING_META};
 use super::{Effect, Engine, IdentityConflict, Now};
 use crate::buggify::Site;
 use crate::wire::{Frame, Message};
@@ -415,11 +414,7 @@ impl<S: Store> Engine<S> {
         current
             .partitions_of(self.id)
             .filter(|&p| !next.primaries(p).contains(&self.id))
-            .find(|&p| match self.store.scan_partition(p, None, 1) {
-                Ok(entries) => !entries.is_empty(),
-                // Unknown counts as holding data: refusing is the safe side.
-                Err(_) => true,
-            })
+            .find(|&p| self.holds_data_in(p))
     }
 
     /// Adopts a fetched ring if it is newer than the one held and moves no
@@ -467,8 +462,7 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn install_ring(&mut self, ring: Ring, persist: bool) {
         if persist {
-            let bytes = rmp_serde::to_vec(&ring).expect("a ring always encodes");
-            if let Err(e) = self.store.put_meta(RING_META, &bytes) {
+            if let Err(e) = self.persist_ring(&ring) {
                 tracing::error!(error = %e, "could not persist the ring; not adopting it");
                 return;
             }
@@ -541,7 +535,7 @@ impl<S: Store> Engine<S> {
             %addr,
             "peers hold a newer incarnation of this node (its data directory was restored or copied); running on above it"
         );
-        let next = match self.store.raise_generation(generation.saturating_add(1)) {
+        let next = match self.persist_generation(generation.saturating_add(1)) {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "could not persist a higher generation");
@@ -554,7 +548,7 @@ impl<S: Store> Engine<S> {
             tracing::error!(error = %e, "could not begin a new epoch");
             return;
         }
-        if let Err(e) = self.store.put_meta(RUNNING_META, &next.to_be_bytes()) {
+        if let Err(e) = self.mark_running(next) {
             tracing::warn!(error = %e, "could not update the running marker");
         }
         self.generation = next;

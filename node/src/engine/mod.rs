@@ -34,7 +34,7 @@
 //!   time ran out, sends the merged object to the replicas that were stale
 //!   (read repair).
 //! * **Hinted handoff.** A fallback that stores a copy for a down primary
-//!   also queues a hint for it in the store. Every hint interval, hints for
+//!   also queues a hint for it in its hint queue. Every hint interval, hints for
 //!   primaries that gossip reports up are sent in batches; each is deleted
 //!   once the primary acknowledged it.
 //!
@@ -77,22 +77,28 @@
 //! # Map
 //!
 //! This file holds the public types and the router: the inputs, which hand
-//! each event to the handler it concerns, and the effect queue. The
-//! handlers, each in its own file:
+//! each event to the handler it concerns and act on what the handler
+//! reports (send, answer, retire), and the effect queue. The handlers, each
+//! in its own file:
 //!
-//! * `requests` — request ids (unique across restarts), deadlines, and the
-//!   background work requests hold;
+//! * `requests` — request ids (unique across restarts), one ordered set of
+//!   deadlines for every kind of request, `Requests<T>` (one table per
+//!   kind), and the background work requests hold;
 //! * `admission` — bounds checks on client requests, the admission queue
 //!   and its backpressure;
-//! * `coordinator` — gets and puts this node coordinates, over
-//!   [`GetCoordinator`](crate::core::GetCoordinator) and
-//!   [`PutCoordinator`](crate::core::PutCoordinator), and read repair;
+//! * `coordinator` — gets and puts this node coordinates: `GetRequest` and
+//!   `PutRequest` over [`GetCoordinator`](crate::core::GetCoordinator) and
+//!   [`PutCoordinator`](crate::core::PutCoordinator), whose `on_reply` and
+//!   `on_timeout` report progress (an answer once decided, done), and read
+//!   repair;
 //! * `forward` — writes forwarded to the replica that coordinates them, on
-//!   both sides;
-//! * `vnode` — the local replica: reads and writes of the [`Store`],
-//!   partition actors and epochs, the clock and its persisted ceiling;
+//!   both sides (`ForwardedRequest` on the forwarding one);
+//! * `vnode` — the local replica, and with `hints` the only code that
+//!   calls the [`Store`]: opening it, reads and writes, partition actors
+//!   and epochs, the clock and its persisted ceiling, ring and generation
+//!   metadata;
 //! * `hints` — hinted handoff: hints kept for unanswered targets and their
-//!   delivery;
+//!   delivery (`Hints`);
 //! * `membership` — the gossip bridge, the address book, peer
 //!   generations, the claimant, ring fetch and adoption, and an identity
 //!   shared with another process;
@@ -132,7 +138,7 @@ use self::forward::{ForwardedRequest, SeenForwards};
 use self::hints::Hints;
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
 use self::requests::{Background, Deadlines, RequestId, Requests};
-use self::vnode::{HOLDS_DATA_META, RING_META, RUNNING_META};
+use self::vnode::Opened;
 
 /// How an engine behaves. `Default` is what a production node uses, apart
 /// from its name.
@@ -449,36 +455,15 @@ impl<S: Store> Engine<S> {
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let id = store.node_id(Uuid::from_u128(rng.random()))?;
-        // Generations follow the wall clock (in ms, as Cassandra's follow it
-        // in seconds), so a node started on an older copy of its data
-        // directory still comes back above every generation it ran at; the
-        // persisted value keeps them increasing when the clock is behind.
-        let previous = store.generation()?;
-        let generation = store.raise_generation(previous.saturating_add(1).max(now.wall_ms))?;
-        // An unclean end of the last run may have lost versions this node
-        // minted or acknowledged: its partitions get new actors (§3 rule 1).
-        let unclean = store.get_meta(RUNNING_META)?.is_some();
-        if unclean && !config.unsafe_controls.keep_actors_after_unclean_stop {
-            tracing::warn!(
-                generation,
-                "the last run did not stop cleanly: beginning a new epoch (new actor ids for every partition)"
-            );
-            store.clear_partition_actors()?;
-        }
-        store.put_meta(RUNNING_META, &generation.to_be_bytes())?;
-        let hlc = match store.hlc_ceiling()? {
-            Some(ceiling) => Hlc::resume(config.hlc, ceiling),
-            None => Hlc::new(config.hlc),
-        };
-        let ring = match store.get_meta(RING_META)? {
-            Some(bytes) => Some(
-                rmp_serde::from_slice::<Ring>(&bytes)
-                    .map_err(|e| EngineError::Ring(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let holds_data = store.get_meta(HOLDS_DATA_META)?.is_some();
+        let Opened {
+            id,
+            previous,
+            generation,
+            unclean,
+            hlc,
+            ring,
+            holds_data,
+        } = vnode::open(&store, &config, now, &mut rng)?;
         let local = LocalNode {
             id,
             generation: chorus_gossip::Generation(generation),
@@ -575,7 +560,7 @@ impl<S: Store> Engine<S> {
         self.ring.as_ref()
     }
 
-    /// The store.
+    /// The store this node runs on.
     pub fn store(&self) -> &S {
         &self.store
     }
@@ -586,16 +571,6 @@ impl<S: Store> Engine<S> {
     /// [`Engine::stop`] was called first.
     pub fn into_store(self) -> S {
         self.store
-    }
-
-    /// Stops cleanly: syncs the store, then removes the running marker so
-    /// the next start keeps the partitions' actors. The engine must not be
-    /// driven afterwards. On error the marker stays (the next start begins a
-    /// new epoch, which is always safe).
-    pub fn stop(&mut self) -> Result<(), StoreError> {
-        self.store.sync()?;
-        self.store.delete_meta(RUNNING_META)?;
-        Ok(())
     }
 
     /// Whether the node can serve client requests: it holds a ring and

@@ -3,18 +3,21 @@
 //! logical clock and its persisted ceiling, and the holds-data flag.
 
 use chorus_gossip::{StateKey, StateValue};
-use chorus_ring::PartitionId;
-use chorus_storage::hlc::Timestamp;
+use chorus_ring::{PartitionId, Ring};
+use chorus_storage::hlc::{Hlc, Timestamp};
 use chorus_storage::object::Object;
-use chorus_storage::store::{Durability, KeyRef, Store, StoreError, MAX_BUCKET_LEN, MAX_KEY_LEN};
-use chorus_storage::version::ActorId;
+use chorus_storage::store::{
+    Durability, KeyRef, Store, StoreError, Update, MAX_BUCKET_LEN, MAX_KEY_LEN,
+};
+use chorus_storage::version::{ActorId, Dot};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
 use super::membership::HOLDS_DATA_EXTRA;
-use super::{Engine, Now};
-use crate::core::{context_bound, ReplicaError};
-use crate::wire::{decode_object, WireKey};
+use super::{Engine, EngineConfig, EngineError, Now};
+use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
+use crate::wire::{decode_object, ForwardError, WireKey};
 
 /// Metadata name of the persisted ring.
 pub(super) const RING_META: &str = "ring";
@@ -65,6 +68,77 @@ impl<S: Store> Engine<S> {
                 .sync()
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         }
+        Ok(())
+    }
+
+    /// Applies a client's write to the local copy of `key` under this
+    /// node's actor for the key's partition and a fresh timestamp (see
+    /// [`coordinate_write`]): the stored object and the new version's dot.
+    pub(super) fn apply_write(
+        &mut self,
+        now: Now,
+        key: &WireKey,
+        write: ClientWrite,
+        durability: Durability,
+    ) -> Result<(Object, Dot), ForwardError> {
+        let partition = PartitionId(key.partition);
+        let actor = self
+            .actor(partition)
+            .map_err(|e| ForwardError::Internal(e.to_string()))?;
+        let timestamp = self.hlc.now(now.wall_ms);
+        self.persist_clock()
+            .map_err(|e| ForwardError::Internal(e.to_string()))?;
+        let bound = context_bound(timestamp, self.config.hlc.max_drift);
+        let stored = self.store.update(
+            KeyRef::new(partition, &key.bucket, &key.key),
+            durability,
+            |object| match coordinate_write(object, write, actor, timestamp, bound) {
+                Ok(dot) => Update::Write(Ok((object.clone(), dot))),
+                Err(refused) => Update::Keep(Err(refused)),
+            },
+        );
+        let applied = match stored {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(refused)) => return Err(ForwardError::Write(refused)),
+            Err(e) => return Err(ForwardError::Internal(e.to_string())),
+        };
+        self.mark_holds_data();
+        Ok(applied)
+    }
+
+    /// Whether this node holds data in `partition`; a store that cannot
+    /// tell counts as holding some (refusing is the safe side).
+    pub(super) fn holds_data_in(&self, partition: PartitionId) -> bool {
+        match self.store.scan_partition(partition, None, 1) {
+            Ok(entries) => !entries.is_empty(),
+            Err(_) => true,
+        }
+    }
+
+    /// Persists the ring this node holds, for its next start.
+    pub(super) fn persist_ring(&mut self, ring: &Ring) -> Result<(), StoreError> {
+        let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
+        self.store.put_meta(RING_META, &bytes)
+    }
+
+    /// Persists a generation at least `generation`; the one persisted.
+    pub(super) fn persist_generation(&mut self, generation: u64) -> Result<u64, StoreError> {
+        self.store.raise_generation(generation)
+    }
+
+    /// Marks the store as run by this node at `generation` (until a clean
+    /// stop removes the mark).
+    pub(super) fn mark_running(&mut self, generation: u64) -> Result<(), StoreError> {
+        self.store.put_meta(RUNNING_META, &generation.to_be_bytes())
+    }
+
+    /// Stops cleanly: syncs the store, then removes the running marker so
+    /// the next start keeps the partitions' actors. The engine must not be
+    /// driven afterwards. On error the marker stays (the next start begins a
+    /// new epoch, which is always safe).
+    pub fn stop(&mut self) -> Result<(), StoreError> {
+        self.store.sync()?;
+        self.store.delete_meta(RUNNING_META)?;
         Ok(())
     }
 
@@ -204,4 +278,74 @@ impl<S: Store> Engine<S> {
             tracing::warn!(error = %e, "could not publish the holds-data flag");
         }
     }
+}
+
+/// What a node's store holds at start.
+pub(super) struct Opened {
+    /// The node's id, created on first start.
+    pub(super) id: Uuid,
+    /// The generation the store held: the last run it knows of (0 on first
+    /// start).
+    pub(super) previous: u64,
+    /// This start's generation, persisted.
+    pub(super) generation: u64,
+    /// The last run did not stop cleanly.
+    pub(super) unclean: bool,
+    /// The clock, resumed above its persisted ceiling.
+    pub(super) hlc: Hlc,
+    /// The ring the node held.
+    pub(super) ring: Option<Ring>,
+    /// The node has stored data.
+    pub(super) holds_data: bool,
+}
+
+/// Opens a node's store: reads (or creates) its id, raises its generation
+/// to the larger of the persisted one plus one and the wall clock in
+/// milliseconds, begins a new epoch if the last run did not stop cleanly,
+/// marks the store as running, and reads the clock's ceiling, the ring and
+/// the holds-data flag.
+pub(super) fn open<S: Store>(
+    store: &S,
+    config: &EngineConfig,
+    now: Now,
+    rng: &mut ChaCha8Rng,
+) -> Result<Opened, EngineError> {
+    let id = store.node_id(Uuid::from_u128(rng.random()))?;
+    // Generations follow the wall clock (in ms, as Cassandra's follow it
+    // in seconds), so a node started on an older copy of its data
+    // directory still comes back above every generation it ran at; the
+    // persisted value keeps them increasing when the clock is behind.
+    let previous = store.generation()?;
+    let generation = store.raise_generation(previous.saturating_add(1).max(now.wall_ms))?;
+    // An unclean end of the last run may have lost versions this node
+    // minted or acknowledged: its partitions get new actors (§3 rule 1).
+    let unclean = store.get_meta(RUNNING_META)?.is_some();
+    if unclean && !config.unsafe_controls.keep_actors_after_unclean_stop {
+        tracing::warn!(
+            generation,
+            "the last run did not stop cleanly: beginning a new epoch (new actor ids for every partition)"
+        );
+        store.clear_partition_actors()?;
+    }
+    store.put_meta(RUNNING_META, &generation.to_be_bytes())?;
+    let hlc = match store.hlc_ceiling()? {
+        Some(ceiling) => Hlc::resume(config.hlc, ceiling),
+        None => Hlc::new(config.hlc),
+    };
+    let ring = match store.get_meta(RING_META)? {
+        Some(bytes) => Some(
+            rmp_serde::from_slice::<Ring>(&bytes).map_err(|e| EngineError::Ring(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let holds_data = store.get_meta(HOLDS_DATA_META)?.is_some();
+    Ok(Opened {
+        id,
+        previous,
+        generation,
+        unclean,
+        hlc,
+        ring,
+        holds_data,
+    })
 }
