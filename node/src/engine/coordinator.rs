@@ -13,7 +13,6 @@ use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, Store};
 use uuid::Uuid;
 
-use super::forward::forward_error;
 use super::requests::RequestId;
 use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
@@ -696,4 +695,15 @@ pub(super) fn uncovered_primaries(list: &PreferenceList, targets: &[Replica]) ->
         .copied()
         .filter(|&p| !targets.iter().any(|t| t.node == p || t.hint() == Some(p)))
         .collect()
+}
+
+/// A write's failure, in the form a forwarded write's answer carries it,
+/// as the client gets it.
+pub(super) fn forward_error(error: ForwardError) -> RequestError {
+    match error {
+        ForwardError::Write(e) => RequestError::Write(e),
+        ForwardError::Put(e) => RequestError::Put(e),
+        ForwardError::Unavailable(e) => RequestError::Unavailable(e),
+        ForwardError::Internal(e) => RequestError::Internal(e),
+    }
 }

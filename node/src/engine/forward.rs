@@ -12,7 +12,7 @@ use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
 use uuid::Uuid;
 
 use super::admission::check_key;
-use super::coordinator::Origin;
+use super::coordinator::{forward_error, Origin};
 use super::requests::RequestId;
 use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{RequestError, WriteReply, WriteRequest};
@@ -322,13 +322,4 @@ pub(super) fn decode_forwarded(reply: ForwardedReply) -> Result<WriteReply, Requ
         None => None,
     };
     Ok(WriteReply::Written { context, object })
-}
-
-pub(super) fn forward_error(error: ForwardError) -> RequestError {
-    match error {
-        ForwardError::Write(e) => RequestError::Write(e),
-        ForwardError::Put(e) => RequestError::Put(e),
-        ForwardError::Unavailable(e) => RequestError::Unavailable(e),
-        ForwardError::Internal(e) => RequestError::Internal(e),
-    }
 }
