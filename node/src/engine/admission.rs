@@ -1,0 +1,172 @@
+//! Admission of client requests: bounds on bucket, key, value and content
+//! type, the node's readiness, the limit on requests a client waits for,
+//! and the admission queue where requests wait (bounded in count, bytes
+//! and time) while background work holds its budget.
+
+use std::time::Duration;
+
+use chorus_storage::object::{check_content_type, ContentTypeError};
+use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
+
+use super::{ClientId, ClientRequest, Engine, Now};
+use crate::api::{RequestError, WriteRequest};
+
+/// A client request waiting for admission while background work is over
+/// its budget.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub(super) client: ClientId,
+    pub(super) request: ClientRequest,
+    /// When it was queued (monotonic).
+    pub(super) since: Duration,
+    /// The bytes of its value.
+    pub(super) bytes: usize,
+}
+
+impl<S: Store> Engine<S> {
+    pub(super) fn admit(&self, request: &ClientRequest) -> Result<(), RequestError> {
+        let (bucket, key) = match request {
+            ClientRequest::Get(r) => (&r.bucket, &r.key),
+            ClientRequest::Put(w) => (&w.bucket, &w.key),
+        };
+        check_key("bucket", bucket, MAX_BUCKET_LEN)?;
+        check_key("key", key, MAX_KEY_LEN)?;
+        if let ClientRequest::Put(WriteRequest {
+            value: Some(value), ..
+        }) = request
+        {
+            if value.len() > self.config.max_value_bytes {
+                return Err(RequestError::ValueTooLarge {
+                    size: value.len(),
+                    max: self.config.max_value_bytes,
+                });
+            }
+        }
+        if let ClientRequest::Put(WriteRequest {
+            value,
+            content_type: Some(content_type),
+            ..
+        }) = request
+        {
+            if value.is_none() {
+                return Err(ContentTypeError::OnTombstone.into());
+            }
+            check_content_type(content_type)?;
+        }
+        if let Some(conflict) = &self.conflict {
+            return Err(RequestError::Unavailable(conflict.to_string()));
+        }
+        if self.ring.is_none() {
+            return Err(RequestError::Unavailable(
+                "the node holds no ring yet: the cluster is forming".into(),
+            ));
+        }
+        if !self.ring_agreed() {
+            return Err(RequestError::Unavailable(
+                "the members do not agree on the ring yet: a ring change is spreading".into(),
+            ));
+        }
+        let awaited = self.awaited_requests();
+        if awaited >= self.config.max_pending_requests {
+            return Err(RequestError::Overloaded(format!(
+                "{awaited} client requests in flight, the most this node takes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Requests in flight whose client still waits (background work aside).
+    pub(super) fn awaited_requests(&self) -> usize {
+        self.requests_in_flight() - self.background.requests
+    }
+
+    /// Whether background work holds its whole budget, so new client
+    /// requests wait for admission.
+    pub(super) fn background_full(&self) -> bool {
+        self.background.requests >= self.config.max_background_requests
+            || self.background.bytes >= self.config.max_background_bytes
+    }
+
+    /// Queues a client request until background work is back under its
+    /// budget (backpressure), or refuses it as overloaded when the
+    /// admission queue is full.
+    pub(super) fn enqueue(&mut self, now: Now, client: ClientId, request: ClientRequest) {
+        let bytes = match &request {
+            ClientRequest::Put(WriteRequest {
+                value: Some(value), ..
+            }) => value.len(),
+            _ => 0,
+        };
+        if self.admission.len() >= self.config.max_queued_requests
+            || self.queued_bytes + bytes > self.config.max_queued_bytes
+        {
+            self.stats.refused_overloaded += 1;
+            let error = RequestError::Overloaded(format!(
+                "{} requests ({} bytes) already wait for admission",
+                self.admission.len(),
+                self.queued_bytes
+            ));
+            return self.reply(client, Err(error));
+        }
+        self.queued_bytes += bytes;
+        self.admission.push_back(Queued {
+            client,
+            request,
+            since: now.mono,
+            bytes,
+        });
+    }
+
+    /// Starts queued client requests, oldest first, while background work
+    /// is under its budget.
+    pub(super) fn admit_queued(&mut self, now: Now) {
+        while !self.background_full() {
+            let Some(queued) = self.admission.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= queued.bytes;
+            match self.admit(&queued.request) {
+                Ok(()) => self.dispatch(now, queued.client, queued.request),
+                Err(error) => {
+                    if matches!(error, RequestError::Overloaded(_)) {
+                        self.stats.refused_overloaded += 1;
+                    }
+                    self.reply(queued.client, Err(error));
+                }
+            }
+        }
+    }
+
+    /// Refuses queued client requests that waited `max_queue_wait`.
+    pub(super) fn expire_queued(&mut self, now: Now) {
+        while let Some(queued) = self.admission.front() {
+            if queued.since + self.config.max_queue_wait > now.mono {
+                break;
+            }
+            let queued = self.admission.pop_front().expect("checked above");
+            self.queued_bytes -= queued.bytes;
+            self.stats.refused_overloaded += 1;
+            let error = RequestError::Overloaded(format!(
+                "waited {} ms for background work to drain",
+                self.config.max_queue_wait.as_millis()
+            ));
+            self.reply(queued.client, Err(error));
+        }
+    }
+}
+
+pub(super) fn check_key(what: &'static str, bytes: &[u8], max: usize) -> Result<(), RequestError> {
+    if bytes.is_empty() {
+        return Err(RequestError::InvalidKey {
+            what,
+            reason: "must not be empty".into(),
+        });
+    }
+    if bytes.len() > max {
+        return Err(RequestError::InvalidKey {
+            what,
+            reason: format!("{} bytes, at most {max}", bytes.len()),
+        });
+    }
+    Ok(())
+}

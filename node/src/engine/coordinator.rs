@@ -1,0 +1,709 @@
+//! Gets and puts this node coordinates: placing a request's targets on the
+//! preference list, applying a put locally and sending it to the other
+//! targets, recording replicas' answers in the pure coordinators of
+//! [`crate::core`], answering the client (or the node that forwarded the
+//! write), and repairing stale replicas once a get is done.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chorus_ring::PartitionId;
+use chorus_storage::context::CausalContext;
+use chorus_storage::object::Object;
+use chorus_storage::store::{Durability, Store};
+use uuid::Uuid;
+
+use super::requests::RequestId;
+use super::{ClientId, ClientReply, Engine, Now};
+use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
+use crate::buggify::Site;
+use crate::core::{
+    place, ClientWrite, GetCoordinator, PreferenceList, PutCoordinator, Recorded, Replica,
+    ReplicaError, ResolvedOptions,
+};
+use crate::wire::{ForwardError, ForwardedReply, Message, StoredAck, WireKey};
+
+/// Who is waiting for the outcome of a coordinated write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Origin {
+    Client(ClientId),
+    /// A node forwarded the write; its reply names the key.
+    Forward {
+        node: Uuid,
+        request: u64,
+        bucket: Vec<u8>,
+        key: Vec<u8>,
+    },
+}
+
+/// A get this node coordinates.
+#[derive(Debug)]
+pub(super) struct GetRequest {
+    client: ClientId,
+    key: WireKey,
+    coordinator: GetCoordinator,
+    targets: usize,
+    replies: usize,
+    answered: bool,
+    /// A delete without a context waiting for this read: once it
+    /// succeeds, the delete is written with the read's context.
+    then_delete: Option<WriteRequest>,
+}
+
+/// What a get's replies decided.
+#[derive(Debug)]
+pub(super) struct GetProgress {
+    /// The outcome, the first time it is decided.
+    pub(super) answer: Option<GetAnswer>,
+    /// Every target answered, or the time ran out: the get retires.
+    pub(super) done: bool,
+}
+
+/// A get's outcome.
+#[derive(Debug)]
+pub(super) enum GetAnswer {
+    /// The client's answer.
+    Reply(ClientId, Result<ClientReply, RequestError>),
+    /// A delete without a context found the key: it is written now, with
+    /// the context of what the read found.
+    Delete(ClientId, WriteRequest),
+}
+
+impl GetRequest {
+    pub(super) fn new(
+        client: ClientId,
+        key: WireKey,
+        coordinator: GetCoordinator,
+        targets: usize,
+        then_delete: Option<WriteRequest>,
+    ) -> GetRequest {
+        GetRequest {
+            client,
+            key,
+            coordinator,
+            targets,
+            replies: 0,
+            answered: false,
+            then_delete,
+        }
+    }
+
+    pub(super) fn key(&self) -> &WireKey {
+        &self.key
+    }
+
+    /// The targets that have not answered.
+    pub(super) fn unanswered(&self) -> impl Iterator<Item = Uuid> {
+        self.coordinator.unanswered().into_iter().map(|t| t.node)
+    }
+
+    /// A replica's reply (the caller checked that it names this get's key).
+    pub(super) fn on_reply(
+        &mut self,
+        from: Uuid,
+        result: Result<Object, ReplicaError>,
+    ) -> GetProgress {
+        if self.coordinator.add_reply(from, result) == Recorded::Accepted {
+            self.replies += 1;
+        }
+        self.progress()
+    }
+
+    /// The get's time ran out.
+    pub(super) fn on_timeout(&mut self) -> GetProgress {
+        self.coordinator.timeout();
+        GetProgress {
+            done: true,
+            ..self.progress()
+        }
+    }
+
+    /// What the replies so far decide.
+    pub(super) fn progress(&mut self) -> GetProgress {
+        let mut answer = None;
+        if !self.answered {
+            if let Some(outcome) = self.coordinator.outcome() {
+                self.answered = true;
+                let client = self.client;
+                answer = Some(match (outcome, self.then_delete.take()) {
+                    (Ok(object), Some(mut delete)) if !object.is_deleted() => {
+                        delete.context = Some(object.context().clone());
+                        GetAnswer::Delete(client, delete)
+                    }
+                    (Ok(object), Some(_)) => GetAnswer::Reply(
+                        client,
+                        Ok(ClientReply::Write(WriteReply::NothingToDelete {
+                            object: object.clone(),
+                        })),
+                    ),
+                    (Ok(object), None) => GetAnswer::Reply(
+                        client,
+                        Ok(ClientReply::Read(ReadReply {
+                            object: object.clone(),
+                        })),
+                    ),
+                    (Err(e), _) => GetAnswer::Reply(client, Err(RequestError::Get(e))),
+                });
+            }
+        }
+        GetProgress {
+            answer,
+            done: self.replies >= self.targets,
+        }
+    }
+
+    /// Whether the client was answered: the get is background work.
+    pub(super) fn answered(&self) -> bool {
+        self.answered
+    }
+}
+
+/// A put this node coordinates.
+#[derive(Debug)]
+pub(super) struct PutRequest {
+    origin: Origin,
+    key: WireKey,
+    /// The stored object, for hints to targets that do not answer.
+    object: Object,
+    sync: bool,
+    coordinator: PutCoordinator,
+    /// The answer once the write is acknowledged.
+    reply: WriteReply,
+    targets: usize,
+    answers: usize,
+    answered: bool,
+    /// The encoded object's size: what the put holds once it is answered
+    /// and becomes background work.
+    bytes: usize,
+}
+
+/// What a put's acknowledgements decided.
+#[derive(Debug)]
+pub(super) struct PutProgress {
+    /// The outcome, the first time it is decided, and who waits for it.
+    pub(super) answer: Option<(Origin, Result<ClientReply, RequestError>)>,
+    /// Every target answered, or the time ran out: the put retires.
+    pub(super) done: bool,
+}
+
+impl PutRequest {
+    pub(super) fn key(&self) -> &WireKey {
+        &self.key
+    }
+
+    /// The targets that have not answered.
+    pub(super) fn unanswered(&self) -> Vec<Replica> {
+        self.coordinator.unanswered()
+    }
+
+    /// The frame that asks `target` for its copy.
+    pub(super) fn store_message(&self, request: RequestId, target: &Replica) -> Message {
+        Message::Store {
+            request,
+            key: self.key.clone(),
+            object: self.object.encode(),
+            sync: self.sync,
+            hint_for: target.hint(),
+        }
+    }
+
+    /// A replica's acknowledgement or failure (the caller checked that it
+    /// names this put's key).
+    pub(super) fn on_reply(
+        &mut self,
+        from: Uuid,
+        result: Result<StoredAck, ReplicaError>,
+    ) -> PutProgress {
+        let recorded = match result {
+            Ok(ack) => self.coordinator.add_ack(from, ack.durable),
+            Err(error) => self.coordinator.add_failure(from, error),
+        };
+        if recorded == Recorded::Accepted {
+            self.answers += 1;
+        }
+        self.progress()
+    }
+
+    /// The put's time ran out.
+    pub(super) fn on_timeout(&mut self) -> PutProgress {
+        self.coordinator.timeout();
+        PutProgress {
+            done: true,
+            ..self.progress()
+        }
+    }
+
+    /// What the acknowledgements so far decide.
+    pub(super) fn progress(&mut self) -> PutProgress {
+        let mut answer = None;
+        if !self.answered {
+            if let Some(outcome) = self.coordinator.outcome() {
+                self.answered = true;
+                let result = match outcome {
+                    Ok(_) => Ok(ClientReply::Write(self.reply.clone())),
+                    Err(e) => Err(RequestError::Put(e)),
+                };
+                answer = Some((self.origin.clone(), result));
+            }
+        }
+        PutProgress {
+            answer,
+            done: self.answers >= self.targets,
+        }
+    }
+
+    /// The bytes the put holds once its client was answered (background
+    /// work); `None` while the client waits.
+    pub(super) fn background_bytes(&self) -> Option<usize> {
+        self.answered.then_some(self.bytes)
+    }
+
+    /// What a retired put leaves to hint: its key, object, durability and
+    /// the targets that never answered.
+    pub(super) fn into_unanswered(self) -> (WireKey, Object, bool, Vec<Replica>) {
+        let unanswered = self.coordinator.unanswered();
+        (self.key, self.object, self.sync, unanswered)
+    }
+}
+
+impl<S: Store> Engine<S> {
+    pub(super) fn preference_list(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+    ) -> (PartitionId, PreferenceList) {
+        let ring = self
+            .ring
+            .as_ref()
+            .expect("requests are admitted only with a ring");
+        let list = ring.preference_list_for_key(bucket, key);
+        (
+            list.partition(),
+            PreferenceList::new(list.primaries().to_vec(), list.fallbacks().to_vec()),
+        )
+    }
+
+    pub(super) fn up_set(&self, list: &PreferenceList) -> BTreeSet<Uuid> {
+        list.primaries()
+            .iter()
+            .chain(list.fallbacks())
+            .copied()
+            .filter(|&node| self.is_up(node))
+            .collect()
+    }
+
+    pub(super) fn start_get(
+        &mut self,
+        now: Now,
+        client: ClientId,
+        read: ReadRequest,
+        then_delete: Option<WriteRequest>,
+    ) {
+        self.stats.gets += 1;
+        let (partition, list) = self.preference_list(&read.bucket, &read.key);
+        let options = match read.options.resolve(list.n()) {
+            Ok(options) => options,
+            Err(e) => return self.reply(client, Err(e.into())),
+        };
+        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let key = WireKey {
+            partition: partition.0,
+            bucket: read.bucket,
+            key: read.key,
+        };
+        let request = self.deadlines.next_id();
+        let coordinator = GetCoordinator::new(list.n(), options.r, options.pr, targets.clone());
+        let get = GetRequest::new(client, key.clone(), coordinator, targets.len(), then_delete);
+        let deadline = self.deadline(now, Duration::from_millis(options.timeout_ms));
+        self.gets
+            .insert(&mut self.deadlines, request, deadline, get);
+        for target in &targets {
+            if target.node == self.id {
+                let result = self.read_local(&key);
+                self.on_read_reply(self.id, request, &key, result);
+            } else {
+                self.send(
+                    target.node,
+                    Message::Read {
+                        request,
+                        key: key.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(progress) = self.gets.get_mut(request).map(GetRequest::progress) {
+            self.on_get_progress(request, progress);
+        }
+    }
+
+    pub(super) fn start_put(&mut self, now: Now, client: ClientId, write: WriteRequest) {
+        self.stats.puts += 1;
+        let (partition, list) = self.preference_list(&write.bucket, &write.key);
+        let options = match write.options.resolve(list.n()) {
+            Ok(options) => options,
+            Err(e) => return self.reply(client, Err(e.into())),
+        };
+        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let return_body = write.options.return_body;
+        if targets.iter().any(|t| t.node == self.id) {
+            let context = write.context.unwrap_or_default();
+            let key = WireKey {
+                partition: partition.0,
+                bucket: write.bucket,
+                key: write.key,
+            };
+            self.coordinate_put(
+                now,
+                Origin::Client(client),
+                key,
+                write.value,
+                write.content_type,
+                context,
+                options,
+                return_body,
+                &list,
+                targets,
+            );
+            return;
+        }
+        let Some(to) = targets
+            .iter()
+            .find(|t| t.is_primary())
+            .or(targets.first())
+            .map(|t| t.node)
+        else {
+            // Nobody can take the write: the coordinator reports the tally.
+            let coordinator =
+                PutCoordinator::new(list.n(), options.w, options.pw, options.sync, vec![]);
+            let error = coordinator
+                .outcome()
+                .and_then(Result::err)
+                .expect("a put with no targets cannot succeed");
+            return self.reply(client, Err(error.into()));
+        };
+        self.forward_write(now, client, to, write, options);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn coordinate_put(
+        &mut self,
+        now: Now,
+        origin: Origin,
+        key: WireKey,
+        value: Option<Vec<u8>>,
+        content_type: Option<String>,
+        context: CausalContext,
+        options: ResolvedOptions,
+        return_body: bool,
+        list: &PreferenceList,
+        targets: Vec<Replica>,
+    ) {
+        let n = list.n();
+        let uncovered = uncovered_primaries(list, &targets);
+        let durability = Durability::from_sync(options.sync);
+        let write = ClientWrite {
+            context: context.clone(),
+            value,
+            content_type,
+            lww: self.config.unsafe_controls.last_writer_wins,
+        };
+        let (object, dot) = match self.apply_write(now, &key, write, durability) {
+            Ok(applied) => applied,
+            Err(error) => return self.finish_origin(origin, Err(error)),
+        };
+        let own = targets
+            .iter()
+            .find(|t| t.node == self.id)
+            .copied()
+            .expect("the coordinator is a target");
+        // Hints: for the primary this node stands in for, and for every
+        // primary that is down with no fallback taking its place (as
+        // Cassandra's coordinators do). Hints never count toward `w`.
+        let hinted = own.hint().into_iter().chain(uncovered);
+        let mut own_hint_failed = None;
+        for primary in hinted {
+            if let Err(e) = self.keep_hint(primary, &key, &object, durability) {
+                // The local copy stands; the primary gets it by read repair.
+                if own.hint() == Some(primary) {
+                    own_hint_failed = Some(e);
+                }
+            }
+        }
+        let mut coordinator =
+            PutCoordinator::new(n, options.w, options.pw, options.sync, targets.clone());
+        match own_hint_failed {
+            // A fallback's copy counts only with the hint that hands it
+            // over, as for a fallback that is not the coordinator.
+            Some(e) => coordinator.add_failure(self.id, ReplicaError::Storage(e.to_string())),
+            None => coordinator.add_ack(self.id, options.sync),
+        };
+        let request = self.deadlines.next_id();
+        let encoded = object.encode();
+        let reply = WriteReply::Written {
+            context: if self.config.unsafe_controls.whole_context_in_write_replies {
+                object.context().clone()
+            } else {
+                object.context_for_writer(&context, dot)
+            },
+            object: return_body.then(|| object.clone()),
+        };
+        let put = PutRequest {
+            origin,
+            key: key.clone(),
+            object,
+            sync: options.sync,
+            coordinator,
+            reply,
+            targets: targets.len(),
+            // This node's own copy is answered already.
+            answers: 1,
+            answered: false,
+            bytes: encoded.len(),
+        };
+        let deadline = self.deadline(now, Duration::from_millis(options.timeout_ms));
+        self.puts
+            .insert(&mut self.deadlines, request, deadline, put);
+        let me = self.id;
+        for target in targets.iter().filter(|t| t.node != me) {
+            self.send(
+                target.node,
+                Message::Store {
+                    request,
+                    key: key.clone(),
+                    object: encoded.clone(),
+                    sync: options.sync,
+                    hint_for: target.hint(),
+                },
+            );
+        }
+        if let Some(progress) = self.puts.get_mut(request).map(PutRequest::progress) {
+            self.on_put_progress(request, progress);
+        }
+    }
+
+    /// Whether a read reply from `from` answers a get in flight: the
+    /// request id is one of this incarnation's gets and names the same key.
+    pub(super) fn awaits_read(&self, from: Uuid, request: RequestId, key: &WireKey) -> bool {
+        let awaited = self.gets.get(request).is_some_and(|get| get.key() == key);
+        if !awaited {
+            tracing::debug!(%from, request, "a read reply that answers no get in flight");
+        }
+        awaited
+    }
+
+    pub(super) fn on_read_reply(
+        &mut self,
+        from: Uuid,
+        request: RequestId,
+        key: &WireKey,
+        result: Result<Object, ReplicaError>,
+    ) {
+        let Some(get) = self.gets.get_mut(request).filter(|get| get.key() == key) else {
+            return;
+        };
+        let progress = get.on_reply(from, result);
+        self.on_get_progress(request, progress);
+    }
+
+    /// A replica's answer to a put this node coordinates; false if
+    /// `request` is no put in flight for `key`.
+    pub(super) fn on_put_stored(
+        &mut self,
+        from: Uuid,
+        request: RequestId,
+        key: &WireKey,
+        result: Result<StoredAck, ReplicaError>,
+    ) -> bool {
+        let Some(put) = self.puts.get_mut(request).filter(|put| put.key() == key) else {
+            return false;
+        };
+        let progress = put.on_reply(from, result);
+        self.on_put_progress(request, progress);
+        true
+    }
+
+    /// Acts on what a get's replies decided: answers the client (or starts
+    /// the delete the read was for), and once the get is done retires it
+    /// and repairs the stale replicas.
+    pub(super) fn on_get_progress(&mut self, request: RequestId, progress: GetProgress) {
+        if let Some(answer) = progress.answer {
+            // Answered, the get waits for its read repair in the background.
+            self.background.add(0);
+            match answer {
+                GetAnswer::Reply(client, result) => self.reply(client, result),
+                GetAnswer::Delete(client, delete) => {
+                    let now = self.now;
+                    self.start_put(now, client, delete);
+                }
+            }
+        }
+        if progress.done {
+            self.retire_get(request);
+        }
+    }
+
+    /// Acts on what a put's acknowledgements decided: answers whoever
+    /// waits, and once the put is done retires it and keeps hints for the
+    /// targets that never answered.
+    pub(super) fn on_put_progress(&mut self, request: RequestId, progress: PutProgress) {
+        if let Some((origin, result)) = progress.answer {
+            let bytes = self
+                .puts
+                .get(request)
+                .and_then(PutRequest::background_bytes)
+                .expect("an answered put in flight");
+            self.background.add(bytes);
+            self.answer(origin, result);
+        }
+        if progress.done {
+            self.retire_put(request);
+        }
+    }
+
+    /// Removes a get; repairs the stale replicas.
+    pub(super) fn retire_get(&mut self, request: RequestId) {
+        let Some(get) = self.gets.remove(&mut self.deadlines, request) else {
+            return;
+        };
+        if get.answered() {
+            self.background.remove(0);
+        }
+        let GetRequest {
+            key, coordinator, ..
+        } = get;
+        let repairs = coordinator.repairs();
+        if repairs.is_empty() {
+            return;
+        }
+        if self.background.bytes >= self.config.max_background_bytes
+            || self.buggify.fires(Site::ReadRepairSkipped)
+        {
+            // Read repair is opportunistic; a later read or a hint
+            // brings the replica up to date.
+            self.stats.read_repairs_skipped += repairs.len() as u64;
+            return;
+        }
+        let merged = coordinator.merged();
+        let encoded = merged.encode();
+        for replica in repairs {
+            self.stats.read_repairs += 1;
+            if replica.node == self.id {
+                self.repair_local(&key, merged);
+            } else {
+                self.send(
+                    replica.node,
+                    Message::Store {
+                        request: 0,
+                        key: key.clone(),
+                        object: encoded.clone(),
+                        sync: false,
+                        hint_for: replica.hint(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes a put; keeps hints for the targets that never answered.
+    pub(super) fn retire_put(&mut self, request: RequestId) {
+        let Some(put) = self.puts.remove(&mut self.deadlines, request) else {
+            return;
+        };
+        if let Some(bytes) = put.background_bytes() {
+            self.background.remove(bytes);
+        }
+        let (key, object, sync, unanswered) = put.into_unanswered();
+        self.hint_unanswered(&key, &object, sync, unanswered);
+    }
+
+    pub(super) fn answer(&mut self, origin: Origin, result: Result<ClientReply, RequestError>) {
+        match origin {
+            Origin::Client(client) => self.reply(client, result),
+            Origin::Forward {
+                node,
+                request,
+                bucket,
+                key,
+            } => {
+                let result = match result {
+                    Ok(ClientReply::Write(WriteReply::Written { context, object })) => {
+                        Ok(ForwardedReply {
+                            context: context.to_bytes(),
+                            object: object.map(|o| o.encode()),
+                        })
+                    }
+                    Ok(ClientReply::Write(WriteReply::NothingToDelete { .. })) => {
+                        unreachable!("a forwarded write carries a context")
+                    }
+                    Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
+                    Err(RequestError::Put(e)) => Err(ForwardError::Put(e)),
+                    Err(RequestError::Write(e)) => Err(ForwardError::Write(e)),
+                    Err(RequestError::Unavailable(e) | RequestError::Overloaded(e)) => {
+                        Err(ForwardError::Unavailable(e))
+                    }
+                    Err(other) => Err(ForwardError::Internal(other.to_string())),
+                };
+                self.send(
+                    node,
+                    Message::ForwardReply {
+                        request,
+                        bucket,
+                        key,
+                        result,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Answers a write that failed before a coordinator existed.
+    pub(super) fn finish_origin(
+        &mut self,
+        origin: Origin,
+        result: Result<ForwardedReply, ForwardError>,
+    ) {
+        match origin {
+            Origin::Client(client) => {
+                let result = match result {
+                    Ok(_) => unreachable!("only failures finish early"),
+                    Err(error) => Err(forward_error(error)),
+                };
+                self.reply(client, result);
+            }
+            Origin::Forward {
+                node,
+                request,
+                bucket,
+                key,
+            } => self.send(
+                node,
+                Message::ForwardReply {
+                    request,
+                    bucket,
+                    key,
+                    result,
+                },
+            ),
+        }
+    }
+}
+
+/// The primaries that are neither targets nor stood in for by a fallback.
+pub(super) fn uncovered_primaries(list: &PreferenceList, targets: &[Replica]) -> Vec<Uuid> {
+    list.primaries()
+        .iter()
+        .copied()
+        .filter(|&p| !targets.iter().any(|t| t.node == p || t.hint() == Some(p)))
+        .collect()
+}
+
+/// A write's failure, in the form a forwarded write's answer carries it,
+/// as the client gets it.
+pub(super) fn forward_error(error: ForwardError) -> RequestError {
+    match error {
+        ForwardError::Write(e) => RequestError::Write(e),
+        ForwardError::Put(e) => RequestError::Put(e),
+        ForwardError::Unavailable(e) => RequestError::Unavailable(e),
+        ForwardError::Internal(e) => RequestError::Internal(e),
+    }
+}

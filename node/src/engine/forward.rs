@@ -1,0 +1,325 @@
+//! Writes forwarded to a replica: on the coordinating side, the checks a
+//! forwarded write passes before it is coordinated (applied once however
+//! often its frame arrives); on the forwarding side, turning the
+//! coordinator's answer back into the client's.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chorus_storage::context::CausalContext;
+use chorus_storage::object::check_content_type;
+use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
+use uuid::Uuid;
+
+use super::admission::check_key;
+use super::coordinator::{forward_error, Origin};
+use super::requests::RequestId;
+use super::{ClientId, ClientReply, Engine, Now};
+use crate::api::{RequestError, WriteReply, WriteRequest};
+use crate::core::{place, PutError, QuorumTally, ResolvedOptions};
+use crate::wire::{decode_object, ForwardError, ForwardedReply, ForwardedWrite, Message, WireKey};
+
+/// Extra time a forwarding node waits beyond the request's timeout for the
+/// coordinating replica's answer.
+pub(super) const FORWARD_GRACE: Duration = Duration::from_secs(1);
+
+/// Most forwarded request ids remembered per sender, to refuse a second
+/// delivery of one forwarded write.
+pub(super) const MAX_FORWARDS_REMEMBERED: usize = 1024;
+
+/// Most senders whose forwarded request ids are remembered.
+pub(super) const MAX_FORWARD_SENDERS: usize = 4096;
+
+/// The forwarded writes one sender's incarnations asked this node to
+/// coordinate: every id at or below `floor`, and those in `ids`. A sender's
+/// request ids grow with its generation and within it, so forgetting the
+/// smallest id raises the floor instead of letting it be applied again.
+#[derive(Debug, Default)]
+pub(super) struct SeenForwards {
+    pub(super) floor: u64,
+    pub(super) ids: BTreeSet<u64>,
+}
+
+impl SeenForwards {
+    /// Records `request`; false if it was seen (or is below what was
+    /// forgotten).
+    pub(super) fn first_time(&mut self, request: RequestId) -> bool {
+        if request <= self.floor || !self.ids.insert(request) {
+            return false;
+        }
+        while self.ids.len() > MAX_FORWARDS_REMEMBERED {
+            let forgotten = self.ids.pop_first().expect("not empty");
+            self.floor = self.floor.max(forgotten);
+        }
+        true
+    }
+}
+
+/// A write this node forwarded to the replica that coordinates it.
+#[derive(Debug)]
+pub(super) struct ForwardedRequest {
+    client: ClientId,
+    to: Uuid,
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+    w: usize,
+    pw: usize,
+}
+
+impl ForwardedRequest {
+    /// The replica coordinating the write.
+    pub(super) fn to(&self) -> Uuid {
+        self.to
+    }
+
+    /// Whether an answer from `from` naming `bucket` and `key` is this
+    /// write's.
+    pub(super) fn answered_by(&self, from: Uuid, bucket: &[u8], key: &[u8]) -> bool {
+        self.to == from && self.bucket == bucket && self.key == key
+    }
+
+    /// The client's answer to a coordinator's answer.
+    pub(super) fn on_reply(
+        self,
+        result: Result<ForwardedReply, ForwardError>,
+    ) -> (ClientId, Result<ClientReply, RequestError>) {
+        let result = match result {
+            Ok(reply) => decode_forwarded(reply).map(ClientReply::Write),
+            Err(error) => Err(forward_error(error)),
+        };
+        (self.client, result)
+    }
+
+    /// The client's answer when the coordinator's answer never comes (its
+    /// time ran out, or the coordinator restarted): the coordinating
+    /// replica may have applied the write.
+    pub(super) fn on_timeout(self) -> (ClientId, RequestError) {
+        let tally = QuorumTally {
+            required: self.w,
+            required_primaries: self.pw,
+            received: 0,
+            received_primaries: 0,
+            failures: vec![],
+        };
+        let error = RequestError::Put(PutError::Indeterminate { tally, applied: 0 });
+        (self.client, error)
+    }
+
+    /// The client's answer when the write could not be sent: nothing was
+    /// applied.
+    pub(super) fn on_send_failed(self) -> (ClientId, RequestError) {
+        let error = RequestError::Unavailable(format!(
+            "the write could not be sent to replica {}, which coordinates it; nothing was applied",
+            self.to
+        ));
+        (self.client, error)
+    }
+}
+
+impl<S: Store> Engine<S> {
+    /// Forwards a client's write to `to`, a target, which coordinates it.
+    pub(super) fn forward_write(
+        &mut self,
+        now: Now,
+        client: ClientId,
+        to: Uuid,
+        write: WriteRequest,
+        options: ResolvedOptions,
+    ) {
+        let return_body = write.options.return_body;
+        self.stats.forwarded += 1;
+        let request = self.deadlines.next_id();
+        let forwarded = ForwardedRequest {
+            client,
+            to,
+            bucket: write.bucket.clone(),
+            key: write.key.clone(),
+            w: options.w,
+            pw: options.pw,
+        };
+        let deadline = self.deadline(
+            now,
+            Duration::from_millis(options.timeout_ms) + FORWARD_GRACE,
+        );
+        self.forwards
+            .insert(&mut self.deadlines, request, deadline, forwarded);
+        let forwarded = ForwardedWrite {
+            bucket: write.bucket,
+            key: write.key,
+            value: write.value,
+            content_type: write.content_type,
+            context: write.context.map(|c| c.to_bytes()),
+            w: options.w,
+            pw: options.pw,
+            timeout_ms: options.timeout_ms,
+            sync: options.sync,
+            sloppy: options.sloppy,
+            return_body,
+        };
+        self.send(
+            to,
+            Message::Forward {
+                request,
+                write: forwarded,
+            },
+        );
+    }
+
+    pub(super) fn on_forward(
+        &mut self,
+        now: Now,
+        from: Uuid,
+        request: RequestId,
+        write: ForwardedWrite,
+    ) {
+        // A forwarded write is applied once, however often its frame
+        // arrives (a retransmission, a duplicating network): a second
+        // coordination would mint a second version of one client write, a
+        // sibling nobody wrote. The copy is dropped without an answer; the
+        // forwarding node takes the first answer only.
+        if !self.forwards_seen.contains_key(&from)
+            && self.forwards_seen.len() >= MAX_FORWARD_SENDERS
+        {
+            self.forwards_seen.pop_first();
+        }
+        if !self
+            .forwards_seen
+            .entry(from)
+            .or_default()
+            .first_time(request)
+        {
+            self.stats.forwards_repeated += 1;
+            tracing::debug!(%from, request, "dropped a forwarded write delivered again");
+            return;
+        }
+        let origin = Origin::Forward {
+            node: from,
+            request,
+            bucket: write.bucket.clone(),
+            key: write.key.clone(),
+        };
+        if !self.ring_agreed() {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Unavailable(
+                    "no ring, or the members do not agree on it yet".into(),
+                )),
+            );
+        }
+        let awaited = self.awaited_requests();
+        if awaited >= self.config.max_pending_requests {
+            let busy = format!("{awaited} client requests in flight, the most this node takes");
+            return self.finish_origin(origin, Err(ForwardError::Unavailable(busy)));
+        }
+        if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
+            || check_key("key", &write.key, MAX_KEY_LEN).is_err()
+            || write
+                .value
+                .as_ref()
+                .is_some_and(|v| v.len() > self.config.max_value_bytes)
+            || write
+                .content_type
+                .as_deref()
+                .is_some_and(|t| write.value.is_none() || check_content_type(t).is_err())
+        {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Internal(
+                    "forwarded write out of bounds".into(),
+                )),
+            );
+        }
+        let context = match write.context.as_deref().map(CausalContext::from_bytes) {
+            None => CausalContext::default(),
+            Some(Ok(context)) => context,
+            Some(Err(e)) => {
+                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
+            }
+        };
+        let (partition, list) = self.preference_list(&write.bucket, &write.key);
+        let n = list.n();
+        if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Internal(
+                    "forwarded write with invalid options".into(),
+                )),
+            );
+        }
+        let options = ResolvedOptions {
+            n,
+            r: 1,
+            w: write.w,
+            pr: 0,
+            pw: write.pw,
+            timeout_ms: write.timeout_ms.min(crate::core::options::MAX_TIMEOUT_MS),
+            sync: write.sync,
+            sloppy: write.sloppy,
+        };
+        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        if !targets.iter().any(|t| t.node == self.id) {
+            return self.finish_origin(
+                origin,
+                Err(ForwardError::Unavailable(
+                    "the replica a write was forwarded to is not a target in its own view of the cluster; retry"
+                        .into(),
+                )),
+            );
+        }
+        let key = WireKey {
+            partition: partition.0,
+            bucket: write.bucket,
+            key: write.key,
+        };
+        self.coordinate_put(
+            now,
+            origin,
+            key,
+            write.value,
+            write.content_type,
+            context,
+            options,
+            write.return_body,
+            &list,
+            targets,
+        );
+    }
+
+    pub(super) fn on_forward_reply(
+        &mut self,
+        from: Uuid,
+        request: RequestId,
+        bucket: &[u8],
+        key: &[u8],
+        result: Result<ForwardedReply, ForwardError>,
+    ) {
+        let awaited = self
+            .forwards
+            .get(request)
+            .is_some_and(|f| f.answered_by(from, bucket, key));
+        if !awaited {
+            return;
+        }
+        let forwarded = self
+            .forwards
+            .remove(&mut self.deadlines, request)
+            .expect("checked above");
+        let (client, result) = forwarded.on_reply(result);
+        self.reply(client, result);
+    }
+}
+
+/// A forwarded write's answer as the client gets it.
+pub(super) fn decode_forwarded(reply: ForwardedReply) -> Result<WriteReply, RequestError> {
+    let bad = |e: String| {
+        RequestError::Internal(format!(
+            "the coordinating replica returned a bad answer: {e}"
+        ))
+    };
+    let context = CausalContext::from_bytes(&reply.context).map_err(|e| bad(e.to_string()))?;
+    let object = match reply.object {
+        Some(bytes) => Some(decode_object(&bytes).map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    Ok(WriteReply::Written { context, object })
+}

@@ -1,0 +1,609 @@
+//! Membership and the ring: the bridge to the gossiper, the address book
+//! (gossiped addresses and the sources of frames from nodes gossip does not
+//! know yet), peer generations and restarts, the claimant that builds and
+//! changes the ring, ring fetch, refusal and adoption, and an identity
+//! shared with another live process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use chorus_gossip::{
+    Effect as GossipEffect, Liveness, Notification, RingClaim, StateKey, StateValue, Status,
+    Target as GossipTarget,
+};
+use chorus_ring::{Member, PartitionId, Ring};
+use chorus_storage::store::Store;
+use uuid::Uuid;
+
+use super::requests::RETRY_AFTER;
+use super::{Effect, Engine, IdentityConflict, Now};
+use crate::buggify::Site;
+use crate::wire::{Frame, Message};
+
+/// Gossip extra entry carrying the wall-clock milliseconds at which this
+/// incarnation started; tells the older of two processes sharing an id.
+pub(super) const STARTED_EXTRA: &str = "started";
+
+/// Gossip extra entry announcing that a node holds data.
+pub(super) const HOLDS_DATA_EXTRA: &str = "holds_data";
+
+/// Gossip extra entry naming a ring this node refused to adopt, as
+/// `<version>:<hash in hex>`.
+pub(super) const RING_REFUSED_EXTRA: &str = "ring_refused";
+
+/// Gossip extra entry carrying the node's name.
+pub(super) const NAME_EXTRA: &str = "name";
+
+/// Most source addresses remembered for nodes gossip does not know yet.
+pub(super) const MAX_SOURCES: usize = 1024;
+
+/// Most peers whose newest generation is remembered.
+pub(super) const MAX_PEER_GENERATIONS: usize = 4096;
+
+impl<S: Store> Engine<S> {
+    /// Whether this node holds a ring and no live member holds another.
+    pub(super) fn ring_agreed(&self) -> bool {
+        let Some(mine) = self.ring_claim_of(self.id) else {
+            return false;
+        };
+        self.gossip
+            .members()
+            .filter(|m| m.id != self.id && !m.left && m.liveness == Liveness::Up)
+            .all(|m| m.state.ring().is_none_or(|claim| claim == mine))
+    }
+
+    /// Whether `node` is up: gossip reports it alive and it has not left
+    /// the cluster (this node is always up to itself). A member that left
+    /// is down for placement, quorums and hint delivery from the moment
+    /// its leave is known, for its whole quarantine.
+    pub fn is_up(&self, node: Uuid) -> bool {
+        node == self.id || (self.gossip.is_up(&node) && !self.has_left(node))
+    }
+
+    /// Whether gossip says `node` left the cluster.
+    pub(super) fn has_left(&self, node: Uuid) -> bool {
+        self.gossip
+            .member(&node)
+            .is_some_and(|m| m.left || m.state.status() == Some(Status::Left))
+    }
+
+    pub(super) fn drain_gossip(&mut self, now: Now) {
+        while let Some(effect) = self.gossip.poll_effect() {
+            match effect {
+                GossipEffect::Send { to, envelope } => {
+                    if self.buggify.fires(Site::GossipFrameDropped) {
+                        continue;
+                    }
+                    let addr = match to {
+                        GossipTarget::Seed(addr) => Some(addr),
+                        GossipTarget::Node(node) => match self.reply_route {
+                            Some((sender, source)) if sender == node => Some(source),
+                            _ => self.address_of(node),
+                        },
+                    };
+                    let Some(addr) = addr else { continue };
+                    match envelope.encode(self.gossip.config().max_message_bytes) {
+                        Ok(bytes) => {
+                            let frame =
+                                Frame::new(self.id, self.generation, Message::Gossip(bytes));
+                            self.effects.push_back(Effect::Send {
+                                addr,
+                                payload: frame.encode(),
+                            });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "gossip message not sent"),
+                    }
+                }
+                GossipEffect::Notify(notification) => self.on_notification(now, notification),
+            }
+        }
+        self.check_directory_generation();
+    }
+
+    /// A peer held a run of this node (a generation) that its data
+    /// directory never recorded: the directory was restored or copied from
+    /// an older state and may lack versions this node minted or
+    /// acknowledged in that run, so a new epoch begins (once).
+    pub(super) fn check_directory_generation(&mut self) {
+        let Some(held) = self.gossip.older_self_held() else {
+            return;
+        };
+        if held.0 <= self.directory_generation {
+            return;
+        }
+        let held = held.0;
+        // Checked once per directory generation.
+        self.directory_generation = held;
+        if let Err(e) = self.begin_epoch(&format!(
+            "peers held generation {held} of this node, a run its data directory does not know: it was restored or copied"
+        )) {
+            tracing::error!(error = %e, "could not begin a new epoch");
+        }
+    }
+
+    pub(super) fn on_notification(&mut self, now: Now, notification: Notification) {
+        match notification {
+            Notification::Up { node } => {
+                tracing::info!(%node, "node up");
+                // Offer hints at once rather than at the next round.
+                self.next_hint_round = self.next_hint_round.min(now.mono);
+            }
+            Notification::Down { node, phi } => tracing::warn!(%node, phi, "node down"),
+            Notification::Joined { node, generation } => {
+                tracing::info!(%node, generation = generation.0, "node joined");
+                self.learn_generation(node, generation.0);
+            }
+            Notification::Restarted { node, old, new } => {
+                tracing::info!(%node, old = old.0, new = new.0, "node restarted");
+                // Gossip already holds the new generation: compare with what
+                // this node knew before, so the connection is reset once.
+                let known = self.peer_generations.get(&node).copied().unwrap_or(old.0);
+                if new.0 > known {
+                    self.peer_generations.insert(node, new.0);
+                    self.reset_connection(node);
+                }
+            }
+            Notification::Left { node, .. } => {
+                tracing::info!(%node, "node left");
+                // It is no longer up: nothing waits for it to come back.
+                self.next_hint_round = self.next_hint_round.min(now.mono);
+            }
+            Notification::Superseded {
+                generation,
+                published,
+            } => self.on_superseded(generation.0, &published),
+            Notification::Forgotten { node } => tracing::debug!(%node, "node forgotten"),
+            Notification::StateChanged { node, key, .. } => {
+                if key == StateKey::Ring {
+                    self.next_ring_check = self.next_ring_check.min(now.mono);
+                }
+                tracing::trace!(%node, ?key, "state changed");
+            }
+        }
+    }
+
+    pub(super) fn address_of(&self, node: Uuid) -> Option<SocketAddr> {
+        self.gossip
+            .member(&node)
+            .and_then(|m| m.state.quic_addr())
+            .or_else(|| self.sources.get(&node).copied())
+    }
+
+    /// Remembers where a node's frames come from, for nodes gossip does not
+    /// know yet. Bounded: the oldest-inserted entry goes first.
+    pub(super) fn remember_source(&mut self, node: Uuid, source: SocketAddr) {
+        if self.gossip.member(&node).is_some() {
+            self.sources.remove(&node);
+            return;
+        }
+        if !self.sources.contains_key(&node) && self.sources.len() >= MAX_SOURCES {
+            if let Some(&oldest) = self.sources.keys().next() {
+                self.sources.remove(&oldest);
+            }
+        }
+        self.sources.insert(node, source);
+    }
+
+    pub(super) fn ring_claim_of(&self, node: Uuid) -> Option<RingClaim> {
+        if node == self.id {
+            return self.ring.as_ref().map(|r| RingClaim {
+                version: r.version(),
+                hash: r.hash().0,
+            });
+        }
+        self.gossip.member(&node).and_then(|m| m.state.ring())
+    }
+
+    /// Fetches a newer ring when a peer holds one, and, as the claimant,
+    /// builds the next ring when the member set changed.
+    pub(super) fn check_ring(&mut self, now: Now) {
+        let mine = self.ring_claim_of(self.id);
+        // The best ring any live member holds.
+        let mut best: Option<(RingClaim, Uuid)> = None;
+        for member in self.gossip.members() {
+            if member.id == self.id || member.left || member.liveness != Liveness::Up {
+                continue;
+            }
+            if let Some(claim) = member.state.ring() {
+                if Some(claim) != self.refused_ring && best.is_none_or(|(b, _)| better(claim, b)) {
+                    best = Some((claim, member.id));
+                }
+            }
+        }
+        if let Some((claim, holder)) = best {
+            if mine.is_none_or(|m| better(claim, m)) {
+                if !self.ring_fetch_in_flight {
+                    self.ring_fetch_in_flight = true;
+                    let request = self.deadlines.next_id();
+                    let deadline = self.deadline(now, RETRY_AFTER);
+                    self.ring_fetches
+                        .insert(&mut self.deadlines, request, deadline, ());
+                    self.send(
+                        holder,
+                        Message::RingFetch {
+                            version: claim.version,
+                        },
+                    );
+                }
+                return;
+            }
+        }
+        // The node that built the ring it holds goes back should a member
+        // refuse it, whoever is claimant now.
+        if self.revert_refused_change() {
+            return;
+        }
+        if self.previous_ring.is_some() && self.every_member_holds_my_ring() {
+            // Every member took the change, down or not: nothing to go back to.
+            self.previous_ring = None;
+        }
+        // Claimant: lowest id among this node and the live members holding
+        // the newest ring version (or, before any ring, all live members).
+        let newest = mine.map(|c| c.version).unwrap_or(0);
+        let claimant = self
+            .gossip
+            .members()
+            .filter(|m| m.id != self.id && !m.left && m.liveness == Liveness::Up)
+            .filter(|m| m.state.ring().map(|c| c.version).unwrap_or(0) == newest)
+            .map(|m| m.id)
+            .chain(std::iter::once(self.id))
+            .min()
+            .expect("the chain holds this node");
+        if claimant != self.id {
+            return;
+        }
+        let candidates = self.candidate_members();
+        match &self.ring {
+            None => {
+                if candidates.len() < self.config.initial_members {
+                    return;
+                }
+                match Ring::initial(&candidates, self.config.partitions, self.config.replicas) {
+                    Ok(ring) => {
+                        tracing::info!(members = candidates.len(), "built the first ring");
+                        self.install_ring(ring, true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not build the first ring"),
+                }
+            }
+            Some(ring) => {
+                let wanted = self.wanted_members(ring, &candidates);
+                if wanted == ring.members() {
+                    return;
+                }
+                if self.cluster_holds_data() {
+                    let wanted_ids: BTreeSet<Uuid> = wanted.iter().map(|m| m.id).collect();
+                    let ring_ids: BTreeSet<Uuid> = ring.members().iter().map(|m| m.id).collect();
+                    let changed: BTreeSet<Uuid> = wanted_ids
+                        .symmetric_difference(&ring_ids)
+                        .copied()
+                        .collect();
+                    if changed != self.deferred {
+                        tracing::warn!(
+                            nodes = ?changed,
+                            "ring change deferred: the cluster holds data and partition handoff is not available"
+                        );
+                        self.deferred = changed;
+                    }
+                    return;
+                }
+                match ring.rebalance(&wanted) {
+                    Ok(next) => {
+                        tracing::info!(version = next.version(), "built the next ring");
+                        self.previous_ring = Some(ring.clone());
+                        self.install_ring(next, true);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not build the next ring"),
+                }
+            }
+        }
+    }
+
+    /// Members that may own partitions: this node and the live, not-leaving
+    /// members in gossip, with their zones.
+    pub(super) fn candidate_members(&self) -> Vec<Member> {
+        let mut members = vec![Member::new(
+            self.id,
+            self.config.zone.clone(),
+            self.config.weight,
+        )];
+        for member in self.gossip.members() {
+            if member.id == self.id || member.left || member.liveness != Liveness::Up {
+                continue;
+            }
+            match member.state.status() {
+                Some(Status::Joining | Status::Up) => {}
+                _ => continue,
+            }
+            let zone = member.state.zone().unwrap_or_default().to_string();
+            members.push(Member::new(member.id, zone, self.config.weight));
+        }
+        members.sort_by_key(|m| m.id);
+        members
+    }
+
+    /// The next ring's members: the current ones that did not leave (down
+    /// members stay: removal is an operator's decision) plus the live
+    /// candidates.
+    pub(super) fn wanted_members(&self, ring: &Ring, candidates: &[Member]) -> Vec<Member> {
+        let mut wanted: BTreeMap<Uuid, Member> = BTreeMap::new();
+        for member in ring.members() {
+            let left = self
+                .gossip
+                .member(&member.id)
+                .is_some_and(|m| m.left || m.state.status() == Some(Status::Left));
+            if !left {
+                wanted.insert(member.id, member.clone());
+            }
+        }
+        for candidate in candidates {
+            wanted
+                .entry(candidate.id)
+                .or_insert_with(|| candidate.clone());
+        }
+        wanted.into_values().collect()
+    }
+
+    pub(super) fn cluster_holds_data(&self) -> bool {
+        self.holds_data
+            || self.gossip.members().any(|m| {
+                m.state
+                    .get(&StateKey::Extra(HOLDS_DATA_EXTRA.into()))
+                    .is_some()
+            })
+    }
+
+    /// As the node that built the ring it holds: when a live member
+    /// refused that ring because it would have moved data away, goes back
+    /// to the placement it replaced, under a newer version. Nobody served
+    /// requests under the refused ring (members did not agree on it), so
+    /// going back moves no data either. Returns whether it did.
+    pub(super) fn revert_refused_change(&mut self) -> bool {
+        let (Some(previous), Some(mine)) = (&self.previous_ring, self.ring_claim_of(self.id))
+        else {
+            return false;
+        };
+        let refused = refusal_text(mine);
+        let refusers: Vec<Uuid> = self
+            .gossip
+            .members()
+            .filter(|m| m.id != self.id && !m.left && m.liveness == Liveness::Up)
+            .filter(|m| {
+                matches!(
+                    m.state.get(&StateKey::Extra(RING_REFUSED_EXTRA.into())),
+                    Some(v) if v.value == StateValue::Text(refused.clone())
+                )
+            })
+            .map(|m| m.id)
+            .collect();
+        if refusers.is_empty() {
+            return false;
+        }
+        let back = previous.reissue(mine.version + 1);
+        tracing::warn!(
+            nodes = ?refusers,
+            refused = mine.version,
+            version = back.version(),
+            "members refused the ring change because they hold data it would move away; going back to the previous placement"
+        );
+        self.previous_ring = None;
+        self.install_ring(back, true);
+        true
+    }
+
+    /// Whether every member of the ring this node holds publishes it too,
+    /// whatever this node thinks of their liveness.
+    pub(super) fn every_member_holds_my_ring(&self) -> bool {
+        let (Some(ring), Some(mine)) = (&self.ring, self.ring_claim_of(self.id)) else {
+            return false;
+        };
+        ring.members().iter().all(|member| {
+            member.id == self.id
+                || self
+                    .gossip
+                    .member(&member.id)
+                    .is_some_and(|m| m.state.ring() == Some(mine))
+        })
+    }
+
+    /// The first partition this node holds data for that `next` would take
+    /// away from it, if any. Until partition handoff exists such a ring is
+    /// refused: adopting it would strand acknowledged writes.
+    pub(super) fn data_moved_away(&self, next: &Ring) -> Option<PartitionId> {
+        let current = self.ring.as_ref()?;
+        current
+            .partitions_of(self.id)
+            .filter(|&p| !next.primaries(p).contains(&self.id))
+            .find(|&p| self.holds_data_in(p))
+    }
+
+    /// Adopts a fetched ring if it is newer than the one held and moves no
+    /// partition away from data this node holds.
+    pub(super) fn offer_ring(&mut self, ring: Ring) {
+        if ring.partitions().count() != self.config.partitions
+            || ring.replicas() != self.config.replicas
+        {
+            tracing::warn!(
+                partitions = ring.partitions().count(),
+                replicas = ring.replicas(),
+                "refused a ring with another shape than this node's configuration"
+            );
+            return;
+        }
+        let claim = RingClaim {
+            version: ring.version(),
+            hash: ring.hash().0,
+        };
+        if !self
+            .ring_claim_of(self.id)
+            .is_none_or(|mine| better(claim, mine))
+        {
+            return;
+        }
+        if let Some(partition) = self.data_moved_away(&ring) {
+            if self.refused_ring != Some(claim) {
+                tracing::warn!(
+                    version = claim.version,
+                    partition = partition.0,
+                    "refused a ring that moves away a partition this node holds data for (no partition handoff yet)"
+                );
+                self.refused_ring = Some(claim);
+                if let Err(e) = self.gossip.set_state(
+                    StateKey::Extra(RING_REFUSED_EXTRA.into()),
+                    StateValue::Text(refusal_text(claim)),
+                ) {
+                    tracing::warn!(error = %e, "could not publish the refusal");
+                }
+            }
+            return;
+        }
+        self.install_ring(ring, true);
+    }
+
+    pub(super) fn install_ring(&mut self, ring: Ring, persist: bool) {
+        if persist {
+            if let Err(e) = self.persist_ring(&ring) {
+                tracing::error!(error = %e, "could not persist the ring; not adopting it");
+                return;
+            }
+        }
+        let claim = RingClaim {
+            version: ring.version(),
+            hash: ring.hash().0,
+        };
+        let member = ring.member(self.id).is_some();
+        tracing::info!(version = claim.version, hash = %format!("{:016x}", claim.hash), member, "holding ring");
+        self.ring = Some(ring);
+        if let Err(e) = self
+            .gossip
+            .set_state(StateKey::Ring, StateValue::Ring(claim))
+        {
+            tracing::warn!(error = %e, "could not publish the ring claim");
+        }
+        if member {
+            self.gossip.set_status(Status::Up);
+        }
+    }
+
+    /// A peer holds a newer incarnation of this node. Either this data
+    /// directory is older than what the cluster has seen (restored, put
+    /// back): run on at a generation above it, in a new epoch. Or another
+    /// live process shares this id, which shows as an incarnation at another
+    /// address that keeps superseding this one: the process that started
+    /// later stops, the other runs on above it.
+    pub(super) fn on_superseded(&mut self, generation: u64, published: &[(StateKey, StateValue)]) {
+        if self.conflict.is_some() || generation < self.generation {
+            return;
+        }
+        let Some(addr) = published.iter().find_map(|(k, v)| match (k, v) {
+            (StateKey::QuicAddr, StateValue::Addr(addr)) => Some(*addr),
+            _ => None,
+        }) else {
+            // Not enough to tell; the full state follows.
+            return;
+        };
+        let started = published.iter().find_map(|(k, v)| match (k, v) {
+            (StateKey::Extra(name), StateValue::Text(ms)) if name == STARTED_EXTRA => {
+                ms.parse::<u64>().ok()
+            }
+            _ => None,
+        });
+        let own_addr = self.gossip.local_state().quic_addr();
+        if Some(addr) != own_addr {
+            // Two processes cannot listen on one address: this is another
+            // one, alive or not. One that started earlier and supersedes
+            // this node again after it moved above it is alive, and this
+            // node is the copy.
+            let other = (started.unwrap_or(0), addr);
+            let started_first =
+                started.is_some() && other < (self.started_ms, own_addr.unwrap_or(addr));
+            if started_first && self.superseded_by == Some(other) {
+                let conflict = IdentityConflict {
+                    id: self.id,
+                    addr,
+                    generation,
+                };
+                tracing::error!(error = %conflict, "stopping: two live processes share one node id");
+                self.conflict = Some(conflict);
+                return;
+            }
+            self.superseded_by = Some(other);
+        }
+        tracing::warn!(
+            held = generation,
+            own = self.generation,
+            %addr,
+            "peers hold a newer incarnation of this node (its data directory was restored or copied); running on above it"
+        );
+        let next = match self.persist_generation(generation.saturating_add(1)) {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "could not persist a higher generation");
+                return;
+            }
+        };
+        if let Err(e) =
+            self.begin_epoch("the data directory is older than what peers hold of this node")
+        {
+            tracing::error!(error = %e, "could not begin a new epoch");
+            return;
+        }
+        if let Err(e) = self.mark_running(next) {
+            tracing::warn!(error = %e, "could not update the running marker");
+        }
+        self.generation = next;
+        self.gossip.restart_at(chorus_gossip::Generation(next));
+    }
+
+    /// Records the generation a frame from `node` carries. Returns false
+    /// when it is older than the newest this node knows for `node` (from
+    /// its frames or from gossip): the frame comes from a previous
+    /// incarnation. A newer generation than a known one means `node`
+    /// restarted, and the connection to it is reset.
+    pub(super) fn learn_generation(&mut self, node: Uuid, generation: u64) -> bool {
+        let gossiped = self.gossip.member(&node).map(|m| m.state.generation().0);
+        let seen = self.peer_generations.get(&node).copied();
+        if let Some(known) = seen.max(gossiped) {
+            if generation < known {
+                return false;
+            }
+            if generation == known && seen == Some(known) {
+                return true;
+            }
+            if generation > known {
+                self.reset_connection(node);
+            }
+        }
+        if !self.peer_generations.contains_key(&node)
+            && self.peer_generations.len() >= MAX_PEER_GENERATIONS
+        {
+            if let Some(&oldest) = self.peer_generations.keys().next() {
+                self.peer_generations.remove(&oldest);
+            }
+        }
+        self.peer_generations.insert(node, generation);
+        true
+    }
+
+    /// Asks the runtime to drop its connection to `node`, which leads to a
+    /// process that is gone, and replaces what this node was waiting for
+    /// from the old incarnation at once ([`Engine::resend_to_restarted`]).
+    pub(super) fn reset_connection(&mut self, node: Uuid) {
+        if let Some(addr) = self.address_of(node) {
+            tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
+            self.effects.push_back(Effect::ResetConnection { addr });
+        }
+        self.resend_to_restarted(node);
+    }
+}
+
+/// Whether ring claim `a` is preferred over `b`: a higher version, or the
+/// same version with a smaller hash (two claimants that raced).
+pub(super) fn better(a: RingClaim, b: RingClaim) -> bool {
+    (a.version, std::cmp::Reverse(a.hash)) > (b.version, std::cmp::Reverse(b.hash))
+}
+
+/// How a refused ring claim is written in gossip.
+pub(super) fn refusal_text(claim: RingClaim) -> String {
+    format!("{}:{:016x}", claim.version, claim.hash)
+}

@@ -1,0 +1,1148 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chorus_ring::{PartitionId, Partitions};
+use chorus_storage::hlc::Timestamp;
+use chorus_storage::object::{ContentTypeError, Object, MAX_CONTENT_TYPE_BYTES};
+use chorus_storage::store::{Durability, KeyRef, MemoryStore, Store, StoreConfig};
+use chorus_storage::version::ActorId;
+use uuid::Uuid;
+
+use super::coordinator::GetRequest;
+use super::forward::{SeenForwards, MAX_FORWARDS_REMEMBERED};
+use super::*;
+use crate::api::{ReadRequest, RequestError, WriteRequest};
+use crate::core::{GetCoordinator, PutError, Replica, ReplicaError, RequestOptions};
+use crate::wire::{ForwardError, Frame, Message, StoredAck, WireKey};
+
+const WALL: u64 = 1_767_225_600_000;
+
+fn now(ms: u64) -> Now {
+    Now {
+        mono: Duration::from_millis(ms),
+        wall_ms: WALL + ms,
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn engine(replicas: usize, initial_members: usize) -> Engine<MemoryStore> {
+    let config = EngineConfig {
+        replicas,
+        initial_members,
+        partitions: 8,
+        ..EngineConfig::default()
+    };
+    Engine::start(
+        config,
+        MemoryStore::default(),
+        addr(7070),
+        addr(8080),
+        now(0),
+        1,
+    )
+    .expect("starts")
+}
+
+fn drain(engine: &mut Engine<MemoryStore>) -> Vec<Effect> {
+    std::iter::from_fn(|| engine.poll_effect()).collect()
+}
+
+fn put(value: &str) -> ClientRequest {
+    ClientRequest::Put(WriteRequest {
+        bucket: b"b".to_vec(),
+        key: b"k".to_vec(),
+        value: Some(value.as_bytes().to_vec()),
+        content_type: None,
+        context: None,
+        options: RequestOptions::default(),
+    })
+}
+
+fn replies(effects: &[Effect]) -> Vec<(ClientId, &Result<ClientReply, RequestError>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { client, result } => Some((*client, result)),
+            Effect::Send { .. } | Effect::ResetConnection { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn requests_before_the_ring_exists_are_refused_as_unavailable() {
+    // Three members are needed for the first ring; this node is alone.
+    let mut engine = engine(3, 3);
+    drain(&mut engine);
+    engine.handle_client(now(10), 1, put("v"));
+    let effects = drain(&mut engine);
+    let replies = replies(&effects);
+    assert_eq!(replies.len(), 1);
+    assert!(matches!(replies[0], (1, Err(RequestError::Unavailable(_)))));
+    assert!(!engine.is_ready());
+}
+
+#[test]
+fn a_lone_node_builds_its_ring_and_serves_put_then_get_without_sending_data() {
+    let mut engine = engine(1, 1);
+    assert!(
+        engine.is_ready(),
+        "the claimant built a one-node ring at start"
+    );
+    drain(&mut engine);
+    engine.handle_client(now(10), 1, put("v1"));
+    let effects = drain(&mut engine);
+    assert!(
+        effects.iter().all(|e| matches!(e, Effect::Reply { .. })),
+        "no frames: {effects:?}"
+    );
+    let context = match replies(&effects)[..] {
+        [(1, Ok(ClientReply::Write(reply)))] => reply.context(),
+        ref other => panic!("expected a write reply, got {other:?}"),
+    };
+    assert_eq!(context.version_vector().len(), 1);
+    engine.handle_client(
+        now(20),
+        2,
+        ClientRequest::Get(ReadRequest {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            options: RequestOptions::default(),
+        }),
+    );
+    let effects = drain(&mut engine);
+    match replies(&effects)[..] {
+        [(2, Ok(ClientReply::Read(reply)))] => {
+            let values: Vec<_> = reply.object.live().map(|s| s.value.clone()).collect();
+            assert_eq!(values, vec![Some(b"v1".to_vec())]);
+        }
+        ref other => panic!("expected a read reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn invalid_requests_are_refused_before_any_work() {
+    let mut engine = engine(1, 1);
+    drain(&mut engine);
+    let mut request = put("v");
+    if let ClientRequest::Put(write) = &mut request {
+        write.options = RequestOptions::parse([("w", "2")]).expect("parses");
+    }
+    engine.handle_client(now(10), 1, request);
+    let mut empty_key = put("v");
+    if let ClientRequest::Put(write) = &mut empty_key {
+        write.key.clear();
+    }
+    engine.handle_client(now(10), 2, empty_key);
+    let effects = drain(&mut engine);
+    let replies = replies(&effects);
+    assert!(
+        matches!(replies[0], (1, Err(RequestError::Options(_)))),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[1], (2, Err(RequestError::InvalidKey { .. }))),
+        "{replies:?}"
+    );
+    assert!(engine
+        .store()
+        .get(KeyRef::new(PartitionId(0), b"b", b"k"))
+        .is_ok());
+    assert_eq!(engine.stats().pending_requests, 0);
+}
+
+#[test]
+fn a_stored_copy_for_another_primary_is_acknowledged_and_kept_as_a_hint() {
+    let mut engine = engine(1, 1);
+    drain(&mut engine);
+    let partitions = Partitions::new(8).expect("valid");
+    let partition = partitions.of_key(b"b", b"k");
+    let mut object = Object::new();
+    let dot = chorus_storage::version::Dot::new(ActorId(9), WALL);
+    object
+        .write(
+            &chorus_storage::version::VersionVector::new(),
+            dot,
+            chorus_storage::hlc::Timestamp::new(WALL, 0),
+            Some(b"x".to_vec()),
+        )
+        .expect("a fresh dot");
+    let owner = Uuid::from_u128(42);
+    let peer = Uuid::from_u128(7);
+    let frame = Frame::new(
+        peer,
+        1,
+        Message::Store {
+            request: 5,
+            key: WireKey {
+                partition: partition.0,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+            },
+            object: object.encode(),
+            sync: true,
+            hint_for: Some(owner),
+        },
+    );
+    engine
+        .handle_frame(now(10), addr(7071), &frame.encode())
+        .expect("decodes");
+    let effects = drain(&mut engine);
+    // The acknowledgement goes back to where the frame came from.
+    let sent: Vec<Frame> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { addr: to, payload } if *to == addr(7071) => {
+                Frame::decode(payload, MAX_FRAME_BYTES).ok()
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        sent.iter().any(|f| matches!(
+            f.message,
+            Message::Stored {
+                request: 5,
+                result: Ok(StoredAck { durable: true }),
+                ..
+            }
+        )),
+        "{sent:?}"
+    );
+    assert_eq!(engine.pending_hints().expect("memory"), vec![(owner, 1)]);
+    let stored = engine
+        .store()
+        .get(KeyRef::new(partition, b"b", b"k"))
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(stored, object);
+}
+
+fn store_frame(partition: PartitionId, object: &Object, sync: bool) -> Vec<u8> {
+    Frame::new(
+        Uuid::from_u128(7),
+        1,
+        Message::Store {
+            request: 5,
+            key: WireKey {
+                partition: partition.0,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+            },
+            object: object.encode(),
+            sync,
+            hint_for: None,
+        },
+    )
+    .encode()
+}
+
+fn acks(effects: &[Effect]) -> Vec<Result<StoredAck, ReplicaError>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { payload, .. } => match Frame::decode(payload, MAX_FRAME_BYTES) {
+                Ok(Frame {
+                    message: Message::Stored { result, .. },
+                    ..
+                }) => Some(result),
+                _ => None,
+            },
+            Effect::Reply { .. } | Effect::ResetConnection { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_durable_ack_of_a_version_already_held_unsynced_syncs_it_first() {
+    let mut engine = engine(1, 1);
+    // A client write takes a clock lease, so the store below is not
+    // synced by persisting a new ceiling.
+    let mut other = put("v");
+    if let ClientRequest::Put(write) = &mut other {
+        write.key = b"other".to_vec();
+    }
+    engine.handle_client(now(10), 1, other);
+    drain(&mut engine);
+    let partition = Partitions::new(8).expect("valid").of_key(b"b", b"k");
+    let keyref = KeyRef::new(partition, b"b", b"k");
+    let mut object = Object::new();
+    object
+        .write(
+            &chorus_storage::version::VersionVector::new(),
+            chorus_storage::version::Dot::new(ActorId(9), WALL + 20),
+            chorus_storage::hlc::Timestamp::new(WALL + 20, 0),
+            Some(b"x".to_vec()),
+        )
+        .expect("a fresh dot");
+    // The replica already holds the version, unsynced (a read repair).
+    assert!(engine
+        .store()
+        .merge(keyref, &object, Durability::Buffered)
+        .expect("stored"));
+    engine
+        .handle_frame(now(30), addr(7071), &store_frame(partition, &object, true))
+        .expect("decodes");
+    let effects = drain(&mut engine);
+    assert_eq!(acks(&effects), vec![Ok(StoredAck { durable: true })]);
+    // The acknowledgement promised the version survives a machine crash.
+    let store = engine.into_store().crash();
+    assert_eq!(store.get(keyref).expect("readable"), Some(object));
+}
+
+#[test]
+fn a_failed_clock_persist_is_retried_before_the_next_dot() {
+    let mut engine = engine(1, 1);
+    engine.handle_client(now(10), 1, put("v1"));
+    drain(&mut engine);
+    // Past the lease: the next write needs a new ceiling, and the disk fails.
+    engine.store().fail_writes(true);
+    engine.handle_client(now(5_000), 2, put("v2"));
+    let effects = drain(&mut engine);
+    assert!(
+        matches!(replies(&effects)[..], [(2, Err(RequestError::Internal(_)))]),
+        "{effects:?}"
+    );
+    engine.store().fail_writes(false);
+    engine.handle_client(now(5_001), 3, put("v3"));
+    let effects = drain(&mut engine);
+    assert!(
+        matches!(replies(&effects)[..], [(3, Ok(ClientReply::Write(_)))]),
+        "{effects:?}"
+    );
+    let partition = Partitions::new(8).expect("valid").of_key(b"b", b"k");
+    let stored = engine
+        .store()
+        .get(KeyRef::new(partition, b"b", b"k"))
+        .expect("readable")
+        .expect("written");
+    let newest = stored.latest_timestamp().expect("a version");
+    let ceiling = engine
+        .store()
+        .hlc_ceiling()
+        .expect("readable")
+        .expect("set");
+    assert!(
+        newest < ceiling,
+        "a dot at {newest} was minted past the durable ceiling {ceiling}"
+    );
+}
+
+#[test]
+fn a_start_after_an_unclean_stop_draws_new_actors_and_a_clean_stop_keeps_them() {
+    let mut engine = engine(1, 1);
+    engine.handle_client(now(10), 1, put("v1"));
+    drain(&mut engine);
+    let partition = Partitions::new(8).expect("valid").of_key(b"b", b"k");
+    let first = engine.store().partition_actor(partition).expect("readable");
+    assert!(first.is_some());
+    let config = EngineConfig {
+        replicas: 1,
+        initial_members: 1,
+        partitions: 8,
+        ..EngineConfig::default()
+    };
+    // A clean stop: the actor is kept.
+    engine.stop().expect("stops");
+    let store = engine.into_store().restart();
+    let engine =
+        Engine::start(config.clone(), store, addr(7070), addr(8080), now(20), 2).expect("starts");
+    assert_eq!(
+        engine.store().partition_actor(partition).expect("readable"),
+        first
+    );
+    // A crash (no clean stop): a new epoch, no actor until the next write.
+    let store = engine.into_store().restart();
+    let engine = Engine::start(config, store, addr(7070), addr(8080), now(30), 3).expect("starts");
+    assert_eq!(
+        engine.store().partition_actor(partition).expect("readable"),
+        None
+    );
+}
+
+#[test]
+fn malformed_frames_are_refused_and_counted() {
+    let mut engine = engine(1, 1);
+    drain(&mut engine);
+    assert!(engine
+        .handle_frame(now(10), addr(7071), b"\xff\x00garbage")
+        .is_err());
+    let mut wrong_partition = Frame::new(
+        Uuid::from_u128(7),
+        1,
+        Message::Read {
+            request: 3,
+            key: WireKey {
+                partition: 999,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+            },
+        },
+    )
+    .encode();
+    engine
+        .handle_frame(now(10), addr(7071), &wrong_partition)
+        .expect("a well-formed frame");
+    let effects = drain(&mut engine);
+    let refused = effects.iter().any(|e| match e {
+        Effect::Send { payload, .. } => matches!(
+            Frame::decode(payload, MAX_FRAME_BYTES).map(|f| f.message),
+            Ok(Message::ReadReply {
+                request: 3,
+                result: Err(ReplicaError::Refused(_)),
+                ..
+            })
+        ),
+        _ => false,
+    });
+    assert!(
+        refused,
+        "a read of a key under the wrong partition is refused"
+    );
+    assert_eq!(engine.stats().frames_refused, 1);
+    wrong_partition.truncate(4);
+    assert!(engine
+        .handle_frame(now(11), addr(7071), &wrong_partition)
+        .is_err());
+    assert_eq!(engine.stats().frames_refused, 2);
+}
+
+/// A get in flight on `engine`, asking `peer` for `key`.
+fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
+    let request = engine.deadlines.next_id();
+    let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
+    let get = GetRequest::new(9, key.clone(), coordinator, 1, None);
+    engine
+        .gets
+        .insert(&mut engine.deadlines, request, Duration::MAX, get);
+    request
+}
+
+fn wire_key(key: &str) -> WireKey {
+    let partition = Partitions::new(8)
+        .expect("valid")
+        .of_key(b"b", key.as_bytes());
+    WireKey {
+        partition: partition.0,
+        bucket: b"b".to_vec(),
+        key: key.as_bytes().to_vec(),
+    }
+}
+
+fn object_with(value: &str) -> Object {
+    let mut object = Object::new();
+    let dot = chorus_storage::version::Dot::new(ActorId(9), WALL);
+    object
+        .write(
+            &chorus_storage::version::VersionVector::new(),
+            dot,
+            Timestamp::new(WALL, 0),
+            Some(value.as_bytes().to_vec()),
+        )
+        .expect("a fresh dot");
+    object
+}
+
+#[test]
+fn a_read_reply_naming_another_key_is_ignored() {
+    let mut engine = engine(1, 1);
+    drain(&mut engine);
+    let peer = Uuid::from_u128(7);
+    let asked = wire_key("asked");
+    let request = pending_get(&mut engine, peer, &asked);
+    let reply = |key: WireKey, value: &str| {
+        Frame::new(
+            peer,
+            1,
+            Message::ReadReply {
+                request,
+                key,
+                result: Ok(serde_bytes::ByteBuf::from(object_with(value).encode())),
+            },
+        )
+        .encode()
+    };
+    // Step 1: the same request id, another key: not an answer.
+    engine
+        .handle_frame(now(10), addr(7071), &reply(wire_key("other"), "wrong"))
+        .expect("decodes");
+    assert_eq!(replies(&drain(&mut engine)), vec![]);
+    // Step 2: the answer that names the key is taken.
+    engine
+        .handle_frame(now(11), addr(7071), &reply(asked, "right"))
+        .expect("decodes");
+    let effects = drain(&mut engine);
+    match replies(&effects)[..] {
+        [(9, Ok(ClientReply::Read(read)))] => {
+            let values: Vec<_> = read.object.live().map(|s| s.value.clone()).collect();
+            assert_eq!(values, vec![Some(b"right".to_vec())]);
+        }
+        ref other => panic!("expected the read's answer, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_message_from_an_older_generation_is_dropped() {
+    let mut engine = engine(1, 1);
+    drain(&mut engine);
+    let peer = Uuid::from_u128(7);
+    let store = |generation: u64, request: u64, key: &str| {
+        Frame::new(
+            peer,
+            generation,
+            Message::Store {
+                request,
+                key: wire_key(key),
+                object: object_with(key).encode(),
+                sync: false,
+                hint_for: None,
+            },
+        )
+        .encode()
+    };
+    let acks = |effects: &[Effect]| -> Vec<u64> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { payload, .. } => {
+                    match Frame::decode(payload, MAX_FRAME_BYTES).ok()?.message {
+                        Message::Stored { request, .. } => Some(request),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Step 1: generation 2 is the first this node hears of the peer.
+    engine
+        .handle_frame(now(10), addr(7071), &store(2, 5, "new"))
+        .expect("decodes");
+    assert_eq!(acks(&drain(&mut engine)), vec![5]);
+    // Step 2: a delayed frame of generation 1 is dropped unanswered.
+    engine
+        .handle_frame(now(11), addr(7071), &store(1, 6, "old"))
+        .expect("decodes");
+    assert_eq!(drain(&mut engine), vec![]);
+    assert_eq!(engine.stats().frames_stale, 1);
+    let old = engine
+        .store()
+        .get(KeyRef::new(
+            PartitionId(wire_key("old").partition),
+            b"b",
+            b"old",
+        ))
+        .expect("readable");
+    assert_eq!(old, None, "nothing of the old incarnation was stored");
+    // Step 3: generation 3 means the peer restarted: the connection to
+    // it is reset before the answer goes out on a fresh one.
+    engine
+        .handle_frame(now(12), addr(7071), &store(3, 7, "newer"))
+        .expect("decodes");
+    let effects = drain(&mut engine);
+    assert_eq!(
+        effects.first(),
+        Some(&Effect::ResetConnection { addr: addr(7071) })
+    );
+    assert_eq!(acks(&effects), vec![7]);
+}
+
+#[test]
+fn request_ids_never_repeat_across_incarnations() {
+    let mut first = engine(1, 1);
+    let first_start = first.generation();
+    let a = first.deadlines.next_id();
+    let store = first.into_store().restart();
+    let mut second = Engine::start(
+        EngineConfig {
+            replicas: 1,
+            initial_members: 1,
+            partitions: 8,
+            ..EngineConfig::default()
+        },
+        store,
+        addr(7070),
+        addr(8080),
+        now(0),
+        1,
+    )
+    .expect("restarts");
+    assert!(second.generation() > first_start);
+    assert_eq!(first_generation(a), first_start & u64::from(u32::MAX));
+    let b = second.deadlines.next_id();
+    assert_ne!(a, b);
+    assert_eq!(
+        first_generation(b),
+        second.generation() & u64::from(u32::MAX)
+    );
+}
+
+/// The generation a request id was issued in.
+fn first_generation(request: u64) -> u64 {
+    request >> 32
+}
+
+/// `n` engines that know each other as seeds, at addresses 7070.., with
+/// N = n, exchanging frames instantly until each holds the ring and
+/// sees the others up. Returns them and the time reached.
+fn cluster(n: usize) -> (Vec<Engine<MemoryStore>>, u64) {
+    cluster_with(n, n, StoreConfig::default())
+}
+
+/// [`cluster`] with `replicas` (N) and the stores' settings given.
+fn cluster_with(n: usize, replicas: usize, store: StoreConfig) -> (Vec<Engine<MemoryStore>>, u64) {
+    let addrs: Vec<SocketAddr> = (0..n).map(|i| addr(7070 + i as u16)).collect();
+    let mut engines: Vec<Engine<MemoryStore>> = (0..n)
+        .map(|i| {
+            let mut config = EngineConfig {
+                name: format!("node{i}"),
+                replicas,
+                initial_members: n,
+                partitions: 8,
+                ..EngineConfig::default()
+            };
+            config.gossip.seeds = addrs.iter().copied().filter(|&a| a != addrs[i]).collect();
+            Engine::start(
+                config,
+                MemoryStore::new(store),
+                addrs[i],
+                addr(8080 + i as u16),
+                now(0),
+                i as u64 + 1,
+            )
+            .expect("starts")
+        })
+        .collect();
+    let mut ms = 0;
+    loop {
+        let ids: Vec<Uuid> = engines.iter().map(Engine::id).collect();
+        let formed = engines
+            .iter()
+            .all(|e| e.is_ready() && ids.iter().all(|&id| id == e.id() || e.is_up(id)));
+        if formed {
+            return (engines, ms);
+        }
+        assert!(ms < 60_000, "the cluster did not form");
+        ms += 10;
+        for engine in &mut engines {
+            engine.handle_tick(now(ms));
+        }
+        deliver(&mut engines, &addrs, ms);
+    }
+}
+
+/// Delivers every frame the engines emitted, at once, until none is left.
+fn deliver(engines: &mut [Engine<MemoryStore>], addrs: &[SocketAddr], ms: u64) {
+    loop {
+        let mut frames = Vec::new();
+        for (i, engine) in engines.iter_mut().enumerate() {
+            for effect in drain(engine) {
+                if let Effect::Send { addr: to, payload } = effect {
+                    frames.push((addrs[i], to, payload));
+                }
+            }
+        }
+        if frames.is_empty() {
+            return;
+        }
+        for (from, to, payload) in frames {
+            if let Some(j) = addrs.iter().position(|&a| a == to) {
+                let _ = engines[j].handle_frame(now(ms), from, &payload);
+            }
+        }
+    }
+}
+
+/// The first frame among `effects` sent to `to`.
+fn payload_to(effects: &[Effect], to: SocketAddr) -> Option<Vec<u8>> {
+    effects.iter().find_map(|e| match e {
+        Effect::Send { addr, payload } if *addr == to => Some(payload.clone()),
+        _ => None,
+    })
+}
+
+fn options(pairs: &[(&str, &str)]) -> RequestOptions {
+    RequestOptions::parse(pairs.iter().copied()).expect("valid options")
+}
+
+/// A fallback that coordinates a write counts its own copy toward `w`
+/// only if it could keep the hint that hands the copy to the primary it
+/// stands in for, as for a fallback that is not the coordinator.
+#[test]
+fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
+    let store = StoreConfig {
+        max_hints_per_target: 1,
+    };
+    let (mut engines, mut t) = cluster_with(4, 3, store);
+    let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+    let ring = engines[0].ring().expect("a ring").clone();
+    let list = ring.preference_list_for_key(b"b", b"k");
+    let index = |id: Uuid| engines.iter().position(|e| e.id() == id).expect("a node");
+    let down = index(list.primaries()[0]);
+    let fallback = index(list.fallbacks()[0]);
+    let down_id = engines[down].id();
+    // The primary stops; the others tick on until they see it down.
+    for _ in 0..6_000 {
+        t += 10;
+        for (i, engine) in engines.iter_mut().enumerate() {
+            if i != down {
+                engine.handle_tick(now(t));
+            }
+        }
+        let mut frames = Vec::new();
+        for (i, engine) in engines.iter_mut().enumerate() {
+            for effect in drain(engine) {
+                if let Effect::Send { addr: to, payload } = effect {
+                    if i != down && to != addrs[down] {
+                        frames.push((addrs[i], to, payload));
+                    }
+                }
+            }
+        }
+        for (from, to, payload) in frames {
+            if let Some(j) = addrs.iter().position(|&a| a == to) {
+                let _ = engines[j].handle_frame(now(t), from, &payload);
+            }
+        }
+        if !engines[fallback].is_up(down_id) {
+            break;
+        }
+    }
+    assert!(
+        !engines[fallback].is_up(down_id),
+        "the primary is seen down"
+    );
+    // The fallback's hint queue for that primary is full.
+    let other = KeyRef::new(PartitionId(0), b"b", b"other");
+    engines[fallback]
+        .store
+        .add_hint(down_id, other, &object_with("x"), Durability::Buffered)
+        .expect("the one hint that fits");
+    let mut request = put("v");
+    if let ClientRequest::Put(write) = &mut request {
+        write.options = options(&[("w", "3"), ("timeout", "5000")]);
+    }
+    engines[fallback].handle_client(now(t), 1, request);
+    let mut answer = None;
+    for _ in 0..100 {
+        t += 10;
+        let effects = drain(&mut engines[fallback]);
+        if let Some((_, result)) = replies(&effects).first() {
+            answer = Some((*result).clone());
+            break;
+        }
+        for effect in effects {
+            if let Effect::Send { addr: to, payload } = effect {
+                if let Some(j) = addrs.iter().position(|&a| a == to).filter(|&j| j != down) {
+                    let _ = engines[j].handle_frame(now(t), addrs[fallback], &payload);
+                    for back in drain(&mut engines[j]) {
+                        if let Effect::Send { addr: to, payload } = back {
+                            if to == addrs[fallback] {
+                                let _ = engines[fallback].handle_frame(now(t), addrs[j], &payload);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match answer {
+        Some(Err(RequestError::Put(PutError::QuorumNotReached { tally, .. }))) => {
+            // w=3 of three targets is out of reach once the fallback's
+            // own copy failed: the client hears so at once.
+            let fallback_id = engines[fallback].id();
+            assert!(
+                tally
+                    .failures
+                    .iter()
+                    .any(|f| f.node == fallback_id && matches!(f.error, ReplicaError::Storage(_))),
+                "{tally:?}"
+            );
+        }
+        other => panic!("expected w=3 to fail without the fallback's copy, got {other:?}"),
+    }
+    assert_eq!(
+        engines[fallback].stats().hints_dropped,
+        1,
+        "the hint that did not fit is counted"
+    );
+}
+
+/// Hints the target keeps refusing never hold back the hints behind
+/// them: each round reads on from where the last one stopped.
+#[test]
+fn hints_that_keep_failing_do_not_block_the_rest() {
+    let (mut engines, mut t) = cluster(2);
+    engines[0].config.hint_batch = 2;
+    let target = engines[1].id();
+    let partitions = Partitions::new(8).expect("valid");
+    // Three hints the target refuses (filed under the wrong partition),
+    // then one it takes.
+    for i in 0..3 {
+        let key = format!("bad-{i}");
+        let wrong = PartitionId((partitions.of_key(b"b", key.as_bytes()).0 + 1) % 8);
+        let keyref = KeyRef::new(wrong, b"b", key.as_bytes());
+        engines[0]
+            .store
+            .add_hint(target, keyref, &object_with("x"), Durability::Buffered)
+            .expect("queued");
+    }
+    let good = KeyRef::new(partitions.of_key(b"b", b"good"), b"b", b"good");
+    engines[0]
+        .store
+        .add_hint(target, good, &object_with("g"), Durability::Buffered)
+        .expect("queued");
+    let addrs = [addr(7070), addr(7071)];
+    for _ in 0..1_000 {
+        t += 10;
+        for engine in &mut engines {
+            engine.handle_tick(now(t));
+        }
+        deliver(&mut engines, &addrs, t);
+        if engines[1].store().get(good).expect("readable").is_some() {
+            break;
+        }
+    }
+    assert!(
+        engines[1].store().get(good).expect("readable").is_some(),
+        "the good hint was never handed over"
+    );
+    // The refused hints stay queued; the delivered one is gone.
+    assert_eq!(
+        engines[0].pending_hints().expect("memory"),
+        vec![(target, 3)]
+    );
+}
+
+#[test]
+fn a_write_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
+    let (mut engines, t) = cluster(3);
+    let (unreachable, unreachable_id) = (addr(7072), engines[2].id());
+    // Step 1: a put at w=all through node 0 sends the object to nodes
+    // 1 and 2.
+    let mut request = put("v");
+    if let ClientRequest::Put(write) = &mut request {
+        write.options = options(&[("w", "all"), ("timeout", "5000")]);
+    }
+    engines[0].handle_client(now(t), 1, request);
+    let effects = drain(&mut engines[0]);
+    assert!(replies(&effects).is_empty(), "{effects:?}");
+    // Step 2: the frame to node 2 cannot be sent.
+    let payload = payload_to(&effects, unreachable).expect("a frame for node 2");
+    engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
+    // Step 3: w=all can no longer be reached: the client hears so now,
+    // long before the timeout, with node 2 named as unreachable.
+    let effects = drain(&mut engines[0]);
+    match replies(&effects)[..] {
+        [(1, Err(RequestError::Put(PutError::QuorumNotReached { tally, applied: 1 })))] => {
+            assert_eq!(tally.failures.len(), 1, "{tally:?}");
+            assert_eq!(tally.failures[0].node, unreachable_id);
+            assert_eq!(tally.failures[0].error, ReplicaError::Unreachable);
+        }
+        ref other => panic!("expected a quorum failure, got {other:?}"),
+    }
+    assert_eq!(engines[0].stats().send_failures, 1);
+}
+
+#[test]
+fn a_read_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
+    let (mut engines, t) = cluster(3);
+    let unreachable = addr(7071);
+    let read = ClientRequest::Get(ReadRequest {
+        bucket: b"b".to_vec(),
+        key: b"k".to_vec(),
+        options: options(&[("r", "all"), ("timeout", "5000")]),
+    });
+    engines[0].handle_client(now(t), 1, read);
+    let effects = drain(&mut engines[0]);
+    assert!(replies(&effects).is_empty(), "{effects:?}");
+    let payload = payload_to(&effects, unreachable).expect("a read for node 1");
+    engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
+    let effects = drain(&mut engines[0]);
+    match replies(&effects)[..] {
+        [(1, Err(RequestError::Get(crate::core::GetError::QuorumNotReached(tally))))] => {
+            assert_eq!(tally.failures.len(), 1, "{tally:?}");
+            assert_eq!(tally.failures[0].error, ReplicaError::Unreachable);
+        }
+        ref other => panic!("expected a quorum failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn frames_that_answer_no_request_change_nothing_when_they_cannot_be_sent() {
+    let (mut engines, t) = cluster(3);
+    let gossip = Frame::new(
+        engines[0].id(),
+        engines[0].generation(),
+        Message::Gossip(vec![]),
+    );
+    engines[0].handle_send_failed(now(t), addr(7071), &gossip.encode());
+    let foreign = Frame::new(Uuid::from_u128(5), 1, Message::Gossip(vec![]));
+    engines[0].handle_send_failed(now(t), addr(7071), &foreign.encode());
+    engines[0].handle_send_failed(now(t), addr(7071), b"not a frame");
+    assert!(drain(&mut engines[0]).is_empty());
+    assert_eq!(engines[0].stats().pending_requests, 0);
+}
+
+#[test]
+fn background_work_over_budget_makes_client_requests_wait_not_fail() {
+    let (mut engines, t) = cluster(3);
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+    for engine in &mut engines {
+        engine.config.max_background_requests = 2;
+        engine.config.max_queue_wait = Duration::from_millis(500);
+    }
+    // Step 1: two puts at w=one are answered at once and keep
+    // replicating in the background (their frames are held back).
+    for client in 1..=2 {
+        let mut request = put("v");
+        if let ClientRequest::Put(write) = &mut request {
+            write.key = format!("k{client}").into_bytes();
+            write.options = options(&[("w", "one")]);
+        }
+        engines[0].handle_client(now(t), client, request);
+    }
+    let held = drain(&mut engines[0]);
+    assert_eq!(replies(&held).len(), 2, "{held:?}");
+    assert_eq!(engines[0].stats().background_requests, 2);
+    // Step 2: a third waits for admission: no answer, nothing sent.
+    let mut third = put("v3");
+    if let ClientRequest::Put(write) = &mut third {
+        write.options = options(&[("w", "one")]);
+    }
+    engines[0].handle_client(now(t + 1), 3, third);
+    assert!(drain(&mut engines[0]).is_empty());
+    assert_eq!(engines[0].stats().queued_requests, 1);
+    // Step 3: the replicas get the held frames and acknowledge; the
+    // background drains and the waiting put is admitted and answered.
+    for effect in held {
+        if let Effect::Send { addr: to, payload } = effect {
+            let j = addrs.iter().position(|&a| a == to).expect("a member");
+            let _ = engines[j].handle_frame(now(t + 2), addrs[0], &payload);
+        }
+    }
+    let mut answered = Vec::new();
+    for i in (1..3).chain(0..3) {
+        for effect in drain(&mut engines[i]) {
+            match effect {
+                Effect::Send { addr: to, payload } => {
+                    let j = addrs.iter().position(|&a| a == to).expect("a member");
+                    let _ = engines[j].handle_frame(now(t + 3), addrs[i], &payload);
+                }
+                Effect::Reply { client, result } => answered.push((client, result.is_ok())),
+                Effect::ResetConnection { .. } => {}
+            }
+        }
+    }
+    assert_eq!(answered, vec![(3, true)]);
+    assert_eq!(engines[0].stats().queued_requests, 0);
+    assert_eq!(engines[0].stats().refused_overloaded, 0);
+    // Step 4: a request that waits longer than `max_queue_wait` is
+    // refused as overloaded.
+    for client in 4..=6 {
+        let mut request = put("v");
+        if let ClientRequest::Put(write) = &mut request {
+            write.options = options(&[("w", "one")]);
+        }
+        engines[0].handle_client(now(t + 4), client, request);
+    }
+    assert_eq!(replies(&drain(&mut engines[0])).len(), 2);
+    engines[0].handle_tick(now(t + 503));
+    assert!(replies(&drain(&mut engines[0])).is_empty());
+    engines[0].handle_tick(now(t + 504));
+    let effects = drain(&mut engines[0]);
+    assert!(
+        matches!(
+            replies(&effects)[..],
+            [(6, Err(RequestError::Overloaded(_)))]
+        ),
+        "{effects:?}"
+    );
+    assert_eq!(engines[0].stats().refused_overloaded, 1);
+}
+
+/// A network that delivers a forwarded write twice must not make its
+/// coordinator mint two versions of one client write.
+#[test]
+fn a_forwarded_write_delivered_twice_is_coordinated_once() {
+    let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
+    let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+    let ring = engines[0].ring().expect("a ring").clone();
+    let list = ring.preference_list_for_key(b"b", b"k");
+    let outsider = (0..4)
+        .find(|&i| !list.primaries().contains(&engines[i].id()))
+        .expect("4 nodes, 3 replicas");
+    let first = list.primaries()[0];
+    let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
+
+    engines[outsider].handle_client(now(t), 1, put("v"));
+    let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+        .expect("the write is forwarded to the first primary");
+    engines[coordinator]
+        .handle_frame(now(t), addrs[outsider], &forward)
+        .expect("a valid frame");
+    let once = drain(&mut engines[coordinator]);
+    assert!(!once.is_empty(), "the first delivery is coordinated");
+
+    // The same frame again: dropped, nothing sent, nothing stored.
+    engines[coordinator]
+        .handle_frame(now(t + 1), addrs[outsider], &forward)
+        .expect("a valid frame");
+    assert_eq!(drain(&mut engines[coordinator]), vec![]);
+    assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
+    let partition = engines[coordinator].partitions.of_key(b"b", b"k");
+    let stored = engines[coordinator]
+        .store()
+        .get(KeyRef::new(partition, b"b", b"k"))
+        .expect("readable")
+        .expect("stored");
+    assert_eq!(stored.live().count(), 1, "one write, one version");
+}
+
+fn put_typed(value: &str, content_type: &str) -> ClientRequest {
+    let mut request = put(value);
+    if let ClientRequest::Put(write) = &mut request {
+        write.content_type = Some(content_type.into());
+    }
+    request
+}
+
+#[test]
+fn a_puts_content_type_is_stored_with_its_version_and_checked_at_admission() {
+    let mut engine = engine(1, 1);
+    drain(&mut engine);
+    engine.handle_client(now(10), 1, put_typed("{}", "application/json"));
+    engine.handle_client(now(11), 2, put_typed("v", "application/"));
+    let mut typed_delete = put_typed("v", "text/plain");
+    if let ClientRequest::Put(write) = &mut typed_delete {
+        write.value = None;
+    }
+    engine.handle_client(now(12), 3, typed_delete);
+    let effects = drain(&mut engine);
+    let replies = replies(&effects);
+    assert!(
+        matches!(replies[0], (1, Ok(ClientReply::Write(_)))),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(
+            replies[1],
+            (
+                2,
+                Err(RequestError::InvalidContentType(
+                    ContentTypeError::NotAMediaType
+                ))
+            )
+        ),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(
+            replies[2],
+            (
+                3,
+                Err(RequestError::InvalidContentType(
+                    ContentTypeError::OnTombstone
+                ))
+            )
+        ),
+        "{replies:?}"
+    );
+    let partition = engine.partitions.of_key(b"b", b"k");
+    let stored = engine
+        .store()
+        .get(KeyRef::new(partition, b"b", b"k"))
+        .expect("readable")
+        .expect("stored");
+    let types: Vec<_> = stored
+        .siblings()
+        .iter()
+        .map(|s| s.content_type.as_deref())
+        .collect();
+    assert_eq!(
+        types,
+        vec![Some("application/json")],
+        "only the valid write stored"
+    );
+}
+
+/// A write forwarded to a replica keeps its content type; a forward
+/// whose content type is out of bounds is refused and stores nothing.
+#[test]
+fn a_forwarded_write_carries_its_content_type() {
+    let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
+    let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();
+    let ring = engines[0].ring().expect("a ring").clone();
+    let list = ring.preference_list_for_key(b"b", b"k");
+    let outsider = (0..4)
+        .find(|&i| !list.primaries().contains(&engines[i].id()))
+        .expect("4 nodes, 3 replicas");
+    let first = list.primaries()[0];
+    let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
+    let stored = |engine: &Engine<MemoryStore>| {
+        let partition = engine.partitions.of_key(b"b", b"k");
+        engine
+            .store()
+            .get(KeyRef::new(partition, b"b", b"k"))
+            .expect("readable")
+    };
+
+    engines[outsider].handle_client(now(t), 1, put_typed("{}", "application/json"));
+    let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+        .expect("the write is forwarded to the first primary");
+    let mut frame = Frame::decode(&forward, MAX_FRAME_BYTES).expect("a frame");
+
+    // Out of bounds first (a request id of its own, so it is not a repeat).
+    let Message::Forward { request, write } = &mut frame.message else {
+        panic!("a forward, got {:?}", frame.message);
+    };
+    assert_eq!(write.content_type.as_deref(), Some("application/json"));
+    *request += 1_000;
+    write.content_type = Some(format!("text/{}", "x".repeat(MAX_CONTENT_TYPE_BYTES)));
+    engines[coordinator]
+        .handle_frame(now(t), addrs[outsider], &frame.encode())
+        .expect("a valid frame");
+    let refused = drain(&mut engines[coordinator]);
+    let answer = payload_to(&refused, addrs[outsider]).expect("an answer");
+    assert!(
+        matches!(
+            Frame::decode(&answer, MAX_FRAME_BYTES)
+                .expect("a frame")
+                .message,
+            Message::ForwardReply {
+                result: Err(ForwardError::Internal(_)),
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(stored(&engines[coordinator]), None, "nothing stored");
+
+    engines[coordinator]
+        .handle_frame(now(t), addrs[outsider], &forward)
+        .expect("a valid frame");
+    drain(&mut engines[coordinator]);
+    let object = stored(&engines[coordinator]).expect("stored");
+    let types: Vec<_> = object
+        .siblings()
+        .iter()
+        .map(|s| s.content_type.as_deref())
+        .collect();
+    assert_eq!(types, vec![Some("application/json")]);
+}
+
+#[test]
+fn forgotten_forward_ids_stay_refused_below_the_floor() {
+    let mut seen = SeenForwards::default();
+    let ids = 1..=(MAX_FORWARDS_REMEMBERED as u64 + 1);
+    assert!(ids.clone().all(|id| seen.first_time(id)));
+    assert!(!seen.first_time(1), "forgotten, below the floor");
+    assert!(
+        !seen.first_time(MAX_FORWARDS_REMEMBERED as u64),
+        "remembered"
+    );
+    assert!(seen.first_time(5_000), "a new id");
+    assert_eq!(seen.ids.len(), MAX_FORWARDS_REMEMBERED);
+}

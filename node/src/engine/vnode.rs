@@ -1,0 +1,351 @@
+//! The local replica: reads and writes of the store on behalf of requests,
+//! the partitions' actors and the epochs that renew them, the hybrid
+//! logical clock and its persisted ceiling, and the holds-data flag.
+
+use chorus_gossip::{StateKey, StateValue};
+use chorus_ring::{PartitionId, Ring};
+use chorus_storage::hlc::{Hlc, Timestamp};
+use chorus_storage::object::Object;
+use chorus_storage::store::{
+    Durability, KeyRef, Store, StoreError, Update, MAX_BUCKET_LEN, MAX_KEY_LEN,
+};
+use chorus_storage::version::{ActorId, Dot};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use uuid::Uuid;
+
+use super::membership::HOLDS_DATA_EXTRA;
+use super::{Engine, EngineConfig, EngineError, Now};
+use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
+use crate::wire::{decode_object, ForwardError, WireKey};
+
+/// Metadata name of the persisted ring.
+pub(super) const RING_META: &str = "ring";
+
+/// Metadata name of the flag saying this node has stored data.
+pub(super) const HOLDS_DATA_META: &str = "holds_data";
+
+/// Metadata name of the marker saying a node runs on this store: written
+/// (synced) at start, removed by a clean stop. Found at start, it means the
+/// last run ended uncleanly and may have lost writes it acknowledged.
+pub(super) const RUNNING_META: &str = "running";
+
+impl<S: Store> Engine<S> {
+    pub(super) fn on_store(
+        &mut self,
+        now: Now,
+        key: &WireKey,
+        object: &[u8],
+        sync: bool,
+        hint_for: Option<Uuid>,
+    ) -> Result<(), ReplicaError> {
+        let partition = self.checked_partition(key)?;
+        let object = decode_object(object).map_err(|e| ReplicaError::Refused(e.to_string()))?;
+        if let Some(timestamp) = object.latest_timestamp() {
+            self.hlc
+                .observe(timestamp, now.wall_ms)
+                .map_err(|e| ReplicaError::Refused(e.to_string()))?;
+            self.persist_clock()
+                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        }
+        let durability = Durability::from_sync(sync);
+        let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+        let changed = self
+            .store
+            .merge(keyref, &object, durability)
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        self.mark_holds_data();
+        if let Some(primary) = hint_for.filter(|&p| p != self.id) {
+            if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
+                self.stats.hints_dropped += 1;
+                return Err(ReplicaError::Storage(e.to_string()));
+            }
+        } else if sync && !changed {
+            // The replica already had every version (perhaps from a read
+            // repair written without sync): a durable acknowledgement still
+            // means the state holding them is on disk.
+            self.store
+                .sync()
+                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Applies a client's write to the local copy of `key` under this
+    /// node's actor for the key's partition and a fresh timestamp (see
+    /// [`coordinate_write`]): the stored object and the new version's dot.
+    pub(super) fn apply_write(
+        &mut self,
+        now: Now,
+        key: &WireKey,
+        write: ClientWrite,
+        durability: Durability,
+    ) -> Result<(Object, Dot), ForwardError> {
+        let partition = PartitionId(key.partition);
+        let actor = self
+            .actor(partition)
+            .map_err(|e| ForwardError::Internal(e.to_string()))?;
+        let timestamp = self.hlc.now(now.wall_ms);
+        self.persist_clock()
+            .map_err(|e| ForwardError::Internal(e.to_string()))?;
+        let bound = context_bound(timestamp, self.config.hlc.max_drift);
+        let stored = self.store.update(
+            KeyRef::new(partition, &key.bucket, &key.key),
+            durability,
+            |object| match coordinate_write(object, write, actor, timestamp, bound) {
+                Ok(dot) => Update::Write(Ok((object.clone(), dot))),
+                Err(refused) => Update::Keep(Err(refused)),
+            },
+        );
+        let applied = match stored {
+            Ok(Ok(applied)) => applied,
+            Ok(Err(refused)) => return Err(ForwardError::Write(refused)),
+            Err(e) => return Err(ForwardError::Internal(e.to_string())),
+        };
+        self.mark_holds_data();
+        Ok(applied)
+    }
+
+    /// Whether this node holds data in `partition`; a store that cannot
+    /// tell counts as holding some (refusing is the safe side).
+    pub(super) fn holds_data_in(&self, partition: PartitionId) -> bool {
+        match self.store.scan_partition(partition, None, 1) {
+            Ok(entries) => !entries.is_empty(),
+            Err(_) => true,
+        }
+    }
+
+    /// Persists the ring this node holds, for its next start.
+    pub(super) fn persist_ring(&mut self, ring: &Ring) -> Result<(), StoreError> {
+        let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
+        self.store.put_meta(RING_META, &bytes)
+    }
+
+    /// Persists a generation at least `generation`; the one persisted.
+    pub(super) fn persist_generation(&mut self, generation: u64) -> Result<u64, StoreError> {
+        self.store.raise_generation(generation)
+    }
+
+    /// Marks the store as run by this node at `generation` (until a clean
+    /// stop removes the mark).
+    pub(super) fn mark_running(&mut self, generation: u64) -> Result<(), StoreError> {
+        self.store.put_meta(RUNNING_META, &generation.to_be_bytes())
+    }
+
+    /// Stops cleanly: syncs the store, then removes the running marker so
+    /// the next start keeps the partitions' actors. The engine must not be
+    /// driven afterwards. On error the marker stays (the next start begins a
+    /// new epoch, which is always safe).
+    pub fn stop(&mut self) -> Result<(), StoreError> {
+        self.store.sync()?;
+        self.store.delete_meta(RUNNING_META)?;
+        Ok(())
+    }
+
+    /// Merges the object a get found into the local copy (read repair).
+    pub(super) fn repair_local(&mut self, key: &WireKey, merged: &Object) {
+        let partition = PartitionId(key.partition);
+        let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+        if let Err(e) = self.store.merge(keyref, merged, Durability::Buffered) {
+            tracing::warn!(error = %e, "local read repair failed");
+        }
+    }
+
+    pub(super) fn read_local(&mut self, key: &WireKey) -> Result<Object, ReplicaError> {
+        let partition = self.checked_partition(key)?;
+        match self
+            .store
+            .get(KeyRef::new(partition, &key.bucket, &key.key))
+        {
+            Ok(object) => Ok(object.unwrap_or_default()),
+            Err(e) => Err(ReplicaError::Storage(e.to_string())),
+        }
+    }
+
+    pub(super) fn checked_partition(&self, key: &WireKey) -> Result<PartitionId, ReplicaError> {
+        if key.bucket.len() > MAX_BUCKET_LEN || key.key.len() > MAX_KEY_LEN {
+            return Err(ReplicaError::Refused("bucket or key too long".into()));
+        }
+        let partition = self.partitions.of_key(&key.bucket, &key.key);
+        if partition.0 != key.partition {
+            return Err(ReplicaError::Refused(format!(
+                "key belongs to partition {}, not {}",
+                partition.0, key.partition
+            )));
+        }
+        Ok(partition)
+    }
+
+    pub(super) fn actor(&mut self, partition: PartitionId) -> Result<ActorId, StoreError> {
+        if !self.epoch_safe && !self.gossip.is_self_confirmed() {
+            // No peer has yet said whether a newer incarnation of this node
+            // exists (a restored data directory): mint under new actors.
+            self.begin_epoch("a write arrived before any peer confirmed this node's generation")?;
+        }
+        if let Some(actor) = self.store.partition_actor(partition)? {
+            return Ok(actor);
+        }
+        let candidate = ActorId(self.rng.random());
+        self.store.ensure_partition_actor(partition, candidate)
+    }
+
+    /// Begins a new epoch: every partition draws a new actor before its next
+    /// dot, so nothing this node minted before can be minted again.
+    pub(super) fn begin_epoch(&mut self, why: &str) -> Result<(), StoreError> {
+        if self.config.unsafe_controls.keep_actors_after_unclean_stop {
+            self.epoch_safe = true;
+            return Ok(());
+        }
+        tracing::warn!(
+            generation = self.generation,
+            why,
+            "beginning a new epoch (new actor ids for every partition)"
+        );
+        self.store.clear_partition_actors()?;
+        self.epoch_safe = true;
+        Ok(())
+    }
+
+    /// Persists the clock's pending ceiling, if any. On failure the ceiling
+    /// stays pending (the next call tries again) and the caller must not
+    /// use the timestamp it just drew.
+    pub(super) fn persist_clock(&mut self) -> Result<(), StoreError> {
+        if let Some(ceiling) = self.hlc.ceiling_to_persist() {
+            let stored = self.store.raise_hlc_ceiling(ceiling)?;
+            self.hlc.ceiling_persisted(stored);
+        }
+        Ok(())
+    }
+
+    /// Passes a replica's read reply through the clock. An object stamped
+    /// beyond the drift bound, or whose context counts beyond the bound
+    /// [`coordinate_write`] checks contexts against, is refused: it is
+    /// neither merged into the answer nor repaired into other replicas. So
+    /// every context this node hands out stays within that bound, which
+    /// only grows with the clock, and a write through this node with it is
+    /// never refused as coming from the future.
+    pub(super) fn observe(
+        &mut self,
+        now: Now,
+        from: Uuid,
+        object: Object,
+    ) -> Result<Object, ReplicaError> {
+        let base = Timestamp::new(now.wall_ms.min(Timestamp::MAX_WALL_MS), 0).max(self.hlc.last());
+        let bound = context_bound(base, self.config.hlc.max_drift);
+        let counter = object.context().max_counter();
+        let refused = if counter > bound.as_u64() {
+            Some(format!(
+                "its context counts {} beyond this node's bound {bound}",
+                Timestamp::from_u64(counter)
+            ))
+        } else {
+            match object
+                .latest_timestamp()
+                .map(|t| self.hlc.observe(t, now.wall_ms))
+            {
+                Some(Err(e)) => Some(e.to_string()),
+                Some(Ok(_)) => {
+                    if let Err(e) = self.persist_clock() {
+                        tracing::warn!(error = %e, "could not persist the clock ceiling");
+                    }
+                    None
+                }
+                None => None,
+            }
+        };
+        match refused {
+            None => Ok(object),
+            Some(reason) => {
+                self.stats.replies_from_the_future += 1;
+                tracing::warn!(%from, %reason, "refused a read reply from a replica whose clock is ahead");
+                Err(ReplicaError::Refused(format!("clock ahead: {reason}")))
+            }
+        }
+    }
+
+    pub(super) fn mark_holds_data(&mut self) {
+        if self.holds_data {
+            return;
+        }
+        if let Err(e) = self.store.put_meta(HOLDS_DATA_META, b"1") {
+            tracing::warn!(error = %e, "could not persist the holds-data flag");
+        }
+        self.holds_data = true;
+        if let Err(e) = self.gossip.set_state(
+            StateKey::Extra(HOLDS_DATA_EXTRA.into()),
+            StateValue::Text("1".into()),
+        ) {
+            tracing::warn!(error = %e, "could not publish the holds-data flag");
+        }
+    }
+}
+
+/// What a node's store holds at start.
+pub(super) struct Opened {
+    /// The node's id, created on first start.
+    pub(super) id: Uuid,
+    /// The generation the store held: the last run it knows of (0 on first
+    /// start).
+    pub(super) previous: u64,
+    /// This start's generation, persisted.
+    pub(super) generation: u64,
+    /// The last run did not stop cleanly.
+    pub(super) unclean: bool,
+    /// The clock, resumed above its persisted ceiling.
+    pub(super) hlc: Hlc,
+    /// The ring the node held.
+    pub(super) ring: Option<Ring>,
+    /// The node has stored data.
+    pub(super) holds_data: bool,
+}
+
+/// Opens a node's store: reads (or creates) its id, raises its generation
+/// to the larger of the persisted one plus one and the wall clock in
+/// milliseconds, begins a new epoch if the last run did not stop cleanly,
+/// marks the store as running, and reads the clock's ceiling, the ring and
+/// the holds-data flag.
+pub(super) fn open<S: Store>(
+    store: &S,
+    config: &EngineConfig,
+    now: Now,
+    rng: &mut ChaCha8Rng,
+) -> Result<Opened, EngineError> {
+    let id = store.node_id(Uuid::from_u128(rng.random()))?;
+    // Generations follow the wall clock (in ms, as Cassandra's follow it
+    // in seconds), so a node started on an older copy of its data
+    // directory still comes back above every generation it ran at; the
+    // persisted value keeps them increasing when the clock is behind.
+    let previous = store.generation()?;
+    let generation = store.raise_generation(previous.saturating_add(1).max(now.wall_ms))?;
+    // An unclean end of the last run may have lost versions this node
+    // minted or acknowledged: its partitions get new actors (§3 rule 1).
+    let unclean = store.get_meta(RUNNING_META)?.is_some();
+    if unclean && !config.unsafe_controls.keep_actors_after_unclean_stop {
+        tracing::warn!(
+            generation,
+            "the last run did not stop cleanly: beginning a new epoch (new actor ids for every partition)"
+        );
+        store.clear_partition_actors()?;
+    }
+    store.put_meta(RUNNING_META, &generation.to_be_bytes())?;
+    let hlc = match store.hlc_ceiling()? {
+        Some(ceiling) => Hlc::resume(config.hlc, ceiling),
+        None => Hlc::new(config.hlc),
+    };
+    let ring = match store.get_meta(RING_META)? {
+        Some(bytes) => Some(
+            rmp_serde::from_slice::<Ring>(&bytes).map_err(|e| EngineError::Ring(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let holds_data = store.get_meta(HOLDS_DATA_META)?.is_some();
+    Ok(Opened {
+        id,
+        previous,
+        generation,
+        unclean,
+        hlc,
+        ring,
+        holds_data,
+    })
+}
