@@ -189,12 +189,15 @@ impl Progress {
                     Some(length),
                     indicatif::ProgressDrawTarget::stderr(),
                 );
+                let template = if by_time {
+                    "{prefix:>5} [{bar:40}] {pos}/{len} s {msg}"
+                } else {
+                    "{prefix:>5} [{bar:40}] {pos}/{len} ops {msg}"
+                };
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{prefix:>5} [{bar:40}] {pos}/{len} {msg}",
-                    )
-                    .expect("a valid template")
-                    .progress_chars("=> "),
+                    indicatif::ProgressStyle::with_template(template)
+                        .expect("a valid template")
+                        .progress_chars("=> "),
                 );
                 bar.set_prefix(phase);
                 let start = Instant::now();
