@@ -193,10 +193,23 @@ enum CertCommand {
     },
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+/// Runs the command; an error is printed as its chain of causes (never as
+/// a backtrace, whatever `RUST_BACKTRACE` says: these are a user's errors)
+/// and exits 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
         Command::Bench(args) => {
             tokio_runtime()?.block_on(chorus_client::bench::main(args))?;
