@@ -24,8 +24,9 @@ use uuid::Uuid;
 pub enum Role {
     /// One of the key's N owners.
     Primary,
-    /// A stand-in for a down primary; its copy is a hint for `for_primary`.
-    Fallback { for_primary: Uuid },
+    /// A stand-in for a down primary: it keeps its copy with a hint naming
+    /// the primary it stands in for.
+    Fallback { stands_in_for: Uuid },
 }
 
 /// One target of a request: a node and why it holds a copy.
@@ -43,10 +44,10 @@ impl Replica {
         }
     }
 
-    pub fn fallback(node: Uuid, for_primary: Uuid) -> Replica {
+    pub fn fallback(node: Uuid, stands_in_for: Uuid) -> Replica {
         Replica {
             node,
-            role: Role::Fallback { for_primary },
+            role: Role::Fallback { stands_in_for },
         }
     }
 
@@ -54,11 +55,12 @@ impl Replica {
         self.role == Role::Primary
     }
 
-    /// The primary this replica's copy is a hint for, if it is a fallback.
-    pub fn hint(&self) -> Option<Uuid> {
+    /// The primary this replica stands in for, if it is a fallback: the
+    /// node its hint names.
+    pub fn stands_in_for(&self) -> Option<Uuid> {
         match self.role {
             Role::Primary => None,
-            Role::Fallback { for_primary } => Some(for_primary),
+            Role::Fallback { stands_in_for } => Some(stands_in_for),
         }
     }
 }
@@ -149,8 +151,8 @@ mod tests {
         Replica::primary(node)
     }
 
-    fn f(node: Uuid, for_primary: Uuid) -> Replica {
-        Replica::fallback(node, for_primary)
+    fn f(node: Uuid, stands_in_for: Uuid) -> Replica {
+        Replica::fallback(node, stands_in_for)
     }
 
     #[test]
@@ -212,11 +214,11 @@ mod tests {
     }
 
     #[test]
-    fn replicas_report_role_and_hint() {
+    fn replicas_report_role_and_the_primary_they_stand_in_for() {
         assert!(p(A).is_primary());
-        assert_eq!(p(A).hint(), None);
+        assert_eq!(p(A).stands_in_for(), None);
         assert!(!f(D, A).is_primary());
-        assert_eq!(f(D, A).hint(), Some(A));
+        assert_eq!(f(D, A).stands_in_for(), Some(A));
         assert_eq!(preflist().n(), 3);
         assert_eq!(preflist().primaries(), &[A, B, C]);
         assert_eq!(preflist().fallbacks(), &[D, E, F]);

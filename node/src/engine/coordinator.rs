@@ -203,7 +203,7 @@ impl PutRequest {
             key: self.key.clone(),
             object: self.object.encode(),
             sync: self.sync,
-            hint_for: target.hint(),
+            stands_in_for: target.stands_in_for(),
         }
     }
 
@@ -419,12 +419,12 @@ impl<S: Store> Engine<S> {
         // Hints: for the primary this node stands in for, and for every
         // primary that is down with no fallback taking its place (as
         // Cassandra's coordinators do). Hints never count toward `w`.
-        let hinted = own.hint().into_iter().chain(uncovered);
+        let hinted = own.stands_in_for().into_iter().chain(uncovered);
         let mut own_hint_failed = None;
         for primary in hinted {
             if let Err(e) = self.keep_hint(primary, &key, &object, durability) {
                 // The local copy stands; the primary gets it by read repair.
-                if own.hint() == Some(primary) {
+                if own.stands_in_for() == Some(primary) {
                     own_hint_failed = Some(e);
                 }
             }
@@ -472,7 +472,7 @@ impl<S: Store> Engine<S> {
                     key: key.clone(),
                     object: encoded.clone(),
                     sync: options.sync,
-                    hint_for: target.hint(),
+                    stands_in_for: target.stands_in_for(),
                 },
             );
         }
@@ -597,7 +597,7 @@ impl<S: Store> Engine<S> {
                         key: key.clone(),
                         object: encoded.clone(),
                         sync: false,
-                        hint_for: replica.hint(),
+                        stands_in_for: replica.stands_in_for(),
                     },
                 );
             }
@@ -693,7 +693,11 @@ pub(super) fn uncovered_primaries(list: &PreferenceList, targets: &[Replica]) ->
     list.primaries()
         .iter()
         .copied()
-        .filter(|&p| !targets.iter().any(|t| t.node == p || t.hint() == Some(p)))
+        .filter(|&p| {
+            !targets
+                .iter()
+                .any(|t| t.node == p || t.stands_in_for() == Some(p))
+        })
         .collect()
 }
 

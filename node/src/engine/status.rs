@@ -155,7 +155,7 @@ impl<S: Store> Engine<S> {
         let ring = self.ring.as_ref()?;
         let (partition, list) = self.preference_list(bucket, key);
         let targets = place(&list, &self.up_set(&list), sloppy);
-        let entry = |id: Uuid, fallback_for: Option<Uuid>| {
+        let entry = |id: Uuid, stands_in_for: Option<Uuid>| {
             let (name, quic_addr, http_addr) = self.published(id);
             PreflistEntry {
                 id,
@@ -163,7 +163,7 @@ impl<S: Store> Engine<S> {
                 quic_addr,
                 http_addr,
                 up: self.is_up(id),
-                fallback_for,
+                stands_in_for,
             }
         };
         Some(PreflistStatus {
@@ -178,7 +178,7 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .filter_map(|target| {
                     target
-                        .hint()
+                        .stands_in_for()
                         .map(|primary| entry(target.node, Some(primary)))
                 })
                 .collect(),
