@@ -172,6 +172,12 @@ pub struct PreflistEntry {
     /// detector's opinion; a node that left the cluster is down).
     pub up: bool,
     /// For a fallback: the primary it stands in for (its copy is a hint).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_for: Option<Uuid>,
+    /// Published as `fallback_for`, the name the HTTP and QUIC answers
+    /// have always used.
+    #[serde(
+        rename = "fallback_for",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stands_in_for: Option<Uuid>,
 }

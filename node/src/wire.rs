@@ -135,16 +135,20 @@ pub enum Message {
     /// A gossip envelope in the gossip crate's own encoding.
     Gossip(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Store this copy of a key (a replica of a write, a delivered hint or a
-    /// read repair). With `hint_for`, the receiver is a fallback and keeps
-    /// a hint for that node too. Answered with [`Message::Stored`] when
-    /// `request` is not zero.
+    /// read repair). With `stands_in_for`, the receiver is a fallback and
+    /// keeps a hint for that primary too. Answered with [`Message::Stored`]
+    /// when `request` is not zero.
+    ///
+    /// Fields travel by position (MessagePack arrays, not maps), so their
+    /// names are not on the wire: `stands_in_for` was once `hint_for` and
+    /// the encoding did not change.
     Store {
         request: u64,
         key: WireKey,
         #[serde(with = "serde_bytes")]
         object: Vec<u8>,
         sync: bool,
-        hint_for: Option<Uuid>,
+        stands_in_for: Option<Uuid>,
     },
     /// The answer to [`Message::Store`], naming the key it stored.
     Stored {
@@ -347,6 +351,48 @@ mod tests {
             rmp_serde::from_slice::<ForwardedWrite>(&typed).unwrap(),
             write
         );
+    }
+
+    /// A store's fields travel by position: the message encodes exactly as
+    /// it did when `stands_in_for` was named `hint_for`.
+    #[test]
+    fn a_store_encodes_as_before_its_field_was_renamed() {
+        #[derive(Serialize)]
+        #[allow(dead_code)]
+        enum Before {
+            Gossip(#[serde(with = "serde_bytes")] Vec<u8>),
+            Store {
+                request: u64,
+                key: WireKey,
+                #[serde(with = "serde_bytes")]
+                object: Vec<u8>,
+                sync: bool,
+                hint_for: Option<Uuid>,
+            },
+        }
+        let key = WireKey {
+            partition: 3,
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+        };
+        let primary = Some(Uuid::from_u128(0x1002));
+        let before = rmp_serde::to_vec(&Before::Store {
+            request: 7,
+            key: key.clone(),
+            object: vec![1, 2, 3],
+            sync: true,
+            hint_for: primary,
+        })
+        .unwrap();
+        let now = Message::Store {
+            request: 7,
+            key,
+            object: vec![1, 2, 3],
+            sync: true,
+            stands_in_for: primary,
+        };
+        assert_eq!(rmp_serde::to_vec(&now).unwrap(), before);
+        assert_eq!(rmp_serde::from_slice::<Message>(&before).unwrap(), now);
     }
 
     proptest::proptest! {

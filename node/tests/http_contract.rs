@@ -481,7 +481,7 @@ async fn the_http_contract_holds_against_a_real_cluster() {
     assert_eq!(preflist.primaries.len(), 3);
     assert_eq!(preflist.fallbacks.len(), 1, "{preflist:?}");
     let fallback = &preflist.fallbacks[0];
-    assert_eq!(fallback.fallback_for, Some(stopped));
+    assert_eq!(fallback.stands_in_for, Some(stopped));
     assert!(fallback.up);
     assert!(!preflist.primaries.iter().any(|p| p.id == fallback.id));
     // With sloppy=false nothing stands in.

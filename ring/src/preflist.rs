@@ -36,8 +36,25 @@ pub struct PreferenceList<'a> {
 }
 
 impl<'a> PreferenceList<'a> {
-    pub(crate) fn new(partition: PartitionId, nodes: &'a [NodeId], primaries: usize) -> Self {
-        debug_assert!(primaries <= nodes.len());
+    /// The list of `partition` over `nodes`: the first `primaries` of them
+    /// are its primaries, the rest its fallbacks in order. The ring builds
+    /// these ([`Ring::preference_list`](crate::Ring::preference_list)); a
+    /// caller may build one over its own slice, for instance in a test.
+    ///
+    /// Panics unless `1 <= primaries <= nodes.len()`; the nodes must be
+    /// distinct (checked in debug builds).
+    pub fn new(partition: PartitionId, nodes: &'a [NodeId], primaries: usize) -> Self {
+        assert!(
+            primaries >= 1 && primaries <= nodes.len(),
+            "a preference list has between one primary and all of its nodes"
+        );
+        debug_assert!(
+            nodes
+                .iter()
+                .enumerate()
+                .all(|(i, node)| !nodes[..i].contains(node)),
+            "a node appears twice in a preference list"
+        );
         Self {
             partition,
             nodes,
@@ -48,6 +65,12 @@ impl<'a> PreferenceList<'a> {
     /// The partition.
     pub fn partition(&self) -> PartitionId {
         self.partition
+    }
+
+    /// N, the replication factor: how many primaries there are.
+    #[inline]
+    pub fn n(&self) -> usize {
+        self.primaries
     }
 
     /// The N primaries, in order.
@@ -207,6 +230,8 @@ mod tests {
         let nodes = ids(5);
         let list = PreferenceList::new(PartitionId(7), &nodes, 3);
         assert_eq!(list.partition(), PartitionId(7));
+        assert_eq!(list.n(), 3);
+        assert_eq!(list.len(), 5);
         assert_eq!(list.primaries(), &nodes[..3]);
         assert_eq!(list.fallbacks(), &nodes[3..]);
         let roles: Vec<Role> = list.iter().map(|r| r.role).collect();
@@ -270,6 +295,21 @@ mod tests {
         assert_eq!(chosen, [Target::Primary(n[2])]);
         let none: Vec<Target> = list.select(|_| false).collect();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "between one primary and all of its nodes")]
+    fn a_list_without_primaries_is_a_programmer_error() {
+        let nodes = ids(3);
+        PreferenceList::new(PartitionId(0), &nodes, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "a node appears twice")]
+    fn a_node_twice_is_a_programmer_error() {
+        let mut nodes = ids(4);
+        nodes[3] = nodes[1];
+        PreferenceList::new(PartitionId(0), &nodes, 3);
     }
 
     #[test]

@@ -545,7 +545,7 @@ fn sample_frames(
             key: key.clone(),
             object: objects[2].clone(),
             sync: true,
-            hint_for: Some(Uuid::from_u128(0x1002)),
+            stands_in_for: Some(Uuid::from_u128(0x1002)),
         },
         Message::Stored {
             request: 9,

@@ -695,7 +695,7 @@ pub fn preflist_table(preflist: &PreflistStatus) -> String {
             entry.id.to_string(),
             entry.http_addr.map_or("-".to_string(), |a| a.to_string()),
             if entry.up { "up" } else { "down" }.to_string(),
-            entry.fallback_for.map_or("-".to_string(), name_of),
+            entry.stands_in_for.map_or("-".to_string(), name_of),
         ]);
     }
     text.push_str(&table(&rows));

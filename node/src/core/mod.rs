@@ -60,7 +60,7 @@ pub mod replica;
 
 pub use get::{GetCoordinator, GetError};
 pub use options::{OptionsError, Quorum, RequestOptions, ResolvedOptions};
-pub use placement::{place, PreferenceList, Replica, Role};
+pub use placement::{place, Replica, Role};
 pub use put::{PutCoordinator, PutError, PutSuccess};
 pub use replica::{apply_replicated, context_bound, coordinate_write, ClientWrite, WriteError};
 

@@ -12,11 +12,15 @@
 //! a [`Replica`] with its [`Role`], which is what the coordinators count
 //! `pr` and `pw` against.
 //!
+//! The preference list is the ring's ([`chorus_ring::PreferenceList`],
+//! borrowed, allocation-free), and so is the walk that picks fallbacks
+//! ([`PreferenceList::select`]); this module adds the request's `sloppy`
+//! option and the annotation the coordinators count.
+//!
 //! Up or down is this node's local opinion (the failure detector's), passed
-//! in as a set; nothing here reads it from anywhere.
+//! in as a predicate; nothing here reads it from anywhere.
 
-use std::collections::BTreeSet;
-
+use chorus_ring::{PreferenceList, Target};
 use uuid::Uuid;
 
 /// Why a node holds a copy of a key for a request.
@@ -24,8 +28,9 @@ use uuid::Uuid;
 pub enum Role {
     /// One of the key's N owners.
     Primary,
-    /// A stand-in for a down primary; its copy is a hint for `for_primary`.
-    Fallback { for_primary: Uuid },
+    /// A stand-in for a down primary: it keeps its copy with a hint naming
+    /// the primary it stands in for.
+    Fallback { stands_in_for: Uuid },
 }
 
 /// One target of a request: a node and why it holds a copy.
@@ -43,10 +48,10 @@ impl Replica {
         }
     }
 
-    pub fn fallback(node: Uuid, for_primary: Uuid) -> Replica {
+    pub fn fallback(node: Uuid, stands_in_for: Uuid) -> Replica {
         Replica {
             node,
-            role: Role::Fallback { for_primary },
+            role: Role::Fallback { stands_in_for },
         }
     }
 
@@ -54,80 +59,63 @@ impl Replica {
         self.role == Role::Primary
     }
 
-    /// The primary this replica's copy is a hint for, if it is a fallback.
-    pub fn hint(&self) -> Option<Uuid> {
+    /// The primary this replica stands in for, if it is a fallback: the
+    /// node its hint names.
+    pub fn stands_in_for(&self) -> Option<Uuid> {
         match self.role {
             Role::Primary => None,
-            Role::Fallback { for_primary } => Some(for_primary),
+            Role::Fallback { stands_in_for } => Some(stands_in_for),
         }
     }
 }
 
-/// A key's preference list: its N primaries, then its fallbacks in the order
-/// they are tried. No node appears twice.
-///
-/// This is the input the ring provides; the ring's own type is adapted to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreferenceList {
-    primaries: Vec<Uuid>,
-    fallbacks: Vec<Uuid>,
+impl From<Target> for Replica {
+    fn from(target: Target) -> Replica {
+        match target {
+            Target::Primary(node) => Replica::primary(node),
+            Target::Fallback {
+                node,
+                stands_in_for,
+            } => Replica::fallback(node, stands_in_for),
+        }
+    }
 }
 
-impl PreferenceList {
-    /// Panics if a node appears twice or there are no primaries: the ring
-    /// never builds such a list.
-    pub fn new(primaries: Vec<Uuid>, fallbacks: Vec<Uuid>) -> PreferenceList {
-        assert!(!primaries.is_empty(), "a preference list has primaries");
-        let distinct: BTreeSet<&Uuid> = primaries.iter().chain(&fallbacks).collect();
-        assert_eq!(
-            distinct.len(),
-            primaries.len() + fallbacks.len(),
-            "a node appears twice in a preference list"
+/// The targets of a request, in preference-list order: every primary
+/// `is_up` accepts, and, when `sloppy`, in place of each primary it rejects
+/// the next fallback it accepts not yet used, annotated with the primary it
+/// stands in for ([`PreferenceList::select`]). A down primary for which no
+/// up fallback is left gets no target. Without `sloppy` only the up
+/// primaries are returned.
+///
+/// At most N targets, no node twice. The list is the ring's, borrowed; the
+/// only allocation is the returned vector.
+pub fn place(
+    list: PreferenceList<'_>,
+    mut is_up: impl FnMut(Uuid) -> bool,
+    sloppy: bool,
+) -> Vec<Replica> {
+    let mut targets = Vec::with_capacity(list.n());
+    if sloppy {
+        targets.extend(list.select(is_up).map(Replica::from));
+    } else {
+        targets.extend(
+            list.primaries()
+                .iter()
+                .copied()
+                .filter(|&node| is_up(node))
+                .map(Replica::primary),
         );
-        PreferenceList {
-            primaries,
-            fallbacks,
-        }
-    }
-
-    /// The replication factor: how many primaries there are.
-    pub fn n(&self) -> usize {
-        self.primaries.len()
-    }
-
-    pub fn primaries(&self) -> &[Uuid] {
-        &self.primaries
-    }
-
-    pub fn fallbacks(&self) -> &[Uuid] {
-        &self.fallbacks
-    }
-}
-
-/// The targets of a request, in preference-list order: every primary in
-/// `up`, and, when `sloppy`, in place of each primary not in `up` the next
-/// fallback in `up` not yet used, annotated with the primary it stands in
-/// for. A down primary for which no up fallback is left gets no target.
-/// Without `sloppy` only the up primaries are returned.
-///
-/// At most N targets, no node twice.
-pub fn place(preflist: &PreferenceList, up: &BTreeSet<Uuid>, sloppy: bool) -> Vec<Replica> {
-    let mut fallbacks = preflist.fallbacks.iter().filter(|node| up.contains(node));
-    let mut targets = Vec::with_capacity(preflist.n());
-    for &primary in &preflist.primaries {
-        if up.contains(&primary) {
-            targets.push(Replica::primary(primary));
-        } else if sloppy {
-            if let Some(&fallback) = fallbacks.next() {
-                targets.push(Replica::fallback(fallback, primary));
-            }
-        }
     }
     targets
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use chorus_ring::PartitionId;
+
     use super::*;
 
     const A: Uuid = Uuid::from_u128(0xa);
@@ -137,8 +125,15 @@ mod tests {
     const E: Uuid = Uuid::from_u128(0xe);
     const F: Uuid = Uuid::from_u128(0xf);
 
-    fn preflist() -> PreferenceList {
-        PreferenceList::new(vec![A, B, C], vec![D, E, F])
+    static NODES: [Uuid; 6] = [A, B, C, D, E, F];
+
+    /// Primaries A, B, C; fallbacks D, E, F.
+    fn preflist() -> PreferenceList<'static> {
+        PreferenceList::new(PartitionId(0), &NODES, 3)
+    }
+
+    fn placed(list: PreferenceList<'_>, up: &BTreeSet<Uuid>, sloppy: bool) -> Vec<Replica> {
+        place(list, |node| up.contains(&node), sloppy)
     }
 
     fn up(nodes: &[Uuid]) -> BTreeSet<Uuid> {
@@ -149,8 +144,8 @@ mod tests {
         Replica::primary(node)
     }
 
-    fn f(node: Uuid, for_primary: Uuid) -> Replica {
-        Replica::fallback(node, for_primary)
+    fn f(node: Uuid, stands_in_for: Uuid) -> Replica {
+        Replica::fallback(node, stands_in_for)
     }
 
     #[test]
@@ -172,7 +167,7 @@ mod tests {
                 .into_iter()
                 .filter(|node| !down.contains(node))
                 .collect();
-            assert_eq!(place(&preflist(), &up, true), expected, "down: {down:?}");
+            assert_eq!(placed(preflist(), &up, true), expected, "down: {down:?}");
         }
     }
 
@@ -195,36 +190,57 @@ mod tests {
                 .filter(|node| !down.contains(node))
                 .chain(all_fallbacks_up)
                 .collect();
-            assert_eq!(place(&preflist(), &up, false), expected, "down: {down:?}");
+            assert_eq!(placed(preflist(), &up, false), expected, "down: {down:?}");
         }
     }
 
     #[test]
     fn fallbacks_are_taken_in_order_and_used_once() {
         assert_eq!(
-            place(&preflist(), &up(&[C, D, E, F]), true),
+            placed(preflist(), &up(&[C, D, E, F]), true),
             vec![f(D, A), f(E, B), p(C)]
         );
-        assert_eq!(place(&preflist(), &up(&[B, F]), true), vec![f(F, A), p(B)]);
-        let no_fallbacks = PreferenceList::new(vec![A, B, C], vec![]);
-        assert_eq!(place(&no_fallbacks, &up(&[A, C]), true), vec![p(A), p(C)]);
-        assert_eq!(place(&preflist(), &up(&[]), true), vec![]);
+        assert_eq!(placed(preflist(), &up(&[B, F]), true), vec![f(F, A), p(B)]);
+        let no_fallbacks = PreferenceList::new(PartitionId(0), &NODES[..3], 3);
+        assert_eq!(placed(no_fallbacks, &up(&[A, C]), true), vec![p(A), p(C)]);
+        assert_eq!(placed(preflist(), &up(&[]), true), vec![]);
     }
 
     #[test]
-    fn replicas_report_role_and_hint() {
+    fn replicas_report_role_and_the_primary_they_stand_in_for() {
         assert!(p(A).is_primary());
-        assert_eq!(p(A).hint(), None);
+        assert_eq!(p(A).stands_in_for(), None);
         assert!(!f(D, A).is_primary());
-        assert_eq!(f(D, A).hint(), Some(A));
+        assert_eq!(f(D, A).stands_in_for(), Some(A));
         assert_eq!(preflist().n(), 3);
         assert_eq!(preflist().primaries(), &[A, B, C]);
         assert_eq!(preflist().fallbacks(), &[D, E, F]);
     }
 
     #[test]
-    #[should_panic(expected = "a node appears twice")]
-    fn a_node_twice_is_a_programmer_error() {
-        PreferenceList::new(vec![A, B, C], vec![D, B]);
+    fn the_rings_targets_become_annotated_replicas() {
+        assert_eq!(Replica::from(Target::Primary(A)), p(A));
+        assert_eq!(
+            Replica::from(Target::Fallback {
+                node: D,
+                stands_in_for: A
+            }),
+            f(D, A)
+        );
+    }
+
+    #[test]
+    fn is_up_is_asked_only_about_primaries_without_sloppy_quorum() {
+        let mut asked = Vec::new();
+        let targets = place(
+            preflist(),
+            |node| {
+                asked.push(node);
+                node != B
+            },
+            false,
+        );
+        assert_eq!(targets, vec![p(A), p(C)]);
+        assert_eq!(asked, [A, B, C]);
     }
 }

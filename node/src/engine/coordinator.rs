@@ -4,10 +4,9 @@
 //! [`crate::core`], answering the client (or the node that forwarded the
 //! write), and repairing stale replicas once a get is done.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chorus_ring::PartitionId;
+use chorus_ring::PreferenceList;
 use chorus_storage::context::CausalContext;
 use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, Store};
@@ -18,8 +17,8 @@ use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::Site;
 use crate::core::{
-    place, ClientWrite, GetCoordinator, PreferenceList, PutCoordinator, Recorded, Replica,
-    ReplicaError, ResolvedOptions,
+    place, ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError,
+    ResolvedOptions,
 };
 use crate::wire::{ForwardError, ForwardedReply, Message, StoredAck, WireKey};
 
@@ -203,7 +202,7 @@ impl PutRequest {
             key: self.key.clone(),
             object: self.object.encode(),
             sync: self.sync,
-            hint_for: target.hint(),
+            stands_in_for: target.stands_in_for(),
         }
     }
 
@@ -267,29 +266,18 @@ impl PutRequest {
 }
 
 impl<S: Store> Engine<S> {
-    pub(super) fn preference_list(
-        &self,
-        bucket: &[u8],
-        key: &[u8],
-    ) -> (PartitionId, PreferenceList) {
-        let ring = self
-            .ring
+    /// A key's preference list, borrowed from this node's ring.
+    pub(super) fn preference_list(&self, bucket: &[u8], key: &[u8]) -> PreferenceList<'_> {
+        self.ring
             .as_ref()
-            .expect("requests are admitted only with a ring");
-        let list = ring.preference_list_for_key(bucket, key);
-        (
-            list.partition(),
-            PreferenceList::new(list.primaries().to_vec(), list.fallbacks().to_vec()),
-        )
+            .expect("requests are admitted only with a ring")
+            .preference_list_for_key(bucket, key)
     }
 
-    pub(super) fn up_set(&self, list: &PreferenceList) -> BTreeSet<Uuid> {
-        list.primaries()
-            .iter()
-            .chain(list.fallbacks())
-            .copied()
-            .filter(|&node| self.is_up(node))
-            .collect()
+    /// A request's targets on `list` in this node's opinion of who is up
+    /// ([`place`]).
+    pub(super) fn targets(&self, list: PreferenceList<'_>, sloppy: bool) -> Vec<Replica> {
+        place(list, |node| self.is_up(node), sloppy)
     }
 
     pub(super) fn start_get(
@@ -300,19 +288,20 @@ impl<S: Store> Engine<S> {
         then_delete: Option<WriteRequest>,
     ) {
         self.stats.gets += 1;
-        let (partition, list) = self.preference_list(&read.bucket, &read.key);
-        let options = match read.options.resolve(list.n()) {
+        let list = self.preference_list(&read.bucket, &read.key);
+        let (partition, n) = (list.partition(), list.n());
+        let options = match read.options.resolve(n) {
             Ok(options) => options,
             Err(e) => return self.reply(client, Err(e.into())),
         };
-        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let targets = self.targets(list, options.sloppy);
         let key = WireKey {
             partition: partition.0,
             bucket: read.bucket,
             key: read.key,
         };
         let request = self.deadlines.next_id();
-        let coordinator = GetCoordinator::new(list.n(), options.r, options.pr, targets.clone());
+        let coordinator = GetCoordinator::new(n, options.r, options.pr, targets.clone());
         let get = GetRequest::new(client, key.clone(), coordinator, targets.len(), then_delete);
         let deadline = self.deadline(now, Duration::from_millis(options.timeout_ms));
         self.gets
@@ -338,14 +327,16 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn start_put(&mut self, now: Now, client: ClientId, write: WriteRequest) {
         self.stats.puts += 1;
-        let (partition, list) = self.preference_list(&write.bucket, &write.key);
-        let options = match write.options.resolve(list.n()) {
+        let list = self.preference_list(&write.bucket, &write.key);
+        let (partition, n) = (list.partition(), list.n());
+        let options = match write.options.resolve(n) {
             Ok(options) => options,
             Err(e) => return self.reply(client, Err(e.into())),
         };
-        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let targets = self.targets(list, options.sloppy);
         let return_body = write.options.return_body;
         if targets.iter().any(|t| t.node == self.id) {
+            let uncovered = uncovered_primaries(list, &targets);
             let context = write.context.unwrap_or_default();
             let key = WireKey {
                 partition: partition.0,
@@ -361,8 +352,9 @@ impl<S: Store> Engine<S> {
                 context,
                 options,
                 return_body,
-                &list,
+                n,
                 targets,
+                uncovered,
             );
             return;
         }
@@ -373,8 +365,7 @@ impl<S: Store> Engine<S> {
             .map(|t| t.node)
         else {
             // Nobody can take the write: the coordinator reports the tally.
-            let coordinator =
-                PutCoordinator::new(list.n(), options.w, options.pw, options.sync, vec![]);
+            let coordinator = PutCoordinator::new(n, options.w, options.pw, options.sync, vec![]);
             let error = coordinator
                 .outcome()
                 .and_then(Result::err)
@@ -395,11 +386,10 @@ impl<S: Store> Engine<S> {
         context: CausalContext,
         options: ResolvedOptions,
         return_body: bool,
-        list: &PreferenceList,
+        n: usize,
         targets: Vec<Replica>,
+        uncovered: Vec<Uuid>,
     ) {
-        let n = list.n();
-        let uncovered = uncovered_primaries(list, &targets);
         let durability = Durability::from_sync(options.sync);
         let write = ClientWrite {
             context: context.clone(),
@@ -419,12 +409,12 @@ impl<S: Store> Engine<S> {
         // Hints: for the primary this node stands in for, and for every
         // primary that is down with no fallback taking its place (as
         // Cassandra's coordinators do). Hints never count toward `w`.
-        let hinted = own.hint().into_iter().chain(uncovered);
+        let hinted = own.stands_in_for().into_iter().chain(uncovered);
         let mut own_hint_failed = None;
         for primary in hinted {
             if let Err(e) = self.keep_hint(primary, &key, &object, durability) {
                 // The local copy stands; the primary gets it by read repair.
-                if own.hint() == Some(primary) {
+                if own.stands_in_for() == Some(primary) {
                     own_hint_failed = Some(e);
                 }
             }
@@ -472,7 +462,7 @@ impl<S: Store> Engine<S> {
                     key: key.clone(),
                     object: encoded.clone(),
                     sync: options.sync,
-                    hint_for: target.hint(),
+                    stands_in_for: target.stands_in_for(),
                 },
             );
         }
@@ -597,7 +587,7 @@ impl<S: Store> Engine<S> {
                         key: key.clone(),
                         object: encoded.clone(),
                         sync: false,
-                        hint_for: replica.hint(),
+                        stands_in_for: replica.stands_in_for(),
                     },
                 );
             }
@@ -689,11 +679,15 @@ impl<S: Store> Engine<S> {
 }
 
 /// The primaries that are neither targets nor stood in for by a fallback.
-pub(super) fn uncovered_primaries(list: &PreferenceList, targets: &[Replica]) -> Vec<Uuid> {
+pub(super) fn uncovered_primaries(list: PreferenceList<'_>, targets: &[Replica]) -> Vec<Uuid> {
     list.primaries()
         .iter()
         .copied()
-        .filter(|&p| !targets.iter().any(|t| t.node == p || t.hint() == Some(p)))
+        .filter(|&p| {
+            !targets
+                .iter()
+                .any(|t| t.node == p || t.stands_in_for() == Some(p))
+        })
         .collect()
 }
 

@@ -12,11 +12,11 @@ use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
 use uuid::Uuid;
 
 use super::admission::check_key;
-use super::coordinator::{forward_error, Origin};
+use super::coordinator::{forward_error, uncovered_primaries, Origin};
 use super::requests::RequestId;
 use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{RequestError, WriteReply, WriteRequest};
-use crate::core::{place, PutError, QuorumTally, ResolvedOptions};
+use crate::core::{PutError, QuorumTally, ResolvedOptions};
 use crate::wire::{decode_object, ForwardError, ForwardedReply, ForwardedWrite, Message, WireKey};
 
 /// Extra time a forwarding node waits beyond the request's timeout for the
@@ -236,8 +236,8 @@ impl<S: Store> Engine<S> {
                 return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
             }
         };
-        let (partition, list) = self.preference_list(&write.bucket, &write.key);
-        let n = list.n();
+        let list = self.preference_list(&write.bucket, &write.key);
+        let (partition, n) = (list.partition(), list.n());
         if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
             return self.finish_origin(
                 origin,
@@ -256,7 +256,7 @@ impl<S: Store> Engine<S> {
             sync: write.sync,
             sloppy: write.sloppy,
         };
-        let targets = place(&list, &self.up_set(&list), options.sloppy);
+        let targets = self.targets(list, options.sloppy);
         if !targets.iter().any(|t| t.node == self.id) {
             return self.finish_origin(
                 origin,
@@ -266,6 +266,7 @@ impl<S: Store> Engine<S> {
                 )),
             );
         }
+        let uncovered = uncovered_primaries(list, &targets);
         let key = WireKey {
             partition: partition.0,
             bucket: write.bucket,
@@ -280,8 +281,9 @@ impl<S: Store> Engine<S> {
             context,
             options,
             write.return_body,
-            &list,
+            n,
             targets,
+            uncovered,
         );
     }
 

@@ -152,7 +152,7 @@ impl<S: Store> Engine<S> {
                     key,
                     object,
                     sync: durable,
-                    hint_for: None,
+                    stands_in_for: None,
                 };
                 if self.buggify.fires(Site::HintSentTwice) {
                     self.send(target, message.clone());
@@ -247,7 +247,7 @@ impl<S: Store> Engine<S> {
     ) {
         let partition = PartitionId(key.partition);
         for target in unanswered {
-            let primary = target.hint().unwrap_or(target.node);
+            let primary = target.stands_in_for().unwrap_or(target.node);
             if primary == self.id || self.has_left(primary) {
                 continue;
             }

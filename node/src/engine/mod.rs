@@ -694,9 +694,9 @@ impl<S: Store> Engine<S> {
                 key,
                 object,
                 sync,
-                hint_for,
+                stands_in_for,
             } => {
-                let result = self.on_store(now, &key, &object, sync, hint_for);
+                let result = self.on_store(now, &key, &object, sync, stands_in_for);
                 if request != 0 && !self.buggify.fires(Site::ReplicaReplyDropped) {
                     self.send(
                         from,

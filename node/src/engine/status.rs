@@ -14,7 +14,6 @@ use crate::api::{
     ClusterStatus, MemberStatus, NodeRef, PreflistEntry, PreflistStatus, RingMember, RingPartition,
     RingStatus,
 };
-use crate::core::place;
 
 impl<S: Store> Engine<S> {
     /// The membership as this node sees it.
@@ -143,7 +142,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Where a key's copies go now, as a coordinator on this node would
-    /// place them ([`place`]): its N primaries, up or down in this node's
+    /// place them ([`place`](crate::core::place)): its N primaries, up or down in this node's
     /// opinion, and, when `sloppy`, the fallbacks standing in for the down
     /// ones. `None` before this node holds a ring.
     pub fn preflist_status(
@@ -153,9 +152,9 @@ impl<S: Store> Engine<S> {
         sloppy: bool,
     ) -> Option<PreflistStatus> {
         let ring = self.ring.as_ref()?;
-        let (partition, list) = self.preference_list(bucket, key);
-        let targets = place(&list, &self.up_set(&list), sloppy);
-        let entry = |id: Uuid, fallback_for: Option<Uuid>| {
+        let list = ring.preference_list_for_key(bucket, key);
+        let targets = self.targets(list, sloppy);
+        let entry = |id: Uuid, stands_in_for: Option<Uuid>| {
             let (name, quic_addr, http_addr) = self.published(id);
             PreflistEntry {
                 id,
@@ -163,14 +162,14 @@ impl<S: Store> Engine<S> {
                 quic_addr,
                 http_addr,
                 up: self.is_up(id),
-                fallback_for,
+                stands_in_for,
             }
         };
         Some(PreflistStatus {
             bucket: String::from_utf8_lossy(bucket).into_owned(),
             key: String::from_utf8_lossy(key).into_owned(),
             hash: format!("{:016x}", chorus_ring::key_hash(bucket, key)),
-            partition: partition.0,
+            partition: list.partition().0,
             ring_version: ring.version(),
             sloppy,
             primaries: list.primaries().iter().map(|&id| entry(id, None)).collect(),
@@ -178,7 +177,7 @@ impl<S: Store> Engine<S> {
                 .iter()
                 .filter_map(|target| {
                     target
-                        .hint()
+                        .stands_in_for()
                         .map(|primary| entry(target.node, Some(primary)))
                 })
                 .collect(),

@@ -183,7 +183,7 @@ fn a_stored_copy_for_another_primary_is_acknowledged_and_kept_as_a_hint() {
             },
             object: object.encode(),
             sync: true,
-            hint_for: Some(owner),
+            stands_in_for: Some(owner),
         },
     );
     engine
@@ -233,7 +233,7 @@ fn store_frame(partition: PartitionId, object: &Object, sync: bool) -> Vec<u8> {
             },
             object: object.encode(),
             sync,
-            hint_for: None,
+            stands_in_for: None,
         },
     )
     .encode()
@@ -497,7 +497,7 @@ fn a_message_from_an_older_generation_is_dropped() {
                 key: wire_key(key),
                 object: object_with(key).encode(),
                 sync: false,
-                hint_for: None,
+                stands_in_for: None,
             },
         )
         .encode()

@@ -37,7 +37,7 @@ impl<S: Store> Engine<S> {
         key: &WireKey,
         object: &[u8],
         sync: bool,
-        hint_for: Option<Uuid>,
+        stands_in_for: Option<Uuid>,
     ) -> Result<(), ReplicaError> {
         let partition = self.checked_partition(key)?;
         let object = decode_object(object).map_err(|e| ReplicaError::Refused(e.to_string()))?;
@@ -55,7 +55,7 @@ impl<S: Store> Engine<S> {
             .merge(keyref, &object, durability)
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         self.mark_holds_data();
-        if let Some(primary) = hint_for.filter(|&p| p != self.id) {
+        if let Some(primary) = stands_in_for.filter(|&p| p != self.id) {
             if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
                 self.stats.hints_dropped += 1;
                 return Err(ReplicaError::Storage(e.to_string()));
