@@ -143,23 +143,30 @@ async fn the_survivors_of_a_killed_node_keep_seeing_each_other_and_serving_quoru
     // Quorum writes through node1 and node3, every one of which also goes
     // to node2, from 32 tasks.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (written, mut progress) = tokio::sync::watch::channel(0u64);
+    let written = std::sync::Arc::new(written);
     let mut load = tokio::task::JoinSet::new();
     for task in 0..32 {
         let client = clients[if task % 2 == 0 { 0 } else { 2 }].clone();
-        let stop = stop.clone();
+        let (stop, written) = (stop.clone(), written.clone());
         load.spawn(async move {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("t{task}-{}", n % 50);
                 let value = Value::from(vec![b'x'; 100]);
-                let _ = client
+                if client
                     .put("load", &key, value, None, &RequestOptions::default())
-                    .await;
+                    .await
+                    .is_ok()
+                {
+                    written.send_modify(|n| *n += 1);
+                }
                 n += 1;
             }
         });
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Kill once the load is flowing: 500 writes acknowledged.
+    progress.wait_for(|&n| n >= 500).await.unwrap();
     drop(nodes[1].take()); // SIGKILL: no goodbye, connections left open.
 
     // For 15 s the survivors must never call each other down.
