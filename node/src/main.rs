@@ -202,7 +202,9 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("Error: {error:#}");
+            // Not eprintln!: it panics when standard error is closed.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "Error: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -613,4 +613,29 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
         stderr.contains("every operation of the run phase failed"),
         "{stderr}"
     );
+
+    // When the load phase fails throughout, the run does not start.
+    let args = [
+        "bench",
+        "--target",
+        &url,
+        "--write",
+        "w=9",
+        "--records",
+        "10",
+        "--duration",
+        "30s",
+    ];
+    let started = std::time::Instant::now();
+    let output = chorus(&args, None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("every operation of the load phase failed"),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the 30 s run ran"
+    );
 }

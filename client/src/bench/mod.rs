@@ -149,7 +149,8 @@ impl BenchArgs {
 }
 
 /// Runs both phases against `driver` and summarises them, with the
-/// driver's extra requests.
+/// driver's extra requests. When every operation of the load phase failed,
+/// the run phase is skipped (reported empty).
 pub async fn bench<D: Driver>(
     driver: Arc<D>,
     config: &RunConfig,
@@ -162,6 +163,18 @@ pub async fn bench<D: Driver>(
     } else {
         None
     };
+    // Nothing loaded: a run would only repeat the load's errors.
+    if load.as_ref().is_some_and(|l| l.ok == 0 && l.errors > 0) {
+        let skipped = PhaseReport {
+            elapsed_s: 0.0,
+            ok: 0,
+            errors: 0,
+            throughput: 0.0,
+            unsent: 0,
+            ops: BTreeMap::new(),
+        };
+        return (load, skipped, driver.extra_requests());
+    }
     let run = PhaseReport::from_recorded(&runner::run(driver.clone(), config).await);
     (load, run, driver.extra_requests())
 }

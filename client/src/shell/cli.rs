@@ -222,7 +222,7 @@ pub async fn run(command: ClientCommand) -> ExitCode {
         Ok(Outcome::NotFound) => ExitCode::from(exit::NOT_FOUND),
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            super::say(format_args!("error: {error}"));
             ExitCode::from(error.exit)
         }
     }
@@ -244,7 +244,7 @@ pub async fn attach(url: &str) -> ExitCode {
     match session(&connect) {
         Ok(session) => super::repl::run(session).await,
         Err(error) => {
-            eprintln!("error: {error}");
+            super::say(format_args!("error: {error}"));
             ExitCode::from(error.exit)
         }
     }
@@ -328,7 +328,7 @@ async fn shell(args: ShellArgs) -> ExitCode {
     let mut session = match session(&args.connect) {
         Ok(session) => session,
         Err(error) => {
-            eprintln!("error: {error}");
+            super::say(format_args!("error: {error}"));
             return ExitCode::from(error.exit);
         }
     };
@@ -343,7 +343,7 @@ async fn shell(args: ShellArgs) -> ExitCode {
     match script {
         Ok(script) => ExitCode::from(run_script(&mut session, &script, args.keep_going).await),
         Err(error) => {
-            eprintln!("error: {error}");
+            super::say(format_args!("error: {error}"));
             ExitCode::from(error.exit)
         }
     }
@@ -364,7 +364,7 @@ pub async fn run_script(session: &mut Session, script: &str, keep_going: bool) -
     let statements = match command::split(script) {
         Ok(statements) => statements,
         Err(error) => {
-            eprintln!("error: syntax: {error}");
+            super::say(format_args!("error: syntax: {error}"));
             return exit::USAGE;
         }
     };
@@ -380,7 +380,7 @@ pub async fn run_script(session: &mut Session, script: &str, keep_going: bool) -
             Ok(_) => {}
             Err(error) => {
                 let _ = stdout.flush();
-                eprintln!("error: {error}");
+                super::say(format_args!("error: {error}"));
                 if code == exit::OK {
                     code = error.exit;
                 }

@@ -23,3 +23,13 @@ pub mod session;
 
 pub use cli::{attach, run, ClientCommand, EXIT_CODES};
 pub use session::{Output, Session, ShellError};
+
+/// Writes a line to standard error, ignoring a failure: with standard error
+/// closed (`2>&1 | head`), `eprintln!` would panic, and there is no one
+/// left to tell.
+pub(crate) fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_fmt(args);
+    let _ = stderr.write_all(b"\n");
+}

@@ -31,11 +31,11 @@ pub async fn run(session: Session) -> ExitCode {
     match tokio::task::spawn_blocking(move || repl(session, handle)).await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) => {
-            eprintln!("error: {error}");
+            super::say(format_args!("error: {error}"));
             ExitCode::from(error.exit)
         }
         Err(error) => {
-            eprintln!("error: the shell stopped: {error}");
+            super::say(format_args!("error: the shell stopped: {error}"));
             ExitCode::from(super::session::exit::OTHER)
         }
     }
@@ -78,7 +78,7 @@ fn repl(mut session: Session, runtime: tokio::runtime::Handle) -> Result<(), She
         let statements = match command::split(&line) {
             Ok(statements) => statements,
             Err(error) => {
-                eprintln!("error: syntax: {error}");
+                super::say(format_args!("error: syntax: {error}"));
                 continue;
             }
         };
@@ -95,7 +95,7 @@ fn repl(mut session: Session, runtime: tokio::runtime::Handle) -> Result<(), She
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    eprintln!("error: {error}");
+                    super::say(format_args!("error: {error}"));
                     // The rest of the line is not run.
                     break;
                 }
@@ -119,10 +119,10 @@ fn save(editor: &mut Editor<Completion, FileHistory>, path: Option<&PathBuf>) {
     // Appends this session's new lines, so shells running side by side
     // keep each other's history.
     if let Err(error) = editor.append_history(path) {
-        eprintln!(
+        super::say(format_args!(
             "warning: could not save the history to {}: {error}",
             path.display()
-        );
+        ));
     }
 }
 
