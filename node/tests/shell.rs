@@ -12,7 +12,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chorus_node::api::BearerToken;
@@ -32,7 +31,10 @@ async fn start_cluster(dir: &Path, ca: &ClusterCa, token: Option<&str>) -> Vec<R
     .await
 }
 
-/// A cluster on its own runtime, for the life of the test process.
+/// A cluster on its own runtime, for one test; its nodes are shut down
+/// when it is dropped. (A cluster kept for the life of the test process
+/// would still run RocksDB's background threads while the process exits
+/// and its static destructors run, which can abort the process.)
 struct Cluster {
     runtime: tokio::runtime::Runtime,
     nodes: Vec<RunningNode>,
@@ -86,10 +88,20 @@ impl Cluster {
     }
 }
 
-/// The cluster the script and terminal tests share.
-fn shared() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start(None))
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let nodes = std::mem::take(&mut self.nodes);
+        self.runtime.block_on(async {
+            for node in nodes {
+                node.shutdown().await;
+            }
+        });
+    }
+}
+
+/// A cluster without a token, for the script and terminal tests.
+fn shared() -> Cluster {
+    Cluster::start(None)
 }
 
 fn chorus(args: &[&str], stdin: Option<&[u8]>) -> Output {
@@ -159,7 +171,7 @@ fn stderr(output: &Output) -> String {
 fn a_script_puts_reads_makes_siblings_and_resolves_them() {
     let cluster = shared();
     let output = script(
-        cluster,
+        &cluster,
         "tour.chorus",
         "\
 use tour
@@ -219,7 +231,7 @@ OK
 fn a_script_prints_json_and_raw_output() {
     let cluster = shared();
     let output = script(
-        cluster,
+        &cluster,
         "json.chorus",
         "PUT out/k v1; GET out/k; DEL out/k; GET out/k",
         &["--output", "json"],
@@ -234,7 +246,7 @@ fn a_script_prints_json_and_raw_output() {
 "#
     );
     let raw = script(
-        cluster,
+        &cluster,
         "raw.chorus",
         "PUT out/r 'raw bytes'; GET out/r",
         &["-o", "raw"],
@@ -246,7 +258,7 @@ fn a_script_prints_json_and_raw_output() {
 fn a_script_shows_status_ring_and_consistency() {
     let cluster = shared();
     let output = script(
-        cluster,
+        &cluster,
         "status.chorus",
         "CONSISTENCY\nCONSISTENCY w=all timeout=500\nconsistency one\nSTATUS\nRING\n",
         &[],
@@ -276,14 +288,14 @@ node3  <id>  -  100  <n>  <pct>  <n>  <pct>
 fn a_script_stops_at_the_first_error_with_its_code_unless_told_to_keep_going() {
     let cluster = shared();
     let text = "USE errs; PUT k v w=most; PUT k v w=5; GET nobucket\nGET k";
-    let output = script(cluster, "errors.chorus", text, &[]);
+    let output = script(&cluster, "errors.chorus", text, &[]);
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(stdout(&output), "");
     assert_eq!(
         stderr(&output),
         "error: invalid_quorum: w=\"most\" is neither an integer nor one of one, quorum, all\n"
     );
-    let output = script(cluster, "errors.chorus", text, &["--keep-going"]);
+    let output = script(&cluster, "errors.chorus", text, &["--keep-going"]);
     assert_eq!(output.status.code(), Some(2), "the first failure's code");
     assert_eq!(
         stderr(&output),
@@ -295,10 +307,10 @@ error: quorum_above_n: w=5 exceeds the 3 replicas of the key
     assert_eq!(stdout(&output), "(not found)\n(not found)\n");
 }
 
-fn terminal(data_home: &Path) -> Session {
+fn terminal(data_home: &Path, url: &str) -> Session {
     let mut command = Command::new(CHORUS);
     command
-        .args(["shell", "--url", &shared().url()])
+        .args(["shell", "--url", url])
         .env("XDG_DATA_HOME", data_home)
         .env("HOME", data_home)
         .env("TERM", "xterm");
@@ -311,7 +323,8 @@ fn terminal(data_home: &Path) -> Session {
 #[test]
 fn tab_completes_commands_and_buckets_in_a_terminal() {
     let home = tempfile::tempdir().expect("a temporary directory");
-    let mut shell = terminal(home.path());
+    let cluster = shared();
+    let mut shell = terminal(home.path(), &cluster.url());
     shell.send("CONS\t").unwrap();
     shell.expect("CONSISTENCY").expect("CONS<TAB> completes");
     shell.send("\r").unwrap();
@@ -335,7 +348,8 @@ fn tab_completes_commands_and_buckets_in_a_terminal() {
 #[test]
 fn history_is_recalled_after_a_restart() {
     let home = tempfile::tempdir().expect("a temporary directory");
-    let mut first = terminal(home.path());
+    let cluster = shared();
+    let mut first = terminal(home.path(), &cluster.url());
     // Each line is sent once the prompt is back: typed ahead, it would
     // reach the terminal before the line editor reads it.
     first.send_line("PUT history/k remembered").unwrap();
@@ -349,7 +363,7 @@ fn history_is_recalled_after_a_restart() {
     first.expect(expectrl::Eof).unwrap();
     assert!(home.path().join("chorus/history").exists());
 
-    let mut second = terminal(home.path());
+    let mut second = terminal(home.path(), &cluster.url());
     // Up arrow, then Enter: the previous session's last command again.
     second.send("\x1b[A").unwrap();
     second.expect("GET history/k").expect("Up recalls it");
@@ -591,7 +605,8 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
 
     // Reachable, but every write is refused (w above N): the report is
     // printed and the exit says so.
-    let url = shared().url();
+    let cluster = shared();
+    let url = cluster.url();
     let args = [
         "bench",
         "--target",
