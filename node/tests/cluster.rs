@@ -11,125 +11,16 @@
 // Tests of real processes: they bind ports, wait and read the clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
+use common::process::{node_certificates, run_chorus as run, NodeProcess};
 /// How long the cluster may take to form or to notice a change.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free TCP port")
-        .port()
-}
-
-fn run(args: &[&str]) {
-    let status = Command::new(CHORUS)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run chorus");
-    assert!(status.success(), "chorus {args:?} failed");
-}
-
-/// One node process; killed when dropped.
-struct NodeProcess {
-    name: String,
-    dir: PathBuf,
-    tls: PathBuf,
-    quic: SocketAddr,
-    http: SocketAddr,
-    seeds: Vec<SocketAddr>,
-    child: Option<Child>,
-}
-
-impl NodeProcess {
-    fn new(root: &Path, name: &str, tls: PathBuf, seeds: Vec<SocketAddr>) -> NodeProcess {
-        NodeProcess {
-            name: name.to_string(),
-            dir: root.join(name),
-            tls,
-            quic: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
-            http: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
-            seeds,
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        std::fs::create_dir_all(&self.dir).expect("node dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("node.log"))
-            .expect("log file");
-        let seeds: Vec<String> = self.seeds.iter().map(ToString::to_string).collect();
-        let mut command = Command::new(CHORUS);
-        command
-            .env("RUST_LOG", "info")
-            .args(["node", "start", "--name", &self.name])
-            .arg("--data-dir")
-            .arg(self.dir.join("data"))
-            .args(["--quic-listen", &self.quic.to_string()])
-            .args(["--http-listen", &self.http.to_string()])
-            .args(["--replicas", "3", "--initial-members", "3"])
-            .arg("--tls-ca")
-            .arg(self.tls.join("ca.pem"))
-            .arg("--tls-cert")
-            .arg(self.tls.join("node.pem"))
-            .arg("--tls-key")
-            .arg(self.tls.join("node.key"))
-            .stdout(Stdio::null())
-            .stderr(log);
-        if !seeds.is_empty() {
-            command.args(["--seed", &seeds.join(",")]);
-        }
-        self.child = Some(command.spawn().expect("start a node"));
-    }
-
-    /// SIGKILL, no goodbye.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- last lines of {} ---", self.name);
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
 
 async fn wait_for<F, Fut>(what: &str, mut check: F)
 where
@@ -394,23 +285,7 @@ async fn a_three_node_cluster_over_quic() {
 /// three nodes that know each other as seeds, and waits until all are
 /// ready.
 async fn form_cluster(root: &Path, http: &reqwest::Client) -> [NodeProcess; 3] {
-    let ca = root.join("ca");
-    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
-    let mut tls_dirs = Vec::new();
-    for name in ["node1", "node2", "node3"] {
-        let out = root.join(format!("{name}-tls"));
-        run(&[
-            "cert",
-            "node",
-            "--ca-dir",
-            ca.to_str().unwrap(),
-            "--name",
-            name,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        tls_dirs.push(out);
-    }
+    let tls_dirs = node_certificates(root, &["node1", "node2", "node3"]);
     let mut n1 = NodeProcess::new(root, "node1", tls_dirs[0].clone(), vec![]);
     let mut n2 = NodeProcess::new(root, "node2", tls_dirs[1].clone(), vec![n1.quic]);
     let mut n3 = NodeProcess::new(root, "node3", tls_dirs[2].clone(), vec![n1.quic, n2.quic]);

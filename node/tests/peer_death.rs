@@ -9,61 +9,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chorus_client::{Client, RequestOptions, Value};
-
-const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
-
-/// A node process, killed when dropped.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(args: &[&str]) {
-    let status = Command::new(CHORUS)
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("chorus runs");
-    assert!(status.success(), "chorus {args:?}");
-}
-
-fn start(dir: &Path, i: usize, quic: &[u16], http: &[u16]) -> Node {
-    let name = format!("node{}", i + 1);
-    let tls = dir.join(format!("tls{i}"));
-    let seeds: Vec<String> = (0..quic.len())
-        .filter(|&j| j != i)
-        .map(|j| format!("127.0.0.1:{}", quic[j]))
-        .collect();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(CHORUS)
-        .args(["--log-format", "json", "node", "start", "--name", &name])
-        .arg("--data-dir")
-        .arg(dir.join(&name))
-        .args(["--quic-listen", &format!("127.0.0.1:{}", quic[i])])
-        .args(["--http-listen", &format!("127.0.0.1:{}", http[i])])
-        .args(["--seed", &seeds.join(",")])
-        .args(["--initial-members", "3", "--replicas", "3"])
-        .arg("--tls-ca")
-        .arg(tls.join("ca.pem"))
-        .arg("--tls-cert")
-        .arg(tls.join("node.pem"))
-        .arg("--tls-key")
-        .arg(tls.join("node.key"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("chorus node start runs");
-    Node(child)
-}
+use common::process::{node_certificates, NodeProcess};
 
 /// The names `node`'s status reports down.
 async fn seen_down(client: &Client) -> Vec<String> {
@@ -81,39 +30,23 @@ async fn seen_down(client: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_survivors_of_a_killed_node_keep_seeing_each_other_and_serving_quorum() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca");
-    run(&["cert", "ca", "--dir", ca.to_str().unwrap()]);
-    for i in 0..3 {
-        let out = dir.path().join(format!("tls{i}"));
-        run(&[
-            "cert",
-            "node",
-            "--ca-dir",
-            ca.to_str().unwrap(),
-            "--name",
+    let tls = node_certificates(dir.path(), &["node1", "node2", "node3"]);
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    for (i, tls) in tls.into_iter().enumerate() {
+        let seeds = nodes.iter().map(|n| n.quic).collect();
+        nodes.push(NodeProcess::new(
+            dir.path(),
             &format!("node{}", i + 1),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+            tls,
+            seeds,
+        ));
+        nodes[i].start();
     }
-    let quic: Vec<u16> = (0..3).map(|_| common::free_udp_port()).collect();
-    let http: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let mut nodes: Vec<Option<Node>> = (0..3)
-        .map(|i| Some(start(dir.path(), i, &quic, &http)))
-        .collect();
-    let clients: Vec<Client> = http
+    let clients: Vec<Client> = nodes
         .iter()
-        .map(|port| {
+        .map(|node| {
             Client::builder()
-                .endpoint(format!("http://127.0.0.1:{port}"))
+                .endpoint(format!("http://{}", node.http))
                 .build()
                 .unwrap()
         })
@@ -167,7 +100,7 @@ async fn the_survivors_of_a_killed_node_keep_seeing_each_other_and_serving_quoru
     }
     // Kill once the load is flowing: 500 writes acknowledged.
     progress.wait_for(|&n| n >= 500).await.unwrap();
-    drop(nodes[1].take()); // SIGKILL: no goodbye, connections left open.
+    nodes[1].kill(); // SIGKILL: no goodbye, connections left open.
 
     // For 15 s the survivors must never call each other down.
     let killed = Instant::now();

@@ -7,6 +7,8 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
