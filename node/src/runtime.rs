@@ -639,23 +639,9 @@ fn carry_out<S: Store>(
     loop {
         let mut failed = Vec::new();
         while let Some(effect) = engine.poll_effect() {
-            match effect {
-                Effect::Send { addr, payload } => {
-                    peers.frames(engine, addr).sent.increment(1);
-                    let Some(held) = sends.budget.try_take(payload.len()) else {
-                        tracing::debug!(%addr, "send budget spent; the frame fails");
-                        failed.push((addr, payload));
-                        continue;
-                    };
-                    let payload = bytes::Bytes::from(payload);
-                    if let Err(e) =
-                        sends
-                            .queue
-                            .try_send(Outgoing::Frame(addr, payload.clone(), held))
-                    {
-                        tracing::debug!(%addr, error = %e, "send queue full; the frame fails");
-                        failed.push((addr, payload.to_vec()));
-                    }
+            let (addr, message) = match effect {
+                Effect::Send { addr, message, .. } | Effect::SendToSeed { addr, message } => {
+                    (addr, message)
                 }
                 Effect::ResetConnection { addr } => {
                     // Must not be lost: without it the connection to the
@@ -663,13 +649,30 @@ fn carry_out<S: Store>(
                     if let Err(e) = sends.queue.blocking_send(Outgoing::Reset(addr)) {
                         tracing::debug!(%addr, error = %e, "transport gone; reset not carried out");
                     }
+                    continue;
                 }
                 Effect::Reply { client, result } => {
                     crate::telemetry::record_reply(&result);
                     if let Some(reply) = waiting.remove(&client) {
                         let _ = reply.send(result);
                     }
+                    continue;
                 }
+            };
+            let payload = engine.frame(message).encode();
+            peers.frames(engine, addr).sent.increment(1);
+            let Some(held) = sends.budget.try_take(payload.len()) else {
+                tracing::debug!(%addr, "send budget spent; the frame fails");
+                failed.push((addr, payload));
+                continue;
+            };
+            let payload = bytes::Bytes::from(payload);
+            if let Err(e) = sends
+                .queue
+                .try_send(Outgoing::Frame(addr, payload.clone(), held))
+            {
+                tracing::debug!(%addr, error = %e, "send queue full; the frame fails");
+                failed.push((addr, payload.to_vec()));
             }
         }
         if failed.is_empty() {

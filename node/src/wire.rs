@@ -137,13 +137,15 @@ pub enum Message {
     /// Store this copy of a key (a replica of a write, a delivered hint or a
     /// read repair). With `stands_in_for`, the receiver is a fallback and
     /// keeps a hint for that primary too. Answered with [`Message::Stored`]
-    /// when `request` is not zero.
+    /// when it names a `request`; a read repair names none.
     ///
     /// Fields travel by position (MessagePack arrays, not maps), so their
     /// names are not on the wire: `stands_in_for` was once `hint_for` and
-    /// the encoding did not change.
+    /// the encoding did not change. No request travels as id 0, which no
+    /// request is given.
     Store {
-        request: u64,
+        #[serde(with = "no_request_is_zero")]
+        request: Option<u64>,
         key: WireKey,
         #[serde(with = "serde_bytes")]
         object: Vec<u8>,
@@ -183,6 +185,20 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         ring: Vec<u8>,
     },
+}
+
+/// [`Message::Store`]'s optional request id on the wire: `None` as 0, the
+/// id no request is given, so the encoding is that of a plain `u64`.
+mod no_request_is_zero {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(request: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(request.unwrap_or(0))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Some(u64::deserialize(d)?).filter(|&id| id != 0))
+    }
 }
 
 /// A replica's acknowledgement of a stored copy.
@@ -354,7 +370,8 @@ mod tests {
     }
 
     /// A store's fields travel by position: the message encodes exactly as
-    /// it did when `stands_in_for` was named `hint_for`.
+    /// it did when `stands_in_for` was named `hint_for` and its request
+    /// was a plain `u64`, 0 for none.
     #[test]
     fn a_store_encodes_as_before_its_field_was_renamed() {
         #[derive(Serialize)]
@@ -385,14 +402,33 @@ mod tests {
         })
         .unwrap();
         let now = Message::Store {
-            request: 7,
-            key,
+            request: Some(7),
+            key: key.clone(),
             object: vec![1, 2, 3],
             sync: true,
             stands_in_for: primary,
         };
         assert_eq!(rmp_serde::to_vec(&now).unwrap(), before);
         assert_eq!(rmp_serde::from_slice::<Message>(&before).unwrap(), now);
+
+        // A store that wants no answer (a read repair) travels as request 0.
+        let before = rmp_serde::to_vec(&Before::Store {
+            request: 0,
+            key: key.clone(),
+            object: vec![4],
+            sync: false,
+            hint_for: None,
+        })
+        .unwrap();
+        let repair = Message::Store {
+            request: None,
+            key,
+            object: vec![4],
+            sync: false,
+            stands_in_for: None,
+        };
+        assert_eq!(rmp_serde::to_vec(&repair).unwrap(), before);
+        assert_eq!(rmp_serde::from_slice::<Message>(&before).unwrap(), repair);
     }
 
     proptest::proptest! {

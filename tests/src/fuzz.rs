@@ -541,7 +541,7 @@ fn sample_frames(
     let messages = vec![
         Message::Gossip(envelopes[0].clone()),
         Message::Store {
-            request: 9,
+            request: Some(9),
             key: key.clone(),
             object: objects[2].clone(),
             sync: true,

@@ -698,7 +698,9 @@ impl Sim {
         if let Some(engine) = self.nodes[i].engine.as_mut() {
             while let Some(effect) = engine.poll_effect() {
                 match effect {
-                    Effect::Send { addr, payload } => sends.push((addr, payload)),
+                    Effect::Send { addr, message, .. } | Effect::SendToSeed { addr, message } => {
+                        sends.push((addr, engine.frame(message).encode()))
+                    }
                     // The simulated network has no connections to reset.
                     Effect::ResetConnection { .. } => self.connection_resets += 1,
                     Effect::Reply { client, result } => {

@@ -198,7 +198,7 @@ impl PutRequest {
     /// The frame that asks `target` for its copy.
     pub(super) fn store_message(&self, request: RequestId, target: &Replica) -> Message {
         Message::Store {
-            request,
+            request: Some(request),
             key: self.key.clone(),
             object: self.object.encode(),
             sync: self.sync,
@@ -458,7 +458,7 @@ impl<S: Store> Engine<S> {
             self.send(
                 target.node,
                 Message::Store {
-                    request,
+                    request: Some(request),
                     key: key.clone(),
                     object: encoded.clone(),
                     sync: options.sync,
@@ -583,7 +583,7 @@ impl<S: Store> Engine<S> {
                 self.send(
                     replica.node,
                     Message::Store {
-                        request: 0,
+                        request: None,
                         key: key.clone(),
                         object: encoded.clone(),
                         sync: false,

@@ -148,7 +148,7 @@ impl<S: Store> Engine<S> {
                     .deliveries
                     .insert(&mut self.deadlines, request, deadline, delivery);
                 let message = Message::Store {
-                    request,
+                    request: Some(request),
                     key,
                     object,
                     sync: durable,

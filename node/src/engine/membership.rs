@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::requests::RETRY_AFTER;
 use super::{Effect, Engine, IdentityConflict, Now};
 use crate::buggify::Site;
-use crate::wire::{Frame, Message};
+use crate::wire::Message;
 
 /// Gossip extra entry carrying the wall-clock milliseconds at which this
 /// incarnation started; tells the older of two processes sharing an id.
@@ -74,25 +74,30 @@ impl<S: Store> Engine<S> {
                     if self.buggify.fires(Site::GossipFrameDropped) {
                         continue;
                     }
-                    let addr = match to {
-                        GossipTarget::Seed(addr) => Some(addr),
-                        GossipTarget::Node(node) => match self.reply_route {
-                            Some((sender, source)) if sender == node => Some(source),
-                            _ => self.address_of(node),
-                        },
-                    };
-                    let Some(addr) = addr else { continue };
-                    match envelope.encode(self.gossip.config().max_message_bytes) {
-                        Ok(bytes) => {
-                            let frame =
-                                Frame::new(self.id, self.generation, Message::Gossip(bytes));
-                            self.effects.push_back(Effect::Send {
-                                addr,
-                                payload: frame.encode(),
-                            });
+                    let bytes = match envelope.encode(self.gossip.config().max_message_bytes) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gossip message not sent");
+                            continue;
                         }
-                        Err(e) => tracing::warn!(error = %e, "gossip message not sent"),
-                    }
+                    };
+                    let message = Message::Gossip(bytes);
+                    let effect = match to {
+                        GossipTarget::Seed(addr) => Effect::SendToSeed { addr, message },
+                        GossipTarget::Node(node) => {
+                            let addr = match self.reply_route {
+                                Some((sender, source)) if sender == node => Some(source),
+                                _ => self.address_of(node),
+                            };
+                            let Some(addr) = addr else { continue };
+                            Effect::Send {
+                                to: node,
+                                addr,
+                                message,
+                            }
+                        }
+                    };
+                    self.effects.push_back(effect);
                 }
                 GossipEffect::Notify(notification) => self.on_notification(now, notification),
             }

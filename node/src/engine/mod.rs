@@ -276,10 +276,23 @@ pub enum ClientReply {
 }
 
 /// What the engine asks of the world.
+///
+/// Effects are typed: a message is a [`Message`], not bytes. Whoever
+/// carries the effects out (the runtime, the simulator) frames it with
+/// [`Engine::frame`] and encodes it; an engine test compares effect lists
+/// with `assert_eq!`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Send an encoded [`Frame`] to the node listening at `addr`.
-    Send { addr: SocketAddr, payload: Vec<u8> },
+    /// Send `message` to the node `to`, at `addr`: the address gossip
+    /// gives for it, or the one its last frame came from.
+    Send {
+        to: Uuid,
+        addr: SocketAddr,
+        message: Message,
+    },
+    /// Send a gossip message to a seed, known only by its address (its id
+    /// is learnt from its answer).
+    SendToSeed { addr: SocketAddr, message: Message },
     /// The node at `addr` restarted (a newer generation was seen): drop
     /// any connection to it now, since it leads to the dead process, so the
     /// next [`Effect::Send`] opens a fresh one.
@@ -627,6 +640,13 @@ impl<S: Store> Engine<S> {
         self.effects.pop_front()
     }
 
+    /// `message` in a frame from this node, at its current generation,
+    /// ready to [`encode`](Frame::encode) for an [`Effect::Send`] or
+    /// [`Effect::SendToSeed`].
+    pub fn frame(&self, message: Message) -> Frame {
+        Frame::new(self.id, self.generation, message)
+    }
+
     // ----- inputs -----
 
     /// Time passed: runs gossip rounds and failure detection, expires
@@ -664,20 +684,30 @@ impl<S: Store> Engine<S> {
         bytes: &[u8],
     ) -> Result<(), WireError> {
         self.now = now;
-        let frame = match Frame::decode(bytes, self.config.max_frame_bytes) {
-            Ok(frame) => frame,
+        match Frame::decode(bytes, self.config.max_frame_bytes) {
+            Ok(frame) => {
+                self.handle_message(now, source, frame);
+                Ok(())
+            }
             Err(e) => {
                 self.stats.frames_refused += 1;
-                return Err(e);
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// A decoded frame from another node (or this one): what
+    /// [`handle_frame`](Engine::handle_frame) does once the bytes decode.
+    /// `source` is the address the frame came from.
+    pub fn handle_message(&mut self, now: Now, source: SocketAddr, frame: Frame) {
+        self.now = now;
         let from = frame.from;
         if from != self.id {
             self.remember_source(from, source);
             if !self.learn_generation(from, frame.generation) && frame.message.is_data_plane() {
                 self.stats.frames_stale += 1;
                 tracing::debug!(%from, generation = frame.generation, "dropped a frame from an older incarnation");
-                return Ok(());
+                return;
             }
         }
         match frame.message {
@@ -697,7 +727,8 @@ impl<S: Store> Engine<S> {
                 stands_in_for,
             } => {
                 let result = self.on_store(now, &key, &object, sync, stands_in_for);
-                if request != 0 && !self.buggify.fires(Site::ReplicaReplyDropped) {
+                let answered = request.filter(|_| !self.buggify.fires(Site::ReplicaReplyDropped));
+                if let Some(request) = answered {
                     self.send(
                         from,
                         Message::Stored {
@@ -734,7 +765,7 @@ impl<S: Store> Engine<S> {
                 result,
             } => {
                 if !self.awaits_read(from, request, &key) {
-                    return Ok(());
+                    return;
                 }
                 let result = match result {
                     Ok(bytes) => match decode_object(&bytes) {
@@ -769,7 +800,6 @@ impl<S: Store> Engine<S> {
             }
         }
         self.admit_queued(now);
-        Ok(())
     }
 
     /// A frame this node emitted in [`Effect::Send`] to `to` could not be
@@ -798,7 +828,11 @@ impl<S: Store> Engine<S> {
             }
         };
         match frame.message {
-            Message::Store { request, key, .. } if request != 0 => {
+            Message::Store {
+                request: Some(request),
+                key,
+                ..
+            } => {
                 let node = match self.puts.get(request) {
                     Some(put) => put
                         .unanswered()
@@ -1027,11 +1061,7 @@ impl<S: Store> Engine<S> {
             tracing::debug!(%to, "no address for node; message dropped");
             return;
         };
-        let frame = Frame::new(self.id, self.generation, message);
-        self.effects.push_back(Effect::Send {
-            addr,
-            payload: frame.encode(),
-        });
+        self.effects.push_back(Effect::Send { to, addr, message });
     }
 
     pub(super) fn reply(&mut self, client: ClientId, result: Result<ClientReply, RequestError>) {

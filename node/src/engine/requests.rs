@@ -39,7 +39,7 @@ impl Deadlines {
     pub(super) fn next_id(&mut self) -> RequestId {
         let request = self.next;
         // The counter wraps within the low 32 bits, never into the
-        // generation's, and skips 0 (a message that wants no answer).
+        // generation's, and skips 0 (on the wire, no request).
         let counter = (request as u32).wrapping_add(1).max(1);
         self.next = (request & !u64::from(u32::MAX)) | u64::from(counter);
         request

@@ -66,7 +66,9 @@ fn replies(effects: &[Effect]) -> Vec<(ClientId, &Result<ClientReply, RequestErr
         .iter()
         .filter_map(|e| match e {
             Effect::Reply { client, result } => Some((*client, result)),
-            Effect::Send { .. } | Effect::ResetConnection { .. } => None,
+            Effect::Send { .. } | Effect::SendToSeed { .. } | Effect::ResetConnection { .. } => {
+                None
+            }
         })
         .collect()
 }
@@ -175,7 +177,7 @@ fn a_stored_copy_for_another_primary_is_acknowledged_and_kept_as_a_hint() {
         peer,
         1,
         Message::Store {
-            request: 5,
+            request: Some(5),
             key: WireKey {
                 partition: partition.0,
                 bucket: b"b".to_vec(),
@@ -191,18 +193,18 @@ fn a_stored_copy_for_another_primary_is_acknowledged_and_kept_as_a_hint() {
         .expect("decodes");
     let effects = drain(&mut engine);
     // The acknowledgement goes back to where the frame came from.
-    let sent: Vec<Frame> = effects
+    let sent: Vec<&Message> = effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Send { addr: to, payload } if *to == addr(7071) => {
-                Frame::decode(payload, MAX_FRAME_BYTES).ok()
-            }
+            Effect::Send {
+                addr: to, message, ..
+            } if *to == addr(7071) => Some(message),
             _ => None,
         })
         .collect();
     assert!(
-        sent.iter().any(|f| matches!(
-            f.message,
+        sent.iter().any(|m| matches!(
+            m,
             Message::Stored {
                 request: 5,
                 result: Ok(StoredAck { durable: true }),
@@ -225,7 +227,7 @@ fn store_frame(partition: PartitionId, object: &Object, sync: bool) -> Vec<u8> {
         Uuid::from_u128(7),
         1,
         Message::Store {
-            request: 5,
+            request: Some(5),
             key: WireKey {
                 partition: partition.0,
                 bucket: b"b".to_vec(),
@@ -243,14 +245,11 @@ fn acks(effects: &[Effect]) -> Vec<Result<StoredAck, ReplicaError>> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Send { payload, .. } => match Frame::decode(payload, MAX_FRAME_BYTES) {
-                Ok(Frame {
-                    message: Message::Stored { result, .. },
-                    ..
-                }) => Some(result),
-                _ => None,
-            },
-            Effect::Reply { .. } | Effect::ResetConnection { .. } => None,
+            Effect::Send {
+                message: Message::Stored { result, .. },
+                ..
+            } => Some(result.clone()),
+            _ => None,
         })
         .collect()
 }
@@ -387,13 +386,13 @@ fn malformed_frames_are_refused_and_counted() {
         .expect("a well-formed frame");
     let effects = drain(&mut engine);
     let refused = effects.iter().any(|e| match e {
-        Effect::Send { payload, .. } => matches!(
-            Frame::decode(payload, MAX_FRAME_BYTES).map(|f| f.message),
-            Ok(Message::ReadReply {
+        Effect::Send { message, .. } => matches!(
+            message,
+            Message::ReadReply {
                 request: 3,
                 result: Err(ReplicaError::Refused(_)),
                 ..
-            })
+            }
         ),
         _ => false,
     });
@@ -493,7 +492,7 @@ fn a_message_from_an_older_generation_is_dropped() {
             peer,
             generation,
             Message::Store {
-                request,
+                request: Some(request),
                 key: wire_key(key),
                 object: object_with(key).encode(),
                 sync: false,
@@ -506,12 +505,10 @@ fn a_message_from_an_older_generation_is_dropped() {
         effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Send { payload, .. } => {
-                    match Frame::decode(payload, MAX_FRAME_BYTES).ok()?.message {
-                        Message::Stored { request, .. } => Some(request),
-                        _ => None,
-                    }
-                }
+                Effect::Send {
+                    message: Message::Stored { request, .. },
+                    ..
+                } => Some(*request),
                 _ => None,
             })
             .collect()
@@ -638,10 +635,9 @@ fn deliver(engines: &mut [Engine<MemoryStore>], addrs: &[SocketAddr], ms: u64) {
     loop {
         let mut frames = Vec::new();
         for (i, engine) in engines.iter_mut().enumerate() {
-            for effect in drain(engine) {
-                if let Effect::Send { addr: to, payload } = effect {
-                    frames.push((addrs[i], to, payload));
-                }
+            let effects = drain(engine);
+            for (to, payload) in frames_of(engine, effects) {
+                frames.push((addrs[i], to, payload));
             }
         }
         if frames.is_empty() {
@@ -655,10 +651,26 @@ fn deliver(engines: &mut [Engine<MemoryStore>], addrs: &[SocketAddr], ms: u64) {
     }
 }
 
-/// The first frame among `effects` sent to `to`.
-fn payload_to(effects: &[Effect], to: SocketAddr) -> Option<Vec<u8>> {
+/// The messages among `effects`, framed by `sender` and encoded as the
+/// runtime sends them: (address, frame).
+fn frames_of(sender: &Engine<MemoryStore>, effects: Vec<Effect>) -> Vec<(SocketAddr, Vec<u8>)> {
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Send { addr, message, .. } | Effect::SendToSeed { addr, message } => {
+                Some((addr, sender.frame(message).encode()))
+            }
+            Effect::ResetConnection { .. } | Effect::Reply { .. } => None,
+        })
+        .collect()
+}
+
+/// The first frame among `effects` sent to `to`, framed by `sender`.
+fn payload_to(sender: &Engine<MemoryStore>, effects: &[Effect], to: SocketAddr) -> Option<Vec<u8>> {
     effects.iter().find_map(|e| match e {
-        Effect::Send { addr, payload } if *addr == to => Some(payload.clone()),
+        Effect::Send { addr, message, .. } if *addr == to => {
+            Some(sender.frame(message.clone()).encode())
+        }
         _ => None,
     })
 }
@@ -693,11 +705,10 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
         }
         let mut frames = Vec::new();
         for (i, engine) in engines.iter_mut().enumerate() {
-            for effect in drain(engine) {
-                if let Effect::Send { addr: to, payload } = effect {
-                    if i != down && to != addrs[down] {
-                        frames.push((addrs[i], to, payload));
-                    }
+            let effects = drain(engine);
+            for (to, payload) in frames_of(engine, effects) {
+                if i != down && to != addrs[down] {
+                    frames.push((addrs[i], to, payload));
                 }
             }
         }
@@ -733,16 +744,13 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
             answer = Some((*result).clone());
             break;
         }
-        for effect in effects {
-            if let Effect::Send { addr: to, payload } = effect {
-                if let Some(j) = addrs.iter().position(|&a| a == to).filter(|&j| j != down) {
-                    let _ = engines[j].handle_frame(now(t), addrs[fallback], &payload);
-                    for back in drain(&mut engines[j]) {
-                        if let Effect::Send { addr: to, payload } = back {
-                            if to == addrs[fallback] {
-                                let _ = engines[fallback].handle_frame(now(t), addrs[j], &payload);
-                            }
-                        }
+        for (to, payload) in frames_of(&engines[fallback], effects) {
+            if let Some(j) = addrs.iter().position(|&a| a == to).filter(|&j| j != down) {
+                let _ = engines[j].handle_frame(now(t), addrs[fallback], &payload);
+                let back = drain(&mut engines[j]);
+                for (to, payload) in frames_of(&engines[j], back) {
+                    if to == addrs[fallback] {
+                        let _ = engines[fallback].handle_frame(now(t), addrs[j], &payload);
                     }
                 }
             }
@@ -830,7 +838,7 @@ fn a_write_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
     let effects = drain(&mut engines[0]);
     assert!(replies(&effects).is_empty(), "{effects:?}");
     // Step 2: the frame to node 2 cannot be sent.
-    let payload = payload_to(&effects, unreachable).expect("a frame for node 2");
+    let payload = payload_to(&engines[0], &effects, unreachable).expect("a frame for node 2");
     engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
     // Step 3: w=all can no longer be reached: the client hears so now,
     // long before the timeout, with node 2 named as unreachable.
@@ -858,7 +866,7 @@ fn a_read_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
     engines[0].handle_client(now(t), 1, read);
     let effects = drain(&mut engines[0]);
     assert!(replies(&effects).is_empty(), "{effects:?}");
-    let payload = payload_to(&effects, unreachable).expect("a read for node 1");
+    let payload = payload_to(&engines[0], &effects, unreachable).expect("a read for node 1");
     engines[0].handle_send_failed(now(t + 1), unreachable, &payload);
     let effects = drain(&mut engines[0]);
     match replies(&effects)[..] {
@@ -917,23 +925,21 @@ fn background_work_over_budget_makes_client_requests_wait_not_fail() {
     assert_eq!(engines[0].stats().queued_requests, 1);
     // Step 3: the replicas get the held frames and acknowledge; the
     // background drains and the waiting put is admitted and answered.
-    for effect in held {
-        if let Effect::Send { addr: to, payload } = effect {
-            let j = addrs.iter().position(|&a| a == to).expect("a member");
-            let _ = engines[j].handle_frame(now(t + 2), addrs[0], &payload);
-        }
+    for (to, payload) in frames_of(&engines[0], held) {
+        let j = addrs.iter().position(|&a| a == to).expect("a member");
+        let _ = engines[j].handle_frame(now(t + 2), addrs[0], &payload);
     }
     let mut answered = Vec::new();
     for i in (1..3).chain(0..3) {
-        for effect in drain(&mut engines[i]) {
-            match effect {
-                Effect::Send { addr: to, payload } => {
-                    let j = addrs.iter().position(|&a| a == to).expect("a member");
-                    let _ = engines[j].handle_frame(now(t + 3), addrs[i], &payload);
-                }
-                Effect::Reply { client, result } => answered.push((client, result.is_ok())),
-                Effect::ResetConnection { .. } => {}
+        let effects = drain(&mut engines[i]);
+        for effect in &effects {
+            if let Effect::Reply { client, result } = effect {
+                answered.push((*client, result.is_ok()));
             }
+        }
+        for (to, payload) in frames_of(&engines[i], effects) {
+            let j = addrs.iter().position(|&a| a == to).expect("a member");
+            let _ = engines[j].handle_frame(now(t + 3), addrs[i], &payload);
         }
     }
     assert_eq!(answered, vec![(3, true)]);
@@ -978,7 +984,8 @@ fn a_forwarded_write_delivered_twice_is_coordinated_once() {
     let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
 
     engines[outsider].handle_client(now(t), 1, put("v"));
-    let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+    let effects = drain(&mut engines[outsider]);
+    let forward = payload_to(&engines[outsider], &effects, addrs[coordinator])
         .expect("the write is forwarded to the first primary");
     engines[coordinator]
         .handle_frame(now(t), addrs[outsider], &forward)
@@ -1090,7 +1097,8 @@ fn a_forwarded_write_carries_its_content_type() {
     };
 
     engines[outsider].handle_client(now(t), 1, put_typed("{}", "application/json"));
-    let forward = payload_to(&drain(&mut engines[outsider]), addrs[coordinator])
+    let effects = drain(&mut engines[outsider]);
+    let forward = payload_to(&engines[outsider], &effects, addrs[coordinator])
         .expect("the write is forwarded to the first primary");
     let mut frame = Frame::decode(&forward, MAX_FRAME_BYTES).expect("a frame");
 
@@ -1105,7 +1113,7 @@ fn a_forwarded_write_carries_its_content_type() {
         .handle_frame(now(t), addrs[outsider], &frame.encode())
         .expect("a valid frame");
     let refused = drain(&mut engines[coordinator]);
-    let answer = payload_to(&refused, addrs[outsider]).expect("an answer");
+    let answer = payload_to(&engines[coordinator], &refused, addrs[outsider]).expect("an answer");
     assert!(
         matches!(
             Frame::decode(&answer, MAX_FRAME_BYTES)
@@ -1146,3 +1154,5 @@ fn forgotten_forward_ids_stay_refused_below_the_floor() {
     assert!(seen.first_time(5_000), "a new id");
     assert_eq!(seen.ids.len(), MAX_FORWARDS_REMEMBERED);
 }
+
+mod messages;
