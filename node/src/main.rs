@@ -22,6 +22,12 @@ use chorus_node::transport::tls::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// Rust allocations go to mimalloc rather than glibc's malloc, which took a
+/// fifth of a node's CPU time under load (docs/benchmarks.md, "Where the
+/// time goes"). RocksDB's C++ keeps the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Chorus: a leaderless, eventually consistent key-value store.
 #[derive(Debug, Parser)]
 #[command(
