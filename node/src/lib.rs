@@ -19,15 +19,17 @@
 //! * [`api`], [`answer`], [`http`] and [`client_quic`] — what the client
 //!   APIs ask of a node, the answers and problem bodies both build the same
 //!   way, the HTTP server, and the QUIC client protocol's server.
+//! * [`bench_store`] — `chorus bench`'s driver of the node's storage
+//!   engine alone, the baseline replication is measured against.
 //! * [`runtime`] — threads, sockets, timers and the RocksDB handle: drives
 //!   an engine with the real clock and network.
 //! * [`telemetry`] — the node's metrics: names, labels, and one Prometheus
 //!   recorder per node.
 //! * [`config`] — the node's TOML configuration.
 //!
-//! Only `runtime`, `transport`, `http` and `client_quic` (and the binary) may
-//! read a clock, draw OS randomness, spawn a task or thread, or open a
-//! socket: clippy's `disallowed_methods` (the workspace's `clippy.toml`)
+//! Only `runtime`, `transport`, `http`, `client_quic` and `bench_store`
+//! (and the binary) may read a clock, draw OS randomness, spawn a task or
+//! thread, or open a socket: clippy's `disallowed_methods` (the workspace's `clippy.toml`)
 //! refuses those calls everywhere else in this crate.
 //!
 //! # What this crate deliberately does not do (yet)
@@ -42,6 +44,10 @@
 
 pub mod answer;
 pub mod api;
+// `chorus bench --target store:DIR`: blocking store calls on tokio's
+// blocking pool, timestamps from the wall clock.
+#[allow(clippy::disallowed_methods)]
+pub mod bench_store;
 pub mod buggify;
 // The QUIC client protocol's server: a task per connection and stream.
 #[allow(clippy::disallowed_methods)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chorus_client::shell::ClientCommand;
 use chorus_node::api::Service;
+use chorus_node::bench_store::StoreDriver;
 use chorus_node::config::HttpSection;
 use chorus_node::config::{NodeFile, TlsPaths};
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
@@ -220,7 +221,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
         Command::Bench(args) => {
-            tokio_runtime()?.block_on(chorus_client::bench::main(args))?;
+            tokio_runtime()?.block_on(bench(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Node {
@@ -233,6 +234,41 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(tokio_runtime()?.block_on(chorus_client::shell::run(command)))
         }
     }
+}
+
+/// `chorus bench`. A `store:DIR` target is the node's storage engine
+/// alone ([`StoreDriver`]), which this binary links and the client crate
+/// does not; every other target is the client crate's.
+async fn bench(args: chorus_client::bench::BenchArgs) -> anyhow::Result<()> {
+    use chorus_client::bench::{self, STORE_SCHEME};
+    let Some(store) = args.targets.iter().find(|t| t.starts_with(STORE_SCHEME)) else {
+        return Ok(bench::main(args).await?);
+    };
+    if args.targets.len() != 1 || args.quic.is_some() {
+        bail!("a store: target is the only --target of a run (and takes no --quic)");
+    }
+    let dir = Path::new(&store[STORE_SCHEME.len()..]);
+    if dir.as_os_str().is_empty() {
+        bail!("--target store:DIR names a directory (a node's data directory layout)");
+    }
+    let write = bench::parse_options(&args.write)?;
+    let only_sync = chorus_client::RequestOptions {
+        sync: write.sync,
+        ..Default::default()
+    };
+    if !args.read.is_empty() || args.retries > 0 || write != only_sync {
+        eprintln!(
+            "note: --read, --retries and --write options other than sync apply to a node only; \
+             store: runs without them"
+        );
+    }
+    let durability = chorus_storage::store::Durability::from_sync(write.sync);
+    let (dir, bucket) = (dir.to_owned(), args.bucket.clone());
+    let driver = tokio::task::spawn_blocking(move || StoreDriver::open(&dir, &bucket, durability))
+        .await
+        .expect("opening the store does not panic")
+        .with_context(|| format!("opening the store in {}", &store[STORE_SCHEME.len()..]))?;
+    Ok(bench::main_with(&args, "store", std::sync::Arc::new(driver)).await?)
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -43,7 +43,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -411,20 +411,31 @@ impl RunningNode {
     }
 }
 
+/// Opens the store of a node whose data directory is `data_dir` (created
+/// when absent): RocksDB in `data_dir/db` with the node's engine options
+/// and store settings. Blocks. `unsafe_disable_wal` is
+/// [`NodeOptions::unsafe_disable_wal`].
+pub fn open_store(data_dir: &Path, unsafe_disable_wal: bool) -> Result<RocksStore, RuntimeError> {
+    std::fs::create_dir_all(data_dir)?;
+    let rocks = RocksConfig {
+        unsafe_disable_wal,
+        ..RocksConfig::default()
+    };
+    Ok(RocksStore::open(
+        data_dir.join("db"),
+        StoreConfig::default(),
+        &rocks,
+    )?)
+}
+
 /// Opens the store, binds the QUIC and HTTP listeners and starts the node.
 /// Must be called within a tokio runtime.
 pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let data_dir = options.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)?;
-    let rocks = RocksConfig {
-        unsafe_disable_wal: options.unsafe_disable_wal,
-        ..RocksConfig::default()
-    };
-    let store = tokio::task::spawn_blocking(move || {
-        RocksStore::open(data_dir.join("db"), StoreConfig::default(), &rocks)
-    })
-    .await
-    .expect("opening the store does not panic")?;
+    let unsafe_disable_wal = options.unsafe_disable_wal;
+    let store = tokio::task::spawn_blocking(move || open_store(&data_dir, unsafe_disable_wal))
+        .await
+        .expect("opening the store does not panic")?;
     let (transport, mut incoming, clients) = QuicTransport::bind_serving_clients(
         options.quic_listen,
         &options.identity,

@@ -1,5 +1,6 @@
 //! `chorus bench`'s drivers against real servers: Chorus (a 3-node cluster
-//! in this process, over HTTP and QUIC), Redis and etcd (started from PATH
+//! in this process, over HTTP and QUIC), the node's storage engine alone,
+//! Redis and etcd (started from PATH
 //! on free loopback ports; when the binary is absent the test says
 //! `SKIPPED: … not found` on standard error and returns).
 
@@ -18,8 +19,10 @@ use chorus_client::bench::{
     RunConfig, ValueSize, Workload,
 };
 use chorus_client::{Client, ClientTls, RequestOptions};
+use chorus_node::bench_store::StoreDriver;
 use chorus_node::runtime::RunningNode;
 use chorus_node::transport::tls::ClusterCa;
+use chorus_storage::store::Durability;
 
 fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -101,6 +104,49 @@ async fn chorus_over_http_and_quic() {
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_engine_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = StoreDriver::open(dir.path(), "bench", Durability::Buffered).unwrap();
+    // Where a node with this data directory keeps its store.
+    assert!(dir.path().join("db").is_dir());
+    let driver = Arc::new(driver);
+    for workload in [Workload::A, Workload::F, Workload::D, Workload::Write] {
+        let run = runs_cleanly(driver.clone(), workload).await;
+        if let Some(read) = run.ops.get("read") {
+            assert_eq!(read.not_found, 0, "{workload:?}");
+        }
+    }
+    // Each write replaces what the key held, as a write with a read's
+    // context does: 32 tasks on one key never pile up siblings.
+    let one_key = RunConfig {
+        records: 1,
+        limit: Limit::Operations(3000),
+        concurrency: 32,
+        ..config(Workload::Write)
+    };
+    let (_, run, _) = bench::bench(driver.clone(), &one_key, true).await;
+    assert_eq!((run.ok, run.errors), (3000, 0), "{run:?}");
+    // A delete writes a tombstone: the key reads as absent after it.
+    runs_cleanly(driver.clone(), Workload::Delete).await;
+    let deleted = RunConfig {
+        records: 1,
+        limit: Limit::Operations(1),
+        concurrency: 1,
+        ..config(Workload::Delete)
+    };
+    bench::bench(driver.clone(), &deleted, false).await;
+    assert!(matches!(
+        driver.read("user0").await,
+        Ok(chorus_client::bench::ReadResult::NotFound { .. })
+    ));
+    drop(driver);
+
+    // Reopened (the same store, as a restarted node would) with synced writes.
+    let synced = StoreDriver::open(dir.path(), "bench", Durability::Sync).unwrap();
+    runs_cleanly(Arc::new(synced), Workload::Write).await;
 }
 
 /// A server process, killed when dropped.

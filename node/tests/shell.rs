@@ -594,6 +594,11 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
         (vec!["--concurrency", "0"], "--concurrency"),
         (vec!["--value-size", "1..100000000"], "at most"),
         (vec!["--duration", "0s"], "--duration must be positive"),
+        (vec!["--target", "store:"], "names a directory"),
+        (
+            vec!["--target", "store:x", "--target", "http://127.0.0.1:1"],
+            "only --target",
+        ),
     ];
     for (args, message) in refused {
         let output = chorus(&[&["bench"], args.as_slice()].concat(), None);
@@ -602,6 +607,34 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
         assert!(stderr.contains(message), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?} ran");
     }
+
+    // The node's storage engine alone, in a node's data directory layout;
+    // options that need a node are noted, not applied.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let target = format!("store:{}", dir.path().display());
+    let args = [
+        "bench",
+        "--target",
+        &target,
+        "--workload",
+        "write",
+        "--records",
+        "20",
+        "--operations",
+        "200",
+        "--write",
+        "w=all,sync=true",
+        "--json",
+    ];
+    let output = chorus(&args, None);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    assert!(stderr(&output).contains("note: "), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    assert_eq!(report["driver"], "store");
+    assert_eq!(report["run"]["ops"]["update"]["ok"], 200);
+    assert_eq!(report["run"]["errors"], 0);
+    assert!(dir.path().join("db").is_dir());
 
     // Reachable, but every write is refused (w above N): the report is
     // printed and the exit says so.

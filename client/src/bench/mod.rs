@@ -40,8 +40,11 @@ use crate::{Client, ClientTls, RequestOptions};
 pub struct BenchArgs {
     /// A store to drive; repeat for several nodes of one cluster.
     /// `http://HOST:PORT` is Chorus over HTTP, `redis://HOST:PORT` Redis,
-    /// `etcd+http://HOST:PORT` etcd's v3 JSON gateway. A first read checks
-    /// the store answers before anything runs.
+    /// `etcd+http://HOST:PORT` etcd's v3 JSON gateway, `store:DIR` the
+    /// node's storage engine in DIR driven directly, without a node (a
+    /// node's data directory layout; the raw figure replication is
+    /// measured against). A first read checks the store answers before
+    /// anything runs.
     #[arg(long = "target", default_value = "http://127.0.0.1:8080")]
     pub targets: Vec<String>,
     /// Drive Chorus over its QUIC client protocol at this address instead
@@ -204,18 +207,30 @@ async fn probe_and_bench<D: Driver>(
     Ok(bench(driver, config, load).await)
 }
 
-/// `chorus bench`: builds the driver the targets name, runs, prints.
-pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
-    let config = args.config();
-    let read = parse_options(&args.read)?;
-    let write = parse_options(&args.write)?;
+/// Checks the arguments every driver shares: the options parse, the rate
+/// and the duration are positive. Returns the run configuration.
+fn checked_config(args: &BenchArgs) -> Result<RunConfig, BenchError> {
+    parse_options(&args.read)?;
+    parse_options(&args.write)?;
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err(BenchError("--rate must be a positive number".into()));
     }
     if args.operations.is_none() && args.duration.is_zero() {
         return Err(BenchError("--duration must be positive".into()));
     }
-    let load = !args.no_load;
+    Ok(args.config())
+}
+
+/// The prefix of a target naming a local store (the node's storage
+/// engine driven directly, without a node). Only the `chorus` binary,
+/// which links the storage engine, serves it, through [`main_with`].
+pub const STORE_SCHEME: &str = "store:";
+
+/// `chorus bench`: builds the driver the targets name, runs, prints.
+pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
+    let config = checked_config(&args)?;
+    let read = parse_options(&args.read)?;
+    let write = parse_options(&args.write)?;
     let peer = args.quic.is_none()
         && args
             .targets
@@ -224,7 +239,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
     if peer && (!args.read.is_empty() || !args.write.is_empty() || args.retries > 0) {
         eprintln!("note: --read, --write and --retries apply to Chorus only; Redis and etcd run with their own defaults");
     }
-    let (driver_name, targets, (load, run, extra_requests)) = if let Some(addr) = args.quic {
+    if let Some(addr) = args.quic {
         let (ca, cert, key) = (
             args.tls_ca.as_ref(),
             args.tls_cert.as_ref(),
@@ -243,8 +258,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
             .map_err(|e| BenchError(e.to_string()))?;
         let driver = Arc::new(ChorusDriver::new(client, &args.bucket, read, write));
         let targets = vec![addr.to_string()];
-        let results = probe_and_bench(driver, &targets, &config, load).await?;
-        ("chorus-quic", targets, results)
+        run_and_print(&args, &config, "chorus-quic", targets, driver).await
     } else if args.targets.iter().all(|t| t.starts_with("redis://")) {
         let [url] = args.targets.as_slice() else {
             return Err(BenchError("Redis takes one --target".into()));
@@ -252,13 +266,13 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         let driver = RedisDriver::connect(url, config.concurrency)
             .await
             .map_err(|e| BenchError(format!("{url}: {}", e.detail)))?;
-        let results = probe_and_bench(Arc::new(driver), &args.targets, &config, load).await?;
-        ("redis", args.targets.clone(), results)
+        let targets = args.targets.clone();
+        run_and_print(&args, &config, "redis", targets, Arc::new(driver)).await
     } else if args.targets.iter().all(|t| t.starts_with("etcd+http://")) {
         let endpoints = args.targets.iter().map(|t| t["etcd+".len()..].to_owned());
         let driver = EtcdDriver::new(endpoints.collect()).map_err(|e| BenchError(e.detail))?;
-        let results = probe_and_bench(Arc::new(driver), &args.targets, &config, load).await?;
-        ("etcd", args.targets.clone(), results)
+        let targets = args.targets.clone();
+        run_and_print(&args, &config, "etcd", targets, Arc::new(driver)).await
     } else if args.targets.iter().all(|t| t.starts_with("http://")) {
         let mut builder = Client::builder().retries(args.retries);
         for target in &args.targets {
@@ -266,15 +280,46 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
         }
         let client = builder.build().map_err(|e| BenchError(e.to_string()))?;
         let driver = Arc::new(ChorusDriver::new(client, &args.bucket, read, write));
-        let results = probe_and_bench(driver, &args.targets, &config, load).await?;
-        ("chorus-http", args.targets.clone(), results)
-    } else {
-        return Err(BenchError(
-            "--target must all be http:// (Chorus), redis:// or etcd+http:// URLs \
-             (nodes serve plain HTTP; for TLS use --quic)"
+        let targets = args.targets.clone();
+        run_and_print(&args, &config, "chorus-http", targets, driver).await
+    } else if args.targets.iter().any(|t| t.starts_with(STORE_SCHEME)) {
+        Err(BenchError(
+            "a store: target is the only --target of a run, and only the chorus binary serves it"
                 .into(),
-        ));
-    };
+        ))
+    } else {
+        Err(BenchError(
+            "--target must all be http:// (Chorus), redis:// or etcd+http:// URLs, \
+             or one store:DIR (nodes serve plain HTTP; for TLS use --quic)"
+                .into(),
+        ))
+    }
+}
+
+/// `chorus bench` against a driver built outside this crate (the local
+/// store driver of the `chorus` binary, which links the storage engine):
+/// the same checks, phases, report and exit as [`main`]. `name` is the
+/// report's `driver`.
+pub async fn main_with<D: Driver>(
+    args: &BenchArgs,
+    name: &str,
+    driver: Arc<D>,
+) -> Result<(), BenchError> {
+    let config = checked_config(args)?;
+    run_and_print(args, &config, name, args.targets.clone(), driver).await
+}
+
+/// Probes, runs both phases, prints the report; fails when a phase had
+/// only errors.
+async fn run_and_print<D: Driver>(
+    args: &BenchArgs,
+    config: &RunConfig,
+    driver_name: &str,
+    targets: Vec<String>,
+    driver: Arc<D>,
+) -> Result<(), BenchError> {
+    let (load, run, extra_requests) =
+        probe_and_bench(driver, &targets, config, !args.no_load).await?;
     let report = Report {
         schema_version: SCHEMA_VERSION,
         driver: driver_name.to_owned(),
