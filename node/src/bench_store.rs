@@ -193,7 +193,8 @@ impl Shared {
                 }
             })?;
             match outcome {
-                Outcome::Written => return Ok(()),
+                // The node flushes (group commit) before it acknowledges.
+                Outcome::Written => return Ok(self.store.flush()?),
                 Outcome::Refused(refused) => return Err(refused.into()),
                 Outcome::CeilingDue => continue,
             }

@@ -421,9 +421,9 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
     );
     tokio::select! {
         _ = shutdown_signal() => {}
-        conflict = node.identity_conflict() => {
+        halt = node.halted() => {
             node.shutdown().await;
-            bail!(conflict);
+            bail!(halt);
         }
     }
     if args.leave_on_shutdown {

@@ -77,6 +77,9 @@ pub const SEND_QUEUE_BYTES: usize = 64 << 20;
 pub const PEER_SEND_QUEUE: usize = 4096;
 /// Most peer addresses with a sending task of their own.
 const MAX_PEER_SENDERS: usize = 4096;
+/// The most events the engine thread handles before it carries out their
+/// effects (and flushes the store's log once for all of them).
+const EVENT_BATCH: usize = 64;
 /// How often the engine thread folds recent histogram samples into the
 /// node's metrics, so they stay bounded when nobody scrapes.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -366,7 +369,19 @@ pub struct RunningNode {
     http_task: tokio::task::JoinHandle<std::io::Result<()>>,
     http_shutdown: Option<oneshot::Sender<()>>,
     transport: Arc<QuicTransport>,
-    conflict: Option<oneshot::Receiver<IdentityConflict>>,
+    halt: Option<oneshot::Receiver<Halt>>,
+}
+
+/// Why the engine stopped serving by itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Halt {
+    /// Another live process runs with this node's id.
+    #[error(transparent)]
+    IdentityConflict(IdentityConflict),
+    /// The store could not put its writes in its log: what they decided
+    /// was never acknowledged, and the node acknowledges nothing more.
+    #[error("the store could not flush its writes: {0}")]
+    StorageFailed(String),
 }
 
 impl RunningNode {
@@ -378,16 +393,17 @@ impl RunningNode {
         self.shutdown().await;
     }
 
-    /// Resolves when the engine stopped because another live process runs
-    /// with this node's id (the node serves nothing from then on); pending
-    /// forever otherwise. The caller should shut the node down and exit
-    /// with the error.
-    pub async fn identity_conflict(&mut self) -> IdentityConflict {
-        match self.conflict.as_mut() {
+    /// Resolves when the engine stopped serving by itself: another live
+    /// process runs with this node's id, or the store could not flush its
+    /// writes (the node serves nothing from then on); pending forever
+    /// otherwise. The caller should shut the node down and exit with the
+    /// error.
+    pub async fn halted(&mut self) -> Halt {
+        match self.halt.as_mut() {
             Some(rx) => match rx.await {
-                Ok(conflict) => conflict,
+                Ok(halt) => halt,
                 Err(_) => {
-                    self.conflict = None;
+                    self.halt = None;
                     std::future::pending().await
                 }
             },
@@ -413,12 +429,15 @@ impl RunningNode {
 
 /// Opens the store of a node whose data directory is `data_dir` (created
 /// when absent): RocksDB in `data_dir/db` with the node's engine options
-/// and store settings. Blocks. `unsafe_disable_wal` is
+/// and store settings, for group commit (writes reach the log at
+/// [`Store::flush`](chorus_storage::store::Store::flush)). Blocks. `unsafe_disable_wal` is
 /// [`NodeOptions::unsafe_disable_wal`].
 pub fn open_store(data_dir: &Path, unsafe_disable_wal: bool) -> Result<RocksStore, RuntimeError> {
     std::fs::create_dir_all(data_dir)?;
     let rocks = RocksConfig {
         unsafe_disable_wal,
+        // The engine flushes before any effect leaves it.
+        group_commit: true,
         ..RocksConfig::default()
     };
     Ok(RocksStore::open(
@@ -540,7 +559,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let metrics = NodeMetrics::new();
     let engine_metrics = metrics.clone();
     let engine_ready = ready.clone();
-    let (conflict_tx, conflict_rx) = oneshot::channel();
+    let (halt_tx, halt_rx) = oneshot::channel();
     let send_budget = ByteBudget::new(SEND_QUEUE_BYTES.max(max_frame_bytes));
     let engine_thread = std::thread::Builder::new()
         .name("chorus-engine".into())
@@ -556,7 +575,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
                         budget: send_budget,
                     },
                     engine_ready,
-                    conflict_tx,
+                    halt_tx,
                     &engine_metrics,
                 )
             })
@@ -584,7 +603,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         http_task,
         http_shutdown: Some(http_shutdown),
         transport,
-        conflict: Some(conflict_rx),
+        halt: Some(halt_rx),
     })
 }
 
@@ -722,39 +741,21 @@ impl Peers {
     }
 }
 
-/// The engine thread's loop.
-fn run_engine<S: Store>(
-    mut engine: Engine<S>,
-    origin: Instant,
-    events: mpsc::Receiver<Event>,
-    sends: Sends,
-    ready: Arc<AtomicBool>,
-    conflict: oneshot::Sender<IdentityConflict>,
-    metrics: &NodeMetrics,
-) {
-    let mut conflict = Some(conflict);
-    let mut peers = Peers {
-        frames: PeerFrames::new(),
-        refreshed: None,
-    };
-    let mut upkeep = Instant::now();
-    let mut waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>> =
-        BTreeMap::new();
-    let mut next_client: u64 = 1;
-    loop {
-        let now = now_since(origin);
-        let wait = engine.next_wakeup().saturating_sub(now.mono);
-        let event = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let now = now_since(origin);
+/// What the engine thread keeps besides the engine.
+struct EngineThread {
+    peers: Peers,
+    /// The clients waiting for an answer, by the id the engine knows them by.
+    waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
+    next_client: u64,
+}
+
+impl EngineThread {
+    /// Hands one event (not a shutdown) to the engine.
+    fn handle<S: Store>(&mut self, engine: &mut Engine<S>, now: Now, event: Event) {
         match event {
-            None => engine.handle_tick(now),
-            Some(Event::Frame(source, bytes, held)) => {
+            Event::Frame(source, bytes, held) => {
                 let result = engine.handle_frame(now, source, &bytes);
-                let frames = peers.frames(&engine, source);
+                let frames = self.peers.frames(engine, source);
                 match result {
                     Ok(()) => frames.received.increment(1),
                     Err(e) => {
@@ -764,31 +765,31 @@ fn run_engine<S: Store>(
                 }
                 drop(held);
             }
-            Some(Event::SendFailed(addr, payload)) => {
-                peers.frames(&engine, addr).send_failed.increment(1);
+            Event::SendFailed(addr, payload) => {
+                self.peers.frames(engine, addr).send_failed.increment(1);
                 engine.handle_send_failed(now, addr, &payload);
             }
-            Some(Event::Client(request, reply)) => {
-                let client = next_client;
-                next_client += 1;
-                waiting.insert(client, reply);
+            Event::Client(request, reply) => {
+                let client = self.next_client;
+                self.next_client += 1;
+                self.waiting.insert(client, reply);
                 engine.handle_client(now, client, request);
             }
-            Some(Event::Status(reply)) => {
+            Event::Status(reply) => {
                 let _ = reply.send(engine.cluster_status());
             }
-            Some(Event::Ring(reply)) => {
+            Event::Ring(reply) => {
                 let _ = reply.send(engine.ring_status());
             }
-            Some(Event::Preflist {
+            Event::Preflist {
                 bucket,
                 key,
                 sloppy,
                 reply,
-            }) => {
+            } => {
                 let _ = reply.send(engine.preflist_status(&bucket, &key, sloppy));
             }
-            Some(Event::Stats(reply)) => {
+            Event::Stats(reply) => {
                 let pending_hints = engine
                     .pending_hints()
                     .map(|counts| counts.iter().map(|(_, n)| n).sum())
@@ -800,37 +801,112 @@ fn run_engine<S: Store>(
                     store: engine.store().stats(),
                 });
             }
-            Some(Event::Leave) => {
+            Event::Leave => {
                 tracing::info!("announcing that this node leaves the cluster");
                 engine.leave(now);
             }
-            Some(Event::Shutdown) => break,
+            Event::Shutdown => unreachable!("the loop handles shutdown"),
         }
+    }
+}
+
+/// The engine thread's loop.
+///
+/// Inputs are handled in batches: after the first event (or a timeout),
+/// whatever else is already queued is handled too, up to [`EVENT_BATCH`],
+/// before the effects are carried out, so the writes of the whole batch
+/// share one flush of the store's log (group commit; see
+/// [`Engine::poll_effect`]).
+fn run_engine<S: Store>(
+    mut engine: Engine<S>,
+    origin: Instant,
+    events: mpsc::Receiver<Event>,
+    sends: Sends,
+    ready: Arc<AtomicBool>,
+    halt: oneshot::Sender<Halt>,
+    metrics: &NodeMetrics,
+) {
+    let mut halt = Some(halt);
+    let mut state = EngineThread {
+        peers: Peers {
+            frames: PeerFrames::new(),
+            refreshed: None,
+        },
+        waiting: BTreeMap::new(),
+        next_client: 1,
+    };
+    let mut upkeep = Instant::now();
+    loop {
+        let now = now_since(origin);
+        let wait = engine.next_wakeup().saturating_sub(now.mono);
+        let mut event = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut handled = 0;
+        let mut shutting_down = false;
+        let now = loop {
+            let now = now_since(origin);
+            match event {
+                None => engine.handle_tick(now),
+                Some(Event::Shutdown) => {
+                    shutting_down = true;
+                    break now;
+                }
+                Some(event) => state.handle(&mut engine, now, event),
+            }
+            handled += 1;
+            if handled >= EVENT_BATCH {
+                break now;
+            }
+            event = match events.try_recv() {
+                Ok(event) => Some(event),
+                Err(_) => break now,
+            };
+        };
         if engine.next_wakeup() <= now.mono {
             engine.handle_tick(now);
         }
-        carry_out(&mut engine, &sends, &mut waiting, origin, &mut peers);
+        carry_out(
+            &mut engine,
+            &sends,
+            &mut state.waiting,
+            origin,
+            &mut state.peers,
+        );
+        if shutting_down {
+            break;
+        }
         if upkeep.elapsed() >= METRICS_UPKEEP_INTERVAL {
             metrics.run_upkeep();
             upkeep = Instant::now();
         }
         ready.store(engine.is_ready(), Ordering::Relaxed);
-        if let Some(found) = engine.identity_conflict() {
-            if let Some(tx) = conflict.take() {
-                let _ = tx.send(found.clone());
+        let stop = if let Some(found) = engine.identity_conflict() {
+            Some(Halt::IdentityConflict(found.clone()))
+        } else {
+            engine
+                .storage_failure()
+                .map(|failure| Halt::StorageFailed(failure.to_owned()))
+        };
+        if let Some(stop) = stop {
+            if let Some(tx) = halt.take() {
+                let _ = tx.send(stop);
             }
             // Not a clean stop: the running marker stays, so a later start
             // of this directory begins a new epoch.
             break;
         }
     }
+    let mut waiting = state.waiting;
     ready.store(false, Ordering::Relaxed);
     for (_, reply) in std::mem::take(&mut waiting) {
         let _ = reply.send(Err(RequestError::Unavailable(
             "the node is shutting down".into(),
         )));
     }
-    if engine.identity_conflict().is_some() {
+    if engine.identity_conflict().is_some() || engine.storage_failure().is_some() {
         if let Err(e) = engine.store().sync() {
             tracing::error!(error = %e, "could not sync the store at shutdown");
         }

@@ -59,6 +59,7 @@ impl Rocks {
             data_write_buffer_bytes: 4 << 20,
             background_jobs: 2,
             unsafe_disable_wal: false,
+            group_commit: false,
         }
     }
 }

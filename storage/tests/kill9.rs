@@ -28,6 +28,11 @@ use chorus_storage::version::{ActorId, Dot};
 const DIR_VAR: &str = "CHORUS_KILL9_DIR";
 const SYNC_VAR: &str = "CHORUS_KILL9_SYNC";
 const FIRST_VAR: &str = "CHORUS_KILL9_FIRST";
+/// Set to `1`: the child opens the store for group commit and acknowledges
+/// its writes a batch at a time, after [`Store::flush`], as the node does.
+const GROUP_VAR: &str = "CHORUS_KILL9_GROUP";
+/// Writes per flush under group commit.
+const GROUP_BATCH: u64 = 32;
 /// The most writes one child makes, whatever happens.
 const CHILD_MAX_WRITES: u64 = 2_000_000;
 /// How long the test waits for the child's next acknowledgement before it
@@ -45,8 +50,15 @@ fn value(seq: u64) -> Vec<u8> {
 }
 
 fn open(dir: &Path) -> RocksStore {
-    RocksStore::open(dir, StoreConfig::default(), &RocksConfig::default())
-        .expect("open the database")
+    open_with(dir, false)
+}
+
+fn open_with(dir: &Path, group_commit: bool) -> RocksStore {
+    let rocks = RocksConfig {
+        group_commit,
+        ..RocksConfig::default()
+    };
+    RocksStore::open(dir, StoreConfig::default(), &rocks).expect("open the database")
 }
 
 /// The child's half: writes keys `first..`, printing `ack <seq>` after each.
@@ -61,7 +73,9 @@ fn child_writer() {
         .parse()
         .expect("a number");
     let durability = Durability::from_sync(sync);
-    let store = open(Path::new(&dir));
+    let group = std::env::var(GROUP_VAR).as_deref() == Ok("1");
+    let store = open_with(Path::new(&dir), group);
+    let mut unacknowledged = Vec::new();
     for seq in first..first + CHILD_MAX_WRITES {
         store
             .update(
@@ -77,7 +91,17 @@ fn child_writer() {
                 },
             )
             .expect("write");
-        println!("ack {seq}");
+        if !group {
+            println!("ack {seq}");
+            continue;
+        }
+        unacknowledged.push(seq);
+        if unacknowledged.len() as u64 == GROUP_BATCH {
+            store.flush().expect("flush");
+            for seq in unacknowledged.drain(..) {
+                println!("ack {seq}");
+            }
+        }
     }
 }
 
@@ -93,11 +117,12 @@ impl Drop for KillOnDrop {
 
 /// Runs one child from `first` until it acknowledged `acks` writes, kills it
 /// with SIGKILL, and returns the acknowledged sequence numbers.
-fn write_and_kill(dir: &Path, sync: bool, first: u64, acks: usize) -> Vec<u64> {
+fn write_and_kill(dir: &Path, mode: Mode, first: u64, acks: usize) -> Vec<u64> {
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir)
-        .env(SYNC_VAR, if sync { "1" } else { "0" })
+        .env(SYNC_VAR, if mode.sync { "1" } else { "0" })
+        .env(GROUP_VAR, if mode.group_commit { "1" } else { "0" })
         .env(FIRST_VAR, first.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -139,14 +164,23 @@ fn write_and_kill(dir: &Path, sync: bool, first: u64, acks: usize) -> Vec<u64> {
     acked
 }
 
+/// How the child writes.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// `Durability::Sync` writes.
+    sync: bool,
+    /// Group commit: acknowledged a batch at a time, after a flush.
+    group_commit: bool,
+}
+
 /// Several kill rounds on one database; every round starts where the last
 /// acknowledged write of the previous one left off.
-fn every_acknowledged_write_survives_kill_9(sync: bool, rounds: usize, acks_per_round: usize) {
+fn every_acknowledged_write_survives_kill_9(mode: Mode, rounds: usize, acks_per_round: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut first = 1;
     let mut total = 0;
     for round in 0..rounds {
-        let acked = write_and_kill(dir.path(), sync, first, acks_per_round);
+        let acked = write_and_kill(dir.path(), mode, first, acks_per_round);
         assert_eq!(
             acked,
             (first..first + acks_per_round as u64).collect::<Vec<_>>(),
@@ -181,10 +215,38 @@ fn every_acknowledged_write_survives_kill_9(sync: bool, rounds: usize, acks_per_
 
 #[test]
 fn buffered_writes_survive_kill_9() {
-    every_acknowledged_write_survives_kill_9(false, 3, 5_000);
+    let mode = Mode {
+        sync: false,
+        group_commit: false,
+    };
+    every_acknowledged_write_survives_kill_9(mode, 3, 5_000);
 }
 
 #[test]
 fn synced_writes_survive_kill_9() {
-    every_acknowledged_write_survives_kill_9(true, 2, 300);
+    let mode = Mode {
+        sync: true,
+        group_commit: false,
+    };
+    every_acknowledged_write_survives_kill_9(mode, 2, 300);
+}
+
+/// Group commit defers the log write to the flush; what was acknowledged
+/// after a flush survives.
+#[test]
+fn group_committed_writes_survive_kill_9() {
+    let mode = Mode {
+        sync: false,
+        group_commit: true,
+    };
+    every_acknowledged_write_survives_kill_9(mode, 3, 5_024);
+}
+
+#[test]
+fn group_committed_synced_writes_survive_kill_9() {
+    let mode = Mode {
+        sync: true,
+        group_commit: true,
+    };
+    every_acknowledged_write_survives_kill_9(mode, 2, 320);
 }

@@ -109,3 +109,40 @@ fn dropping_a_partition_is_durable() {
     let store = store.crash();
     assert!(!present(&store, b"k"));
 }
+
+#[test]
+fn under_group_commit_a_process_crash_loses_what_was_not_flushed() {
+    let store = MemoryStore::with_group_commit(StoreConfig::default());
+    put(&store, b"flushed", Durability::Buffered);
+    store.flush().unwrap();
+    put(&store, b"waiting", Durability::Buffered);
+    put(&store, b"waiting-sync", Durability::Sync);
+    assert!(present(&store, b"waiting"), "readable before it is flushed");
+    assert_eq!(store.unflushed_writes(), 2);
+    let store = store.restart();
+    assert!(present(&store, b"flushed"));
+    assert!(!present(&store, b"waiting"), "lost with the process");
+    assert!(
+        !present(&store, b"waiting-sync"),
+        "a sync write is durable only once flushed"
+    );
+}
+
+#[test]
+fn under_group_commit_a_flush_owes_the_sync_a_write_asked_for() {
+    let store = MemoryStore::with_group_commit(StoreConfig::default());
+    put(&store, b"buffered", Durability::Buffered);
+    store.flush().unwrap();
+    let store = store.crash();
+    assert!(
+        !present(&store, b"buffered"),
+        "flushed, not synced: a machine crash loses it"
+    );
+    put(&store, b"synced", Durability::Sync);
+    put(&store, b"alongside", Durability::Buffered);
+    store.flush().unwrap();
+    assert_eq!(store.unsynced_writes(), 0, "the flush synced the batch");
+    let store = store.crash();
+    assert!(present(&store, b"synced"));
+    assert!(present(&store, b"alongside"), "synced with the batch");
+}

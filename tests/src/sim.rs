@@ -12,9 +12,10 @@
 //! takes milliseconds.
 //!
 //! Faults: frame loss and delay ([`SimConfig`]), [`Sim::crash`] of a node
-//! (its engine is dropped; its store either keeps everything, like a process
-//! killed with a write-ahead log, or loses what was not synced, like a
-//! machine crash), [`Sim::stop`] (a clean shutdown), [`Sim::restart`] with
+//! (its engine is dropped; its store, which commits in groups as a node's
+//! does, either keeps everything the engine flushed, like a process killed
+//! with a write-ahead log, or loses what was not synced, like a machine
+//! crash), [`Sim::stop`] (a clean shutdown), [`Sim::restart`] with
 //! a new generation, [`Sim::snapshot`] and [`Sim::restore`] of a node's store
 //! (a backup, or a data directory put back), [`Sim::isolate`] to cut one
 //! node off the network, [`Sim::slow_link`] to delay every frame on one link
@@ -139,7 +140,7 @@ impl Node {
         Node {
             addr,
             engine: None,
-            parked: Some(MemoryStore::new(StoreConfig::default())),
+            parked: Some(MemoryStore::with_group_commit(StoreConfig::default())),
             isolated: false,
             clock_offset_ms: 0,
             drift_ppm: 0,
@@ -409,7 +410,8 @@ impl Sim {
     }
 
     /// Stops node `i`. With `lose_unsynced` its store loses every write not
-    /// yet synced (a machine crash); otherwise it keeps them (a process crash).
+    /// yet synced (a machine crash); otherwise it keeps what the engine
+    /// flushed (a process crash).
     pub fn crash(&mut self, i: usize, lose_unsynced: bool) {
         let engine = self.nodes[i].engine.take().expect("the node runs");
         self.end_pause(i);

@@ -202,10 +202,21 @@ fn warmed_up(seed: u64) -> (Sim, String) {
         ..SimConfig::default()
     });
     sim.await_stable(Duration::from_secs(60));
-    let client = sim.put(0, "warm-up", Some("w"), None, &[("w", "all")]);
+    let key = key_led_by_node_0(&sim);
+    // A write to another key of the same partition: the partition's actor
+    // is in place (and synced) before the tests' own writes, so those
+    // share no batch with a synced write that would make them durable too.
+    let partition = |key: &str| {
+        let ring = sim.engine(0).and_then(|e| e.ring()).expect("a ring");
+        ring.partition_of(b"sim", key.as_bytes())
+    };
+    let warm_up = (0..)
+        .map(|i| format!("warm-up-{i}"))
+        .find(|other| partition(other) == partition(&key))
+        .expect("some key");
+    let client = sim.put(0, &warm_up, Some("w"), None, &[("w", "all")]);
     sim.await_reply(client)
         .expect("a write at w=all on a healthy cluster");
-    let key = key_led_by_node_0(&sim);
     (sim, key)
 }
 

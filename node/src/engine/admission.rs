@@ -56,6 +56,11 @@ impl<S: Store> Engine<S> {
         if let Some(conflict) = &self.conflict {
             return Err(RequestError::Unavailable(conflict.to_string()));
         }
+        if let Some(failure) = &self.storage_failure {
+            return Err(RequestError::Unavailable(format!(
+                "the node's store failed: {failure}"
+            )));
+        }
         if self.ring.is_none() {
             return Err(RequestError::Unavailable(
                 "the node holds no ring yet: the cluster is forming".into(),

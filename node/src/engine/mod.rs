@@ -421,6 +421,9 @@ pub struct Engine<S> {
     directory_generation: u64,
     /// Set when another live process was found running with this id.
     conflict: Option<IdentityConflict>,
+    /// Set when the store could not flush its writes: nothing is
+    /// acknowledged from then on.
+    storage_failure: Option<String>,
     /// The last incarnation at another address that superseded this one:
     /// its start time (wall ms) and address.
     superseded_by: Option<(u64, SocketAddr)>,
@@ -525,6 +528,7 @@ impl<S: Store> Engine<S> {
             started_ms: now.wall_ms,
             directory_generation: previous,
             conflict: None,
+            storage_failure: None,
             superseded_by: None,
             reply_route: None,
             effects: VecDeque::new(),
@@ -544,6 +548,7 @@ impl<S: Store> Engine<S> {
             engine.install_ring(ring, false);
         }
         engine.handle_tick(now);
+        engine.flush_writes()?;
         Ok(engine)
     }
 
@@ -595,6 +600,7 @@ impl<S: Store> Engine<S> {
     pub fn is_ready(&self) -> bool {
         self.ring_agreed()
             && self.conflict.is_none()
+            && self.storage_failure.is_none()
             && (self.config.initial_members <= 1
                 || self
                     .gossip
@@ -607,6 +613,14 @@ impl<S: Store> Engine<S> {
     /// should stop the node with this error.
     pub fn identity_conflict(&self) -> Option<&IdentityConflict> {
         self.conflict.as_ref()
+    }
+
+    /// Why the store could not flush its writes, if it could not. The
+    /// engine hands out no effect from then on (what it would have
+    /// acknowledged may not be in the log); the runtime should stop the
+    /// node with this error.
+    pub fn storage_failure(&self) -> Option<&str> {
+        self.storage_failure.as_deref()
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -636,7 +650,22 @@ impl<S: Store> Engine<S> {
     }
 
     /// The next effect, if any.
+    ///
+    /// Group commit: the store's writes since the last flush are flushed
+    /// ([`Store::flush`]) before an effect leaves, so no acknowledgement,
+    /// reply or message that depends on a write goes out before the write
+    /// is in the log (and fsynced, if it asked for `sync`). A batch of
+    /// inputs handled before the effects are polled shares one flush.
     pub fn poll_effect(&mut self) -> Option<Effect> {
+        if self.effects.is_empty() || self.storage_failure.is_some() {
+            return None;
+        }
+        if let Err(e) = self.flush_writes() {
+            tracing::error!(error = %e, "the store could not flush its writes; the node acknowledges nothing more");
+            self.storage_failure = Some(e.to_string());
+            self.effects.clear();
+            return None;
+        }
         self.effects.pop_front()
     }
 

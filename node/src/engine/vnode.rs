@@ -132,6 +132,12 @@ impl<S: Store> Engine<S> {
         self.store.put_meta(RUNNING_META, &generation.to_be_bytes())
     }
 
+    /// Group commit: puts the writes made since the last call in the log,
+    /// fsynced if any asked for `sync` ([`Store::flush`]).
+    pub(super) fn flush_writes(&mut self) -> Result<(), StoreError> {
+        self.store.flush()
+    }
+
     /// Stops cleanly: syncs the store, then removes the running marker so
     /// the next start keeps the partitions' actors. The engine must not be
     /// driven afterwards. On error the marker stays (the next start begins a
@@ -139,6 +145,7 @@ impl<S: Store> Engine<S> {
     pub fn stop(&mut self) -> Result<(), StoreError> {
         self.store.sync()?;
         self.store.delete_meta(RUNNING_META)?;
+        self.store.flush()?;
         Ok(())
     }
 

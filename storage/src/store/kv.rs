@@ -83,6 +83,13 @@ pub(crate) trait KvBackend: Send + Sync + fmt::Debug {
     /// Makes every completed write durable.
     fn sync(&self) -> Result<(), StoreError>;
 
+    /// Makes the writes deferred since the last flush as durable as they
+    /// asked (see [`Store::flush`](super::Store::flush)); nothing to do for
+    /// a backend that defers nothing.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Size figures, for metrics; `None` for figures the backend lacks.
     fn stats(&self) -> StoreStats {
         StoreStats::default()
@@ -420,6 +427,10 @@ impl<B: KvBackend> KvStore<B> {
         self.kv.sync()
     }
 
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.kv.flush()
+    }
+
     // ----- hints -----
 
     pub(crate) fn add_hint(
@@ -722,6 +733,9 @@ macro_rules! delegate_store {
             }
             fn sync(&self) -> Result<(), $crate::store::StoreError> {
                 self.$field.sync()
+            }
+            fn flush(&self) -> Result<(), $crate::store::StoreError> {
+                self.$field.flush()
             }
             fn add_hint(
                 &self,

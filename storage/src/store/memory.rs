@@ -19,6 +19,12 @@
 //! The unsynced writes are kept until the next sync: a simulation that never
 //! syncs can call [`Store::sync`](super::Store::sync) now and then, as the
 //! operating system's write-back would.
+//!
+//! A store made [`with_group_commit`](MemoryStore::with_group_commit)
+//! models the RocksDB engine opened for group commit: writes wait in the
+//! log buffer of the process until [`Store::flush`](super::Store::flush),
+//! so a process crash ([`MemoryStore::restart`]) loses every write not yet
+//! flushed, and a `Sync` write is durable only once flushed.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -72,8 +78,21 @@ impl Tables {
 struct State {
     live: Tables,
     durable: Tables,
-    /// Every write since the last sync, in order.
+    /// Every flushed write since the last sync, in order.
     unsynced: Vec<Op>,
+    /// Group commit: every write since the last flush, in order, and
+    /// whether one of them asked for `Sync`.
+    unflushed: Vec<Op>,
+    owes_sync: bool,
+}
+
+impl State {
+    /// Makes the flushed writes durable.
+    fn sync(&mut self) {
+        for op in self.unsynced.drain(..) {
+            self.durable.apply(&op);
+        }
+    }
 }
 
 /// The byte maps behind [`MemoryStore`].
@@ -82,6 +101,8 @@ pub(crate) struct MemoryKv {
     state: Mutex<State>,
     /// Every write and sync fails while set (see [`MemoryStore::fail_writes`]).
     failing: AtomicBool,
+    /// Writes wait for a flush (see [`MemoryStore::with_group_commit`]).
+    group_commit: bool,
 }
 
 impl MemoryKv {
@@ -96,6 +117,33 @@ impl MemoryKv {
         let mut state = self.state();
         state.live = state.durable.clone();
         state.unsynced.clear();
+        state.unflushed.clear();
+        state.owes_sync = false;
+    }
+
+    /// Throws away every write not yet flushed (a process crash).
+    fn lose_unflushed(&self) {
+        let mut state = self.state();
+        let state = &mut *state;
+        if state.unflushed.is_empty() {
+            return;
+        }
+        state.unflushed.clear();
+        state.owes_sync = false;
+        state.live = state.durable.clone();
+        for op in &state.unsynced {
+            state.live.apply(op);
+        }
+    }
+
+    fn check_failing(&self) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Io {
+                operation: "write",
+                source: "simulated I/O error".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -110,22 +158,19 @@ impl KvBackend for MemoryKv {
     }
 
     fn write(&self, ops: Vec<Op>, durability: Durability) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::Relaxed) {
-            return Err(StoreError::Io {
-                operation: "write",
-                source: "simulated I/O error".into(),
-            });
-        }
+        self.check_failing()?;
         let mut state = self.state();
         for op in &ops {
             state.live.apply(op);
         }
+        if self.group_commit {
+            state.unflushed.extend(ops);
+            state.owes_sync |= durability == Durability::Sync;
+            return Ok(());
+        }
         state.unsynced.extend(ops);
         if durability == Durability::Sync {
-            let state = &mut *state;
-            for op in state.unsynced.drain(..) {
-                state.durable.apply(&op);
-            }
+            state.sync();
         }
         Ok(())
     }
@@ -151,7 +196,29 @@ impl KvBackend for MemoryKv {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.write(Vec::new(), Durability::Sync)
+        self.check_failing()?;
+        let mut state = self.state();
+        let state = &mut *state;
+        state.unsynced.append(&mut state.unflushed);
+        state.owes_sync = false;
+        state.sync();
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        let state = self.state();
+        if state.unflushed.is_empty() && !state.owes_sync {
+            return Ok(());
+        }
+        drop(state);
+        self.check_failing()?;
+        let mut state = self.state();
+        let state = &mut *state;
+        state.unsynced.append(&mut state.unflushed);
+        if std::mem::take(&mut state.owes_sync) {
+            state.sync();
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +234,17 @@ impl MemoryStore {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Self {
         Self::reopen(MemoryKv::default(), config)
+    }
+
+    /// An empty store whose writes wait for [`Store::flush`](super::Store::flush)
+    /// (see the module doc), as the RocksDB engine's do with
+    /// `RocksConfig::group_commit`.
+    pub fn with_group_commit(config: StoreConfig) -> Self {
+        let kv = MemoryKv {
+            group_commit: true,
+            ..MemoryKv::default()
+        };
+        Self::reopen(kv, config)
     }
 
     fn reopen(kv: MemoryKv, config: StoreConfig) -> Self {
@@ -186,10 +264,13 @@ impl MemoryStore {
 
     /// Simulates a process restart (or a process crash, which loses nothing
     /// with a write-ahead log in the page cache): everything is kept, the
-    /// store is opened afresh.
+    /// store is opened afresh. Under group commit the writes not yet
+    /// flushed are lost, as they were still in the process.
     pub fn restart(self) -> Self {
         let config = self.store.config();
-        Self::reopen(self.store.into_backend(), config)
+        let kv = self.store.into_backend();
+        kv.lose_unflushed();
+        Self::reopen(kv, config)
     }
 
     /// A copy of this store as a backup or a copy of its data directory
@@ -197,14 +278,24 @@ impl MemoryStore {
     /// The copy is a separate store; restoring a node from it is starting
     /// the node on it.
     pub fn snapshot(&self) -> MemoryStore {
-        let live = self.store.backend().state().live.clone();
+        // What the data directory holds: not the writes still in the
+        // process's log buffer.
+        let live = {
+            let state = self.store.backend().state();
+            let mut written = state.durable.clone();
+            for op in &state.unsynced {
+                written.apply(op);
+            }
+            written
+        };
         let kv = MemoryKv {
             state: Mutex::new(State {
                 durable: live.clone(),
                 live,
-                unsynced: Vec::new(),
+                ..State::default()
             }),
             failing: AtomicBool::new(false),
+            group_commit: self.store.backend().group_commit,
         };
         Self::reopen(kv, self.store.config())
     }
@@ -221,7 +312,14 @@ impl MemoryStore {
 
     /// The number of write operations a crash would lose now.
     pub fn unsynced_writes(&self) -> usize {
-        self.store.backend().state().unsynced.len()
+        let state = self.store.backend().state();
+        state.unsynced.len() + state.unflushed.len()
+    }
+
+    /// The number of write operations a process crash would lose now
+    /// (none without group commit).
+    pub fn unflushed_writes(&self) -> usize {
+        self.store.backend().state().unflushed.len()
     }
 }
 

@@ -358,6 +358,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Makes every write that completed so far durable (fsync of the log).
     fn sync(&self) -> Result<(), StoreError>;
 
+    /// Makes the writes made since the last flush as durable as they asked:
+    /// in the operating system's hands for [`Durability::Buffered`],
+    /// fsynced if any asked for [`Durability::Sync`]. Only a store opened
+    /// for group commit (`RocksConfig::group_commit`) defers anything to
+    /// here; its caller must flush before it acknowledges what the writes
+    /// decided. For other stores every write is already as durable as it
+    /// asked when it returns, and this does nothing.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // ----- hints -----
 
     /// Queues `object` for delivery to `target` and returns its sequence

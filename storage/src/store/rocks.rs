@@ -52,6 +52,8 @@
 use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
@@ -78,6 +80,17 @@ pub struct RocksConfig {
     /// only so that a fault-injection run can prove its checkers catch lost
     /// writes (a negative control). `false` by default.
     pub unsafe_disable_wal: bool,
+    /// Group commit: writes wait in RocksDB's write-ahead-log buffer
+    /// (`manual_wal_flush`) instead of reaching the log file one by one,
+    /// and [`Store::flush`](super::Store::flush) writes them all with one
+    /// system call, and fsyncs them once if any asked for
+    /// [`Durability::Sync`]. The caller must flush before it acknowledges
+    /// anything those writes decided: the node's engine flushes before it
+    /// hands out any effect, so a batch of replica writes costs one log
+    /// write and at most one fsync (RocksDB's own group commit needs
+    /// concurrent writers; the engine is one thread). `false` by default:
+    /// every write is in the log, and fsynced for `Sync`, when it returns.
+    pub group_commit: bool,
 }
 
 impl Default for RocksConfig {
@@ -88,6 +101,7 @@ impl Default for RocksConfig {
             data_write_buffer_bytes: 64 << 20,
             background_jobs: cores.clamp(2, 8) as i32,
             unsafe_disable_wal: false,
+            group_commit: false,
         }
     }
 }
@@ -98,7 +112,18 @@ pub(crate) struct RocksKv {
     path: PathBuf,
     buffered: WriteOptions,
     synced: WriteOptions,
+    /// Writes wait for [`KvBackend::flush`] ([`RocksConfig::group_commit`]).
+    group_commit: bool,
+    /// What the writes since the last flush ask for: [`UNFLUSHED_NONE`],
+    /// [`UNFLUSHED_BUFFERED`] or [`UNFLUSHED_SYNC`].
+    unflushed: AtomicU8,
+    /// Held while the log is flushed or synced.
+    flushing: Mutex<()>,
 }
+
+const UNFLUSHED_NONE: u8 = 0;
+const UNFLUSHED_BUFFERED: u8 = 1;
+const UNFLUSHED_SYNC: u8 = 2;
 
 impl fmt::Debug for RocksKv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,10 +140,39 @@ impl RocksKv {
             .expect("every column family is created at open")
     }
 
+    /// The options of a write of `durability`: under group commit every
+    /// write goes to the log buffer, and [`owe`](RocksKv::owe) records what
+    /// the next flush owes it.
     fn write_options(&self, durability: Durability) -> &WriteOptions {
         match durability {
             Durability::Buffered => &self.buffered,
+            Durability::Sync if self.group_commit => &self.buffered,
             Durability::Sync => &self.synced,
+        }
+    }
+
+    /// Records, once a write is in the log buffer, what the next flush owes
+    /// it. After the write, not before: a flush that starts in between
+    /// either sees the mark or started after the write, so it covers it.
+    fn owe(&self, durability: Durability) {
+        if self.group_commit {
+            let owed = match durability {
+                Durability::Buffered => UNFLUSHED_BUFFERED,
+                Durability::Sync => UNFLUSHED_SYNC,
+            };
+            self.unflushed.fetch_max(owed, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for RocksKv {
+    fn drop(&mut self) {
+        // Writes a caller never flushed still reach the log on a clean
+        // close, as they would without group commit.
+        // Nothing is left to report a failure to; the node's clean stop
+        // flushes before it gets here.
+        if self.unflushed.load(Ordering::Acquire) != UNFLUSHED_NONE {
+            let _ = self.db.flush_wal(true);
         }
     }
 }
@@ -141,10 +195,11 @@ impl KvBackend for RocksKv {
         // One put, the common case (a key's read-modify-write): RocksDB
         // makes it a batch of one itself, without a batch built here.
         if let [Op::Put(cf, key, value)] = ops.as_slice() {
-            return self
-                .db
+            self.db
                 .put_cf_opt(self.cf(*cf), key, value, self.write_options(durability))
-                .map_err(|e| StoreError::io("write", e));
+                .map_err(|e| StoreError::io("write", e))?;
+            self.owe(durability);
+            return Ok(());
         }
         let mut batch = WriteBatch::default();
         for op in ops {
@@ -165,7 +220,9 @@ impl KvBackend for RocksKv {
         }
         self.db
             .write_opt(batch, self.write_options(durability))
-            .map_err(|e| StoreError::io("write", e))
+            .map_err(|e| StoreError::io("write", e))?;
+        self.owe(durability);
+        Ok(())
     }
 
     fn scan(
@@ -191,9 +248,30 @@ impl KvBackend for RocksKv {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_wal(true)
-            .map_err(|e| StoreError::io("sync", e))
+        let _flushing = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+        let owed = self.unflushed.swap(UNFLUSHED_NONE, Ordering::AcqRel);
+        self.db.flush_wal(true).map_err(|e| {
+            self.unflushed.fetch_max(owed, Ordering::AcqRel);
+            StoreError::io("sync", e)
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.unflushed.load(Ordering::Acquire) == UNFLUSHED_NONE && !self.group_commit {
+            return Ok(());
+        }
+        // One flush at a time: a caller whose writes another caller's
+        // flush took returns only once that flush is done.
+        let _flushing = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+        let owed = self.unflushed.swap(UNFLUSHED_NONE, Ordering::AcqRel);
+        if owed == UNFLUSHED_NONE {
+            return Ok(());
+        }
+        self.db.flush_wal(owed == UNFLUSHED_SYNC).map_err(|e| {
+            // Still owed: the next flush tries again.
+            self.unflushed.fetch_max(owed, Ordering::AcqRel);
+            StoreError::io("flush", e)
+        })
     }
 
     fn stats(&self) -> StoreStats {
@@ -262,6 +340,9 @@ impl RocksStore {
             path,
             buffered,
             synced,
+            group_commit: rocks.group_commit && !rocks.unsafe_disable_wal,
+            unflushed: AtomicU8::new(UNFLUSHED_NONE),
+            flushing: Mutex::new(()),
         };
         Ok(RocksStore {
             store: KvStore::open(kv, config)?,
@@ -279,6 +360,9 @@ impl RocksStore {
         db.create_missing_column_families(true);
         db.set_max_background_jobs(rocks.background_jobs);
         db.set_max_total_wal_size(256 << 20);
+        if rocks.group_commit && !rocks.unsafe_disable_wal {
+            db.set_manual_wal_flush(true);
+        }
 
         let table = |bloom: bool| {
             let mut table = BlockBasedOptions::default();

@@ -600,3 +600,50 @@ fn kind(bytes: &[u8]) -> &'static str {
         .message
         .kind()
 }
+
+/// Group commit: a write an effect depends on is flushed before the
+/// effect leaves the engine, and effects of several inputs share a flush.
+#[test]
+fn no_effect_leaves_before_the_writes_are_flushed() {
+    let config = EngineConfig {
+        replicas: 1,
+        initial_members: 1,
+        partitions: 8,
+        ..EngineConfig::default()
+    };
+    let store = MemoryStore::with_group_commit(StoreConfig::default());
+    let mut engine =
+        Engine::start(config, store, addr(7070), addr(8080), now(0), 1).expect("starts");
+    assert_eq!(engine.store().unflushed_writes(), 0, "start flushes");
+    drain(&mut engine);
+    let store = |request| {
+        Frame::new(
+            PEER,
+            1,
+            Message::Store {
+                request: Some(request),
+                key: wire_key(&format!("k{request}")),
+                object: object_with("v").encode(),
+                sync: false,
+                stands_in_for: None,
+            },
+        )
+    };
+    engine.handle_message(now(10), peer_addr(), store(1));
+    engine.handle_message(now(10), peer_addr(), store(2));
+    assert!(
+        engine.store().unflushed_writes() >= 2,
+        "the writes wait for the flush"
+    );
+    let first = engine.poll_effect().expect("an acknowledgement");
+    assert_eq!(
+        engine.store().unflushed_writes(),
+        0,
+        "flushed before the first effect left: {first:?}"
+    );
+    assert_eq!(
+        drain(&mut engine).len(),
+        1,
+        "the second ack shares the flush"
+    );
+}
