@@ -91,31 +91,46 @@ impl WriteReply {
 }
 
 /// A request the node refused or could not complete.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// It is also the answer a coordinating replica sends back for a write
+/// forwarded to it (`Message::ForwardReply`), in MessagePack with the
+/// variant's name: only the failures a write its sender already checked
+/// can meet travel ([`for_the_wire`](RequestError::for_the_wire)); the
+/// variants of refused input never do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RequestError {
     /// A request option was invalid. Nothing was done.
     #[error(transparent)]
+    #[serde(skip)]
     Options(#[from] OptionsError),
     /// The causal context token was malformed. Nothing was done.
     #[error("invalid causal context: {0}")]
+    #[serde(skip)]
     Context(#[from] ContextError),
     /// The bucket or key is empty or too long. Nothing was done.
     #[error("invalid {what}: {reason}")]
-    InvalidKey { what: &'static str, reason: String },
+    #[serde(skip)]
+    InvalidKey {
+        what: std::borrow::Cow<'static, str>,
+        reason: String,
+    },
     /// The value is larger than the node accepts. Nothing was done.
     #[error("value of {size} bytes exceeds the limit of {max} bytes")]
+    #[serde(skip)]
     ValueTooLarge { size: usize, max: usize },
     /// The content type cannot be stored with a version: not a media type,
     /// not visible ASCII, or longer than
     /// [`MAX_CONTENT_TYPE_BYTES`](chorus_storage::object::MAX_CONTENT_TYPE_BYTES).
     /// Nothing was done.
     #[error("invalid content type: {0}")]
+    #[serde(skip)]
     InvalidContentType(#[from] ContentTypeError),
     /// The coordinating replica refused the write. Nothing was done.
     #[error(transparent)]
     Write(#[from] WriteError),
     /// A read missed its quorum or timed out.
     #[error(transparent)]
+    #[serde(skip)]
     Get(#[from] GetError),
     /// A write missed its quorum or timed out; see [`PutError`] for what
     /// may have been applied.
@@ -135,6 +150,22 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// This error as a coordinating replica sends it back for a forwarded
+    /// write: as it is when it can travel (a refused or failed write, an
+    /// unavailable or overloaded node, an internal failure), as
+    /// [`Internal`](RequestError::Internal) with its message otherwise (a
+    /// refusal of input the forwarding node had checked already).
+    pub fn for_the_wire(self) -> RequestError {
+        match self {
+            error @ (RequestError::Write(_)
+            | RequestError::Put(_)
+            | RequestError::Unavailable(_)
+            | RequestError::Overloaded(_)
+            | RequestError::Internal(_)) => error,
+            other => RequestError::Internal(other.to_string()),
+        }
+    }
+
     /// The HTTP status for this error.
     pub fn status(&self) -> u16 {
         match self {

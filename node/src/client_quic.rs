@@ -368,7 +368,7 @@ fn target<S: Service>(service: &S, bucket: &str, key: &str) -> Result<Sealer, Re
     check_bucket(bucket)
         .and_then(|()| check_key(key))
         .map_err(|error| RequestError::InvalidKey {
-            what: error.what,
+            what: error.what.into(),
             reason: error.reason,
         })?;
     Ok(Sealer::new(

@@ -815,7 +815,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
 /// The bucket and key of a key route, checked for length.
 fn target(path: KeyPath) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
     let Path((bucket, key)) = path.map_err(|rejection| RequestError::InvalidKey {
-        what: "path",
+        what: "path".into(),
         reason: rejection.body_text(),
     })?;
     check_name("bucket", &bucket, MAX_BUCKET_BYTES)?;
@@ -825,7 +825,7 @@ fn target(path: KeyPath) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
 
 fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), RequestError> {
     chorus_client::limits::check_name(what, name, max).map_err(|error| RequestError::InvalidKey {
-        what: error.what,
+        what: error.what.into(),
         reason: error.reason,
     })
 }

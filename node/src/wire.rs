@@ -28,7 +28,8 @@ use chorus_storage::object::{Object, MAX_ENCODED_LEN};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::core::{PutError, ReplicaError, WriteError};
+use crate::api::RequestError;
+use crate::core::ReplicaError;
 
 /// The version of this message set. A frame of another version is refused.
 pub const WIRE_VERSION: u16 = 2;
@@ -120,15 +121,6 @@ impl Message {
     }
 }
 
-/// Why a forwarded write failed, as the coordinating replica reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ForwardError {
-    Write(WriteError),
-    Put(PutError),
-    Unavailable(String),
-    Internal(String),
-}
-
 /// What nodes say to each other.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -176,7 +168,9 @@ pub enum Message {
         bucket: Vec<u8>,
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
-        result: Result<ForwardedReply, ForwardError>,
+        /// The coordinating replica's failure, as its client would get
+        /// it ([`RequestError::for_the_wire`]).
+        result: Result<ForwardedReply, RequestError>,
     },
     /// Send me your ring if it is at least this version.
     RingFetch { version: u64 },
@@ -429,6 +423,48 @@ mod tests {
         };
         assert_eq!(rmp_serde::to_vec(&repair).unwrap(), before);
         assert_eq!(rmp_serde::from_slice::<Message>(&before).unwrap(), repair);
+    }
+
+    /// A forwarded write's failure travels as the client error itself: the
+    /// failures that travelled before it did encode exactly as they did
+    /// under their own type, by variant name.
+    #[test]
+    fn a_forwarded_writes_failure_encodes_as_before_the_client_error_carried_it() {
+        use crate::core::WriteError;
+        #[derive(Serialize)]
+        enum Before {
+            Write(WriteError),
+            Unavailable(String),
+            Internal(String),
+        }
+        let refused = WriteError::TooManySiblings {
+            siblings: 9,
+            max: 8,
+        };
+        let pairs = [
+            (Before::Write(refused.clone()), RequestError::Write(refused)),
+            (
+                Before::Unavailable("no ring".into()),
+                RequestError::Unavailable("no ring".into()),
+            ),
+            (
+                Before::Internal("disk".into()),
+                RequestError::Internal("disk".into()),
+            ),
+        ];
+        for (before, now) in pairs {
+            let bytes = rmp_serde::to_vec(&before).unwrap();
+            assert_eq!(rmp_serde::to_vec(&now).unwrap(), bytes);
+            assert_eq!(rmp_serde::from_slice::<RequestError>(&bytes).unwrap(), now);
+        }
+        // Refused input never travels: it goes as an internal failure.
+        let refused_input = RequestError::ValueTooLarge { size: 9, max: 8 };
+        assert_eq!(
+            refused_input.clone().for_the_wire(),
+            RequestError::Internal(refused_input.to_string())
+        );
+        let overloaded = RequestError::Overloaded("busy".into());
+        assert_eq!(overloaded.clone().for_the_wire(), overloaded);
     }
 
     proptest::proptest! {

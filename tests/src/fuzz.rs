@@ -32,8 +32,8 @@ use chorus_node::transport::frame::{
     decode_frame, decode_header, encode_frame, HEADER_LEN, MAX_FRAME_BYTES as TRANSPORT_MAX,
 };
 use chorus_node::wire::{
-    decode_object, ForwardError, ForwardedReply, ForwardedWrite, Frame, Message, StoredAck,
-    WireKey, MAX_FRAME_BYTES,
+    decode_object, ForwardedReply, ForwardedWrite, Frame, Message, StoredAck, WireKey,
+    MAX_FRAME_BYTES,
 };
 use chorus_ring::{Member, Ring, MAX_REPLICAS, MIN_PARTITIONS};
 use chorus_storage::context::{CausalContext, ContextError, ContextKey, MAX_TOKEN_LEN};
@@ -595,10 +595,12 @@ fn sample_frames(
             request: 13,
             bucket: b"b".to_vec(),
             key: b"k".to_vec(),
-            result: Err(ForwardError::Write(WriteError::TooManySiblings {
-                siblings: 100,
-                max: 100,
-            })),
+            result: Err(chorus_node::api::RequestError::Write(
+                WriteError::TooManySiblings {
+                    siblings: 100,
+                    max: 100,
+                },
+            )),
         },
         Message::RingFetch { version: 3 },
         Message::RingPush {

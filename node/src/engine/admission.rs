@@ -163,13 +163,13 @@ impl<S: Store> Engine<S> {
 pub(super) fn check_key(what: &'static str, bytes: &[u8], max: usize) -> Result<(), RequestError> {
     if bytes.is_empty() {
         return Err(RequestError::InvalidKey {
-            what,
+            what: what.into(),
             reason: "must not be empty".into(),
         });
     }
     if bytes.len() > max {
         return Err(RequestError::InvalidKey {
-            what,
+            what: what.into(),
             reason: format!("{} bytes, at most {max}", bytes.len()),
         });
     }

@@ -20,7 +20,7 @@ use crate::core::{
     place, ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError,
     ResolvedOptions,
 };
-use crate::wire::{ForwardError, ForwardedReply, Message, StoredAck, WireKey};
+use crate::wire::{ForwardedReply, Message, StoredAck, WireKey};
 
 /// Who is waiting for the outcome of a coordinated write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,12 +626,7 @@ impl<S: Store> Engine<S> {
                         unreachable!("a forwarded write carries a context")
                     }
                     Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
-                    Err(RequestError::Put(e)) => Err(ForwardError::Put(e)),
-                    Err(RequestError::Write(e)) => Err(ForwardError::Write(e)),
-                    Err(RequestError::Unavailable(e) | RequestError::Overloaded(e)) => {
-                        Err(ForwardError::Unavailable(e))
-                    }
-                    Err(other) => Err(ForwardError::Internal(other.to_string())),
+                    Err(error) => Err(error.for_the_wire()),
                 };
                 self.send(
                     node,
@@ -650,13 +645,13 @@ impl<S: Store> Engine<S> {
     pub(super) fn finish_origin(
         &mut self,
         origin: Origin,
-        result: Result<ForwardedReply, ForwardError>,
+        result: Result<ForwardedReply, RequestError>,
     ) {
         match origin {
             Origin::Client(client) => {
                 let result = match result {
                     Ok(_) => unreachable!("only failures finish early"),
-                    Err(error) => Err(forward_error(error)),
+                    Err(error) => Err(error),
                 };
                 self.reply(client, result);
             }
@@ -671,7 +666,7 @@ impl<S: Store> Engine<S> {
                     request,
                     bucket,
                     key,
-                    result,
+                    result: result.map_err(RequestError::for_the_wire),
                 },
             ),
         }
@@ -689,15 +684,4 @@ pub(super) fn uncovered_primaries(list: PreferenceList<'_>, targets: &[Replica])
                 .any(|t| t.node == p || t.stands_in_for() == Some(p))
         })
         .collect()
-}
-
-/// A write's failure, in the form a forwarded write's answer carries it,
-/// as the client gets it.
-pub(super) fn forward_error(error: ForwardError) -> RequestError {
-    match error {
-        ForwardError::Write(e) => RequestError::Write(e),
-        ForwardError::Put(e) => RequestError::Put(e),
-        ForwardError::Unavailable(e) => RequestError::Unavailable(e),
-        ForwardError::Internal(e) => RequestError::Internal(e),
-    }
 }

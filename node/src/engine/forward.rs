@@ -12,12 +12,12 @@ use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
 use uuid::Uuid;
 
 use super::admission::check_key;
-use super::coordinator::{forward_error, uncovered_primaries, Origin};
+use super::coordinator::{uncovered_primaries, Origin};
 use super::requests::RequestId;
 use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{RequestError, WriteReply, WriteRequest};
 use crate::core::{PutError, QuorumTally, ResolvedOptions};
-use crate::wire::{decode_object, ForwardError, ForwardedReply, ForwardedWrite, Message, WireKey};
+use crate::wire::{decode_object, ForwardedReply, ForwardedWrite, Message, WireKey};
 
 /// Extra time a forwarding node waits beyond the request's timeout for the
 /// coordinating replica's answer.
@@ -81,12 +81,9 @@ impl ForwardedRequest {
     /// The client's answer to a coordinator's answer.
     pub(super) fn on_reply(
         self,
-        result: Result<ForwardedReply, ForwardError>,
+        result: Result<ForwardedReply, RequestError>,
     ) -> (ClientId, Result<ClientReply, RequestError>) {
-        let result = match result {
-            Ok(reply) => decode_forwarded(reply).map(ClientReply::Write),
-            Err(error) => Err(forward_error(error)),
-        };
+        let result = result.and_then(|reply| decode_forwarded(reply).map(ClientReply::Write));
         (self.client, result)
     }
 
@@ -201,7 +198,7 @@ impl<S: Store> Engine<S> {
         if !self.ring_agreed() {
             return self.finish_origin(
                 origin,
-                Err(ForwardError::Unavailable(
+                Err(RequestError::Unavailable(
                     "no ring, or the members do not agree on it yet".into(),
                 )),
             );
@@ -209,7 +206,7 @@ impl<S: Store> Engine<S> {
         let awaited = self.awaited_requests();
         if awaited >= self.config.max_pending_requests {
             let busy = format!("{awaited} client requests in flight, the most this node takes");
-            return self.finish_origin(origin, Err(ForwardError::Unavailable(busy)));
+            return self.finish_origin(origin, Err(RequestError::Overloaded(busy)));
         }
         if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
             || check_key("key", &write.key, MAX_KEY_LEN).is_err()
@@ -224,7 +221,7 @@ impl<S: Store> Engine<S> {
         {
             return self.finish_origin(
                 origin,
-                Err(ForwardError::Internal(
+                Err(RequestError::Internal(
                     "forwarded write out of bounds".into(),
                 )),
             );
@@ -233,7 +230,7 @@ impl<S: Store> Engine<S> {
             None => CausalContext::default(),
             Some(Ok(context)) => context,
             Some(Err(e)) => {
-                return self.finish_origin(origin, Err(ForwardError::Internal(e.to_string())))
+                return self.finish_origin(origin, Err(RequestError::Internal(e.to_string())))
             }
         };
         let list = self.preference_list(&write.bucket, &write.key);
@@ -241,7 +238,7 @@ impl<S: Store> Engine<S> {
         if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
             return self.finish_origin(
                 origin,
-                Err(ForwardError::Internal(
+                Err(RequestError::Internal(
                     "forwarded write with invalid options".into(),
                 )),
             );
@@ -260,7 +257,7 @@ impl<S: Store> Engine<S> {
         if !targets.iter().any(|t| t.node == self.id) {
             return self.finish_origin(
                 origin,
-                Err(ForwardError::Unavailable(
+                Err(RequestError::Unavailable(
                     "the replica a write was forwarded to is not a target in its own view of the cluster; retry"
                         .into(),
                 )),
@@ -293,7 +290,7 @@ impl<S: Store> Engine<S> {
         request: RequestId,
         bucket: &[u8],
         key: &[u8],
-        result: Result<ForwardedReply, ForwardError>,
+        result: Result<ForwardedReply, RequestError>,
     ) {
         let awaited = self
             .forwards

@@ -13,7 +13,7 @@ use super::forward::{SeenForwards, MAX_FORWARDS_REMEMBERED};
 use super::*;
 use crate::api::{ReadRequest, RequestError, WriteRequest};
 use crate::core::{GetCoordinator, PutError, Replica, ReplicaError, RequestOptions};
-use crate::wire::{ForwardError, Frame, Message, StoredAck, WireKey};
+use crate::wire::{Frame, Message, StoredAck, WireKey};
 
 const WALL: u64 = 1_767_225_600_000;
 
@@ -1120,7 +1120,7 @@ fn a_forwarded_write_carries_its_content_type() {
                 .expect("a frame")
                 .message,
             Message::ForwardReply {
-                result: Err(ForwardError::Internal(_)),
+                result: Err(RequestError::Internal(_)),
                 ..
             }
         ),

@@ -16,8 +16,9 @@ use uuid::Uuid;
 
 use super::membership::HOLDS_DATA_EXTRA;
 use super::{Engine, EngineConfig, EngineError, Now};
+use crate::api::RequestError;
 use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
-use crate::wire::{decode_object, ForwardError, WireKey};
+use crate::wire::{decode_object, WireKey};
 
 /// Metadata name of the persisted ring.
 pub(super) const RING_META: &str = "ring";
@@ -80,14 +81,14 @@ impl<S: Store> Engine<S> {
         key: &WireKey,
         write: ClientWrite,
         durability: Durability,
-    ) -> Result<(Object, Dot), ForwardError> {
+    ) -> Result<(Object, Dot), RequestError> {
         let partition = PartitionId(key.partition);
         let actor = self
             .actor(partition)
-            .map_err(|e| ForwardError::Internal(e.to_string()))?;
+            .map_err(|e| RequestError::Internal(e.to_string()))?;
         let timestamp = self.hlc.now(now.wall_ms);
         self.persist_clock()
-            .map_err(|e| ForwardError::Internal(e.to_string()))?;
+            .map_err(|e| RequestError::Internal(e.to_string()))?;
         let bound = context_bound(timestamp, self.config.hlc.max_drift);
         let stored = self.store.update(
             KeyRef::new(partition, &key.bucket, &key.key),
@@ -99,8 +100,8 @@ impl<S: Store> Engine<S> {
         );
         let applied = match stored {
             Ok(Ok(applied)) => applied,
-            Ok(Err(refused)) => return Err(ForwardError::Write(refused)),
-            Err(e) => return Err(ForwardError::Internal(e.to_string())),
+            Ok(Err(refused)) => return Err(RequestError::Write(refused)),
+            Err(e) => return Err(RequestError::Internal(e.to_string())),
         };
         self.mark_holds_data();
         Ok(applied)

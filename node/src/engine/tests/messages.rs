@@ -647,3 +647,65 @@ fn no_effect_leaves_before_the_writes_are_flushed() {
         "the second ack shares the flush"
     );
 }
+
+/// A coordinating replica too busy for a forwarded write says so with the
+/// client's own error: the client hears `overloaded`, not `unavailable`.
+#[test]
+fn forward_reply_carries_the_coordinators_error_as_the_client_gets_it() {
+    let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
+    let (outsider, coordinator) = outsider_and_coordinator(&engines);
+    engines[coordinator].config.max_pending_requests = 0;
+    engines[outsider].handle_client(now(t), 1, put("v"));
+    let effects = drain(&mut engines[outsider]);
+    let forwarded = request_of(&effects);
+    let Some(Effect::Send { message, .. }) = effects.into_iter().next() else {
+        panic!("a forward");
+    };
+    let from = addr(7070 + outsider as u16);
+    let frame = engines[outsider].frame(message);
+    engines[coordinator].handle_message(now(t), from, frame);
+    let effects = drain(&mut engines[coordinator]);
+    let busy = match &effects[..] {
+        [Effect::Send {
+            message:
+                Message::ForwardReply {
+                    result: Err(RequestError::Overloaded(busy)),
+                    ..
+                },
+            ..
+        }] => busy.clone(),
+        other => panic!("expected an overloaded answer, got {other:?}"),
+    };
+    assert_eq!(
+        effects,
+        vec![Effect::Send {
+            to: engines[outsider].id(),
+            addr: from,
+            message: Message::ForwardReply {
+                request: forwarded,
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                result: Err(RequestError::Overloaded(busy.clone())),
+            },
+        }]
+    );
+    let frame = engines[coordinator].frame(effects[0].clone().into_message());
+    engines[outsider].handle_message(now(t + 1), addr(7070 + coordinator as u16), frame);
+    assert_eq!(
+        drain(&mut engines[outsider]),
+        vec![Effect::Reply {
+            client: 1,
+            result: Err(RequestError::Overloaded(busy)),
+        }]
+    );
+}
+
+impl Effect {
+    /// The message of a send.
+    fn into_message(self) -> Message {
+        match self {
+            Effect::Send { message, .. } | Effect::SendToSeed { message, .. } => message,
+            other => panic!("not a send: {other:?}"),
+        }
+    }
+}
