@@ -45,8 +45,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::version::{ActorId, Dot, VersionVector};
 
-/// The longest token accepted, in characters. About 150 actors' entries.
-pub const MAX_TOKEN_LEN: usize = 4096;
+/// The longest token accepted, in characters: the public contract's
+/// ([`chorus_client::limits::MAX_CONTEXT_TOKEN_BYTES`]). About 150 actors'
+/// entries.
+pub const MAX_TOKEN_LEN: usize = chorus_client::limits::MAX_CONTEXT_TOKEN_BYTES;
 
 /// The most single dots a context may carry besides its vector.
 pub const MAX_CONTEXT_DOTS: usize = 128;

@@ -77,10 +77,11 @@ pub const MAX_ENCODED_LEN: usize = 64 << 20;
 /// storable (two such objects always are).
 pub const MAX_WRITE_BYTES: usize = 24 << 20;
 
-/// The longest content type a version may carry, in bytes: room for a
-/// media type with parameters (`application/json; charset=utf-8`), and a
-/// small fixed share of any object.
-pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
+/// The longest content type a version may carry, in bytes: the public
+/// contract's ([`chorus_client::limits::MAX_CONTENT_TYPE_BYTES`]), room
+/// for a media type with parameters (`application/json; charset=utf-8`),
+/// and a small fixed share of any object.
+pub const MAX_CONTENT_TYPE_BYTES: usize = chorus_client::limits::MAX_CONTENT_TYPE_BYTES;
 
 /// The format marker of the current encoding.
 const FORMAT_V1: u8 = 1;

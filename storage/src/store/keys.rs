@@ -18,10 +18,14 @@ use uuid::Uuid;
 use super::{Durability, KeyRef, StoreError};
 use crate::object::Object;
 
-/// The longest bucket name, in bytes (its length is stored in one byte).
-pub const MAX_BUCKET_LEN: usize = 255;
-/// The longest key, in bytes.
-pub const MAX_KEY_LEN: usize = 64 * 1024;
+/// The longest bucket name, in bytes: the public contract's
+/// ([`chorus_client::limits::MAX_BUCKET_BYTES`]); its length is stored in
+/// one byte.
+pub const MAX_BUCKET_LEN: usize = chorus_client::limits::MAX_BUCKET_BYTES;
+const _: () = assert!(MAX_BUCKET_LEN <= u8::MAX as usize);
+/// The longest key, in bytes: the public contract's
+/// ([`chorus_client::limits::MAX_KEY_BYTES`]).
+pub const MAX_KEY_LEN: usize = chorus_client::limits::MAX_KEY_BYTES;
 /// The most keys in one batch.
 pub const MAX_BATCH_KEYS: usize = 10_000;
 /// The longest generic metadata name, in bytes.
