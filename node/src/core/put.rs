@@ -189,6 +189,28 @@ impl PutCoordinator {
             .collect()
     }
 
+    /// The targets the write may not have reached: those that have not
+    /// answered, and those it could not be delivered to or that shed it
+    /// ([`ReplicaError::Unreachable`], [`ReplicaError::Overloaded`]), in
+    /// preference-list order. When the request is retired these are the
+    /// replicas the coordinator keeps hints for (Cassandra hints replicas
+    /// that time out, not only those the failure detector convicted). A
+    /// replica that answered with its own failure (storage, refusal) is
+    /// not hinted: it had the write and said no.
+    pub fn unreached(&self) -> Vec<Replica> {
+        self.targets
+            .iter()
+            .filter(|t| match &t.answer {
+                None => true,
+                Some(Answer::Failed(e)) => {
+                    matches!(e, ReplicaError::Unreachable | ReplicaError::Overloaded)
+                }
+                Some(Answer::Applied { .. }) => false,
+            })
+            .map(|t| t.replica)
+            .collect()
+    }
+
     /// The request's timer fired. An undecided put becomes
     /// [`PutError::Indeterminate`] if any replica applied the write and
     /// [`PutError::Failed`] if none did; a decided one is unchanged.

@@ -23,6 +23,25 @@ pub(super) struct Queued {
     pub(super) bytes: usize,
 }
 
+impl Queued {
+    /// When its time runs out: a request waits for admission at most for
+    /// its own timeout, and the time it waited counts toward it.
+    pub(super) fn deadline(&self) -> Duration {
+        self.since + Duration::from_millis(self.request.options().timeout_ms)
+    }
+
+    /// The request, admitted at `now`, with the time it waited taken off
+    /// its timeout.
+    fn into_admitted(mut self, now: Now) -> ClientRequest {
+        let left = self.deadline().saturating_sub(now.mono).as_millis();
+        let options = self.request.options_mut();
+        options.timeout_ms = u64::try_from(left)
+            .unwrap_or(u64::MAX)
+            .clamp(1, options.timeout_ms);
+        self.request
+    }
+}
+
 impl<S: Store> Engine<S> {
     pub(super) fn admit(&self, request: &ClientRequest) -> Result<(), RequestError> {
         let (bucket, key) = match request {
@@ -130,30 +149,36 @@ impl<S: Store> Engine<S> {
                 break;
             };
             self.queued_bytes -= queued.bytes;
-            match self.admit(&queued.request) {
-                Ok(()) => self.dispatch(now, queued.client, queued.request),
+            let client = queued.client;
+            let request = queued.into_admitted(now);
+            match self.admit(&request) {
+                Ok(()) => self.dispatch(now, client, request),
                 Err(error) => {
                     if matches!(error, RequestError::Overloaded(_)) {
                         self.stats.refused_overloaded += 1;
                     }
-                    self.reply(queued.client, Err(error));
+                    self.reply(client, Err(error));
                 }
             }
         }
     }
 
-    /// Refuses queued client requests that waited `max_queue_wait`.
+    /// Refuses queued client requests whose timeout ran out while they
+    /// waited for admission: nothing was done for them.
     pub(super) fn expire_queued(&mut self, now: Now) {
-        while let Some(queued) = self.admission.front() {
-            if queued.since + self.config.max_queue_wait > now.mono {
-                break;
-            }
-            let queued = self.admission.pop_front().expect("checked above");
+        if !self.admission.iter().any(|q| q.deadline() <= now.mono) {
+            return;
+        }
+        let (expired, waiting): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut self.admission)
+            .into_iter()
+            .partition(|q| q.deadline() <= now.mono);
+        self.admission = waiting.into();
+        for queued in expired {
             self.queued_bytes -= queued.bytes;
             self.stats.refused_overloaded += 1;
             let error = RequestError::Overloaded(format!(
-                "waited {} ms for background work to drain",
-                self.config.max_queue_wait.as_millis()
+                "waited its whole timeout ({} ms) for background work to drain",
+                queued.request.options().timeout_ms
             ));
             self.reply(queued.client, Err(error));
         }

@@ -258,10 +258,11 @@ impl PutRequest {
     }
 
     /// What a retired put leaves to hint: its key, object, durability and
-    /// the targets that never answered.
-    pub(super) fn into_unanswered(self) -> (WireKey, Object, bool, Vec<Replica>) {
-        let unanswered = self.coordinator.unanswered();
-        (self.key, self.object, self.sync, unanswered)
+    /// the targets the write may not have reached
+    /// ([`PutCoordinator::unreached`]).
+    pub(super) fn into_unreached(self) -> (WireKey, Object, bool, Vec<Replica>) {
+        let unreached = self.coordinator.unreached();
+        (self.key, self.object, self.sync, unreached)
     }
 }
 
@@ -602,8 +603,8 @@ impl<S: Store> Engine<S> {
         if let Some(bytes) = put.background_bytes() {
             self.background.remove(bytes);
         }
-        let (key, object, sync, unanswered) = put.into_unanswered();
-        self.hint_unanswered(&key, &object, sync, unanswered);
+        let (key, object, sync, unreached) = put.into_unreached();
+        self.hint_unreached(&key, &object, sync, unreached);
     }
 
     pub(super) fn answer(&mut self, origin: Origin, result: Result<ClientReply, RequestError>) {

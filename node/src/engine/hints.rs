@@ -233,22 +233,24 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Keeps a hint for every target of a retired put that never answered
-    /// (for a fallback, for the primary it stood in for), as Cassandra does
-    /// for replicas that time out: a replica that is slow or paused but not
-    /// convicted by the failure detector still gets the write when it
-    /// answers again. Hints are bounded per target by the store.
-    pub(super) fn hint_unanswered(
+    /// Keeps a hint for every target of a retired put the write may not
+    /// have reached (for a fallback, for the primary it stood in for), as
+    /// Cassandra does for replicas that time out: a replica that is slow,
+    /// paused or dead but not yet convicted by the failure detector still
+    /// gets the write when it answers again. This node's own copy is never
+    /// hinted (it answered at once). Hints are bounded per target by the
+    /// store.
+    pub(super) fn hint_unreached(
         &mut self,
         key: &WireKey,
         object: &Object,
         sync: bool,
-        unanswered: Vec<Replica>,
+        unreached: Vec<Replica>,
     ) {
         let partition = PartitionId(key.partition);
-        for target in unanswered {
+        for target in unreached {
             let primary = target.stands_in_for().unwrap_or(target.node);
-            if primary == self.id || self.has_left(primary) {
+            if target.node == self.id || primary == self.id || self.has_left(primary) {
                 continue;
             }
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);

@@ -133,7 +133,10 @@ impl<S: Store> Engine<S> {
                 // Offer hints at once rather than at the next round.
                 self.next_hint_round = self.next_hint_round.min(now.mono);
             }
-            Notification::Down { node, phi } => tracing::warn!(%node, phi, "node down"),
+            Notification::Down { node, phi } => {
+                tracing::warn!(%node, phi, "node down");
+                self.fail_requests_to(node);
+            }
             Notification::Joined { node, generation } => {
                 tracing::info!(%node, generation = generation.0, "node joined");
                 self.learn_generation(node, generation.0);

@@ -180,9 +180,6 @@ pub struct EngineConfig {
     pub max_queued_requests: usize,
     /// Most bytes of values in client requests waiting for admission.
     pub max_queued_bytes: usize,
-    /// Longest a client request waits for admission before it is refused
-    /// as overloaded.
-    pub max_queue_wait: Duration,
     /// How often hints are offered to their primaries.
     pub hint_interval: Duration,
     /// Hints sent to one primary per interval at most.
@@ -237,7 +234,6 @@ impl Default for EngineConfig {
             max_background_bytes: 64 << 20,
             max_queued_requests: 4096,
             max_queued_bytes: 64 << 20,
-            max_queue_wait: Duration::from_secs(5),
             hint_interval: Duration::from_secs(1),
             hint_batch: 64,
             ring_interval: Duration::from_millis(500),
@@ -266,6 +262,23 @@ pub type ClientId = u64;
 pub enum ClientRequest {
     Get(ReadRequest),
     Put(WriteRequest),
+}
+
+impl ClientRequest {
+    /// The request's options.
+    pub fn options(&self) -> &crate::core::RequestOptions {
+        match self {
+            ClientRequest::Get(read) => &read.options,
+            ClientRequest::Put(write) => &write.options,
+        }
+    }
+
+    fn options_mut(&mut self) -> &mut crate::core::RequestOptions {
+        match self {
+            ClientRequest::Get(read) => &mut read.options,
+            ClientRequest::Put(write) => &mut write.options,
+        }
+    }
 }
 
 /// The successful answer to a client request.
@@ -643,8 +656,8 @@ impl<S: Store> Engine<S> {
         if let Some(deadline) = self.deadlines.first() {
             next = next.min(deadline);
         }
-        if let Some(queued) = self.admission.front() {
-            next = next.min(queued.since + self.config.max_queue_wait);
+        if let Some(deadline) = self.admission.iter().map(Queued::deadline).min() {
+            next = next.min(deadline);
         }
         next
     }
@@ -1019,6 +1032,22 @@ impl<S: Store> Engine<S> {
     /// coordination may have been applied by the old process, so it is
     /// answered as indeterminate rather than coordinated twice.
     pub(super) fn resend_to_restarted(&mut self, node: Uuid) {
+        self.for_requests_waiting_on(node, WaitingAction::Resend);
+    }
+
+    /// The failure detector convicted `node`: the gets and puts still
+    /// waiting for its answer count it as failed
+    /// ([`ReplicaError::Unreachable`]) now rather than at their timeout,
+    /// so a put decides on the replicas left and, once retired, hints
+    /// `node` (it may never have had the write), and the background work
+    /// its answers held stops holding admission back. Its hint deliveries
+    /// end (the hints stay). A write forwarded to it waits for its answer
+    /// or timeout: it may have been applied.
+    pub(super) fn fail_requests_to(&mut self, node: Uuid) {
+        self.for_requests_waiting_on(node, WaitingAction::Fail);
+    }
+
+    fn for_requests_waiting_on(&mut self, node: Uuid, action: WaitingAction) {
         enum Waiting {
             Get,
             Put,
@@ -1058,7 +1087,12 @@ impl<S: Store> Engine<S> {
                         continue;
                     };
                     let key = get.key().clone();
-                    self.send(node, Message::Read { request, key });
+                    match action {
+                        WaitingAction::Resend => self.send(node, Message::Read { request, key }),
+                        WaitingAction::Fail => {
+                            self.on_read_reply(node, request, &key, Err(ReplicaError::Unreachable))
+                        }
+                    }
                 }
                 Waiting::Put => {
                     let Some(put) = self.puts.get(request) else {
@@ -1068,11 +1102,22 @@ impl<S: Store> Engine<S> {
                     let Some(target) = unanswered.iter().find(|t| t.node == node) else {
                         continue;
                     };
-                    let message = put.store_message(request, target);
-                    self.send(node, message);
+                    match action {
+                        WaitingAction::Resend => {
+                            let message = put.store_message(request, target);
+                            self.send(node, message);
+                        }
+                        WaitingAction::Fail => {
+                            let key = put.key().clone();
+                            self.on_stored(node, request, &key, Err(ReplicaError::Unreachable));
+                        }
+                    }
                 }
                 Waiting::Hint => self.end_hint_delivery(request),
                 Waiting::Forwarded => {
+                    if matches!(action, WaitingAction::Fail) {
+                        continue;
+                    }
                     let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) else {
                         continue;
                     };
@@ -1096,6 +1141,15 @@ impl<S: Store> Engine<S> {
     pub(super) fn reply(&mut self, client: ClientId, result: Result<ClientReply, RequestError>) {
         self.effects.push_back(Effect::Reply { client, result });
     }
+}
+
+/// What to do with the requests that wait for one node's answer.
+#[derive(Debug, Clone, Copy)]
+enum WaitingAction {
+    /// It restarted: ask its new incarnation again.
+    Resend,
+    /// It was convicted: count it as failed.
+    Fail,
 }
 
 #[cfg(test)]

@@ -900,7 +900,6 @@ fn background_work_over_budget_makes_client_requests_wait_not_fail() {
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     for engine in &mut engines {
         engine.config.max_background_requests = 2;
-        engine.config.max_queue_wait = Duration::from_millis(500);
     }
     // Step 1: two puts at w=one are answered at once and keep
     // replicating in the background (their frames are held back).
@@ -945,12 +944,12 @@ fn background_work_over_budget_makes_client_requests_wait_not_fail() {
     assert_eq!(answered, vec![(3, true)]);
     assert_eq!(engines[0].stats().queued_requests, 0);
     assert_eq!(engines[0].stats().refused_overloaded, 0);
-    // Step 4: a request that waits longer than `max_queue_wait` is
+    // Step 4: a request that waits for admission its whole timeout is
     // refused as overloaded.
     for client in 4..=6 {
         let mut request = put("v");
         if let ClientRequest::Put(write) = &mut request {
-            write.options = options(&[("w", "one")]);
+            write.options = options(&[("w", "one"), ("timeout", "500")]);
         }
         engines[0].handle_client(now(t + 4), client, request);
     }
@@ -1156,3 +1155,80 @@ fn forgotten_forward_ids_stay_refused_below_the_floor() {
 }
 
 mod messages;
+
+/// A replica convicted by the failure detector stops holding the puts that
+/// wait for it: they count it as failed, retire and hint it, and the
+/// admission they held back opens without waiting for their timeout.
+#[test]
+fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
+    let (mut engines, mut t) = cluster(3);
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+    let dead = 2;
+    let dead_id = engines[dead].id();
+    engines[0].config.max_background_requests = 1;
+    // A put at w=quorum: node 1 acknowledges, node 2 never does (it is
+    // dead), so the put stays in the background holding the budget.
+    let mut request = put("v");
+    if let ClientRequest::Put(write) = &mut request {
+        write.options = options(&[("w", "quorum"), ("timeout", "60000")]);
+    }
+    engines[0].handle_client(now(t), 1, request);
+    let effects = drain(&mut engines[0]);
+    for (to, payload) in frames_of(&engines[0], effects) {
+        if to == addrs[1] {
+            let _ = engines[1].handle_frame(now(t), addrs[0], &payload);
+        }
+    }
+    let acks = drain(&mut engines[1]);
+    for (_, payload) in frames_of(&engines[1], acks) {
+        let _ = engines[0].handle_frame(now(t), addrs[1], &payload);
+    }
+    assert!(matches!(replies(&drain(&mut engines[0]))[..], [(1, Ok(_))]));
+    assert_eq!(engines[0].stats().background_requests, 1);
+    // A second client request waits for admission.
+    let mut second = put("v2");
+    if let ClientRequest::Put(write) = &mut second {
+        write.key = b"k2".to_vec();
+        write.options = options(&[("w", "one"), ("timeout", "60000")]);
+    }
+    engines[0].handle_client(now(t), 2, second);
+    assert_eq!(engines[0].stats().queued_requests, 1);
+    // Node 2 stops; the others tick on until node 0 convicts it.
+    let mut answered = None;
+    for _ in 0..3_000 {
+        t += 10;
+        for (i, engine) in engines.iter_mut().enumerate() {
+            if i != dead {
+                engine.handle_tick(now(t));
+            }
+        }
+        for i in 0..2 {
+            let effects = drain(&mut engines[i]);
+            for effect in &effects {
+                if let Effect::Reply { client, result } = effect {
+                    answered = Some((*client, result.is_ok()));
+                }
+            }
+            for (to, payload) in frames_of(&engines[i], effects) {
+                if let Some(j) = addrs.iter().position(|&a| a == to).filter(|&j| j != dead) {
+                    let _ = engines[j].handle_frame(now(t), addrs[i], &payload);
+                }
+            }
+        }
+        if !engines[0].is_up(dead_id) {
+            break;
+        }
+    }
+    assert!(!engines[0].is_up(dead_id), "node 2 is seen down");
+    assert!(t < 30_000, "convicted long before the put's timeout");
+    // The put that waited for node 2 retired and hinted it; the queued
+    // request was admitted and answered, not refused, and hinted node 2
+    // too (a primary that is down with no fallback to stand in for it).
+    assert_eq!(answered, Some((2, true)));
+    assert_eq!(engines[0].stats().refused_overloaded, 0);
+    assert_eq!(engines[0].stats().background_requests, 0);
+    assert_eq!(
+        engines[0].pending_hints().expect("memory"),
+        vec![(dead_id, 2)]
+    );
+}
