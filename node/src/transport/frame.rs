@@ -1,12 +1,12 @@
-//! Length-delimited frames, one per QUIC stream.
+//! Length-delimited frames, written back to back on a QUIC stream.
 //!
 //! A frame is `[version: u8][length: u32, big-endian][payload]`. The version
 //! byte lets a later protocol change be refused cleanly instead of being
 //! misread; the length lets the reader refuse an oversized frame before it
 //! allocates anything.
 //!
-//! [`encode_frame`], [`encode_header`], [`decode_header`] and
-//! [`decode_frame`] are pure; [`read_frame`] is the only function here that
+//! [`encode_frame`], [`encode_header`], [`encode_batch`], [`decode_header`]
+//! and [`decode_frame`] are pure; [`read_frame`] is the only function here that
 //! touches a stream.
 
 /// The version byte every frame starts with.
@@ -80,6 +80,62 @@ pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Payloads shorter than this are copied next to their header by
+/// [`encode_batch`]; longer ones are handed on as they are.
+pub const COPY_BELOW: usize = 4096;
+
+/// Frames laid out for one write: the chunks to hand to QUIC in order, and
+/// where each frame ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The frames' bytes, in order and back to back. No chunk is empty.
+    pub chunks: Vec<bytes::Bytes>,
+    /// `ends[i]` is the offset, from the start of the batch, just past
+    /// frame `i`: once that many bytes are written, frame `i` is whole.
+    pub ends: Vec<u64>,
+}
+
+impl Batch {
+    /// How many frames are whole once the first `written` bytes are written.
+    pub fn whole_frames(&self, written: u64) -> usize {
+        self.ends.partition_point(|&end| end <= written)
+    }
+}
+
+/// `payloads` as consecutive frames. Headers and payloads shorter than
+/// [`COPY_BELOW`] are copied into shared buffers, so a batch of small
+/// frames is a few chunks rather than two per frame; longer payloads are
+/// chunks of their own, not copied.
+///
+/// # Panics
+///
+/// If a payload is longer than `u32::MAX` bytes (see [`encode_header`]).
+pub fn encode_batch(payloads: &[bytes::Bytes]) -> Batch {
+    let copied: usize = payloads
+        .iter()
+        .map(|p| HEADER_LEN + if p.len() < COPY_BELOW { p.len() } else { 0 })
+        .sum();
+    let mut buffer = bytes::BytesMut::with_capacity(copied);
+    let mut chunks = Vec::new();
+    let mut ends = Vec::with_capacity(payloads.len());
+    let mut end = 0u64;
+    for payload in payloads {
+        buffer.extend_from_slice(&encode_header(payload.len()));
+        if payload.len() < COPY_BELOW {
+            buffer.extend_from_slice(payload);
+        } else {
+            chunks.push(buffer.split().freeze());
+            chunks.push(payload.clone());
+        }
+        end += (HEADER_LEN + payload.len()) as u64;
+        ends.push(end);
+    }
+    if !buffer.is_empty() {
+        chunks.push(buffer.freeze());
+    }
+    Batch { chunks, ends }
+}
+
 /// Checks a header and returns the payload length it announces, which is
 /// at most `max`.
 pub fn decode_header(header: &[u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
@@ -116,19 +172,29 @@ pub fn decode_frame(bytes: &[u8], max: usize) -> Result<&[u8], FrameError> {
     }
 }
 
-/// Reads one frame from `recv` and returns its payload.
+/// Reads the next frame from `recv` and returns its payload, or `None` when
+/// the stream ends cleanly where a frame would begin.
 ///
 /// The header is checked before the payload buffer is allocated, so a frame
 /// with a wrong version or a length over `max` costs five bytes of reading
-/// and nothing else. The stream is left positioned after the frame; whether
-/// more follows is the caller's business.
-pub async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Vec<u8>, FrameError> {
+/// and nothing else. The stream is left positioned after the frame, where
+/// the next one begins. A stream that ends inside a frame (in its header or
+/// its payload) gives [`FrameError::Truncated`]: a partial frame is never
+/// returned.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut header = [0u8; HEADER_LEN];
-    read_exact(recv, &mut header, 0).await?;
+    match read_exact(recv, &mut header, 0).await {
+        Ok(()) => {}
+        Err(FrameError::Truncated { received: 0, .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    }
     let len = decode_header(&header, max)?;
     let mut payload = vec![0u8; len];
     read_exact(recv, &mut payload, HEADER_LEN).await?;
-    Ok(payload)
+    Ok(Some(payload))
 }
 
 /// Fills `buf` from `recv`; `offset` is how many bytes of the frame came
@@ -220,6 +286,49 @@ mod tests {
                 received: 9
             })
         ));
+    }
+
+    #[test]
+    fn a_batch_is_its_frames_back_to_back_and_knows_where_each_ends() {
+        let big = bytes::Bytes::from(vec![9u8; COPY_BELOW]);
+        let payloads = [
+            bytes::Bytes::from_static(b"one"),
+            bytes::Bytes::new(),
+            big.clone(),
+            bytes::Bytes::from_static(b"last"),
+        ];
+        let batch = encode_batch(&payloads);
+
+        // The bytes are the frames, in order.
+        let bytes: Vec<u8> = batch.chunks.iter().flatten().copied().collect();
+        let frames: Vec<u8> = payloads.iter().flat_map(|p| encode_frame(p)).collect();
+        assert_eq!(bytes, frames);
+        assert!(batch.chunks.iter().all(|chunk| !chunk.is_empty()));
+        // The large payload is handed on, not copied; the small ones share
+        // buffers: the first two frames and the third's header; the large
+        // payload; the last frame.
+        assert_eq!(batch.chunks.len(), 3);
+        assert_eq!(batch.chunks[1].as_ptr(), big.as_ptr());
+
+        let ends = [8, 13, 18 + COPY_BELOW as u64, 27 + COPY_BELOW as u64];
+        assert_eq!(batch.ends, ends);
+        assert_eq!(batch.whole_frames(0), 0);
+        assert_eq!(batch.whole_frames(7), 0);
+        assert_eq!(batch.whole_frames(8), 1);
+        assert_eq!(batch.whole_frames(13), 2);
+        assert_eq!(batch.whole_frames(ends[3] - 1), 3);
+        assert_eq!(batch.whole_frames(ends[3]), 4);
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_chunks() {
+        assert_eq!(
+            encode_batch(&[]),
+            Batch {
+                chunks: Vec::new(),
+                ends: Vec::new()
+            }
+        );
     }
 
     #[test]
