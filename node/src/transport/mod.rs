@@ -47,7 +47,9 @@
 //!
 //! When a write fails, the frames not yet written whole are reported back
 //! ([`BatchError::sent`]); the stream is dropped, and the next send opens a
-//! new one (and a new connection if the old one is gone). A write that is
+//! new one (and a new connection if the old one is gone). A send that finds
+//! its stream stopped by the peer before it wrote anything (the peer refused
+//! an earlier send's frame) moves to a new stream instead of failing. A write that is
 //! abandoned halfway (its future dropped) drops the stream too, and QUIC
 //! finishes it where the write stopped: the receiver refuses the truncated
 //! frame, so a peer never gets part of a frame.
@@ -359,14 +361,26 @@ pub struct QuicTransport {
 /// between them, and [`QuicTransport::disconnect`] and
 /// [`QuicTransport::reset_peer`] never wait for a send that is blocked on
 /// the peer's flow control (they close the connection, which ends it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PeerSlot {
+    peer: SocketAddr,
     /// Connection attempts completed, successful or not. Changed only with
     /// `state` locked, so a send that read it before waiting for the lock
     /// can tell whether an attempt finished while it waited.
     attempts: AtomicU64,
     state: tokio::sync::Mutex<PeerState>,
     writer: tokio::sync::Mutex<Option<FrameStream>>,
+}
+
+impl PeerSlot {
+    fn new(peer: SocketAddr) -> PeerSlot {
+        PeerSlot {
+            peer,
+            attempts: AtomicU64::new(0),
+            state: tokio::sync::Mutex::default(),
+            writer: tokio::sync::Mutex::default(),
+        }
+    }
 }
 
 /// The long-lived stream frames to a peer are written on, with the
@@ -422,7 +436,9 @@ impl ConnectFailure {
 enum SendFailure {
     /// The connection is gone; a fresh one may work.
     Connection(ConnectionError),
-    /// This stream failed, or the peer refused a frame on it.
+    /// The peer stopped the stream: it refused a frame on it.
+    Stopped(VarInt),
+    /// This stream failed otherwise.
     Stream(String),
 }
 
@@ -441,6 +457,10 @@ impl SendFailure {
                     reason: error.to_string(),
                 },
             },
+            SendFailure::Stopped(code) => TransportError::Write {
+                peer,
+                reason: format!("the peer refused a frame (code {code})"),
+            },
             SendFailure::Stream(reason) => TransportError::Write { peer, reason },
         }
     }
@@ -450,9 +470,7 @@ impl From<quinn::WriteError> for SendFailure {
     fn from(error: quinn::WriteError) -> Self {
         match error {
             quinn::WriteError::ConnectionLost(error) => SendFailure::Connection(error),
-            quinn::WriteError::Stopped(code) => {
-                SendFailure::Stream(format!("the peer refused the frame (code {code})"))
-            }
+            quinn::WriteError::Stopped(code) => SendFailure::Stopped(code),
             other => SendFailure::Stream(other.to_string()),
         }
     }
@@ -662,12 +680,22 @@ impl QuicTransport {
             .position(|payload| payload.len() > max)
             .unwrap_or(payloads.len());
         let mut sent = 0;
-        // Whether this call opened a connection, and whether it has retried.
+        // Whether this call opened a connection, whether it has retried on a
+        // new one, and whether it has replaced a stream the peer had stopped.
         let mut opened = false;
         let mut retried = false;
+        let mut restarted_stream = false;
         while sent < fit {
             let slot = self.slot(to);
+            // Read before waiting for the writer, so that sends queued
+            // behind one whose connection attempt failed share its outcome
+            // instead of each waiting out an attempt of its own.
+            let attempts_seen = slot.attempts.load(Ordering::Acquire);
             let mut writer = slot.writer.lock().await;
+            if !self.is_current(to, &slot) {
+                // The peer was reset or disconnected while this send waited.
+                continue;
+            }
             let reused = writer
                 .take()
                 .filter(|open| open.connection.close_reason().is_none());
@@ -675,7 +703,7 @@ impl QuicTransport {
                 Some(open) => open,
                 None => {
                     let (connection, reused) = self
-                        .connection(to)
+                        .connection(&slot, attempts_seen)
                         .await
                         .map_err(|error| BatchError { sent, error })?;
                     if !reused {
@@ -711,11 +739,22 @@ impl QuicTransport {
                     sent = fit;
                     *writer = Some(open);
                 }
-                Err((whole, failure)) => {
+                Err(BatchFailure {
+                    whole,
+                    wrote_nothing,
+                    failure,
+                }) => {
                     // The stream is dropped with `open`: finished, or reset
                     // if the peer stopped it, after the last byte written.
                     sent += whole;
                     match failure {
+                        SendFailure::Stopped(code) if wrote_nothing && !restarted_stream => {
+                            // The peer stopped the stream over an earlier
+                            // send's frame; nothing of this batch reached
+                            // it, so a new stream carries the batch.
+                            debug!(peer = %to, %code, "stream was stopped, opening a new one");
+                            restarted_stream = true;
+                        }
                         SendFailure::Connection(error) if !opened && !retried => {
                             // The failed connection reports a close reason
                             // now, so `connection` will not hand it out again.
@@ -808,17 +847,33 @@ impl QuicTransport {
 
     /// The slot of `to`, made if there is none.
     fn slot(&self, to: SocketAddr) -> Arc<PeerSlot> {
-        self.lock_peers().entry(to).or_default().clone()
+        self.lock_peers()
+            .entry(to)
+            .or_insert_with(|| Arc::new(PeerSlot::new(to)))
+            .clone()
+    }
+
+    /// Whether `slot` is still the slot of `to`, not one that
+    /// [`reset_peer`](Self::reset_peer) or [`disconnect`](Self::disconnect)
+    /// removed.
+    fn is_current(&self, to: SocketAddr, slot: &Arc<PeerSlot>) -> bool {
+        self.lock_peers()
+            .get(&to)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
     }
 
     /// A live connection to `to`, and whether it was reused rather than
     /// opened by this call.
+    ///
+    /// `slot` is the peer's current slot and `attempts_seen` its count of
+    /// attempts when the send began waiting: an attempt that failed since
+    /// is shared rather than made again.
     async fn connection(
         &self,
-        to: SocketAddr,
+        slot: &PeerSlot,
+        attempts_seen: u64,
     ) -> Result<(quinn::Connection, bool), TransportError> {
-        let slot = self.slot(to);
-        let attempts_seen = slot.attempts.load(Ordering::Acquire);
+        let to = slot.peer;
         let mut state = slot.state.lock().await;
         if let Some(connection) = &state.connection {
             if connection.close_reason().is_none() {
@@ -901,20 +956,26 @@ async fn write_confirmed(
         .map_err(|e| SendFailure::Stream(e.to_string()))?;
     match stream.stopped().await {
         Ok(None) => Ok(()),
-        Ok(Some(code)) => Err(SendFailure::Stream(format!(
-            "the peer refused the frame (code {code})"
-        ))),
+        Ok(Some(code)) => Err(SendFailure::Stopped(code)),
         Err(quinn::StoppedError::ConnectionLost(error)) => Err(SendFailure::Connection(error)),
         Err(other) => Err(SendFailure::Stream(other.to_string())),
     }
 }
 
+/// Why [`write_batch`] stopped: how many frames it wrote whole, whether it
+/// wrote anything at all, and the failure.
+struct BatchFailure {
+    whole: usize,
+    wrote_nothing: bool,
+    failure: SendFailure,
+}
+
 /// Writes the frames of `batch` on `stream`, as much at a time as QUIC
-/// takes. On failure, also says how many frames were written whole.
+/// takes.
 async fn write_batch(
     stream: &mut quinn::SendStream,
     batch: frame::Batch,
-) -> Result<(), (usize, SendFailure)> {
+) -> Result<(), BatchFailure> {
     let frame::Batch { mut chunks, ends } = batch;
     let mut done = 0;
     let mut written = 0u64;
@@ -925,8 +986,11 @@ async fn write_batch(
                 written += progress.bytes as u64;
             }
             Err(error) => {
-                let whole = ends.partition_point(|&end| end <= written);
-                return Err((whole, error.into()));
+                return Err(BatchFailure {
+                    whole: ends.partition_point(|&end| end <= written),
+                    wrote_nothing: written == 0,
+                    failure: error.into(),
+                });
             }
         }
     }
