@@ -1133,10 +1133,11 @@ async fn serve_stream(
     tx: mpsc::Sender<Incoming>,
     max_frame_bytes: usize,
 ) {
+    let mut reader = frame::FrameReader::new(max_frame_bytes);
     loop {
         // Asked per frame: the peer's address may change (QUIC migration).
         let from = connection.remote_address();
-        let payload = match frame::read_frame(&mut recv, max_frame_bytes).await {
+        let payload = match reader.next(&mut recv).await {
             Ok(Some(payload)) => payload,
             Ok(None) => return,
             Err(FrameError::Read(error)) => {
