@@ -1,13 +1,14 @@
-//! How fast the QUIC transport moves frames between two nodes on loopback:
-//! one unidirectional stream per frame, as the engine uses it.
+//! How fast the QUIC transport moves frames between two nodes on loopback,
+//! on one connection and its long-lived stream: frames sent one per call,
+//! and frames sent in batches as the runtime's per-peer sender does.
 //!
 //! ```text
 //! cargo run --release -p chorus-node --example transport_throughput
 //! ```
 //!
-//! Prints, for several payload sizes and numbers of sends in flight, the
-//! frames per second delivered to the receiver's queue and the payload
-//! bytes per second.
+//! Prints, for several payload sizes and numbers of sends in flight (or
+//! frames per batch), the frames per second delivered to the receiver's
+//! queue and the payload bytes per second.
 
 // A program that prints figures over real endpoints: it times itself and
 // spawns tasks.
@@ -35,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     sender.send(to, vec![0; 8]).await?;
     incoming.recv().await;
 
-    println!("{FRAMES} frames per row, one unidirectional stream per frame");
+    println!("{FRAMES} frames per row, one frame per send");
     println!(
         "{:>9} {:>9} {:>12} {:>12}",
         "payload", "in flight", "frames/s", "MB/s"
@@ -69,6 +70,42 @@ async fn main() -> anyhow::Result<()> {
                 "{:>9} {:>9} {:>12.0} {:>12.1}",
                 payload,
                 in_flight,
+                rate,
+                rate * payload as f64 / 1e6
+            );
+        }
+    }
+    println!();
+    println!("{FRAMES} frames per row, in batches (one send_batch each, one at a time)");
+    println!(
+        "{:>9} {:>9} {:>12} {:>12}",
+        "payload", "batch", "frames/s", "MB/s"
+    );
+    for payload in [100usize, 1_000, 10_000] {
+        for batch in [16usize, 64] {
+            let started = Instant::now();
+            let sending = {
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    let frames: Vec<bytes::Bytes> =
+                        vec![bytes::Bytes::from(vec![7; payload]); batch];
+                    for _ in 0..FRAMES / batch {
+                        sender.send_batch(to, &frames).await.expect("delivered");
+                    }
+                })
+            };
+            for _ in 0..FRAMES / batch * batch {
+                tokio::time::timeout(Duration::from_secs(30), incoming.recv())
+                    .await?
+                    .expect("the transport is open");
+            }
+            sending.await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let rate = (FRAMES / batch * batch) as f64 / seconds;
+            println!(
+                "{:>9} {:>9} {:>12.0} {:>12.1}",
+                payload,
+                batch,
                 rate,
                 rate * payload as f64 / 1e6
             );

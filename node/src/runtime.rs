@@ -11,8 +11,9 @@
 //!   replies to the waiting client.
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
-//!   (at most [`PEER_SEND_QUEUE`] frames), and the HTTP server. They reach the engine only through its bounded event
-//!   queue.
+//!   (at most [`PEER_SEND_QUEUE`] frames), writing whatever is queued in
+//!   one batch (at most [`SEND_BATCH_FRAMES`]), and the HTTP server. They
+//!   reach the engine only through its bounded event queue.
 //!
 //! # Bounds
 //!
@@ -63,7 +64,7 @@ use crate::engine::{
 };
 use crate::telemetry::{MembersByLiveness, NodeMetrics, PeerFrames};
 use crate::transport::tls::NodeIdentity;
-use crate::transport::{QuicTransport, TransportConfig};
+use crate::transport::{QuicTransport, TransportConfig, TransportError};
 
 /// Most events waiting for the engine thread.
 const EVENT_QUEUE: usize = 16_384;
@@ -75,6 +76,11 @@ const SEND_QUEUE: usize = 16_384;
 pub const SEND_QUEUE_BYTES: usize = 64 << 20;
 /// Most frames waiting to be sent to one peer.
 pub const PEER_SEND_QUEUE: usize = 4096;
+/// Most frames one peer's sending task writes at once.
+const SEND_BATCH_FRAMES: usize = 64;
+/// Bytes after which one peer's sending task stops adding frames to a
+/// batch (a batch may exceed it by its last frame).
+const SEND_BATCH_BYTES: usize = 1 << 20;
 /// Most peer addresses with a sending task of their own.
 const MAX_PEER_SENDERS: usize = 4096;
 /// The most events the engine thread handles before it carries out their
@@ -607,23 +613,53 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     })
 }
 
-/// Sends the frames queued for one peer, in order, one at a time: a peer
-/// that stops taking them (it died without closing its connections, so
-/// its stream credit never comes back) fills only its own queue, whose
-/// further frames then fail at once, while every other peer's frames, gossip
-/// included, keep flowing.
+/// Sends the frames queued for one peer, in order, in batches: whatever is
+/// queued when the previous batch is written (at most
+/// [`SEND_BATCH_FRAMES`] frames and about [`SEND_BATCH_BYTES`]) goes in
+/// one [`QuicTransport::send_batch`]. A peer that stops taking them (it
+/// died without closing its connections, so its flow-control credit never
+/// comes back) fills only its own queue, whose further frames then fail at
+/// once, while every other peer's frames, gossip included, keep flowing.
 async fn send_to_peer(
     transport: Arc<QuicTransport>,
     addr: SocketAddr,
     mut queue: tokio::sync::mpsc::Receiver<(bytes::Bytes, Held)>,
     failures: SyncSender<Event>,
 ) {
-    while let Some((payload, held)) = queue.recv().await {
-        if let Err(e) = transport.send(addr, payload.clone()).await {
-            tracing::debug!(%addr, error = %e, "frame not delivered; the engine is told");
-            report_send_failure(&failures, addr, payload).await;
+    let mut payloads = Vec::with_capacity(SEND_BATCH_FRAMES);
+    let mut held = Vec::with_capacity(SEND_BATCH_FRAMES);
+    while let Some((payload, bytes)) = queue.recv().await {
+        let mut batch_bytes = payload.len();
+        payloads.push(payload);
+        held.push(bytes);
+        while payloads.len() < SEND_BATCH_FRAMES && batch_bytes < SEND_BATCH_BYTES {
+            let Ok((payload, bytes)) = queue.try_recv() else {
+                break;
+            };
+            batch_bytes += payload.len();
+            payloads.push(payload);
+            held.push(bytes);
         }
-        drop(held);
+        let mut from = 0;
+        while from < payloads.len() {
+            let Err(failure) = transport.send_batch(addr, &payloads[from..]).await else {
+                break;
+            };
+            tracing::debug!(%addr, error = %failure.error, "frames not delivered; the engine is told");
+            let failed = from + failure.sent;
+            let rest = if let TransportError::FrameTooLarge { .. } = failure.error {
+                // That frame alone fails; the ones after it are sent.
+                failed + 1
+            } else {
+                payloads.len()
+            };
+            for payload in &payloads[failed..rest] {
+                report_send_failure(&failures, addr, payload.clone()).await;
+            }
+            from = rest;
+        }
+        payloads.clear();
+        held.clear();
     }
 }
 
@@ -943,6 +979,102 @@ mod tests {
         assert_eq!(budget.available(), 0);
         drop(big);
         assert_eq!(budget.available(), 100);
+    }
+
+    /// A peer that goes away while its sender is blocked halfway through a
+    /// batch: the frames not sent whole come back to the engine, in order
+    /// and ending with the last one queued; every frame's bytes return to
+    /// the budget; a frame queued later reaches the peer's next incarnation
+    /// on a new connection.
+    #[tokio::test]
+    async fn a_peer_lost_mid_batch_gets_its_unsent_frames_failed_back_and_the_next_frame_reconnects(
+    ) {
+        use crate::transport::ClusterCa;
+        const FRAMES: u8 = 100;
+        let ca = ClusterCa::generate("send-to-peer").expect("ca");
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (a, _a_incoming) = QuicTransport::bind(
+            loopback,
+            &ca.issue("a").expect("issue"),
+            TransportConfig {
+                connect_timeout: Duration::from_millis(500),
+                ..TransportConfig::default()
+            },
+        )
+        .expect("bind a");
+        let b_identity = ca.issue("b").expect("issue");
+        let b_config = TransportConfig {
+            incoming_queue: 2,
+            ..TransportConfig::default()
+        };
+        let (b, mut b_incoming) =
+            QuicTransport::bind(loopback, &b_identity, b_config.clone()).expect("bind b");
+        let b_addr = b.local_addr().expect("addr");
+        let a = Arc::new(a);
+        a.send(b_addr, b"open".to_vec()).await.expect("a -> b");
+        b_incoming.recv().await.expect("open");
+
+        // Step 1: more frames than b takes while nobody reads; the sender
+        // blocks in the middle of a batch.
+        let (queue, queue_rx) = tokio::sync::mpsc::channel(PEER_SEND_QUEUE);
+        let (failures, failures_rx) = mpsc::sync_channel(PEER_SEND_QUEUE);
+        tokio::spawn(send_to_peer(a.clone(), b_addr, queue_rx, failures));
+        let budget = ByteBudget::new(SEND_QUEUE_BYTES);
+        for i in 0..FRAMES {
+            let frame = bytes::Bytes::from(vec![i; 64 * 1024]);
+            let held = budget.try_take(frame.len()).expect("room");
+            queue.send((frame, held)).await.expect("queued");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(budget.available() < SEND_QUEUE_BYTES, "frames are held");
+
+        // Step 2: b goes away. The frames not sent whole fail back, in
+        // order, up to the last one; every frame's bytes come back.
+        b.close().await;
+        drop((b, b_incoming));
+        let failed = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
+            while let Ok(event) = failures_rx.recv_timeout(Duration::from_secs(10)) {
+                let Event::SendFailed(addr, payload) = event else {
+                    panic!("not a send failure: {event:?}");
+                };
+                assert_eq!(addr, b_addr);
+                failed.push(payload[0]);
+                if payload[0] == FRAMES - 1 {
+                    break;
+                }
+            }
+            failed
+        })
+        .await
+        .expect("collector");
+        let first = *failed.first().expect("some frames fail");
+        assert_eq!(failed, (first..FRAMES).collect::<Vec<u8>>());
+        assert!(first > 0, "the frames b took were sent");
+        assert_eq!(budget.available(), SEND_QUEUE_BYTES);
+
+        // Step 3: b comes back on its address; the next frame opens a new
+        // connection and arrives.
+        let (_b, mut b_incoming) = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match QuicTransport::bind(b_addr, &b_identity, b_config.clone()) {
+                    Ok(bound) => break bound,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+        .expect("the port is free again");
+        let held = budget.try_take(5).expect("room");
+        queue
+            .send((bytes::Bytes::from_static(b"again"), held))
+            .await
+            .expect("queued");
+        let again = tokio::time::timeout(Duration::from_secs(10), b_incoming.recv())
+            .await
+            .expect("delivered in time")
+            .expect("open");
+        assert_eq!(again.payload, b"again");
     }
 
     #[tokio::test]

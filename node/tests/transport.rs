@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chorus_node::transport::{
     tls, ClusterCa, Incoming, NodeIdentity, QuicTransport, TlsError, TransportConfig,
     TransportError, ALPN_CLIENT, SERVER_NAME,
@@ -65,6 +66,20 @@ async fn recv(node: &mut Node) -> Incoming {
         .await
         .expect("a message within the deadline")
         .expect("channel open")
+}
+
+/// Receives the next message and checks it is `want`, saying which one
+/// and how it differs without printing whole payloads.
+async fn recv_expecting(node: &mut Node, want: &[u8], which: usize) {
+    let got = recv(node).await.payload;
+    assert!(
+        got == want,
+        "message {which}: got {} bytes starting {:?}, expected {} bytes starting {:?}",
+        got.len(),
+        &got[..got.len().min(8)],
+        want.len(),
+        &want[..want.len().min(8)]
+    );
 }
 
 async fn assert_nothing_arrives(node: &mut Node) {
@@ -152,47 +167,184 @@ async fn concurrent_sends_to_a_new_peer_share_one_connection() {
 }
 
 #[tokio::test]
-async fn a_full_incoming_queue_holds_messages_back_without_dropping_them() {
+async fn a_full_incoming_queue_holds_the_sender_back_without_dropping_anything() {
     let ca = ClusterCa::generate("backpressure").expect("ca");
     let a = Arc::new(node(&ca, "node-a"));
     let config = TransportConfig {
         incoming_queue: 2,
-        max_incoming_streams: 4,
         ..test_config()
     };
     let mut b = bind_at(localhost(), &ca.issue("node-b").expect("issue"), config);
+    send(&a, b.addr, b"open".to_vec()).await.expect("a -> b");
+    assert_eq!(recv(&mut b).await.payload, b"open");
 
-    // Step 1: far more messages than the queue and the stream credit hold,
-    // sent concurrently while nobody reads.
-    let sends: Vec<_> = (0..40u8)
-        .map(|i| {
-            let a = a.clone();
-            let to = b.addr;
-            tokio::spawn(async move { a.transport.send(to, vec![i]).await })
-        })
+    // Step 1: far more than the queue and the stream's flow-control window
+    // (1.25 MB) hold, 6.4 MB, written by one task while nobody reads.
+    let frames: Vec<Bytes> = (0..100u8)
+        .map(|i| Bytes::from(vec![i; 64 * 1024]))
         .collect();
+    let sending = tokio::spawn({
+        let (a, to, frames) = (a.clone(), b.addr, frames.clone());
+        async move {
+            for frame in frames {
+                a.transport.send(to, frame).await?;
+            }
+            Ok::<(), TransportError>(())
+        }
+    });
 
-    // Step 2: the queue fills up, and the senders are held back: not all of
-    // them can have finished while nothing is read.
+    // Step 2: the queue fills up, the receiver stops reading, and the
+    // sender waits for flow-control credit.
     tokio::time::sleep(QUIET).await;
     assert_eq!(b.incoming.len(), 2, "the queue is full");
-    assert!(
-        sends.iter().any(|send| !send.is_finished()),
-        "some sends wait for the receiver"
-    );
+    assert!(!sending.is_finished(), "the sender waits for the receiver");
 
-    // Step 3: reading drains everything; nothing was dropped.
-    let mut received = BTreeSet::new();
-    for _ in 0..40 {
-        received.insert(recv(&mut b).await.payload);
+    // Step 3: reading drains everything, in order; nothing was dropped,
+    // and the sender finishes.
+    for (i, frame) in frames.iter().enumerate() {
+        recv_expecting(&mut b, frame, i).await;
     }
-    assert_eq!(received, (0..40u8).map(|i| vec![i]).collect());
-    for send in sends {
-        timeout(EVENT, send)
+    timeout(EVENT, sending)
+        .await
+        .expect("the sender finishes")
+        .expect("task")
+        .expect("every send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_pipelined_on_one_connection_arrive_in_order() {
+    let ca = ClusterCa::generate("order").expect("ca");
+    let a = node(&ca, "node-a");
+    let mut b = node(&ca, "node-b");
+
+    // Step 1: once the connection is open (its first frame travels on a
+    // stream of its own), one send after the other, small and large,
+    // without waiting for the receiver in between.
+    let payload = |i: u32| -> Bytes {
+        let len = if i % 50 == 0 {
+            20_000
+        } else {
+            (i % 300) as usize
+        };
+        let mut payload = i.to_be_bytes().to_vec();
+        payload.resize(4 + len, (i % 251) as u8);
+        Bytes::from(payload)
+    };
+    send(&a, b.addr, b"open".to_vec()).await.expect("a -> b");
+    assert_eq!(recv(&mut b).await.payload, b"open");
+    let sent: Vec<Bytes> = (0..1000).map(payload).collect();
+    for frame in &sent {
+        a.transport
+            .send(b.addr, frame.clone())
             .await
-            .expect("send finishes")
-            .expect("task")
-            .expect("send");
+            .expect("a -> b");
+    }
+    // Step 2: batches of many frames in one write each.
+    let batched: Vec<Bytes> = (1000..3000).map(payload).collect();
+    for batch in batched.chunks(64) {
+        a.transport.send_batch(b.addr, batch).await.expect("a -> b");
+    }
+
+    // Step 3: every frame arrives whole, in the order sent.
+    for (i, frame) in sent.iter().chain(&batched).enumerate() {
+        recv_expecting(&mut b, frame, i).await;
+    }
+    assert_nothing_arrives(&mut b).await;
+    assert_eq!(a.transport.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_killed_mid_stream_fails_the_unsent_frames_and_the_next_send_reconnects() {
+    let ca = ClusterCa::generate("killed").expect("ca");
+    let config = TransportConfig {
+        connect_timeout: Duration::from_millis(500),
+        ..test_config()
+    };
+    let a = Arc::new(bind_at(
+        localhost(),
+        &ca.issue("node-a").expect("issue"),
+        config,
+    ));
+    let b_identity = ca.issue("node-b").expect("issue");
+    let b_config = TransportConfig {
+        incoming_queue: 2,
+        ..test_config()
+    };
+    let mut b = bind_at(localhost(), &b_identity, b_config.clone());
+    let b_addr = b.addr;
+    send(&a, b_addr, b"open".to_vec()).await.expect("a -> b");
+    assert_eq!(recv(&mut b).await.payload, b"open");
+
+    // Step 1: a batch larger than b takes while nobody reads: the write
+    // stops halfway, waiting for credit.
+    let frames: Vec<Bytes> = (0..100u8)
+        .map(|i| Bytes::from(vec![i; 64 * 1024]))
+        .collect();
+    let sending = tokio::spawn({
+        let (a, frames) = (a.clone(), frames.clone());
+        async move { a.transport.send_batch(b_addr, &frames).await }
+    });
+    tokio::time::sleep(QUIET).await;
+    assert!(!sending.is_finished(), "the batch waits for the receiver");
+
+    // Step 2: b goes away, and its connection with it. The send reconnects
+    // once, finds nobody, and says how many frames were sent whole: at
+    // least those b had taken, not all of them.
+    let mut taken = Vec::new();
+    while let Ok(message) = b.incoming.try_recv() {
+        taken.push(message.payload);
+    }
+    b.transport.close().await;
+    drop(b);
+    let failure = timeout(EVENT, sending)
+        .await
+        .expect("the send ends")
+        .expect("task")
+        .expect_err("the connection is gone");
+    assert!(
+        taken.len() <= failure.sent && failure.sent < frames.len(),
+        "{} taken, {} sent whole of {}",
+        taken.len(),
+        failure.sent,
+        frames.len()
+    );
+    assert!(
+        matches!(
+            failure.error,
+            TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }
+        ),
+        "{failure:?}"
+    );
+    for (i, (got, frame)) in taken.iter().zip(&frames).enumerate() {
+        assert!(got[..] == frame[..], "b took a prefix of the batch: {i}");
+    }
+
+    // Step 3: b comes back on the same address; the next send opens a new
+    // connection and arrives.
+    let mut b = timeout(EVENT, async {
+        loop {
+            match QuicTransport::bind(b_addr, &b_identity, b_config.clone()) {
+                Ok((transport, incoming)) => {
+                    break Node {
+                        transport,
+                        incoming,
+                        addr: b_addr,
+                    }
+                }
+                Err(TransportError::Io(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(other) => panic!("rebinding failed: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the port is free again");
+    let rest = &frames[failure.sent..failure.sent + 2];
+    timeout(EVENT, a.transport.send_batch(b_addr, rest))
+        .await
+        .expect("send finishes")
+        .expect("a -> the new b");
+    for (i, frame) in rest.iter().enumerate() {
+        recv_expecting(&mut b, frame, i).await;
     }
 }
 
@@ -306,12 +458,76 @@ async fn an_oversized_frame_is_refused_and_the_receiver_keeps_working() {
     );
     assert_nothing_arrives(&mut b).await;
 
-    // Step 3: the same connection still carries a frame at the limit.
+    // Step 3: the refused frame took the rest of its stream with it; the
+    // sender, told so by now, carries a frame at the limit on a new stream
+    // of the same connection.
     send(&a, b.addr, vec![1; 64 * 1024])
         .await
         .expect("at the limit");
     assert_eq!(recv(&mut b).await.payload.len(), 64 * 1024);
     assert_eq!(a.transport.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn an_oversized_frame_mid_stream_is_refused_and_later_frames_and_connections_work() {
+    let ca = ClusterCa::generate("oversized-mid").expect("ca");
+    let a = bind_at(
+        localhost(),
+        &ca.issue("node-a").expect("issue"),
+        TransportConfig {
+            max_frame_bytes: 4 * 1024 * 1024,
+            ..test_config()
+        },
+    );
+    let mut b = bind_at(
+        localhost(),
+        &ca.issue("node-b").expect("issue"),
+        TransportConfig {
+            max_frame_bytes: 64 * 1024,
+            ..test_config()
+        },
+    );
+    send(&a, b.addr, b"open".to_vec()).await.expect("a -> b");
+    assert_eq!(recv(&mut b).await.payload, b"open");
+
+    // Step 1: one batch: ten small frames, one over b's limit and larger
+    // than the stream window (so the sender cannot finish writing it before
+    // b refuses it), ten more.
+    let small = |i: u8| Bytes::from(vec![i; 100]);
+    let mut batch: Vec<Bytes> = (0..10).map(small).collect();
+    batch.push(Bytes::from(vec![0xee; 2 * 1024 * 1024]));
+    batch.extend((10..20).map(small));
+    let failure = timeout(EVENT, a.transport.send_batch(b.addr, &batch))
+        .await
+        .expect("send finishes")
+        .expect_err("b refuses the stream");
+    assert_eq!(failure.sent, 10, "{failure:?}");
+    assert!(
+        matches!(failure.error, TransportError::Write { .. }),
+        "{failure:?}"
+    );
+
+    // Step 2: b delivers the frames before the refused one, in order, and
+    // nothing of it or after it.
+    for (i, frame) in batch[..10].iter().enumerate() {
+        recv_expecting(&mut b, frame, i).await;
+    }
+    assert_nothing_arrives(&mut b).await;
+
+    // Step 3: the same connection carries the next frames on a new stream.
+    a.transport
+        .send_batch(b.addr, &batch[11..])
+        .await
+        .expect("after the refusal");
+    for (i, frame) in batch[11..].iter().enumerate() {
+        recv_expecting(&mut b, frame, 11 + i).await;
+    }
+    assert_eq!(a.transport.open_connections(), 1);
+
+    // Step 4: b still takes new connections.
+    let c = node(&ca, "node-c");
+    send(&c, b.addr, b"later".to_vec()).await.expect("c -> b");
+    assert_eq!(recv(&mut b).await.payload, b"later");
 }
 
 #[tokio::test]

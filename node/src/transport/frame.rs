@@ -1,13 +1,13 @@
-//! Length-delimited frames, one per QUIC stream.
+//! Length-delimited frames, written back to back on a QUIC stream.
 //!
 //! A frame is `[version: u8][length: u32, big-endian][payload]`. The version
 //! byte lets a later protocol change be refused cleanly instead of being
 //! misread; the length lets the reader refuse an oversized frame before it
 //! allocates anything.
 //!
-//! [`encode_frame`], [`encode_header`], [`decode_header`] and
-//! [`decode_frame`] are pure; [`read_frame`] is the only function here that
-//! touches a stream.
+//! [`encode_frame`], [`encode_header`], [`encode_batch`], [`decode_header`],
+//! [`decode_frame`] and [`FrameReader::parse`] are pure;
+//! [`FrameReader::next`] is the only function here that touches a stream.
 
 /// The version byte every frame starts with.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -80,6 +80,62 @@ pub fn encode_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Payloads shorter than this are copied next to their header by
+/// [`encode_batch`]; longer ones are handed on as they are.
+pub const COPY_BELOW: usize = 4096;
+
+/// Frames laid out for one write: the chunks to hand to QUIC in order, and
+/// where each frame ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The frames' bytes, in order and back to back. No chunk is empty.
+    pub chunks: Vec<bytes::Bytes>,
+    /// `ends[i]` is the offset, from the start of the batch, just past
+    /// frame `i`: once that many bytes are written, frame `i` is whole.
+    pub ends: Vec<u64>,
+}
+
+impl Batch {
+    /// How many frames are whole once the first `written` bytes are written.
+    pub fn whole_frames(&self, written: u64) -> usize {
+        self.ends.partition_point(|&end| end <= written)
+    }
+}
+
+/// `payloads` as consecutive frames. Headers and payloads shorter than
+/// [`COPY_BELOW`] are copied into shared buffers, so a batch of small
+/// frames is a few chunks rather than two per frame; longer payloads are
+/// chunks of their own, not copied.
+///
+/// # Panics
+///
+/// If a payload is longer than `u32::MAX` bytes (see [`encode_header`]).
+pub fn encode_batch(payloads: &[bytes::Bytes]) -> Batch {
+    let copied: usize = payloads
+        .iter()
+        .map(|p| HEADER_LEN + if p.len() < COPY_BELOW { p.len() } else { 0 })
+        .sum();
+    let mut buffer = bytes::BytesMut::with_capacity(copied);
+    let mut chunks = Vec::new();
+    let mut ends = Vec::with_capacity(payloads.len());
+    let mut end = 0u64;
+    for payload in payloads {
+        buffer.extend_from_slice(&encode_header(payload.len()));
+        if payload.len() < COPY_BELOW {
+            buffer.extend_from_slice(payload);
+        } else {
+            chunks.push(buffer.split().freeze());
+            chunks.push(payload.clone());
+        }
+        end += (HEADER_LEN + payload.len()) as u64;
+        ends.push(end);
+    }
+    if !buffer.is_empty() {
+        chunks.push(buffer.freeze());
+    }
+    Batch { chunks, ends }
+}
+
 /// Checks a header and returns the payload length it announces, which is
 /// at most `max`.
 pub fn decode_header(header: &[u8; HEADER_LEN], max: usize) -> Result<usize, FrameError> {
@@ -116,19 +172,110 @@ pub fn decode_frame(bytes: &[u8], max: usize) -> Result<&[u8], FrameError> {
     }
 }
 
-/// Reads one frame from `recv` and returns its payload.
+/// Frames at least this long are read straight into their own buffer by
+/// [`FrameReader`] rather than gathered from QUIC's chunks.
+pub const READ_DIRECT_FROM: usize = 16 * 1024;
+
+/// What [`FrameReader::parse`] found at the front of the bytes pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole frame: its payload.
+    Frame(Vec<u8>),
+    /// Not a whole frame yet; more bytes are needed.
+    Incomplete,
+    /// The header of a frame of at least [`READ_DIRECT_FROM`] bytes whose
+    /// payload is not all here: better read straight into its buffer.
+    Large {
+        /// The payload's length, within the limit.
+        len: usize,
+    },
+}
+
+/// Reads the frames of one stream, which carries them back to back.
 ///
-/// The header is checked before the payload buffer is allocated, so a frame
-/// with a wrong version or a length over `max` costs five bytes of reading
-/// and nothing else. The stream is left positioned after the frame; whether
-/// more follows is the caller's business.
-pub async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    read_exact(recv, &mut header, 0).await?;
-    let len = decode_header(&header, max)?;
-    let mut payload = vec![0u8; len];
-    read_exact(recv, &mut payload, HEADER_LEN).await?;
-    Ok(payload)
+/// Small frames are cut out of the chunks QUIC hands over, so one read
+/// yields many of them; a large one is read straight into its payload
+/// buffer. A header is checked before anything is allocated for its
+/// payload, so a frame with a wrong version or a length over the limit
+/// costs five bytes and nothing else. [`push`](Self::push) and
+/// [`parse`](Self::parse) are pure; [`next`](Self::next) reads the stream.
+/// The bytes held are at most one small frame and one chunk (which QUIC's
+/// flow-control window bounds).
+#[derive(Debug)]
+pub struct FrameReader {
+    buffer: bytes::BytesMut,
+    max: usize,
+}
+
+impl FrameReader {
+    /// A reader that refuses payloads over `max` bytes.
+    pub fn new(max: usize) -> FrameReader {
+        FrameReader {
+            buffer: bytes::BytesMut::new(),
+            max,
+        }
+    }
+
+    /// Adds bytes received from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The frame at the front of the bytes pushed, if it is whole.
+    pub fn parse(&mut self) -> Result<Parsed, FrameError> {
+        let Some(header) = self.buffer.first_chunk::<HEADER_LEN>() else {
+            return Ok(Parsed::Incomplete);
+        };
+        let len = decode_header(header, self.max)?;
+        if self.buffer.len() >= HEADER_LEN + len {
+            bytes::Buf::advance(&mut self.buffer, HEADER_LEN);
+            return Ok(Parsed::Frame(self.buffer.split_to(len).to_vec()));
+        }
+        if len >= READ_DIRECT_FROM {
+            return Ok(Parsed::Large { len });
+        }
+        Ok(Parsed::Incomplete)
+    }
+
+    /// The next frame's payload, or `None` when the stream ends cleanly
+    /// where a frame would begin. A stream that ends inside a frame gives
+    /// [`FrameError::Truncated`]: a partial frame is never returned.
+    pub async fn next(
+        &mut self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<Vec<u8>>, FrameError> {
+        loop {
+            match self.parse()? {
+                Parsed::Frame(payload) => return Ok(Some(payload)),
+                Parsed::Large { len } => {
+                    bytes::Buf::advance(&mut self.buffer, HEADER_LEN);
+                    let have = self.buffer.len();
+                    let mut payload = vec![0u8; len];
+                    payload[..have].copy_from_slice(&self.buffer);
+                    self.buffer.clear();
+                    read_exact(recv, &mut payload[have..], HEADER_LEN + have).await?;
+                    return Ok(Some(payload));
+                }
+                Parsed::Incomplete => match recv.read_chunk(usize::MAX, true).await? {
+                    Some(chunk) => self.push(&chunk.bytes),
+                    None if self.buffer.is_empty() => return Ok(None),
+                    None => return Err(self.truncated()),
+                },
+            }
+        }
+    }
+
+    /// The error for a stream that ended with the bytes held.
+    fn truncated(&self) -> FrameError {
+        let expected = match self.buffer.first_chunk::<HEADER_LEN>() {
+            Some(header) => HEADER_LEN + decode_header(header, self.max).expect("checked by parse"),
+            None => HEADER_LEN,
+        };
+        FrameError::Truncated {
+            expected,
+            received: self.buffer.len(),
+        }
+    }
 }
 
 /// Fills `buf` from `recv`; `offset` is how many bytes of the frame came
@@ -219,6 +366,131 @@ mod tests {
                 expected: 10,
                 received: 9
             })
+        ));
+    }
+
+    #[test]
+    fn a_batch_is_its_frames_back_to_back_and_knows_where_each_ends() {
+        let big = bytes::Bytes::from(vec![9u8; COPY_BELOW]);
+        let payloads = [
+            bytes::Bytes::from_static(b"one"),
+            bytes::Bytes::new(),
+            big.clone(),
+            bytes::Bytes::from_static(b"last"),
+        ];
+        let batch = encode_batch(&payloads);
+
+        // The bytes are the frames, in order.
+        let bytes: Vec<u8> = batch.chunks.iter().flatten().copied().collect();
+        let frames: Vec<u8> = payloads.iter().flat_map(|p| encode_frame(p)).collect();
+        assert_eq!(bytes, frames);
+        assert!(batch.chunks.iter().all(|chunk| !chunk.is_empty()));
+        // The large payload is handed on, not copied; the small ones share
+        // buffers: the first two frames and the third's header; the large
+        // payload; the last frame.
+        assert_eq!(batch.chunks.len(), 3);
+        assert_eq!(batch.chunks[1].as_ptr(), big.as_ptr());
+
+        let ends = [8, 13, 18 + COPY_BELOW as u64, 27 + COPY_BELOW as u64];
+        assert_eq!(batch.ends, ends);
+        assert_eq!(batch.whole_frames(0), 0);
+        assert_eq!(batch.whole_frames(7), 0);
+        assert_eq!(batch.whole_frames(8), 1);
+        assert_eq!(batch.whole_frames(13), 2);
+        assert_eq!(batch.whole_frames(ends[3] - 1), 3);
+        assert_eq!(batch.whole_frames(ends[3]), 4);
+    }
+
+    #[test]
+    fn an_empty_batch_has_no_chunks() {
+        assert_eq!(
+            encode_batch(&[]),
+            Batch {
+                chunks: Vec::new(),
+                ends: Vec::new()
+            }
+        );
+    }
+
+    /// Pushes `bytes` in pieces ending at `cuts`, taking every whole frame
+    /// after each piece.
+    fn read_in_pieces(
+        bytes: &[u8],
+        cuts: &[usize],
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut reader = FrameReader::new(max);
+        let mut frames = Vec::new();
+        let mut start = 0;
+        for &end in cuts.iter().chain([&bytes.len()]) {
+            let end = end.clamp(start, bytes.len());
+            reader.push(&bytes[start..end]);
+            start = end;
+            while let Parsed::Frame(payload) = reader.parse()? {
+                frames.push(payload);
+            }
+        }
+        assert!(reader.buffer.is_empty(), "bytes left over");
+        Ok(frames)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn frames_come_out_whole_and_in_order_however_the_bytes_are_cut(
+            sizes in proptest::collection::vec(
+                proptest::prop_oneof![0usize..300, proptest::strategy::Just(READ_DIRECT_FROM + 7)],
+                0..20,
+            ),
+            mut cuts in proptest::collection::vec(0usize..200_000, 0..30),
+        ) {
+            let payloads: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| vec![i as u8; len])
+                .collect();
+            let bytes: Vec<u8> = payloads.iter().flat_map(|p| encode_frame(p)).collect();
+            cuts.sort_unstable();
+            proptest::prop_assert_eq!(read_in_pieces(&bytes, &cuts, MAX_FRAME_BYTES).unwrap(), payloads);
+        }
+    }
+
+    #[test]
+    fn the_reader_refuses_a_bad_header_before_its_payload_arrives() {
+        let mut reader = FrameReader::new(64);
+        reader.push(&[PROTOCOL_VERSION, 0, 0, 0, 65]);
+        assert!(matches!(
+            reader.parse(),
+            Err(FrameError::TooLarge { len: 65, max: 64 })
+        ));
+        let mut reader = FrameReader::new(64);
+        reader.push(&[PROTOCOL_VERSION + 1, 0, 0, 0, 1]);
+        assert!(matches!(reader.parse(), Err(FrameError::Version { .. })));
+    }
+
+    #[test]
+    fn a_large_frame_is_left_to_be_read_directly_and_a_partial_one_is_truncated() {
+        let mut reader = FrameReader::new(MAX_FRAME_BYTES);
+        reader.push(&encode_header(READ_DIRECT_FROM));
+        reader.push(&[1, 2, 3]);
+        assert_eq!(
+            reader.parse().unwrap(),
+            Parsed::Large {
+                len: READ_DIRECT_FROM
+            }
+        );
+        assert!(matches!(
+            reader.truncated(),
+            FrameError::Truncated { expected, received: 8 } if expected == HEADER_LEN + READ_DIRECT_FROM
+        ));
+        let mut reader = FrameReader::new(MAX_FRAME_BYTES);
+        reader.push(&[PROTOCOL_VERSION, 0]);
+        assert_eq!(reader.parse().unwrap(), Parsed::Incomplete);
+        assert!(matches!(
+            reader.truncated(),
+            FrameError::Truncated {
+                expected: HEADER_LEN,
+                received: 2
+            }
         ));
     }
 

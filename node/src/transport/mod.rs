@@ -19,41 +19,62 @@
 //!   [`ALPN_CLIENT`] and hands those connections, unread, to the caller
 //!   (the node's QUIC client API, `crate::client_quic`).
 //! * [`frame`] — the wire format of one message: a version byte, a
-//!   big-endian `u32` length and the payload.
+//!   big-endian `u32` length and the payload. A stream carries frames back
+//!   to back and ends where a frame ends.
 //!
 //! # How messages travel
 //!
 //! A node keeps at most one outgoing connection per peer address and opens
-//! it on the first send. Each message travels on its own unidirectional
-//! stream that carries exactly one frame, so a large message never holds up
-//! a small one behind it. [`QuicTransport::send`] returns once the whole
-//! frame is handed to QUIC, which then delivers it unless the connection
-//! dies first. The one exception is the first message on a connection the
-//! call had to open: that send waits until the peer has acknowledged the
-//! frame, because only then is it known that the peer accepted this node's
-//! certificate (in TLS 1.3 the client finishes its handshake before the
-//! server has checked the client's certificate). A node whose certificate
-//! is refused therefore gets [`TransportError::Tls`] instead of losing its
-//! messages silently. Two nodes that send to each other use two
+//! it on the first send, and on it one long-lived unidirectional stream on
+//! which frames are written back to back: no stream is opened per message
+//! and no task is spawned per message. [`QuicTransport::send_batch`] writes
+//! several frames with one write (the runtime hands it whatever is queued
+//! for the peer); [`QuicTransport::send`] is a batch of one. Sends to one
+//! peer take turns, a whole batch at a time, so frames never interleave.
+//! A send returns once its frames are handed to QUIC, which then delivers
+//! them unless the connection dies first. The one exception is the first
+//! message on a connection the call had to open: it travels on a stream of
+//! its own, which the call finishes and waits until the peer has
+//! acknowledged, because only then is it known that the peer accepted this
+//! node's certificate (in TLS 1.3 the client finishes its handshake before
+//! the server has checked the client's certificate). A node whose
+//! certificate is refused therefore gets [`TransportError::Tls`] instead of
+//! losing its messages silently. The stream is opened after that
+//! confirmation, so a connection has it only once the peer is known to take
+//! this node's frames. Two nodes that send to each other use two
 //! connections, one opened by each; a node never answers on a connection
 //! its peer opened.
 //!
+//! When a write fails, the frames not yet written whole are reported back
+//! ([`BatchError::sent`]); the stream is dropped, and the next send opens a
+//! new one (and a new connection if the old one is gone). A send that finds
+//! its stream stopped by the peer before it wrote anything (the peer refused
+//! an earlier send's frame) moves to a new stream instead of failing. A write that is
+//! abandoned halfway (its future dropped) drops the stream too, and QUIC
+//! finishes it where the write stopped: the receiver refuses the truncated
+//! frame, so a peer never gets part of a frame.
+//!
 //! On the receiving side, an accept loop serves each connection in a task of
-//! its own and each stream in a task of its own. A decoded frame goes into
-//! the bounded [`Incoming`] channel; when the channel is full the stream task
-//! waits, without having read the end of its stream, so the peer's stream
-//! credit is not returned and its sends wait for credit. Nothing is dropped
-//! to make room. When the receiver of the channel is dropped, the transport
-//! refuses new connections and closes the ones it had accepted; sending
-//! still works.
+//! its own and each stream in a task of its own, which reads the stream's
+//! frames one after the other. A decoded frame goes into the bounded
+//! [`Incoming`] channel; when the channel is full the stream task waits and
+//! reads nothing more, so the stream's flow-control window fills up and the
+//! peer's writes wait for credit. Nothing is dropped to make room. A frame
+//! with the wrong version or over the size limit is refused together with
+//! the rest of its stream (stop code `1`); frames written after it on that
+//! stream are lost, and the sender's next send opens a new stream. When the
+//! receiver of the channel is dropped, the transport refuses new
+//! connections and closes the ones it had accepted; sending still works.
 //!
 //! # Bounds
 //!
 //! * Payloads: at most [`TransportConfig::max_frame_bytes`], checked by the
 //!   sender before sending and by the receiver from the header alone, before
 //!   it allocates the payload.
-//! * Streams: at most [`TransportConfig::max_incoming_streams`] unread
-//!   streams per connection (QUIC stream credit); datagrams are refused, and
+//! * Streams: at most [`TransportConfig::max_incoming_streams`] open
+//!   streams per connection (QUIC stream credit; a sender uses one, and a
+//!   second while it confirms a new connection), each with QUIC's
+//!   flow-control window of unread bytes; datagrams are refused, and
 //!   so are bidirectional streams on internode connections (with no client
 //!   ALPN there is no credit for them at all; with one, each such stream is
 //!   stopped and reset as it arrives).
@@ -64,20 +85,25 @@
 //! * Outgoing connections: one per peer address the node sends to.
 //!
 //! So the memory held for one peer connection is at most
-//! `max_incoming_streams × max_frame_bytes` plus what QUIC buffers.
+//! `max_incoming_streams × max_frame_bytes` (one decoded frame waiting per
+//! stream) plus what QUIC buffers (a window per stream).
 //!
 //! # Architecture invariant: what is deliberately absent
 //!
 //! * No request/response. The engine correlates requests and replies by
 //!   request id; to the transport, every message is one-way.
 //! * No retries beyond one: when a cached connection turns out to be dead,
-//!   [`QuicTransport::send`] reconnects once and sends once more. Anything
+//!   [`QuicTransport::send_batch`] reconnects once and sends the frames not
+//!   yet written whole once more. Anything
 //!   beyond that — backoff, giving up on a peer, hinted handoff — is the
 //!   engine's decision.
 //! * No delivery guarantee and no ordering. Delivery is best-effort and the
-//!   engine handles timeouts. Messages may come out of the channel in a different
-//!   order than they were sent. A message is never delivered twice: the
-//!   retry happens only when the frame could not be written completely.
+//!   engine handles timeouts. Frames written on one stream come out of the
+//!   channel in the order written, but a new connection's first frame and
+//!   the frames after a reconnect travel on other streams, so messages may
+//!   come out in a different order than they were sent. A message is never
+//!   delivered twice: the retry sends only frames that were not written
+//!   whole, and a partial frame is never delivered.
 //! * No waiting out the idle timeout for a peer that restarted. A process
 //!   killed without a goodbye leaves its peers' connections to it open; two
 //!   things close them at once rather than after the idle timeout:
@@ -135,8 +161,8 @@ pub const CLOSE_NOT_A_NODE: VarInt = VarInt::from_u32(3);
 /// Application close code: the node takes no more client connections now.
 const CLOSE_BUSY: VarInt = VarInt::from_u32(4);
 
-/// Stream stop code: the frame on this stream was refused (wrong version,
-/// too large, truncated, or followed by more data).
+/// Stream stop code: a frame on this stream was refused (wrong version or
+/// too large), and with it the rest of the stream.
 const STOP_FRAME_REFUSED: VarInt = VarInt::from_u32(1);
 
 /// How long [`QuicTransport::close`] waits for peers to acknowledge the
@@ -158,8 +184,9 @@ pub struct TransportConfig {
     pub keep_alive: Duration,
     /// Capacity of the channel of incoming messages.
     pub incoming_queue: usize,
-    /// How many unidirectional streams (messages) a peer may have open at
-    /// once on one connection.
+    /// How many unidirectional streams a peer may have open at once on one
+    /// connection. A node sends on one long-lived stream per connection,
+    /// plus one while it confirms a new connection.
     pub max_incoming_streams: u32,
     /// How many connections from peers are served at once.
     pub max_connections: usize,
@@ -297,6 +324,23 @@ pub enum TransportError {
     Closed,
 }
 
+/// Why [`QuicTransport::send_batch`] stopped before the end of its
+/// payloads.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (after {sent} frames sent)")]
+pub struct BatchError {
+    /// How many payloads, from the first, were handed to QUIC whole, as a
+    /// successful [`QuicTransport::send`] of each would have.
+    pub sent: usize,
+    /// Why the next payload was not: with
+    /// [`TransportError::FrameTooLarge`] that payload alone is refused and
+    /// those after it were not tried; with any other error none of the
+    /// remaining payloads was sent whole. The peer never gets a part of a
+    /// frame, nor a frame twice; it may have got the first unsent one when
+    /// its confirmation failed (see [`TransportError::Write`]).
+    pub error: TransportError,
+}
+
 /// The node-to-node transport. See the [module documentation](self).
 ///
 /// Dropping it closes the endpoint at once, as [`QuicTransport::close`] does
@@ -308,16 +352,46 @@ pub struct QuicTransport {
     peers: Mutex<HashMap<SocketAddr, Arc<PeerSlot>>>,
 }
 
-/// The outgoing connection to one peer. Its lock is held while connecting,
-/// so concurrent sends to a peer without a connection open one connection
-/// between them.
-#[derive(Debug, Default)]
+/// The outgoing connection to one peer and its stream of frames.
+///
+/// Two locks, taken in this order: `writer` is held for the whole of a
+/// send, so the frames of concurrent sends never interleave on the stream;
+/// `state` is held only while a connection is looked up or opened, so
+/// concurrent sends to a peer without a connection open one connection
+/// between them, and [`QuicTransport::disconnect`] and
+/// [`QuicTransport::reset_peer`] never wait for a send that is blocked on
+/// the peer's flow control (they close the connection, which ends it).
+#[derive(Debug)]
 struct PeerSlot {
+    peer: SocketAddr,
     /// Connection attempts completed, successful or not. Changed only with
     /// `state` locked, so a send that read it before waiting for the lock
     /// can tell whether an attempt finished while it waited.
     attempts: AtomicU64,
     state: tokio::sync::Mutex<PeerState>,
+    writer: tokio::sync::Mutex<Option<FrameStream>>,
+}
+
+impl PeerSlot {
+    fn new(peer: SocketAddr) -> PeerSlot {
+        PeerSlot {
+            peer,
+            attempts: AtomicU64::new(0),
+            state: tokio::sync::Mutex::default(),
+            writer: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+/// The long-lived stream frames to a peer are written on, with the
+/// connection it belongs to. It is taken out of its slot while a send
+/// writes on it and put back only after a write that completed: a send
+/// dropped halfway drops the stream, which QUIC then finishes, so the
+/// peer sees the partial frame as truncated and never delivers it.
+#[derive(Debug)]
+struct FrameStream {
+    connection: quinn::Connection,
+    stream: quinn::SendStream,
 }
 
 #[derive(Debug, Default)]
@@ -357,12 +431,14 @@ impl ConnectFailure {
     }
 }
 
-/// Why sending one frame on an established connection failed.
+/// Why writing frames on an established connection failed.
 #[derive(Debug)]
 enum SendFailure {
     /// The connection is gone; a fresh one may work.
     Connection(ConnectionError),
-    /// This stream failed, or the peer refused the frame.
+    /// The peer stopped the stream: it refused a frame on it.
+    Stopped(VarInt),
+    /// This stream failed otherwise.
     Stream(String),
 }
 
@@ -381,6 +457,10 @@ impl SendFailure {
                     reason: error.to_string(),
                 },
             },
+            SendFailure::Stopped(code) => TransportError::Write {
+                peer,
+                reason: format!("the peer refused a frame (code {code})"),
+            },
             SendFailure::Stream(reason) => TransportError::Write { peer, reason },
         }
     }
@@ -390,9 +470,7 @@ impl From<quinn::WriteError> for SendFailure {
     fn from(error: quinn::WriteError) -> Self {
         match error {
             quinn::WriteError::ConnectionLost(error) => SendFailure::Connection(error),
-            quinn::WriteError::Stopped(code) => {
-                SendFailure::Stream(format!("the peer refused the frame (code {code})"))
-            }
+            quinn::WriteError::Stopped(code) => SendFailure::Stopped(code),
             other => SendFailure::Stream(other.to_string()),
         }
     }
@@ -563,50 +641,146 @@ impl QuicTransport {
         self.endpoint.open_connections()
     }
 
-    /// Sends `payload` to the node at `to` as one message.
-    ///
-    /// Reuses the connection to `to` if there is one and opens one
-    /// otherwise, within [`TransportConfig::connect_timeout`]. If a reused
-    /// connection turns out to be dead (closed, or lost while the frame was
-    /// being written), opens a new one and sends once more; a failure on a
-    /// connection this call opened is final.
-    ///
-    /// Returns once the whole frame is handed to QUIC; on a connection this
-    /// call opened, once the peer has acknowledged it (see the [module
-    /// documentation](self)). `Ok` therefore does not mean the peer's engine
-    /// has the message. While the peer holds back stream credit (its
-    /// channel is full) this waits; the caller bounds the wait by dropping
-    /// the future. A dropped send never delivers a partial frame: the
-    /// receiver refuses truncated frames.
+    /// Sends `payload` to the node at `to` as one message: a
+    /// [`send_batch`](Self::send_batch) of one.
     pub async fn send(
         &self,
         to: SocketAddr,
         payload: impl Into<Bytes>,
     ) -> Result<(), TransportError> {
-        let payload: Bytes = payload.into();
+        self.send_batch(to, &[payload.into()])
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// Sends each of `payloads` to the node at `to` as one message, in
+    /// order, written back to back with one write where QUIC's flow control
+    /// allows.
+    ///
+    /// Reuses the connection to `to` and its stream if there are some, and
+    /// opens them otherwise, the connection within
+    /// [`TransportConfig::connect_timeout`]. On a connection this call
+    /// opened, the first payload travels on a stream of its own and the
+    /// call waits until the peer has acknowledged it (see the [module
+    /// documentation](self)). If a reused connection turns out to be dead
+    /// (closed, or lost while the frames were being written), opens a new
+    /// one and sends the payloads not yet sent once more; a failure on a
+    /// connection this call opened is final.
+    ///
+    /// Returns once every frame is handed to QUIC. `Ok` therefore does not
+    /// mean the peer's engine has the messages. While the peer holds back
+    /// flow-control credit (its channel is full) this waits; the caller
+    /// bounds the wait by dropping the future. A dropped send never
+    /// delivers a partial frame: the stream is finished where the write
+    /// stopped and the receiver refuses truncated frames.
+    pub async fn send_batch(&self, to: SocketAddr, payloads: &[Bytes]) -> Result<(), BatchError> {
         let max = self.config.max_frame_bytes;
-        if payload.len() > max {
-            return Err(TransportError::FrameTooLarge {
-                len: payload.len(),
-                max,
+        let fit = payloads
+            .iter()
+            .position(|payload| payload.len() > max)
+            .unwrap_or(payloads.len());
+        let mut sent = 0;
+        // Whether this call opened a connection, whether it has retried on a
+        // new one, and whether it has replaced a stream the peer had stopped.
+        let mut opened = false;
+        let mut retried = false;
+        let mut restarted_stream = false;
+        while sent < fit {
+            let slot = self.slot(to);
+            // Read before waiting for the writer, so that sends queued
+            // behind one whose connection attempt failed share its outcome
+            // instead of each waiting out an attempt of its own.
+            let attempts_seen = slot.attempts.load(Ordering::Acquire);
+            let mut writer = slot.writer.lock().await;
+            if !self.is_current(to, &slot) {
+                // The peer was reset or disconnected while this send waited.
+                continue;
+            }
+            let reused = writer
+                .take()
+                .filter(|open| open.connection.close_reason().is_none());
+            let mut open = match reused {
+                Some(open) => open,
+                None => {
+                    let (connection, reused) = self
+                        .connection(&slot, attempts_seen)
+                        .await
+                        .map_err(|error| BatchError { sent, error })?;
+                    if !reused {
+                        opened = true;
+                        write_confirmed(&connection, payloads[sent].clone())
+                            .await
+                            .map_err(|failure| BatchError {
+                                sent,
+                                error: failure.into_error(to),
+                            })?;
+                        sent += 1;
+                        continue;
+                    }
+                    match connection.open_uni().await {
+                        Ok(stream) => FrameStream { connection, stream },
+                        Err(error) if !opened && !retried => {
+                            debug!(peer = %to, %error, "cached connection is dead, reconnecting once");
+                            retried = true;
+                            continue;
+                        }
+                        Err(error) => {
+                            return Err(BatchError {
+                                sent,
+                                error: SendFailure::Connection(error).into_error(to),
+                            })
+                        }
+                    }
+                }
+            };
+            let batch = frame::encode_batch(&payloads[sent..fit]);
+            match write_batch(&mut open.stream, batch).await {
+                Ok(()) => {
+                    sent = fit;
+                    *writer = Some(open);
+                }
+                Err(BatchFailure {
+                    whole,
+                    wrote_nothing,
+                    failure,
+                }) => {
+                    // The stream is dropped with `open`: finished, or reset
+                    // if the peer stopped it, after the last byte written.
+                    sent += whole;
+                    match failure {
+                        SendFailure::Stopped(code) if wrote_nothing && !restarted_stream => {
+                            // The peer stopped the stream over an earlier
+                            // send's frame; nothing of this batch reached
+                            // it, so a new stream carries the batch.
+                            debug!(peer = %to, %code, "stream was stopped, opening a new one");
+                            restarted_stream = true;
+                        }
+                        SendFailure::Connection(error) if !opened && !retried => {
+                            // The failed connection reports a close reason
+                            // now, so `connection` will not hand it out again.
+                            debug!(peer = %to, %error, "cached connection is dead, reconnecting once");
+                            retried = true;
+                        }
+                        failure => {
+                            return Err(BatchError {
+                                sent,
+                                error: failure.into_error(to),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        if fit < payloads.len() {
+            return Err(BatchError {
+                sent,
+                error: TransportError::FrameTooLarge {
+                    len: payloads[fit].len(),
+                    max,
+                },
             });
         }
-        let header = Bytes::copy_from_slice(&frame::encode_header(payload.len()));
-
-        let (connection, reused) = self.connection(to).await?;
-        match write_frame(&connection, header.clone(), payload.clone(), !reused).await {
-            Ok(()) => Ok(()),
-            Err(SendFailure::Connection(error)) if reused => {
-                debug!(peer = %to, %error, "cached connection is dead, reconnecting once");
-                // The failed connection reports a close reason now, so
-                // `connection` will not hand it out again.
-                let (connection, reused) = self.connection(to).await?;
-                write_frame(&connection, header, payload, !reused)
-                    .await
-                    .map_err(|failure| failure.into_error(to))
-            }
-            Err(failure) => Err(failure.into_error(to)),
-        }
+        Ok(())
     }
 
     /// Closes the connection to `peer`, if any, and forgets the peer, for
@@ -671,14 +845,35 @@ impl QuicTransport {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The slot of `to`, made if there is none.
+    fn slot(&self, to: SocketAddr) -> Arc<PeerSlot> {
+        self.lock_peers()
+            .entry(to)
+            .or_insert_with(|| Arc::new(PeerSlot::new(to)))
+            .clone()
+    }
+
+    /// Whether `slot` is still the slot of `to`, not one that
+    /// [`reset_peer`](Self::reset_peer) or [`disconnect`](Self::disconnect)
+    /// removed.
+    fn is_current(&self, to: SocketAddr, slot: &Arc<PeerSlot>) -> bool {
+        self.lock_peers()
+            .get(&to)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
+    }
+
     /// A live connection to `to`, and whether it was reused rather than
     /// opened by this call.
+    ///
+    /// `slot` is the peer's current slot and `attempts_seen` its count of
+    /// attempts when the send began waiting: an attempt that failed since
+    /// is shared rather than made again.
     async fn connection(
         &self,
-        to: SocketAddr,
+        slot: &PeerSlot,
+        attempts_seen: u64,
     ) -> Result<(quinn::Connection, bool), TransportError> {
-        let slot = self.lock_peers().entry(to).or_default().clone();
-        let attempts_seen = slot.attempts.load(Ordering::Acquire);
+        let to = slot.peer;
         let mut state = slot.state.lock().await;
         if let Some(connection) = &state.connection {
             if connection.close_reason().is_none() {
@@ -743,35 +938,63 @@ impl Drop for QuicTransport {
     }
 }
 
-/// Sends one frame on a new stream of `connection`. With `confirm`, waits
-/// until the peer has acknowledged all of it.
-async fn write_frame(
+/// Sends one frame on a stream of its own and waits until the peer has
+/// acknowledged all of it: the first frame on a new connection, which
+/// proves that the peer accepted this node's certificate.
+async fn write_confirmed(
     connection: &quinn::Connection,
-    header: Bytes,
     payload: Bytes,
-    confirm: bool,
 ) -> Result<(), SendFailure> {
     let mut stream = connection
         .open_uni()
         .await
         .map_err(SendFailure::Connection)?;
-    stream.write_all_chunks(&mut [header, payload]).await?;
+    let frame::Batch { mut chunks, .. } = frame::encode_batch(&[payload]);
+    stream.write_all_chunks(&mut chunks).await?;
     stream
         .finish()
         .map_err(|e| SendFailure::Stream(e.to_string()))?;
-    if !confirm {
-        // Dropping the stream leaves the buffered data to QUIC, which keeps
-        // retransmitting it for as long as the connection lives.
-        return Ok(());
-    }
     match stream.stopped().await {
         Ok(None) => Ok(()),
-        Ok(Some(code)) => Err(SendFailure::Stream(format!(
-            "the peer refused the frame (code {code})"
-        ))),
+        Ok(Some(code)) => Err(SendFailure::Stopped(code)),
         Err(quinn::StoppedError::ConnectionLost(error)) => Err(SendFailure::Connection(error)),
         Err(other) => Err(SendFailure::Stream(other.to_string())),
     }
+}
+
+/// Why [`write_batch`] stopped: how many frames it wrote whole, whether it
+/// wrote anything at all, and the failure.
+struct BatchFailure {
+    whole: usize,
+    wrote_nothing: bool,
+    failure: SendFailure,
+}
+
+/// Writes the frames of `batch` on `stream`, as much at a time as QUIC
+/// takes.
+async fn write_batch(
+    stream: &mut quinn::SendStream,
+    batch: frame::Batch,
+) -> Result<(), BatchFailure> {
+    let frame::Batch { mut chunks, ends } = batch;
+    let mut done = 0;
+    let mut written = 0u64;
+    while done < chunks.len() {
+        match stream.write_chunks(&mut chunks[done..]).await {
+            Ok(progress) => {
+                done += progress.chunks;
+                written += progress.bytes as u64;
+            }
+            Err(error) => {
+                return Err(BatchFailure {
+                    whole: ends.partition_point(|&end| end <= written),
+                    wrote_nothing: written == 0,
+                    failure: error.into(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Accepts connections until the endpoint closes. Once the receiver of the
@@ -891,44 +1114,50 @@ async fn serve_connection(incoming: quinn::Incoming, accepting: &Accepting) {
                 return;
             }
         };
-        // Asked per stream: the peer's address may change (QUIC migration).
-        let from = connection.remote_address();
-        tokio::spawn(serve_stream(recv, from, tx.clone(), max_frame_bytes));
+        tokio::spawn(serve_stream(
+            recv,
+            connection.clone(),
+            tx.clone(),
+            max_frame_bytes,
+        ));
     }
 }
 
-/// Reads the one frame of a stream and hands its payload to the channel.
+/// Reads the frames of a stream, one after the other, and hands each
+/// payload to the channel. While the channel is full it reads nothing more,
+/// so the stream's flow-control window fills up and the peer's writes wait:
+/// backpressure, nothing dropped.
 async fn serve_stream(
     mut recv: quinn::RecvStream,
-    from: SocketAddr,
+    connection: quinn::Connection,
     tx: mpsc::Sender<Incoming>,
     max_frame_bytes: usize,
 ) {
-    let payload = match frame::read_frame(&mut recv, max_frame_bytes).await {
-        Ok(payload) => payload,
-        Err(FrameError::Read(error)) => {
-            debug!(peer = %from, %error, "stream failed before its frame was complete");
+    let mut reader = frame::FrameReader::new(max_frame_bytes);
+    loop {
+        // Asked per frame: the peer's address may change (QUIC migration).
+        let from = connection.remote_address();
+        let payload = match reader.next(&mut recv).await {
+            Ok(Some(payload)) => payload,
+            Ok(None) => return,
+            Err(FrameError::Read(error)) => {
+                debug!(peer = %from, %error, "stream failed");
+                return;
+            }
+            Err(error @ FrameError::Truncated { .. }) => {
+                debug!(peer = %from, %error, "stream ended inside a frame");
+                return;
+            }
+            Err(error) => {
+                warn!(peer = %from, %error, "refusing frame and the rest of its stream");
+                // Fails only if the stream is already closed, which is fine.
+                let _ = recv.stop(STOP_FRAME_REFUSED);
+                return;
+            }
+        };
+        let Ok(permit) = tx.reserve().await else {
             return;
-        }
-        Err(error) => {
-            warn!(peer = %from, %error, "refusing frame");
-            // Fails only if the stream is already closed, which is fine.
-            let _ = recv.stop(STOP_FRAME_REFUSED);
-            return;
-        }
-    };
-    // Wait for room in the channel before reading the end of the stream:
-    // until then QUIC keeps the stream open and does not give the peer
-    // credit for another one.
-    let Ok(permit) = tx.reserve().await else {
-        return;
-    };
-    match recv.read(&mut [0u8; 1]).await {
-        Ok(None) => permit.send(Incoming { from, payload }),
-        Ok(Some(_)) => {
-            warn!(peer = %from, "refusing frame followed by more data on its stream");
-            let _ = recv.stop(STOP_FRAME_REFUSED);
-        }
-        Err(error) => debug!(peer = %from, %error, "stream failed after its frame"),
+        };
+        permit.send(Incoming { from, payload });
     }
 }
