@@ -7,8 +7,12 @@
 //!   the engine and with it the store, so every RocksDB call happens there
 //!   and never on tokio's async workers. The thread waits for the next
 //!   [`Event`] until the engine's next wakeup, feeds it in with the current
-//!   [`Now`], and carries out the effects: frames go to the transport,
-//!   replies to the waiting client.
+//!   [`Now`] together with whatever else is already queued (at most
+//!   [`EVENT_BATCH`] events), and then carries out the effects: frames go
+//!   to the transport, replies to the waiting client. The store is opened
+//!   for group commit, and the engine flushes its log before the first
+//!   effect leaves, so the batch's writes share one log write (and one
+//!   fsync when any asked for `sync`).
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
 //!   (at most [`PEER_SEND_QUEUE`] frames), writing whatever is queued in
