@@ -418,6 +418,18 @@ fn one_shot_commands_exit_with_documented_codes() {
     let (exit, _, error) = code(&["get", "b", "k", "-c", "r=many"], None);
     assert_eq!(exit, Some(2));
     assert!(error.starts_with("error: invalid_quorum: "), "{error}");
+    // A value on standard input past the limit is refused without
+    // claiming a size it never read.
+    let max = chorus_client::limits::DEFAULT_MAX_VALUE_BYTES;
+    let too_large = vec![b'x'; max + 1];
+    let (exit, _, error) = code(&["put", "b", "big", "-"], Some(&too_large));
+    assert_eq!(
+        (exit, error),
+        (
+            Some(2),
+            format!("error: value_too_large: the value on standard input is more than {max} bytes, the limit\n")
+        )
+    );
     // 4: another server error (w above N), or no answer at all.
     let (exit, _, error) = code(&["put", "b", "k", "v", "-c", "w=4"], None);
     assert_eq!(

@@ -258,18 +258,24 @@ fn target(key: &KeyArgs) -> Target {
 }
 
 /// The value given on the command line, or standard input for `-` or none
-/// (at most the largest value a node takes by default, plus one byte so
-/// that a larger one is refused with the node's code).
+/// (at most the largest value a node takes by default; a larger one is
+/// refused with the node's code, `value_too_large`, without reading it all).
 fn value(arg: Option<&str>) -> Result<Vec<u8>, ShellError> {
     match arg {
         Some(value) if value != "-" => Ok(value.as_bytes().to_vec()),
         _ => {
-            let limit = crate::limits::DEFAULT_MAX_VALUE_BYTES as u64 + 1;
+            let max = crate::limits::DEFAULT_MAX_VALUE_BYTES;
             let mut bytes = Vec::new();
             std::io::stdin()
-                .take(limit)
+                .take(max as u64 + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|e| ShellError::usage("stdin", format!("reading the value: {e}")))?;
+            if bytes.len() > max {
+                return Err(ShellError::usage(
+                    "value_too_large",
+                    format!("the value on standard input is more than {max} bytes, the limit"),
+                ));
+            }
             Ok(bytes)
         }
     }
