@@ -72,7 +72,7 @@ impl<S: Store> Engine<S> {
             }
             check_content_type(content_type)?;
         }
-        if let Some(conflict) = &self.conflict {
+        if let Some(conflict) = &self.view.conflict {
             return Err(RequestError::Unavailable(conflict.to_string()));
         }
         if let Some(failure) = &self.storage_failure {
@@ -80,12 +80,12 @@ impl<S: Store> Engine<S> {
                 "the node's store failed: {failure}"
             )));
         }
-        if self.ring.is_none() {
+        if self.view.ring.is_none() {
             return Err(RequestError::Unavailable(
                 "the node holds no ring yet: the cluster is forming".into(),
             ));
         }
-        if !self.ring_agreed() {
+        if !self.view.ring_agreed {
             return Err(RequestError::Unavailable(
                 "the members do not agree on the ring yet: a ring change is spreading".into(),
             ));

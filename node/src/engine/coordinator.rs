@@ -17,8 +17,7 @@ use super::{ClientId, ClientReply, Engine, Now};
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::Site;
 use crate::core::{
-    place, ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError,
-    ResolvedOptions,
+    ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError, ResolvedOptions,
 };
 use crate::wire::{ForwardedReply, Message, StoredAck, WireKey};
 
@@ -267,20 +266,6 @@ impl PutRequest {
 }
 
 impl<S: Store> Engine<S> {
-    /// A key's preference list, borrowed from this node's ring.
-    pub(super) fn preference_list(&self, bucket: &[u8], key: &[u8]) -> PreferenceList<'_> {
-        self.ring
-            .as_ref()
-            .expect("requests are admitted only with a ring")
-            .preference_list_for_key(bucket, key)
-    }
-
-    /// A request's targets on `list` in this node's opinion of who is up
-    /// ([`place`]).
-    pub(super) fn targets(&self, list: PreferenceList<'_>, sloppy: bool) -> Vec<Replica> {
-        place(list, |node| self.is_up(node), sloppy)
-    }
-
     pub(super) fn start_get(
         &mut self,
         now: Now,
@@ -289,13 +274,13 @@ impl<S: Store> Engine<S> {
         then_delete: Option<WriteRequest>,
     ) {
         self.stats.gets += 1;
-        let list = self.preference_list(&read.bucket, &read.key);
+        let list = self.view.preference_list(&read.bucket, &read.key);
         let (partition, n) = (list.partition(), list.n());
         let options = match read.options.resolve(n) {
             Ok(options) => options,
             Err(e) => return self.reply(client, Err(e.into())),
         };
-        let targets = self.targets(list, options.sloppy);
+        let targets = self.view.targets(list, options.sloppy);
         let key = WireKey {
             partition: partition.0,
             bucket: read.bucket,
@@ -328,13 +313,13 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn start_put(&mut self, now: Now, client: ClientId, write: WriteRequest) {
         self.stats.puts += 1;
-        let list = self.preference_list(&write.bucket, &write.key);
+        let list = self.view.preference_list(&write.bucket, &write.key);
         let (partition, n) = (list.partition(), list.n());
         let options = match write.options.resolve(n) {
             Ok(options) => options,
             Err(e) => return self.reply(client, Err(e.into())),
         };
-        let targets = self.targets(list, options.sloppy);
+        let targets = self.view.targets(list, options.sloppy);
         let return_body = write.options.return_body;
         if targets.iter().any(|t| t.node == self.id) {
             let uncovered = uncovered_primaries(list, &targets);

@@ -195,7 +195,7 @@ impl<S: Store> Engine<S> {
             bucket: write.bucket.clone(),
             key: write.key.clone(),
         };
-        if !self.ring_agreed() {
+        if !self.view.ring_agreed {
             return self.finish_origin(
                 origin,
                 Err(RequestError::Unavailable(
@@ -233,7 +233,7 @@ impl<S: Store> Engine<S> {
                 return self.finish_origin(origin, Err(RequestError::Internal(e.to_string())))
             }
         };
-        let list = self.preference_list(&write.bucket, &write.key);
+        let list = self.view.preference_list(&write.bucket, &write.key);
         let (partition, n) = (list.partition(), list.n());
         if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
             return self.finish_origin(
@@ -253,7 +253,7 @@ impl<S: Store> Engine<S> {
             sync: write.sync,
             sloppy: write.sloppy,
         };
-        let targets = self.targets(list, options.sloppy);
+        let targets = self.view.targets(list, options.sloppy);
         if !targets.iter().any(|t| t.node == self.id) {
             return self.finish_origin(
                 origin,

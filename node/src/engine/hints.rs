@@ -90,7 +90,7 @@ impl<S: Store> Engine<S> {
         };
         for (target, _) in counts {
             if target == self.id
-                || !self.is_up(target)
+                || !self.view.is_up(target)
                 || self.hints.targets_in_flight.contains(&target)
             {
                 continue;
@@ -250,7 +250,7 @@ impl<S: Store> Engine<S> {
         let partition = PartitionId(key.partition);
         for target in unreached {
             let primary = target.stands_in_for().unwrap_or(target.node);
-            if target.node == self.id || primary == self.id || self.has_left(primary) {
+            if target.node == self.id || primary == self.id || self.view.has_left(primary) {
                 continue;
             }
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use chorus_gossip::{
     Effect as GossipEffect, Liveness, Notification, RingClaim, StateKey, StateValue, Status,
@@ -16,6 +17,7 @@ use chorus_storage::store::Store;
 use uuid::Uuid;
 
 use super::requests::RETRY_AFTER;
+use super::view::{ClusterView, Facts};
 use super::{Effect, Engine, IdentityConflict, Now};
 use crate::buggify::Site;
 use crate::wire::Message;
@@ -103,6 +105,7 @@ impl<S: Store> Engine<S> {
             }
         }
         self.check_directory_generation();
+        self.refresh_view();
     }
 
     /// A peer held a run of this node (a generation) that its data
@@ -127,6 +130,8 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn on_notification(&mut self, now: Now, notification: Notification) {
+        // The request side acts on it with what gossip knows now.
+        self.refresh_view();
         match notification {
             Notification::Up { node } => {
                 tracing::info!(%node, "node up");
@@ -181,7 +186,12 @@ impl<S: Store> Engine<S> {
     /// know yet. Bounded: the oldest-inserted entry goes first.
     pub(super) fn remember_source(&mut self, node: Uuid, source: SocketAddr) {
         if self.gossip.member(&node).is_some() {
-            self.sources.remove(&node);
+            if self.sources.remove(&node).is_some() {
+                self.refresh_view();
+            }
+            return;
+        }
+        if self.sources.get(&node) == Some(&source) {
             return;
         }
         if !self.sources.contains_key(&node) && self.sources.len() >= MAX_SOURCES {
@@ -190,6 +200,7 @@ impl<S: Store> Engine<S> {
             }
         }
         self.sources.insert(node, source);
+        self.refresh_view();
     }
 
     pub(super) fn ring_claim_of(&self, node: Uuid) -> Option<RingClaim> {
@@ -261,7 +272,7 @@ impl<S: Store> Engine<S> {
             return;
         }
         let candidates = self.candidate_members();
-        match &self.ring {
+        match self.ring.as_deref() {
             None => {
                 if candidates.len() < self.config.initial_members {
                     return;
@@ -352,6 +363,70 @@ impl<S: Store> Engine<S> {
         wanted.into_values().collect()
     }
 
+    /// Data was written to this node's store (a fact the request side
+    /// reports): persists and gossips that it holds data, once.
+    pub(super) fn mark_holds_data(&mut self) {
+        if self.holds_data {
+            return;
+        }
+        if let Err(e) = self.persist_holds_data() {
+            tracing::warn!(error = %e, "could not persist the holds-data flag");
+        }
+        self.holds_data = true;
+        if let Err(e) = self.gossip.set_state(
+            StateKey::Extra(HOLDS_DATA_EXTRA.into()),
+            StateValue::Text("1".into()),
+        ) {
+            tracing::warn!(error = %e, "could not publish the holds-data flag");
+        }
+    }
+
+    /// Rebuilds the [`ClusterView`] the request side reads from the
+    /// gossiper, the ring and the address book; bumps its version when
+    /// anything in it changed.
+    pub(super) fn refresh_view(&mut self) {
+        let mut addresses = self.sources.clone();
+        let mut up = BTreeSet::new();
+        let mut left = BTreeSet::new();
+        for member in self.gossip.members() {
+            if let Some(addr) = member.state.quic_addr() {
+                addresses.insert(member.id, addr);
+            }
+            if member.id == self.id {
+                continue;
+            }
+            if self.has_left(member.id) {
+                left.insert(member.id);
+            } else if self.gossip.is_up(&member.id) {
+                up.insert(member.id);
+            }
+        }
+        let view = ClusterView {
+            version: self.view.version,
+            id: self.id,
+            ring: self.ring.clone(),
+            up,
+            left,
+            addresses,
+            ring_agreed: self.ring_agreed(),
+            conflict: self.conflict.clone(),
+            self_confirmed: self.gossip.is_self_confirmed(),
+        };
+        if !view.same_contents(&self.view) {
+            self.view = ClusterView {
+                version: self.view.version + 1,
+                ..view
+            };
+        }
+    }
+
+    /// Acts on what the request side reported.
+    pub(super) fn act_on(&mut self, facts: Facts) {
+        if facts.wrote_data {
+            self.mark_holds_data();
+        }
+    }
+
     pub(super) fn cluster_holds_data(&self) -> bool {
         self.holds_data
             || self.gossip.members().any(|m| {
@@ -402,7 +477,7 @@ impl<S: Store> Engine<S> {
     /// Whether every member of the ring this node holds publishes it too,
     /// whatever this node thinks of their liveness.
     pub(super) fn every_member_holds_my_ring(&self) -> bool {
-        let (Some(ring), Some(mine)) = (&self.ring, self.ring_claim_of(self.id)) else {
+        let (Some(ring), Some(mine)) = (self.ring.as_deref(), self.ring_claim_of(self.id)) else {
             return false;
         };
         ring.members().iter().all(|member| {
@@ -481,7 +556,7 @@ impl<S: Store> Engine<S> {
         };
         let member = ring.member(self.id).is_some();
         tracing::info!(version = claim.version, hash = %format!("{:016x}", claim.hash), member, "holding ring");
-        self.ring = Some(ring);
+        self.ring = Some(Arc::new(ring));
         if let Err(e) = self
             .gossip
             .set_state(StateKey::Ring, StateValue::Ring(claim))
@@ -491,6 +566,7 @@ impl<S: Store> Engine<S> {
         if member {
             self.gossip.set_status(Status::Up);
         }
+        self.refresh_view();
     }
 
     /// A peer holds a newer incarnation of this node. Either this data

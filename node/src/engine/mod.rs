@@ -102,7 +102,12 @@
 //! * `membership` — the gossip bridge, the address book, peer
 //!   generations, the claimant, ring fetch and adoption, and an identity
 //!   shared with another process;
-//! * `status` — cluster, ring and preference-list status as plain data.
+//! * `status` — cluster, ring and preference-list status as plain data;
+//! * `view` — `ClusterView`, the seam: the read-only snapshot of the
+//!   cluster (ring, who is up or left, the address book, ring agreement)
+//!   that membership rebuilds and the request side reads instead of the
+//!   gossiper or the ring; and `Facts`, what the request side reports back
+//!   (data written) for the router to act on.
 
 mod admission;
 mod coordinator;
@@ -111,10 +116,12 @@ mod hints;
 mod membership;
 mod requests;
 mod status;
+mod view;
 mod vnode;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_gossip::{
@@ -138,6 +145,7 @@ use self::forward::{ForwardedRequest, SeenForwards};
 use self::hints::Hints;
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
 use self::requests::{Background, Deadlines, RequestId, Requests};
+use self::view::{ClusterView, Facts};
 use self::vnode::Opened;
 
 /// How an engine behaves. `Default` is what a production node uses, apart
@@ -394,8 +402,12 @@ pub struct Engine<S> {
     gossip: Gossiper<ChaCha8Rng>,
     hlc: Hlc,
     rng: ChaCha8Rng,
-    ring: Option<Ring>,
+    ring: Option<Arc<Ring>>,
     holds_data: bool,
+    /// What the request side reads of membership; rebuilt by membership.
+    view: ClusterView,
+    /// What the request side reported during the input being handled.
+    facts: Facts,
     /// Ring members whose join or leave is deferred because data exists.
     deferred: BTreeSet<Uuid>,
     /// The ring this node replaced when it built the one it holds, as
@@ -523,6 +535,8 @@ impl<S: Store> Engine<S> {
             rng,
             ring: None,
             holds_data: false,
+            view: ClusterView::default(),
+            facts: Facts::default(),
             deferred: BTreeSet::new(),
             previous_ring: None,
             refused_ring: None,
@@ -588,7 +602,7 @@ impl<S: Store> Engine<S> {
 
     /// The ring this node holds, if any.
     pub fn ring(&self) -> Option<&Ring> {
-        self.ring.as_ref()
+        self.ring.as_deref()
     }
 
     /// The store this node runs on.
@@ -712,6 +726,7 @@ impl<S: Store> Engine<S> {
             }
         }
         self.admit_queued(now);
+        self.act_on_facts();
     }
 
     /// Bytes from another node. Malformed frames are refused with an error
@@ -826,7 +841,7 @@ impl<S: Store> Engine<S> {
                 result,
             } => self.on_forward_reply(from, request, &bucket, &key, result),
             Message::RingFetch { version } => {
-                if let Some(ring) = &self.ring {
+                if let Some(ring) = self.ring.as_deref() {
                     if ring.version() >= version && !self.buggify.fires(Site::RingPushDropped) {
                         let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
                         self.send(from, Message::RingPush { ring: bytes });
@@ -842,6 +857,7 @@ impl<S: Store> Engine<S> {
             }
         }
         self.admit_queued(now);
+        self.act_on_facts();
     }
 
     /// A frame this node emitted in [`Effect::Send`] to `to` could not be
@@ -880,7 +896,7 @@ impl<S: Store> Engine<S> {
                         .unanswered()
                         .into_iter()
                         .map(|t| t.node)
-                        .find(|&node| self.address_of(node) == Some(to)),
+                        .find(|&node| self.view.address_of(node) == Some(to)),
                     None => self.hints.target_of(request),
                 };
                 if let Some(node) = node {
@@ -891,7 +907,7 @@ impl<S: Store> Engine<S> {
             Message::Read { request, key } => {
                 let node = self.gets.get(request).and_then(|get| {
                     get.unanswered()
-                        .find(|&node| self.address_of(node) == Some(to))
+                        .find(|&node| self.view.address_of(node) == Some(to))
                 });
                 if let Some(node) = node {
                     tracing::debug!(%node, %to, request, "a read could not be sent to its replica");
@@ -902,7 +918,7 @@ impl<S: Store> Engine<S> {
                 let forwarded_there = self
                     .forwards
                     .get(request)
-                    .is_some_and(|f| self.address_of(f.to()) == Some(to));
+                    .is_some_and(|f| self.view.address_of(f.to()) == Some(to));
                 if forwarded_there {
                     let forwarded = self
                         .forwards
@@ -915,6 +931,7 @@ impl<S: Store> Engine<S> {
             _ => {}
         }
         self.admit_queued(now);
+        self.act_on_facts();
     }
 
     /// A client request. Exactly one [`Effect::Reply`] with `client` follows,
@@ -933,6 +950,13 @@ impl<S: Store> Engine<S> {
             return;
         }
         self.dispatch(now, client, request);
+        self.act_on_facts();
+    }
+
+    /// Acts on the facts the request side reported during an input.
+    fn act_on_facts(&mut self) {
+        let facts = std::mem::take(&mut self.facts);
+        self.act_on(facts);
     }
 
     /// Starts an admitted client request.
@@ -1131,7 +1155,7 @@ impl<S: Store> Engine<S> {
     // ----- output -----
 
     pub(super) fn send(&mut self, to: Uuid, message: Message) {
-        let Some(addr) = self.address_of(to) else {
+        let Some(addr) = self.view.address_of(to) else {
             tracing::debug!(%to, "no address for node; message dropped");
             return;
         };

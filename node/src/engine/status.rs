@@ -75,8 +75,8 @@ impl<S: Store> Engine<S> {
         ClusterStatus {
             node_id: self.id,
             node_name: self.config.name.clone(),
-            ring_version: self.ring.as_ref().map(Ring::version),
-            ring_hash: self.ring.as_ref().map(|r| format!("{:016x}", r.hash().0)),
+            ring_version: self.ring.as_deref().map(Ring::version),
+            ring_hash: self.ring.as_deref().map(|r| format!("{:016x}", r.hash().0)),
             members,
         }
     }
@@ -84,7 +84,7 @@ impl<S: Store> Engine<S> {
     /// The ring this node holds, with each member's share and each
     /// partition's range and owner; `None` before it holds a ring.
     pub fn ring_status(&self) -> Option<RingStatus> {
-        let ring = self.ring.as_ref()?;
+        let ring = self.ring.as_deref()?;
         let split = ring.partitions();
         let count = split.count();
         let members = ring.members();
@@ -151,9 +151,9 @@ impl<S: Store> Engine<S> {
         key: &[u8],
         sloppy: bool,
     ) -> Option<PreflistStatus> {
-        let ring = self.ring.as_ref()?;
+        let ring = self.ring.as_deref()?;
         let list = ring.preference_list_for_key(bucket, key);
-        let targets = self.targets(list, sloppy);
+        let targets = self.view.targets(list, sloppy);
         let entry = |id: Uuid, stands_in_for: Option<Uuid>| {
             let (name, quic_addr, http_addr) = self.published(id);
             PreflistEntry {

@@ -2,7 +2,6 @@
 //! the partitions' actors and the epochs that renew them, the hybrid
 //! logical clock and its persisted ceiling, and the holds-data flag.
 
-use chorus_gossip::{StateKey, StateValue};
 use chorus_ring::{PartitionId, Ring};
 use chorus_storage::hlc::{Hlc, Timestamp};
 use chorus_storage::object::Object;
@@ -14,7 +13,6 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use super::membership::HOLDS_DATA_EXTRA;
 use super::{Engine, EngineConfig, EngineError, Now};
 use crate::api::RequestError;
 use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
@@ -55,7 +53,7 @@ impl<S: Store> Engine<S> {
             .store
             .merge(keyref, &object, durability)
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
-        self.mark_holds_data();
+        self.facts.wrote_data = true;
         if let Some(primary) = stands_in_for.filter(|&p| p != self.id) {
             if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
                 self.stats.hints_dropped += 1;
@@ -103,7 +101,7 @@ impl<S: Store> Engine<S> {
             Ok(Err(refused)) => return Err(RequestError::Write(refused)),
             Err(e) => return Err(RequestError::Internal(e.to_string())),
         };
-        self.mark_holds_data();
+        self.facts.wrote_data = true;
         Ok(applied)
     }
 
@@ -185,7 +183,7 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn actor(&mut self, partition: PartitionId) -> Result<ActorId, StoreError> {
-        if !self.epoch_safe && !self.gossip.is_self_confirmed() {
+        if !self.epoch_safe && !self.view.self_confirmed {
             // No peer has yet said whether a newer incarnation of this node
             // exists (a restored data directory): mint under new actors.
             self.begin_epoch("a write arrived before any peer confirmed this node's generation")?;
@@ -271,20 +269,9 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    pub(super) fn mark_holds_data(&mut self) {
-        if self.holds_data {
-            return;
-        }
-        if let Err(e) = self.store.put_meta(HOLDS_DATA_META, b"1") {
-            tracing::warn!(error = %e, "could not persist the holds-data flag");
-        }
-        self.holds_data = true;
-        if let Err(e) = self.gossip.set_state(
-            StateKey::Extra(HOLDS_DATA_EXTRA.into()),
-            StateValue::Text("1".into()),
-        ) {
-            tracing::warn!(error = %e, "could not publish the holds-data flag");
-        }
+    /// Persists the flag saying this node holds data.
+    pub(super) fn persist_holds_data(&mut self) -> Result<(), StoreError> {
+        self.store.put_meta(HOLDS_DATA_META, b"1")
     }
 }
 
