@@ -8,7 +8,8 @@ use std::time::Duration;
 use chorus_storage::object::{check_content_type, ContentTypeError};
 use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
 
-use super::{ClientId, ClientRequest, Engine, Now};
+use super::shard::{Cx, Shard};
+use super::{ClientId, ClientRequest, Now};
 use crate::api::{RequestError, WriteRequest};
 
 /// A client request waiting for admission while background work is over
@@ -42,8 +43,12 @@ impl Queued {
     }
 }
 
-impl<S: Store> Engine<S> {
-    pub(super) fn admit(&self, request: &ClientRequest) -> Result<(), RequestError> {
+impl Shard {
+    pub(super) fn admit<S: Store>(
+        &self,
+        cx: &Cx<'_, S>,
+        request: &ClientRequest,
+    ) -> Result<(), RequestError> {
         let (bucket, key) = match request {
             ClientRequest::Get(r) => (&r.bucket, &r.key),
             ClientRequest::Put(w) => (&w.bucket, &w.key),
@@ -54,10 +59,10 @@ impl<S: Store> Engine<S> {
             value: Some(value), ..
         }) = request
         {
-            if value.len() > self.config.max_value_bytes {
+            if value.len() > cx.shared.config.max_value_bytes {
                 return Err(RequestError::ValueTooLarge {
                     size: value.len(),
-                    max: self.config.max_value_bytes,
+                    max: cx.shared.config.max_value_bytes,
                 });
             }
         }
@@ -72,26 +77,26 @@ impl<S: Store> Engine<S> {
             }
             check_content_type(content_type)?;
         }
-        if let Some(conflict) = &self.view.conflict {
+        if let Some(conflict) = &cx.view.conflict {
             return Err(RequestError::Unavailable(conflict.to_string()));
         }
-        if let Some(failure) = &self.storage_failure {
+        if let Some(failure) = &cx.shared.storage_failure {
             return Err(RequestError::Unavailable(format!(
                 "the node's store failed: {failure}"
             )));
         }
-        if self.view.ring.is_none() {
+        if cx.view.ring.is_none() {
             return Err(RequestError::Unavailable(
                 "the node holds no ring yet: the cluster is forming".into(),
             ));
         }
-        if !self.view.ring_agreed {
+        if !cx.view.ring_agreed {
             return Err(RequestError::Unavailable(
                 "the members do not agree on the ring yet: a ring change is spreading".into(),
             ));
         }
         let awaited = self.awaited_requests();
-        if awaited >= self.config.max_pending_requests {
+        if awaited >= self.budget.max_pending_requests {
             return Err(RequestError::Overloaded(format!(
                 "{awaited} client requests in flight, the most this node takes"
             )));
@@ -107,22 +112,28 @@ impl<S: Store> Engine<S> {
     /// Whether background work holds its whole budget, so new client
     /// requests wait for admission.
     pub(super) fn background_full(&self) -> bool {
-        self.background.requests >= self.config.max_background_requests
-            || self.background.bytes >= self.config.max_background_bytes
+        self.background.requests >= self.budget.max_background_requests
+            || self.background.bytes >= self.budget.max_background_bytes
     }
 
     /// Queues a client request until background work is back under its
     /// budget (backpressure), or refuses it as overloaded when the
     /// admission queue is full.
-    pub(super) fn enqueue(&mut self, now: Now, client: ClientId, request: ClientRequest) {
+    pub(super) fn enqueue<S: Store>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        now: Now,
+        client: ClientId,
+        request: ClientRequest,
+    ) {
         let bytes = match &request {
             ClientRequest::Put(WriteRequest {
                 value: Some(value), ..
             }) => value.len(),
             _ => 0,
         };
-        if self.admission.len() >= self.config.max_queued_requests
-            || self.queued_bytes + bytes > self.config.max_queued_bytes
+        if self.admission.len() >= self.budget.max_queued_requests
+            || self.queued_bytes + bytes > self.budget.max_queued_bytes
         {
             self.stats.refused_overloaded += 1;
             let error = RequestError::Overloaded(format!(
@@ -130,7 +141,7 @@ impl<S: Store> Engine<S> {
                 self.admission.len(),
                 self.queued_bytes
             ));
-            return self.reply(client, Err(error));
+            return cx.reply(client, Err(error));
         }
         self.queued_bytes += bytes;
         self.admission.push_back(Queued {
@@ -143,7 +154,7 @@ impl<S: Store> Engine<S> {
 
     /// Starts queued client requests, oldest first, while background work
     /// is under its budget.
-    pub(super) fn admit_queued(&mut self, now: Now) {
+    pub(super) fn admit_queued<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
         while !self.background_full() {
             let Some(queued) = self.admission.pop_front() else {
                 break;
@@ -151,13 +162,13 @@ impl<S: Store> Engine<S> {
             self.queued_bytes -= queued.bytes;
             let client = queued.client;
             let request = queued.into_admitted(now);
-            match self.admit(&request) {
-                Ok(()) => self.dispatch(now, client, request),
+            match self.admit(cx, &request) {
+                Ok(()) => self.dispatch(cx, now, client, request),
                 Err(error) => {
                     if matches!(error, RequestError::Overloaded(_)) {
                         self.stats.refused_overloaded += 1;
                     }
-                    self.reply(client, Err(error));
+                    cx.reply(client, Err(error));
                 }
             }
         }
@@ -165,7 +176,7 @@ impl<S: Store> Engine<S> {
 
     /// Refuses queued client requests whose timeout ran out while they
     /// waited for admission: nothing was done for them.
-    pub(super) fn expire_queued(&mut self, now: Now) {
+    pub(super) fn expire_queued<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
         if !self.admission.iter().any(|q| q.deadline() <= now.mono) {
             return;
         }
@@ -180,7 +191,7 @@ impl<S: Store> Engine<S> {
                 "waited its whole timeout ({} ms) for background work to drain",
                 queued.request.options().timeout_ms
             ));
-            self.reply(queued.client, Err(error));
+            cx.reply(queued.client, Err(error));
         }
     }
 }

@@ -13,7 +13,8 @@ use chorus_storage::store::{Durability, Store};
 use uuid::Uuid;
 
 use super::requests::RequestId;
-use super::{ClientId, ClientReply, Engine, Now};
+use super::shard::{Cx, Shard};
+use super::{ClientId, ClientReply, Now};
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::Site;
 use crate::core::{
@@ -265,22 +266,23 @@ impl PutRequest {
     }
 }
 
-impl<S: Store> Engine<S> {
-    pub(super) fn start_get(
+impl Shard {
+    pub(super) fn start_get<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         now: Now,
         client: ClientId,
         read: ReadRequest,
         then_delete: Option<WriteRequest>,
     ) {
         self.stats.gets += 1;
-        let list = self.view.preference_list(&read.bucket, &read.key);
+        let list = cx.view.preference_list(&read.bucket, &read.key);
         let (partition, n) = (list.partition(), list.n());
         let options = match read.options.resolve(n) {
             Ok(options) => options,
-            Err(e) => return self.reply(client, Err(e.into())),
+            Err(e) => return cx.reply(client, Err(e.into())),
         };
-        let targets = self.view.targets(list, options.sloppy);
+        let targets = cx.view.targets(list, options.sloppy);
         let key = WireKey {
             partition: partition.0,
             bucket: read.bucket,
@@ -289,15 +291,15 @@ impl<S: Store> Engine<S> {
         let request = self.deadlines.next_id();
         let coordinator = GetCoordinator::new(n, options.r, options.pr, targets.clone());
         let get = GetRequest::new(client, key.clone(), coordinator, targets.len(), then_delete);
-        let deadline = self.deadline(now, Duration::from_millis(options.timeout_ms));
+        let deadline = cx.deadline(now, Duration::from_millis(options.timeout_ms));
         self.gets
             .insert(&mut self.deadlines, request, deadline, get);
         for target in &targets {
-            if target.node == self.id {
-                let result = self.read_local(&key);
-                self.on_read_reply(self.id, request, &key, result);
+            if target.node == cx.me() {
+                let result = cx.read_local(&key);
+                self.on_read_reply(cx, cx.me(), request, &key, result);
             } else {
-                self.send(
+                cx.send(
                     target.node,
                     Message::Read {
                         request,
@@ -307,21 +309,27 @@ impl<S: Store> Engine<S> {
             }
         }
         if let Some(progress) = self.gets.get_mut(request).map(GetRequest::progress) {
-            self.on_get_progress(request, progress);
+            self.on_get_progress(cx, request, progress);
         }
     }
 
-    pub(super) fn start_put(&mut self, now: Now, client: ClientId, write: WriteRequest) {
+    pub(super) fn start_put<S: Store>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        now: Now,
+        client: ClientId,
+        write: WriteRequest,
+    ) {
         self.stats.puts += 1;
-        let list = self.view.preference_list(&write.bucket, &write.key);
+        let list = cx.view.preference_list(&write.bucket, &write.key);
         let (partition, n) = (list.partition(), list.n());
         let options = match write.options.resolve(n) {
             Ok(options) => options,
-            Err(e) => return self.reply(client, Err(e.into())),
+            Err(e) => return cx.reply(client, Err(e.into())),
         };
-        let targets = self.view.targets(list, options.sloppy);
+        let targets = cx.view.targets(list, options.sloppy);
         let return_body = write.options.return_body;
-        if targets.iter().any(|t| t.node == self.id) {
+        if targets.iter().any(|t| t.node == cx.me()) {
             let uncovered = uncovered_primaries(list, &targets);
             let context = write.context.unwrap_or_default();
             let key = WireKey {
@@ -330,6 +338,7 @@ impl<S: Store> Engine<S> {
                 key: write.key,
             };
             self.coordinate_put(
+                cx,
                 now,
                 Origin::Client(client),
                 key,
@@ -356,14 +365,15 @@ impl<S: Store> Engine<S> {
                 .outcome()
                 .and_then(Result::err)
                 .expect("a put with no targets cannot succeed");
-            return self.reply(client, Err(error.into()));
+            return cx.reply(client, Err(error.into()));
         };
-        self.forward_write(now, client, to, write, options);
+        self.forward_write(cx, now, client, to, write, options);
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn coordinate_put(
+    pub(super) fn coordinate_put<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         now: Now,
         origin: Origin,
         key: WireKey,
@@ -381,15 +391,15 @@ impl<S: Store> Engine<S> {
             context: context.clone(),
             value,
             content_type,
-            lww: self.config.unsafe_controls.last_writer_wins,
+            lww: cx.shared.config.unsafe_controls.last_writer_wins,
         };
-        let (object, dot) = match self.apply_write(now, &key, write, durability) {
+        let (object, dot) = match cx.apply_write(now, &key, write, durability) {
             Ok(applied) => applied,
-            Err(error) => return self.finish_origin(origin, Err(error)),
+            Err(error) => return self.finish_origin(cx, origin, Err(error)),
         };
         let own = targets
             .iter()
-            .find(|t| t.node == self.id)
+            .find(|t| t.node == cx.me())
             .copied()
             .expect("the coordinator is a target");
         // Hints: for the primary this node stands in for, and for every
@@ -398,7 +408,7 @@ impl<S: Store> Engine<S> {
         let hinted = own.stands_in_for().into_iter().chain(uncovered);
         let mut own_hint_failed = None;
         for primary in hinted {
-            if let Err(e) = self.keep_hint(primary, &key, &object, durability) {
+            if let Err(e) = self.keep_hint(cx, primary, &key, &object, durability) {
                 // The local copy stands; the primary gets it by read repair.
                 if own.stands_in_for() == Some(primary) {
                     own_hint_failed = Some(e);
@@ -410,13 +420,18 @@ impl<S: Store> Engine<S> {
         match own_hint_failed {
             // A fallback's copy counts only with the hint that hands it
             // over, as for a fallback that is not the coordinator.
-            Some(e) => coordinator.add_failure(self.id, ReplicaError::Storage(e.to_string())),
-            None => coordinator.add_ack(self.id, options.sync),
+            Some(e) => coordinator.add_failure(cx.me(), ReplicaError::Storage(e.to_string())),
+            None => coordinator.add_ack(cx.me(), options.sync),
         };
         let request = self.deadlines.next_id();
         let encoded = object.encode();
         let reply = WriteReply::Written {
-            context: if self.config.unsafe_controls.whole_context_in_write_replies {
+            context: if cx
+                .shared
+                .config
+                .unsafe_controls
+                .whole_context_in_write_replies
+            {
                 object.context().clone()
             } else {
                 object.context_for_writer(&context, dot)
@@ -436,12 +451,12 @@ impl<S: Store> Engine<S> {
             answered: false,
             bytes: encoded.len(),
         };
-        let deadline = self.deadline(now, Duration::from_millis(options.timeout_ms));
+        let deadline = cx.deadline(now, Duration::from_millis(options.timeout_ms));
         self.puts
             .insert(&mut self.deadlines, request, deadline, put);
-        let me = self.id;
+        let me = cx.me();
         for target in targets.iter().filter(|t| t.node != me) {
-            self.send(
+            cx.send(
                 target.node,
                 Message::Store {
                     request: Some(request),
@@ -453,7 +468,7 @@ impl<S: Store> Engine<S> {
             );
         }
         if let Some(progress) = self.puts.get_mut(request).map(PutRequest::progress) {
-            self.on_put_progress(request, progress);
+            self.on_put_progress(cx, request, progress);
         }
     }
 
@@ -467,8 +482,9 @@ impl<S: Store> Engine<S> {
         awaited
     }
 
-    pub(super) fn on_read_reply(
+    pub(super) fn on_read_reply<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
         key: &WireKey,
@@ -478,13 +494,14 @@ impl<S: Store> Engine<S> {
             return;
         };
         let progress = get.on_reply(from, result);
-        self.on_get_progress(request, progress);
+        self.on_get_progress(cx, request, progress);
     }
 
     /// A replica's answer to a put this node coordinates; false if
     /// `request` is no put in flight for `key`.
-    pub(super) fn on_put_stored(
+    pub(super) fn on_put_stored<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
         key: &WireKey,
@@ -494,34 +511,44 @@ impl<S: Store> Engine<S> {
             return false;
         };
         let progress = put.on_reply(from, result);
-        self.on_put_progress(request, progress);
+        self.on_put_progress(cx, request, progress);
         true
     }
 
     /// Acts on what a get's replies decided: answers the client (or starts
     /// the delete the read was for), and once the get is done retires it
     /// and repairs the stale replicas.
-    pub(super) fn on_get_progress(&mut self, request: RequestId, progress: GetProgress) {
+    pub(super) fn on_get_progress<S: Store>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+        progress: GetProgress,
+    ) {
         if let Some(answer) = progress.answer {
             // Answered, the get waits for its read repair in the background.
             self.background.add(0);
             match answer {
-                GetAnswer::Reply(client, result) => self.reply(client, result),
+                GetAnswer::Reply(client, result) => cx.reply(client, result),
                 GetAnswer::Delete(client, delete) => {
-                    let now = self.now;
-                    self.start_put(now, client, delete);
+                    let now = cx.now;
+                    self.start_put(cx, now, client, delete);
                 }
             }
         }
         if progress.done {
-            self.retire_get(request);
+            self.retire_get(cx, request);
         }
     }
 
     /// Acts on what a put's acknowledgements decided: answers whoever
     /// waits, and once the put is done retires it and keeps hints for the
     /// targets that never answered.
-    pub(super) fn on_put_progress(&mut self, request: RequestId, progress: PutProgress) {
+    pub(super) fn on_put_progress<S: Store>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+        progress: PutProgress,
+    ) {
         if let Some((origin, result)) = progress.answer {
             let bytes = self
                 .puts
@@ -529,15 +556,15 @@ impl<S: Store> Engine<S> {
                 .and_then(PutRequest::background_bytes)
                 .expect("an answered put in flight");
             self.background.add(bytes);
-            self.answer(origin, result);
+            self.answer(cx, origin, result);
         }
         if progress.done {
-            self.retire_put(request);
+            self.retire_put(cx, request);
         }
     }
 
     /// Removes a get; repairs the stale replicas.
-    pub(super) fn retire_get(&mut self, request: RequestId) {
+    pub(super) fn retire_get<S: Store>(&mut self, cx: &mut Cx<'_, S>, request: RequestId) {
         let Some(get) = self.gets.remove(&mut self.deadlines, request) else {
             return;
         };
@@ -551,8 +578,8 @@ impl<S: Store> Engine<S> {
         if repairs.is_empty() {
             return;
         }
-        if self.background.bytes >= self.config.max_background_bytes
-            || self.buggify.fires(Site::ReadRepairSkipped)
+        if self.background.bytes >= self.budget.max_background_bytes
+            || cx.shared.buggify.fires(Site::ReadRepairSkipped)
         {
             // Read repair is opportunistic; a later read or a hint
             // brings the replica up to date.
@@ -563,10 +590,10 @@ impl<S: Store> Engine<S> {
         let encoded = merged.encode();
         for replica in repairs {
             self.stats.read_repairs += 1;
-            if replica.node == self.id {
-                self.repair_local(&key, merged);
+            if replica.node == cx.me() {
+                cx.repair_local(&key, merged);
             } else {
-                self.send(
+                cx.send(
                     replica.node,
                     Message::Store {
                         request: None,
@@ -581,7 +608,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Removes a put; keeps hints for the targets that never answered.
-    pub(super) fn retire_put(&mut self, request: RequestId) {
+    pub(super) fn retire_put<S: Store>(&mut self, cx: &mut Cx<'_, S>, request: RequestId) {
         let Some(put) = self.puts.remove(&mut self.deadlines, request) else {
             return;
         };
@@ -589,12 +616,17 @@ impl<S: Store> Engine<S> {
             self.background.remove(bytes);
         }
         let (key, object, sync, unreached) = put.into_unreached();
-        self.hint_unreached(&key, &object, sync, unreached);
+        self.hint_unreached(cx, &key, &object, sync, unreached);
     }
 
-    pub(super) fn answer(&mut self, origin: Origin, result: Result<ClientReply, RequestError>) {
+    pub(super) fn answer<S: Store>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        origin: Origin,
+        result: Result<ClientReply, RequestError>,
+    ) {
         match origin {
-            Origin::Client(client) => self.reply(client, result),
+            Origin::Client(client) => cx.reply(client, result),
             Origin::Forward {
                 node,
                 request,
@@ -614,7 +646,7 @@ impl<S: Store> Engine<S> {
                     Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
                     Err(error) => Err(error.for_the_wire()),
                 };
-                self.send(
+                cx.send(
                     node,
                     Message::ForwardReply {
                         request,
@@ -628,8 +660,9 @@ impl<S: Store> Engine<S> {
     }
 
     /// Answers a write that failed before a coordinator existed.
-    pub(super) fn finish_origin(
+    pub(super) fn finish_origin<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         origin: Origin,
         result: Result<ForwardedReply, RequestError>,
     ) {
@@ -639,14 +672,14 @@ impl<S: Store> Engine<S> {
                     Ok(_) => unreachable!("only failures finish early"),
                     Err(error) => Err(error),
                 };
-                self.reply(client, result);
+                cx.reply(client, result);
             }
             Origin::Forward {
                 node,
                 request,
                 bucket,
                 key,
-            } => self.send(
+            } => cx.send(
                 node,
                 Message::ForwardReply {
                     request,

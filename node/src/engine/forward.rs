@@ -13,8 +13,10 @@ use uuid::Uuid;
 
 use super::admission::check_key;
 use super::coordinator::{uncovered_primaries, Origin};
+use super::requests::shard_of_request;
 use super::requests::RequestId;
-use super::{ClientId, ClientReply, Engine, Now};
+use super::shard::{Cx, Shard};
+use super::{ClientId, ClientReply, Now};
 use crate::api::{RequestError, WriteReply, WriteRequest};
 use crate::core::{PutError, QuorumTally, ResolvedOptions};
 use crate::wire::{decode_object, ForwardedReply, ForwardedWrite, Message, WireKey};
@@ -30,21 +32,31 @@ pub(super) const MAX_FORWARDS_REMEMBERED: usize = 1024;
 /// Most senders whose forwarded request ids are remembered.
 pub(super) const MAX_FORWARD_SENDERS: usize = 4096;
 
-/// The forwarded writes one sender's incarnations asked this node to
-/// coordinate: every id at or below `floor`, and those in `ids`. A sender's
-/// request ids grow with its generation and within it, so forgetting the
-/// smallest id raises the floor instead of letting it be applied again.
+/// The forwarded writes one shard of a sender asked this node to
+/// coordinate, in the sender's newest generation seen: every id at or below
+/// `floor`, and those in `ids`. One shard's request ids grow within an
+/// incarnation, so forgetting the smallest id raises the floor instead of
+/// letting it be applied again; a newer generation starts afresh (frames
+/// of older ones are dropped before they get here).
 #[derive(Debug, Default)]
 pub(super) struct SeenForwards {
+    pub(super) generation: u64,
     pub(super) floor: u64,
     pub(super) ids: BTreeSet<u64>,
 }
 
 impl SeenForwards {
-    /// Records `request`; false if it was seen (or is below what was
-    /// forgotten).
-    pub(super) fn first_time(&mut self, request: RequestId) -> bool {
-        if request <= self.floor || !self.ids.insert(request) {
+    /// Records `request` from the sender's incarnation `generation`; false
+    /// if it was seen (or is below what was forgotten, or comes from an
+    /// older incarnation).
+    pub(super) fn first_time(&mut self, generation: u64, request: RequestId) -> bool {
+        if generation > self.generation {
+            *self = SeenForwards {
+                generation,
+                ..SeenForwards::default()
+            };
+        }
+        if generation < self.generation || request <= self.floor || !self.ids.insert(request) {
             return false;
         }
         while self.ids.len() > MAX_FORWARDS_REMEMBERED {
@@ -113,10 +125,11 @@ impl ForwardedRequest {
     }
 }
 
-impl<S: Store> Engine<S> {
+impl Shard {
     /// Forwards a client's write to `to`, a target, which coordinates it.
-    pub(super) fn forward_write(
+    pub(super) fn forward_write<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         now: Now,
         client: ClientId,
         to: Uuid,
@@ -134,7 +147,7 @@ impl<S: Store> Engine<S> {
             w: options.w,
             pw: options.pw,
         };
-        let deadline = self.deadline(
+        let deadline = cx.deadline(
             now,
             Duration::from_millis(options.timeout_ms) + FORWARD_GRACE,
         );
@@ -153,7 +166,7 @@ impl<S: Store> Engine<S> {
             sloppy: options.sloppy,
             return_body,
         };
-        self.send(
+        cx.send(
             to,
             Message::Forward {
                 request,
@@ -162,10 +175,12 @@ impl<S: Store> Engine<S> {
         );
     }
 
-    pub(super) fn on_forward(
+    pub(super) fn on_forward<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         now: Now,
         from: Uuid,
+        generation: u64,
         request: RequestId,
         write: ForwardedWrite,
     ) {
@@ -173,17 +188,21 @@ impl<S: Store> Engine<S> {
         // arrives (a retransmission, a duplicating network): a second
         // coordination would mint a second version of one client write, a
         // sibling nobody wrote. The copy is dropped without an answer; the
-        // forwarding node takes the first answer only.
-        if !self.forwards_seen.contains_key(&from)
+        // forwarding node takes the first answer only. Ids grow within one
+        // shard of one incarnation of the sender, so they are remembered
+        // per sender and sender's shard, for the sender's newest
+        // generation (frames of older ones never get this far).
+        let sender = (from, shard_of_request(request));
+        if !self.forwards_seen.contains_key(&sender)
             && self.forwards_seen.len() >= MAX_FORWARD_SENDERS
         {
             self.forwards_seen.pop_first();
         }
         if !self
             .forwards_seen
-            .entry(from)
+            .entry(sender)
             .or_default()
-            .first_time(request)
+            .first_time(generation, request)
         {
             self.stats.forwards_repeated += 1;
             tracing::debug!(%from, request, "dropped a forwarded write delivered again");
@@ -195,8 +214,9 @@ impl<S: Store> Engine<S> {
             bucket: write.bucket.clone(),
             key: write.key.clone(),
         };
-        if !self.view.ring_agreed {
+        if !cx.view.ring_agreed {
             return self.finish_origin(
+                cx,
                 origin,
                 Err(RequestError::Unavailable(
                     "no ring, or the members do not agree on it yet".into(),
@@ -204,22 +224,23 @@ impl<S: Store> Engine<S> {
             );
         }
         let awaited = self.awaited_requests();
-        if awaited >= self.config.max_pending_requests {
+        if awaited >= self.budget.max_pending_requests {
             let busy = format!("{awaited} client requests in flight, the most this node takes");
-            return self.finish_origin(origin, Err(RequestError::Overloaded(busy)));
+            return self.finish_origin(cx, origin, Err(RequestError::Overloaded(busy)));
         }
         if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
             || check_key("key", &write.key, MAX_KEY_LEN).is_err()
             || write
                 .value
                 .as_ref()
-                .is_some_and(|v| v.len() > self.config.max_value_bytes)
+                .is_some_and(|v| v.len() > cx.shared.config.max_value_bytes)
             || write
                 .content_type
                 .as_deref()
                 .is_some_and(|t| write.value.is_none() || check_content_type(t).is_err())
         {
             return self.finish_origin(
+                cx,
                 origin,
                 Err(RequestError::Internal(
                     "forwarded write out of bounds".into(),
@@ -230,13 +251,14 @@ impl<S: Store> Engine<S> {
             None => CausalContext::default(),
             Some(Ok(context)) => context,
             Some(Err(e)) => {
-                return self.finish_origin(origin, Err(RequestError::Internal(e.to_string())))
+                return self.finish_origin(cx, origin, Err(RequestError::Internal(e.to_string())))
             }
         };
-        let list = self.view.preference_list(&write.bucket, &write.key);
+        let list = cx.view.preference_list(&write.bucket, &write.key);
         let (partition, n) = (list.partition(), list.n());
         if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
             return self.finish_origin(
+                cx,
                 origin,
                 Err(RequestError::Internal(
                     "forwarded write with invalid options".into(),
@@ -253,9 +275,9 @@ impl<S: Store> Engine<S> {
             sync: write.sync,
             sloppy: write.sloppy,
         };
-        let targets = self.view.targets(list, options.sloppy);
-        if !targets.iter().any(|t| t.node == self.id) {
-            return self.finish_origin(
+        let targets = cx.view.targets(list, options.sloppy);
+        if !targets.iter().any(|t| t.node == cx.me()) {
+            return self.finish_origin(cx,
                 origin,
                 Err(RequestError::Unavailable(
                     "the replica a write was forwarded to is not a target in its own view of the cluster; retry"
@@ -270,6 +292,7 @@ impl<S: Store> Engine<S> {
             key: write.key,
         };
         self.coordinate_put(
+            cx,
             now,
             origin,
             key,
@@ -284,8 +307,9 @@ impl<S: Store> Engine<S> {
         );
     }
 
-    pub(super) fn on_forward_reply(
+    pub(super) fn on_forward_reply<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
         bucket: &[u8],
@@ -304,7 +328,7 @@ impl<S: Store> Engine<S> {
             .remove(&mut self.deadlines, request)
             .expect("checked above");
         let (client, result) = forwarded.on_reply(result);
-        self.reply(client, result);
+        cx.reply(client, result);
     }
 }
 

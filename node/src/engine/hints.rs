@@ -10,6 +10,7 @@ use chorus_storage::store::{Durability, KeyRef, Store, StoreError};
 use uuid::Uuid;
 
 use super::requests::{Deadlines, RequestId, Requests, RETRY_AFTER};
+use super::shard::{Cx, Shard};
 use super::{Engine, Now};
 use crate::buggify::Site;
 use crate::core::{Replica, ReplicaError};
@@ -77,11 +78,15 @@ impl Hints {
 impl<S: Store> Engine<S> {
     /// Hints queued on this node, per target.
     pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
-        self.store.hint_counts()
+        self.shared.store.hint_counts()
     }
+}
 
-    pub(super) fn deliver_hints(&mut self, now: Now) {
-        let counts = match self.store.hint_counts() {
+impl Shard {
+    /// A hint round: for each target gossip reports up with no batch in
+    /// flight, the next batch of its hints in this shard's partitions.
+    pub(super) fn deliver_hints<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
+        let counts = match cx.shared.store.hint_counts() {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list hints");
@@ -89,8 +94,8 @@ impl<S: Store> Engine<S> {
             }
         };
         for (target, _) in counts {
-            if target == self.id
-                || !self.view.is_up(target)
+            if target == cx.me()
+                || !cx.view.is_up(target)
                 || self.hints.targets_in_flight.contains(&target)
             {
                 continue;
@@ -102,7 +107,11 @@ impl<S: Store> Engine<S> {
             // Read on from where the last round stopped, and wrap around at
             // the end: a hint that keeps failing never holds back the rest.
             let after = self.hints.cursor.get(&target).copied();
-            let mut hints = match self.store.hints(target, after, self.config.hint_batch) {
+            let mut hints = match cx
+                .shared
+                .store
+                .hints(target, after, cx.shared.config.hint_batch)
+            {
                 Ok(hints) => hints,
                 Err(e) => {
                     tracing::warn!(%target, error = %e, "could not read hints");
@@ -110,7 +119,11 @@ impl<S: Store> Engine<S> {
                 }
             };
             if hints.is_empty() && after.is_some() {
-                hints = match self.store.hints(target, None, self.config.hint_batch) {
+                hints = match cx
+                    .shared
+                    .store
+                    .hints(target, None, cx.shared.config.hint_batch)
+                {
                     Ok(hints) => hints,
                     Err(e) => {
                         tracing::warn!(%target, error = %e, "could not read hints");
@@ -125,6 +138,12 @@ impl<S: Store> Engine<S> {
                     continue;
                 }
             };
+            // Every shard reads the target's queue; each delivers the hints
+            // of its own partitions.
+            hints.retain(|hint| self.owns(hint.partition));
+            if hints.is_empty() {
+                continue;
+            }
             self.hints.targets_in_flight.insert(target);
             for hint in hints {
                 let request = self.deadlines.next_id();
@@ -143,7 +162,7 @@ impl<S: Store> Engine<S> {
                     bytes: object.len(),
                 };
                 self.background.add(object.len());
-                let deadline = self.deadline(now, RETRY_AFTER);
+                let deadline = cx.deadline(now, RETRY_AFTER);
                 self.hints
                     .deliveries
                     .insert(&mut self.deadlines, request, deadline, delivery);
@@ -154,10 +173,10 @@ impl<S: Store> Engine<S> {
                     sync: durable,
                     stands_in_for: None,
                 };
-                if self.buggify.fires(Site::HintSentTwice) {
-                    self.send(target, message.clone());
+                if cx.shared.buggify.fires(Site::HintSentTwice) {
+                    cx.send(target, message.clone());
                 }
-                self.send(target, message);
+                cx.send(target, message);
             }
         }
     }
@@ -176,8 +195,9 @@ impl<S: Store> Engine<S> {
     /// names the hint (request id and key) from the target's current
     /// incarnation deletes it: older incarnations' frames never get this
     /// far.
-    pub(super) fn on_hint_stored(
+    pub(super) fn on_hint_stored<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
         key: &WireKey,
@@ -205,7 +225,11 @@ impl<S: Store> Engine<S> {
         // A hint of a durably acknowledged write is deleted only on a
         // durable acknowledgement; otherwise it is offered again.
         if result.is_ok_and(|ack| ack.durable || !durable) {
-            match self.store.delete_hint(target, seq, Durability::Buffered) {
+            match cx
+                .shared
+                .store
+                .delete_hint(target, seq, Durability::Buffered)
+            {
                 Ok(_) => self.stats.hints_delivered += 1,
                 Err(e) => {
                     tracing::warn!(%target, seq, error = %e, "could not delete a delivered hint")
@@ -217,15 +241,20 @@ impl<S: Store> Engine<S> {
 
     /// Queues a hint of `object` for `primary`; counts and logs a hint that
     /// could not be queued.
-    pub(super) fn keep_hint(
+    pub(super) fn keep_hint<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         primary: Uuid,
         key: &WireKey,
         object: &Object,
         durability: Durability,
     ) -> Result<(), StoreError> {
         let keyref = KeyRef::new(PartitionId(key.partition), &key.bucket, &key.key);
-        if let Err(e) = self.store.add_hint(primary, keyref, object, durability) {
+        if let Err(e) = cx
+            .shared
+            .store
+            .add_hint(primary, keyref, object, durability)
+        {
             self.stats.hints_dropped += 1;
             tracing::warn!(%primary, error = %e, "could not queue a hint");
             return Err(e);
@@ -240,8 +269,9 @@ impl<S: Store> Engine<S> {
     /// gets the write when it answers again. This node's own copy is never
     /// hinted (it answered at once). Hints are bounded per target by the
     /// store.
-    pub(super) fn hint_unreached(
+    pub(super) fn hint_unreached<S: Store>(
         &mut self,
+        cx: &mut Cx<'_, S>,
         key: &WireKey,
         object: &Object,
         sync: bool,
@@ -250,11 +280,12 @@ impl<S: Store> Engine<S> {
         let partition = PartitionId(key.partition);
         for target in unreached {
             let primary = target.stands_in_for().unwrap_or(target.node);
-            if target.node == self.id || primary == self.id || self.view.has_left(primary) {
+            if target.node == cx.me() || primary == cx.me() || cx.view.has_left(primary) {
                 continue;
             }
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);
-            match self
+            match cx
+                .shared
                 .store
                 .add_hint(primary, keyref, object, Durability::from_sync(sync))
             {

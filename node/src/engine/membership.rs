@@ -73,7 +73,7 @@ impl<S: Store> Engine<S> {
         while let Some(effect) = self.gossip.poll_effect() {
             match effect {
                 GossipEffect::Send { to, envelope } => {
-                    if self.buggify.fires(Site::GossipFrameDropped) {
+                    if self.shared.buggify.fires(Site::GossipFrameDropped) {
                         continue;
                     }
                     let bytes = match envelope.encode(self.gossip.config().max_message_bytes) {
@@ -99,7 +99,7 @@ impl<S: Store> Engine<S> {
                             }
                         }
                     };
-                    self.effects.push_back(effect);
+                    self.shared.effects.push_back(effect);
                 }
                 GossipEffect::Notify(notification) => self.on_notification(now, notification),
             }
@@ -122,7 +122,7 @@ impl<S: Store> Engine<S> {
         let held = held.0;
         // Checked once per directory generation.
         self.directory_generation = held;
-        if let Err(e) = self.begin_epoch(&format!(
+        if let Err(e) = self.shared.begin_epoch(&format!(
             "peers held generation {held} of this node, a run its data directory does not know: it was restored or copied"
         )) {
             tracing::error!(error = %e, "could not begin a new epoch");
@@ -136,15 +136,15 @@ impl<S: Store> Engine<S> {
             Notification::Up { node } => {
                 tracing::info!(%node, "node up");
                 // Offer hints at once rather than at the next round.
-                self.next_hint_round = self.next_hint_round.min(now.mono);
+                self.hint_round_now(now);
             }
             Notification::Down { node, phi } => {
                 tracing::warn!(%node, phi, "node down");
-                self.fail_requests_to(node);
+                self.fail_requests_to(now, node);
             }
             Notification::Joined { node, generation } => {
                 tracing::info!(%node, generation = generation.0, "node joined");
-                self.learn_generation(node, generation.0);
+                self.learn_generation(now, node, generation.0);
             }
             Notification::Restarted { node, old, new } => {
                 tracing::info!(%node, old = old.0, new = new.0, "node restarted");
@@ -153,13 +153,13 @@ impl<S: Store> Engine<S> {
                 let known = self.peer_generations.get(&node).copied().unwrap_or(old.0);
                 if new.0 > known {
                     self.peer_generations.insert(node, new.0);
-                    self.reset_connection(node);
+                    self.reset_connection(now, node);
                 }
             }
             Notification::Left { node, .. } => {
                 tracing::info!(%node, "node left");
                 // It is no longer up: nothing waits for it to come back.
-                self.next_hint_round = self.next_hint_round.min(now.mono);
+                self.hint_round_now(now);
             }
             Notification::Superseded {
                 generation,
@@ -233,10 +233,7 @@ impl<S: Store> Engine<S> {
             if mine.is_none_or(|m| better(claim, m)) {
                 if !self.ring_fetch_in_flight {
                     self.ring_fetch_in_flight = true;
-                    let request = self.deadlines.next_id();
-                    let deadline = self.deadline(now, RETRY_AFTER);
-                    self.ring_fetches
-                        .insert(&mut self.deadlines, request, deadline, ());
+                    self.ring_fetch_due = Some(self.shared.deadline(now, RETRY_AFTER));
                     self.send(
                         holder,
                         Message::RingFetch {
@@ -274,10 +271,14 @@ impl<S: Store> Engine<S> {
         let candidates = self.candidate_members();
         match self.ring.as_deref() {
             None => {
-                if candidates.len() < self.config.initial_members {
+                if candidates.len() < self.shared.config.initial_members {
                     return;
                 }
-                match Ring::initial(&candidates, self.config.partitions, self.config.replicas) {
+                match Ring::initial(
+                    &candidates,
+                    self.shared.config.partitions,
+                    self.shared.config.replicas,
+                ) {
                     Ok(ring) => {
                         tracing::info!(members = candidates.len(), "built the first ring");
                         self.install_ring(ring, true);
@@ -323,8 +324,8 @@ impl<S: Store> Engine<S> {
     pub(super) fn candidate_members(&self) -> Vec<Member> {
         let mut members = vec![Member::new(
             self.id,
-            self.config.zone.clone(),
-            self.config.weight,
+            self.shared.config.zone.clone(),
+            self.shared.config.weight,
         )];
         for member in self.gossip.members() {
             if member.id == self.id || member.left || member.liveness != Liveness::Up {
@@ -335,7 +336,7 @@ impl<S: Store> Engine<S> {
                 _ => continue,
             }
             let zone = member.state.zone().unwrap_or_default().to_string();
-            members.push(Member::new(member.id, zone, self.config.weight));
+            members.push(Member::new(member.id, zone, self.shared.config.weight));
         }
         members.sort_by_key(|m| m.id);
         members
@@ -369,7 +370,7 @@ impl<S: Store> Engine<S> {
         if self.holds_data {
             return;
         }
-        if let Err(e) = self.persist_holds_data() {
+        if let Err(e) = self.shared.persist_holds_data() {
             tracing::warn!(error = %e, "could not persist the holds-data flag");
         }
         self.holds_data = true;
@@ -497,14 +498,14 @@ impl<S: Store> Engine<S> {
         current
             .partitions_of(self.id)
             .filter(|&p| !next.primaries(p).contains(&self.id))
-            .find(|&p| self.holds_data_in(p))
+            .find(|&p| self.shared.holds_data_in(p))
     }
 
     /// Adopts a fetched ring if it is newer than the one held and moves no
     /// partition away from data this node holds.
     pub(super) fn offer_ring(&mut self, ring: Ring) {
-        if ring.partitions().count() != self.config.partitions
-            || ring.replicas() != self.config.replicas
+        if ring.partitions().count() != self.shared.config.partitions
+            || ring.replicas() != self.shared.config.replicas
         {
             tracing::warn!(
                 partitions = ring.partitions().count(),
@@ -545,7 +546,7 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn install_ring(&mut self, ring: Ring, persist: bool) {
         if persist {
-            if let Err(e) = self.persist_ring(&ring) {
+            if let Err(e) = self.shared.persist_ring(&ring) {
                 tracing::error!(error = %e, "could not persist the ring; not adopting it");
                 return;
             }
@@ -619,20 +620,21 @@ impl<S: Store> Engine<S> {
             %addr,
             "peers hold a newer incarnation of this node (its data directory was restored or copied); running on above it"
         );
-        let next = match self.persist_generation(generation.saturating_add(1)) {
+        let next = match self.shared.persist_generation(generation.saturating_add(1)) {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "could not persist a higher generation");
                 return;
             }
         };
-        if let Err(e) =
-            self.begin_epoch("the data directory is older than what peers hold of this node")
+        if let Err(e) = self
+            .shared
+            .begin_epoch("the data directory is older than what peers hold of this node")
         {
             tracing::error!(error = %e, "could not begin a new epoch");
             return;
         }
-        if let Err(e) = self.mark_running(next) {
+        if let Err(e) = self.shared.mark_running(next) {
             tracing::warn!(error = %e, "could not update the running marker");
         }
         self.generation = next;
@@ -644,7 +646,7 @@ impl<S: Store> Engine<S> {
     /// its frames or from gossip): the frame comes from a previous
     /// incarnation. A newer generation than a known one means `node`
     /// restarted, and the connection to it is reset.
-    pub(super) fn learn_generation(&mut self, node: Uuid, generation: u64) -> bool {
+    pub(super) fn learn_generation(&mut self, now: Now, node: Uuid, generation: u64) -> bool {
         let gossiped = self.gossip.member(&node).map(|m| m.state.generation().0);
         let seen = self.peer_generations.get(&node).copied();
         if let Some(known) = seen.max(gossiped) {
@@ -655,7 +657,7 @@ impl<S: Store> Engine<S> {
                 return true;
             }
             if generation > known {
-                self.reset_connection(node);
+                self.reset_connection(now, node);
             }
         }
         if !self.peer_generations.contains_key(&node)
@@ -672,12 +674,14 @@ impl<S: Store> Engine<S> {
     /// Asks the runtime to drop its connection to `node`, which leads to a
     /// process that is gone, and replaces what this node was waiting for
     /// from the old incarnation at once ([`Engine::resend_to_restarted`]).
-    pub(super) fn reset_connection(&mut self, node: Uuid) {
+    pub(super) fn reset_connection(&mut self, now: Now, node: Uuid) {
         if let Some(addr) = self.address_of(node) {
             tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
-            self.effects.push_back(Effect::ResetConnection { addr });
+            self.shared
+                .effects
+                .push_back(Effect::ResetConnection { addr });
         }
-        self.resend_to_restarted(node);
+        self.resend_to_restarted(now, node);
     }
 }
 

@@ -74,19 +74,70 @@
 //! Anti-entropy, handoff of partitions on ring changes and tombstone
 //! collection are not here yet.
 //!
+//! # Membership, shards and the seam between them
+//!
+//! An engine is membership, a set of shards, the parts they share, and a
+//! router.
+//!
+//! * **Membership** owns the gossiper, the ring, the address book, peer
+//!   generations, the claimant and ring fetch. It publishes a read-only
+//!   `ClusterView` (the ring, who is up and who left, where each node is
+//!   reached, whether the members agree on the ring, an identity
+//!   conflict), rebuilt whenever something in it may have changed and
+//!   versioned by its contents.
+//! * **Shards** ([`EngineConfig::shards`], 1 by default). Partition `p`
+//!   belongs to shard `p % shards`; a shard owns the request state for keys
+//!   in its partitions: the gets and puts it coordinates, the writes it
+//!   forwarded and the forwarded writes it coordinated, its hint deliveries
+//!   and hint round, its admission queue, an even share of the node's
+//!   budgets (`max_pending_requests`, `max_background_*`, `max_queued_*`),
+//!   and its counters. The request side reads membership only through
+//!   `&ClusterView`, never the gossiper or the ring.
+//! * **Shared**: the store, the clock, the seeded generator, the fault
+//!   sites and the effect queue.
+//!
+//! The router hands each input to whoever it concerns. A client request,
+//! a replica's `Store` or `Read` and a forwarded write go to the shard of
+//! the key's partition; an answer (`Stored`, `ReadReply`, `ForwardReply`)
+//! and a send failure go to the shard that made the request, named by the
+//! shard bits of its request id (`requests::first_request_id`); gossip and
+//! the ring exchange go to membership. A tick goes to membership, then to
+//! each shard in index order, so the run stays deterministic. The
+//! coordinator of a key and the vnode of the key's partition are in the
+//! same shard, so a coordinator's call to its own replica never crosses
+//! shards.
+//!
+//! Facts flow back as data, not calls across: what a shard learns that
+//! membership must know it reports (`Facts`: data was written, so the node
+//! holds data), and the router acts on it after the call; what membership
+//! learns that the shards must act on (a node convicted or restarted, a
+//! node up whose hints may go) the router passes to every shard
+//! (`fail_requests_to`, `resend_to_restarted`, `hint_round_now`). The
+//! shards still run on the engine's one thread; a thread per shard is a
+//! later step.
+//!
 //! # Map
 //!
 //! This file holds the public types and the router: the inputs, which hand
-//! each event to the handler it concerns and act on what the handler
-//! reports (send, answer, retire), and the effect queue. The handlers, each
-//! in its own file:
+//! each event to membership or to a shard and act on what they report, and
+//! the parts shared between them. The rest, each in its own file:
 //!
-//! * `requests` — request ids (unique across restarts), one ordered set of
-//!   deadlines for every kind of request, `Requests<T>` (one table per
-//!   kind), and the background work requests hold;
-//! * `admission` — bounds checks on client requests, the admission queue
-//!   and its backpressure;
-//! * `coordinator` — gets and puts this node coordinates: `GetRequest` and
+//! * `view` — `ClusterView`, the seam, and `Facts`, what the request side
+//!   reports back;
+//! * `membership` — the gossip bridge, the address book, peer
+//!   generations, the claimant, ring fetch and adoption, an identity
+//!   shared with another process, and the view it publishes;
+//! * `shard` — `Shard`, the request side of a set of partitions: its
+//!   inputs (client requests, data-plane messages, send failures, ticks)
+//!   and expiry; `Cx`, what a shard reaches for one input (the view, the
+//!   shared parts, the facts it reports);
+//! * `requests` — request ids (unique across restarts, with the shard's
+//!   index), one ordered set of deadlines per shard for every kind of
+//!   request, `Requests<T>` (one table per kind), and the background work
+//!   requests hold;
+//! * `admission` — bounds checks on client requests, a shard's admission
+//!   queue and its backpressure;
+//! * `coordinator` — gets and puts a shard coordinates: `GetRequest` and
 //!   `PutRequest` over [`GetCoordinator`](crate::core::GetCoordinator) and
 //!   [`PutCoordinator`](crate::core::PutCoordinator), whose `on_reply` and
 //!   `on_timeout` report progress (an answer once decided, done), and read
@@ -98,16 +149,8 @@
 //!   and epochs, the clock and its persisted ceiling, ring and generation
 //!   metadata;
 //! * `hints` — hinted handoff: hints kept for unanswered targets and their
-//!   delivery (`Hints`);
-//! * `membership` — the gossip bridge, the address book, peer
-//!   generations, the claimant, ring fetch and adoption, and an identity
-//!   shared with another process;
-//! * `status` — cluster, ring and preference-list status as plain data;
-//! * `view` — `ClusterView`, the seam: the read-only snapshot of the
-//!   cluster (ring, who is up or left, the address book, ring agreement)
-//!   that membership rebuilds and the request side reads instead of the
-//!   gossiper or the ring; and `Facts`, what the request side reports back
-//!   (data written) for the router to act on.
+//!   delivery (`Hints`), each shard delivering those of its partitions;
+//! * `status` — cluster, ring and preference-list status as plain data.
 
 mod admission;
 mod coordinator;
@@ -115,6 +158,7 @@ mod forward;
 mod hints;
 mod membership;
 mod requests;
+mod shard;
 mod status;
 mod view;
 mod vnode;
@@ -127,7 +171,7 @@ use std::time::Duration;
 use chorus_gossip::{
     Config as GossipConfig, Gossiper, Liveness, LocalNode, RingClaim, StateKey, StateValue,
 };
-use chorus_ring::{Partitions, Ring};
+use chorus_ring::{PartitionId, Partitions, Ring};
 use chorus_storage::hlc::{Hlc, HlcConfig};
 use chorus_storage::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
@@ -136,15 +180,11 @@ use uuid::Uuid;
 
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::{Buggify, Site};
-use crate::core::ReplicaError;
-use crate::wire::{decode_object, Frame, Message, StoredAck, WireError, WireKey, MAX_FRAME_BYTES};
+use crate::wire::{Frame, Message, WireError, MAX_FRAME_BYTES};
 
-use self::admission::Queued;
-use self::coordinator::{GetRequest, PutRequest};
-use self::forward::{ForwardedRequest, SeenForwards};
-use self::hints::Hints;
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
-use self::requests::{Background, Deadlines, RequestId, Requests};
+use self::requests::{RequestId, MAX_SHARDS};
+use self::shard::{Cx, Shard};
 use self::view::{ClusterView, Facts};
 use self::vnode::Opened;
 
@@ -198,6 +238,11 @@ pub struct EngineConfig {
     pub max_value_bytes: usize,
     /// Largest frame accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// How many shards split the node's partitions between them (partition
+    /// `p` belongs to shard `p % shards`); each owns the request state of
+    /// its partitions and a share of the budgets above. At least 1, at
+    /// most 256.
+    pub shards: usize,
     /// Turns on the [BUGGIFY](crate::buggify) fault sites. Only the
     /// simulator sets it; production nodes keep the default, off.
     pub buggify: bool,
@@ -248,6 +293,7 @@ impl Default for EngineConfig {
             max_value_bytes: crate::api::DEFAULT_MAX_VALUE_BYTES,
             max_frame_bytes: MAX_FRAME_BYTES,
             unsafe_controls: UnsafeControls::default(),
+            shards: 1,
             buggify: false,
         }
     }
@@ -391,23 +437,61 @@ pub struct EngineStats {
     pub background_bytes: usize,
 }
 
+impl EngineStats {
+    /// Adds `other`'s counters and gauges to these.
+    fn add(&mut self, other: &EngineStats) {
+        let EngineStats {
+            gets,
+            puts,
+            forwarded,
+            read_repairs,
+            hints_delivered,
+            hints_dropped,
+            frames_refused,
+            frames_stale,
+            replies_from_the_future,
+            hints_for_timeouts,
+            forwards_repeated,
+            pending_requests,
+            refused_overloaded,
+            read_repairs_skipped,
+            send_failures,
+            queued_requests,
+            background_requests,
+            background_bytes,
+        } = *other;
+        self.gets += gets;
+        self.puts += puts;
+        self.forwarded += forwarded;
+        self.read_repairs += read_repairs;
+        self.hints_delivered += hints_delivered;
+        self.hints_dropped += hints_dropped;
+        self.frames_refused += frames_refused;
+        self.frames_stale += frames_stale;
+        self.replies_from_the_future += replies_from_the_future;
+        self.hints_for_timeouts += hints_for_timeouts;
+        self.forwards_repeated += forwards_repeated;
+        self.pending_requests += pending_requests;
+        self.refused_overloaded += refused_overloaded;
+        self.read_repairs_skipped += read_repairs_skipped;
+        self.send_failures += send_failures;
+        self.queued_requests += queued_requests;
+        self.background_requests += background_requests;
+        self.background_bytes += background_bytes;
+    }
+}
+
 /// One node's cluster logic. See the [module docs](self).
 #[derive(Debug)]
 pub struct Engine<S> {
-    config: EngineConfig,
     id: Uuid,
     generation: u64,
-    partitions: Partitions,
-    store: S,
+    // ----- membership -----
     gossip: Gossiper<ChaCha8Rng>,
-    hlc: Hlc,
-    rng: ChaCha8Rng,
     ring: Option<Arc<Ring>>,
     holds_data: bool,
     /// What the request side reads of membership; rebuilt by membership.
     view: ClusterView,
-    /// What the request side reported during the input being handled.
-    facts: Facts,
     /// Ring members whose join or leave is deferred because data exists.
     deferred: BTreeSet<Uuid>,
     /// The ring this node replaced when it built the one it holds, as
@@ -419,26 +503,12 @@ pub struct Engine<S> {
     refused_ring: Option<RingClaim>,
     /// The newest generation seen for each peer, from its frames or gossip.
     peer_generations: BTreeMap<Uuid, u64>,
-    /// Request ids, and the deadlines of every request in flight.
-    deadlines: Deadlines,
-    /// Gets this node coordinates.
-    gets: Requests<GetRequest>,
-    /// Puts this node coordinates.
-    puts: Requests<PutRequest>,
-    /// Writes this node forwarded to the replica coordinating them.
-    forwards: Requests<ForwardedRequest>,
-    /// Hint deliveries in flight.
-    hints: Hints,
-    /// Ring fetches in flight.
-    ring_fetches: Requests<()>,
-    next_hint_round: Duration,
     next_ring_check: Duration,
     ring_fetch_in_flight: bool,
+    /// When the ring fetch in flight, if any, is given up.
+    ring_fetch_due: Option<Duration>,
     /// Source addresses of nodes gossip does not know yet.
     sources: BTreeMap<Uuid, SocketAddr>,
-    /// This start's actors are known to be fresh: a new epoch began, or a
-    /// peer confirmed that no newer incarnation of this node exists.
-    epoch_safe: bool,
     /// Wall-clock milliseconds at which this incarnation started.
     started_ms: u64,
     /// The generation the data directory held at start: the last run it
@@ -446,9 +516,6 @@ pub struct Engine<S> {
     directory_generation: u64,
     /// Set when another live process was found running with this id.
     conflict: Option<IdentityConflict>,
-    /// Set when the store could not flush its writes: nothing is
-    /// acknowledged from then on.
-    storage_failure: Option<String>,
     /// The last incarnation at another address that superseded this one:
     /// its start time (wall ms) and address.
     superseded_by: Option<(u64, SocketAddr)>,
@@ -456,21 +523,55 @@ pub struct Engine<S> {
     /// from, where gossip's answers to it go (two processes sharing an id
     /// each get their own answers).
     reply_route: Option<(Uuid, SocketAddr)>,
-    effects: VecDeque<Effect>,
-    stats: EngineStats,
-    /// The time of the input being handled.
-    now: Now,
-    /// Client requests waiting for admission, oldest first.
-    admission: VecDeque<Queued>,
-    /// Bytes of values in `admission`.
-    queued_bytes: usize,
-    /// Background work in flight: answered gets and puts, hint deliveries.
-    background: Background,
+    // ----- the request side -----
+    /// Partition `p` belongs to `shards[p % shards.len()]`.
+    shards: Vec<Shard>,
+    // ----- shared -----
+    shared: Shared<S>,
+}
+
+/// What membership and the shards share: the configuration, the store
+/// (reached through `vnode.rs` and `hints.rs` only), the clock, the seeded
+/// generator, the fault sites and the effect queue.
+#[derive(Debug)]
+struct Shared<S> {
+    config: EngineConfig,
+    partitions: Partitions,
+    store: S,
+    hlc: Hlc,
+    rng: ChaCha8Rng,
     /// Fault sites, off outside simulation; their own generator.
     buggify: Buggify,
-    /// Forwarded writes already coordinated, per sender: a frame delivered
-    /// twice must not apply its write twice.
-    forwards_seen: BTreeMap<Uuid, SeenForwards>,
+    effects: VecDeque<Effect>,
+    /// This start's actors are known to be fresh: a new epoch began, or a
+    /// peer confirmed that no newer incarnation of this node exists.
+    epoch_safe: bool,
+    /// Set when the store could not flush its writes: nothing is
+    /// acknowledged from then on.
+    storage_failure: Option<String>,
+    /// Counters of the node as a whole (frames, the local replica).
+    stats: EngineStats,
+}
+
+impl<S> Shared<S> {
+    /// Sends `message` to `to` at the address `view` gives for it.
+    pub(super) fn send(&mut self, view: &ClusterView, to: Uuid, message: Message) {
+        let Some(addr) = view.address_of(to) else {
+            tracing::debug!(%to, "no address for node; message dropped");
+            return;
+        };
+        self.effects.push_back(Effect::Send { to, addr, message });
+    }
+
+    /// When a request started now and given `after` is due.
+    pub(super) fn deadline(&mut self, now: Now, after: Duration) -> Duration {
+        let after = if self.buggify.fires(Site::TimeoutEarly) {
+            after.mul_f64(self.buggify.fraction())
+        } else {
+            after
+        };
+        now.mono + after
+    }
 }
 
 impl<S: Store> Engine<S> {
@@ -493,6 +594,12 @@ impl<S: Store> Engine<S> {
             return Err(EngineError::Config(format!(
                 "initial_members ({}) must be at least the replication factor ({}), which must be at least 1",
                 config.initial_members, config.replicas
+            )));
+        }
+        if config.shards == 0 || config.shards > MAX_SHARDS {
+            return Err(EngineError::Config(format!(
+                "shards ({}) must be between 1 and {MAX_SHARDS}",
+                config.shards
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -525,48 +632,42 @@ impl<S: Store> Engine<S> {
         // A node that has never minted a dot, or that just began a new
         // epoch, cannot repeat one; a lone node has no peer to ask.
         let epoch_safe = unclean || previous == 0 || config.gossip.seeds.is_empty();
+        let shards = (0..config.shards)
+            .map(|index| Shard::new(index, config.shards, &config, generation, now))
+            .collect();
         let mut engine = Engine {
-            partitions,
             id,
             generation,
-            store,
             gossip,
-            hlc,
-            rng,
             ring: None,
             holds_data: false,
             view: ClusterView::default(),
-            facts: Facts::default(),
             deferred: BTreeSet::new(),
             previous_ring: None,
             refused_ring: None,
             peer_generations: BTreeMap::new(),
-            deadlines: Deadlines::new(generation),
-            gets: Requests::default(),
-            puts: Requests::default(),
-            forwards: Requests::default(),
-            hints: Hints::default(),
-            ring_fetches: Requests::default(),
-            next_hint_round: now.mono,
             next_ring_check: now.mono,
             ring_fetch_in_flight: false,
+            ring_fetch_due: None,
             sources: BTreeMap::new(),
-            epoch_safe,
             started_ms: now.wall_ms,
             directory_generation: previous,
             conflict: None,
-            storage_failure: None,
             superseded_by: None,
             reply_route: None,
-            effects: VecDeque::new(),
-            stats: EngineStats::default(),
-            now,
-            admission: VecDeque::new(),
-            queued_bytes: 0,
-            background: Background::default(),
-            buggify: Buggify::new(seed, config.buggify),
-            forwards_seen: BTreeMap::new(),
-            config,
+            shards,
+            shared: Shared {
+                partitions,
+                store,
+                hlc,
+                rng,
+                buggify: Buggify::new(seed, config.buggify),
+                effects: VecDeque::new(),
+                epoch_safe,
+                storage_failure: None,
+                stats: EngineStats::default(),
+                config,
+            },
         };
         if holds_data {
             engine.mark_holds_data();
@@ -574,8 +675,9 @@ impl<S: Store> Engine<S> {
         if let Some(ring) = ring {
             engine.install_ring(ring, false);
         }
+        engine.refresh_view();
         engine.handle_tick(now);
-        engine.flush_writes()?;
+        engine.shared.flush_writes()?;
         Ok(engine)
     }
 
@@ -587,12 +689,12 @@ impl<S: Store> Engine<S> {
     /// Turns the [BUGGIFY](crate::buggify) fault sites on or off (the
     /// simulator's switch; see [`EngineConfig::buggify`]).
     pub fn set_buggify(&mut self, on: bool) {
-        self.buggify.set_enabled(on);
+        self.shared.buggify.set_enabled(on);
     }
 
     /// The fault sites and how often each fired.
     pub fn buggify(&self) -> &Buggify {
-        &self.buggify
+        &self.shared.buggify
     }
 
     /// This start's generation.
@@ -607,7 +709,12 @@ impl<S: Store> Engine<S> {
 
     /// The store this node runs on.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.shared.store
+    }
+
+    /// How many shards the node runs ([`EngineConfig::shards`]).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
     }
 
     /// Stops the engine and hands back its store (a simulated crash or
@@ -615,7 +722,15 @@ impl<S: Store> Engine<S> {
     /// not a clean stop: the next start begins a new epoch unless
     /// [`Engine::stop`] was called first.
     pub fn into_store(self) -> S {
-        self.store
+        self.shared.store
+    }
+
+    /// Stops cleanly: syncs the store, then removes the running marker so
+    /// the next start keeps the partitions' actors. The engine must not be
+    /// driven afterwards. On error the marker stays (the next start begins a
+    /// new epoch, which is always safe).
+    pub fn stop(&mut self) -> Result<(), StoreError> {
+        self.shared.stop()
     }
 
     /// Whether the node can serve client requests: it holds a ring and
@@ -627,8 +742,8 @@ impl<S: Store> Engine<S> {
     pub fn is_ready(&self) -> bool {
         self.ring_agreed()
             && self.conflict.is_none()
-            && self.storage_failure.is_none()
-            && (self.config.initial_members <= 1
+            && self.shared.storage_failure.is_none()
+            && (self.shared.config.initial_members <= 1
                 || self
                     .gossip
                     .members()
@@ -647,31 +762,28 @@ impl<S: Store> Engine<S> {
     /// acknowledged may not be in the log); the runtime should stop the
     /// node with this error.
     pub fn storage_failure(&self) -> Option<&str> {
-        self.storage_failure.as_deref()
+        self.shared.storage_failure.as_deref()
     }
 
+    /// The node's counters and gauges: its own, and every shard's summed.
     pub fn stats(&self) -> EngineStats {
-        EngineStats {
-            pending_requests: self.requests_in_flight(),
-            queued_requests: self.admission.len(),
-            background_requests: self.background.requests,
-            background_bytes: self.background.bytes,
-            ..self.stats
+        let mut stats = self.shared.stats;
+        // A ring fetch in flight counts as a request.
+        stats.pending_requests += usize::from(self.ring_fetch_due.is_some());
+        for shard in &self.shards {
+            stats.add(&shard.stats());
         }
+        stats
     }
 
     /// The latest time by which [`handle_tick`](Engine::handle_tick) must be called.
     pub fn next_wakeup(&self) -> Duration {
-        let mut next = self
-            .gossip
-            .next_wakeup()
-            .min(self.next_hint_round)
-            .min(self.next_ring_check);
-        if let Some(deadline) = self.deadlines.first() {
-            next = next.min(deadline);
+        let mut next = self.gossip.next_wakeup().min(self.next_ring_check);
+        if let Some(due) = self.ring_fetch_due {
+            next = next.min(due);
         }
-        if let Some(deadline) = self.admission.iter().map(Queued::deadline).min() {
-            next = next.min(deadline);
+        for shard in &self.shards {
+            next = next.min(shard.next_wakeup());
         }
         next
     }
@@ -684,16 +796,17 @@ impl<S: Store> Engine<S> {
     /// is in the log (and fsynced, if it asked for `sync`). A batch of
     /// inputs handled before the effects are polled shares one flush.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        if self.effects.is_empty() || self.storage_failure.is_some() {
+        let shared = &mut self.shared;
+        if shared.effects.is_empty() || shared.storage_failure.is_some() {
             return None;
         }
-        if let Err(e) = self.flush_writes() {
+        if let Err(e) = shared.flush_writes() {
             tracing::error!(error = %e, "the store could not flush its writes; the node acknowledges nothing more");
-            self.storage_failure = Some(e.to_string());
-            self.effects.clear();
+            shared.storage_failure = Some(e.to_string());
+            shared.effects.clear();
             return None;
         }
-        self.effects.pop_front()
+        shared.effects.pop_front()
     }
 
     /// `message` in a frame from this node, at its current generation,
@@ -705,28 +818,23 @@ impl<S: Store> Engine<S> {
 
     // ----- inputs -----
 
-    /// Time passed: runs gossip rounds and failure detection, expires
-    /// requests, delivers hints and keeps the ring in agreement.
+    /// Time passed: runs gossip rounds and failure detection, keeps the
+    /// ring in agreement, then lets each shard in index order expire its
+    /// requests, deliver its hints and admit what waits.
     pub fn handle_tick(&mut self, now: Now) {
-        self.now = now;
         self.gossip.handle_tick(now.mono);
         self.drain_gossip(now);
-        while let Some(request) = self.deadlines.pop_due(now.mono) {
-            self.expire(request);
+        if self.ring_fetch_due.is_some_and(|due| due <= now.mono) {
+            self.ring_fetch_due = None;
+            self.ring_fetch_in_flight = false;
         }
-        self.expire_queued(now);
         if now.mono >= self.next_ring_check {
-            self.next_ring_check = now.mono + self.config.ring_interval;
+            self.next_ring_check = now.mono + self.shared.config.ring_interval;
             self.check_ring(now);
         }
-        if now.mono >= self.next_hint_round {
-            self.next_hint_round = now.mono + self.config.hint_interval;
-            if !self.buggify.fires(Site::HintRoundSkipped) {
-                self.deliver_hints(now);
-            }
+        for index in 0..self.shards.len() {
+            self.on_shard(index, now, |shard, cx| shard.on_tick(cx, now));
         }
-        self.admit_queued(now);
-        self.act_on_facts();
     }
 
     /// Bytes from another node. Malformed frames are refused with an error
@@ -740,14 +848,13 @@ impl<S: Store> Engine<S> {
         source: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), WireError> {
-        self.now = now;
-        match Frame::decode(bytes, self.config.max_frame_bytes) {
+        match Frame::decode(bytes, self.shared.config.max_frame_bytes) {
             Ok(frame) => {
                 self.handle_message(now, source, frame);
                 Ok(())
             }
             Err(e) => {
-                self.stats.frames_refused += 1;
+                self.shared.stats.frames_refused += 1;
                 Err(e)
             }
         }
@@ -756,108 +863,66 @@ impl<S: Store> Engine<S> {
     /// A decoded frame from another node (or this one): what
     /// [`handle_frame`](Engine::handle_frame) does once the bytes decode.
     /// `source` is the address the frame came from.
+    ///
+    /// Gossip and the ring exchange go to membership; a replica's request
+    /// (store, read) and a forwarded write go to the shard of the key's
+    /// partition; an answer (stored, read reply, forward reply) goes to the
+    /// shard whose request it names.
     pub fn handle_message(&mut self, now: Now, source: SocketAddr, frame: Frame) {
-        self.now = now;
         let from = frame.from;
         if from != self.id {
             self.remember_source(from, source);
-            if !self.learn_generation(from, frame.generation) && frame.message.is_data_plane() {
-                self.stats.frames_stale += 1;
+            if !self.learn_generation(now, from, frame.generation) && frame.message.is_data_plane()
+            {
+                self.shared.stats.frames_stale += 1;
                 tracing::debug!(%from, generation = frame.generation, "dropped a frame from an older incarnation");
                 return;
             }
         }
-        match frame.message {
+        let shard = match &frame.message {
             Message::Gossip(bytes) => {
-                if let Err(e) = self.gossip.handle_bytes(now.mono, &bytes) {
+                if let Err(e) = self.gossip.handle_bytes(now.mono, bytes) {
                     tracing::debug!(%from, error = %e, "gossip message refused");
                 }
                 self.reply_route = (from != self.id).then_some((from, source));
                 self.drain_gossip(now);
                 self.reply_route = None;
+                None
             }
-            Message::Store {
-                request,
-                key,
-                object,
-                sync,
-                stands_in_for,
-            } => {
-                let result = self.on_store(now, &key, &object, sync, stands_in_for);
-                let answered = request.filter(|_| !self.buggify.fires(Site::ReplicaReplyDropped));
-                if let Some(request) = answered {
-                    self.send(
-                        from,
-                        Message::Stored {
-                            request,
-                            key,
-                            result: result.map(|()| StoredAck { durable: sync }),
-                        },
-                    );
-                }
-            }
-            Message::Stored {
-                request,
-                key,
-                result,
-            } => self.on_stored(from, request, &key, result),
-            Message::Read { request, key } => {
-                let result = self
-                    .read_local(&key)
-                    .map(|o| serde_bytes::ByteBuf::from(o.encode()));
-                if !self.buggify.fires(Site::ReplicaReplyDropped) {
-                    self.send(
-                        from,
-                        Message::ReadReply {
-                            request,
-                            key,
-                            result,
-                        },
-                    );
-                }
-            }
-            Message::ReadReply {
-                request,
-                key,
-                result,
-            } => {
-                if !self.awaits_read(from, request, &key) {
-                    return;
-                }
-                let result = match result {
-                    Ok(bytes) => match decode_object(&bytes) {
-                        Ok(object) => self.observe(now, from, object),
-                        Err(e) => Err(ReplicaError::Refused(e.to_string())),
-                    },
-                    Err(e) => Err(e),
-                };
-                self.on_read_reply(from, request, &key, result);
-            }
-            Message::Forward { request, write } => self.on_forward(now, from, request, write),
-            Message::ForwardReply {
-                request,
-                bucket,
-                key,
-                result,
-            } => self.on_forward_reply(from, request, &bucket, &key, result),
             Message::RingFetch { version } => {
                 if let Some(ring) = self.ring.as_deref() {
-                    if ring.version() >= version && !self.buggify.fires(Site::RingPushDropped) {
+                    if ring.version() >= *version
+                        && !self.shared.buggify.fires(Site::RingPushDropped)
+                    {
                         let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
                         self.send(from, Message::RingPush { ring: bytes });
                     }
                 }
+                None
             }
             Message::RingPush { ring } => {
                 self.ring_fetch_in_flight = false;
-                match rmp_serde::from_slice::<Ring>(&ring) {
+                match rmp_serde::from_slice::<Ring>(ring) {
                     Ok(ring) => self.offer_ring(ring),
                     Err(e) => tracing::warn!(%from, error = %e, "refused a malformed ring"),
                 }
+                None
             }
+            Message::Store { key, .. } | Message::Read { key, .. } => {
+                Some(self.shard_of_partition(PartitionId(key.partition)))
+            }
+            Message::Forward { write, .. } => Some(self.shard_of_key(&write.bucket, &write.key)),
+            Message::Stored { request, .. }
+            | Message::ReadReply { request, .. }
+            | Message::ForwardReply { request, .. } => self.shard_of_request(*request),
+        };
+        if let Some(index) = shard {
+            let generation = frame.generation;
+            self.on_shard(index, now, |shard, cx| {
+                shard.on_message(cx, now, from, generation, frame.message)
+            });
         }
         self.admit_queued(now);
-        self.act_on_facts();
     }
 
     /// A frame this node emitted in [`Effect::Send`] to `to` could not be
@@ -872,10 +937,10 @@ impl<S: Store> Engine<S> {
     /// forwarded there fails as unavailable (it was not applied); a hint
     /// delivery ends and is retried in a later round. Frames that are not
     /// requests (gossip, replies, read repairs, ring exchange) change
-    /// nothing: their loss is what a lossy network does.
+    /// nothing: their loss is what a lossy network does. The failure goes
+    /// to the shard whose request the frame carries.
     pub fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]) {
-        self.now = now;
-        self.stats.send_failures += 1;
+        self.shared.stats.send_failures += 1;
         // A frame this node encoded; it may exceed the frame limit, which
         // is one reason it could not be sent.
         let frame = match Frame::decode(payload, usize::MAX) {
@@ -885,96 +950,33 @@ impl<S: Store> Engine<S> {
                 return;
             }
         };
-        match frame.message {
+        let request = match &frame.message {
             Message::Store {
                 request: Some(request),
-                key,
                 ..
-            } => {
-                let node = match self.puts.get(request) {
-                    Some(put) => put
-                        .unanswered()
-                        .into_iter()
-                        .map(|t| t.node)
-                        .find(|&node| self.view.address_of(node) == Some(to)),
-                    None => self.hints.target_of(request),
-                };
-                if let Some(node) = node {
-                    tracing::debug!(%node, %to, request, "a write could not be sent to its replica");
-                    self.on_stored(node, request, &key, Err(ReplicaError::Unreachable));
-                }
             }
-            Message::Read { request, key } => {
-                let node = self.gets.get(request).and_then(|get| {
-                    get.unanswered()
-                        .find(|&node| self.view.address_of(node) == Some(to))
-                });
-                if let Some(node) = node {
-                    tracing::debug!(%node, %to, request, "a read could not be sent to its replica");
-                    self.on_read_reply(node, request, &key, Err(ReplicaError::Unreachable));
-                }
-            }
-            Message::Forward { request, .. } => {
-                let forwarded_there = self
-                    .forwards
-                    .get(request)
-                    .is_some_and(|f| self.view.address_of(f.to()) == Some(to));
-                if forwarded_there {
-                    let forwarded = self
-                        .forwards
-                        .remove(&mut self.deadlines, request)
-                        .expect("checked above");
-                    let (client, error) = forwarded.on_send_failed();
-                    self.reply(client, Err(error));
-                }
-            }
-            _ => {}
+            | Message::Read { request, .. }
+            | Message::Forward { request, .. } => Some(*request),
+            _ => None,
+        };
+        if let Some(index) = request.and_then(|r| self.shard_of_request(r)) {
+            self.on_shard(index, now, |shard, cx| {
+                shard.on_send_failed(cx, to, frame.message)
+            });
         }
         self.admit_queued(now);
-        self.act_on_facts();
     }
 
     /// A client request. Exactly one [`Effect::Reply`] with `client` follows,
-    /// now or later.
+    /// now or later. It goes to the shard of the key's partition.
     pub fn handle_client(&mut self, now: Now, client: ClientId, request: ClientRequest) {
-        self.now = now;
-        if let Err(error) = self.admit(&request) {
-            if matches!(error, RequestError::Overloaded(_)) {
-                self.stats.refused_overloaded += 1;
-            }
-            self.reply(client, Err(error));
-            return;
-        }
-        if !self.admission.is_empty() || self.background_full() {
-            self.enqueue(now, client, request);
-            return;
-        }
-        self.dispatch(now, client, request);
-        self.act_on_facts();
-    }
-
-    /// Acts on the facts the request side reported during an input.
-    fn act_on_facts(&mut self) {
-        let facts = std::mem::take(&mut self.facts);
-        self.act_on(facts);
-    }
-
-    /// Starts an admitted client request.
-    fn dispatch(&mut self, now: Now, client: ClientId, request: ClientRequest) {
-        match request {
-            ClientRequest::Get(read) => self.start_get(now, client, read, None),
-            ClientRequest::Put(write) if write.value.is_none() && write.context.is_none() => {
-                // A delete without a context deletes what a read at the
-                // request's `r` finds (Riak's behaviour), never nothing.
-                let read = ReadRequest {
-                    bucket: write.bucket.clone(),
-                    key: write.key.clone(),
-                    options: write.options,
-                };
-                self.start_get(now, client, read, Some(write));
-            }
-            ClientRequest::Put(write) => self.start_put(now, client, write),
-        }
+        let index = match &request {
+            ClientRequest::Get(read) => self.shard_of_key(&read.bucket, &read.key),
+            ClientRequest::Put(write) => self.shard_of_key(&write.bucket, &write.key),
+        };
+        self.on_shard(index, now, |shard, cx| {
+            shard.handle_client(cx, now, client, request)
+        });
     }
 
     /// Announces that this node leaves the cluster for good (status `left`
@@ -987,193 +989,79 @@ impl<S: Store> Engine<S> {
         self.drain_gossip(now);
     }
 
-    // ----- requests in flight -----
+    // ----- routing -----
 
-    /// Requests in flight, of every kind.
-    pub(super) fn requests_in_flight(&self) -> usize {
-        self.gets.len()
-            + self.puts.len()
-            + self.forwards.len()
-            + self.hints.len()
-            + self.ring_fetches.len()
+    /// The shard of the partition `bucket` and `key` hash to.
+    fn shard_of_key(&self, bucket: &[u8], key: &[u8]) -> usize {
+        self.shard_of_partition(self.shared.partitions.of_key(bucket, key))
     }
 
-    /// When a request started now and given `after` is due.
-    pub(super) fn deadline(&mut self, now: Now, after: Duration) -> Duration {
-        let after = if self.buggify.fires(Site::TimeoutEarly) {
-            after.mul_f64(self.buggify.fraction())
-        } else {
-            after
-        };
-        now.mono + after
+    fn shard_of_partition(&self, partition: PartitionId) -> usize {
+        shard::shard_of_partition(partition, self.shards.len())
     }
 
-    /// A replica's answer to a write: to a put this node coordinates, or to
-    /// a hint delivery.
-    fn on_stored(
+    /// The shard that made `request`, if this node has one by its index.
+    fn shard_of_request(&self, request: RequestId) -> Option<usize> {
+        let index = requests::shard_of_request(request);
+        (index < self.shards.len()).then_some(index)
+    }
+
+    /// Runs `handle` on shard `index` with the view and the shared parts,
+    /// then acts on the facts it reported.
+    fn on_shard<R>(
         &mut self,
-        from: Uuid,
-        request: RequestId,
-        key: &WireKey,
-        result: Result<StoredAck, ReplicaError>,
-    ) {
-        if self.puts.get(request).is_some() {
-            self.on_put_stored(from, request, key, result);
-        } else {
-            self.on_hint_stored(from, request, key, result);
+        index: usize,
+        now: Now,
+        handle: impl FnOnce(&mut Shard, &mut Cx<'_, S>) -> R,
+    ) -> R {
+        let mut cx = Cx {
+            view: &self.view,
+            shared: &mut self.shared,
+            now,
+            facts: Facts::default(),
+        };
+        let result = handle(&mut self.shards[index], &mut cx);
+        let facts = cx.facts;
+        self.act_on(facts);
+        result
+    }
+
+    /// Lets every shard, in index order, admit the client requests that
+    /// wait while background work is under its budget.
+    fn admit_queued(&mut self, now: Now) {
+        for index in 0..self.shards.len() {
+            self.on_shard(index, now, |shard, cx| shard.admit_queued(cx, now));
         }
     }
 
-    /// A request's time ran out: its kind decides what follows.
-    fn expire(&mut self, request: RequestId) {
-        if let Some(get) = self.gets.get_mut(request) {
-            let progress = get.on_timeout();
-            self.on_get_progress(request, progress);
-        } else if let Some(put) = self.puts.get_mut(request) {
-            let progress = put.on_timeout();
-            self.on_put_progress(request, progress);
-        } else if let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) {
-            tracing::debug!(to = %forwarded.to(), "forwarded write timed out");
-            let (client, error) = forwarded.on_timeout();
-            self.reply(client, Err(error));
-        } else if self.hints.contains(request) {
-            self.end_hint_delivery(request);
-        } else if self
-            .ring_fetches
-            .remove(&mut self.deadlines, request)
-            .is_some()
-        {
-            self.ring_fetch_in_flight = false;
+    /// `node` restarted: every shard sends again what waits for it
+    /// ([`Shard::resend_to_restarted`]).
+    pub(super) fn resend_to_restarted(&mut self, now: Now, node: Uuid) {
+        for index in 0..self.shards.len() {
+            self.on_shard(index, now, |shard, cx| shard.resend_to_restarted(cx, node));
         }
     }
 
-    /// `node` restarted: what it had not answered yet will never be answered
-    /// by the old process. Reads and replica writes in flight are sent again
-    /// to the new incarnation under the same request id (its answer names
-    /// the request and key, and comes from the generation now known), so
-    /// they finish without waiting for their timeout. A hint delivery ends
-    /// (it is offered again next round). A write forwarded to it for
-    /// coordination may have been applied by the old process, so it is
-    /// answered as indeterminate rather than coordinated twice.
-    pub(super) fn resend_to_restarted(&mut self, node: Uuid) {
-        self.for_requests_waiting_on(node, WaitingAction::Resend);
-    }
-
-    /// The failure detector convicted `node`: the gets and puts still
-    /// waiting for its answer count it as failed
-    /// ([`ReplicaError::Unreachable`]) now rather than at their timeout,
-    /// so a put decides on the replicas left and, once retired, hints
-    /// `node` (it may never have had the write), and the background work
-    /// its answers held stops holding admission back. Its hint deliveries
-    /// end (the hints stay). A write forwarded to it waits for its answer
-    /// or timeout: it may have been applied.
-    pub(super) fn fail_requests_to(&mut self, node: Uuid) {
-        self.for_requests_waiting_on(node, WaitingAction::Fail);
-    }
-
-    fn for_requests_waiting_on(&mut self, node: Uuid, action: WaitingAction) {
-        enum Waiting {
-            Get,
-            Put,
-            Hint,
-            Forwarded,
+    /// The failure detector convicted `node`: every shard fails what waits
+    /// for it ([`Shard::fail_requests_to`]).
+    pub(super) fn fail_requests_to(&mut self, now: Now, node: Uuid) {
+        for index in 0..self.shards.len() {
+            self.on_shard(index, now, |shard, cx| shard.fail_requests_to(cx, node));
         }
-        let mut waiting: Vec<(RequestId, Waiting)> = Vec::new();
-        waiting.extend(
-            self.gets
-                .iter()
-                .filter(|(_, get)| get.unanswered().any(|t| t == node))
-                .map(|(request, _)| (request, Waiting::Get)),
-        );
-        waiting.extend(
-            self.puts
-                .iter()
-                .filter(|(_, put)| put.unanswered().iter().any(|t| t.node == node))
-                .map(|(request, _)| (request, Waiting::Put)),
-        );
-        waiting.extend(
-            self.hints
-                .deliveries_to(node)
-                .map(|request| (request, Waiting::Hint)),
-        );
-        waiting.extend(
-            self.forwards
-                .iter()
-                .filter(|(_, forwarded)| forwarded.to() == node)
-                .map(|(request, _)| (request, Waiting::Forwarded)),
-        );
-        // In the order the requests were made, whatever their kind.
-        waiting.sort_by_key(|&(request, _)| request);
-        for (request, kind) in waiting {
-            match kind {
-                Waiting::Get => {
-                    let Some(get) = self.gets.get(request) else {
-                        continue;
-                    };
-                    let key = get.key().clone();
-                    match action {
-                        WaitingAction::Resend => self.send(node, Message::Read { request, key }),
-                        WaitingAction::Fail => {
-                            self.on_read_reply(node, request, &key, Err(ReplicaError::Unreachable))
-                        }
-                    }
-                }
-                Waiting::Put => {
-                    let Some(put) = self.puts.get(request) else {
-                        continue;
-                    };
-                    let unanswered = put.unanswered();
-                    let Some(target) = unanswered.iter().find(|t| t.node == node) else {
-                        continue;
-                    };
-                    match action {
-                        WaitingAction::Resend => {
-                            let message = put.store_message(request, target);
-                            self.send(node, message);
-                        }
-                        WaitingAction::Fail => {
-                            let key = put.key().clone();
-                            self.on_stored(node, request, &key, Err(ReplicaError::Unreachable));
-                        }
-                    }
-                }
-                Waiting::Hint => self.end_hint_delivery(request),
-                Waiting::Forwarded => {
-                    if matches!(action, WaitingAction::Fail) {
-                        continue;
-                    }
-                    let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) else {
-                        continue;
-                    };
-                    let (client, error) = forwarded.on_timeout();
-                    self.reply(client, Err(error));
-                }
-            }
+    }
+
+    /// Every shard offers hints at the next tick.
+    pub(super) fn hint_round_now(&mut self, now: Now) {
+        for shard in &mut self.shards {
+            shard.hint_round_now(now);
         }
     }
 
     // ----- output -----
 
     pub(super) fn send(&mut self, to: Uuid, message: Message) {
-        let Some(addr) = self.view.address_of(to) else {
-            tracing::debug!(%to, "no address for node; message dropped");
-            return;
-        };
-        self.effects.push_back(Effect::Send { to, addr, message });
+        self.shared.send(&self.view, to, message);
     }
-
-    pub(super) fn reply(&mut self, client: ClientId, result: Result<ClientReply, RequestError>) {
-        self.effects.push_back(Effect::Reply { client, result });
-    }
-}
-
-/// What to do with the requests that wait for one node's answer.
-#[derive(Debug, Clone, Copy)]
-enum WaitingAction {
-    /// It restarted: ask its new incarnation again.
-    Resend,
-    /// It was convicted: count it as failed.
-    Fail,
 }
 
 #[cfg(test)]

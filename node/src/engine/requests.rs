@@ -14,23 +14,28 @@ use std::time::Duration;
 /// that wants no answer).
 pub(super) type RequestId = u64;
 
+/// Most shards a node runs: a request id has 8 bits for its shard.
+pub(super) const MAX_SHARDS: usize = 256;
+
 /// How long a hint delivery or ring fetch may take before it is retried.
 pub(super) const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Request ids and the deadlines of every request in flight.
+/// Request ids and the deadlines of every request in flight, of one shard.
 #[derive(Debug)]
 pub(super) struct Deadlines {
-    /// The next id: this start's generation in the high 32 bits, a counter
-    /// in the low 32.
+    /// The next id: this start's generation in the high 24 bits, the
+    /// shard's index in the next 8, a counter in the low 32
+    /// ([`first_request_id`]).
     next: RequestId,
     due: BTreeSet<(Duration, RequestId)>,
 }
 
 impl Deadlines {
-    /// Ids and deadlines of an incarnation started at `generation`.
-    pub(super) fn new(generation: u64) -> Deadlines {
+    /// Ids and deadlines of shard `shard` of an incarnation started at
+    /// `generation`.
+    pub(super) fn new(generation: u64, shard: usize) -> Deadlines {
         Deadlines {
-            next: first_request_id(generation),
+            next: first_request_id(generation, shard),
             due: BTreeSet::new(),
         }
     }
@@ -39,7 +44,8 @@ impl Deadlines {
     pub(super) fn next_id(&mut self) -> RequestId {
         let request = self.next;
         // The counter wraps within the low 32 bits, never into the
-        // generation's, and skips 0 (on the wire, no request).
+        // shard's or the generation's, and skips 0 (on the wire, no
+        // request).
         let counter = (request as u32).wrapping_add(1).max(1);
         self.next = (request & !u64::from(u32::MAX)) | u64::from(counter);
         request
@@ -136,12 +142,26 @@ impl Background {
     }
 }
 
-/// The first request id of an incarnation: the low 32 bits of its
-/// generation in the high 32 bits of the id, so no id repeats across
-/// restarts. Generations are wall-clock milliseconds at start (or one more
-/// than the last), so two incarnations share those bits only when they
-/// started a multiple of 2^32 ms (about 49.7 days) apart — far longer than
-/// any reply lives.
-fn first_request_id(generation: u64) -> u64 {
-    ((generation & u64::from(u32::MAX)) << 32) | 1
+/// The first request id of shard `shard` of an incarnation: the low 24
+/// bits of its generation in the high 24 bits of the id, then the shard's
+/// index in 8 bits, then a counter in the low 32. The shard bits route a
+/// reply back to the shard that made the request
+/// ([`shard_of_request`]), and no two shards hand out the same id. The
+/// generation bits keep ids from repeating across restarts: generations
+/// are wall-clock milliseconds at start (or one more than the last), so
+/// two incarnations share those bits only when their generations differ
+/// by a multiple of 2^24 ms (about 4.7 hours), and a reply to the older
+/// one would then also have to name an id the newer one has in flight
+/// for the same key from the same replica. Ids are compared only for
+/// equality, except by a node that remembers forwarded writes, which
+/// orders them per sender's shard within one generation
+/// (`forward::SeenForwards`).
+pub(super) fn first_request_id(generation: u64, shard: usize) -> u64 {
+    assert!(shard < MAX_SHARDS, "a shard index fits in 8 bits");
+    ((generation & 0xFF_FFFF) << 40) | ((shard as u64) << 32) | 1
+}
+
+/// The shard that made request `request` (its id's shard bits).
+pub(super) fn shard_of_request(request: RequestId) -> usize {
+    ((request >> 32) & 0xFF) as usize
 }

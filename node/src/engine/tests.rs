@@ -410,12 +410,14 @@ fn malformed_frames_are_refused_and_counted() {
 
 /// A get in flight on `engine`, asking `peer` for `key`.
 fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
-    let request = engine.deadlines.next_id();
+    let shard = engine.shard_of_partition(PartitionId(key.partition));
+    let shard = &mut engine.shards[shard];
+    let request = shard.deadlines.next_id();
     let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
     let get = GetRequest::new(9, key.clone(), coordinator, 1, None);
-    engine
+    shard
         .gets
-        .insert(&mut engine.deadlines, request, Duration::MAX, get);
+        .insert(&mut shard.deadlines, request, Duration::MAX, get);
     request
 }
 
@@ -550,7 +552,7 @@ fn a_message_from_an_older_generation_is_dropped() {
 fn request_ids_never_repeat_across_incarnations() {
     let mut first = engine(1, 1);
     let first_start = first.generation();
-    let a = first.deadlines.next_id();
+    let a = first.shards[0].deadlines.next_id();
     let store = first.into_store().restart();
     let mut second = Engine::start(
         EngineConfig {
@@ -567,18 +569,15 @@ fn request_ids_never_repeat_across_incarnations() {
     )
     .expect("restarts");
     assert!(second.generation() > first_start);
-    assert_eq!(first_generation(a), first_start & u64::from(u32::MAX));
-    let b = second.deadlines.next_id();
+    assert_eq!(first_generation(a), first_start & 0xFF_FFFF);
+    let b = second.shards[0].deadlines.next_id();
     assert_ne!(a, b);
-    assert_eq!(
-        first_generation(b),
-        second.generation() & u64::from(u32::MAX)
-    );
+    assert_eq!(first_generation(b), second.generation() & 0xFF_FFFF);
 }
 
 /// The generation a request id was issued in.
 fn first_generation(request: u64) -> u64 {
-    request >> 32
+    request >> 40
 }
 
 /// `n` engines that know each other as seeds, at addresses 7070.., with
@@ -590,6 +589,16 @@ fn cluster(n: usize) -> (Vec<Engine<MemoryStore>>, u64) {
 
 /// [`cluster`] with `replicas` (N) and the stores' settings given.
 fn cluster_with(n: usize, replicas: usize, store: StoreConfig) -> (Vec<Engine<MemoryStore>>, u64) {
+    cluster_of_shards(n, replicas, store, 1)
+}
+
+/// [`cluster_with`], each engine running `shards` shards.
+fn cluster_of_shards(
+    n: usize,
+    replicas: usize,
+    store: StoreConfig,
+    shards: usize,
+) -> (Vec<Engine<MemoryStore>>, u64) {
     let addrs: Vec<SocketAddr> = (0..n).map(|i| addr(7070 + i as u16)).collect();
     let mut engines: Vec<Engine<MemoryStore>> = (0..n)
         .map(|i| {
@@ -598,6 +607,7 @@ fn cluster_with(n: usize, replicas: usize, store: StoreConfig) -> (Vec<Engine<Me
                 replicas,
                 initial_members: n,
                 partitions: 8,
+                shards,
                 ..EngineConfig::default()
             };
             config.gossip.seeds = addrs.iter().copied().filter(|&a| a != addrs[i]).collect();
@@ -728,6 +738,7 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
     // The fallback's hint queue for that primary is full.
     let other = KeyRef::new(PartitionId(0), b"b", b"other");
     engines[fallback]
+        .shared
         .store
         .add_hint(down_id, other, &object_with("x"), Durability::Buffered)
         .expect("the one hint that fits");
@@ -783,7 +794,7 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
 #[test]
 fn hints_that_keep_failing_do_not_block_the_rest() {
     let (mut engines, mut t) = cluster(2);
-    engines[0].config.hint_batch = 2;
+    engines[0].shared.config.hint_batch = 2;
     let target = engines[1].id();
     let partitions = Partitions::new(8).expect("valid");
     // Three hints the target refuses (filed under the wrong partition),
@@ -793,12 +804,14 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
         let wrong = PartitionId((partitions.of_key(b"b", key.as_bytes()).0 + 1) % 8);
         let keyref = KeyRef::new(wrong, b"b", key.as_bytes());
         engines[0]
+            .shared
             .store
             .add_hint(target, keyref, &object_with("x"), Durability::Buffered)
             .expect("queued");
     }
     let good = KeyRef::new(partitions.of_key(b"b", b"good"), b"b", b"good");
     engines[0]
+        .shared
         .store
         .add_hint(target, good, &object_with("g"), Durability::Buffered)
         .expect("queued");
@@ -899,7 +912,7 @@ fn background_work_over_budget_makes_client_requests_wait_not_fail() {
     let (mut engines, t) = cluster(3);
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     for engine in &mut engines {
-        engine.config.max_background_requests = 2;
+        engine.shards[0].budget.max_background_requests = 2;
     }
     // Step 1: two puts at w=one are answered at once and keep
     // replicating in the background (their frames are held back).
@@ -998,7 +1011,7 @@ fn a_forwarded_write_delivered_twice_is_coordinated_once() {
         .expect("a valid frame");
     assert_eq!(drain(&mut engines[coordinator]), vec![]);
     assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
-    let partition = engines[coordinator].partitions.of_key(b"b", b"k");
+    let partition = engines[coordinator].shared.partitions.of_key(b"b", b"k");
     let stored = engines[coordinator]
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1056,7 +1069,7 @@ fn a_puts_content_type_is_stored_with_its_version_and_checked_at_admission() {
         ),
         "{replies:?}"
     );
-    let partition = engine.partitions.of_key(b"b", b"k");
+    let partition = engine.shared.partitions.of_key(b"b", b"k");
     let stored = engine
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1088,7 +1101,7 @@ fn a_forwarded_write_carries_its_content_type() {
     let first = list.primaries()[0];
     let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
     let stored = |engine: &Engine<MemoryStore>| {
-        let partition = engine.partitions.of_key(b"b", b"k");
+        let partition = engine.shared.partitions.of_key(b"b", b"k");
         engine
             .store()
             .get(KeyRef::new(partition, b"b", b"k"))
@@ -1144,13 +1157,13 @@ fn a_forwarded_write_carries_its_content_type() {
 fn forgotten_forward_ids_stay_refused_below_the_floor() {
     let mut seen = SeenForwards::default();
     let ids = 1..=(MAX_FORWARDS_REMEMBERED as u64 + 1);
-    assert!(ids.clone().all(|id| seen.first_time(id)));
-    assert!(!seen.first_time(1), "forgotten, below the floor");
+    assert!(ids.clone().all(|id| seen.first_time(1, id)));
+    assert!(!seen.first_time(1, 1), "forgotten, below the floor");
     assert!(
-        !seen.first_time(MAX_FORWARDS_REMEMBERED as u64),
+        !seen.first_time(1, MAX_FORWARDS_REMEMBERED as u64),
         "remembered"
     );
-    assert!(seen.first_time(5_000), "a new id");
+    assert!(seen.first_time(1, 5_000), "a new id");
     assert_eq!(seen.ids.len(), MAX_FORWARDS_REMEMBERED);
 }
 
@@ -1165,7 +1178,7 @@ fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     let dead = 2;
     let dead_id = engines[dead].id();
-    engines[0].config.max_background_requests = 1;
+    engines[0].shards[0].budget.max_background_requests = 1;
     // A put at w=quorum: node 1 acknowledges, node 2 never does (it is
     // dead), so the put stays in the background holding the budget.
     let mut request = put("v");
@@ -1230,5 +1243,179 @@ fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
     assert_eq!(
         engines[0].pending_hints().expect("memory"),
         vec![(dead_id, 2)]
+    );
+}
+
+/// A key of bucket `b` whose partition (of 8) belongs to shard `shard` of 2.
+fn key_of_shard(shard: usize) -> String {
+    let partitions = Partitions::new(8).expect("valid");
+    (0..)
+        .map(|k| format!("k{k}"))
+        .find(|key| partitions.of_key(b"b", key.as_bytes()).0 as usize % 2 == shard)
+        .expect("some key hashes there")
+}
+
+fn read_all(key: &str) -> ClientRequest {
+    ClientRequest::Get(ReadRequest {
+        bucket: b"b".to_vec(),
+        key: key.as_bytes().to_vec(),
+        options: options(&[("r", "all"), ("timeout", "5000")]),
+    })
+}
+
+/// Hands every frame `effects` of engine `from` hold to its addressee and
+/// returns the frames the addressees send back to `from`, as (sender's
+/// address, frame).
+fn answers_to(
+    engines: &mut [Engine<MemoryStore>],
+    addrs: &[SocketAddr],
+    from: usize,
+    effects: Vec<Effect>,
+    ms: u64,
+) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut answers = Vec::new();
+    for (to, payload) in frames_of(&engines[from], effects) {
+        let j = addrs.iter().position(|&a| a == to).expect("a member");
+        engines[j]
+            .handle_frame(now(ms), addrs[from], &payload)
+            .expect("decodes");
+        let back = drain(&mut engines[j]);
+        answers.extend(
+            frames_of(&engines[j], back)
+                .into_iter()
+                .filter(|(to, _)| *to == addrs[from])
+                .map(|(_, payload)| (addrs[j], payload)),
+        );
+    }
+    answers
+}
+
+/// With two shards, two keys in partitions of different shards are
+/// coordinated by different shards — each get's reads carry request ids
+/// with its own shard's index — and the replicas' answers are routed back
+/// by those ids, so both clients are answered.
+#[test]
+fn keys_of_different_shards_are_coordinated_by_their_own_shards_and_both_answered() {
+    let (mut engines, t) = cluster_of_shards(3, 3, StoreConfig::default(), 2);
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+    // Step 1: a get of a key of shard 0 and one of a key of shard 1.
+    engines[0].handle_client(now(t), 1, read_all(&key_of_shard(0)));
+    engines[0].handle_client(now(t), 2, read_all(&key_of_shard(1)));
+    let effects = drain(&mut engines[0]);
+    assert!(replies(&effects).is_empty(), "r=all waits: {effects:?}");
+    // Step 2: each read names a request of the shard of its key's partition.
+    let mut shards_asking = BTreeSet::new();
+    for effect in &effects {
+        if let Effect::Send {
+            message: Message::Read { request, key },
+            ..
+        } = effect
+        {
+            let shard = super::requests::shard_of_request(*request);
+            assert_eq!(shard, key.partition as usize % 2, "{key:?}");
+            shards_asking.insert(shard);
+        }
+    }
+    assert_eq!(shards_asking, BTreeSet::from([0, 1]));
+    // Step 3: the replicas answer; the router hands each answer to the
+    // shard that asked, and both gets are answered.
+    for (from, payload) in answers_to(&mut engines, &addrs, 0, effects, t) {
+        engines[0]
+            .handle_frame(now(t + 1), from, &payload)
+            .expect("decodes");
+    }
+    let effects = drain(&mut engines[0]);
+    let mut answered: Vec<ClientId> = replies(&effects)
+        .into_iter()
+        .map(|(client, result)| {
+            assert!(result.is_ok(), "{result:?}");
+            client
+        })
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, vec![1, 2]);
+    assert_eq!(
+        engines[0].stats().pending_requests,
+        0,
+        "every target answered"
+    );
+}
+
+/// A replica's answer handed to a shard that did not make the request
+/// changes nothing there; the router hands it to the shard named in its
+/// request id, which takes it.
+#[test]
+fn a_reply_reaches_only_the_shard_that_made_its_request() {
+    let (mut engines, t) = cluster_of_shards(3, 3, StoreConfig::default(), 2);
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+    engines[0].handle_client(now(t), 1, read_all(&key_of_shard(1)));
+    let effects = drain(&mut engines[0]);
+    let answers = answers_to(&mut engines, &addrs, 0, effects, t);
+    assert_eq!(answers.len(), 2, "both peers answer");
+    let in_flight = |engine: &Engine<MemoryStore>| -> Vec<usize> {
+        engine.shards.iter().map(|s| s.gets.len()).collect()
+    };
+    assert_eq!(in_flight(&engines[0]), vec![0, 1]);
+    // Step 1: the answers handed to shard 0, which did not ask: nothing.
+    for (_, payload) in &answers {
+        let frame = Frame::decode(payload, usize::MAX).expect("decodes");
+        let request = match &frame.message {
+            Message::ReadReply { request, .. } => *request,
+            other => panic!("expected a read reply, got {other:?}"),
+        };
+        assert_eq!(super::requests::shard_of_request(request), 1);
+        engines[0].on_shard(0, now(t + 1), |shard, cx| {
+            shard.on_message(cx, now(t + 1), frame.from, frame.generation, frame.message)
+        });
+    }
+    assert!(drain(&mut engines[0]).is_empty());
+    assert_eq!(in_flight(&engines[0]), vec![0, 1], "still waiting");
+    // Step 2: the same answers through the router reach shard 1.
+    for (from, payload) in &answers {
+        engines[0]
+            .handle_frame(now(t + 2), *from, payload)
+            .expect("decodes");
+    }
+    let effects = drain(&mut engines[0]);
+    assert!(
+        matches!(replies(&effects)[..], [(1, Ok(ClientReply::Read(_)))]),
+        "{effects:?}"
+    );
+    assert_eq!(in_flight(&engines[0]), vec![0, 0], "done");
+}
+
+/// Each shard hands out its own request ids: its index in the shard bits,
+/// the generation above them.
+#[test]
+fn each_shard_hands_out_ids_with_its_index() {
+    let (mut engines, _) = cluster_of_shards(3, 3, StoreConfig::default(), 2);
+    let generation = engines[0].generation();
+    for index in 0..2 {
+        let id = engines[0].shards[index].deadlines.next_id();
+        assert_eq!(super::requests::shard_of_request(id), index);
+        assert_eq!(first_generation(id), generation & 0xFF_FFFF);
+    }
+}
+
+/// A configuration without shards is refused.
+#[test]
+fn zero_shards_is_a_configuration_error() {
+    let config = EngineConfig {
+        replicas: 1,
+        initial_members: 1,
+        shards: 0,
+        ..EngineConfig::default()
+    };
+    let started = Engine::start(
+        config,
+        MemoryStore::default(),
+        addr(7070),
+        addr(8080),
+        now(0),
+        1,
+    );
+    assert!(
+        matches!(started, Err(EngineError::Config(_))),
+        "{started:?}"
     );
 }

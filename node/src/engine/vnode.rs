@@ -13,7 +13,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use super::{Engine, EngineConfig, EngineError, Now};
+use super::shard::Cx;
+use super::{EngineConfig, EngineError, Now, Shared};
 use crate::api::RequestError;
 use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
 use crate::wire::{decode_object, WireKey};
@@ -29,7 +30,8 @@ pub(super) const HOLDS_DATA_META: &str = "holds_data";
 /// last run ended uncleanly and may have lost writes it acknowledged.
 pub(super) const RUNNING_META: &str = "running";
 
-impl<S: Store> Engine<S> {
+/// The local replica's reads and writes on behalf of a shard's requests.
+impl<S: Store> Cx<'_, S> {
     pub(super) fn on_store(
         &mut self,
         now: Now,
@@ -41,29 +43,37 @@ impl<S: Store> Engine<S> {
         let partition = self.checked_partition(key)?;
         let object = decode_object(object).map_err(|e| ReplicaError::Refused(e.to_string()))?;
         if let Some(timestamp) = object.latest_timestamp() {
-            self.hlc
+            self.shared
+                .hlc
                 .observe(timestamp, now.wall_ms)
                 .map_err(|e| ReplicaError::Refused(e.to_string()))?;
-            self.persist_clock()
+            self.shared
+                .persist_clock()
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         }
         let durability = Durability::from_sync(sync);
         let keyref = KeyRef::new(partition, &key.bucket, &key.key);
         let changed = self
+            .shared
             .store
             .merge(keyref, &object, durability)
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         self.facts.wrote_data = true;
-        if let Some(primary) = stands_in_for.filter(|&p| p != self.id) {
-            if let Err(e) = self.store.add_hint(primary, keyref, &object, durability) {
-                self.stats.hints_dropped += 1;
+        if let Some(primary) = stands_in_for.filter(|&p| p != self.view.id) {
+            if let Err(e) = self
+                .shared
+                .store
+                .add_hint(primary, keyref, &object, durability)
+            {
+                self.shared.stats.hints_dropped += 1;
                 return Err(ReplicaError::Storage(e.to_string()));
             }
         } else if sync && !changed {
             // The replica already had every version (perhaps from a read
             // repair written without sync): a durable acknowledgement still
             // means the state holding them is on disk.
-            self.store
+            self.shared
+                .store
                 .sync()
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         }
@@ -84,11 +94,12 @@ impl<S: Store> Engine<S> {
         let actor = self
             .actor(partition)
             .map_err(|e| RequestError::Internal(e.to_string()))?;
-        let timestamp = self.hlc.now(now.wall_ms);
-        self.persist_clock()
+        let timestamp = self.shared.hlc.now(now.wall_ms);
+        self.shared
+            .persist_clock()
             .map_err(|e| RequestError::Internal(e.to_string()))?;
-        let bound = context_bound(timestamp, self.config.hlc.max_drift);
-        let stored = self.store.update(
+        let bound = context_bound(timestamp, self.shared.config.hlc.max_drift);
+        let stored = self.shared.store.update(
             KeyRef::new(partition, &key.bucket, &key.key),
             durability,
             |object| match coordinate_write(object, write, actor, timestamp, bound) {
@@ -105,6 +116,112 @@ impl<S: Store> Engine<S> {
         Ok(applied)
     }
 
+    /// Merges the object a get found into the local copy (read repair).
+    pub(super) fn repair_local(&mut self, key: &WireKey, merged: &Object) {
+        let partition = PartitionId(key.partition);
+        let keyref = KeyRef::new(partition, &key.bucket, &key.key);
+        if let Err(e) = self
+            .shared
+            .store
+            .merge(keyref, merged, Durability::Buffered)
+        {
+            tracing::warn!(error = %e, "local read repair failed");
+        }
+    }
+
+    pub(super) fn read_local(&mut self, key: &WireKey) -> Result<Object, ReplicaError> {
+        let partition = self.checked_partition(key)?;
+        match self
+            .shared
+            .store
+            .get(KeyRef::new(partition, &key.bucket, &key.key))
+        {
+            Ok(object) => Ok(object.unwrap_or_default()),
+            Err(e) => Err(ReplicaError::Storage(e.to_string())),
+        }
+    }
+
+    pub(super) fn checked_partition(&self, key: &WireKey) -> Result<PartitionId, ReplicaError> {
+        if key.bucket.len() > MAX_BUCKET_LEN || key.key.len() > MAX_KEY_LEN {
+            return Err(ReplicaError::Refused("bucket or key too long".into()));
+        }
+        let partition = self.shared.partitions.of_key(&key.bucket, &key.key);
+        if partition.0 != key.partition {
+            return Err(ReplicaError::Refused(format!(
+                "key belongs to partition {}, not {}",
+                partition.0, key.partition
+            )));
+        }
+        Ok(partition)
+    }
+
+    pub(super) fn actor(&mut self, partition: PartitionId) -> Result<ActorId, StoreError> {
+        if !self.shared.epoch_safe && !self.view.self_confirmed {
+            // No peer has yet said whether a newer incarnation of this node
+            // exists (a restored data directory): mint under new actors.
+            self.shared
+                .begin_epoch("a write arrived before any peer confirmed this node's generation")?;
+        }
+        if let Some(actor) = self.shared.store.partition_actor(partition)? {
+            return Ok(actor);
+        }
+        let candidate = ActorId(self.shared.rng.random());
+        self.shared
+            .store
+            .ensure_partition_actor(partition, candidate)
+    }
+
+    /// Passes a replica's read reply through the clock. An object stamped
+    /// beyond the drift bound, or whose context counts beyond the bound
+    /// [`coordinate_write`] checks contexts against, is refused: it is
+    /// neither merged into the answer nor repaired into other replicas. So
+    /// every context this node hands out stays within that bound, which
+    /// only grows with the clock, and a write through this node with it is
+    /// never refused as coming from the future.
+    pub(super) fn observe(
+        &mut self,
+        now: Now,
+        from: Uuid,
+        object: Object,
+    ) -> Result<Object, ReplicaError> {
+        let base =
+            Timestamp::new(now.wall_ms.min(Timestamp::MAX_WALL_MS), 0).max(self.shared.hlc.last());
+        let bound = context_bound(base, self.shared.config.hlc.max_drift);
+        let counter = object.context().max_counter();
+        let refused = if counter > bound.as_u64() {
+            Some(format!(
+                "its context counts {} beyond this node's bound {bound}",
+                Timestamp::from_u64(counter)
+            ))
+        } else {
+            match object
+                .latest_timestamp()
+                .map(|t| self.shared.hlc.observe(t, now.wall_ms))
+            {
+                Some(Err(e)) => Some(e.to_string()),
+                Some(Ok(_)) => {
+                    if let Err(e) = self.shared.persist_clock() {
+                        tracing::warn!(error = %e, "could not persist the clock ceiling");
+                    }
+                    None
+                }
+                None => None,
+            }
+        };
+        match refused {
+            None => Ok(object),
+            Some(reason) => {
+                self.shared.stats.replies_from_the_future += 1;
+                tracing::warn!(%from, %reason, "refused a read reply from a replica whose clock is ahead");
+                Err(ReplicaError::Refused(format!("clock ahead: {reason}")))
+            }
+        }
+    }
+}
+
+/// The store's metadata, the clock's ceiling and the epochs, for
+/// membership and the shards alike.
+impl<S: Store> Shared<S> {
     /// Whether this node holds data in `partition`; a store that cannot
     /// tell counts as holding some (refusing is the safe side).
     pub(super) fn holds_data_in(&self, partition: PartitionId) -> bool {
@@ -141,58 +258,11 @@ impl<S: Store> Engine<S> {
     /// the next start keeps the partitions' actors. The engine must not be
     /// driven afterwards. On error the marker stays (the next start begins a
     /// new epoch, which is always safe).
-    pub fn stop(&mut self) -> Result<(), StoreError> {
+    pub(super) fn stop(&mut self) -> Result<(), StoreError> {
         self.store.sync()?;
         self.store.delete_meta(RUNNING_META)?;
         self.store.flush()?;
         Ok(())
-    }
-
-    /// Merges the object a get found into the local copy (read repair).
-    pub(super) fn repair_local(&mut self, key: &WireKey, merged: &Object) {
-        let partition = PartitionId(key.partition);
-        let keyref = KeyRef::new(partition, &key.bucket, &key.key);
-        if let Err(e) = self.store.merge(keyref, merged, Durability::Buffered) {
-            tracing::warn!(error = %e, "local read repair failed");
-        }
-    }
-
-    pub(super) fn read_local(&mut self, key: &WireKey) -> Result<Object, ReplicaError> {
-        let partition = self.checked_partition(key)?;
-        match self
-            .store
-            .get(KeyRef::new(partition, &key.bucket, &key.key))
-        {
-            Ok(object) => Ok(object.unwrap_or_default()),
-            Err(e) => Err(ReplicaError::Storage(e.to_string())),
-        }
-    }
-
-    pub(super) fn checked_partition(&self, key: &WireKey) -> Result<PartitionId, ReplicaError> {
-        if key.bucket.len() > MAX_BUCKET_LEN || key.key.len() > MAX_KEY_LEN {
-            return Err(ReplicaError::Refused("bucket or key too long".into()));
-        }
-        let partition = self.partitions.of_key(&key.bucket, &key.key);
-        if partition.0 != key.partition {
-            return Err(ReplicaError::Refused(format!(
-                "key belongs to partition {}, not {}",
-                partition.0, key.partition
-            )));
-        }
-        Ok(partition)
-    }
-
-    pub(super) fn actor(&mut self, partition: PartitionId) -> Result<ActorId, StoreError> {
-        if !self.epoch_safe && !self.view.self_confirmed {
-            // No peer has yet said whether a newer incarnation of this node
-            // exists (a restored data directory): mint under new actors.
-            self.begin_epoch("a write arrived before any peer confirmed this node's generation")?;
-        }
-        if let Some(actor) = self.store.partition_actor(partition)? {
-            return Ok(actor);
-        }
-        let candidate = ActorId(self.rng.random());
-        self.store.ensure_partition_actor(partition, candidate)
     }
 
     /// Begins a new epoch: every partition draws a new actor before its next
@@ -203,7 +273,6 @@ impl<S: Store> Engine<S> {
             return Ok(());
         }
         tracing::warn!(
-            generation = self.generation,
             why,
             "beginning a new epoch (new actor ids for every partition)"
         );
@@ -221,52 +290,6 @@ impl<S: Store> Engine<S> {
             self.hlc.ceiling_persisted(stored);
         }
         Ok(())
-    }
-
-    /// Passes a replica's read reply through the clock. An object stamped
-    /// beyond the drift bound, or whose context counts beyond the bound
-    /// [`coordinate_write`] checks contexts against, is refused: it is
-    /// neither merged into the answer nor repaired into other replicas. So
-    /// every context this node hands out stays within that bound, which
-    /// only grows with the clock, and a write through this node with it is
-    /// never refused as coming from the future.
-    pub(super) fn observe(
-        &mut self,
-        now: Now,
-        from: Uuid,
-        object: Object,
-    ) -> Result<Object, ReplicaError> {
-        let base = Timestamp::new(now.wall_ms.min(Timestamp::MAX_WALL_MS), 0).max(self.hlc.last());
-        let bound = context_bound(base, self.config.hlc.max_drift);
-        let counter = object.context().max_counter();
-        let refused = if counter > bound.as_u64() {
-            Some(format!(
-                "its context counts {} beyond this node's bound {bound}",
-                Timestamp::from_u64(counter)
-            ))
-        } else {
-            match object
-                .latest_timestamp()
-                .map(|t| self.hlc.observe(t, now.wall_ms))
-            {
-                Some(Err(e)) => Some(e.to_string()),
-                Some(Ok(_)) => {
-                    if let Err(e) = self.persist_clock() {
-                        tracing::warn!(error = %e, "could not persist the clock ceiling");
-                    }
-                    None
-                }
-                None => None,
-            }
-        };
-        match refused {
-            None => Ok(object),
-            Some(reason) => {
-                self.stats.replies_from_the_future += 1;
-                tracing::warn!(%from, %reason, "refused a read reply from a replica whose clock is ahead");
-                Err(ReplicaError::Refused(format!("clock ahead: {reason}")))
-            }
-        }
     }
 
     /// Persists the flag saying this node holds data.
