@@ -90,6 +90,20 @@ pub struct SimConfig {
     /// Fraction of frames delivered twice, 0.0..1.0; the copy draws its own
     /// delay. No randomness is drawn for it while it is 0.
     pub duplicate: f64,
+    /// Shards every node's engine runs ([`EngineConfig::shards`]). The
+    /// default is `CHORUS_SIM_SHARDS` when set, else 1, so a whole suite
+    /// or a seed sweep can run with more.
+    pub shards: usize,
+}
+
+/// The shards a simulation runs by default: `CHORUS_SIM_SHARDS`, else 1.
+pub fn default_shards() -> usize {
+    match std::env::var("CHORUS_SIM_SHARDS") {
+        Ok(shards) => shards
+            .parse()
+            .expect("CHORUS_SIM_SHARDS is a number of shards"),
+        Err(_) => 1,
+    }
 }
 
 /// The default [`SimConfig::tune_engine`]: changes nothing.
@@ -107,6 +121,7 @@ impl Default for SimConfig {
             partitions: 64,
             tune_engine: keep_engine_config,
             duplicate: 0.0,
+            shards: default_shards(),
         }
     }
 }
@@ -256,6 +271,7 @@ impl Sim {
             replicas: self.config.replicas,
             partitions: self.config.partitions,
             initial_members: self.config.nodes,
+            shards: self.config.shards,
             ..EngineConfig::default()
         };
         config.gossip.seeds = self

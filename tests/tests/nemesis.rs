@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chorus_node::engine::ClientReply;
 use chorus_tests::nemesis::{FaultKind, Nemesis};
-use chorus_tests::sim::{Sim, SimConfig};
+use chorus_tests::sim::{default_shards, Sim, SimConfig};
 
 /// The seeds each test runs with: `CHORUS_SIM_SEED` alone when set.
 fn seeds(default: &[u64]) -> Vec<u64> {
@@ -357,9 +357,10 @@ fn fault_kinds_parse_from_their_names() {
 /// Runs a small write load on a cluster under every kind of fault for two
 /// minutes, heals, and checks the cluster serves again. Returns the trace
 /// hash and the nemesis.
-fn under_every_fault(seed: u64) -> (u64, Nemesis) {
+fn under_every_fault(seed: u64, shards: usize) -> (u64, Nemesis) {
     let mut sim = stable(SimConfig {
         seed,
+        shards,
         ..SimConfig::default()
     });
     let mut nemesis = Nemesis::new(&FaultKind::ALL, seed);
@@ -421,8 +422,8 @@ fn under_every_fault(seed: u64) -> (u64, Nemesis) {
 fn every_fault_kind_replays_from_its_seed() {
     for seed in seeds(&[1, 2]) {
         let _replay = Replay("every_fault_kind_replays_from_its_seed", seed);
-        let (hash, nemesis) = under_every_fault(seed);
-        let (again, replayed) = under_every_fault(seed);
+        let (hash, nemesis) = under_every_fault(seed, default_shards());
+        let (again, replayed) = under_every_fault(seed, default_shards());
         assert_eq!(hash, again, "one seed, one run");
         assert_eq!(nemesis.log(), replayed.log());
         for kind in FaultKind::ALL {
@@ -432,7 +433,27 @@ fn every_fault_kind_replays_from_its_seed() {
                 nemesis.injected()
             );
         }
-        let (other, _) = under_every_fault(seed + 1000);
+        let (other, _) = under_every_fault(seed + 1000, default_shards());
         assert_ne!(hash, other, "another seed, another run");
+    }
+}
+
+/// Every kind of fault at once on nodes whose partitions are split between
+/// two shards: the healed cluster serves every key again.
+#[test]
+fn every_fault_kind_with_two_shards_leaves_a_cluster_that_serves() {
+    for seed in seeds(&[3]) {
+        let _replay = Replay(
+            "every_fault_kind_with_two_shards_leaves_a_cluster_that_serves",
+            seed,
+        );
+        let (_, nemesis) = under_every_fault(seed, 2);
+        for kind in FaultKind::ALL {
+            assert!(
+                nemesis.injected().get(&kind).copied().unwrap_or(0) > 0,
+                "{kind} was injected: {:?}",
+                nemesis.injected()
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@ use chorus_node::core::PutError;
 use chorus_node::engine::ClientReply;
 use chorus_storage::context::CausalContext;
 use chorus_tests::overwrite::{History, Outcome, Shown};
-use chorus_tests::sim::{Sim, SimConfig};
+use chorus_tests::sim::{default_shards, Sim, SimConfig};
 
 /// The seeds each simulation runs with: `CHORUS_SIM_SEED` alone when set.
 fn seeds(default: &[u64]) -> Vec<u64> {
@@ -66,7 +66,7 @@ impl KeyHistory {
 /// read must overlap every acknowledged write at once, hints delivered or
 /// not. Without, writes may lean on fallbacks, and the reads wait until the
 /// hints have been handed over.
-fn acknowledged_writes_survive(seed: u64, primaries: bool) {
+fn acknowledged_writes_survive(seed: u64, primaries: bool, shards: usize) {
     let (write_options, read_options): (Options<'_>, Options<'_>) = if primaries {
         (
             &[("timeout", "2000"), ("pw", "quorum")],
@@ -75,7 +75,10 @@ fn acknowledged_writes_survive(seed: u64, primaries: bool) {
     } else {
         (&[("timeout", "2000")], &[("timeout", "2000")])
     };
-    let mut sim = Sim::new(lossy(seed));
+    let mut sim = Sim::new(SimConfig {
+        shards,
+        ..lossy(seed)
+    });
     sim.await_stable(Duration::from_secs(60));
     let keys: Vec<String> = (0..12).map(|k| format!("key-{k}")).collect();
     let mut history: BTreeMap<String, KeyHistory> = BTreeMap::new();
@@ -154,14 +157,14 @@ fn acknowledged_writes_survive(seed: u64, primaries: bool) {
 #[test]
 fn acknowledged_writes_survive_loss_delay_and_a_crash() {
     for seed in seeds(&[1, 2, 3, 4, 5]) {
-        acknowledged_writes_survive(seed, false);
+        acknowledged_writes_survive(seed, false, default_shards());
     }
 }
 
 #[test]
 fn primary_quorums_read_every_acknowledged_write_without_waiting_for_hints() {
     for seed in seeds(&[6, 7, 8, 9, 10]) {
-        acknowledged_writes_survive(seed, true);
+        acknowledged_writes_survive(seed, true, default_shards());
     }
 }
 
@@ -611,12 +614,29 @@ fn a_delete_without_a_context_deletes_what_it_reads() {
 #[test]
 fn no_acknowledged_value_disappears_unless_a_context_that_showed_it_replaced_it() {
     for seed in seeds(&[41, 42, 43, 44]) {
-        no_silent_overwrite(seed);
+        no_silent_overwrite(seed, default_shards());
     }
 }
 
-fn no_silent_overwrite(seed: u64) {
-    let mut sim = Sim::new(lossy(seed));
+/// The same promises with every node's partitions split between two
+/// shards: no acknowledged write is lost to loss, delay and a crash, and
+/// no acknowledged value disappears unless a context that showed it
+/// replaced it (concurrent writes kept as siblings).
+#[test]
+fn two_shards_keep_every_acknowledged_write_and_every_sibling() {
+    for seed in seeds(&[7, 8]) {
+        acknowledged_writes_survive(seed, false, 2);
+        acknowledged_writes_survive(seed, true, 2);
+        no_silent_overwrite(seed + 40, 2);
+    }
+}
+
+fn no_silent_overwrite(seed: u64, shards: usize) {
+    let mut sim = Sim::new(SimConfig {
+        shards,
+        ..lossy(seed)
+    });
+    assert!((0..sim.len()).all(|i| sim.engine(i).is_some_and(|e| e.shards() == shards)));
     sim.await_stable(Duration::from_secs(60));
     let keys: Vec<String> = (0..4).map(|k| format!("set-{k}")).collect();
     let mut history = History::new();
