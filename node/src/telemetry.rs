@@ -71,6 +71,9 @@ pub const REQUESTS_QUEUED: &str = "chorus_requests_queued";
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// Read repairs not sent because background work held its budget (counter).
 pub const READ_REPAIRS_SKIPPED_TOTAL: &str = "chorus_read_repairs_skipped_total";
+/// Background requests handed to hinted handoff because one replica held
+/// most of the background budget (counter).
+pub const BACKGROUND_SHED_TOTAL: &str = "chorus_background_shed_total";
 /// Hints queued on this node for other nodes (gauge).
 pub const HINTS_PENDING: &str = "chorus_hints_pending";
 /// Hints acknowledged by their primary and deleted (counter).
@@ -228,6 +231,11 @@ fn describe() {
         Unit::Count,
         "Read repairs not sent because background work held its byte budget."
     );
+    describe_counter!(
+        BACKGROUND_SHED_TOTAL,
+        Unit::Count,
+        "Background requests handed to hinted handoff because one replica held most of the background budget."
+    );
     describe_gauge!(
         HINTS_PENDING,
         Unit::Count,
@@ -376,6 +384,7 @@ pub fn record_node_stats(stats: &NodeStats) {
     gauge!(REQUESTS_QUEUED).set(e.queued_requests as f64);
     counter!(READ_REPAIRS_TOTAL).absolute(e.read_repairs);
     counter!(READ_REPAIRS_SKIPPED_TOTAL).absolute(e.read_repairs_skipped);
+    counter!(BACKGROUND_SHED_TOTAL).absolute(e.background_shed);
     gauge!(HINTS_PENDING).set(stats.pending_hints as f64);
     counter!(HINTS_DELIVERED_TOTAL).absolute(e.hints_delivered);
     counter!(HINTS_DROPPED_TOTAL).absolute(e.hints_dropped);

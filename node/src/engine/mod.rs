@@ -372,6 +372,9 @@ pub struct EngineStats {
     pub refused_overloaded: u64,
     /// Read repairs not sent because background work held its byte budget.
     pub read_repairs_skipped: u64,
+    /// Background requests handed to hinted handoff because one replica
+    /// held most of the full background budget.
+    pub background_shed: u64,
     /// Frames the runtime could not send ([`Engine::handle_send_failed`]).
     pub send_failures: u64,
     /// Client requests waiting for admission.
@@ -928,6 +931,7 @@ impl<S: Store> Engine<S> {
             self.reply(client, Err(error));
             return;
         }
+        self.shed_background_held_by_one_replica();
         if !self.admission.is_empty() || self.background_full() {
             self.enqueue(now, client, request);
             return;
