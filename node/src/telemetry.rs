@@ -96,6 +96,8 @@ pub const FRAMES_STALE_TOTAL: &str = "chorus_frames_stale_total";
 pub const ROCKSDB_LIVE_DATA_BYTES: &str = "chorus_rocksdb_live_data_bytes";
 /// `rocksdb.cur-size-all-mem-tables` (gauge, bytes).
 pub const ROCKSDB_MEMTABLE_BYTES: &str = "chorus_rocksdb_memtable_bytes";
+/// Bytes of RocksDB's block cache in use (gauge).
+pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chorus_rocksdb_block_cache_bytes";
 /// `rocksdb.estimate-pending-compaction-bytes` (gauge, bytes).
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "chorus_rocksdb_pending_compaction_bytes";
 
@@ -292,6 +294,11 @@ fn describe() {
         "Bytes in RocksDB's memtables (rocksdb.cur-size-all-mem-tables)."
     );
     describe_gauge!(
+        ROCKSDB_BLOCK_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of RocksDB's block cache in use (rocksdb.block-cache-usage)."
+    );
+    describe_gauge!(
         ROCKSDB_PENDING_COMPACTION_BYTES,
         Unit::Bytes,
         "Bytes RocksDB estimates compaction has to rewrite (rocksdb.estimate-pending-compaction-bytes)."
@@ -400,6 +407,7 @@ pub fn record_node_stats(stats: &NodeStats) {
     for (name, value) in [
         (ROCKSDB_LIVE_DATA_BYTES, store.live_data_bytes),
         (ROCKSDB_MEMTABLE_BYTES, store.memtable_bytes),
+        (ROCKSDB_BLOCK_CACHE_BYTES, store.block_cache_bytes),
         (
             ROCKSDB_PENDING_COMPACTION_BYTES,
             store.pending_compaction_bytes,
