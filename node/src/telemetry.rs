@@ -71,6 +71,9 @@ pub const REQUESTS_QUEUED: &str = "chorus_requests_queued";
 pub const READ_REPAIRS_TOTAL: &str = "chorus_read_repairs_total";
 /// Read repairs not sent because background work held its budget (counter).
 pub const READ_REPAIRS_SKIPPED_TOTAL: &str = "chorus_read_repairs_skipped_total";
+/// Background requests handed to hinted handoff because one replica held
+/// most of the background budget (counter).
+pub const BACKGROUND_SHED_TOTAL: &str = "chorus_background_shed_total";
 /// Hints queued on this node for other nodes (gauge).
 pub const HINTS_PENDING: &str = "chorus_hints_pending";
 /// Hints acknowledged by their primary and deleted (counter).
@@ -93,6 +96,8 @@ pub const FRAMES_STALE_TOTAL: &str = "chorus_frames_stale_total";
 pub const ROCKSDB_LIVE_DATA_BYTES: &str = "chorus_rocksdb_live_data_bytes";
 /// `rocksdb.cur-size-all-mem-tables` (gauge, bytes).
 pub const ROCKSDB_MEMTABLE_BYTES: &str = "chorus_rocksdb_memtable_bytes";
+/// Bytes of RocksDB's block cache in use (gauge).
+pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chorus_rocksdb_block_cache_bytes";
 /// `rocksdb.estimate-pending-compaction-bytes` (gauge, bytes).
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "chorus_rocksdb_pending_compaction_bytes";
 
@@ -228,6 +233,11 @@ fn describe() {
         Unit::Count,
         "Read repairs not sent because background work held its byte budget."
     );
+    describe_counter!(
+        BACKGROUND_SHED_TOTAL,
+        Unit::Count,
+        "Background requests handed to hinted handoff because one replica held most of the background budget."
+    );
     describe_gauge!(
         HINTS_PENDING,
         Unit::Count,
@@ -282,6 +292,11 @@ fn describe() {
         ROCKSDB_MEMTABLE_BYTES,
         Unit::Bytes,
         "Bytes in RocksDB's memtables (rocksdb.cur-size-all-mem-tables)."
+    );
+    describe_gauge!(
+        ROCKSDB_BLOCK_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of RocksDB's block cache in use (rocksdb.block-cache-usage)."
     );
     describe_gauge!(
         ROCKSDB_PENDING_COMPACTION_BYTES,
@@ -376,6 +391,7 @@ pub fn record_node_stats(stats: &NodeStats) {
     gauge!(REQUESTS_QUEUED).set(e.queued_requests as f64);
     counter!(READ_REPAIRS_TOTAL).absolute(e.read_repairs);
     counter!(READ_REPAIRS_SKIPPED_TOTAL).absolute(e.read_repairs_skipped);
+    counter!(BACKGROUND_SHED_TOTAL).absolute(e.background_shed);
     gauge!(HINTS_PENDING).set(stats.pending_hints as f64);
     counter!(HINTS_DELIVERED_TOTAL).absolute(e.hints_delivered);
     counter!(HINTS_DROPPED_TOTAL).absolute(e.hints_dropped);
@@ -391,6 +407,7 @@ pub fn record_node_stats(stats: &NodeStats) {
     for (name, value) in [
         (ROCKSDB_LIVE_DATA_BYTES, store.live_data_bytes),
         (ROCKSDB_MEMTABLE_BYTES, store.memtable_bytes),
+        (ROCKSDB_BLOCK_CACHE_BYTES, store.block_cache_bytes),
         (
             ROCKSDB_PENDING_COMPACTION_BYTES,
             store.pending_compaction_bytes,

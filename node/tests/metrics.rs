@@ -300,6 +300,7 @@ async fn metrics_count_each_nodes_own_requests() {
     for gauge in [
         "chorus_rocksdb_live_data_bytes",
         "chorus_rocksdb_pending_compaction_bytes",
+        "chorus_rocksdb_block_cache_bytes",
     ] {
         assert_eq!(samples(&after, gauge, &[]).count(), 1, "{gauge} is exposed");
     }

@@ -928,7 +928,7 @@ fn the_memory_engine_has_no_rocksdb_figures() {
 
 #[cfg(feature = "rocksdb")]
 #[test]
-fn the_rocksdb_engine_reports_memtable_and_live_data_sizes() {
+fn the_rocksdb_engine_reports_memtable_live_data_and_block_cache_sizes() {
     let h = fresh::<Rocks>();
     let store = h.store();
     let empty = store.stats();
@@ -962,5 +962,15 @@ fn the_rocksdb_engine_reports_memtable_and_live_data_sizes() {
     assert!(
         flushed.live_data_bytes.expect("a live data size") >= 16 * (64 << 10) / 2,
         "the values are in SST files now: {flushed:?}"
+    );
+    // Reading from the files brings their blocks into the block cache.
+    for i in 0..16u32 {
+        assert!(store.get(key(b"b", &i.to_be_bytes())).unwrap().is_some());
+    }
+    let read = store.stats();
+    assert!(
+        read.block_cache_bytes.expect("a block cache size")
+            > flushed.block_cache_bytes.unwrap_or(0),
+        "{flushed:?} then {read:?}"
     );
 }

@@ -295,6 +295,11 @@ pub fn parse(words: &[Word]) -> Result<Command, SyntaxError> {
                 options: options()?,
             }),
             // cqlsh's form: one level for reads and writes.
+            [level] if level.text.parse::<crate::Quorum>().is_err() => Err(syntax(format!(
+                "CONSISTENCY {:?}: a level is one, quorum, all or a replica count \
+                 (for r and w alike); or give options, as in CONSISTENCY r=one w=all",
+                level.text
+            ))),
             [level] if rest.is_empty() => Ok(Command::Consistency {
                 options: vec![
                     ("r".into(), level.text.clone()),
@@ -486,5 +491,24 @@ mod tests {
             }
         );
         assert!(parse(&split("nonsense").unwrap()[0]).is_err());
+    }
+
+    #[test]
+    fn a_consistency_level_that_is_no_level_is_named_as_such() {
+        let error = parse(&split("CONSISTENCY banana").unwrap()[0]).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("\"banana\": a level is one, quorum, all"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("r:"), "{}", error.message);
+        assert_eq!(
+            one("consistency 2"),
+            Command::Consistency {
+                options: vec![("r".into(), "2".into()), ("w".into(), "2".into())]
+            }
+        );
     }
 }

@@ -3,11 +3,15 @@
 //! and the admission queue where requests wait (bounded in count, bytes
 //! and time) while background work holds its budget.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chorus_storage::object::{check_content_type, ContentTypeError};
 use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
 
+use uuid::Uuid;
+
+use super::requests::RequestId;
 use super::shard::{Cx, Shard};
 use super::{ClientId, ClientRequest, Now};
 use crate::api::{RequestError, WriteRequest};
@@ -116,6 +120,91 @@ impl Shard {
             || self.background.bytes >= self.budget.max_background_bytes
     }
 
+    /// When background work holds its whole budget, most of it waits for
+    /// one replica and that replica holds at least twice what any other
+    /// does, hands the oldest of that work to hinted handoff
+    /// until the replica holds at most half the budget: answered puts
+    /// retire and hint the replica (and any other target they still wait
+    /// for), answered gets retire with the read repairs they can make, and
+    /// hint deliveries to it end (their hints stay).
+    ///
+    /// A replica that stops answering but is not yet convicted by the
+    /// failure detector (paused, partitioned one way, its disk stuck) would
+    /// otherwise hold one background request per write until its
+    /// conviction, seconds later, and every client of this node would wait
+    /// that long for admission. Healthy replicas share the waits between
+    /// them (a put at `w=quorum` waits for whichever answers last, one at
+    /// `w=one` for all of them), so the budget still pushes back on
+    /// clients when the whole cluster is merely busy. As Dynamo and Cassandra do, a replica that
+    /// does not acknowledge gets the write later, from a hint.
+    pub(super) fn shed_background_held_by_one_replica<S: Store>(&mut self, cx: &mut Cx<'_, S>) {
+        if !self.background_full() {
+            return;
+        }
+        let mut held: BTreeMap<Uuid, Vec<(RequestId, Held)>> = BTreeMap::new();
+        for (request, get) in self.gets.iter().filter(|(_, get)| get.answered()) {
+            for node in get.unanswered() {
+                held.entry(node).or_default().push((request, Held::Get));
+            }
+        }
+        for (request, put) in self.puts.iter() {
+            if put.background_bytes().is_some() {
+                for target in put.unanswered() {
+                    held.entry(target.node)
+                        .or_default()
+                        .push((request, Held::Put));
+                }
+            }
+        }
+        for (request, target) in self.hints.deliveries() {
+            held.entry(target)
+                .or_default()
+                .push((request, Held::HintDelivery));
+        }
+        // The replica the most background work waits for (the first such
+        // in id order when several tie), and how much the next one holds.
+        let mut most: Option<(Uuid, Vec<(RequestId, Held)>)> = None;
+        let mut runner_up = 0;
+        for (node, waiting) in held {
+            match &most {
+                Some((_, top)) if waiting.len() <= top.len() => {
+                    runner_up = runner_up.max(waiting.len());
+                }
+                _ => {
+                    runner_up = most.as_ref().map_or(0, |(_, top)| top.len());
+                    most = Some((node, waiting));
+                }
+            }
+        }
+        let Some((node, mut waiting)) = most else {
+            return;
+        };
+        // One replica holds most of the budget, and far more than any
+        // other: not a cluster that is merely busy, where the replicas a
+        // write still waits for share the waits.
+        if waiting.len() * ONE_REPLICA_SHARE.1 <= self.background.requests * ONE_REPLICA_SHARE.0
+            || waiting.len() < 2 * runner_up
+        {
+            return;
+        }
+        waiting.sort_by_key(|&(request, _)| request);
+        let keep = self.budget.max_background_requests / 2;
+        let shed = waiting.len().saturating_sub(keep);
+        for &(request, kind) in &waiting[..shed] {
+            match kind {
+                Held::Get => self.retire_get(cx, request),
+                Held::Put => self.retire_put(cx, request),
+                Held::HintDelivery => self.end_hint_delivery(request),
+            }
+        }
+        self.stats.background_shed += shed as u64;
+        tracing::info!(
+            %node,
+            shed,
+            "background work waiting for one replica was handed to hinted handoff"
+        );
+    }
+
     /// Queues a client request until background work is back under its
     /// budget (backpressure), or refuses it as overloaded when the
     /// admission queue is full.
@@ -155,6 +244,9 @@ impl Shard {
     /// Starts queued client requests, oldest first, while background work
     /// is under its budget.
     pub(super) fn admit_queued<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
+        if !self.admission.is_empty() {
+            self.shed_background_held_by_one_replica(cx);
+        }
         while !self.background_full() {
             let Some(queued) = self.admission.pop_front() else {
                 break;
@@ -194,6 +286,19 @@ impl Shard {
             cx.reply(queued.client, Err(error));
         }
     }
+}
+
+/// The share of the background budget past which the work one replica
+/// holds is shed, as a fraction (numerator, denominator): three quarters.
+/// Healthy replicas each hold about an equal share.
+const ONE_REPLICA_SHARE: (usize, usize) = (3, 4);
+
+/// A kind of background work.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Get,
+    Put,
+    HintDelivery,
 }
 
 pub(super) fn check_key(what: &'static str, bytes: &[u8], max: usize) -> Result<(), RequestError> {

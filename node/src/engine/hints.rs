@@ -56,6 +56,13 @@ impl Hints {
         self.deliveries.get(request).map(|d| d.target)
     }
 
+    /// Every delivery in flight and its target, in request order.
+    pub(super) fn deliveries(&self) -> impl Iterator<Item = (RequestId, Uuid)> + '_ {
+        self.deliveries
+            .iter()
+            .map(|(request, d)| (request, d.target))
+    }
+
     /// The deliveries in flight to `node`.
     pub(super) fn deliveries_to(&self, node: Uuid) -> impl Iterator<Item = RequestId> + '_ {
         self.deliveries

@@ -426,6 +426,9 @@ pub struct EngineStats {
     pub refused_overloaded: u64,
     /// Read repairs not sent because background work held its byte budget.
     pub read_repairs_skipped: u64,
+    /// Background requests handed to hinted handoff because one replica
+    /// held most of the full background budget.
+    pub background_shed: u64,
     /// Frames the runtime could not send ([`Engine::handle_send_failed`]).
     pub send_failures: u64,
     /// Client requests waiting for admission.
@@ -455,6 +458,7 @@ impl EngineStats {
             pending_requests,
             refused_overloaded,
             read_repairs_skipped,
+            background_shed,
             send_failures,
             queued_requests,
             background_requests,
@@ -474,6 +478,7 @@ impl EngineStats {
         self.pending_requests += pending_requests;
         self.refused_overloaded += refused_overloaded;
         self.read_repairs_skipped += read_repairs_skipped;
+        self.background_shed += background_shed;
         self.send_failures += send_failures;
         self.queued_requests += queued_requests;
         self.background_requests += background_requests;

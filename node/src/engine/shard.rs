@@ -234,6 +234,7 @@ impl Shard {
             cx.reply(client, Err(error));
             return;
         }
+        self.shed_background_held_by_one_replica(cx);
         if !self.admission.is_empty() || self.background_full() {
             self.enqueue(cx, now, client, request);
             return;

@@ -1178,33 +1178,19 @@ fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     let dead = 2;
     let dead_id = engines[dead].id();
-    engines[0].shards[0].budget.max_background_requests = 1;
+    engines[0].shards[0].budget.max_background_requests = 3;
     // A put at w=quorum: node 1 acknowledges, node 2 never does (it is
-    // dead), so the put stays in the background holding the budget.
-    let mut request = put("v");
-    if let ClientRequest::Put(write) = &mut request {
-        write.options = options(&[("w", "quorum"), ("timeout", "60000")]);
-    }
-    engines[0].handle_client(now(t), 1, request);
-    let effects = drain(&mut engines[0]);
-    for (to, payload) in frames_of(&engines[0], effects) {
-        if to == addrs[1] {
-            let _ = engines[1].handle_frame(now(t), addrs[0], &payload);
-        }
-    }
-    let acks = drain(&mut engines[1]);
-    for (_, payload) in frames_of(&engines[1], acks) {
-        let _ = engines[0].handle_frame(now(t), addrs[1], &payload);
-    }
-    assert!(matches!(replies(&drain(&mut engines[0]))[..], [(1, Ok(_))]));
-    assert_eq!(engines[0].stats().background_requests, 1);
-    // A second client request waits for admission.
-    let mut second = put("v2");
-    if let ClientRequest::Put(write) = &mut second {
-        write.key = b"k2".to_vec();
-        write.options = options(&[("w", "one"), ("timeout", "60000")]);
-    }
-    engines[0].handle_client(now(t), 2, second);
+    // dead), so the put stays in the background holding the budget. Two
+    // puts at w=one whose frames are lost wait for both nodes 1 and 2, so
+    // node 2 does not hold most of the budget alone and none of it is shed
+    // ([`a_silent_replica_not_yet_convicted_does_not_hold_admission`]).
+    let answered = puts_through_node_0(&mut engines, t, 0..1, "quorum", &[1]);
+    assert_eq!(answered, [(0, true)]);
+    let answered = puts_through_node_0(&mut engines, t, 1..3, "one", &[]);
+    assert_eq!(answered, [(1, true), (2, true)]);
+    assert_eq!(engines[0].stats().background_requests, 3);
+    // A fourth client request waits for admission.
+    assert_eq!(puts_through_node_0(&mut engines, t, 3..4, "one", &[]), []);
     assert_eq!(engines[0].stats().queued_requests, 1);
     // Node 2 stops; the others tick on until node 0 convicts it.
     let mut answered = None;
@@ -1237,9 +1223,12 @@ fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
     // The put that waited for node 2 retired and hinted it; the queued
     // request was admitted and answered, not refused, and hinted node 2
     // too (a primary that is down with no fallback to stand in for it).
-    assert_eq!(answered, Some((2, true)));
-    assert_eq!(engines[0].stats().refused_overloaded, 0);
-    assert_eq!(engines[0].stats().background_requests, 0);
+    // The two lost puts still wait for node 1.
+    assert_eq!(answered, Some((3, true)));
+    let stats = engines[0].stats();
+    assert_eq!(stats.refused_overloaded, 0);
+    assert_eq!(stats.background_shed, 0);
+    assert_eq!(stats.background_requests, 2);
     assert_eq!(
         engines[0].pending_hints().expect("memory"),
         vec![(dead_id, 2)]
@@ -1418,4 +1407,88 @@ fn zero_shards_is_a_configuration_error() {
         matches!(started, Err(EngineError::Config(_))),
         "{started:?}"
     );
+}
+
+/// Puts `count` keys (`k0`, `k1`, …) through `engines[0]` at `w`, with a
+/// long timeout, delivering its frames only to the nodes in `answering`
+/// and their answers back. Returns the replies node 0 gave.
+fn puts_through_node_0(
+    engines: &mut [Engine<MemoryStore>],
+    t: u64,
+    keys: std::ops::Range<u64>,
+    w: &str,
+    answering: &[usize],
+) -> Vec<(ClientId, bool)> {
+    let addrs: Vec<SocketAddr> = (0..engines.len() as u16).map(|i| addr(7070 + i)).collect();
+    let mut answered = Vec::new();
+    for k in keys {
+        let mut request = put("v");
+        if let ClientRequest::Put(write) = &mut request {
+            write.key = format!("k{k}").into_bytes();
+            write.options = options(&[("w", w), ("timeout", "60000")]);
+        }
+        engines[0].handle_client(now(t), k, request);
+        let effects = drain(&mut engines[0]);
+        answered.extend(replies(&effects).into_iter().map(|(c, r)| (c, r.is_ok())));
+        for (to, payload) in frames_of(&engines[0], effects) {
+            if let Some(j) = answering.iter().copied().find(|&j| addrs[j] == to) {
+                let _ = engines[j].handle_frame(now(t), addrs[0], &payload);
+                let acks = drain(&mut engines[j]);
+                for (_, ack) in frames_of(&engines[j], acks) {
+                    let _ = engines[0].handle_frame(now(t), addrs[j], &ack);
+                }
+            }
+        }
+        let effects = drain(&mut engines[0]);
+        answered.extend(replies(&effects).into_iter().map(|(c, r)| (c, r.is_ok())));
+    }
+    answered
+}
+
+/// A replica that stops answering but is not yet convicted does not stall
+/// the node's clients until its conviction: once the background work
+/// waiting for it fills the budget, the oldest of it is handed to hinted
+/// handoff and new requests are admitted at once.
+#[test]
+fn a_silent_replica_not_yet_convicted_does_not_hold_admission() {
+    let (mut engines, t) = cluster(3);
+    let silent = engines[2].id();
+    engines[0].shards[0].budget.max_background_requests = 4;
+    // Four puts at w=quorum: node 1 acknowledges each, node 2 says
+    // nothing, so each stays in the background waiting for node 2.
+    let answered = puts_through_node_0(&mut engines, t, 0..4, "quorum", &[1]);
+    assert_eq!(answered, [(0, true), (1, true), (2, true), (3, true)]);
+    assert_eq!(engines[0].stats().background_requests, 4);
+    // A fifth is admitted and answered at once, with no time passing:
+    // the two oldest puts were retired and hint node 2.
+    let answered = puts_through_node_0(&mut engines, t, 4..5, "quorum", &[1]);
+    assert_eq!(answered, [(4, true)]);
+    let stats = engines[0].stats();
+    assert_eq!(stats.queued_requests, 0);
+    assert_eq!(stats.background_shed, 2);
+    assert_eq!(stats.background_requests, 3);
+    assert!(engines[0].is_up(silent), "node 2 is not convicted");
+    assert_eq!(
+        engines[0].pending_hints().expect("memory"),
+        vec![(silent, 2)]
+    );
+}
+
+/// When the replicas share the background work (a busy cluster, not a
+/// silent replica), nothing is shed: clients wait for admission.
+#[test]
+fn background_work_shared_by_the_replicas_is_not_shed() {
+    let (mut engines, t) = cluster(3);
+    engines[0].shards[0].budget.max_background_requests = 4;
+    // At w=one the coordinator's own copy answers each put, which then
+    // waits for both other replicas.
+    let answered = puts_through_node_0(&mut engines, t, 0..4, "one", &[]);
+    assert_eq!(answered.len(), 4);
+    assert_eq!(engines[0].stats().background_requests, 4);
+    let answered = puts_through_node_0(&mut engines, t, 4..5, "one", &[]);
+    assert_eq!(answered, []);
+    let stats = engines[0].stats();
+    assert_eq!(stats.queued_requests, 1);
+    assert_eq!(stats.background_shed, 0);
+    assert_eq!(engines[0].pending_hints().expect("memory"), vec![]);
 }

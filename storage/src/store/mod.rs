@@ -172,6 +172,10 @@ pub struct StoreStats {
     /// `rocksdb.estimate-pending-compaction-bytes`: bytes compaction has to
     /// rewrite to bring every level down to its target size, an estimate.
     pub pending_compaction_bytes: Option<u64>,
+    /// `rocksdb.block-cache-usage`: bytes of the block cache in use (data,
+    /// index and filter blocks), bounded by
+    /// [`RocksConfig::block_cache_bytes`](crate::store::RocksConfig::block_cache_bytes).
+    pub block_cache_bytes: Option<u64>,
 }
 
 /// A node's storage engine.

@@ -276,7 +276,8 @@ impl KvBackend for RocksKv {
 
     fn stats(&self) -> StoreStats {
         use rocksdb::properties::{
-            CUR_SIZE_ALL_MEM_TABLES, ESTIMATE_LIVE_DATA_SIZE, ESTIMATE_PENDING_COMPACTION_BYTES,
+            BLOCK_CACHE_USAGE, CUR_SIZE_ALL_MEM_TABLES, ESTIMATE_LIVE_DATA_SIZE,
+            ESTIMATE_PENDING_COMPACTION_BYTES,
         };
         // Summed over the column families; a family that does not know a
         // figure adds nothing, and no family knowing it gives `None`.
@@ -295,6 +296,14 @@ impl KvBackend for RocksKv {
             live_data_bytes: sum(ESTIMATE_LIVE_DATA_SIZE),
             memtable_bytes: sum(CUR_SIZE_ALL_MEM_TABLES),
             pending_compaction_bytes: sum(ESTIMATE_PENDING_COMPACTION_BYTES),
+            // One cache serves every family, so any family's figure is the
+            // whole cache's (the database-wide one is the default
+            // family's own cache, which Chorus does not use).
+            block_cache_bytes: self
+                .db
+                .property_int_value_cf(self.cf(Cf::Data), BLOCK_CACHE_USAGE)
+                .ok()
+                .flatten(),
         }
     }
 }
