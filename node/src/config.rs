@@ -126,6 +126,10 @@ pub struct NodeFile {
     pub replicas: Option<usize>,
     pub partitions: Option<u32>,
     pub initial_members: Option<usize>,
+    /// Shards the engine splits the node's partitions between
+    /// ([`EngineConfig::shards`]); 1 when not given. They share the
+    /// engine's one thread.
+    pub shards: Option<usize>,
     pub tls: Option<TlsPaths>,
     #[serde(default)]
     pub http: HttpSection,
@@ -183,6 +187,14 @@ impl NodeFile {
                 config.initial_members, config.replicas
             )));
         }
+        if let Some(shards) = self.shards {
+            if shards == 0 || shards > 256 {
+                return Err(ConfigError::Invalid(format!(
+                    "shards ({shards}) must be between 1 and 256"
+                )));
+            }
+            config.shards = shards;
+        }
         config.gossip.seeds = self.seeds.clone();
         Ok(config)
     }
@@ -191,6 +203,18 @@ impl NodeFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_are_read_and_zero_is_refused() {
+        let file: NodeFile = toml::from_str("shards = 2").expect("parses");
+        assert_eq!(file.engine_config().expect("valid").shards, 2);
+        assert_eq!(
+            NodeFile::default().engine_config().expect("valid").shards,
+            1
+        );
+        let file: NodeFile = toml::from_str("shards = 0").expect("parses");
+        assert!(matches!(file.engine_config(), Err(ConfigError::Invalid(_))));
+    }
 
     #[test]
     fn a_full_file_parses() {

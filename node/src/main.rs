@@ -130,6 +130,10 @@ struct NodeStartArgs {
     /// Members that must be up before the first ring is built.
     #[arg(long)]
     initial_members: Option<usize>,
+    /// Shards splitting the node's partitions, each with the request state
+    /// of its own (default 1); they share the engine's one thread.
+    #[arg(long)]
+    shards: Option<usize>,
     /// The cluster CA certificate (PEM).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -375,6 +379,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
     file.replicas = args.replicas.or(file.replicas);
     file.partitions = args.partitions.or(file.partitions);
     file.initial_members = args.initial_members.or(file.initial_members);
+    file.shards = args.shards.or(file.shards);
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
         file.tls = Some(TlsPaths {
             ca,
