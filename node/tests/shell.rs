@@ -274,7 +274,7 @@ NAME  ID  HTTP  QUIC  STATUS  GENERATION  LIVENESS  OWNS
 node1*  <id>  <addr>  <addr>  up  <generation>  up  <pct>
 node2  <id>  <addr>  <addr>  up  <generation>  up  <pct>
 node3  <id>  <addr>  <addr>  up  <generation>  up  <pct>
-(* = the node answering: node1)
+(* = the node answering: node1. STATUS is what each member published: joining, up, leaving or left; LIVENESS is what node1's failure detector sees: up, down or unknown)
 ring version 1, hash <hash>, N=3, 256 partitions
 NAME  ID  ZONE  WEIGHT  OWNER OF  OWNS  PRIMARY OF  EFFECTIVE
 node1  <id>  -  100  <n>  <pct>  <n>  <pct>

@@ -91,10 +91,12 @@ pub struct BenchArgs {
     /// latencies measured from each operation's intended send time.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Chorus options of reads, e.g. `r=quorum` or `r=one,pr=1`.
+    /// Chorus options of reads, e.g. `r=quorum`, `r=one,pr=1` or
+    /// `"r=one pr=1"` (commas or spaces between options).
     #[arg(long, default_value = "")]
     pub read: String,
-    /// Chorus options of writes and deletes, e.g. `w=quorum,sync=true`.
+    /// Chorus options of writes and deletes, e.g. `w=quorum,sync=true` or
+    /// `"w=quorum sync=true"`.
     #[arg(long, default_value = "")]
     pub write: String,
     /// Seed of the operation streams: the same seed, the same operations.
@@ -119,9 +121,10 @@ pub struct BenchError(String);
 /// Parses `name=value,name=value` Chorus options with
 /// [`RequestOptions::parse`].
 pub fn parse_options(text: &str) -> Result<RequestOptions, BenchError> {
+    // Commas (as in a query string) or spaces (as in the shell's
+    // CONSISTENCY) between options.
     let pairs: Vec<(&str, &str)> = text
-        .split(',')
-        .map(str::trim)
+        .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').unwrap_or((p, "")))
         .collect();
@@ -363,6 +366,9 @@ mod tests {
     fn options_parse_as_a_node_parses_them() {
         let options = parse_options("w=quorum, sync=true").unwrap();
         assert!(options.sync);
+        // Spaces, as the shell's CONSISTENCY takes them, work too.
+        assert_eq!(parse_options("w=quorum sync=true").unwrap(), options);
+        assert_eq!(parse_options(" w=quorum,,sync=true ").unwrap(), options);
         assert_eq!(parse_options("").unwrap(), RequestOptions::default());
         let error = parse_options("w=most").unwrap_err().to_string();
         assert!(error.contains("invalid_quorum"), "{error}");

@@ -615,7 +615,12 @@ pub fn status_table(status: &ClusterStatus, ring: Option<&RingStatus>) -> String
         ]);
     }
     let mut text = table(&rows);
-    text.push_str(&format!("(* = the node answering: {})\n", status.node_name));
+    text.push_str(&format!(
+        "(* = the node answering: {name}. STATUS is what each member published: \
+         joining, up, leaving or left; LIVENESS is what {name}'s failure detector \
+         sees: up, down or unknown)\n",
+        name = status.node_name
+    ));
     text
 }
 

@@ -29,7 +29,11 @@
 //! * **Block cache**: one LRU cache shared by all three families
 //!   ([`RocksConfig::block_cache_bytes`], 256 MiB by default), with index and
 //!   filter blocks kept in it (so memory is bounded by the cache size) and
-//!   level-0 ones pinned (they are consulted by every read).
+//!   level-0 ones pinned (they are consulted by every read). The blocks of
+//!   files that compaction made obsolete are erased from it with their
+//!   files (`uncache_aggressiveness` 300), so under overwrites the cache
+//!   holds what reads can reach rather than filling to its capacity with
+//!   dead blocks.
 //! * **Bloom filters** on `data` and `hints`: 10 bits per key (about 1%
 //!   false positives), full-key filters. Point reads of absent keys — the
 //!   first write of every key is a read-modify-write of nothing — then skip
@@ -334,6 +338,18 @@ impl RocksStore {
         let (db_options, families) = Self::rocksdb_options(rocks);
         let db = DB::open_cf_descriptors(&db_options, &path, families)
             .map_err(|e| StoreError::io("open", e))?;
+        // Blocks of the files compaction replaced would otherwise stay in
+        // the block cache until the LRU evicts them, so under overwrites
+        // the cache (and the process's memory) grows toward its capacity
+        // with blocks no read can reach. RocksDB erases them as their files
+        // become obsolete when this is set; 300 is the value its authors
+        // expect to make the default (`uncache_aggressiveness`, a mutable
+        // column family option the Rust binding has no setter for).
+        for name in [Self::DATA_CF, Self::HINTS_CF, Self::META_CF] {
+            let cf = db.cf_handle(name).expect("opened with every family");
+            db.set_options_cf(cf, &[("uncache_aggressiveness", "300")])
+                .map_err(|e| StoreError::io("open", e))?;
+        }
         let mut buffered = WriteOptions::default();
         let mut synced = WriteOptions::default();
         if rocks.unsafe_disable_wal {
@@ -413,6 +429,18 @@ impl RocksStore {
             kv.db
                 .flush_cf(kv.cf(cf))
                 .map_err(|e| StoreError::io("flush", e))?;
+        }
+        Ok(())
+    }
+
+    /// Compacts every column family's whole key range now, rewriting its
+    /// files without the versions and deletions they supersede (in tests
+    /// that need files made obsolete, and before a backup).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let kv = self.store.backend();
+        for cf in [Cf::Data, Cf::Hints, Cf::Meta] {
+            kv.db
+                .compact_range_cf(kv.cf(cf), None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
     }
