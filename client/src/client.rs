@@ -7,7 +7,9 @@
 //! codes. Every call takes the
 //! per-request [`RequestOptions`] (`r`, `w`, `pr`, `pw`, `timeout`, `sync`,
 //! `sloppy`, `returnbody`); `&RequestOptions::default()` asks for quorum
-//! reads and writes.
+//! reads and writes. An HTTP call waits for its answer at most the
+//! request's `timeout` plus [`ANSWER_GRACE`]; QUIC calls do not take this
+//! deadline yet.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), chorus_client::Error> {
@@ -785,7 +787,7 @@ impl HttpTransport {
         options: &RequestOptions,
     ) -> Result<Read, Error> {
         let request = self.http.get(self.key_url(endpoint, bucket, key, options)?);
-        let response = send(request).await?;
+        let response = send(request, options.timeout_ms).await?;
         read_answer(response).await
     }
 
@@ -808,7 +810,7 @@ impl HttpTransport {
         if let Some(context) = context {
             request = request.header(CONTEXT_HEADER, context.as_str());
         }
-        let response = send(request).await?;
+        let response = send(request, options.timeout_ms).await?;
         if options.return_body {
             return match read_answer(response).await? {
                 Read::Found(found) => Ok(Written {
@@ -842,7 +844,7 @@ impl HttpTransport {
         if let Some(context) = context {
             request = request.header(CONTEXT_HEADER, context.as_str());
         }
-        let response = send(request).await?;
+        let response = send(request, options.timeout_ms).await?;
         if response.status() == StatusCode::NOT_FOUND && is_problem(&response) {
             return Ok(Deleted::NothingToDelete {
                 context: context_header(response.headers())?,
@@ -863,15 +865,44 @@ impl HttpTransport {
         segments: &[&str],
         options: Option<&RequestOptions>,
     ) -> Result<T, Error> {
-        let response = send(self.http.get(self.url(endpoint, segments, options))).await?;
+        let response = send(
+            self.http.get(self.url(endpoint, segments, options)),
+            options.map_or(crate::options::DEFAULT_TIMEOUT_MS, |o| o.timeout_ms),
+        )
+        .await?;
         let response = success(response).await?;
         let bytes = body(response).await?;
         serde_json::from_slice(&bytes).map_err(|error| Error::Protocol(error.to_string()))
     }
 }
 
-async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-    request.send().await.map_err(|error| {
+/// How long a client waits for a node's whole answer beyond the request's
+/// own `timeout`, which bounds only the node's work: time for the request
+/// and the answer to travel, and for a busy node to take the request.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+/// Sends an HTTP request and waits at most `timeout_ms` (the request's
+/// `timeout` option) plus [`ANSWER_GRACE`] for the whole answer: a node
+/// that stops answering (a paused process, a dead machine whose
+/// connection the kernel still holds open) fails the call as
+/// [`Error::Transport`] instead of hanging it.
+async fn send(
+    request: reqwest::RequestBuilder,
+    timeout_ms: u64,
+) -> Result<reqwest::Response, Error> {
+    let deadline = Duration::from_millis(timeout_ms).saturating_add(ANSWER_GRACE);
+    request.timeout(deadline).send().await.map_err(|error| {
+        if error.is_timeout() {
+            return Error::Transport {
+                sent: true,
+                detail: format!(
+                    "no answer within {} ms (the request's timeout of {timeout_ms} ms and {} s \
+                     more); the node may be stopped or overloaded",
+                    deadline.as_millis(),
+                    ANSWER_GRACE.as_secs()
+                ),
+            };
+        }
         // A request that could not be built or could not connect never
         // reached a node.
         let sent = !(error.is_builder() || error.is_connect());

@@ -42,6 +42,7 @@ pub use problem::{ProblemBody, WriteOutcome};
 #[cfg(feature = "http")]
 pub use client::{
     Client, ClientBuilder, Context, Deleted, Error, Found, Read, Sibling, Value, Written,
+    ANSWER_GRACE,
 };
 #[cfg(feature = "quic")]
 pub use quic::ClientTls;

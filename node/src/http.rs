@@ -165,7 +165,9 @@
 //! | `504`  | `timeout`, `timeout_indeterminate` |
 //!
 //! Quorum and timeout errors add `required`, `required_primaries`,
-//! `received`, `received_primaries` and the failed replicas (`failures`).
+//! `received`, `received_primaries` and the replicas that answered with a
+//! failure or could not be reached (`failures`, left out when there are
+//! none: a replica that has not answered yet is not one).
 //! Write errors also add `applied` (replicas known to hold the write) and
 //! `outcome`: `not_applied` when no replica took the write, or
 //! `may_have_applied` when some did and the write may become visible (a

@@ -477,3 +477,34 @@ async fn requests_waiting_on_a_silent_quic_address_share_one_connect_timeout() {
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(4), "{waited:?}");
 }
+
+/// A node that stops answering (a paused process: the kernel still
+/// accepts its connections) fails an HTTP call once the request's own
+/// timeout and the client's grace have passed, rather than hanging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_node_that_never_answers_fails_the_call_after_its_timeout() {
+    // Accepts connections and reads nothing, answers nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        loop {
+            let (connection, _) = listener.accept().await.unwrap();
+            connections.push(connection);
+        }
+    });
+    let client = Client::builder().endpoint(url).retries(0).build().unwrap();
+    let options = RequestOptions {
+        timeout_ms: 1,
+        ..RequestOptions::default()
+    };
+    let call = client.get("b", "k", &options);
+    let error = tokio::time::timeout(chorus_client::ANSWER_GRACE * 4, call)
+        .await
+        .expect("the call ends by itself")
+        .expect_err("nothing answers");
+    assert_eq!(error.code(), "transport", "{error}");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert!(error.may_have_applied(), "{error}");
+    held.abort();
+}
