@@ -131,9 +131,10 @@ struct NodeStartArgs {
     #[arg(long)]
     initial_members: Option<usize>,
     /// Shards splitting the node's partitions, each with the request state
-    /// of its own (default 1); they share the engine's one thread.
-    #[arg(long)]
-    shards: Option<usize>,
+    /// of its own: 1 to 256, default 1. They share the engine's one thread
+    /// for now, so more than one does not make a node faster yet.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    shards: Option<u16>,
     /// The cluster CA certificate (PEM).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -379,7 +380,7 @@ async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
     file.replicas = args.replicas.or(file.replicas);
     file.partitions = args.partitions.or(file.partitions);
     file.initial_members = args.initial_members.or(file.initial_members);
-    file.shards = args.shards.or(file.shards);
+    file.shards = args.shards.map(usize::from).or(file.shards);
     if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
         file.tls = Some(TlsPaths {
             ca,

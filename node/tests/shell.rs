@@ -274,7 +274,8 @@ NAME  ID  HTTP  QUIC  STATUS  GENERATION  LIVENESS  OWNS
 node1*  <id>  <addr>  <addr>  up  <generation>  up  <pct>
 node2  <id>  <addr>  <addr>  up  <generation>  up  <pct>
 node3  <id>  <addr>  <addr>  up  <generation>  up  <pct>
-(* = the node answering: node1. STATUS is what each member published: joining, up, leaving or left; LIVENESS is what node1's failure detector sees: up, down or unknown)
+(* = the node answering: node1. STATUS: what each member published,
+ joining, up, leaving or left; LIVENESS: what node1's failure detector sees)
 ring version 1, hash <hash>, N=3, 256 partitions
 NAME  ID  ZONE  WEIGHT  OWNER OF  OWNS  PRIMARY OF  EFFECTIVE
 node1  <id>  -  100  <n>  <pct>  <n>  <pct>
@@ -698,4 +699,19 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
         started.elapsed() < Duration::from_secs(20),
         "the 30 s run ran"
     );
+}
+
+/// `--shards` outside 1..=256, or not a number, is a usage error (exit 2)
+/// that names the flag, before anything starts.
+#[test]
+fn node_start_refuses_a_shard_count_out_of_range_as_usage() {
+    for value in ["0", "257", "two"] {
+        let output = chorus(&["node", "start", "--shards", value], None);
+        assert_eq!(output.status.code(), Some(2), "--shards {value}");
+        let text = stderr(&output);
+        assert!(
+            text.contains(&format!("invalid value '{value}' for '--shards")),
+            "{text}"
+        );
+    }
 }

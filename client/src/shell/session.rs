@@ -616,9 +616,8 @@ pub fn status_table(status: &ClusterStatus, ring: Option<&RingStatus>) -> String
     }
     let mut text = table(&rows);
     text.push_str(&format!(
-        "(* = the node answering: {name}. STATUS is what each member published: \
-         joining, up, leaving or left; LIVENESS is what {name}'s failure detector \
-         sees: up, down or unknown)\n",
+        "(* = the node answering: {name}. STATUS: what each member published,\n \
+         joining, up, leaving or left; LIVENESS: what {name}'s failure detector sees)\n",
         name = status.node_name
     ));
     text
