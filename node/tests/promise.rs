@@ -77,13 +77,35 @@ impl Cluster {
             http: reqwest::Client::new(),
             _dir: dir,
         };
+        // Ready means a node sees one live peer; the reads here ask every
+        // replica (`r=all`), so wait until every node sees all three up.
         for _ in 0..600 {
-            if cluster.nodes.iter().all(|n| n.handle.is_ready()) {
+            if cluster.nodes.iter().all(|n| n.handle.is_ready()) && cluster.all_up().await {
                 return cluster;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("the cluster did not form within 60 s");
+    }
+
+    /// Whether every node sees every member up.
+    async fn all_up(&self) -> bool {
+        for node in &self.nodes {
+            let client = chorus_client::Client::http(&format!("http://{}", node.http_addr))
+                .expect("a client");
+            let Ok(status) = client.status().await else {
+                return false;
+            };
+            let settled = status.members.len() == self.nodes.len()
+                && status
+                    .members
+                    .iter()
+                    .all(|m| m.status == "up" && m.liveness == "up");
+            if !settled {
+                return false;
+            }
+        }
+        true
     }
 
     fn url(&self, node: usize, bucket: &str, key: &str, query: &str) -> String {
