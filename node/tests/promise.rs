@@ -13,12 +13,12 @@
 // Tests of a real cluster: they bind ports, wait and read the clock.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use chorus_node::api::Service as _;
 use chorus_node::engine::EngineConfig;
 use chorus_node::http::{ProblemBody, SiblingsBody};
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
@@ -79,33 +79,8 @@ impl Cluster {
         };
         // Ready means a node sees one live peer; the reads here ask every
         // replica (`r=all`), so wait until every node sees all three up.
-        for _ in 0..600 {
-            if cluster.nodes.iter().all(|n| n.handle.is_ready()) && cluster.all_up().await {
-                return cluster;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the cluster did not form within 60 s");
-    }
-
-    /// Whether every node sees every member up.
-    async fn all_up(&self) -> bool {
-        for node in &self.nodes {
-            let client = chorus_client::Client::http(&format!("http://{}", node.http_addr))
-                .expect("a client");
-            let Ok(status) = client.status().await else {
-                return false;
-            };
-            let settled = status.members.len() == self.nodes.len()
-                && status
-                    .members
-                    .iter()
-                    .all(|m| m.status == "up" && m.liveness == "up");
-            if !settled {
-                return false;
-            }
-        }
-        true
+        common::wait_until_all_up(&cluster.nodes).await;
+        cluster
     }
 
     fn url(&self, node: usize, bucket: &str, key: &str, query: &str) -> String {
