@@ -146,3 +146,24 @@ fn under_group_commit_a_flush_owes_the_sync_a_write_asked_for() {
     assert!(present(&store, b"synced"));
     assert!(present(&store, b"alongside"), "synced with the batch");
 }
+
+/// A store behind a pointer (`Arc`, `Box`, a reference) is the same store:
+/// its flush puts the waiting writes in the log, not a default that does
+/// nothing.
+#[test]
+fn a_store_behind_a_pointer_flushes_like_the_store_itself() {
+    fn flush_through(store: &impl Store) {
+        store.flush().unwrap();
+    }
+    let store = std::sync::Arc::new(MemoryStore::with_group_commit(StoreConfig::default()));
+    put(&store, b"arc", Durability::Buffered);
+    flush_through(&store);
+    assert_eq!(store.unflushed_writes(), 0, "flushed through Arc");
+    put(&store, b"ref", Durability::Buffered);
+    flush_through(&&*store);
+    assert_eq!(store.unflushed_writes(), 0, "flushed through a reference");
+    let boxed: Box<MemoryStore> = Box::new(MemoryStore::with_group_commit(StoreConfig::default()));
+    put(&boxed, b"box", Durability::Buffered);
+    flush_through(&boxed);
+    assert_eq!(boxed.unflushed_writes(), 0, "flushed through Box");
+}

@@ -516,6 +516,9 @@ macro_rules! forward_store {
         fn sync(&self) -> Result<(), StoreError> {
             (**self).sync()
         }
+        fn flush(&self) -> Result<(), StoreError> {
+            (**self).flush()
+        }
         fn add_hint(
             &self,
             target: Uuid,
