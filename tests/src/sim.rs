@@ -387,7 +387,7 @@ impl Sim {
         self.nodes[i]
             .engine
             .as_ref()
-            .map_or(0, |e| e.buggify().fired_total())
+            .map_or(0, |e| e.buggify_fired_total())
     }
 
     /// Delays every frame from node `from` to node `to` by `extra` on top

@@ -63,10 +63,10 @@ impl Shard {
             value: Some(value), ..
         }) = request
         {
-            if value.len() > cx.shared.config.max_value_bytes {
+            if value.len() > cx.parts.config.max_value_bytes {
                 return Err(RequestError::ValueTooLarge {
                     size: value.len(),
-                    max: cx.shared.config.max_value_bytes,
+                    max: cx.parts.config.max_value_bytes,
                 });
             }
         }
@@ -84,7 +84,7 @@ impl Shard {
         if let Some(conflict) = &cx.view.conflict {
             return Err(RequestError::Unavailable(conflict.to_string()));
         }
-        if let Some(failure) = &cx.shared.storage_failure {
+        if let Some(failure) = cx.parts.storage_failure() {
             return Err(RequestError::Unavailable(format!(
                 "the node's store failed: {failure}"
             )));

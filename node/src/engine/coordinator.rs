@@ -391,7 +391,7 @@ impl Shard {
             context: context.clone(),
             value,
             content_type,
-            lww: cx.shared.config.unsafe_controls.last_writer_wins,
+            lww: cx.parts.config.unsafe_controls.last_writer_wins,
         };
         let (object, dot) = match cx.apply_write(now, &key, write, durability) {
             Ok(applied) => applied,
@@ -427,7 +427,7 @@ impl Shard {
         let encoded = object.encode();
         let reply = WriteReply::Written {
             context: if cx
-                .shared
+                .parts
                 .config
                 .unsafe_controls
                 .whole_context_in_write_replies
@@ -579,7 +579,7 @@ impl Shard {
             return;
         }
         if self.background.bytes >= self.budget.max_background_bytes
-            || cx.shared.buggify.fires(Site::ReadRepairSkipped)
+            || cx.parts.buggify.fires(Site::ReadRepairSkipped)
         {
             // Read repair is opportunistic; a later read or a hint
             // brings the replica up to date.

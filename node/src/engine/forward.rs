@@ -233,7 +233,7 @@ impl Shard {
             || write
                 .value
                 .as_ref()
-                .is_some_and(|v| v.len() > cx.shared.config.max_value_bytes)
+                .is_some_and(|v| v.len() > cx.parts.config.max_value_bytes)
             || write
                 .content_type
                 .as_deref()

@@ -85,7 +85,7 @@ impl Hints {
 impl<S: Store> Engine<S> {
     /// Hints queued on this node, per target.
     pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
-        self.shared.store.hint_counts()
+        self.parts.store.hint_counts()
     }
 }
 
@@ -93,7 +93,7 @@ impl Shard {
     /// A hint round: for each target gossip reports up with no batch in
     /// flight, the next batch of its hints in this shard's partitions.
     pub(super) fn deliver_hints<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
-        let counts = match cx.shared.store.hint_counts() {
+        let counts = match cx.parts.store.hint_counts() {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list hints");
@@ -115,9 +115,9 @@ impl Shard {
             // the end: a hint that keeps failing never holds back the rest.
             let after = self.hints.cursor.get(&target).copied();
             let mut hints = match cx
-                .shared
+                .parts
                 .store
-                .hints(target, after, cx.shared.config.hint_batch)
+                .hints(target, after, cx.parts.config.hint_batch)
             {
                 Ok(hints) => hints,
                 Err(e) => {
@@ -127,9 +127,9 @@ impl Shard {
             };
             if hints.is_empty() && after.is_some() {
                 hints = match cx
-                    .shared
+                    .parts
                     .store
-                    .hints(target, None, cx.shared.config.hint_batch)
+                    .hints(target, None, cx.parts.config.hint_batch)
                 {
                     Ok(hints) => hints,
                     Err(e) => {
@@ -180,7 +180,7 @@ impl Shard {
                     sync: durable,
                     stands_in_for: None,
                 };
-                if cx.shared.buggify.fires(Site::HintSentTwice) {
+                if cx.parts.buggify.fires(Site::HintSentTwice) {
                     cx.send(target, message.clone());
                 }
                 cx.send(target, message);
@@ -233,7 +233,7 @@ impl Shard {
         // durable acknowledgement; otherwise it is offered again.
         if result.is_ok_and(|ack| ack.durable || !durable) {
             match cx
-                .shared
+                .parts
                 .store
                 .delete_hint(target, seq, Durability::Buffered)
             {
@@ -257,11 +257,7 @@ impl Shard {
         durability: Durability,
     ) -> Result<(), StoreError> {
         let keyref = KeyRef::new(PartitionId(key.partition), &key.bucket, &key.key);
-        if let Err(e) = cx
-            .shared
-            .store
-            .add_hint(primary, keyref, object, durability)
-        {
+        if let Err(e) = cx.parts.store.add_hint(primary, keyref, object, durability) {
             self.stats.hints_dropped += 1;
             tracing::warn!(%primary, error = %e, "could not queue a hint");
             return Err(e);
@@ -292,7 +288,7 @@ impl Shard {
             }
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);
             match cx
-                .shared
+                .parts
                 .store
                 .add_hint(primary, keyref, object, Durability::from_sync(sync))
             {

@@ -73,7 +73,7 @@ impl<S: Store> Engine<S> {
         while let Some(effect) = self.gossip.poll_effect() {
             match effect {
                 GossipEffect::Send { to, envelope } => {
-                    if self.shared.buggify.fires(Site::GossipFrameDropped) {
+                    if self.parts.buggify.fires(Site::GossipFrameDropped) {
                         continue;
                     }
                     let bytes = match envelope.encode(self.gossip.config().max_message_bytes) {
@@ -99,7 +99,7 @@ impl<S: Store> Engine<S> {
                             }
                         }
                     };
-                    self.shared.effects.push_back(effect);
+                    self.parts.effects.push_back(effect);
                 }
                 GossipEffect::Notify(notification) => self.on_notification(now, notification),
             }
@@ -122,7 +122,7 @@ impl<S: Store> Engine<S> {
         let held = held.0;
         // Checked once per directory generation.
         self.directory_generation = held;
-        if let Err(e) = self.shared.begin_epoch(&format!(
+        if let Err(e) = self.parts.begin_epoch(&format!(
             "peers held generation {held} of this node, a run its data directory does not know: it was restored or copied"
         )) {
             tracing::error!(error = %e, "could not begin a new epoch");
@@ -233,7 +233,7 @@ impl<S: Store> Engine<S> {
             if mine.is_none_or(|m| better(claim, m)) {
                 if !self.ring_fetch_in_flight {
                     self.ring_fetch_in_flight = true;
-                    self.ring_fetch_due = Some(self.shared.deadline(now, RETRY_AFTER));
+                    self.ring_fetch_due = Some(self.parts.deadline(now, RETRY_AFTER));
                     self.send(
                         holder,
                         Message::RingFetch {
@@ -271,13 +271,13 @@ impl<S: Store> Engine<S> {
         let candidates = self.candidate_members();
         match self.ring.as_deref() {
             None => {
-                if candidates.len() < self.shared.config.initial_members {
+                if candidates.len() < self.parts.config.initial_members {
                     return;
                 }
                 match Ring::initial(
                     &candidates,
-                    self.shared.config.partitions,
-                    self.shared.config.replicas,
+                    self.parts.config.partitions,
+                    self.parts.config.replicas,
                 ) {
                     Ok(ring) => {
                         tracing::info!(members = candidates.len(), "built the first ring");
@@ -324,8 +324,8 @@ impl<S: Store> Engine<S> {
     pub(super) fn candidate_members(&self) -> Vec<Member> {
         let mut members = vec![Member::new(
             self.id,
-            self.shared.config.zone.clone(),
-            self.shared.config.weight,
+            self.parts.config.zone.clone(),
+            self.parts.config.weight,
         )];
         for member in self.gossip.members() {
             if member.id == self.id || member.left || member.liveness != Liveness::Up {
@@ -336,7 +336,7 @@ impl<S: Store> Engine<S> {
                 _ => continue,
             }
             let zone = member.state.zone().unwrap_or_default().to_string();
-            members.push(Member::new(member.id, zone, self.shared.config.weight));
+            members.push(Member::new(member.id, zone, self.parts.config.weight));
         }
         members.sort_by_key(|m| m.id);
         members
@@ -370,7 +370,7 @@ impl<S: Store> Engine<S> {
         if self.holds_data {
             return;
         }
-        if let Err(e) = self.shared.persist_holds_data() {
+        if let Err(e) = self.parts.persist_holds_data() {
             tracing::warn!(error = %e, "could not persist the holds-data flag");
         }
         self.holds_data = true;
@@ -498,14 +498,14 @@ impl<S: Store> Engine<S> {
         current
             .partitions_of(self.id)
             .filter(|&p| !next.primaries(p).contains(&self.id))
-            .find(|&p| self.shared.holds_data_in(p))
+            .find(|&p| self.parts.holds_data_in(p))
     }
 
     /// Adopts a fetched ring if it is newer than the one held and moves no
     /// partition away from data this node holds.
     pub(super) fn offer_ring(&mut self, ring: Ring) {
-        if ring.partitions().count() != self.shared.config.partitions
-            || ring.replicas() != self.shared.config.replicas
+        if ring.partitions().count() != self.parts.config.partitions
+            || ring.replicas() != self.parts.config.replicas
         {
             tracing::warn!(
                 partitions = ring.partitions().count(),
@@ -546,7 +546,7 @@ impl<S: Store> Engine<S> {
 
     pub(super) fn install_ring(&mut self, ring: Ring, persist: bool) {
         if persist {
-            if let Err(e) = self.shared.persist_ring(&ring) {
+            if let Err(e) = self.parts.persist_ring(&ring) {
                 tracing::error!(error = %e, "could not persist the ring; not adopting it");
                 return;
             }
@@ -620,7 +620,7 @@ impl<S: Store> Engine<S> {
             %addr,
             "peers hold a newer incarnation of this node (its data directory was restored or copied); running on above it"
         );
-        let next = match self.shared.persist_generation(generation.saturating_add(1)) {
+        let next = match self.parts.persist_generation(generation.saturating_add(1)) {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "could not persist a higher generation");
@@ -628,13 +628,13 @@ impl<S: Store> Engine<S> {
             }
         };
         if let Err(e) = self
-            .shared
+            .parts
             .begin_epoch("the data directory is older than what peers hold of this node")
         {
             tracing::error!(error = %e, "could not begin a new epoch");
             return;
         }
-        if let Err(e) = self.shared.mark_running(next) {
+        if let Err(e) = self.parts.mark_running(next) {
             tracing::warn!(error = %e, "could not update the running marker");
         }
         self.generation = next;
@@ -677,7 +677,7 @@ impl<S: Store> Engine<S> {
     pub(super) fn reset_connection(&mut self, now: Now, node: Uuid) {
         if let Some(addr) = self.address_of(node) {
             tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
-            self.shared
+            self.parts
                 .effects
                 .push_back(Effect::ResetConnection { addr });
         }

@@ -76,8 +76,7 @@
 //!
 //! # Membership, shards and the seam between them
 //!
-//! An engine is membership, a set of shards, the parts they share, and a
-//! router.
+//! An engine is membership, a set of shards, and a router.
 //!
 //! * **Membership** owns the gossiper, the ring, the address book, peer
 //!   generations, the claimant and ring fetch. It publishes a read-only
@@ -93,8 +92,15 @@
 //!   budgets (`max_pending_requests`, `max_background_*`, `max_queued_*`),
 //!   and its counters. The request side reads membership only through
 //!   `&ClusterView`, never the gossiper or the ring.
-//! * **Shared**: the store, the clock, the seeded generator, the fault
-//!   sites and the effect queue.
+//! * **Parts** (`Parts`): what each of them — membership, and every shard
+//!   — works with. Its own: a copy of the configuration, a generator
+//!   seeded from the node's seed, fault sites, an effect queue and
+//!   counters. Shared by handle: the store, the clock (behind a lock, which
+//!   also orders the persisting of its ceiling), whether this start's
+//!   actors are fresh, and a storage failure. So no two owners touch the
+//!   same state except through those handles, which is what lets a shard
+//!   run on a thread of its own. [`Engine::poll_effect`] hands out
+//!   membership's effects, then each shard's in index order.
 //!
 //! The router hands each input to whoever it concerns. A client request,
 //! a replica's `Store` or `Read` and a forwarded write go to the shard of
@@ -112,15 +118,13 @@
 //! holds data), and the router acts on it after the call; what membership
 //! learns that the shards must act on (a node convicted or restarted, a
 //! node up whose hints may go) the router passes to every shard
-//! (`fail_requests_to`, `resend_to_restarted`, `hint_round_now`). The
-//! shards still run on the engine's one thread; a thread per shard is a
-//! later step.
+//! (`fail_requests_to`, `resend_to_restarted`, `hint_round_now`).
 //!
 //! # Map
 //!
 //! This file holds the public types and the router: the inputs, which hand
 //! each event to membership or to a shard and act on what they report, and
-//! the parts shared between them. The rest, each in its own file:
+//! `Parts`. The rest, each in its own file:
 //!
 //! * `view` — `ClusterView`, the seam, and `Facts`, what the request side
 //!   reports back;
@@ -165,7 +169,8 @@ mod vnode;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use chorus_gossip::{
@@ -530,35 +535,51 @@ pub struct Engine<S> {
     reply_route: Option<(Uuid, SocketAddr)>,
     // ----- the request side -----
     /// Partition `p` belongs to `shards[p % shards.len()]`.
-    shards: Vec<Shard>,
-    // ----- shared -----
-    shared: Shared<S>,
+    shards: Vec<ShardSlot<S>>,
+    /// Membership's own parts.
+    parts: Parts<S>,
 }
 
-/// What membership and the shards share: the configuration, the store
-/// (reached through `vnode.rs` and `hints.rs` only), the clock, the seeded
-/// generator, the fault sites and the effect queue.
+/// A shard and the parts it owns.
 #[derive(Debug)]
-struct Shared<S> {
+struct ShardSlot<S> {
+    shard: Shard,
+    parts: Parts<S>,
+}
+
+/// What one owner — membership, or one shard — works with: handles to
+/// what the whole node shares (the store, the clock, the epoch flag, the
+/// storage failure), and its own configuration copy, seeded generator,
+/// fault sites, effect queue and counters. Nothing in it is reached by two
+/// owners except through the shared handles, so each shard can run on a
+/// thread of its own.
+#[derive(Debug)]
+struct Parts<S> {
     config: EngineConfig,
     partitions: Partitions,
-    store: S,
-    hlc: Hlc,
+    /// The node's store (reached through `vnode.rs` and `hints.rs` only).
+    store: Arc<S>,
+    /// The node's clock.
+    hlc: Arc<Mutex<Hlc>>,
+    /// This owner's generator, seeded from the node's seed.
     rng: ChaCha8Rng,
-    /// Fault sites, off outside simulation; their own generator.
+    /// This owner's fault sites, off outside simulation; their own
+    /// generator.
     buggify: Buggify,
+    /// This owner's effects, in the order it emitted them.
     effects: VecDeque<Effect>,
     /// This start's actors are known to be fresh: a new epoch began, or a
     /// peer confirmed that no newer incarnation of this node exists.
-    epoch_safe: bool,
+    /// Node-wide.
+    epoch_safe: Arc<AtomicBool>,
     /// Set when the store could not flush its writes: nothing is
-    /// acknowledged from then on.
-    storage_failure: Option<String>,
-    /// Counters of the node as a whole (frames, the local replica).
+    /// acknowledged from then on. Node-wide.
+    storage_failure: Arc<OnceLock<String>>,
+    /// This owner's counters (frames, the local replica).
     stats: EngineStats,
 }
 
-impl<S> Shared<S> {
+impl<S> Parts<S> {
     /// Sends `message` to `to` at the address `view` gives for it.
     pub(super) fn send(&mut self, view: &ClusterView, to: Uuid, message: Message) {
         let Some(addr) = view.address_of(to) else {
@@ -576,6 +597,42 @@ impl<S> Shared<S> {
             after
         };
         now.mono + after
+    }
+
+    /// The node's clock, locked for one reading.
+    pub(super) fn hlc(&self) -> MutexGuard<'_, Hlc> {
+        // A panic elsewhere cannot leave the clock half-updated: each of
+        // its methods either updates it or does not.
+        self.hlc.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether this start's actors are known to be fresh (node-wide).
+    pub(super) fn epoch_safe(&self) -> bool {
+        self.epoch_safe.load(Ordering::Acquire)
+    }
+
+    /// Why the store could not flush its writes, if it could not
+    /// (node-wide).
+    pub(super) fn storage_failure(&self) -> Option<&str> {
+        self.storage_failure.get().map(String::as_str)
+    }
+
+    /// Parts for another owner: the same store, clock, epoch flag and
+    /// storage failure, a copy of the configuration, and a generator and
+    /// fault sites of its own seeded by `seed`.
+    fn for_owner(&self, seed: u64) -> Parts<S> {
+        Parts {
+            config: self.config.clone(),
+            partitions: self.partitions,
+            store: Arc::clone(&self.store),
+            hlc: Arc::clone(&self.hlc),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            buggify: Buggify::new(seed, self.buggify.is_enabled()),
+            effects: VecDeque::new(),
+            epoch_safe: Arc::clone(&self.epoch_safe),
+            storage_failure: Arc::clone(&self.storage_failure),
+            stats: EngineStats::default(),
+        }
     }
 }
 
@@ -637,8 +694,26 @@ impl<S: Store> Engine<S> {
         // A node that has never minted a dot, or that just began a new
         // epoch, cannot repeat one; a lone node has no peer to ask.
         let epoch_safe = unclean || previous == 0 || config.gossip.seeds.is_empty();
-        let shards = (0..config.shards)
-            .map(|index| Shard::new(index, config.shards, &config, generation, now))
+        let shard_seeds: Vec<u64> = (0..config.shards).map(|_| rng.random()).collect();
+        let parts = Parts {
+            partitions,
+            store: Arc::new(store),
+            hlc: Arc::new(Mutex::new(hlc)),
+            rng,
+            buggify: Buggify::new(seed, config.buggify),
+            effects: VecDeque::new(),
+            epoch_safe: Arc::new(AtomicBool::new(epoch_safe)),
+            storage_failure: Arc::new(OnceLock::new()),
+            stats: EngineStats::default(),
+            config,
+        };
+        let shards = shard_seeds
+            .into_iter()
+            .enumerate()
+            .map(|(index, seed)| ShardSlot {
+                shard: Shard::new(index, parts.config.shards, &parts.config, generation, now),
+                parts: parts.for_owner(seed),
+            })
             .collect();
         let mut engine = Engine {
             id,
@@ -661,18 +736,7 @@ impl<S: Store> Engine<S> {
             superseded_by: None,
             reply_route: None,
             shards,
-            shared: Shared {
-                partitions,
-                store,
-                hlc,
-                rng,
-                buggify: Buggify::new(seed, config.buggify),
-                effects: VecDeque::new(),
-                epoch_safe,
-                storage_failure: None,
-                stats: EngineStats::default(),
-                config,
-            },
+            parts,
         };
         if holds_data {
             engine.mark_holds_data();
@@ -682,7 +746,7 @@ impl<S: Store> Engine<S> {
         }
         engine.refresh_view();
         engine.handle_tick(now);
-        engine.shared.flush_writes()?;
+        engine.parts.flush_writes()?;
         Ok(engine)
     }
 
@@ -694,12 +758,19 @@ impl<S: Store> Engine<S> {
     /// Turns the [BUGGIFY](crate::buggify) fault sites on or off (the
     /// simulator's switch; see [`EngineConfig::buggify`]).
     pub fn set_buggify(&mut self, on: bool) {
-        self.shared.buggify.set_enabled(on);
+        self.parts.buggify.set_enabled(on);
+        for slot in &mut self.shards {
+            slot.parts.buggify.set_enabled(on);
+        }
     }
 
-    /// The fault sites and how often each fired.
-    pub fn buggify(&self) -> &Buggify {
-        &self.shared.buggify
+    /// How often the fault sites fired, membership's and every shard's.
+    pub fn buggify_fired_total(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|slot| slot.parts.buggify.fired_total())
+            .sum::<u64>()
+            + self.parts.buggify.fired_total()
     }
 
     /// This start's generation.
@@ -714,7 +785,7 @@ impl<S: Store> Engine<S> {
 
     /// The store this node runs on.
     pub fn store(&self) -> &S {
-        &self.shared.store
+        &self.parts.store
     }
 
     /// How many shards the node runs ([`EngineConfig::shards`]).
@@ -727,7 +798,9 @@ impl<S: Store> Engine<S> {
     /// not a clean stop: the next start begins a new epoch unless
     /// [`Engine::stop`] was called first.
     pub fn into_store(self) -> S {
-        self.shared.store
+        let Engine { parts, shards, .. } = self;
+        drop(shards);
+        Arc::into_inner(parts.store).expect("only the engine's owners hold the store")
     }
 
     /// Stops cleanly: syncs the store, then removes the running marker so
@@ -735,7 +808,7 @@ impl<S: Store> Engine<S> {
     /// driven afterwards. On error the marker stays (the next start begins a
     /// new epoch, which is always safe).
     pub fn stop(&mut self) -> Result<(), StoreError> {
-        self.shared.stop()
+        self.parts.stop()
     }
 
     /// Whether the node can serve client requests: it holds a ring and
@@ -747,8 +820,8 @@ impl<S: Store> Engine<S> {
     pub fn is_ready(&self) -> bool {
         self.ring_agreed()
             && self.conflict.is_none()
-            && self.shared.storage_failure.is_none()
-            && (self.shared.config.initial_members <= 1
+            && self.parts.storage_failure().is_none()
+            && (self.parts.config.initial_members <= 1
                 || self
                     .gossip
                     .members()
@@ -767,16 +840,17 @@ impl<S: Store> Engine<S> {
     /// acknowledged may not be in the log); the runtime should stop the
     /// node with this error.
     pub fn storage_failure(&self) -> Option<&str> {
-        self.shared.storage_failure.as_deref()
+        self.parts.storage_failure()
     }
 
     /// The node's counters and gauges: its own, and every shard's summed.
     pub fn stats(&self) -> EngineStats {
-        let mut stats = self.shared.stats;
+        let mut stats = self.parts.stats;
         // A ring fetch in flight counts as a request.
         stats.pending_requests += usize::from(self.ring_fetch_due.is_some());
-        for shard in &self.shards {
-            stats.add(&shard.stats());
+        for slot in &self.shards {
+            stats.add(&slot.parts.stats);
+            stats.add(&slot.shard.stats());
         }
         stats
     }
@@ -787,8 +861,8 @@ impl<S: Store> Engine<S> {
         if let Some(due) = self.ring_fetch_due {
             next = next.min(due);
         }
-        for shard in &self.shards {
-            next = next.min(shard.next_wakeup());
+        for slot in &self.shards {
+            next = next.min(slot.shard.next_wakeup());
         }
         next
     }
@@ -800,18 +874,18 @@ impl<S: Store> Engine<S> {
     /// reply or message that depends on a write goes out before the write
     /// is in the log (and fsynced, if it asked for `sync`). A batch of
     /// inputs handled before the effects are polled shares one flush.
+    ///
+    /// Membership's effects come first, then each shard's in index order;
+    /// each owner's in the order it emitted them.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        let shared = &mut self.shared;
-        if shared.effects.is_empty() || shared.storage_failure.is_some() {
-            return None;
+        let owners =
+            std::iter::once(&mut self.parts).chain(self.shards.iter_mut().map(|s| &mut s.parts));
+        for parts in owners {
+            if let Some(effect) = parts.poll_effect() {
+                return Some(effect);
+            }
         }
-        if let Err(e) = shared.flush_writes() {
-            tracing::error!(error = %e, "the store could not flush its writes; the node acknowledges nothing more");
-            shared.storage_failure = Some(e.to_string());
-            shared.effects.clear();
-            return None;
-        }
-        shared.effects.pop_front()
+        None
     }
 
     /// `message` in a frame from this node, at its current generation,
@@ -834,7 +908,7 @@ impl<S: Store> Engine<S> {
             self.ring_fetch_in_flight = false;
         }
         if now.mono >= self.next_ring_check {
-            self.next_ring_check = now.mono + self.shared.config.ring_interval;
+            self.next_ring_check = now.mono + self.parts.config.ring_interval;
             self.check_ring(now);
         }
         for index in 0..self.shards.len() {
@@ -853,13 +927,13 @@ impl<S: Store> Engine<S> {
         source: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), WireError> {
-        match Frame::decode(bytes, self.shared.config.max_frame_bytes) {
+        match Frame::decode(bytes, self.parts.config.max_frame_bytes) {
             Ok(frame) => {
                 self.handle_message(now, source, frame);
                 Ok(())
             }
             Err(e) => {
-                self.shared.stats.frames_refused += 1;
+                self.parts.stats.frames_refused += 1;
                 Err(e)
             }
         }
@@ -879,7 +953,7 @@ impl<S: Store> Engine<S> {
             self.remember_source(from, source);
             if !self.learn_generation(now, from, frame.generation) && frame.message.is_data_plane()
             {
-                self.shared.stats.frames_stale += 1;
+                self.parts.stats.frames_stale += 1;
                 tracing::debug!(%from, generation = frame.generation, "dropped a frame from an older incarnation");
                 return;
             }
@@ -897,7 +971,7 @@ impl<S: Store> Engine<S> {
             Message::RingFetch { version } => {
                 if let Some(ring) = self.ring.as_deref() {
                     if ring.version() >= *version
-                        && !self.shared.buggify.fires(Site::RingPushDropped)
+                        && !self.parts.buggify.fires(Site::RingPushDropped)
                     {
                         let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
                         self.send(from, Message::RingPush { ring: bytes });
@@ -945,7 +1019,7 @@ impl<S: Store> Engine<S> {
     /// nothing: their loss is what a lossy network does. The failure goes
     /// to the shard whose request the frame carries.
     pub fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]) {
-        self.shared.stats.send_failures += 1;
+        self.parts.stats.send_failures += 1;
         // A frame this node encoded; it may exceed the frame limit, which
         // is one reason it could not be sent.
         let frame = match Frame::decode(payload, usize::MAX) {
@@ -998,7 +1072,7 @@ impl<S: Store> Engine<S> {
 
     /// The shard of the partition `bucket` and `key` hash to.
     fn shard_of_key(&self, bucket: &[u8], key: &[u8]) -> usize {
-        self.shard_of_partition(self.shared.partitions.of_key(bucket, key))
+        self.shard_of_partition(self.parts.partitions.of_key(bucket, key))
     }
 
     fn shard_of_partition(&self, partition: PartitionId) -> usize {
@@ -1019,13 +1093,14 @@ impl<S: Store> Engine<S> {
         now: Now,
         handle: impl FnOnce(&mut Shard, &mut Cx<'_, S>) -> R,
     ) -> R {
+        let slot = &mut self.shards[index];
         let mut cx = Cx {
             view: &self.view,
-            shared: &mut self.shared,
+            parts: &mut slot.parts,
             now,
             facts: Facts::default(),
         };
-        let result = handle(&mut self.shards[index], &mut cx);
+        let result = handle(&mut slot.shard, &mut cx);
         let facts = cx.facts;
         self.act_on(facts);
         result
@@ -1057,15 +1132,15 @@ impl<S: Store> Engine<S> {
 
     /// Every shard offers hints at the next tick.
     pub(super) fn hint_round_now(&mut self, now: Now) {
-        for shard in &mut self.shards {
-            shard.hint_round_now(now);
+        for slot in &mut self.shards {
+            slot.shard.hint_round_now(now);
         }
     }
 
     // ----- output -----
 
     pub(super) fn send(&mut self, to: Uuid, message: Message) {
-        self.shared.send(&self.view, to, message);
+        self.parts.send(&self.view, to, message);
     }
 }
 

@@ -13,7 +13,7 @@
 //! crosses shards.
 //!
 //! A shard reads the cluster only through the [`ClusterView`] membership
-//! publishes, and reaches the node's shared parts — the store (through
+//! publishes, and reaches its parts — the store (through
 //! `vnode.rs` and `hints.rs`), the clock, the effect queue, the seeded
 //! generator, the fault sites — through a [`Cx`] the router hands it for
 //! one input. What it learns that membership must know it reports in
@@ -33,7 +33,7 @@ use super::forward::{ForwardedRequest, SeenForwards};
 use super::hints::Hints;
 use super::requests::{Background, Deadlines, RequestId, Requests};
 use super::view::{ClusterView, Facts};
-use super::{ClientId, ClientReply, ClientRequest, Effect, EngineConfig, EngineStats, Now, Shared};
+use super::{ClientId, ClientReply, ClientRequest, Effect, EngineConfig, EngineStats, Now, Parts};
 use crate::api::{ReadRequest, RequestError};
 use crate::buggify::Site;
 use crate::core::ReplicaError;
@@ -75,11 +75,11 @@ impl Budget {
 }
 
 /// What a shard reaches for one input: the cluster as membership sees it,
-/// the node's shared parts, the input's time, and the facts it reports
+/// the shard's parts, the input's time, and the facts it reports
 /// back to the router.
 pub(super) struct Cx<'a, S> {
     pub(super) view: &'a ClusterView,
-    pub(super) shared: &'a mut Shared<S>,
+    pub(super) parts: &'a mut Parts<S>,
     pub(super) now: Now,
     pub(super) facts: Facts,
 }
@@ -92,18 +92,18 @@ impl<S: Store> Cx<'_, S> {
 
     /// Sends `message` to `to` at the address the view gives for it.
     pub(super) fn send(&mut self, to: Uuid, message: Message) {
-        self.shared.send(self.view, to, message);
+        self.parts.send(self.view, to, message);
     }
 
     pub(super) fn reply(&mut self, client: ClientId, result: Result<ClientReply, RequestError>) {
-        self.shared
+        self.parts
             .effects
             .push_back(Effect::Reply { client, result });
     }
 
     /// When a request started now and given `after` is due.
     pub(super) fn deadline(&mut self, now: Now, after: Duration) -> Duration {
-        self.shared.deadline(now, after)
+        self.parts.deadline(now, after)
     }
 }
 
@@ -210,8 +210,8 @@ impl Shard {
         }
         self.expire_queued(cx, now);
         if now.mono >= self.next_hint_round {
-            self.next_hint_round = now.mono + cx.shared.config.hint_interval;
-            if !cx.shared.buggify.fires(Site::HintRoundSkipped) {
+            self.next_hint_round = now.mono + cx.parts.config.hint_interval;
+            if !cx.parts.buggify.fires(Site::HintRoundSkipped) {
                 self.deliver_hints(cx, now);
             }
         }
@@ -287,7 +287,7 @@ impl Shard {
             } => {
                 let result = cx.on_store(now, &key, &object, sync, stands_in_for);
                 let answered =
-                    request.filter(|_| !cx.shared.buggify.fires(Site::ReplicaReplyDropped));
+                    request.filter(|_| !cx.parts.buggify.fires(Site::ReplicaReplyDropped));
                 if let Some(request) = answered {
                     cx.send(
                         from,
@@ -308,7 +308,7 @@ impl Shard {
                 let result = cx
                     .read_local(&key)
                     .map(|o| serde_bytes::ByteBuf::from(o.encode()));
-                if !cx.shared.buggify.fires(Site::ReplicaReplyDropped) {
+                if !cx.parts.buggify.fires(Site::ReplicaReplyDropped) {
                     cx.send(
                         from,
                         Message::ReadReply {

@@ -60,7 +60,7 @@ impl<S: Store> Engine<S> {
             let state = self.gossip.local_state();
             members.push(MemberStatus {
                 id: self.id,
-                name: self.shared.config.name.clone(),
+                name: self.parts.config.name.clone(),
                 quic_addr: state.quic_addr(),
                 http_addr: state.http_addr(),
                 status: status_name(state.status().unwrap_or(Status::Joining)).to_string(),
@@ -74,7 +74,7 @@ impl<S: Store> Engine<S> {
         }
         ClusterStatus {
             node_id: self.id,
-            node_name: self.shared.config.name.clone(),
+            node_name: self.parts.config.name.clone(),
             ring_version: self.ring.as_deref().map(Ring::version),
             ring_hash: self.ring.as_deref().map(|r| format!("{:016x}", r.hash().0)),
             members,
@@ -191,7 +191,7 @@ impl<S: Store> Engine<S> {
         if id == self.id {
             let state = self.gossip.local_state();
             return (
-                self.shared.config.name.clone(),
+                self.parts.config.name.clone(),
                 state.quic_addr(),
                 state.http_addr(),
             );

@@ -411,7 +411,7 @@ fn malformed_frames_are_refused_and_counted() {
 /// A get in flight on `engine`, asking `peer` for `key`.
 fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
     let shard = engine.shard_of_partition(PartitionId(key.partition));
-    let shard = &mut engine.shards[shard];
+    let shard = &mut engine.shards[shard].shard;
     let request = shard.deadlines.next_id();
     let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
     let get = GetRequest::new(9, key.clone(), coordinator, 1, None);
@@ -552,7 +552,7 @@ fn a_message_from_an_older_generation_is_dropped() {
 fn request_ids_never_repeat_across_incarnations() {
     let mut first = engine(1, 1);
     let first_start = first.generation();
-    let a = first.shards[0].deadlines.next_id();
+    let a = first.shards[0].shard.deadlines.next_id();
     let store = first.into_store().restart();
     let mut second = Engine::start(
         EngineConfig {
@@ -570,7 +570,7 @@ fn request_ids_never_repeat_across_incarnations() {
     .expect("restarts");
     assert!(second.generation() > first_start);
     assert_eq!(first_generation(a), first_start & 0xFF_FFFF);
-    let b = second.shards[0].deadlines.next_id();
+    let b = second.shards[0].shard.deadlines.next_id();
     assert_ne!(a, b);
     assert_eq!(first_generation(b), second.generation() & 0xFF_FFFF);
 }
@@ -738,7 +738,7 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
     // The fallback's hint queue for that primary is full.
     let other = KeyRef::new(PartitionId(0), b"b", b"other");
     engines[fallback]
-        .shared
+        .parts
         .store
         .add_hint(down_id, other, &object_with("x"), Durability::Buffered)
         .expect("the one hint that fits");
@@ -794,7 +794,9 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
 #[test]
 fn hints_that_keep_failing_do_not_block_the_rest() {
     let (mut engines, mut t) = cluster(2);
-    engines[0].shared.config.hint_batch = 2;
+    for slot in &mut engines[0].shards {
+        slot.parts.config.hint_batch = 2;
+    }
     let target = engines[1].id();
     let partitions = Partitions::new(8).expect("valid");
     // Three hints the target refuses (filed under the wrong partition),
@@ -804,14 +806,14 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
         let wrong = PartitionId((partitions.of_key(b"b", key.as_bytes()).0 + 1) % 8);
         let keyref = KeyRef::new(wrong, b"b", key.as_bytes());
         engines[0]
-            .shared
+            .parts
             .store
             .add_hint(target, keyref, &object_with("x"), Durability::Buffered)
             .expect("queued");
     }
     let good = KeyRef::new(partitions.of_key(b"b", b"good"), b"b", b"good");
     engines[0]
-        .shared
+        .parts
         .store
         .add_hint(target, good, &object_with("g"), Durability::Buffered)
         .expect("queued");
@@ -912,7 +914,7 @@ fn background_work_over_budget_makes_client_requests_wait_not_fail() {
     let (mut engines, t) = cluster(3);
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     for engine in &mut engines {
-        engine.shards[0].budget.max_background_requests = 2;
+        engine.shards[0].shard.budget.max_background_requests = 2;
     }
     // Step 1: two puts at w=one are answered at once and keep
     // replicating in the background (their frames are held back).
@@ -1011,7 +1013,7 @@ fn a_forwarded_write_delivered_twice_is_coordinated_once() {
         .expect("a valid frame");
     assert_eq!(drain(&mut engines[coordinator]), vec![]);
     assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
-    let partition = engines[coordinator].shared.partitions.of_key(b"b", b"k");
+    let partition = engines[coordinator].parts.partitions.of_key(b"b", b"k");
     let stored = engines[coordinator]
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1069,7 +1071,7 @@ fn a_puts_content_type_is_stored_with_its_version_and_checked_at_admission() {
         ),
         "{replies:?}"
     );
-    let partition = engine.shared.partitions.of_key(b"b", b"k");
+    let partition = engine.parts.partitions.of_key(b"b", b"k");
     let stored = engine
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1101,7 +1103,7 @@ fn a_forwarded_write_carries_its_content_type() {
     let first = list.primaries()[0];
     let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
     let stored = |engine: &Engine<MemoryStore>| {
-        let partition = engine.shared.partitions.of_key(b"b", b"k");
+        let partition = engine.parts.partitions.of_key(b"b", b"k");
         engine
             .store()
             .get(KeyRef::new(partition, b"b", b"k"))
@@ -1178,7 +1180,7 @@ fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     let dead = 2;
     let dead_id = engines[dead].id();
-    engines[0].shards[0].budget.max_background_requests = 3;
+    engines[0].shards[0].shard.budget.max_background_requests = 3;
     // A put at w=quorum: node 1 acknowledges, node 2 never does (it is
     // dead), so the put stays in the background holding the budget. Two
     // puts at w=one whose frames are lost wait for both nodes 1 and 2, so
@@ -1342,7 +1344,7 @@ fn a_reply_reaches_only_the_shard_that_made_its_request() {
     let answers = answers_to(&mut engines, &addrs, 0, effects, t);
     assert_eq!(answers.len(), 2, "both peers answer");
     let in_flight = |engine: &Engine<MemoryStore>| -> Vec<usize> {
-        engine.shards.iter().map(|s| s.gets.len()).collect()
+        engine.shards.iter().map(|s| s.shard.gets.len()).collect()
     };
     assert_eq!(in_flight(&engines[0]), vec![0, 1]);
     // Step 1: the answers handed to shard 0, which did not ask: nothing.
@@ -1380,7 +1382,7 @@ fn each_shard_hands_out_ids_with_its_index() {
     let (mut engines, _) = cluster_of_shards(3, 3, StoreConfig::default(), 2);
     let generation = engines[0].generation();
     for index in 0..2 {
-        let id = engines[0].shards[index].deadlines.next_id();
+        let id = engines[0].shards[index].shard.deadlines.next_id();
         assert_eq!(super::requests::shard_of_request(id), index);
         assert_eq!(first_generation(id), generation & 0xFF_FFFF);
     }
@@ -1453,7 +1455,7 @@ fn puts_through_node_0(
 fn a_silent_replica_not_yet_convicted_does_not_hold_admission() {
     let (mut engines, t) = cluster(3);
     let silent = engines[2].id();
-    engines[0].shards[0].budget.max_background_requests = 4;
+    engines[0].shards[0].shard.budget.max_background_requests = 4;
     // Four puts at w=quorum: node 1 acknowledges each, node 2 says
     // nothing, so each stays in the background waiting for node 2.
     let answered = puts_through_node_0(&mut engines, t, 0..4, "quorum", &[1]);
@@ -1479,7 +1481,7 @@ fn a_silent_replica_not_yet_convicted_does_not_hold_admission() {
 #[test]
 fn background_work_shared_by_the_replicas_is_not_shed() {
     let (mut engines, t) = cluster(3);
-    engines[0].shards[0].budget.max_background_requests = 4;
+    engines[0].shards[0].shard.budget.max_background_requests = 4;
     // At w=one the coordinator's own copy answers each put, which then
     // waits for both other replicas.
     let answered = puts_through_node_0(&mut engines, t, 0..4, "one", &[]);

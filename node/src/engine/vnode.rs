@@ -14,10 +14,12 @@ use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
 use super::shard::Cx;
-use super::{EngineConfig, EngineError, Now, Shared};
+use super::{Effect, EngineConfig, EngineError, Now, Parts};
 use crate::api::RequestError;
 use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
 use crate::wire::{decode_object, WireKey};
+use std::sync::atomic::Ordering;
+use std::sync::PoisonError;
 
 /// Metadata name of the persisted ring.
 pub(super) const RING_META: &str = "ring";
@@ -43,36 +45,36 @@ impl<S: Store> Cx<'_, S> {
         let partition = self.checked_partition(key)?;
         let object = decode_object(object).map_err(|e| ReplicaError::Refused(e.to_string()))?;
         if let Some(timestamp) = object.latest_timestamp() {
-            self.shared
-                .hlc
+            self.parts
+                .hlc()
                 .observe(timestamp, now.wall_ms)
                 .map_err(|e| ReplicaError::Refused(e.to_string()))?;
-            self.shared
+            self.parts
                 .persist_clock()
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         }
         let durability = Durability::from_sync(sync);
         let keyref = KeyRef::new(partition, &key.bucket, &key.key);
         let changed = self
-            .shared
+            .parts
             .store
             .merge(keyref, &object, durability)
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         self.facts.wrote_data = true;
         if let Some(primary) = stands_in_for.filter(|&p| p != self.view.id) {
             if let Err(e) = self
-                .shared
+                .parts
                 .store
                 .add_hint(primary, keyref, &object, durability)
             {
-                self.shared.stats.hints_dropped += 1;
+                self.parts.stats.hints_dropped += 1;
                 return Err(ReplicaError::Storage(e.to_string()));
             }
         } else if sync && !changed {
             // The replica already had every version (perhaps from a read
             // repair written without sync): a durable acknowledgement still
             // means the state holding them is on disk.
-            self.shared
+            self.parts
                 .store
                 .sync()
                 .map_err(|e| ReplicaError::Storage(e.to_string()))?;
@@ -94,12 +96,12 @@ impl<S: Store> Cx<'_, S> {
         let actor = self
             .actor(partition)
             .map_err(|e| RequestError::Internal(e.to_string()))?;
-        let timestamp = self.shared.hlc.now(now.wall_ms);
-        self.shared
+        let timestamp = self.parts.hlc().now(now.wall_ms);
+        self.parts
             .persist_clock()
             .map_err(|e| RequestError::Internal(e.to_string()))?;
-        let bound = context_bound(timestamp, self.shared.config.hlc.max_drift);
-        let stored = self.shared.store.update(
+        let bound = context_bound(timestamp, self.parts.config.hlc.max_drift);
+        let stored = self.parts.store.update(
             KeyRef::new(partition, &key.bucket, &key.key),
             durability,
             |object| match coordinate_write(object, write, actor, timestamp, bound) {
@@ -120,11 +122,7 @@ impl<S: Store> Cx<'_, S> {
     pub(super) fn repair_local(&mut self, key: &WireKey, merged: &Object) {
         let partition = PartitionId(key.partition);
         let keyref = KeyRef::new(partition, &key.bucket, &key.key);
-        if let Err(e) = self
-            .shared
-            .store
-            .merge(keyref, merged, Durability::Buffered)
-        {
+        if let Err(e) = self.parts.store.merge(keyref, merged, Durability::Buffered) {
             tracing::warn!(error = %e, "local read repair failed");
         }
     }
@@ -132,7 +130,7 @@ impl<S: Store> Cx<'_, S> {
     pub(super) fn read_local(&mut self, key: &WireKey) -> Result<Object, ReplicaError> {
         let partition = self.checked_partition(key)?;
         match self
-            .shared
+            .parts
             .store
             .get(KeyRef::new(partition, &key.bucket, &key.key))
         {
@@ -145,7 +143,7 @@ impl<S: Store> Cx<'_, S> {
         if key.bucket.len() > MAX_BUCKET_LEN || key.key.len() > MAX_KEY_LEN {
             return Err(ReplicaError::Refused("bucket or key too long".into()));
         }
-        let partition = self.shared.partitions.of_key(&key.bucket, &key.key);
+        let partition = self.parts.partitions.of_key(&key.bucket, &key.key);
         if partition.0 != key.partition {
             return Err(ReplicaError::Refused(format!(
                 "key belongs to partition {}, not {}",
@@ -156,17 +154,17 @@ impl<S: Store> Cx<'_, S> {
     }
 
     pub(super) fn actor(&mut self, partition: PartitionId) -> Result<ActorId, StoreError> {
-        if !self.shared.epoch_safe && !self.view.self_confirmed {
+        if !self.parts.epoch_safe() && !self.view.self_confirmed {
             // No peer has yet said whether a newer incarnation of this node
             // exists (a restored data directory): mint under new actors.
-            self.shared
+            self.parts
                 .begin_epoch("a write arrived before any peer confirmed this node's generation")?;
         }
-        if let Some(actor) = self.shared.store.partition_actor(partition)? {
+        if let Some(actor) = self.parts.store.partition_actor(partition)? {
             return Ok(actor);
         }
-        let candidate = ActorId(self.shared.rng.random());
-        self.shared
+        let candidate = ActorId(self.parts.rng.random());
+        self.parts
             .store
             .ensure_partition_actor(partition, candidate)
     }
@@ -185,8 +183,8 @@ impl<S: Store> Cx<'_, S> {
         object: Object,
     ) -> Result<Object, ReplicaError> {
         let base =
-            Timestamp::new(now.wall_ms.min(Timestamp::MAX_WALL_MS), 0).max(self.shared.hlc.last());
-        let bound = context_bound(base, self.shared.config.hlc.max_drift);
+            Timestamp::new(now.wall_ms.min(Timestamp::MAX_WALL_MS), 0).max(self.parts.hlc().last());
+        let bound = context_bound(base, self.parts.config.hlc.max_drift);
         let counter = object.context().max_counter();
         let refused = if counter > bound.as_u64() {
             Some(format!(
@@ -196,11 +194,11 @@ impl<S: Store> Cx<'_, S> {
         } else {
             match object
                 .latest_timestamp()
-                .map(|t| self.shared.hlc.observe(t, now.wall_ms))
+                .map(|t| self.parts.hlc().observe(t, now.wall_ms))
             {
                 Some(Err(e)) => Some(e.to_string()),
                 Some(Ok(_)) => {
-                    if let Err(e) = self.shared.persist_clock() {
+                    if let Err(e) = self.parts.persist_clock() {
                         tracing::warn!(error = %e, "could not persist the clock ceiling");
                     }
                     None
@@ -211,7 +209,7 @@ impl<S: Store> Cx<'_, S> {
         match refused {
             None => Ok(object),
             Some(reason) => {
-                self.shared.stats.replies_from_the_future += 1;
+                self.parts.stats.replies_from_the_future += 1;
                 tracing::warn!(%from, %reason, "refused a read reply from a replica whose clock is ahead");
                 Err(ReplicaError::Refused(format!("clock ahead: {reason}")))
             }
@@ -221,7 +219,7 @@ impl<S: Store> Cx<'_, S> {
 
 /// The store's metadata, the clock's ceiling and the epochs, for
 /// membership and the shards alike.
-impl<S: Store> Shared<S> {
+impl<S: Store> Parts<S> {
     /// Whether this node holds data in `partition`; a store that cannot
     /// tell counts as holding some (refusing is the safe side).
     pub(super) fn holds_data_in(&self, partition: PartitionId) -> bool {
@@ -254,6 +252,22 @@ impl<S: Store> Shared<S> {
         self.store.flush()
     }
 
+    /// This owner's next effect, once the store's writes so far are in the
+    /// log ([`Parts::flush_writes`]). None once the store failed to flush,
+    /// anywhere in the node: what would follow may depend on a lost write.
+    pub(super) fn poll_effect(&mut self) -> Option<Effect> {
+        if self.effects.is_empty() || self.storage_failure().is_some() {
+            return None;
+        }
+        if let Err(e) = self.flush_writes() {
+            tracing::error!(error = %e, "the store could not flush its writes; the node acknowledges nothing more");
+            let _ = self.storage_failure.set(e.to_string());
+            self.effects.clear();
+            return None;
+        }
+        self.effects.pop_front()
+    }
+
     /// Stops cleanly: syncs the store, then removes the running marker so
     /// the next start keeps the partitions' actors. The engine must not be
     /// driven afterwards. On error the marker stays (the next start begins a
@@ -269,7 +283,7 @@ impl<S: Store> Shared<S> {
     /// dot, so nothing this node minted before can be minted again.
     pub(super) fn begin_epoch(&mut self, why: &str) -> Result<(), StoreError> {
         if self.config.unsafe_controls.keep_actors_after_unclean_stop {
-            self.epoch_safe = true;
+            self.epoch_safe.store(true, Ordering::Release);
             return Ok(());
         }
         tracing::warn!(
@@ -277,7 +291,7 @@ impl<S: Store> Shared<S> {
             "beginning a new epoch (new actor ids for every partition)"
         );
         self.store.clear_partition_actors()?;
-        self.epoch_safe = true;
+        self.epoch_safe.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -285,9 +299,12 @@ impl<S: Store> Shared<S> {
     /// stays pending (the next call tries again) and the caller must not
     /// use the timestamp it just drew.
     pub(super) fn persist_clock(&mut self) -> Result<(), StoreError> {
-        if let Some(ceiling) = self.hlc.ceiling_to_persist() {
+        // Under the clock's lock, so two owners never persist ceilings out
+        // of order.
+        let mut hlc = self.hlc.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ceiling) = hlc.ceiling_to_persist() {
             let stored = self.store.raise_hlc_ceiling(ceiling)?;
-            self.hlc.ceiling_persisted(stored);
+            hlc.ceiling_persisted(stored);
         }
         Ok(())
     }

@@ -198,7 +198,7 @@ fn stored_for_a_hint_deletes_it() {
     let target = engines[1].id();
     let object = object_with("h");
     engines[0]
-        .shared
+        .parts
         .store
         .add_hint(target, keyref(&key()), &object, Durability::Buffered)
         .expect("queued");
@@ -272,7 +272,7 @@ fn read_received_is_answered_with_the_local_copy() {
     drain(&mut engine);
     let object = object_with("v");
     engine
-        .shared
+        .parts
         .store
         .merge(keyref(&key()), &object, Durability::Buffered)
         .expect("stored");
@@ -308,7 +308,7 @@ fn read_reply_answers_the_client_once_r_replicas_have_answered() {
     let object = object_with("v");
     for engine in &mut engines {
         engine
-            .shared
+            .parts
             .store
             .merge(keyref(&key()), &object, Durability::Buffered)
             .expect("stored");
@@ -657,7 +657,10 @@ fn no_effect_leaves_before_the_writes_are_flushed() {
 fn forward_reply_carries_the_coordinators_error_as_the_client_gets_it() {
     let (mut engines, t) = cluster_with(4, 3, StoreConfig::default());
     let (outsider, coordinator) = outsider_and_coordinator(&engines);
-    engines[coordinator].shards[0].budget.max_pending_requests = 0;
+    engines[coordinator].shards[0]
+        .shard
+        .budget
+        .max_pending_requests = 0;
     engines[outsider].handle_client(now(t), 1, put("v"));
     let effects = drain(&mut engines[outsider]);
     let forwarded = request_of(&effects);
