@@ -146,9 +146,9 @@ impl Shared {
 
     /// The coordinator's local write of `value` (`None`: a tombstone).
     ///
-    /// A node draws the timestamp and writes on its one engine thread, so
-    /// the stored object never holds a dot of its actor later than the
-    /// clock. Here writes of one key run on several threads: the timestamp
+    /// A node draws the timestamp and writes a key on the one thread of
+    /// the key's shard, so the stored object never holds a dot of its actor
+    /// later than the clock. Here writes of one key run on several threads: the timestamp
     /// is drawn inside the read-modify-write, under the key's lock, for the
     /// same guarantee. A timestamp that crosses the persisted ceiling is
     /// not used: the write is retried after the ceiling is persisted

@@ -127,8 +127,8 @@ pub struct NodeFile {
     pub partitions: Option<u32>,
     pub initial_members: Option<usize>,
     /// Shards the engine splits the node's partitions between
-    /// ([`EngineConfig::shards`]); 1 when not given. They share the
-    /// engine's one thread.
+    /// ([`EngineConfig::shards`]), each on a thread of its own; one per
+    /// core ([`default_shards`]) when not given.
     pub shards: Option<usize>,
     pub tls: Option<TlsPaths>,
     #[serde(default)]
@@ -187,17 +187,25 @@ impl NodeFile {
                 config.initial_members, config.replicas
             )));
         }
-        if let Some(shards) = self.shards {
-            if shards == 0 || shards > 256 {
-                return Err(ConfigError::Invalid(format!(
-                    "shards ({shards}) must be between 1 and 256"
-                )));
-            }
-            config.shards = shards;
+        let shards = self.shards.unwrap_or_else(default_shards);
+        if shards == 0 || shards > 256 {
+            return Err(ConfigError::Invalid(format!(
+                "shards ({shards}) must be between 1 and 256"
+            )));
         }
+        config.shards = shards;
         config.gossip.seeds = self.seeds.clone();
         Ok(config)
     }
+}
+
+/// How many shards a node runs unless told: one per core the process may
+/// use ([`std::thread::available_parallelism`]; 1 when unknown), at most
+/// 256.
+pub fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(256)
 }
 
 #[cfg(test)]
@@ -210,7 +218,8 @@ mod tests {
         assert_eq!(file.engine_config().expect("valid").shards, 2);
         assert_eq!(
             NodeFile::default().engine_config().expect("valid").shards,
-            1
+            default_shards(),
+            "one per core unless told"
         );
         let file: NodeFile = toml::from_str("shards = 0").expect("parses");
         assert!(matches!(file.engine_config(), Err(ConfigError::Invalid(_))));

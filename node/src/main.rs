@@ -131,8 +131,7 @@ struct NodeStartArgs {
     #[arg(long)]
     initial_members: Option<usize>,
     /// Shards splitting the node's partitions, each with the request state
-    /// of its own: 1 to 256, default 1. They share the engine's one thread
-    /// for now, so more than one does not make a node faster yet.
+    /// of its own and a thread of its own: 1 to 256, default one per core.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     shards: Option<u16>,
     /// The cluster CA certificate (PEM).

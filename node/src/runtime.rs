@@ -3,16 +3,28 @@
 //!
 //! # Shape
 //!
-//! * The engine runs on a dedicated OS thread, the *engine thread*. It owns
-//!   the engine and with it the store, so every RocksDB call happens there
-//!   and never on tokio's async workers. The thread waits for the next
-//!   [`Event`] until the engine's next wakeup, feeds it in with the current
-//!   [`Now`] together with whatever else is already queued (at most
-//!   [`EVENT_BATCH`] events), and then carries out the effects: frames go
-//!   to the transport, replies to the waiting client. The store is opened
-//!   for group commit, and the engine flushes its log before the first
-//!   effect leaves, so the batch's writes share one log write (and one
-//!   fsync when any asked for `sync`).
+//! * The engine's shards are detached ([`Engine::detach_shards`]) and each
+//!   runs on an OS thread of its own, a *shard thread*
+//!   (`chorus-shard-<i>`); membership and the router run on the
+//!   *membership thread* (`chorus-membership`). Every RocksDB call happens
+//!   on these threads, never on tokio's async workers. Each thread waits
+//!   for its next event until its next wakeup, feeds it in with the
+//!   current [`Now`] together with whatever else is already queued (at
+//!   most [`EVENT_BATCH`] events), and then carries out the effects: frames
+//!   go to the transport, replies to the waiting client. The store is
+//!   opened for group commit, and each thread flushes the log before its
+//!   first effect leaves, so a batch's writes share one log write (and one
+//!   fsync when any asked for `sync`); a flush covers every thread's
+//!   writes made before it.
+//! * A client request goes straight to the thread of the shard that owns
+//!   its key ([`ShardMap`]). Peers' frames and send failures go to the
+//!   membership thread, which handles gossip and the ring exchange itself,
+//!   checks every data-plane frame (not from an older incarnation of its
+//!   sender) and passes it, with a changed view before it and a node
+//!   convicted or restarted, to the shard threads in the order it routed
+//!   them ([`Engine::poll_shard_input`]). A shard thread reports data it
+//!   wrote back to membership ([`Engine::handle_facts`]) and publishes its
+//!   counters for the node's metrics.
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
 //!   (at most [`PEER_SEND_QUEUE`] frames), writing whatever is queued in
@@ -37,21 +49,24 @@
 //!   connection, the peer refused it, too large — is reported to the engine
 //!   ([`Engine::handle_send_failed`]), which fails the replica for the
 //!   request it belongs to. No frame is dropped silently.
-//! * Client requests are bounded by the HTTP layer's concurrency limit
-//!   and, inside the engine, by its admission rules.
+//! * Client requests are bounded by the HTTP layer's concurrency limit,
+//!   by each shard thread's event queue (`EVENT_QUEUE` events; a full
+//!   one refuses as overloaded) and, inside the engine, by its admission
+//!   rules.
 //! * [`NodeHandle`] is the [`Service`] the HTTP layer calls: it queues a
 //!   request with a one-shot channel for the answer.
 //!
 //! Shutdown: the HTTP server stops accepting and finishes in-flight
-//! requests, the engine thread drains its queue, syncs the store and
-//! exits, and the QUIC endpoint closes.
+//! requests, the membership thread stops, tells the shard threads to
+//! stop and waits for them (each carries out what it holds), syncs the
+//! store and exits, and the QUIC endpoint closes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -64,15 +79,18 @@ use crate::api::{
     Service, WriteReply, WriteRequest, DEFAULT_MAX_CONCURRENT_REQUESTS,
 };
 use crate::engine::{
-    ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, IdentityConflict, Now,
+    ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, Facts, IdentityConflict,
+    Now, ShardInput, ShardMap, ShardWorker,
 };
 use crate::telemetry::{MembersByLiveness, NodeMetrics, PeerFrames};
 use crate::transport::tls::NodeIdentity;
 use crate::transport::{QuicTransport, TransportConfig, TransportError};
+use crate::wire::{Frame, Message};
 
-/// Most events waiting for the engine thread.
+/// Most events waiting for the membership thread, and for each shard
+/// thread.
 const EVENT_QUEUE: usize = 16_384;
-/// Most bytes of peers' frames waiting for the engine thread.
+/// Most bytes of peers' frames waiting for the membership thread.
 pub const EVENT_QUEUE_BYTES: usize = 64 << 20;
 /// Most frames waiting to be sent.
 const SEND_QUEUE: usize = 16_384;
@@ -87,13 +105,13 @@ const SEND_BATCH_FRAMES: usize = 64;
 const SEND_BATCH_BYTES: usize = 1 << 20;
 /// Most peer addresses with a sending task of their own.
 const MAX_PEER_SENDERS: usize = 4096;
-/// The most events the engine thread handles before it carries out their
+/// The most events a membership or shard thread handles before it carries out their
 /// effects (and flushes the store's log once for all of them).
 const EVENT_BATCH: usize = 64;
-/// How often the engine thread folds recent histogram samples into the
+/// How often the membership thread folds recent histogram samples into the
 /// node's metrics, so they stay bounded when nobody scrapes.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// How often, at most, the engine thread looks up the names of peers whose
+/// How often, at most, a thread looks up the names of peers whose
 /// frames it cannot label yet.
 const PEER_NAMES_REFRESH: Duration = Duration::from_secs(1);
 
@@ -203,7 +221,7 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
 }
 
-/// What the engine thread asks of the transport, in order.
+/// What the membership and shard threads ask of the transport, in order.
 #[derive(Debug)]
 enum Outgoing {
     /// A frame and the bytes it holds of the send budget.
@@ -212,17 +230,15 @@ enum Outgoing {
     Reset(SocketAddr),
 }
 
-/// What the engine thread is asked to do.
+/// What the membership thread is asked to do.
 #[derive(Debug)]
 enum Event {
     /// A peer's frame and the bytes it holds of the event budget.
     Frame(SocketAddr, Vec<u8>, Held),
     /// A frame the engine emitted could not be sent.
     SendFailed(SocketAddr, bytes::Bytes),
-    Client(
-        ClientRequest,
-        oneshot::Sender<Result<ClientReply, RequestError>>,
-    ),
+    /// What a shard thread reported for membership.
+    Facts(Facts),
     Status(oneshot::Sender<ClusterStatus>),
     Ring(oneshot::Sender<Option<RingStatus>>),
     Preflist {
@@ -233,6 +249,19 @@ enum Event {
     },
     Stats(oneshot::Sender<NodeStats>),
     Leave,
+    Shutdown,
+}
+
+/// What a shard thread is asked to do.
+#[derive(Debug)]
+enum ShardEvent {
+    /// A client request for a key of the shard's.
+    Client(
+        ClientRequest,
+        oneshot::Sender<Result<ClientReply, RequestError>>,
+    ),
+    /// What membership routed to the shard.
+    Input(ShardInput),
     Shutdown,
 }
 
@@ -251,7 +280,11 @@ pub struct NodeStats {
 /// The client side of a running node: implements [`Service`].
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
+    /// Membership's thread.
     events: SyncSender<Event>,
+    /// Each shard's thread, by index.
+    shards: Arc<[SyncSender<ShardEvent>]>,
+    shard_map: ShardMap,
     ready: Arc<AtomicBool>,
     max_value_bytes: usize,
     context_key: ContextKey,
@@ -286,14 +319,32 @@ impl NodeHandle {
     pub async fn stats(&self) -> Result<NodeStats, RequestError> {
         self.ask(Event::Stats).await
     }
+
+    /// Hands a client request to the thread of the shard that owns its key.
+    async fn ask_shard(&self, request: ClientRequest) -> Result<ClientReply, RequestError> {
+        let shard = &self.shards[self.shard_map.shard_of_request(&request)];
+        let (tx, rx) = oneshot::channel();
+        match shard.try_send(ShardEvent::Client(request, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(RequestError::Overloaded(
+                    "the shard's event queue is full".into(),
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(RequestError::Unavailable(
+                    "the node is shutting down".into(),
+                ))
+            }
+        }
+        rx.await
+            .map_err(|_| RequestError::Unavailable("the node is shutting down".into()))?
+    }
 }
 
 impl Service for NodeHandle {
     async fn get(&self, request: ReadRequest) -> Result<ReadReply, RequestError> {
-        match self
-            .ask(|tx| Event::Client(ClientRequest::Get(request), tx))
-            .await??
-        {
+        match self.ask_shard(ClientRequest::Get(request)).await? {
             ClientReply::Read(reply) => Ok(reply),
             ClientReply::Write(_) => {
                 Err(RequestError::Internal("a read answered as a write".into()))
@@ -302,10 +353,7 @@ impl Service for NodeHandle {
     }
 
     async fn put(&self, request: WriteRequest) -> Result<WriteReply, RequestError> {
-        match self
-            .ask(|tx| Event::Client(ClientRequest::Put(request), tx))
-            .await??
-        {
+        match self.ask_shard(ClientRequest::Put(request)).await? {
             ClientReply::Write(reply) => Ok(reply),
             ClientReply::Read(_) => {
                 Err(RequestError::Internal("a write answered as a read".into()))
@@ -482,7 +530,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let seed = uuid::Uuid::new_v4().as_u64_pair().0;
     let max_value_bytes = options.engine.max_value_bytes;
     let max_frame_bytes = options.engine.max_frame_bytes;
-    let engine = Engine::start(
+    let mut engine = Engine::start(
         options.engine,
         store,
         quic_addr,
@@ -496,6 +544,12 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
     let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<Outgoing>(SEND_QUEUE);
     let ready = Arc::new(AtomicBool::new(engine.is_ready()));
+    let shard_map = engine.shard_map();
+    let workers = engine.detach_shards();
+    let (shard_events, shard_events_rx): (Vec<_>, Vec<_>) = workers
+        .iter()
+        .map(|_| mpsc::sync_channel::<ShardEvent>(EVENT_QUEUE))
+        .unzip();
 
     // Frames from peers into the engine's queue, within its byte budget:
     // while it is spent this task waits, and the transport holds further
@@ -571,28 +625,50 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let engine_ready = ready.clone();
     let (halt_tx, halt_rx) = oneshot::channel();
     let send_budget = ByteBudget::new(SEND_QUEUE_BYTES.max(max_frame_bytes));
+    let sends = Sends {
+        queue: sends,
+        budget: send_budget,
+    };
+    let names = Arc::new(Mutex::new(None));
+    let shard_stats: Arc<[Mutex<EngineStats>]> = workers.iter().map(|_| Mutex::default()).collect();
+    let mut shard_threads = Vec::new();
+    for (worker, events_rx) in workers.into_iter().zip(shard_events_rx) {
+        let context = ShardThread {
+            origin,
+            events: events_rx,
+            membership: events.clone(),
+            sends: sends.clone(),
+            peers: Peers::new(names.clone()),
+            stats: shard_stats.clone(),
+        };
+        let metrics = metrics.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("chorus-shard-{}", worker.index()))
+            .spawn(move || metrics.record(|| context.run(worker)))?;
+        shard_threads.push(thread);
+    }
+    let membership = MembershipThread {
+        origin,
+        events: events_rx,
+        shards: shard_events.clone(),
+        shard_threads,
+        shard_stats,
+        sends,
+        peers: Peers::new(names),
+        ready: engine_ready,
+        halt: Some(halt_tx),
+    };
     let engine_thread = std::thread::Builder::new()
-        .name("chorus-engine".into())
+        .name("chorus-membership".into())
         .spawn(move || {
-            // Everything the engine thread records goes to this node.
-            engine_metrics.record(|| {
-                run_engine(
-                    engine,
-                    origin,
-                    events_rx,
-                    Sends {
-                        queue: sends,
-                        budget: send_budget,
-                    },
-                    engine_ready,
-                    halt_tx,
-                    &engine_metrics,
-                )
-            })
+            // Everything the membership thread records goes to this node.
+            engine_metrics.record(|| membership.run(engine, &engine_metrics))
         })?;
 
     let handle = NodeHandle {
         events,
+        shards: shard_events.into(),
+        shard_map,
         ready,
         max_value_bytes,
         context_key: options.identity.context_key.clone(),
@@ -679,7 +755,8 @@ async fn report_send_failure(events: &SyncSender<Event>, addr: SocketAddr, paylo
     let _ = tokio::task::spawn_blocking(move || events.send(event).is_ok()).await;
 }
 
-/// The engine thread's way to the sending tasks.
+/// A thread's way to the sending tasks.
+#[derive(Debug, Clone)]
 struct Sends {
     queue: tokio::sync::mpsc::Sender<Outgoing>,
     budget: ByteBudget,
@@ -696,11 +773,43 @@ fn now_since(origin: Instant) -> Now {
     }
 }
 
-/// Carries out the engine's effects. A frame the send queue has no room
-/// for (by count or by bytes) is handed back to the engine as a send
+/// What emits effects for a thread to carry out: membership (the
+/// [`Engine`] with its shards detached) or a [`ShardWorker`].
+trait Emitter {
+    fn poll_effect(&mut self) -> Option<Effect>;
+    fn frame(&self, message: Message) -> Frame;
+    fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]);
+}
+
+impl<S: Store> Emitter for Engine<S> {
+    fn poll_effect(&mut self) -> Option<Effect> {
+        Engine::poll_effect(self)
+    }
+    fn frame(&self, message: Message) -> Frame {
+        Engine::frame(self, message)
+    }
+    fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]) {
+        Engine::handle_send_failed(self, now, to, payload)
+    }
+}
+
+impl<S: Store> Emitter for ShardWorker<S> {
+    fn poll_effect(&mut self) -> Option<Effect> {
+        ShardWorker::poll_effect(self)
+    }
+    fn frame(&self, message: Message) -> Frame {
+        ShardWorker::frame(self, message)
+    }
+    fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]) {
+        ShardWorker::handle_send_failed(self, now, to, payload)
+    }
+}
+
+/// Carries out the effects of `emitter`. A frame the send queue has no
+/// room for (by count or by bytes) is handed back to the emitter as a send
 /// failure at once, which may lead to more effects.
-fn carry_out<S: Store>(
-    engine: &mut Engine<S>,
+fn carry_out(
+    emitter: &mut impl Emitter,
     sends: &Sends,
     waiting: &mut BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
     origin: Instant,
@@ -708,7 +817,7 @@ fn carry_out<S: Store>(
 ) {
     loop {
         let mut failed = Vec::new();
-        while let Some(effect) = engine.poll_effect() {
+        while let Some(effect) = emitter.poll_effect() {
             let (addr, message) = match effect {
                 Effect::Send { addr, message, .. } | Effect::SendToSeed { addr, message } => {
                     (addr, message)
@@ -729,8 +838,8 @@ fn carry_out<S: Store>(
                     continue;
                 }
             };
-            let payload = engine.frame(message).encode();
-            peers.frames(engine, addr).sent.increment(1);
+            let payload = emitter.frame(message).encode();
+            peers.frames(addr).sent.increment(1);
             let Some(held) = sends.budget.try_take(payload.len()) else {
                 tracing::debug!(%addr, "send budget spent; the frame fails");
                 failed.push((addr, payload));
@@ -750,52 +859,79 @@ fn carry_out<S: Store>(
         }
         let now = now_since(origin);
         for (addr, payload) in failed {
-            peers.frames(engine, addr).send_failed.increment(1);
-            engine.handle_send_failed(now, addr, &payload);
+            peers.frames(addr).send_failed.increment(1);
+            emitter.handle_send_failed(now, addr, &payload);
         }
     }
 }
 
-/// The frame counters of the engine thread's peers, with the names looked
-/// up from the engine's view of the cluster when an address is new (at
-/// most every [`PEER_NAMES_REFRESH`]).
+/// A thread's frame counters by peer, labelled with the peers' names from
+/// the cluster status the membership thread last shared (looked up at most
+/// every [`PEER_NAMES_REFRESH`] for an address not known yet).
 struct Peers {
     frames: PeerFrames,
     refreshed: Option<Instant>,
+    names: Arc<Mutex<Option<ClusterStatus>>>,
 }
 
 impl Peers {
-    fn frames<S: Store>(
-        &mut self,
-        engine: &Engine<S>,
-        addr: SocketAddr,
-    ) -> &crate::telemetry::FrameCounters {
+    fn new(names: Arc<Mutex<Option<ClusterStatus>>>) -> Peers {
+        Peers {
+            frames: PeerFrames::new(),
+            refreshed: None,
+            names,
+        }
+    }
+
+    fn frames(&mut self, addr: SocketAddr) -> &crate::telemetry::FrameCounters {
         let stale = self
             .refreshed
             .is_none_or(|at| at.elapsed() >= PEER_NAMES_REFRESH);
         if !self.frames.knows(&addr) && stale {
-            self.frames.learn(&engine.cluster_status());
+            let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(status) = names.as_ref() {
+                self.frames.learn(status);
+            }
             self.refreshed = Some(Instant::now());
         }
         self.frames.of(&addr)
     }
+
+    /// Shares `engine`'s cluster status with every thread's counters, at
+    /// most every [`PEER_NAMES_REFRESH`].
+    fn share_names<S: Store>(&mut self, engine: &Engine<S>, shared: &mut Option<Instant>) {
+        if shared.is_none_or(|at| at.elapsed() >= PEER_NAMES_REFRESH) {
+            let status = engine.cluster_status();
+            *self.names.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+            *shared = Some(Instant::now());
+        }
+    }
 }
 
-/// What the engine thread keeps besides the engine.
-struct EngineThread {
+/// The membership thread: drives the engine with its shards detached
+/// (gossip, the ring, status, peers' frames and send failures, which it
+/// routes on to the shards), and owns the shard threads.
+struct MembershipThread {
+    origin: Instant,
+    events: mpsc::Receiver<Event>,
+    /// Each shard thread's queue, by index.
+    shards: Vec<SyncSender<ShardEvent>>,
+    shard_threads: Vec<JoinHandle<()>>,
+    /// Each shard's counters, as its thread last published them.
+    shard_stats: Arc<[Mutex<EngineStats>]>,
+    sends: Sends,
     peers: Peers,
-    /// The clients waiting for an answer, by the id the engine knows them by.
-    waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
-    next_client: u64,
+    ready: Arc<AtomicBool>,
+    halt: Option<oneshot::Sender<Halt>>,
 }
 
-impl EngineThread {
+impl MembershipThread {
     /// Hands one event (not a shutdown) to the engine.
     fn handle<S: Store>(&mut self, engine: &mut Engine<S>, now: Now, event: Event) {
         match event {
             Event::Frame(source, bytes, held) => {
                 let result = engine.handle_frame(now, source, &bytes);
-                let frames = self.peers.frames(engine, source);
+                let frames = self.peers.frames(source);
                 match result {
                     Ok(()) => frames.received.increment(1),
                     Err(e) => {
@@ -806,15 +942,10 @@ impl EngineThread {
                 drop(held);
             }
             Event::SendFailed(addr, payload) => {
-                self.peers.frames(engine, addr).send_failed.increment(1);
+                self.peers.frames(addr).send_failed.increment(1);
                 engine.handle_send_failed(now, addr, &payload);
             }
-            Event::Client(request, reply) => {
-                let client = self.next_client;
-                self.next_client += 1;
-                self.waiting.insert(client, reply);
-                engine.handle_client(now, client, request);
-            }
+            Event::Facts(facts) => engine.handle_facts(facts),
             Event::Status(reply) => {
                 let _ = reply.send(engine.cluster_status());
             }
@@ -834,8 +965,12 @@ impl EngineThread {
                     .pending_hints()
                     .map(|counts| counts.iter().map(|(_, n)| n).sum())
                     .unwrap_or(0);
+                let mut stats = engine.stats();
+                for shard in self.shard_stats.iter() {
+                    stats.add(&shard.lock().unwrap_or_else(PoisonError::into_inner));
+                }
                 let _ = reply.send(NodeStats {
-                    engine: engine.stats(),
+                    engine: stats,
                     pending_hints,
                     members: MembersByLiveness::of(&engine.cluster_status()),
                     store: engine.store().stats(),
@@ -848,112 +983,207 @@ impl EngineThread {
             Event::Shutdown => unreachable!("the loop handles shutdown"),
         }
     }
-}
 
-/// The engine thread's loop.
-///
-/// Inputs are handled in batches: after the first event (or a timeout),
-/// whatever else is already queued is handled too, up to [`EVENT_BATCH`],
-/// before the effects are carried out, so the writes of the whole batch
-/// share one flush of the store's log (group commit; see
-/// [`Engine::poll_effect`]).
-fn run_engine<S: Store>(
-    mut engine: Engine<S>,
-    origin: Instant,
-    events: mpsc::Receiver<Event>,
-    sends: Sends,
-    ready: Arc<AtomicBool>,
-    halt: oneshot::Sender<Halt>,
-    metrics: &NodeMetrics,
-) {
-    let mut halt = Some(halt);
-    let mut state = EngineThread {
-        peers: Peers {
-            frames: PeerFrames::new(),
-            refreshed: None,
-        },
-        waiting: BTreeMap::new(),
-        next_client: 1,
-    };
-    let mut upkeep = Instant::now();
-    loop {
-        let now = now_since(origin);
-        let wait = engine.next_wakeup().saturating_sub(now.mono);
-        let mut event = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(event) => Some(event),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let mut handled = 0;
-        let mut shutting_down = false;
-        let now = loop {
-            let now = now_since(origin);
-            match event {
-                None => engine.handle_tick(now),
-                Some(Event::Shutdown) => {
-                    shutting_down = true;
+    /// Passes what membership routed to the shards on to their threads, in
+    /// order. A shard's full queue holds membership back (backpressure).
+    fn route_to_shards<S: Store>(&self, engine: &mut Engine<S>) {
+        while let Some((shard, input)) = engine.poll_shard_input() {
+            match shard {
+                Some(index) => {
+                    let _ = self.shards[index].send(ShardEvent::Input(input));
+                }
+                None => {
+                    for queue in &self.shards {
+                        let _ = queue.send(ShardEvent::Input(input.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The membership thread's loop.
+    ///
+    /// Inputs are handled in batches: after the first event (or a
+    /// timeout), whatever else is already queued is handled too, up to
+    /// [`EVENT_BATCH`], before the effects are carried out and what was
+    /// routed to the shards is passed on.
+    fn run<S: Store>(mut self, mut engine: Engine<S>, metrics: &NodeMetrics) {
+        let mut waiting = BTreeMap::new();
+        let mut upkeep = Instant::now();
+        let mut names_shared = None;
+        loop {
+            let now = now_since(self.origin);
+            let wait = engine.next_wakeup().saturating_sub(now.mono);
+            let mut event = match self.events.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut handled = 0;
+            let mut shutting_down = false;
+            let now = loop {
+                let now = now_since(self.origin);
+                match event {
+                    None => engine.handle_tick(now),
+                    Some(Event::Shutdown) => {
+                        shutting_down = true;
+                        break now;
+                    }
+                    Some(event) => self.handle(&mut engine, now, event),
+                }
+                handled += 1;
+                if handled >= EVENT_BATCH {
                     break now;
                 }
-                Some(event) => state.handle(&mut engine, now, event),
-            }
-            handled += 1;
-            if handled >= EVENT_BATCH {
-                break now;
-            }
-            event = match events.try_recv() {
-                Ok(event) => Some(event),
-                Err(_) => break now,
+                event = match self.events.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => break now,
+                };
             };
-        };
-        if engine.next_wakeup() <= now.mono {
-            engine.handle_tick(now);
-        }
-        carry_out(
-            &mut engine,
-            &sends,
-            &mut state.waiting,
-            origin,
-            &mut state.peers,
-        );
-        if shutting_down {
-            break;
-        }
-        if upkeep.elapsed() >= METRICS_UPKEEP_INTERVAL {
-            metrics.run_upkeep();
-            upkeep = Instant::now();
-        }
-        ready.store(engine.is_ready(), Ordering::Relaxed);
-        let stop = if let Some(found) = engine.identity_conflict() {
-            Some(Halt::IdentityConflict(found.clone()))
-        } else {
-            engine
-                .storage_failure()
-                .map(|failure| Halt::StorageFailed(failure.to_owned()))
-        };
-        if let Some(stop) = stop {
-            if let Some(tx) = halt.take() {
-                let _ = tx.send(stop);
+            if engine.next_wakeup() <= now.mono {
+                engine.handle_tick(now);
             }
-            // Not a clean stop: the running marker stays, so a later start
-            // of this directory begins a new epoch.
-            break;
+            self.peers.share_names(&engine, &mut names_shared);
+            carry_out(
+                &mut engine,
+                &self.sends,
+                &mut waiting,
+                self.origin,
+                &mut self.peers,
+            );
+            self.route_to_shards(&mut engine);
+            if shutting_down {
+                break;
+            }
+            if upkeep.elapsed() >= METRICS_UPKEEP_INTERVAL {
+                metrics.run_upkeep();
+                upkeep = Instant::now();
+            }
+            self.ready.store(engine.is_ready(), Ordering::Relaxed);
+            let stop = if let Some(found) = engine.identity_conflict() {
+                Some(Halt::IdentityConflict(found.clone()))
+            } else {
+                engine
+                    .storage_failure()
+                    .map(|failure| Halt::StorageFailed(failure.to_owned()))
+            };
+            if let Some(stop) = stop {
+                if let Some(tx) = self.halt.take() {
+                    let _ = tx.send(stop);
+                }
+                // Not a clean stop: the running marker stays, so a later
+                // start of this directory begins a new epoch.
+                break;
+            }
+        }
+        self.ready.store(false, Ordering::Relaxed);
+        // The shards finish what they hold and flush before the store stops.
+        for queue in &self.shards {
+            let _ = queue.send(ShardEvent::Shutdown);
+        }
+        for thread in self.shard_threads.drain(..) {
+            let _ = thread.join();
+        }
+        if engine.identity_conflict().is_some() || engine.storage_failure().is_some() {
+            if let Err(e) = engine.store().sync() {
+                tracing::error!(error = %e, "could not sync the store at shutdown");
+            }
+        } else if let Err(e) = engine.stop() {
+            tracing::error!(error = %e, "could not stop the store cleanly");
+        }
+        tracing::info!("engine stopped");
+    }
+}
+
+/// A shard thread: drives one detached shard with the client requests for
+/// its partitions and what membership routed to it.
+struct ShardThread {
+    origin: Instant,
+    events: mpsc::Receiver<ShardEvent>,
+    /// Membership's queue, for the facts the shard reports.
+    membership: SyncSender<Event>,
+    sends: Sends,
+    peers: Peers,
+    /// Where this shard publishes its counters (at its index).
+    stats: Arc<[Mutex<EngineStats>]>,
+}
+
+impl ShardThread {
+    /// The shard thread's loop: events in batches (at most
+    /// [`EVENT_BATCH`]) whose writes share one flush of the store's log,
+    /// then the effects, then the facts for membership and the counters.
+    fn run<S: Store>(mut self, mut worker: ShardWorker<S>) {
+        let mut waiting = BTreeMap::new();
+        let mut next_client: u64 = 1;
+        let mut facts = Facts::default();
+        loop {
+            let now = now_since(self.origin);
+            let wait = worker.next_wakeup().saturating_sub(now.mono);
+            let mut event = match self.events.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut handled = 0;
+            let mut shutting_down = false;
+            let now = loop {
+                let now = now_since(self.origin);
+                match event {
+                    None => worker.handle_tick(now),
+                    Some(ShardEvent::Shutdown) => {
+                        shutting_down = true;
+                        break now;
+                    }
+                    Some(ShardEvent::Client(request, reply)) => {
+                        let client = next_client;
+                        next_client += 1;
+                        waiting.insert(client, reply);
+                        worker.handle_client(now, client, request);
+                    }
+                    Some(ShardEvent::Input(input)) => worker.handle_input(now, input),
+                }
+                handled += 1;
+                if handled >= EVENT_BATCH {
+                    break now;
+                }
+                event = match self.events.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => break now,
+                };
+            };
+            if worker.next_wakeup() <= now.mono {
+                worker.handle_tick(now);
+            }
+            carry_out(
+                &mut worker,
+                &self.sends,
+                &mut waiting,
+                self.origin,
+                &mut self.peers,
+            );
+            // Facts membership has no room for now wait for the next batch.
+            let mut reported = worker.take_facts();
+            reported.add(facts);
+            facts = reported;
+            if !facts.is_empty() {
+                match self.membership.try_send(Event::Facts(facts)) {
+                    Ok(()) | Err(TrySendError::Disconnected(_)) => facts = Facts::default(),
+                    Err(TrySendError::Full(_)) => {}
+                }
+            }
+            *self.stats[worker.index()]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = worker.stats();
+            if shutting_down || worker.storage_failure().is_some() {
+                break;
+            }
+        }
+        for (_, reply) in std::mem::take(&mut waiting) {
+            let _ = reply.send(Err(RequestError::Unavailable(
+                "the node is shutting down".into(),
+            )));
         }
     }
-    let mut waiting = state.waiting;
-    ready.store(false, Ordering::Relaxed);
-    for (_, reply) in std::mem::take(&mut waiting) {
-        let _ = reply.send(Err(RequestError::Unavailable(
-            "the node is shutting down".into(),
-        )));
-    }
-    if engine.identity_conflict().is_some() || engine.storage_failure().is_some() {
-        if let Err(e) = engine.store().sync() {
-            tracing::error!(error = %e, "could not sync the store at shutdown");
-        }
-    } else if let Err(e) = engine.stop() {
-        tracing::error!(error = %e, "could not stop the store cleanly");
-    }
-    tracing::info!("engine stopped");
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! recorder would mix their figures. Each node owns a [`NodeMetrics`] and
 //! records into it with [`NodeMetrics::record`] (the facade's
 //! [`with_local_recorder`](metrics::with_local_recorder)): around the whole
-//! engine thread, and around the HTTP layer's recording of each request.
+//! of its membership and shard threads, and around the HTTP layer's
+//! recording of each request.
 //! Code outside such a scope — the simulator, which runs many engines in one
 //! process and installs no recorder — records into the facade's no-op
 //! recorder: a metric never changes what the engine does.
@@ -22,9 +23,9 @@
 //!
 //! * The HTTP layer: [`record_request`] for every key request (count and
 //!   latency by operation, consistency and outcome).
-//! * The engine thread (runtime): [`record_reply`] for every client reply
-//!   (siblings per read, quorum failures), [`PeerFrames`] for frames sent,
-//!   received, refused and failed per peer.
+//! * The membership and shard threads (runtime): [`record_reply`] for
+//!   every client reply (siblings per read, quorum failures),
+//!   [`PeerFrames`] for frames sent, received, refused and failed per peer.
 //! * At scrape time: [`record_node_stats`] turns the engine's counters, the
 //!   hint queues, gossip's view and the store's figures into counters and
 //!   gauges.
@@ -469,7 +470,8 @@ impl FrameCounters {
 /// this node has not learned yet is counted under [`UNKNOWN_PEER`] and
 /// looked up again later.
 ///
-/// Must be used within the node's recorder scope (the engine thread).
+/// Must be used within the node's recorder scope (its membership and shard
+/// threads).
 #[derive(Debug)]
 pub struct PeerFrames {
     by_addr: HashMap<SocketAddr, FrameCounters>,

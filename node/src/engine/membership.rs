@@ -405,6 +405,7 @@ impl<S: Store> Engine<S> {
         let view = ClusterView {
             version: self.view.version,
             id: self.id,
+            generation: self.generation,
             ring: self.ring.clone(),
             up,
             left,
@@ -639,6 +640,7 @@ impl<S: Store> Engine<S> {
         }
         self.generation = next;
         self.gossip.restart_at(chorus_gossip::Generation(next));
+        self.refresh_view();
     }
 
     /// Records the generation a frame from `node` carries. Returns false

@@ -120,6 +120,22 @@
 //! node up whose hints may go) the router passes to every shard
 //! (`fail_requests_to`, `resend_to_restarted`, `hint_round_now`).
 //!
+//! # Attached and detached shards
+//!
+//! The simulator and the engine tests drive an engine with its shards
+//! attached: every input goes through the router, on the caller's thread,
+//! and one seed replays a run. A running node detaches them
+//! ([`Engine::detach_shards`]) so that each runs on a thread of its own as
+//! a [`ShardWorker`]: client requests go to the worker of the key's shard
+//! ([`ShardMap`]), the router still checks every peer's frame first (an
+//! older incarnation's data-plane frame is dropped, a newer one resets the
+//! connection and has what waited for the old one sent again) and queues
+//! what it would have handed a shard ([`ShardInput`], a changed view
+//! first) for the runtime to pass on in order
+//! ([`Engine::poll_shard_input`]), and the workers' facts come back
+//! through [`Engine::handle_facts`]. The shard code is the same either
+//! way; only who calls it, and when, differs.
+//!
 //! # Map
 //!
 //! This file holds the public types and the router: the inputs, which hand
@@ -154,7 +170,9 @@
 //!   metadata;
 //! * `hints` — hinted handoff: hints kept for unanswered targets and their
 //!   delivery (`Hints`), each shard delivering those of its partitions;
-//! * `status` — cluster, ring and preference-list status as plain data.
+//! * `status` — cluster, ring and preference-list status as plain data;
+//! * `worker` — [`ShardWorker`], a shard detached to run on a thread of its
+//!   own, [`ShardInput`], what membership routes to it, and [`ShardMap`].
 
 mod admission;
 mod coordinator;
@@ -166,6 +184,7 @@ mod shard;
 mod status;
 mod view;
 mod vnode;
+mod worker;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -190,8 +209,9 @@ use crate::wire::{Frame, Message, WireError, MAX_FRAME_BYTES};
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
 use self::requests::{RequestId, MAX_SHARDS};
 use self::shard::{Cx, Shard};
-use self::view::{ClusterView, Facts};
+pub use self::view::{ClusterView, Facts};
 use self::vnode::Opened;
+pub use self::worker::{ShardInput, ShardMap, ShardWorker};
 
 /// How an engine behaves. `Default` is what a production node uses, apart
 /// from its name.
@@ -245,8 +265,12 @@ pub struct EngineConfig {
     pub max_frame_bytes: usize,
     /// How many shards split the node's partitions between them (partition
     /// `p` belongs to shard `p % shards`); each owns the request state of
-    /// its partitions and a share of the budgets above. At least 1, at
-    /// most 256.
+    /// its partitions and a share of the budgets above, and the runtime
+    /// runs each on a thread of its own ([`Engine::detach_shards`]). At
+    /// least 1, at most 256. 1 in `Default` (what `chorus dev`, whose
+    /// nodes share one machine, and the simulator use); `chorus node
+    /// start` runs one per core unless told
+    /// ([`default_shards`](crate::config::default_shards)).
     pub shards: usize,
     /// Turns on the [BUGGIFY](crate::buggify) fault sites. Only the
     /// simulator sets it; production nodes keep the default, off.
@@ -447,7 +471,7 @@ pub struct EngineStats {
 
 impl EngineStats {
     /// Adds `other`'s counters and gauges to these.
-    fn add(&mut self, other: &EngineStats) {
+    pub fn add(&mut self, other: &EngineStats) {
         let EngineStats {
             gets,
             puts,
@@ -536,8 +560,23 @@ pub struct Engine<S> {
     // ----- the request side -----
     /// Partition `p` belongs to `shards[p % shards.len()]`.
     shards: Vec<ShardSlot<S>>,
+    /// How many shards the node runs, attached or detached.
+    shard_count: usize,
+    /// Set once the shards were detached to run on threads of their own
+    /// ([`Engine::detach_shards`]): what membership routes to them waits
+    /// here for the runtime.
+    outbox: Option<Outbox>,
     /// Membership's own parts.
     parts: Parts<S>,
+}
+
+/// What membership routes to detached shards, in order, and the version
+/// of the view they were last sent.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Each input with its shard (`None`: every shard).
+    inputs: VecDeque<(Option<usize>, ShardInput)>,
+    published: u64,
 }
 
 /// A shard and the parts it owns.
@@ -707,7 +746,7 @@ impl<S: Store> Engine<S> {
             stats: EngineStats::default(),
             config,
         };
-        let shards = shard_seeds
+        let shards: Vec<ShardSlot<S>> = shard_seeds
             .into_iter()
             .enumerate()
             .map(|(index, seed)| ShardSlot {
@@ -735,7 +774,9 @@ impl<S: Store> Engine<S> {
             conflict: None,
             superseded_by: None,
             reply_route: None,
+            shard_count: shards.len(),
             shards,
+            outbox: None,
             parts,
         };
         if holds_data {
@@ -790,7 +831,77 @@ impl<S: Store> Engine<S> {
 
     /// How many shards the node runs ([`EngineConfig::shards`]).
     pub fn shards(&self) -> usize {
-        self.shards.len()
+        self.shard_count
+    }
+
+    /// Which shard a client request for `bucket`/`key` goes to: what the
+    /// runtime needs to hand client requests to detached shards without
+    /// the engine.
+    pub fn shard_map(&self) -> ShardMap {
+        ShardMap {
+            partitions: self.parts.partitions,
+            shards: self.shard_count,
+        }
+    }
+
+    /// Takes the shards out of the engine so each can run on a thread of
+    /// its own, as [`ShardWorker`]s, in index order. From then on the
+    /// engine is membership and the router only: what it routes to a shard
+    /// (a data-plane message, a send failure, a new view, a node convicted
+    /// or restarted) waits in [`Engine::poll_shard_input`] for the runtime
+    /// to pass on, client requests go to the workers directly, and what
+    /// the workers report comes back through [`Engine::handle_facts`].
+    /// Called a second time, returns nothing.
+    pub fn detach_shards(&mut self) -> Vec<ShardWorker<S>> {
+        if self.outbox.is_some() {
+            return Vec::new();
+        }
+        let view = Arc::new(self.view.clone());
+        self.outbox = Some(Outbox {
+            inputs: VecDeque::new(),
+            published: self.view.version,
+        });
+        std::mem::take(&mut self.shards)
+            .into_iter()
+            .map(|slot| ShardWorker::new(slot, Arc::clone(&view)))
+            .collect()
+    }
+
+    /// The next input for a detached shard and which shard it is for
+    /// (`None`: every shard), in the order membership routed them. A
+    /// changed view comes before whatever follows its change. None while
+    /// the shards are attached.
+    pub fn poll_shard_input(&mut self) -> Option<(Option<usize>, ShardInput)> {
+        self.publish_view();
+        self.outbox.as_mut()?.inputs.pop_front()
+    }
+
+    /// What a detached shard reported ([`ShardWorker::take_facts`]).
+    pub fn handle_facts(&mut self, facts: Facts) {
+        self.act_on(facts);
+    }
+
+    /// Queues `input` for detached shard `shard` (`None`: every shard),
+    /// after the view if it changed since the shards last got it.
+    fn route_to_detached(&mut self, shard: Option<usize>, input: ShardInput) {
+        self.publish_view();
+        if let Some(outbox) = self.outbox.as_mut() {
+            outbox.inputs.push_back((shard, input));
+        }
+    }
+
+    /// Queues the view for every detached shard if it changed since they
+    /// last got it.
+    fn publish_view(&mut self) {
+        let Some(outbox) = self.outbox.as_mut() else {
+            return;
+        };
+        if outbox.published != self.view.version {
+            outbox.published = self.view.version;
+            outbox
+                .inputs
+                .push_back((None, ShardInput::View(Arc::new(self.view.clone()))));
+        }
     }
 
     /// Stops the engine and hands back its store (a simulated crash or
@@ -997,9 +1108,18 @@ impl<S: Store> Engine<S> {
         };
         if let Some(index) = shard {
             let generation = frame.generation;
-            self.on_shard(index, now, |shard, cx| {
-                shard.on_message(cx, now, from, generation, frame.message)
-            });
+            if self.outbox.is_some() {
+                let input = ShardInput::Message {
+                    from,
+                    generation,
+                    message: frame.message,
+                };
+                self.route_to_detached(Some(index), input);
+            } else {
+                self.on_shard(index, now, |shard, cx| {
+                    shard.on_message(cx, now, from, generation, frame.message)
+                });
+            }
         }
         self.admit_queued(now);
     }
@@ -1039,9 +1159,17 @@ impl<S: Store> Engine<S> {
             _ => None,
         };
         if let Some(index) = request.and_then(|r| self.shard_of_request(r)) {
-            self.on_shard(index, now, |shard, cx| {
-                shard.on_send_failed(cx, to, frame.message)
-            });
+            if self.outbox.is_some() {
+                let input = ShardInput::SendFailed {
+                    to,
+                    message: frame.message,
+                };
+                self.route_to_detached(Some(index), input);
+            } else {
+                self.on_shard(index, now, |shard, cx| {
+                    shard.on_send_failed(cx, to, frame.message)
+                });
+            }
         }
         self.admit_queued(now);
     }
@@ -1049,6 +1177,15 @@ impl<S: Store> Engine<S> {
     /// A client request. Exactly one [`Effect::Reply`] with `client` follows,
     /// now or later. It goes to the shard of the key's partition.
     pub fn handle_client(&mut self, now: Now, client: ClientId, request: ClientRequest) {
+        if self.outbox.is_some() {
+            let error = "client requests go to the detached shards, not to membership";
+            debug_assert!(false, "{error}");
+            let result = Err(RequestError::Internal(error.into()));
+            self.parts
+                .effects
+                .push_back(Effect::Reply { client, result });
+            return;
+        }
         let index = match &request {
             ClientRequest::Get(read) => self.shard_of_key(&read.bucket, &read.key),
             ClientRequest::Put(write) => self.shard_of_key(&write.bucket, &write.key),
@@ -1076,13 +1213,13 @@ impl<S: Store> Engine<S> {
     }
 
     fn shard_of_partition(&self, partition: PartitionId) -> usize {
-        shard::shard_of_partition(partition, self.shards.len())
+        shard::shard_of_partition(partition, self.shard_count)
     }
 
     /// The shard that made `request`, if this node has one by its index.
     fn shard_of_request(&self, request: RequestId) -> Option<usize> {
         let index = requests::shard_of_request(request);
-        (index < self.shards.len()).then_some(index)
+        (index < self.shard_count).then_some(index)
     }
 
     /// Runs `handle` on shard `index` with the view and the shared parts,
@@ -1117,6 +1254,9 @@ impl<S: Store> Engine<S> {
     /// `node` restarted: every shard sends again what waits for it
     /// ([`Shard::resend_to_restarted`]).
     pub(super) fn resend_to_restarted(&mut self, now: Now, node: Uuid) {
+        if self.outbox.is_some() {
+            return self.route_to_detached(None, ShardInput::Restarted(node));
+        }
         for index in 0..self.shards.len() {
             self.on_shard(index, now, |shard, cx| shard.resend_to_restarted(cx, node));
         }
@@ -1125,6 +1265,9 @@ impl<S: Store> Engine<S> {
     /// The failure detector convicted `node`: every shard fails what waits
     /// for it ([`Shard::fail_requests_to`]).
     pub(super) fn fail_requests_to(&mut self, now: Now, node: Uuid) {
+        if self.outbox.is_some() {
+            return self.route_to_detached(None, ShardInput::Convicted(node));
+        }
         for index in 0..self.shards.len() {
             self.on_shard(index, now, |shard, cx| shard.fail_requests_to(cx, node));
         }
@@ -1132,6 +1275,9 @@ impl<S: Store> Engine<S> {
 
     /// Every shard offers hints at the next tick.
     pub(super) fn hint_round_now(&mut self, now: Now) {
+        if self.outbox.is_some() {
+            return self.route_to_detached(None, ShardInput::HintRoundNow);
+        }
         for slot in &mut self.shards {
             slot.shard.hint_round_now(now);
         }

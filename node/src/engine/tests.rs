@@ -1494,3 +1494,158 @@ fn background_work_shared_by_the_replicas_is_not_shed() {
     assert_eq!(stats.background_shed, 0);
     assert_eq!(engines[0].pending_hints().expect("memory"), vec![]);
 }
+
+/// Hands `input` to the workers it names (`None`: every one).
+fn hand_to(
+    workers: &mut [ShardWorker<MemoryStore>],
+    ms: u64,
+    target: Option<usize>,
+    input: ShardInput,
+) {
+    for worker in workers.iter_mut() {
+        if target.is_none_or(|t| t == worker.index()) {
+            worker.handle_input(now(ms), input.clone());
+        }
+    }
+}
+
+/// The frames among a worker's effects, as the runtime sends them.
+fn worker_frames(worker: &mut ShardWorker<MemoryStore>) -> Vec<(SocketAddr, Vec<u8>)> {
+    let effects: Vec<Effect> = std::iter::from_fn(|| worker.poll_effect()).collect();
+    effects
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Send { addr, message, .. } => Some((addr, worker.frame(message).encode())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Shards detached to run on threads of their own serve what membership
+/// routes to them: a replica's `Store` for a key of shard 1 goes to
+/// worker 1 alone (after the view it must answer with), the worker's
+/// answer completes the coordinator's put, and the write comes back to
+/// membership as a fact. Client requests go to the workers directly.
+#[test]
+fn detached_shards_answer_what_membership_routes_to_them() {
+    let (mut engines, t) = cluster_of_shards(2, 2, StoreConfig::default(), 2);
+    let addrs = [addr(7070), addr(7071)];
+    let mut workers = engines[1].detach_shards();
+    assert_eq!(
+        workers.iter().map(ShardWorker::index).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(engines[1].detach_shards().is_empty(), "detached once");
+    let key = key_of_shard(1);
+    assert_eq!(engines[1].shard_map().shard_of_key(b"b", key.as_bytes()), 1);
+    // Node 0 coordinates a put to both replicas.
+    let write = ClientRequest::Put(WriteRequest {
+        bucket: b"b".to_vec(),
+        key: key.as_bytes().to_vec(),
+        value: Some(b"v".to_vec()),
+        content_type: None,
+        context: None,
+        options: options(&[("w", "all")]),
+    });
+    engines[0].handle_client(now(t), 1, write);
+    let effects = drain(&mut engines[0]);
+    let frames = frames_of(&engines[0], effects);
+    assert_eq!(frames.len(), 1, "one Store, to node 1: {frames:?}");
+    engines[1]
+        .handle_frame(now(t), addrs[0], &frames[0].1)
+        .expect("decodes");
+    assert!(
+        drain(&mut engines[1]).is_empty(),
+        "membership does not answer a replica's request itself"
+    );
+    // Membership routes it to the worker of the key's shard.
+    let inputs: Vec<_> = std::iter::from_fn(|| engines[1].poll_shard_input()).collect();
+    let routed: Vec<Option<usize>> = inputs
+        .iter()
+        .filter(|(_, input)| matches!(input, ShardInput::Message { .. }))
+        .map(|(target, _)| *target)
+        .collect();
+    assert_eq!(routed, vec![Some(1)]);
+    for (target, input) in inputs {
+        hand_to(&mut workers, t, target, input);
+    }
+    assert!(worker_frames(&mut workers[0]).is_empty());
+    let answers = worker_frames(&mut workers[1]);
+    assert_eq!(answers.len(), 1, "a Stored for node 0");
+    assert_eq!(answers[0].0, addrs[0]);
+    engines[0]
+        .handle_frame(now(t + 1), addrs[1], &answers[0].1)
+        .expect("decodes");
+    let effects = drain(&mut engines[0]);
+    assert!(
+        matches!(replies(&effects)[..], [(1, Ok(ClientReply::Write(_)))]),
+        "{effects:?}"
+    );
+    assert!(!workers[1].take_facts().is_empty(), "it wrote data");
+    assert!(workers[1].take_facts().is_empty(), "taken once");
+    assert!(workers[0].take_facts().is_empty());
+    // A client request reaches the worker directly; r=one reads node 1's copy.
+    workers[1].handle_client(
+        now(t + 2),
+        7,
+        ClientRequest::Get(ReadRequest {
+            bucket: b"b".to_vec(),
+            key: key.as_bytes().to_vec(),
+            options: options(&[("r", "one")]),
+        }),
+    );
+    let effects: Vec<Effect> = std::iter::from_fn(|| workers[1].poll_effect()).collect();
+    match replies(&effects)[..] {
+        [(7, Ok(ClientReply::Read(reply)))] => {
+            let values: Vec<_> = reply.object.live().map(|s| s.value.clone()).collect();
+            assert_eq!(values, vec![Some(b"v".to_vec())]);
+        }
+        ref other => panic!("expected a read reply, got {other:?}"),
+    }
+}
+
+/// What membership learns that every shard must act on reaches every
+/// detached worker: a node convicted fails, in each worker, the requests
+/// that wait for it.
+#[test]
+fn a_conviction_reaches_every_detached_shard() {
+    let (mut engines, t) = cluster_of_shards(2, 2, StoreConfig::default(), 2);
+    let mut workers = engines[0].detach_shards();
+    for (client, shard) in [(1, 0), (2, 1)] {
+        let key = key_of_shard(shard);
+        workers[shard].handle_client(now(t), client, read_all(&key));
+        assert_eq!(
+            worker_frames(&mut workers[shard]).len(),
+            1,
+            "a Read to node 1"
+        );
+    }
+    let peer = engines[1].id();
+    // Node 1 goes silent; node 0's failure detector convicts it.
+    let mut ms = t;
+    let mut convicted = false;
+    while !convicted && ms < t + 60_000 {
+        ms += 100;
+        engines[0].handle_tick(now(ms));
+        drain(&mut engines[0]);
+        for (target, input) in std::iter::from_fn(|| engines[0].poll_shard_input()) {
+            convicted |= matches!(input, ShardInput::Convicted(node) if node == peer);
+            assert!(
+                target.is_none() || !matches!(input, ShardInput::Convicted(_)),
+                "a conviction is for every shard"
+            );
+            hand_to(&mut workers, ms, target, input);
+        }
+    }
+    assert!(convicted, "node 1 was convicted");
+    for (client, worker) in [1, 2].into_iter().zip(workers.iter_mut()) {
+        let effects: Vec<Effect> = std::iter::from_fn(|| worker.poll_effect()).collect();
+        match replies(&effects)[..] {
+            [(c, Err(RequestError::Get(_)))] => assert_eq!(c, client),
+            ref other => panic!(
+                "shard {}: expected the get to fail, got {other:?}",
+                worker.index()
+            ),
+        }
+    }
+}

@@ -23,13 +23,16 @@ use super::IdentityConflict;
 use crate::core::{place, Replica};
 
 /// What the request side knows of the cluster: plain data, rebuilt by
-/// membership.
+/// membership. Opaque outside the engine: the runtime only carries it
+/// from membership to detached shards ([`ShardInput::View`](super::ShardInput::View)).
 #[derive(Debug, Clone, Default)]
-pub(super) struct ClusterView {
+pub struct ClusterView {
     /// Bumped each time the contents change.
     pub(super) version: u64,
     /// This node's id.
     pub(super) id: Uuid,
+    /// The generation this node runs at: what its frames carry.
+    pub(super) generation: u64,
     /// The ring this node holds.
     pub(super) ring: Option<Arc<Ring>>,
     /// The nodes gossip reports alive that have not left, other than this
@@ -88,6 +91,7 @@ impl ClusterView {
         };
         same_ring
             && self.id == other.id
+            && self.generation == other.generation
             && self.up == other.up
             && self.left == other.left
             && self.addresses == other.addresses
@@ -97,11 +101,25 @@ impl ClusterView {
     }
 }
 
-/// What the request side reports back for membership to act on.
+/// What the request side reports back for membership to act on. Opaque
+/// outside the engine: the runtime only carries it from detached shards
+/// to membership ([`Engine::handle_facts`](super::Engine::handle_facts)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use]
-pub(super) struct Facts {
+pub struct Facts {
     /// Data was written to this node's store: membership marks (persists
     /// and gossips) that this node holds data, if it did not yet.
     pub(super) wrote_data: bool,
+}
+
+impl Facts {
+    /// Whether there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        *self == Facts::default()
+    }
+
+    /// Adds what `other` reports to these facts.
+    pub fn add(&mut self, other: Facts) {
+        self.wrote_data |= other.wrote_data;
+    }
 }

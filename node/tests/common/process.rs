@@ -70,6 +70,10 @@ impl NodeProcess {
             .args(["--quic-listen", &self.quic.to_string()])
             .args(["--http-listen", &self.http.to_string()])
             .args(["--replicas", "3", "--initial-members", "3"])
+            // Two shard threads whatever the machine's cores: the kills
+            // and faults of these tests land on a node whose shards run
+            // side by side.
+            .args(["--shards", "2"])
             .arg("--tls-ca")
             .arg(self.tls.join("ca.pem"))
             .arg("--tls-cert")
