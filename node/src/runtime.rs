@@ -539,7 +539,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         seed,
     )?;
     let id = engine.id();
-    tracing::info!(%id, generation = engine.generation(), %quic_addr, %http_addr, "node started");
+    tracing::info!(%id, generation = engine.generation(), shards = engine.shards(), %quic_addr, %http_addr, "node started");
 
     let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
     let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<Outgoing>(SEND_QUEUE);
