@@ -8,8 +8,7 @@
 //! per-request [`RequestOptions`] (`r`, `w`, `pr`, `pw`, `timeout`, `sync`,
 //! `sloppy`, `returnbody`); `&RequestOptions::default()` asks for quorum
 //! reads and writes. An HTTP call waits for its answer at most the
-//! request's `timeout` plus [`ANSWER_GRACE`]; QUIC calls do not take this
-//! deadline yet.
+//! request's `timeout` plus [`ANSWER_GRACE`], and so does a QUIC call.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), chorus_client::Error> {

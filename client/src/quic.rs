@@ -14,7 +14,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::client::{Context, Deleted, Error, Found, Read, Sibling, Written};
+use crate::client::{Context, Deleted, Error, Found, Read, Sibling, Written, ANSWER_GRACE};
 use crate::protocol::{self, Operation, Reply, Request, ALPN_CLIENT, MAX_REPLY_BYTES, SERVER_NAME};
 
 /// The file names `chorus cert client` writes into its directory.
@@ -282,13 +282,26 @@ impl QuicTransport {
     /// Sends `request` to node `endpoint` and returns its reply. A reused
     /// connection that turns out to be dead before the request was sent is
     /// replaced once.
+    ///
+    /// Each exchange waits for its answer at most the request's `timeout`
+    /// plus [`ANSWER_GRACE`], as an HTTP call does: a node that stops
+    /// answering (a paused process) fails the call as
+    /// [`Error::Transport`] rather than holding it until the connection's
+    /// idle timeout.
     async fn call(&self, endpoint: usize, request: &Request) -> Result<Reply, Error> {
         let frame = protocol::encode(request);
+        let timeout_ms = match &request.op {
+            Operation::Get { options, .. }
+            | Operation::Put { options, .. }
+            | Operation::Delete { options, .. }
+            | Operation::Preflist { options, .. } => options.timeout_ms,
+            Operation::Status | Operation::Ring => crate::options::DEFAULT_TIMEOUT_MS,
+        };
         let (connection, reused) = self.connection(endpoint).await?;
-        let (connection, result) = match exchange(&connection, &frame).await {
+        let (connection, result) = match exchange_within(&connection, &frame, timeout_ms).await {
             Err(failure) if reused && !failure.sent && connection.close_reason().is_some() => {
                 let (connection, _) = self.connection(endpoint).await?;
-                let result = exchange(&connection, &frame).await;
+                let result = exchange_within(&connection, &frame, timeout_ms).await;
                 (connection, result)
             }
             result => (connection, result),
@@ -382,6 +395,29 @@ impl QuicTransport {
             Reply::Preflist(preflist) => Ok(preflist),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// [`exchange`], given at most `timeout_ms` plus [`ANSWER_GRACE`]. The
+/// request may have reached the node when the time runs out.
+async fn exchange_within(
+    connection: &quinn::Connection,
+    frame: &[u8],
+    timeout_ms: u64,
+) -> Result<Reply, Failure> {
+    let deadline = Duration::from_millis(timeout_ms).saturating_add(ANSWER_GRACE);
+    match tokio::time::timeout(deadline, exchange(connection, frame)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure {
+            detail: format!(
+                "no answer within {} ms (the request's timeout of {timeout_ms} ms and {} s \
+                 more); the node may be stopped or overloaded",
+                deadline.as_millis(),
+                ANSWER_GRACE.as_secs()
+            ),
+            sent: true,
+            protocol: false,
+        }),
     }
 }
 

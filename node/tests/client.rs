@@ -508,3 +508,52 @@ async fn an_http_node_that_never_answers_fails_the_call_after_its_timeout() {
     assert!(error.may_have_applied(), "{error}");
     held.abort();
 }
+
+/// The same over QUIC: a node that takes the request's stream and never
+/// answers, while its connection stays alive (its endpoint still
+/// acknowledges packets), fails the call once the request's timeout and
+/// the client's grace have passed, rather than holding it as long as the
+/// connection lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quic_node_that_never_answers_fails_the_call_after_its_timeout() {
+    let ca = ClusterCa::generate("silent").unwrap();
+    let identity = ca.issue("silent").unwrap();
+    let config = tls::server_config(&identity, ALPN_CLIENT).expect("server config");
+    let config = quinn::crypto::rustls::QuicServerConfig::try_from(config).expect("quic config");
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(config)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("endpoint");
+    let addr = endpoint.local_addr().unwrap();
+    // Accepts the connection and its streams, reads nothing, answers nothing.
+    let held = tokio::spawn(async move {
+        let mut streams = Vec::new();
+        while let Some(incoming) = endpoint.accept().await {
+            let Ok(connection) = incoming.await else {
+                continue;
+            };
+            while let Ok(stream) = connection.accept_bi().await {
+                streams.push(stream);
+            }
+        }
+    });
+    let client = Client::builder()
+        .quic(addr, client_tls(&ca, "waiter"))
+        .retries(0)
+        .build()
+        .unwrap();
+    let options = RequestOptions {
+        timeout_ms: 1,
+        ..RequestOptions::default()
+    };
+    let call = client.get("b", "k", &options);
+    let error = tokio::time::timeout(chorus_client::ANSWER_GRACE * 4, call)
+        .await
+        .expect("the call ends by itself")
+        .expect_err("nothing answers");
+    assert_eq!(error.code(), "transport", "{error}");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    assert!(error.may_have_applied(), "{error}");
+    held.abort();
+}
