@@ -84,6 +84,17 @@ impl Quorum {
     }
 }
 
+impl Quorum {
+    /// [`Quorum::parse`], refusing a count of 0: `r` and `w` need at least
+    /// one replica whatever N is.
+    fn parse_nonzero(option: &'static str, value: &str) -> Result<Quorum, OptionsError> {
+        match Quorum::parse(option, value)? {
+            Quorum::Count(0) => Err(OptionsError::ZeroQuorum { option }),
+            quorum => Ok(quorum),
+        }
+    }
+}
+
 impl std::str::FromStr for Quorum {
     type Err = OptionsError;
 
@@ -258,7 +269,9 @@ const NAMES: [&str; 8] = [
 impl RequestOptions {
     /// Parses `(name, value)` pairs such as a query string's parameters.
     /// Options not given keep their defaults. An unknown name, an option
-    /// given twice or a malformed value is refused.
+    /// given twice or a malformed value is refused, and so is `r` or `w`
+    /// of 0 (`quorum_zero`), which no replication factor makes valid; the
+    /// rest of what depends on N is checked by [`resolve`](Self::resolve).
     pub fn parse<'a, I>(pairs: I) -> Result<RequestOptions, OptionsError>
     where
         I: IntoIterator<Item = (&'a str, &'a str)>,
@@ -274,8 +287,8 @@ impl RequestOptions {
                 return Err(OptionsError::DuplicateOption { option });
             }
             match option {
-                "r" => options.r = Quorum::parse(option, value)?,
-                "w" => options.w = Quorum::parse(option, value)?,
+                "r" => options.r = Quorum::parse_nonzero(option, value)?,
+                "w" => options.w = Quorum::parse_nonzero(option, value)?,
                 "pr" => options.pr = Quorum::parse(option, value)?,
                 "pw" => options.pw = Quorum::parse(option, value)?,
                 "timeout" => options.timeout_ms = parse_timeout(value)?,

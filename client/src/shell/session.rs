@@ -759,4 +759,21 @@ mod tests {
         let unknown = vec![("x".into(), "1".into())];
         assert_eq!(merge(&base, &unknown).unwrap_err().code, "unknown_option");
     }
+
+    /// `CONSISTENCY r=0` is refused when given, not taken as the session's
+    /// default for every later request to fail with.
+    #[test]
+    fn a_zero_quorum_is_refused_when_set() {
+        for option in ["r", "w"] {
+            let zero = vec![(option.into(), "0".into())];
+            let error = merge(&RequestOptions::default(), &zero).unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.exit),
+                ("quorum_zero", exit::USAGE),
+                "{option}=0"
+            );
+        }
+        let primaries = vec![("pr".into(), "0".into()), ("pw".into(), "0".into())];
+        assert!(merge(&RequestOptions::default(), &primaries).is_ok());
+    }
 }
