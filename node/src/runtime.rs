@@ -440,6 +440,10 @@ pub enum Halt {
     /// was never acknowledged, and the node acknowledges nothing more.
     #[error("the store could not flush its writes: {0}")]
     StorageFailed(String),
+    /// A shard's thread stopped by itself (it panicked: its log says
+    /// why), so the keys of its partitions could no longer be served.
+    #[error("the thread of shard {0} stopped; its keys cannot be served")]
+    ShardStopped(usize),
 }
 
 impl RunningNode {
@@ -1062,10 +1066,15 @@ impl MembershipThread {
             self.ready.store(engine.is_ready(), Ordering::Relaxed);
             let stop = if let Some(found) = engine.identity_conflict() {
                 Some(Halt::IdentityConflict(found.clone()))
+            } else if let Some(failure) = engine.storage_failure() {
+                Some(Halt::StorageFailed(failure.to_owned()))
             } else {
-                engine
-                    .storage_failure()
-                    .map(|failure| Halt::StorageFailed(failure.to_owned()))
+                // Shard threads stop by themselves only on a storage
+                // failure (above) or a panic.
+                self.shard_threads
+                    .iter()
+                    .position(JoinHandle::is_finished)
+                    .map(Halt::ShardStopped)
             };
             if let Some(stop) = stop {
                 if let Some(tx) = self.halt.take() {
