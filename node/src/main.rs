@@ -132,6 +132,8 @@ struct NodeStartArgs {
     initial_members: Option<usize>,
     /// Shards splitting the node's partitions, each with the request state
     /// of its own and a thread of its own: 1 to 256, default one per core.
+    /// Each costs memory (its thread and its share of the event queue, at
+    /// least 1024 events), so more shards than cores buys nothing.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     shards: Option<u16>,
     /// The cluster CA certificate (PEM).

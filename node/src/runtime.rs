@@ -5,8 +5,9 @@
 //!
 //! * The engine's shards are detached ([`Engine::detach_shards`]) and each
 //!   runs on an OS thread of its own, a *shard thread*
-//!   (`chorus-shard-<i>`); membership and the router run on the
-//!   *membership thread* (`chorus-membership`). Every RocksDB call happens
+//!   (`chorus-shard<i>`; Linux keeps 15 bytes of a thread's name); membership
+//!   and the router run on the
+//!   *membership thread* (`chorus-members`). Every RocksDB call happens
 //!   on these threads, never on tokio's async workers. Each thread waits
 //!   for its next event until its next wakeup, feeds it in with the
 //!   current [`Now`] together with whatever else is already queued (at
@@ -87,9 +88,13 @@ use crate::transport::tls::NodeIdentity;
 use crate::transport::{QuicTransport, TransportConfig, TransportError};
 use crate::wire::{Frame, Message};
 
-/// Most events waiting for the membership thread, and for each shard
-/// thread.
+/// Most events waiting for the membership thread, and for the shard
+/// threads together (each shard's queue holds its share, at least
+/// [`MIN_SHARD_QUEUE`]).
 const EVENT_QUEUE: usize = 16_384;
+/// Fewest events a shard thread's queue holds, however many shards split
+/// [`EVENT_QUEUE`].
+const MIN_SHARD_QUEUE: usize = 1024;
 /// Most bytes of peers' frames waiting for the membership thread.
 pub const EVENT_QUEUE_BYTES: usize = 64 << 20;
 /// Most frames waiting to be sent.
@@ -550,9 +555,12 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let ready = Arc::new(AtomicBool::new(engine.is_ready()));
     let shard_map = engine.shard_map();
     let workers = engine.detach_shards();
+    // The shards split the node's event queue between them: a bounded
+    // channel holds its whole capacity from the start.
+    let shard_queue = (EVENT_QUEUE / workers.len().max(1)).max(MIN_SHARD_QUEUE);
     let (shard_events, shard_events_rx): (Vec<_>, Vec<_>) = workers
         .iter()
-        .map(|_| mpsc::sync_channel::<ShardEvent>(EVENT_QUEUE))
+        .map(|_| mpsc::sync_channel::<ShardEvent>(shard_queue))
         .unzip();
 
     // Frames from peers into the engine's queue, within its byte budget:
@@ -647,7 +655,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         };
         let metrics = metrics.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("chorus-shard-{}", worker.index()))
+            .name(format!("chorus-shard{}", worker.index()))
             .spawn(move || metrics.record(|| context.run(worker)))?;
         shard_threads.push(thread);
     }
@@ -663,7 +671,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         halt: Some(halt_tx),
     };
     let engine_thread = std::thread::Builder::new()
-        .name("chorus-membership".into())
+        .name("chorus-members".into())
         .spawn(move || {
             // Everything the membership thread records goes to this node.
             engine_metrics.record(|| membership.run(engine, &engine_metrics))

@@ -52,7 +52,7 @@ pub struct PutSuccess {
 pub enum PutError {
     /// Too few replicas can still acknowledge for `w` (or `pw`) to be
     /// reached. Replicas that applied the write keep it.
-    #[error("write quorum not reached: {tally}; the write was applied on {applied} replica(s), where it stays")]
+    #[error("write quorum not reached: {tally}; the write was applied on {applied} replica(s) so far and is not undone: replicas it was sent to may still apply it, and hinted handoff carries it to the others")]
     QuorumNotReached { tally: QuorumTally, applied: usize },
     /// The request timed out after at least one replica applied the write:
     /// it may or may not become visible.
@@ -427,7 +427,9 @@ mod tests {
             error.to_string(),
             format!(
                 "write quorum not reached: needed 2 (2 from primaries), received 1 (0 from primaries); \
-                 failed: {C}: replica unreachable; the write was applied on 1 replica(s), where it stays"
+                 failed: {C}: replica unreachable; the write was applied on 1 replica(s) so far and \
+                 is not undone: replicas it was sent to may still apply it, and hinted handoff \
+                 carries it to the others"
             )
         );
     }
