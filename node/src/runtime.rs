@@ -647,7 +647,6 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     for (worker, events_rx) in workers.into_iter().zip(shard_events_rx) {
         let context = ShardThread {
             origin,
-            events: events_rx,
             membership: events.clone(),
             sends: sends.clone(),
             peers: Peers::new(names.clone()),
@@ -656,12 +655,11 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         let metrics = metrics.clone();
         let thread = std::thread::Builder::new()
             .name(format!("chorus-shard{}", worker.index()))
-            .spawn(move || metrics.record(|| context.run(worker)))?;
+            .spawn(move || metrics.record(|| context.run(worker, &events_rx)))?;
         shard_threads.push(thread);
     }
     let membership = MembershipThread {
         origin,
-        events: events_rx,
         shards: shard_events.clone(),
         shard_threads,
         shard_stats,
@@ -674,7 +672,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         .name("chorus-members".into())
         .spawn(move || {
             // Everything the membership thread records goes to this node.
-            engine_metrics.record(|| membership.run(engine, &engine_metrics))
+            engine_metrics.record(|| membership.run(engine, &events_rx, &engine_metrics))
         })?;
 
     let handle = NodeHandle {
@@ -920,12 +918,56 @@ impl Peers {
     }
 }
 
+/// How a batch of events ended.
+enum Batch {
+    /// Its events were handled; `Now` is the time of the last.
+    Handled(Now),
+    /// A shutdown came, at this time; the events before it were handled.
+    Shutdown(Now),
+    /// Every sender is gone.
+    Disconnected,
+}
+
+/// Waits for the next event until `wakeup` (monotonic, from `origin`),
+/// then takes whatever else is already queued, at most [`EVENT_BATCH`] in
+/// all, handing each to `handle` with the time (`None`: the wait ran out,
+/// a tick). Stops at an event `is_shutdown` names, which is not handed on.
+fn receive_batch<E>(
+    events: &mpsc::Receiver<E>,
+    origin: Instant,
+    wakeup: Duration,
+    is_shutdown: impl Fn(&E) -> bool,
+    mut handle: impl FnMut(Now, Option<E>),
+) -> Batch {
+    let wait = wakeup.saturating_sub(now_since(origin).mono);
+    let mut event = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
+        Ok(event) => Some(event),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => return Batch::Disconnected,
+    };
+    let mut handled = 0;
+    loop {
+        let now = now_since(origin);
+        if event.as_ref().is_some_and(&is_shutdown) {
+            return Batch::Shutdown(now);
+        }
+        handle(now, event);
+        handled += 1;
+        if handled >= EVENT_BATCH {
+            return Batch::Handled(now);
+        }
+        event = match events.try_recv() {
+            Ok(event) => Some(event),
+            Err(_) => return Batch::Handled(now),
+        };
+    }
+}
+
 /// The membership thread: drives the engine with its shards detached
 /// (gossip, the ring, status, peers' frames and send failures, which it
 /// routes on to the shards), and owns the shard threads.
 struct MembershipThread {
     origin: Instant,
-    events: mpsc::Receiver<Event>,
     /// Each shard thread's queue, by index.
     shards: Vec<SyncSender<ShardEvent>>,
     shard_threads: Vec<JoinHandle<()>>,
@@ -992,7 +1034,7 @@ impl MembershipThread {
                 tracing::info!("announcing that this node leaves the cluster");
                 engine.leave(now);
             }
-            Event::Shutdown => unreachable!("the loop handles shutdown"),
+            Event::Shutdown => unreachable!("receive_batch stops at a shutdown"),
         }
     }
 
@@ -1019,38 +1061,30 @@ impl MembershipThread {
     /// timeout), whatever else is already queued is handled too, up to
     /// [`EVENT_BATCH`], before the effects are carried out and what was
     /// routed to the shards is passed on.
-    fn run<S: Store>(mut self, mut engine: Engine<S>, metrics: &NodeMetrics) {
+    fn run<S: Store>(
+        mut self,
+        mut engine: Engine<S>,
+        events: &mpsc::Receiver<Event>,
+        metrics: &NodeMetrics,
+    ) {
         let mut waiting = BTreeMap::new();
         let mut upkeep = Instant::now();
         let mut names_shared = None;
         loop {
-            let now = now_since(self.origin);
-            let wait = engine.next_wakeup().saturating_sub(now.mono);
-            let mut event = match self.events.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut handled = 0;
-            let mut shutting_down = false;
-            let now = loop {
-                let now = now_since(self.origin);
-                match event {
+            let batch = receive_batch(
+                events,
+                self.origin,
+                engine.next_wakeup(),
+                |event| matches!(event, Event::Shutdown),
+                |now, event| match event {
                     None => engine.handle_tick(now),
-                    Some(Event::Shutdown) => {
-                        shutting_down = true;
-                        break now;
-                    }
                     Some(event) => self.handle(&mut engine, now, event),
-                }
-                handled += 1;
-                if handled >= EVENT_BATCH {
-                    break now;
-                }
-                event = match self.events.try_recv() {
-                    Ok(event) => Some(event),
-                    Err(_) => break now,
-                };
+                },
+            );
+            let (now, shutting_down) = match batch {
+                Batch::Handled(now) => (now, false),
+                Batch::Shutdown(now) => (now, true),
+                Batch::Disconnected => break,
             };
             if engine.next_wakeup() <= now.mono {
                 engine.handle_tick(now);
@@ -1116,7 +1150,6 @@ impl MembershipThread {
 /// its partitions and what membership routed to it.
 struct ShardThread {
     origin: Instant,
-    events: mpsc::Receiver<ShardEvent>,
     /// Membership's queue, for the facts the shard reports.
     membership: SyncSender<Event>,
     sends: Sends,
@@ -1129,28 +1162,18 @@ impl ShardThread {
     /// The shard thread's loop: events in batches (at most
     /// [`EVENT_BATCH`]) whose writes share one flush of the store's log,
     /// then the effects, then the facts for membership and the counters.
-    fn run<S: Store>(mut self, mut worker: ShardWorker<S>) {
+    fn run<S: Store>(mut self, mut worker: ShardWorker<S>, events: &mpsc::Receiver<ShardEvent>) {
         let mut waiting = BTreeMap::new();
         let mut next_client: u64 = 1;
         let mut facts = Facts::default();
         loop {
-            let now = now_since(self.origin);
-            let wait = worker.next_wakeup().saturating_sub(now.mono);
-            let mut event = match self.events.recv_timeout(wait.max(Duration::from_millis(1))) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut handled = 0;
-            let mut shutting_down = false;
-            let now = loop {
-                let now = now_since(self.origin);
-                match event {
+            let batch = receive_batch(
+                events,
+                self.origin,
+                worker.next_wakeup(),
+                |event| matches!(event, ShardEvent::Shutdown),
+                |now, event| match event {
                     None => worker.handle_tick(now),
-                    Some(ShardEvent::Shutdown) => {
-                        shutting_down = true;
-                        break now;
-                    }
                     Some(ShardEvent::Client(request, reply)) => {
                         let client = next_client;
                         next_client += 1;
@@ -1158,15 +1181,13 @@ impl ShardThread {
                         worker.handle_client(now, client, request);
                     }
                     Some(ShardEvent::Input(input)) => worker.handle_input(now, input),
-                }
-                handled += 1;
-                if handled >= EVENT_BATCH {
-                    break now;
-                }
-                event = match self.events.try_recv() {
-                    Ok(event) => Some(event),
-                    Err(_) => break now,
-                };
+                    Some(ShardEvent::Shutdown) => unreachable!("receive_batch stops at a shutdown"),
+                },
+            );
+            let (now, shutting_down) = match batch {
+                Batch::Handled(now) => (now, false),
+                Batch::Shutdown(now) => (now, true),
+                Batch::Disconnected => break,
             };
             if worker.next_wakeup() <= now.mono {
                 worker.handle_tick(now);
