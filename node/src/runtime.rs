@@ -641,7 +641,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         queue: sends,
         budget: send_budget,
     };
-    let names = Arc::new(Mutex::new(None));
+    let names = Arc::new(Mutex::new(Names::default()));
     let shard_stats: Arc<[Mutex<EngineStats>]> = workers.iter().map(|_| Mutex::default()).collect();
     let mut shard_threads = Vec::new();
     for (worker, events_rx) in workers.into_iter().zip(shard_events_rx) {
@@ -875,46 +875,83 @@ fn carry_out(
     }
 }
 
-/// A thread's frame counters by peer, labelled with the peers' names from
-/// the cluster status the membership thread last shared (looked up at most
-/// every [`PEER_NAMES_REFRESH`] for an address not known yet).
+/// The members' names and addresses the membership thread last shared,
+/// for every thread's frame counters, and a version bumped at each share.
+#[derive(Debug, Default)]
+struct Names {
+    version: u64,
+    status: Option<ClusterStatus>,
+}
+
+/// A thread's frame counters by peer, labelled with the peers' names.
+///
+/// The membership thread looks the names up from the engine when a frame
+/// comes from or goes to an address it cannot label yet (at most every
+/// [`PEER_NAMES_REFRESH`]), and otherwise every [`PEER_NAMES_REFRESH`],
+/// and shares what it found ([`Names`]); a shard thread learns from the
+/// shared names whenever they are newer than what it learned last.
 struct Peers {
     frames: PeerFrames,
-    refreshed: Option<Instant>,
-    names: Arc<Mutex<Option<ClusterStatus>>>,
+    /// When the membership thread last looked the names up.
+    looked_up: Option<Instant>,
+    /// The version of the shared names this thread learned last.
+    learned: u64,
+    names: Arc<Mutex<Names>>,
 }
 
 impl Peers {
-    fn new(names: Arc<Mutex<Option<ClusterStatus>>>) -> Peers {
+    fn new(names: Arc<Mutex<Names>>) -> Peers {
         Peers {
             frames: PeerFrames::new(),
-            refreshed: None,
+            looked_up: None,
+            learned: 0,
             names,
         }
     }
 
+    /// The counters of the peer at `addr`, learning names shared since the
+    /// last call if `addr` has none yet.
     fn frames(&mut self, addr: SocketAddr) -> &crate::telemetry::FrameCounters {
-        let stale = self
-            .refreshed
-            .is_none_or(|at| at.elapsed() >= PEER_NAMES_REFRESH);
-        if !self.frames.knows(&addr) && stale {
+        if !self.frames.knows(&addr) {
             let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(status) = names.as_ref() {
-                self.frames.learn(status);
+            if names.version != self.learned {
+                if let Some(status) = &names.status {
+                    self.frames.learn(status);
+                }
+                self.learned = names.version;
             }
-            self.refreshed = Some(Instant::now());
         }
         self.frames.of(&addr)
     }
 
-    /// Shares `engine`'s cluster status with every thread's counters, at
-    /// most every [`PEER_NAMES_REFRESH`].
-    fn share_names<S: Store>(&mut self, engine: &Engine<S>, shared: &mut Option<Instant>) {
-        if shared.is_none_or(|at| at.elapsed() >= PEER_NAMES_REFRESH) {
-            let status = engine.cluster_status();
-            *self.names.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
-            *shared = Some(Instant::now());
+    /// On the membership thread: the counters of the peer at `addr`,
+    /// looking the names up from `engine` first (and sharing them) if
+    /// `addr` has none yet and the last look-up is [`PEER_NAMES_REFRESH`]
+    /// old.
+    fn frames_looked_up<S: Store>(
+        &mut self,
+        engine: &Engine<S>,
+        addr: SocketAddr,
+    ) -> &crate::telemetry::FrameCounters {
+        if !self.frames.knows(&addr) {
+            self.share_names(engine);
         }
+        self.frames(addr)
+    }
+
+    /// On the membership thread: looks the names up from `engine` and
+    /// shares them, at most every [`PEER_NAMES_REFRESH`].
+    fn share_names<S: Store>(&mut self, engine: &Engine<S>) {
+        if self
+            .looked_up
+            .is_some_and(|at| at.elapsed() < PEER_NAMES_REFRESH)
+        {
+            return;
+        }
+        self.looked_up = Some(Instant::now());
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        names.version += 1;
+        names.status = Some(engine.cluster_status());
     }
 }
 
@@ -985,7 +1022,7 @@ impl MembershipThread {
         match event {
             Event::Frame(source, bytes, held) => {
                 let result = engine.handle_frame(now, source, &bytes);
-                let frames = self.peers.frames(source);
+                let frames = self.peers.frames_looked_up(engine, source);
                 match result {
                     Ok(()) => frames.received.increment(1),
                     Err(e) => {
@@ -996,7 +1033,10 @@ impl MembershipThread {
                 drop(held);
             }
             Event::SendFailed(addr, payload) => {
-                self.peers.frames(addr).send_failed.increment(1);
+                self.peers
+                    .frames_looked_up(engine, addr)
+                    .send_failed
+                    .increment(1);
                 engine.handle_send_failed(now, addr, &payload);
             }
             Event::Facts(facts) => engine.handle_facts(facts),
@@ -1069,7 +1109,6 @@ impl MembershipThread {
     ) {
         let mut waiting = BTreeMap::new();
         let mut upkeep = Instant::now();
-        let mut names_shared = None;
         loop {
             let batch = receive_batch(
                 events,
@@ -1089,7 +1128,7 @@ impl MembershipThread {
             if engine.next_wakeup() <= now.mono {
                 engine.handle_tick(now);
             }
-            self.peers.share_names(&engine, &mut names_shared);
+            self.peers.share_names(&engine);
             carry_out(
                 &mut engine,
                 &self.sends,
