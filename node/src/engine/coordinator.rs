@@ -6,34 +6,18 @@
 
 use std::time::Duration;
 
-use chorus_ring::PreferenceList;
-use chorus_storage::context::CausalContext;
 use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, Store};
 use uuid::Uuid;
 
-use super::requests::RequestId;
-use super::shard::{Cx, Shard};
-use super::{ClientId, ClientReply, Now};
+use super::io::{ClientId, ClientReply, Now};
+use super::parts::Cx;
+use super::requests::{Ledger, Origin, PlacedWrite, RequestId, Requests, ToForward};
+use super::view::uncovered_primaries;
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::Site;
-use crate::core::{
-    ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError, ResolvedOptions,
-};
+use crate::core::{ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError};
 use crate::wire::{ForwardedReply, Message, StoredAck, WireKey};
-
-/// Who is waiting for the outcome of a coordinated write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Origin {
-    Client(ClientId),
-    /// A node forwarded the write; its reply names the key.
-    Forward {
-        node: Uuid,
-        request: u64,
-        bucket: Vec<u8>,
-        key: Vec<u8>,
-    },
-}
 
 /// A get this node coordinates.
 #[derive(Debug)]
@@ -266,21 +250,70 @@ impl PutRequest {
     }
 }
 
-impl Shard {
+/// The gets and puts one shard coordinates.
+#[derive(Debug, Default)]
+pub(super) struct Coordinator {
+    gets: Requests<GetRequest>,
+    puts: Requests<PutRequest>,
+}
+
+impl Coordinator {
+    /// Puts `get` in flight under a fresh id, with no deadline: a test's
+    /// get, made without a client request.
+    #[cfg(test)]
+    pub(super) fn insert_get(&mut self, ledger: &mut Ledger, get: GetRequest) -> RequestId {
+        let request = ledger.deadlines.next_id();
+        self.gets
+            .insert(&mut ledger.deadlines, request, Duration::MAX, get);
+        request
+    }
+
+    /// Gets and puts in flight.
+    pub(super) fn len(&self) -> usize {
+        self.gets.len() + self.puts.len()
+    }
+
+    /// Get `request`, if it is in flight.
+    pub(super) fn get(&self, request: RequestId) -> Option<&GetRequest> {
+        self.gets.get(request)
+    }
+
+    /// Put `request`, if it is in flight.
+    pub(super) fn put(&self, request: RequestId) -> Option<&PutRequest> {
+        self.puts.get(request)
+    }
+
+    /// The gets in flight, in id order.
+    pub(super) fn gets(&self) -> impl Iterator<Item = (RequestId, &GetRequest)> {
+        self.gets.iter()
+    }
+
+    /// The puts in flight, in id order.
+    pub(super) fn puts(&self) -> impl Iterator<Item = (RequestId, &PutRequest)> {
+        self.puts.iter()
+    }
+
+    /// Starts a get: reads the local copy when this node is a target, asks
+    /// the other targets. A delete without a context reads first
+    /// (`then_delete`); what it then writes may have to be forwarded.
     pub(super) fn start_get<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         now: Now,
         client: ClientId,
         read: ReadRequest,
         then_delete: Option<WriteRequest>,
-    ) {
-        self.stats.gets += 1;
+    ) -> Option<ToForward> {
+        ledger.stats.gets += 1;
         let list = cx.view.preference_list(&read.bucket, &read.key);
         let (partition, n) = (list.partition(), list.n());
         let options = match read.options.resolve(n) {
             Ok(options) => options,
-            Err(e) => return cx.reply(client, Err(e.into())),
+            Err(e) => {
+                cx.reply(client, Err(e.into()));
+                return None;
+            }
         };
         let targets = cx.view.targets(list, options.sloppy);
         let key = WireKey {
@@ -288,16 +321,18 @@ impl Shard {
             bucket: read.bucket,
             key: read.key,
         };
-        let request = self.deadlines.next_id();
+        let request = ledger.deadlines.next_id();
         let coordinator = GetCoordinator::new(n, options.r, options.pr, targets.clone());
         let get = GetRequest::new(client, key.clone(), coordinator, targets.len(), then_delete);
         let deadline = cx.deadline(now, Duration::from_millis(options.timeout_ms));
         self.gets
-            .insert(&mut self.deadlines, request, deadline, get);
+            .insert(&mut ledger.deadlines, request, deadline, get);
+        let mut forward = None;
         for target in &targets {
             if target.node == cx.me() {
                 let result = cx.read_local(&key);
-                self.on_read_reply(cx, cx.me(), request, &key, result);
+                let me = cx.me();
+                forward = forward.or(self.on_read_reply(ledger, cx, me, request, &key, result));
             } else {
                 cx.send(
                     target.node,
@@ -309,49 +344,53 @@ impl Shard {
             }
         }
         if let Some(progress) = self.gets.get_mut(request).map(GetRequest::progress) {
-            self.on_get_progress(cx, request, progress);
+            forward = forward.or(self.on_get_progress(ledger, cx, request, progress));
         }
+        forward
     }
 
+    /// Starts a client's put: coordinates it when this node is a target,
+    /// or hands it back to be forwarded to one.
     pub(super) fn start_put<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         now: Now,
         client: ClientId,
         write: WriteRequest,
-    ) {
-        self.stats.puts += 1;
+    ) -> Option<ToForward> {
+        ledger.stats.puts += 1;
         let list = cx.view.preference_list(&write.bucket, &write.key);
         let (partition, n) = (list.partition(), list.n());
         let options = match write.options.resolve(n) {
             Ok(options) => options,
-            Err(e) => return cx.reply(client, Err(e.into())),
+            Err(e) => {
+                cx.reply(client, Err(e.into()));
+                return None;
+            }
         };
         let targets = cx.view.targets(list, options.sloppy);
         let return_body = write.options.return_body;
         if targets.iter().any(|t| t.node == cx.me()) {
             let uncovered = uncovered_primaries(list, &targets);
-            let context = write.context.unwrap_or_default();
-            let key = WireKey {
-                partition: partition.0,
-                bucket: write.bucket,
-                key: write.key,
-            };
-            self.coordinate_put(
-                cx,
-                now,
-                Origin::Client(client),
-                key,
-                write.value,
-                write.content_type,
-                context,
+            let placed = PlacedWrite {
+                origin: Origin::Client(client),
+                key: WireKey {
+                    partition: partition.0,
+                    bucket: write.bucket,
+                    key: write.key,
+                },
+                value: write.value,
+                content_type: write.content_type,
+                context: write.context.unwrap_or_default(),
                 options,
                 return_body,
                 n,
                 targets,
                 uncovered,
-            );
-            return;
+            };
+            self.coordinate_put(ledger, cx, now, placed);
+            return None;
         }
         let Some(to) = targets
             .iter()
@@ -365,27 +404,38 @@ impl Shard {
                 .outcome()
                 .and_then(Result::err)
                 .expect("a put with no targets cannot succeed");
-            return cx.reply(client, Err(error.into()));
+            cx.reply(client, Err(error.into()));
+            return None;
         };
-        self.forward_write(cx, now, client, to, write, options);
+        Some(ToForward {
+            client,
+            to,
+            write,
+            options,
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Coordinates a write this node is a target of: applies it locally,
+    /// keeps the hints it owes, and sends it to the other targets.
     pub(super) fn coordinate_put<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         now: Now,
-        origin: Origin,
-        key: WireKey,
-        value: Option<Vec<u8>>,
-        content_type: Option<String>,
-        context: CausalContext,
-        options: ResolvedOptions,
-        return_body: bool,
-        n: usize,
-        targets: Vec<Replica>,
-        uncovered: Vec<Uuid>,
+        placed: PlacedWrite,
     ) {
+        let PlacedWrite {
+            origin,
+            key,
+            value,
+            content_type,
+            context,
+            options,
+            return_body,
+            n,
+            targets,
+            uncovered,
+        } = placed;
         let durability = Durability::from_sync(options.sync);
         let write = ClientWrite {
             context: context.clone(),
@@ -395,7 +445,7 @@ impl Shard {
         };
         let (object, dot) = match cx.apply_write(now, &key, write, durability) {
             Ok(applied) => applied,
-            Err(error) => return self.finish_origin(cx, origin, Err(error)),
+            Err(error) => return finish_origin(cx, origin, error),
         };
         let own = targets
             .iter()
@@ -408,7 +458,7 @@ impl Shard {
         let hinted = own.stands_in_for().into_iter().chain(uncovered);
         let mut own_hint_failed = None;
         for primary in hinted {
-            if let Err(e) = self.keep_hint(cx, primary, &key, &object, durability) {
+            if let Err(e) = cx.keep_hint(primary, &key, &object, durability) {
                 // The local copy stands; the primary gets it by read repair.
                 if own.stands_in_for() == Some(primary) {
                     own_hint_failed = Some(e);
@@ -423,7 +473,7 @@ impl Shard {
             Some(e) => coordinator.add_failure(cx.me(), ReplicaError::Storage(e.to_string())),
             None => coordinator.add_ack(cx.me(), options.sync),
         };
-        let request = self.deadlines.next_id();
+        let request = ledger.deadlines.next_id();
         let encoded = object.encode();
         let reply = WriteReply::Written {
             context: if cx
@@ -453,7 +503,7 @@ impl Shard {
         };
         let deadline = cx.deadline(now, Duration::from_millis(options.timeout_ms));
         self.puts
-            .insert(&mut self.deadlines, request, deadline, put);
+            .insert(&mut ledger.deadlines, request, deadline, put);
         let me = cx.me();
         for target in targets.iter().filter(|t| t.node != me) {
             cx.send(
@@ -468,7 +518,7 @@ impl Shard {
             );
         }
         if let Some(progress) = self.puts.get_mut(request).map(PutRequest::progress) {
-            self.on_put_progress(cx, request, progress);
+            self.on_put_progress(ledger, cx, request, progress);
         }
     }
 
@@ -482,25 +532,27 @@ impl Shard {
         awaited
     }
 
+    /// A replica's answer to a get; what the get then writes (a delete
+    /// without a context) may have to be forwarded.
     pub(super) fn on_read_reply<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
         key: &WireKey,
         result: Result<Object, ReplicaError>,
-    ) {
-        let Some(get) = self.gets.get_mut(request).filter(|get| get.key() == key) else {
-            return;
-        };
+    ) -> Option<ToForward> {
+        let get = self.gets.get_mut(request).filter(|get| get.key() == key)?;
         let progress = get.on_reply(from, result);
-        self.on_get_progress(cx, request, progress);
+        self.on_get_progress(ledger, cx, request, progress)
     }
 
     /// A replica's answer to a put this node coordinates; false if
     /// `request` is no put in flight for `key`.
     pub(super) fn on_put_stored<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
@@ -511,40 +563,65 @@ impl Shard {
             return false;
         };
         let progress = put.on_reply(from, result);
-        self.on_put_progress(cx, request, progress);
+        self.on_put_progress(ledger, cx, request, progress);
         true
+    }
+
+    /// Request `request`'s time ran out, if it is a get or put of this
+    /// coordinator's: `None` if it is not; otherwise what a get then
+    /// writes, which may have to be forwarded.
+    pub(super) fn expire<S: Store>(
+        &mut self,
+        ledger: &mut Ledger,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+    ) -> Option<Option<ToForward>> {
+        if let Some(get) = self.gets.get_mut(request) {
+            let progress = get.on_timeout();
+            Some(self.on_get_progress(ledger, cx, request, progress))
+        } else if let Some(put) = self.puts.get_mut(request) {
+            let progress = put.on_timeout();
+            self.on_put_progress(ledger, cx, request, progress);
+            Some(None)
+        } else {
+            None
+        }
     }
 
     /// Acts on what a get's replies decided: answers the client (or starts
     /// the delete the read was for), and once the get is done retires it
     /// and repairs the stale replicas.
-    pub(super) fn on_get_progress<S: Store>(
+    fn on_get_progress<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         request: RequestId,
         progress: GetProgress,
-    ) {
+    ) -> Option<ToForward> {
+        let mut forward = None;
         if let Some(answer) = progress.answer {
             // Answered, the get waits for its read repair in the background.
-            self.background.add(0);
+            ledger.background.add(0);
             match answer {
                 GetAnswer::Reply(client, result) => cx.reply(client, result),
                 GetAnswer::Delete(client, delete) => {
                     let now = cx.now;
-                    self.start_put(cx, now, client, delete);
+                    forward = self.start_put(ledger, cx, now, client, delete);
                 }
             }
         }
         if progress.done {
-            self.retire_get(cx, request);
+            self.retire_get(ledger, cx, request);
         }
+        forward
     }
 
     /// Acts on what a put's acknowledgements decided: answers whoever
     /// waits, and once the put is done retires it and keeps hints for the
     /// targets that never answered.
-    pub(super) fn on_put_progress<S: Store>(
+    fn on_put_progress<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         request: RequestId,
         progress: PutProgress,
@@ -555,21 +632,26 @@ impl Shard {
                 .get(request)
                 .and_then(PutRequest::background_bytes)
                 .expect("an answered put in flight");
-            self.background.add(bytes);
-            self.answer(cx, origin, result);
+            ledger.background.add(bytes);
+            answer(cx, origin, result);
         }
         if progress.done {
-            self.retire_put(cx, request);
+            self.retire_put(ledger, cx, request);
         }
     }
 
     /// Removes a get; repairs the stale replicas.
-    pub(super) fn retire_get<S: Store>(&mut self, cx: &mut Cx<'_, S>, request: RequestId) {
-        let Some(get) = self.gets.remove(&mut self.deadlines, request) else {
+    pub(super) fn retire_get<S: Store>(
+        &mut self,
+        ledger: &mut Ledger,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+    ) {
+        let Some(get) = self.gets.remove(&mut ledger.deadlines, request) else {
             return;
         };
         if get.answered() {
-            self.background.remove(0);
+            ledger.background.remove(0);
         }
         let GetRequest {
             key, coordinator, ..
@@ -578,18 +660,18 @@ impl Shard {
         if repairs.is_empty() {
             return;
         }
-        if self.background.bytes >= self.budget.max_background_bytes
+        if ledger.background.bytes >= ledger.budget.max_background_bytes
             || cx.parts.buggify.fires(Site::ReadRepairSkipped)
         {
             // Read repair is opportunistic; a later read or a hint
             // brings the replica up to date.
-            self.stats.read_repairs_skipped += repairs.len() as u64;
+            ledger.stats.read_repairs_skipped += repairs.len() as u64;
             return;
         }
         let merged = coordinator.merged();
         let encoded = merged.encode();
         for replica in repairs {
-            self.stats.read_repairs += 1;
+            ledger.stats.read_repairs += 1;
             if replica.node == cx.me() {
                 cx.repair_local(&key, merged);
             } else {
@@ -608,99 +690,78 @@ impl Shard {
     }
 
     /// Removes a put; keeps hints for the targets that never answered.
-    pub(super) fn retire_put<S: Store>(&mut self, cx: &mut Cx<'_, S>, request: RequestId) {
-        let Some(put) = self.puts.remove(&mut self.deadlines, request) else {
+    pub(super) fn retire_put<S: Store>(
+        &mut self,
+        ledger: &mut Ledger,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+    ) {
+        let Some(put) = self.puts.remove(&mut ledger.deadlines, request) else {
             return;
         };
         if let Some(bytes) = put.background_bytes() {
-            self.background.remove(bytes);
+            ledger.background.remove(bytes);
         }
         let (key, object, sync, unreached) = put.into_unreached();
-        self.hint_unreached(cx, &key, &object, sync, unreached);
+        cx.hint_unreached(&key, &object, sync, unreached);
     }
+}
 
-    pub(super) fn answer<S: Store>(
-        &mut self,
-        cx: &mut Cx<'_, S>,
-        origin: Origin,
-        result: Result<ClientReply, RequestError>,
-    ) {
-        match origin {
-            Origin::Client(client) => cx.reply(client, result),
-            Origin::Forward {
-                node,
-                request,
-                bucket,
-                key,
-            } => {
-                let result = match result {
-                    Ok(ClientReply::Write(WriteReply::Written { context, object })) => {
-                        Ok(ForwardedReply {
-                            context: context.to_bytes(),
-                            object: object.map(|o| o.encode()),
-                        })
-                    }
-                    Ok(ClientReply::Write(WriteReply::NothingToDelete { .. })) => {
-                        unreachable!("a forwarded write carries a context")
-                    }
-                    Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
-                    Err(error) => Err(error.for_the_wire()),
-                };
-                cx.send(
-                    node,
-                    Message::ForwardReply {
-                        request,
-                        bucket,
-                        key,
-                        result,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Answers a write that failed before a coordinator existed.
-    pub(super) fn finish_origin<S: Store>(
-        &mut self,
-        cx: &mut Cx<'_, S>,
-        origin: Origin,
-        result: Result<ForwardedReply, RequestError>,
-    ) {
-        match origin {
-            Origin::Client(client) => {
-                let result = match result {
-                    Ok(_) => unreachable!("only failures finish early"),
-                    Err(error) => Err(error),
-                };
-                cx.reply(client, result);
-            }
-            Origin::Forward {
-                node,
-                request,
-                bucket,
-                key,
-            } => cx.send(
+/// Answers whoever waits for a coordinated write: the client, or the node
+/// that forwarded it (in a `ForwardReply`).
+fn answer<S: Store>(cx: &mut Cx<'_, S>, origin: Origin, result: Result<ClientReply, RequestError>) {
+    match origin {
+        Origin::Client(client) => cx.reply(client, result),
+        Origin::Forward {
+            node,
+            request,
+            bucket,
+            key,
+        } => {
+            let result = match result {
+                Ok(ClientReply::Write(WriteReply::Written { context, object })) => {
+                    Ok(ForwardedReply {
+                        context: context.to_bytes(),
+                        object: object.map(|o| o.encode()),
+                    })
+                }
+                Ok(ClientReply::Write(WriteReply::NothingToDelete { .. })) => {
+                    unreachable!("a forwarded write carries a context")
+                }
+                Ok(ClientReply::Read(_)) => unreachable!("a forwarded request is a write"),
+                Err(error) => Err(error.for_the_wire()),
+            };
+            cx.send(
                 node,
                 Message::ForwardReply {
                     request,
                     bucket,
                     key,
-                    result: result.map_err(RequestError::for_the_wire),
+                    result,
                 },
-            ),
+            );
         }
     }
 }
 
-/// The primaries that are neither targets nor stood in for by a fallback.
-pub(super) fn uncovered_primaries(list: PreferenceList<'_>, targets: &[Replica]) -> Vec<Uuid> {
-    list.primaries()
-        .iter()
-        .copied()
-        .filter(|&p| {
-            !targets
-                .iter()
-                .any(|t| t.node == p || t.stands_in_for() == Some(p))
-        })
-        .collect()
+/// Answers a write that failed before a coordinator existed: its client,
+/// or the node that forwarded it.
+pub(super) fn finish_origin<S: Store>(cx: &mut Cx<'_, S>, origin: Origin, error: RequestError) {
+    match origin {
+        Origin::Client(client) => cx.reply(client, Err(error)),
+        Origin::Forward {
+            node,
+            request,
+            bucket,
+            key,
+        } => cx.send(
+            node,
+            Message::ForwardReply {
+                request,
+                bucket,
+                key,
+                result: Err(error.for_the_wire()),
+            },
+        ),
+    }
 }

@@ -3,7 +3,8 @@
 //! often its frame arrives); on the forwarding side, turning the
 //! coordinator's answer back into the client's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use chorus_storage::context::CausalContext;
@@ -11,13 +12,13 @@ use chorus_storage::object::check_content_type;
 use chorus_storage::store::{Store, MAX_BUCKET_LEN, MAX_KEY_LEN};
 use uuid::Uuid;
 
-use super::admission::check_key;
-use super::coordinator::{uncovered_primaries, Origin};
-use super::requests::shard_of_request;
-use super::requests::RequestId;
-use super::shard::{Cx, Shard};
-use super::{ClientId, ClientReply, Now};
-use crate::api::{RequestError, WriteReply, WriteRequest};
+use super::io::{check_key, ClientId, ClientReply, Now};
+use super::parts::Cx;
+use super::requests::{
+    shard_of_request, Ledger, Origin, PlacedWrite, RequestId, Requests, ToForward,
+};
+use super::view::uncovered_primaries;
+use crate::api::{RequestError, WriteReply};
 use crate::core::{PutError, QuorumTally, ResolvedOptions};
 use crate::wire::{decode_object, ForwardedReply, ForwardedWrite, Message, WireKey};
 
@@ -79,11 +80,6 @@ pub(super) struct ForwardedRequest {
 }
 
 impl ForwardedRequest {
-    /// The replica coordinating the write.
-    pub(super) fn to(&self) -> Uuid {
-        self.to
-    }
-
     /// Whether an answer from `from` naming `bucket` and `key` is this
     /// write's.
     pub(super) fn answered_by(&self, from: Uuid, bucket: &[u8], key: &[u8]) -> bool {
@@ -125,20 +121,46 @@ impl ForwardedRequest {
     }
 }
 
-impl Shard {
+/// The writes one shard forwarded and waits for, and the forwarded writes
+/// it was asked to coordinate (per sender and the sender's shard), so a
+/// frame delivered twice is applied once.
+#[derive(Debug, Default)]
+pub(super) struct Forwards {
+    requests: Requests<ForwardedRequest>,
+    seen: BTreeMap<(Uuid, usize), SeenForwards>,
+}
+
+impl Forwards {
+    /// Forwarded writes in flight.
+    pub(super) fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// The forwarded writes in flight to `node`, in id order.
+    pub(super) fn waiting_on(&self, node: Uuid) -> impl Iterator<Item = RequestId> + '_ {
+        self.requests
+            .iter()
+            .filter(move |(_, forwarded)| forwarded.to == node)
+            .map(|(request, _)| request)
+    }
+
     /// Forwards a client's write to `to`, a target, which coordinates it.
     pub(super) fn forward_write<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         now: Now,
-        client: ClientId,
-        to: Uuid,
-        write: WriteRequest,
-        options: ResolvedOptions,
+        forward: ToForward,
     ) {
+        let ToForward {
+            client,
+            to,
+            write,
+            options,
+        } = forward;
         let return_body = write.options.return_body;
-        self.stats.forwarded += 1;
-        let request = self.deadlines.next_id();
+        ledger.stats.forwarded += 1;
+        let request = ledger.deadlines.next_id();
         let forwarded = ForwardedRequest {
             client,
             to,
@@ -151,8 +173,8 @@ impl Shard {
             now,
             Duration::from_millis(options.timeout_ms) + FORWARD_GRACE,
         );
-        self.forwards
-            .insert(&mut self.deadlines, request, deadline, forwarded);
+        self.requests
+            .insert(&mut ledger.deadlines, request, deadline, forwarded);
         let forwarded = ForwardedWrite {
             bucket: write.bucket,
             key: write.key,
@@ -175,140 +197,44 @@ impl Shard {
         );
     }
 
-    pub(super) fn on_forward<S: Store>(
+    /// Whether forwarded write `request` from `from` (at `generation`)
+    /// arrives for the first time. A forwarded write is applied once,
+    /// however often its frame arrives (a retransmission, a duplicating
+    /// network): a second coordination would mint a second version of one
+    /// client write, a sibling nobody wrote. The copy is dropped without an
+    /// answer; the forwarding node takes the first answer only. Ids grow
+    /// within one shard of one incarnation of the sender, so they are
+    /// remembered per sender and sender's shard, for the sender's newest
+    /// generation (frames of older ones never get this far).
+    pub(super) fn first_time(
         &mut self,
-        cx: &mut Cx<'_, S>,
-        now: Now,
+        ledger: &mut Ledger,
         from: Uuid,
         generation: u64,
         request: RequestId,
-        write: ForwardedWrite,
-    ) {
-        // A forwarded write is applied once, however often its frame
-        // arrives (a retransmission, a duplicating network): a second
-        // coordination would mint a second version of one client write, a
-        // sibling nobody wrote. The copy is dropped without an answer; the
-        // forwarding node takes the first answer only. Ids grow within one
-        // shard of one incarnation of the sender, so they are remembered
-        // per sender and sender's shard, for the sender's newest
-        // generation (frames of older ones never get this far).
+    ) -> bool {
         let sender = (from, shard_of_request(request));
-        if !self.forwards_seen.contains_key(&sender)
-            && self.forwards_seen.len() >= MAX_FORWARD_SENDERS
-        {
-            self.forwards_seen.pop_first();
+        if !self.seen.contains_key(&sender) && self.seen.len() >= MAX_FORWARD_SENDERS {
+            self.seen.pop_first();
         }
         if !self
-            .forwards_seen
+            .seen
             .entry(sender)
             .or_default()
             .first_time(generation, request)
         {
-            self.stats.forwards_repeated += 1;
+            ledger.stats.forwards_repeated += 1;
             tracing::debug!(%from, request, "dropped a forwarded write delivered again");
-            return;
+            return false;
         }
-        let origin = Origin::Forward {
-            node: from,
-            request,
-            bucket: write.bucket.clone(),
-            key: write.key.clone(),
-        };
-        if !cx.view.ring_agreed {
-            return self.finish_origin(
-                cx,
-                origin,
-                Err(RequestError::Unavailable(
-                    "no ring, or the members do not agree on it yet".into(),
-                )),
-            );
-        }
-        let awaited = self.awaited_requests();
-        if awaited >= self.budget.max_pending_requests {
-            let busy = format!("{awaited} client requests in flight, the most this node takes");
-            return self.finish_origin(cx, origin, Err(RequestError::Overloaded(busy)));
-        }
-        if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
-            || check_key("key", &write.key, MAX_KEY_LEN).is_err()
-            || write
-                .value
-                .as_ref()
-                .is_some_and(|v| v.len() > cx.parts.config.max_value_bytes)
-            || write
-                .content_type
-                .as_deref()
-                .is_some_and(|t| write.value.is_none() || check_content_type(t).is_err())
-        {
-            return self.finish_origin(
-                cx,
-                origin,
-                Err(RequestError::Internal(
-                    "forwarded write out of bounds".into(),
-                )),
-            );
-        }
-        let context = match write.context.as_deref().map(CausalContext::from_bytes) {
-            None => CausalContext::default(),
-            Some(Ok(context)) => context,
-            Some(Err(e)) => {
-                return self.finish_origin(cx, origin, Err(RequestError::Internal(e.to_string())))
-            }
-        };
-        let list = cx.view.preference_list(&write.bucket, &write.key);
-        let (partition, n) = (list.partition(), list.n());
-        if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
-            return self.finish_origin(
-                cx,
-                origin,
-                Err(RequestError::Internal(
-                    "forwarded write with invalid options".into(),
-                )),
-            );
-        }
-        let options = ResolvedOptions {
-            n,
-            r: 1,
-            w: write.w,
-            pr: 0,
-            pw: write.pw,
-            timeout_ms: write.timeout_ms.min(crate::core::options::MAX_TIMEOUT_MS),
-            sync: write.sync,
-            sloppy: write.sloppy,
-        };
-        let targets = cx.view.targets(list, options.sloppy);
-        if !targets.iter().any(|t| t.node == cx.me()) {
-            return self.finish_origin(cx,
-                origin,
-                Err(RequestError::Unavailable(
-                    "the replica a write was forwarded to is not a target in its own view of the cluster; retry"
-                        .into(),
-                )),
-            );
-        }
-        let uncovered = uncovered_primaries(list, &targets);
-        let key = WireKey {
-            partition: partition.0,
-            bucket: write.bucket,
-            key: write.key,
-        };
-        self.coordinate_put(
-            cx,
-            now,
-            origin,
-            key,
-            write.value,
-            write.content_type,
-            context,
-            options,
-            write.return_body,
-            n,
-            targets,
-            uncovered,
-        );
+        true
     }
 
-    pub(super) fn on_forward_reply<S: Store>(
+    /// The coordinating replica's answer to forwarded write `request`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_reply<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
@@ -317,19 +243,145 @@ impl Shard {
         result: Result<ForwardedReply, RequestError>,
     ) {
         let awaited = self
-            .forwards
+            .requests
             .get(request)
             .is_some_and(|f| f.answered_by(from, bucket, key));
         if !awaited {
             return;
         }
         let forwarded = self
-            .forwards
-            .remove(&mut self.deadlines, request)
+            .requests
+            .remove(&mut ledger.deadlines, request)
             .expect("checked above");
         let (client, result) = forwarded.on_reply(result);
         cx.reply(client, result);
     }
+
+    /// Forwarded write `request` could not be sent to `to`: if it was
+    /// forwarded there, its client learns that nothing was applied.
+    pub(super) fn on_send_failed<S: Store>(
+        &mut self,
+        ledger: &mut Ledger,
+        cx: &mut Cx<'_, S>,
+        to: SocketAddr,
+        request: RequestId,
+    ) {
+        let forwarded_there = self
+            .requests
+            .get(request)
+            .is_some_and(|f| cx.view.address_of(f.to) == Some(to));
+        if forwarded_there {
+            let forwarded = self
+                .requests
+                .remove(&mut ledger.deadlines, request)
+                .expect("checked above");
+            let (client, error) = forwarded.on_send_failed();
+            cx.reply(client, Err(error));
+        }
+    }
+
+    /// Ends forwarded write `request` without its answer (its time ran
+    /// out, or the coordinating replica restarted): its client learns the
+    /// write may have been applied. False if it is no forwarded write in
+    /// flight.
+    pub(super) fn give_up<S: Store>(
+        &mut self,
+        ledger: &mut Ledger,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+    ) -> bool {
+        let Some(forwarded) = self.requests.remove(&mut ledger.deadlines, request) else {
+            return false;
+        };
+        tracing::debug!(to = %forwarded.to, request, "forwarded write given up");
+        let (client, error) = forwarded.on_timeout();
+        cx.reply(client, Err(error));
+        true
+    }
+}
+
+/// Checks a write another node forwarded for this one to coordinate and
+/// places it, in the order Chorus always checked them: the ring agreed,
+/// the shard not overloaded (`awaited` client requests in flight against
+/// `max_pending`), the bounds, the context, the options, and this node a
+/// target. `origin` is who waits for the outcome; refused, it is told
+/// why.
+pub(super) fn place_forwarded<S: Store>(
+    cx: &Cx<'_, S>,
+    origin: &Origin,
+    write: ForwardedWrite,
+    awaited: usize,
+    max_pending: usize,
+) -> Result<PlacedWrite, RequestError> {
+    if !cx.view.ring_agreed {
+        let error =
+            RequestError::Unavailable("no ring, or the members do not agree on it yet".into());
+        return Err(error);
+    }
+    if awaited >= max_pending {
+        let busy = format!("{awaited} client requests in flight, the most this node takes");
+        return Err(RequestError::Overloaded(busy));
+    }
+    if check_key("bucket", &write.bucket, MAX_BUCKET_LEN).is_err()
+        || check_key("key", &write.key, MAX_KEY_LEN).is_err()
+        || write
+            .value
+            .as_ref()
+            .is_some_and(|v| v.len() > cx.parts.config.max_value_bytes)
+        || write
+            .content_type
+            .as_deref()
+            .is_some_and(|t| write.value.is_none() || check_content_type(t).is_err())
+    {
+        let error = RequestError::Internal("forwarded write out of bounds".into());
+        return Err(error);
+    }
+    let context = match write.context.as_deref().map(CausalContext::from_bytes) {
+        None => CausalContext::default(),
+        Some(Ok(context)) => context,
+        Some(Err(e)) => return Err(RequestError::Internal(e.to_string())),
+    };
+    let list = cx.view.preference_list(&write.bucket, &write.key);
+    let (partition, n) = (list.partition(), list.n());
+    if write.w == 0 || write.w > n || write.pw > write.w || write.timeout_ms == 0 {
+        let error = RequestError::Internal("forwarded write with invalid options".into());
+        return Err(error);
+    }
+    let options = ResolvedOptions {
+        n,
+        r: 1,
+        w: write.w,
+        pr: 0,
+        pw: write.pw,
+        timeout_ms: write.timeout_ms.min(crate::core::options::MAX_TIMEOUT_MS),
+        sync: write.sync,
+        sloppy: write.sloppy,
+    };
+    let targets = cx.view.targets(list, options.sloppy);
+    if !targets.iter().any(|t| t.node == cx.me()) {
+        let error = RequestError::Unavailable(
+            "the replica a write was forwarded to is not a target in its own view of the cluster; retry"
+                .into(),
+        );
+        return Err(error);
+    }
+    let uncovered = uncovered_primaries(list, &targets);
+    Ok(PlacedWrite {
+        origin: origin.clone(),
+        key: WireKey {
+            partition: partition.0,
+            bucket: write.bucket,
+            key: write.key,
+        },
+        value: write.value,
+        content_type: write.content_type,
+        context,
+        options,
+        return_body: write.return_body,
+        n,
+        targets,
+        uncovered,
+    })
 }
 
 /// A forwarded write's answer as the client gets it.

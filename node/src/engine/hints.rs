@@ -9,9 +9,9 @@ use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, KeyRef, Store, StoreError};
 use uuid::Uuid;
 
-use super::requests::{Deadlines, RequestId, Requests, RETRY_AFTER};
-use super::shard::{Cx, Shard};
-use super::{Engine, Now};
+use super::io::Now;
+use super::parts::{Cx, Parts};
+use super::requests::{Deadlines, Ledger, RequestId, Requests, RETRY_AFTER};
 use crate::buggify::Site;
 use crate::core::{Replica, ReplicaError};
 use crate::wire::{Message, StoredAck, WireKey};
@@ -46,11 +46,6 @@ impl Hints {
         self.deliveries.len()
     }
 
-    /// Whether `request` is a delivery in flight.
-    pub(super) fn contains(&self, request: RequestId) -> bool {
-        self.deliveries.get(request).is_some()
-    }
-
     /// The target of delivery `request`.
     pub(super) fn target_of(&self, request: RequestId) -> Option<Uuid> {
         self.deliveries.get(request).map(|d| d.target)
@@ -82,17 +77,17 @@ impl Hints {
     }
 }
 
-impl<S: Store> Engine<S> {
+impl<S: Store> Parts<S> {
     /// Hints queued on this node, per target.
-    pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
-        self.parts.store.hint_counts()
+    pub(super) fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
+        self.store.hint_counts()
     }
 }
 
-impl Shard {
+impl Hints {
     /// A hint round: for each target gossip reports up with no batch in
     /// flight, the next batch of its hints in this shard's partitions.
-    pub(super) fn deliver_hints<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
+    pub(super) fn deliver<S: Store>(&mut self, ledger: &mut Ledger, cx: &mut Cx<'_, S>, now: Now) {
         let counts = match cx.parts.store.hint_counts() {
             Ok(counts) => counts,
             Err(e) => {
@@ -103,17 +98,17 @@ impl Shard {
         for (target, _) in counts {
             if target == cx.me()
                 || !cx.view.is_up(target)
-                || self.hints.targets_in_flight.contains(&target)
+                || self.targets_in_flight.contains(&target)
             {
                 continue;
             }
-            if self.background_full() {
+            if ledger.background_full() {
                 // The next round offers them; client requests go first.
                 break;
             }
             // Read on from where the last round stopped, and wrap around at
             // the end: a hint that keeps failing never holds back the rest.
-            let after = self.hints.cursor.get(&target).copied();
+            let after = self.cursor.get(&target).copied();
             let mut hints = match cx
                 .parts
                 .store
@@ -139,21 +134,21 @@ impl Shard {
                 };
             }
             match hints.last() {
-                Some(last) => self.hints.cursor.insert(target, last.seq),
+                Some(last) => self.cursor.insert(target, last.seq),
                 None => {
-                    self.hints.cursor.remove(&target);
+                    self.cursor.remove(&target);
                     continue;
                 }
             };
             // Every shard reads the target's queue; each delivers the hints
             // of its own partitions.
-            hints.retain(|hint| self.owns(hint.partition));
+            hints.retain(|hint| ledger.owns(hint.partition));
             if hints.is_empty() {
                 continue;
             }
-            self.hints.targets_in_flight.insert(target);
+            self.targets_in_flight.insert(target);
             for hint in hints {
-                let request = self.deadlines.next_id();
+                let request = ledger.deadlines.next_id();
                 let key = WireKey {
                     partition: hint.partition.0,
                     bucket: hint.bucket,
@@ -168,11 +163,10 @@ impl Shard {
                     durable,
                     bytes: object.len(),
                 };
-                self.background.add(object.len());
+                ledger.background.add(object.len());
                 let deadline = cx.deadline(now, RETRY_AFTER);
-                self.hints
-                    .deliveries
-                    .insert(&mut self.deadlines, request, deadline, delivery);
+                self.deliveries
+                    .insert(&mut ledger.deadlines, request, deadline, delivery);
                 let message = Message::Store {
                     request: Some(request),
                     key,
@@ -190,10 +184,14 @@ impl Shard {
 
     /// Ends delivery `request`: its time ran out, its frame could not be
     /// sent or its target restarted. The hint stays, offered again in a
-    /// later round.
-    pub(super) fn end_hint_delivery(&mut self, request: RequestId) {
-        if let Some(delivery) = self.hints.end(&mut self.deadlines, request) {
-            self.background.remove(delivery.bytes);
+    /// later round. False if it is no delivery in flight.
+    pub(super) fn end_delivery(&mut self, ledger: &mut Ledger, request: RequestId) -> bool {
+        match self.end(&mut ledger.deadlines, request) {
+            Some(delivery) => {
+                ledger.background.remove(delivery.bytes);
+                true
+            }
+            None => false,
         }
     }
 
@@ -202,8 +200,9 @@ impl Shard {
     /// names the hint (request id and key) from the target's current
     /// incarnation deletes it: older incarnations' frames never get this
     /// far.
-    pub(super) fn on_hint_stored<S: Store>(
+    pub(super) fn on_stored<S: Store>(
         &mut self,
+        ledger: &mut Ledger,
         cx: &mut Cx<'_, S>,
         from: Uuid,
         request: RequestId,
@@ -211,7 +210,6 @@ impl Shard {
         result: Result<StoredAck, ReplicaError>,
     ) -> bool {
         let answers = self
-            .hints
             .deliveries
             .get(request)
             .is_some_and(|d| d.target == from && d.key == *key);
@@ -219,10 +217,9 @@ impl Shard {
             return false;
         }
         let delivery = self
-            .hints
-            .end(&mut self.deadlines, request)
+            .end(&mut ledger.deadlines, request)
             .expect("checked above");
-        self.background.remove(delivery.bytes);
+        ledger.background.remove(delivery.bytes);
         let HintDelivery {
             target,
             seq,
@@ -237,7 +234,7 @@ impl Shard {
                 .store
                 .delete_hint(target, seq, Durability::Buffered)
             {
-                Ok(_) => self.stats.hints_delivered += 1,
+                Ok(_) => ledger.stats.hints_delivered += 1,
                 Err(e) => {
                     tracing::warn!(%target, seq, error = %e, "could not delete a delivered hint")
                 }
@@ -245,20 +242,25 @@ impl Shard {
         }
         true
     }
+}
 
+impl<S: Store> Cx<'_, S> {
     /// Queues a hint of `object` for `primary`; counts and logs a hint that
     /// could not be queued.
-    pub(super) fn keep_hint<S: Store>(
+    pub(super) fn keep_hint(
         &mut self,
-        cx: &mut Cx<'_, S>,
         primary: Uuid,
         key: &WireKey,
         object: &Object,
         durability: Durability,
     ) -> Result<(), StoreError> {
         let keyref = KeyRef::new(PartitionId(key.partition), &key.bucket, &key.key);
-        if let Err(e) = cx.parts.store.add_hint(primary, keyref, object, durability) {
-            self.stats.hints_dropped += 1;
+        if let Err(e) = self
+            .parts
+            .store
+            .add_hint(primary, keyref, object, durability)
+        {
+            self.parts.stats.hints_dropped += 1;
             tracing::warn!(%primary, error = %e, "could not queue a hint");
             return Err(e);
         }
@@ -272,9 +274,8 @@ impl Shard {
     /// gets the write when it answers again. This node's own copy is never
     /// hinted (it answered at once). Hints are bounded per target by the
     /// store.
-    pub(super) fn hint_unreached<S: Store>(
+    pub(super) fn hint_unreached(
         &mut self,
-        cx: &mut Cx<'_, S>,
         key: &WireKey,
         object: &Object,
         sync: bool,
@@ -283,21 +284,21 @@ impl Shard {
         let partition = PartitionId(key.partition);
         for target in unreached {
             let primary = target.stands_in_for().unwrap_or(target.node);
-            if target.node == cx.me() || primary == cx.me() || cx.view.has_left(primary) {
+            if target.node == self.me() || primary == self.me() || self.view.has_left(primary) {
                 continue;
             }
             let keyref = KeyRef::new(partition, &key.bucket, &key.key);
-            match cx
+            match self
                 .parts
                 .store
                 .add_hint(primary, keyref, object, Durability::from_sync(sync))
             {
                 Ok(_) => {
-                    self.stats.hints_for_timeouts += 1;
+                    self.parts.stats.hints_for_timeouts += 1;
                     tracing::debug!(%primary, "hinted a write its replica did not acknowledge in time");
                 }
                 Err(e) => {
-                    self.stats.hints_dropped += 1;
+                    self.parts.stats.hints_dropped += 1;
                     tracing::warn!(%primary, error = %e, "could not queue a hint")
                 }
             }

@@ -16,9 +16,10 @@ use chorus_ring::{Member, PartitionId, Ring};
 use chorus_storage::store::Store;
 use uuid::Uuid;
 
+use super::io::{Effect, IdentityConflict, Now};
 use super::requests::RETRY_AFTER;
 use super::view::{ClusterView, Facts};
-use super::{Effect, Engine, IdentityConflict, Now};
+use super::Engine;
 use crate::buggify::Site;
 use crate::wire::Message;
 

@@ -138,47 +138,72 @@
 //!
 //! # Map
 //!
-//! This file holds the public types and the router: the inputs, which hand
-//! each event to membership or to a shard and act on what they report, and
-//! `Parts`. The rest, each in its own file:
+//! This file holds the [`Engine`] and its router: the inputs, which hand
+//! each event to membership or to a shard and act on what they report.
+//! The rest, each in its own file, in layers: a file imports only files
+//! of the layers below it, so the modules form no cycle, and no handler
+//! imports another (`node/tests/engine_modules.rs` checks both, and that
+//! only `vnode` and `hints` call the store).
 //!
+//! Plain data and shared parts, at the bottom:
+//!
+//! * `config` — [`EngineConfig`] and [`UnsafeControls`];
+//! * `io` — what goes in and out: [`Now`], client requests and replies,
+//!   [`Effect`]s, [`EngineStats`], errors, and the bounds on a key;
 //! * `view` — `ClusterView`, the seam, and `Facts`, what the request side
 //!   reports back;
-//! * `membership` — the gossip bridge, the address book, peer
-//!   generations, the claimant, ring fetch and adoption, an identity
-//!   shared with another process, and the view it publishes;
-//! * `shard` — `Shard`, the request side of a set of partitions: its
-//!   inputs (client requests, data-plane messages, send failures, ticks)
-//!   and expiry; `Cx`, what a shard reaches for one input (the view, the
-//!   shared parts, the facts it reports);
 //! * `requests` — request ids (unique across restarts, with the shard's
 //!   index), one ordered set of deadlines per shard for every kind of
-//!   request, `Requests<T>` (one table per kind), and the background work
-//!   requests hold;
-//! * `admission` — bounds checks on client requests, a shard's admission
-//!   queue and its backpressure;
-//! * `coordinator` — gets and puts a shard coordinates: `GetRequest` and
-//!   `PutRequest` over [`GetCoordinator`](crate::core::GetCoordinator) and
-//!   [`PutCoordinator`](crate::core::PutCoordinator), whose `on_reply` and
-//!   `on_timeout` report progress (an answer once decided, done), and read
-//!   repair;
-//! * `forward` — writes forwarded to the replica that coordinates them, on
-//!   both sides (`ForwardedRequest` on the forwarding one);
+//!   request, `Requests<T>` (one table per kind), the background work
+//!   requests hold, and a shard's `Ledger` (all of that, its budgets and
+//!   counters), which the shard lends to one handler at a time;
+//! * `parts` — `Parts`, what each owner (membership, every shard) works
+//!   with, and `Cx`, what a shard reaches for one input (the view, its
+//!   parts, the facts it reports).
+//!
+//! Handlers, each owning the state of one concern and returning what the
+//! others must act on as data:
+//!
 //! * `vnode` — the local replica, and with `hints` the only code that
 //!   calls the [`Store`]: opening it, reads and writes, partition actors
 //!   and epochs, the clock and its persisted ceiling, ring and generation
 //!   metadata;
+//! * `admission` — bounds checks on client requests and a shard's
+//!   admission queue (`Admission`);
+//! * `coordinator` — gets and puts a shard coordinates (`Coordinator`):
+//!   `GetRequest` and `PutRequest` over
+//!   [`GetCoordinator`](crate::core::GetCoordinator) and
+//!   [`PutCoordinator`](crate::core::PutCoordinator), whose `on_reply` and
+//!   `on_timeout` report progress (an answer once decided, done), and read
+//!   repair; a write it is no target of comes back as `ToForward`;
+//! * `forward` — writes forwarded to the replica that coordinates them
+//!   (`Forwards`), and the checks a forwarded write passes before it is
+//!   coordinated (`place_forwarded`);
 //! * `hints` — hinted handoff: hints kept for unanswered targets and their
 //!   delivery (`Hints`), each shard delivering those of its partitions;
-//! * `status` — cluster, ring and preference-list status as plain data;
+//! * `membership` — the gossip bridge, the address book, peer
+//!   generations, the claimant, ring fetch and adoption, an identity
+//!   shared with another process, and the view it publishes;
+//! * `status` — cluster, ring and preference-list status as plain data.
+//!
+//! Composers, at the top:
+//!
+//! * `shard` — `Shard`, the request side of a set of partitions: a
+//!   `Ledger` and one handler per kind of request; it routes its inputs
+//!   (client requests, data-plane messages, send failures, ticks, expiry)
+//!   to them, hands what one leaves to another, and sheds background work
+//!   one replica holds;
 //! * `worker` — [`ShardWorker`], a shard detached to run on a thread of its
 //!   own, [`ShardInput`], what membership routes to it, and [`ShardMap`].
 
 mod admission;
+mod config;
 mod coordinator;
 mod forward;
 mod hints;
+mod io;
 mod membership;
+mod parts;
 mod requests;
 mod shard;
 mod status;
@@ -188,332 +213,32 @@ mod worker;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chorus_gossip::{
-    Config as GossipConfig, Gossiper, Liveness, LocalNode, RingClaim, StateKey, StateValue,
-};
+use chorus_gossip::{Gossiper, Liveness, LocalNode, RingClaim, StateKey, StateValue};
 use chorus_ring::{PartitionId, Partitions, Ring};
-use chorus_storage::hlc::{Hlc, HlcConfig};
 use chorus_storage::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
+use crate::api::RequestError;
 use crate::buggify::{Buggify, Site};
-use crate::wire::{Frame, Message, WireError, MAX_FRAME_BYTES};
+use crate::wire::{Frame, Message, WireError};
 
+pub use self::config::{EngineConfig, UnsafeControls};
+pub use self::io::{
+    ClientId, ClientReply, ClientRequest, Effect, EngineError, EngineStats, IdentityConflict, Now,
+};
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
+use self::parts::{Cx, Parts};
 use self::requests::{RequestId, MAX_SHARDS};
-use self::shard::{Cx, Shard};
+use self::shard::{Shard, ShardSlot};
 pub use self::view::{ClusterView, Facts};
 use self::vnode::Opened;
 pub use self::worker::{ShardInput, ShardMap, ShardWorker};
-
-/// How an engine behaves. `Default` is what a production node uses, apart
-/// from its name.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// A human-readable name for the node, shown in cluster status.
-    pub name: String,
-    /// The node's failure zone.
-    pub zone: String,
-    /// The node's capacity relative to others (ring weight).
-    pub weight: u32,
-    /// Partitions of a new cluster's ring (P).
-    pub partitions: u32,
-    /// Replicas of every key (N).
-    pub replicas: usize,
-    /// How many members must be up before the first ring is built.
-    pub initial_members: usize,
-    /// Membership settings, including the seeds.
-    pub gossip: GossipConfig,
-    /// Settings of the hybrid logical clock.
-    pub hlc: HlcConfig,
-    /// Most requests in flight whose client still waits for an answer
-    /// (coordinated gets and puts not yet answered, forwarded writes);
-    /// client requests beyond it are refused as overloaded. Work that goes
-    /// on after the client was answered is bounded by the `max_background_*`
-    /// settings instead.
-    pub max_pending_requests: usize,
-    /// Most background requests: puts already answered whose replication
-    /// goes on, gets already answered that wait for their read repair, hint
-    /// deliveries. While this or `max_background_bytes` is reached, new
-    /// client requests wait in the admission queue (backpressure).
-    pub max_background_requests: usize,
-    /// Most bytes of objects held by background requests (the encoded
-    /// object of each answered put and hint delivery in flight). Read
-    /// repairs are skipped while it is reached.
-    pub max_background_bytes: usize,
-    /// Most client requests waiting for admission; more are refused as
-    /// overloaded.
-    pub max_queued_requests: usize,
-    /// Most bytes of values in client requests waiting for admission.
-    pub max_queued_bytes: usize,
-    /// How often hints are offered to their primaries.
-    pub hint_interval: Duration,
-    /// Hints sent to one primary per interval at most.
-    pub hint_batch: usize,
-    /// How often ring agreement and the claimant's duty are checked.
-    pub ring_interval: Duration,
-    /// Largest value accepted, in bytes.
-    pub max_value_bytes: usize,
-    /// Largest frame accepted, in bytes.
-    pub max_frame_bytes: usize,
-    /// How many shards split the node's partitions between them (partition
-    /// `p` belongs to shard `p % shards`); each owns the request state of
-    /// its partitions and a share of the budgets above, and the runtime
-    /// runs each on a thread of its own ([`Engine::detach_shards`]). At
-    /// least 1, at most 256. 1 in `Default` (what `chorus dev`, whose
-    /// nodes share one machine, and the simulator use); `chorus node
-    /// start` runs one per core unless told
-    /// ([`default_shards`](crate::config::default_shards)).
-    pub shards: usize,
-    /// Turns on the [BUGGIFY](crate::buggify) fault sites. Only the
-    /// simulator sets it; production nodes keep the default, off.
-    pub buggify: bool,
-    /// Deliberately unsafe behaviour, off by default. See [`UnsafeControls`].
-    pub unsafe_controls: UnsafeControls,
-}
-
-/// Deliberately unsafe behaviour, each switch off by default and never set
-/// by `chorus node start`: they exist so the test suite can show that its
-/// history checkers catch the faults they guard against (negative controls,
-/// as Jepsen runs known-unsafe configurations). Each switch names the
-/// promise it breaks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UnsafeControls {
-    /// Collapse a key's siblings to the one with the latest HLC timestamp on
-    /// every coordinated write (last-writer-wins by wall clock), dropping
-    /// concurrent acknowledged values no client was shown.
-    pub last_writer_wins: bool,
-    /// Answer a write with the key's whole stored context instead of the
-    /// writer's own context plus its new version, so the next write with
-    /// it replaces siblings its writer never saw (the review's F1).
-    pub whole_context_in_write_replies: bool,
-    /// Keep the partitions' actors when a new epoch should begin (after an
-    /// unclean stop, on a restored or copied data directory), so a node
-    /// that lost unsynced writes mints their dots again (the review's F2).
-    pub keep_actors_after_unclean_stop: bool,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            name: String::from("chorus"),
-            zone: String::new(),
-            weight: 100,
-            partitions: 256,
-            replicas: 3,
-            initial_members: 3,
-            gossip: GossipConfig::default(),
-            hlc: HlcConfig::default(),
-            max_pending_requests: 10_000,
-            max_background_requests: 1024,
-            max_background_bytes: 64 << 20,
-            max_queued_requests: 4096,
-            max_queued_bytes: 64 << 20,
-            hint_interval: Duration::from_secs(1),
-            hint_batch: 64,
-            ring_interval: Duration::from_millis(500),
-            max_value_bytes: crate::api::DEFAULT_MAX_VALUE_BYTES,
-            max_frame_bytes: MAX_FRAME_BYTES,
-            unsafe_controls: UnsafeControls::default(),
-            shards: 1,
-            buggify: false,
-        }
-    }
-}
-
-/// The time, as the engine's inputs carry it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic time since an arbitrary origin: timers and failure detection.
-    pub mono: Duration,
-    /// Wall-clock milliseconds since the Unix epoch: the HLC.
-    pub wall_ms: u64,
-}
-
-/// Identifies a client request so its reply can be routed back.
-pub type ClientId = u64;
-
-/// A client's request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientRequest {
-    Get(ReadRequest),
-    Put(WriteRequest),
-}
-
-impl ClientRequest {
-    /// The request's options.
-    pub fn options(&self) -> &crate::core::RequestOptions {
-        match self {
-            ClientRequest::Get(read) => &read.options,
-            ClientRequest::Put(write) => &write.options,
-        }
-    }
-
-    fn options_mut(&mut self) -> &mut crate::core::RequestOptions {
-        match self {
-            ClientRequest::Get(read) => &mut read.options,
-            ClientRequest::Put(write) => &mut write.options,
-        }
-    }
-}
-
-/// The successful answer to a client request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientReply {
-    Read(ReadReply),
-    Write(WriteReply),
-}
-
-/// What the engine asks of the world.
-///
-/// Effects are typed: a message is a [`Message`], not bytes. Whoever
-/// carries the effects out (the runtime, the simulator) frames it with
-/// [`Engine::frame`] and encodes it; an engine test compares effect lists
-/// with `assert_eq!`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Send `message` to the node `to`, at `addr`: the address gossip
-    /// gives for it, or the one its last frame came from.
-    Send {
-        to: Uuid,
-        addr: SocketAddr,
-        message: Message,
-    },
-    /// Send a gossip message to a seed, known only by its address (its id
-    /// is learnt from its answer).
-    SendToSeed { addr: SocketAddr, message: Message },
-    /// The node at `addr` restarted (a newer generation was seen): drop
-    /// any connection to it now, since it leads to the dead process, so the
-    /// next [`Effect::Send`] opens a fresh one.
-    ResetConnection { addr: SocketAddr },
-    /// Answer a client request. Every request gets exactly one.
-    Reply {
-        client: ClientId,
-        result: Result<ClientReply, RequestError>,
-    },
-}
-
-/// Why an engine could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Gossip(#[from] chorus_gossip::GossipError),
-    #[error("the persisted ring does not decode: {0}")]
-    Ring(String),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
-/// Another live process runs with this node's id: its data directory was
-/// copied from a live node's. The engine stops serving once it finds one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("node id {id} is already alive at {addr} (generation {generation}); this data directory is a copy of a live node's")]
-pub struct IdentityConflict {
-    /// The shared node id.
-    pub id: Uuid,
-    /// Where the other process listens.
-    pub addr: SocketAddr,
-    /// The generation the other process runs at.
-    pub generation: u64,
-}
-
-/// Counters and gauges, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    pub gets: u64,
-    pub puts: u64,
-    pub forwarded: u64,
-    pub read_repairs: u64,
-    pub hints_delivered: u64,
-    /// Hints that could not be queued (the target's queue full, or a
-    /// storage error): their primary gets the write only by read repair.
-    pub hints_dropped: u64,
-    pub frames_refused: u64,
-    /// Data-plane frames dropped because they came from an older
-    /// incarnation of their sender than the newest this node knows.
-    pub frames_stale: u64,
-    /// Read replies refused because their object carries a clock reading
-    /// beyond this node's drift bound.
-    pub replies_from_the_future: u64,
-    /// Hints queued for targets that did not acknowledge a put in time.
-    pub hints_for_timeouts: u64,
-    /// Forwarded writes dropped because this node already coordinated a
-    /// write with the same sender and request id (a frame delivered twice).
-    pub forwards_repeated: u64,
-    pub pending_requests: usize,
-    /// Client requests refused as overloaded (too many in flight, the
-    /// admission queue full, or waited too long for admission).
-    pub refused_overloaded: u64,
-    /// Read repairs not sent because background work held its byte budget.
-    pub read_repairs_skipped: u64,
-    /// Background requests handed to hinted handoff because one replica
-    /// held most of the full background budget.
-    pub background_shed: u64,
-    /// Frames the runtime could not send ([`Engine::handle_send_failed`]).
-    pub send_failures: u64,
-    /// Client requests waiting for admission.
-    pub queued_requests: usize,
-    /// Background requests in flight (answered puts still replicating,
-    /// answered gets waiting for read repair, hint deliveries).
-    pub background_requests: usize,
-    /// Bytes of objects those background requests hold.
-    pub background_bytes: usize,
-}
-
-impl EngineStats {
-    /// Adds `other`'s counters and gauges to these.
-    pub fn add(&mut self, other: &EngineStats) {
-        let EngineStats {
-            gets,
-            puts,
-            forwarded,
-            read_repairs,
-            hints_delivered,
-            hints_dropped,
-            frames_refused,
-            frames_stale,
-            replies_from_the_future,
-            hints_for_timeouts,
-            forwards_repeated,
-            pending_requests,
-            refused_overloaded,
-            read_repairs_skipped,
-            background_shed,
-            send_failures,
-            queued_requests,
-            background_requests,
-            background_bytes,
-        } = *other;
-        self.gets += gets;
-        self.puts += puts;
-        self.forwarded += forwarded;
-        self.read_repairs += read_repairs;
-        self.hints_delivered += hints_delivered;
-        self.hints_dropped += hints_dropped;
-        self.frames_refused += frames_refused;
-        self.frames_stale += frames_stale;
-        self.replies_from_the_future += replies_from_the_future;
-        self.hints_for_timeouts += hints_for_timeouts;
-        self.forwards_repeated += forwards_repeated;
-        self.pending_requests += pending_requests;
-        self.refused_overloaded += refused_overloaded;
-        self.read_repairs_skipped += read_repairs_skipped;
-        self.background_shed += background_shed;
-        self.send_failures += send_failures;
-        self.queued_requests += queued_requests;
-        self.background_requests += background_requests;
-        self.background_bytes += background_bytes;
-    }
-}
 
 /// One node's cluster logic. See the [module docs](self).
 #[derive(Debug)]
@@ -577,102 +302,6 @@ struct Outbox {
     /// Each input with its shard (`None`: every shard).
     inputs: VecDeque<(Option<usize>, ShardInput)>,
     published: u64,
-}
-
-/// A shard and the parts it owns.
-#[derive(Debug)]
-struct ShardSlot<S> {
-    shard: Shard,
-    parts: Parts<S>,
-}
-
-/// What one owner — membership, or one shard — works with: handles to
-/// what the whole node shares (the store, the clock, the epoch flag, the
-/// storage failure), and its own configuration copy, seeded generator,
-/// fault sites, effect queue and counters. Nothing in it is reached by two
-/// owners except through the shared handles, so each shard can run on a
-/// thread of its own.
-#[derive(Debug)]
-struct Parts<S> {
-    config: EngineConfig,
-    partitions: Partitions,
-    /// The node's store (reached through `vnode.rs` and `hints.rs` only).
-    store: Arc<S>,
-    /// The node's clock.
-    hlc: Arc<Mutex<Hlc>>,
-    /// This owner's generator, seeded from the node's seed.
-    rng: ChaCha8Rng,
-    /// This owner's fault sites, off outside simulation; their own
-    /// generator.
-    buggify: Buggify,
-    /// This owner's effects, in the order it emitted them.
-    effects: VecDeque<Effect>,
-    /// This start's actors are known to be fresh: a new epoch began, or a
-    /// peer confirmed that no newer incarnation of this node exists.
-    /// Node-wide.
-    epoch_safe: Arc<AtomicBool>,
-    /// Set when the store could not flush its writes: nothing is
-    /// acknowledged from then on. Node-wide.
-    storage_failure: Arc<OnceLock<String>>,
-    /// This owner's counters (frames, the local replica).
-    stats: EngineStats,
-}
-
-impl<S> Parts<S> {
-    /// Sends `message` to `to` at the address `view` gives for it.
-    pub(super) fn send(&mut self, view: &ClusterView, to: Uuid, message: Message) {
-        let Some(addr) = view.address_of(to) else {
-            tracing::debug!(%to, "no address for node; message dropped");
-            return;
-        };
-        self.effects.push_back(Effect::Send { to, addr, message });
-    }
-
-    /// When a request started now and given `after` is due.
-    pub(super) fn deadline(&mut self, now: Now, after: Duration) -> Duration {
-        let after = if self.buggify.fires(Site::TimeoutEarly) {
-            after.mul_f64(self.buggify.fraction())
-        } else {
-            after
-        };
-        now.mono + after
-    }
-
-    /// The node's clock, locked for one reading.
-    pub(super) fn hlc(&self) -> MutexGuard<'_, Hlc> {
-        // A panic elsewhere cannot leave the clock half-updated: each of
-        // its methods either updates it or does not.
-        self.hlc.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether this start's actors are known to be fresh (node-wide).
-    pub(super) fn epoch_safe(&self) -> bool {
-        self.epoch_safe.load(Ordering::Acquire)
-    }
-
-    /// Why the store could not flush its writes, if it could not
-    /// (node-wide).
-    pub(super) fn storage_failure(&self) -> Option<&str> {
-        self.storage_failure.get().map(String::as_str)
-    }
-
-    /// Parts for another owner: the same store, clock, epoch flag and
-    /// storage failure, a copy of the configuration, and a generator and
-    /// fault sites of its own seeded by `seed`.
-    fn for_owner(&self, seed: u64) -> Parts<S> {
-        Parts {
-            config: self.config.clone(),
-            partitions: self.partitions,
-            store: Arc::clone(&self.store),
-            hlc: Arc::clone(&self.hlc),
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            buggify: Buggify::new(seed, self.buggify.is_enabled()),
-            effects: VecDeque::new(),
-            epoch_safe: Arc::clone(&self.epoch_safe),
-            storage_failure: Arc::clone(&self.storage_failure),
-            stats: EngineStats::default(),
-        }
-    }
 }
 
 impl<S: Store> Engine<S> {
@@ -822,6 +451,11 @@ impl<S: Store> Engine<S> {
     /// The ring this node holds, if any.
     pub fn ring(&self) -> Option<&Ring> {
         self.ring.as_deref()
+    }
+
+    /// Hints queued on this node, per target.
+    pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
+        self.parts.pending_hints()
     }
 
     /// The store this node runs on.
@@ -1213,7 +847,7 @@ impl<S: Store> Engine<S> {
     }
 
     fn shard_of_partition(&self, partition: PartitionId) -> usize {
-        shard::shard_of_partition(partition, self.shard_count)
+        requests::shard_of_partition(partition, self.shard_count)
     }
 
     /// The shard that made `request`, if this node has one by its index.

@@ -12,133 +12,59 @@
 //! are in the same shard: a coordinator's call to its own replica never
 //! crosses shards.
 //!
-//! A shard reads the cluster only through the [`ClusterView`] membership
-//! publishes, and reaches its parts — the store (through
+//! A shard reads the cluster only through the
+//! [`ClusterView`](super::view::ClusterView) membership publishes, and reaches its parts — the store (through
 //! `vnode.rs` and `hints.rs`), the clock, the effect queue, the seeded
-//! generator, the fault sites — through a [`Cx`] the router hands it for
+//! generator, the fault sites — through a [`Cx`](super::parts::Cx) the router hands it for
 //! one input. What it learns that membership must know it reports in
-//! [`Cx::facts`], which the router acts on after the call.
+//! [`Cx::facts`](super::parts::Cx::facts), which the router acts on after the call.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chorus_ring::PartitionId;
 use chorus_storage::store::Store;
 use uuid::Uuid;
 
-use super::admission::Queued;
-use super::coordinator::{GetRequest, PutRequest};
-use super::forward::{ForwardedRequest, SeenForwards};
+use super::admission::{self, Admission};
+use super::config::EngineConfig;
+use super::coordinator::{self, Coordinator};
+use super::forward::{self, Forwards};
 use super::hints::Hints;
-use super::requests::{Background, Deadlines, RequestId, Requests};
-use super::view::{ClusterView, Facts};
-use super::{ClientId, ClientReply, ClientRequest, Effect, EngineConfig, EngineStats, Now, Parts};
+use super::io::{ClientId, ClientRequest, EngineStats, Now};
+use super::parts::{Cx, Parts};
+use super::requests::{Ledger, Origin, RequestId, ToForward};
 use crate::api::{ReadRequest, RequestError};
 use crate::buggify::Site;
 use crate::core::ReplicaError;
 use crate::wire::{decode_object, Message, StoredAck, WireKey};
 
-/// The shard of `shards` that owns `partition`.
-pub(super) fn shard_of_partition(partition: PartitionId, shards: usize) -> usize {
-    partition.0 as usize % shards
+/// A shard and the parts it owns.
+#[derive(Debug)]
+pub(super) struct ShardSlot<S> {
+    pub(super) shard: Shard,
+    pub(super) parts: Parts<S>,
 }
 
-/// What a shard may hold: its share of the node's configured budgets,
-/// split evenly between the shards (at least 1 each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Budget {
-    /// Requests in flight whose client still waits.
-    pub(super) max_pending_requests: usize,
-    /// Background requests (answered gets and puts, hint deliveries).
-    pub(super) max_background_requests: usize,
-    /// Bytes background requests hold.
-    pub(super) max_background_bytes: usize,
-    /// Client requests waiting for admission.
-    pub(super) max_queued_requests: usize,
-    /// Bytes of values waiting for admission.
-    pub(super) max_queued_bytes: usize,
-}
-
-impl Budget {
-    /// One shard's share of `config`'s budgets among `shards`.
-    pub(super) fn share(config: &EngineConfig, shards: usize) -> Budget {
-        let share = |total: usize| (total / shards).max(1);
-        Budget {
-            max_pending_requests: share(config.max_pending_requests),
-            max_background_requests: share(config.max_background_requests),
-            max_background_bytes: share(config.max_background_bytes),
-            max_queued_requests: share(config.max_queued_requests),
-            max_queued_bytes: share(config.max_queued_bytes),
-        }
-    }
-}
-
-/// What a shard reaches for one input: the cluster as membership sees it,
-/// the shard's parts, the input's time, and the facts it reports
-/// back to the router.
-pub(super) struct Cx<'a, S> {
-    pub(super) view: &'a ClusterView,
-    pub(super) parts: &'a mut Parts<S>,
-    pub(super) now: Now,
-    pub(super) facts: Facts,
-}
-
-impl<S: Store> Cx<'_, S> {
-    /// This node's id.
-    pub(super) fn me(&self) -> Uuid {
-        self.view.id
-    }
-
-    /// Sends `message` to `to` at the address the view gives for it.
-    pub(super) fn send(&mut self, to: Uuid, message: Message) {
-        self.parts.send(self.view, to, message);
-    }
-
-    pub(super) fn reply(&mut self, client: ClientId, result: Result<ClientReply, RequestError>) {
-        self.parts
-            .effects
-            .push_back(Effect::Reply { client, result });
-    }
-
-    /// When a request started now and given `after` is due.
-    pub(super) fn deadline(&mut self, now: Now, after: Duration) -> Duration {
-        self.parts.deadline(now, after)
-    }
-}
-
-/// The request side of the partitions `p` with `p % shards == index`.
+/// The request side of the partitions `p` with `p % shards == index`: a
+/// ledger and one handler per kind of request, composed. The handlers
+/// never call each other; what one leaves for another (a write to
+/// forward, a forwarded write to coordinate) comes back here as data.
 #[derive(Debug)]
 pub(super) struct Shard {
-    /// This shard's index.
-    pub(super) index: usize,
-    /// How many shards the node runs.
-    pub(super) shards: usize,
-    /// Its share of the node's budgets.
-    pub(super) budget: Budget,
-    /// Request ids, and the deadlines of every request in flight.
-    pub(super) deadlines: Deadlines,
-    /// Gets this shard coordinates.
-    pub(super) gets: Requests<GetRequest>,
-    /// Puts this shard coordinates.
-    pub(super) puts: Requests<PutRequest>,
-    /// Writes this shard forwarded to the replica coordinating them.
-    pub(super) forwards: Requests<ForwardedRequest>,
+    /// Request ids and deadlines, background work, budgets and counters,
+    /// lent to one handler at a time.
+    pub(super) ledger: Ledger,
+    /// Gets and puts this shard coordinates.
+    pub(super) coordinator: Coordinator,
+    /// Writes this shard forwarded, and forwarded writes it coordinated.
+    pub(super) forwards: Forwards,
     /// Hint deliveries in flight.
     pub(super) hints: Hints,
     /// When the next hint round runs.
     pub(super) next_hint_round: Duration,
-    /// Client requests waiting for admission, oldest first.
-    pub(super) admission: VecDeque<Queued>,
-    /// Bytes of values in `admission`.
-    pub(super) queued_bytes: usize,
-    /// Background work in flight: answered gets and puts, hint deliveries.
-    pub(super) background: Background,
-    /// Forwarded writes already coordinated, per sender and the sender's
-    /// shard: a frame delivered twice must not apply its write twice.
-    pub(super) forwards_seen: BTreeMap<(Uuid, usize), SeenForwards>,
-    /// This shard's counters.
-    pub(super) stats: EngineStats,
+    /// Client requests waiting for admission.
+    pub(super) admission: Admission,
 }
 
 impl Shard {
@@ -151,26 +77,13 @@ impl Shard {
         now: Now,
     ) -> Shard {
         Shard {
-            index,
-            shards,
-            budget: Budget::share(config, shards),
-            deadlines: Deadlines::new(generation, index),
-            gets: Requests::default(),
-            puts: Requests::default(),
-            forwards: Requests::default(),
+            ledger: Ledger::new(index, shards, config, generation),
+            coordinator: Coordinator::default(),
+            forwards: Forwards::default(),
             hints: Hints::default(),
             next_hint_round: now.mono,
-            admission: VecDeque::new(),
-            queued_bytes: 0,
-            background: Background::default(),
-            forwards_seen: BTreeMap::new(),
-            stats: EngineStats::default(),
+            admission: Admission::default(),
         }
-    }
-
-    /// Whether `partition` is one of this shard's.
-    pub(super) fn owns(&self, partition: PartitionId) -> bool {
-        shard_of_partition(partition, self.shards) == self.index
     }
 
     /// The counters, with the gauges of what is in flight now.
@@ -178,19 +91,19 @@ impl Shard {
         EngineStats {
             pending_requests: self.requests_in_flight(),
             queued_requests: self.admission.len(),
-            background_requests: self.background.requests,
-            background_bytes: self.background.bytes,
-            ..self.stats
+            background_requests: self.ledger.background.requests,
+            background_bytes: self.ledger.background.bytes,
+            ..self.ledger.stats
         }
     }
 
     /// The latest time by which [`Shard::on_tick`] must run.
     pub(super) fn next_wakeup(&self) -> Duration {
         let mut next = self.next_hint_round;
-        if let Some(deadline) = self.deadlines.first() {
+        if let Some(deadline) = self.ledger.deadlines.first() {
             next = next.min(deadline);
         }
-        if let Some(deadline) = self.admission.iter().map(Queued::deadline).min() {
+        if let Some(deadline) = self.admission.next_deadline() {
             next = next.min(deadline);
         }
         next
@@ -205,21 +118,22 @@ impl Shard {
     /// Time passed: expires requests and queued client requests, runs the
     /// hint round when due, and admits what waits.
     pub(super) fn on_tick<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
-        while let Some(request) = self.deadlines.pop_due(now.mono) {
+        while let Some(request) = self.ledger.deadlines.pop_due(now.mono) {
             self.expire(cx, request);
         }
-        self.expire_queued(cx, now);
+        self.admission.expire(&mut self.ledger, cx, now);
         if now.mono >= self.next_hint_round {
             self.next_hint_round = now.mono + cx.parts.config.hint_interval;
             if !cx.parts.buggify.fires(Site::HintRoundSkipped) {
-                self.deliver_hints(cx, now);
+                self.hints.deliver(&mut self.ledger, cx, now);
             }
         }
         self.admit_queued(cx, now);
     }
 
     /// A client request for a key in this shard's partitions. Exactly one
-    /// [`Effect::Reply`] with `client` follows, now or later.
+    /// [`Effect::Reply`](super::io::Effect::Reply) with `client` follows,
+    /// now or later.
     pub(super) fn handle_client<S: Store>(
         &mut self,
         cx: &mut Cx<'_, S>,
@@ -229,29 +143,46 @@ impl Shard {
     ) {
         if let Err(error) = self.admit(cx, &request) {
             if matches!(error, RequestError::Overloaded(_)) {
-                self.stats.refused_overloaded += 1;
+                self.ledger.stats.refused_overloaded += 1;
             }
             cx.reply(client, Err(error));
             return;
         }
         self.shed_background_held_by_one_replica(cx);
-        if !self.admission.is_empty() || self.background_full() {
-            self.enqueue(cx, now, client, request);
+        if !self.admission.is_empty() || self.ledger.background_full() {
+            self.admission
+                .enqueue(&mut self.ledger, cx, now, client, request);
             return;
         }
         self.dispatch(cx, now, client, request);
     }
 
+    /// Checks a client request: its bounds, the node's readiness, and room
+    /// for one more request whose client waits.
+    fn admit<S: Store>(&self, cx: &Cx<'_, S>, request: &ClientRequest) -> Result<(), RequestError> {
+        admission::check(cx, request)?;
+        let awaited = self.awaited_requests();
+        if awaited >= self.ledger.budget.max_pending_requests {
+            return Err(RequestError::Overloaded(format!(
+                "{awaited} client requests in flight, the most this node takes"
+            )));
+        }
+        Ok(())
+    }
+
     /// Starts an admitted client request.
-    pub(super) fn dispatch<S: Store>(
+    fn dispatch<S: Store>(
         &mut self,
         cx: &mut Cx<'_, S>,
         now: Now,
         client: ClientId,
         request: ClientRequest,
     ) {
-        match request {
-            ClientRequest::Get(read) => self.start_get(cx, now, client, read, None),
+        let ledger = &mut self.ledger;
+        let forward = match request {
+            ClientRequest::Get(read) => self
+                .coordinator
+                .start_get(ledger, cx, now, client, read, None),
             ClientRequest::Put(write) if write.value.is_none() && write.context.is_none() => {
                 // A delete without a context deletes what a read at the
                 // request's `r` finds (Riak's behaviour), never nothing.
@@ -260,9 +191,20 @@ impl Shard {
                     key: write.key.clone(),
                     options: write.options,
                 };
-                self.start_get(cx, now, client, read, Some(write));
+                self.coordinator
+                    .start_get(ledger, cx, now, client, read, Some(write))
             }
-            ClientRequest::Put(write) => self.start_put(cx, now, client, write),
+            ClientRequest::Put(write) => self.coordinator.start_put(ledger, cx, now, client, write),
+        };
+        self.forward(cx, forward);
+    }
+
+    /// Forwards a write the coordinator is no target of, if there is one.
+    fn forward<S: Store>(&mut self, cx: &mut Cx<'_, S>, forward: Option<ToForward>) {
+        if let Some(forward) = forward {
+            let now = cx.now;
+            self.forwards
+                .forward_write(&mut self.ledger, cx, now, forward);
         }
     }
 
@@ -324,7 +266,7 @@ impl Shard {
                 key,
                 result,
             } => {
-                if !self.awaits_read(from, request, &key) {
+                if !self.coordinator.awaits_read(from, request, &key) {
                     return;
                 }
                 let result = match result {
@@ -334,17 +276,47 @@ impl Shard {
                     },
                     Err(e) => Err(e),
                 };
-                self.on_read_reply(cx, from, request, &key, result);
+                let forward = self.coordinator.on_read_reply(
+                    &mut self.ledger,
+                    cx,
+                    from,
+                    request,
+                    &key,
+                    result,
+                );
+                self.forward(cx, forward);
             }
             Message::Forward { request, write } => {
-                self.on_forward(cx, now, from, generation, request, write)
+                if !self
+                    .forwards
+                    .first_time(&mut self.ledger, from, generation, request)
+                {
+                    return;
+                }
+                let awaited = self.awaited_requests();
+                let max_pending = self.ledger.budget.max_pending_requests;
+                let origin = Origin::Forward {
+                    node: from,
+                    request,
+                    bucket: write.bucket.clone(),
+                    key: write.key.clone(),
+                };
+                match forward::place_forwarded(cx, &origin, write, awaited, max_pending) {
+                    Ok(placed) => {
+                        self.coordinator
+                            .coordinate_put(&mut self.ledger, cx, now, placed)
+                    }
+                    Err(error) => coordinator::finish_origin(cx, origin, error),
+                }
             }
             Message::ForwardReply {
                 request,
                 bucket,
                 key,
                 result,
-            } => self.on_forward_reply(cx, from, request, &bucket, &key, result),
+            } => self
+                .forwards
+                .on_reply(&mut self.ledger, cx, from, request, &bucket, &key, result),
             Message::Gossip(_) | Message::RingFetch { .. } | Message::RingPush { .. } => {
                 unreachable!("the router hands membership messages to membership")
             }
@@ -365,7 +337,7 @@ impl Shard {
                 key,
                 ..
             } => {
-                let node = match self.puts.get(request) {
+                let node = match self.coordinator.put(request) {
                     Some(put) => put
                         .unanswered()
                         .into_iter()
@@ -379,28 +351,18 @@ impl Shard {
                 }
             }
             Message::Read { request, key } => {
-                let node = self.gets.get(request).and_then(|get| {
+                let node = self.coordinator.get(request).and_then(|get| {
                     get.unanswered()
                         .find(|&node| cx.view.address_of(node) == Some(to))
                 });
                 if let Some(node) = node {
                     tracing::debug!(%node, %to, request, "a read could not be sent to its replica");
-                    self.on_read_reply(cx, node, request, &key, Err(ReplicaError::Unreachable));
+                    self.read_failed(cx, node, request, &key);
                 }
             }
             Message::Forward { request, .. } => {
-                let forwarded_there = self
-                    .forwards
-                    .get(request)
-                    .is_some_and(|f| cx.view.address_of(f.to()) == Some(to));
-                if forwarded_there {
-                    let forwarded = self
-                        .forwards
-                        .remove(&mut self.deadlines, request)
-                        .expect("checked above");
-                    let (client, error) = forwarded.on_send_failed();
-                    cx.reply(client, Err(error));
-                }
+                self.forwards
+                    .on_send_failed(&mut self.ledger, cx, to, request)
             }
             _ => {}
         }
@@ -409,8 +371,28 @@ impl Shard {
     // ----- requests in flight -----
 
     /// Requests in flight, of every kind.
-    pub(super) fn requests_in_flight(&self) -> usize {
-        self.gets.len() + self.puts.len() + self.forwards.len() + self.hints.len()
+    fn requests_in_flight(&self) -> usize {
+        self.coordinator.len() + self.forwards.len() + self.hints.len()
+    }
+
+    /// Requests in flight whose client still waits (background work aside).
+    fn awaited_requests(&self) -> usize {
+        self.requests_in_flight() - self.ledger.background.requests
+    }
+
+    /// Get `request` counts `node` as failed: it cannot be reached.
+    fn read_failed<S: Store>(
+        &mut self,
+        cx: &mut Cx<'_, S>,
+        node: Uuid,
+        request: RequestId,
+        key: &WireKey,
+    ) {
+        let result = Err(ReplicaError::Unreachable);
+        let forward =
+            self.coordinator
+                .on_read_reply(&mut self.ledger, cx, node, request, key, result);
+        self.forward(cx, forward);
     }
 
     /// A replica's answer to a write: to a put this shard coordinates, or
@@ -423,27 +405,21 @@ impl Shard {
         key: &WireKey,
         result: Result<StoredAck, ReplicaError>,
     ) {
-        if self.puts.get(request).is_some() {
-            self.on_put_stored(cx, from, request, key, result);
+        if self.coordinator.put(request).is_some() {
+            self.coordinator
+                .on_put_stored(&mut self.ledger, cx, from, request, key, result);
         } else {
-            self.on_hint_stored(cx, from, request, key, result);
+            self.hints
+                .on_stored(&mut self.ledger, cx, from, request, key, result);
         }
     }
 
     /// A request's time ran out: its kind decides what follows.
     fn expire<S: Store>(&mut self, cx: &mut Cx<'_, S>, request: RequestId) {
-        if let Some(get) = self.gets.get_mut(request) {
-            let progress = get.on_timeout();
-            self.on_get_progress(cx, request, progress);
-        } else if let Some(put) = self.puts.get_mut(request) {
-            let progress = put.on_timeout();
-            self.on_put_progress(cx, request, progress);
-        } else if let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) {
-            tracing::debug!(to = %forwarded.to(), "forwarded write timed out");
-            let (client, error) = forwarded.on_timeout();
-            cx.reply(client, Err(error));
-        } else if self.hints.contains(request) {
-            self.end_hint_delivery(request);
+        if let Some(forward) = self.coordinator.expire(&mut self.ledger, cx, request) {
+            self.forward(cx, forward);
+        } else if !self.forwards.give_up(&mut self.ledger, cx, request) {
+            self.hints.end_delivery(&mut self.ledger, request);
         }
     }
 
@@ -485,14 +461,14 @@ impl Shard {
         }
         let mut waiting: Vec<(RequestId, Waiting)> = Vec::new();
         waiting.extend(
-            self.gets
-                .iter()
+            self.coordinator
+                .gets()
                 .filter(|(_, get)| get.unanswered().any(|t| t == node))
                 .map(|(request, _)| (request, Waiting::Get)),
         );
         waiting.extend(
-            self.puts
-                .iter()
+            self.coordinator
+                .puts()
                 .filter(|(_, put)| put.unanswered().iter().any(|t| t.node == node))
                 .map(|(request, _)| (request, Waiting::Put)),
         );
@@ -503,32 +479,25 @@ impl Shard {
         );
         waiting.extend(
             self.forwards
-                .iter()
-                .filter(|(_, forwarded)| forwarded.to() == node)
-                .map(|(request, _)| (request, Waiting::Forwarded)),
+                .waiting_on(node)
+                .map(|request| (request, Waiting::Forwarded)),
         );
         // In the order the requests were made, whatever their kind.
         waiting.sort_by_key(|&(request, _)| request);
         for (request, kind) in waiting {
             match kind {
                 Waiting::Get => {
-                    let Some(get) = self.gets.get(request) else {
+                    let Some(get) = self.coordinator.get(request) else {
                         continue;
                     };
                     let key = get.key().clone();
                     match action {
                         WaitingAction::Resend => cx.send(node, Message::Read { request, key }),
-                        WaitingAction::Fail => self.on_read_reply(
-                            cx,
-                            node,
-                            request,
-                            &key,
-                            Err(ReplicaError::Unreachable),
-                        ),
+                        WaitingAction::Fail => self.read_failed(cx, node, request, &key),
                     }
                 }
                 Waiting::Put => {
-                    let Some(put) = self.puts.get(request) else {
+                    let Some(put) = self.coordinator.put(request) else {
                         continue;
                     };
                     let unanswered = put.unanswered();
@@ -542,19 +511,135 @@ impl Shard {
                         }
                         WaitingAction::Fail => {
                             let key = put.key().clone();
-                            self.on_stored(cx, node, request, &key, Err(ReplicaError::Unreachable));
+                            self.coordinator.on_put_stored(
+                                &mut self.ledger,
+                                cx,
+                                node,
+                                request,
+                                &key,
+                                Err(ReplicaError::Unreachable),
+                            );
                         }
                     }
                 }
-                Waiting::Hint => self.end_hint_delivery(request),
+                Waiting::Hint => {
+                    self.hints.end_delivery(&mut self.ledger, request);
+                }
                 Waiting::Forwarded => {
-                    if matches!(action, WaitingAction::Fail) {
-                        continue;
+                    if matches!(action, WaitingAction::Resend) {
+                        self.forwards.give_up(&mut self.ledger, cx, request);
                     }
-                    let Some(forwarded) = self.forwards.remove(&mut self.deadlines, request) else {
-                        continue;
-                    };
-                    let (client, error) = forwarded.on_timeout();
+                }
+            }
+        }
+    }
+
+    // ----- background work and admission -----
+
+    /// When background work holds its whole budget, most of it waits for
+    /// one replica and that replica holds at least twice what any other
+    /// does, hands the oldest of that work to hinted handoff
+    /// until the replica holds at most half the budget: answered puts
+    /// retire and hint the replica (and any other target they still wait
+    /// for), answered gets retire with the read repairs they can make, and
+    /// hint deliveries to it end (their hints stay).
+    ///
+    /// A replica that stops answering but is not yet convicted by the
+    /// failure detector (paused, partitioned one way, its disk stuck) would
+    /// otherwise hold one background request per write until its
+    /// conviction, seconds later, and every client of this node would wait
+    /// that long for admission. Healthy replicas share the waits between
+    /// them (a put at `w=quorum` waits for whichever answers last, one at
+    /// `w=one` for all of them), so the budget still pushes back on
+    /// clients when the whole cluster is merely busy. As Dynamo and Cassandra do, a replica that
+    /// does not acknowledge gets the write later, from a hint.
+    fn shed_background_held_by_one_replica<S: Store>(&mut self, cx: &mut Cx<'_, S>) {
+        if !self.ledger.background_full() {
+            return;
+        }
+        let mut held: BTreeMap<Uuid, Vec<(RequestId, Held)>> = BTreeMap::new();
+        for (request, get) in self.coordinator.gets().filter(|(_, get)| get.answered()) {
+            for node in get.unanswered() {
+                held.entry(node).or_default().push((request, Held::Get));
+            }
+        }
+        for (request, put) in self.coordinator.puts() {
+            if put.background_bytes().is_some() {
+                for target in put.unanswered() {
+                    held.entry(target.node)
+                        .or_default()
+                        .push((request, Held::Put));
+                }
+            }
+        }
+        for (request, target) in self.hints.deliveries() {
+            held.entry(target)
+                .or_default()
+                .push((request, Held::HintDelivery));
+        }
+        // The replica the most background work waits for (the first such
+        // in id order when several tie), and how much the next one holds.
+        let mut most: Option<(Uuid, Vec<(RequestId, Held)>)> = None;
+        let mut runner_up = 0;
+        for (node, waiting) in held {
+            match &most {
+                Some((_, top)) if waiting.len() <= top.len() => {
+                    runner_up = runner_up.max(waiting.len());
+                }
+                _ => {
+                    runner_up = most.as_ref().map_or(0, |(_, top)| top.len());
+                    most = Some((node, waiting));
+                }
+            }
+        }
+        let Some((node, mut waiting)) = most else {
+            return;
+        };
+        // One replica holds most of the budget, and far more than any
+        // other: not a cluster that is merely busy, where the replicas a
+        // write still waits for share the waits.
+        if waiting.len() * ONE_REPLICA_SHARE.1
+            <= self.ledger.background.requests * ONE_REPLICA_SHARE.0
+            || waiting.len() < 2 * runner_up
+        {
+            return;
+        }
+        waiting.sort_by_key(|&(request, _)| request);
+        let keep = self.ledger.budget.max_background_requests / 2;
+        let shed = waiting.len().saturating_sub(keep);
+        for &(request, kind) in &waiting[..shed] {
+            match kind {
+                Held::Get => self.coordinator.retire_get(&mut self.ledger, cx, request),
+                Held::Put => self.coordinator.retire_put(&mut self.ledger, cx, request),
+                Held::HintDelivery => {
+                    self.hints.end_delivery(&mut self.ledger, request);
+                }
+            }
+        }
+        self.ledger.stats.background_shed += shed as u64;
+        tracing::info!(
+            %node,
+            shed,
+            "background work waiting for one replica was handed to hinted handoff"
+        );
+    }
+
+    /// Starts queued client requests, oldest first, while background work
+    /// is under its budget.
+    pub(super) fn admit_queued<S: Store>(&mut self, cx: &mut Cx<'_, S>, now: Now) {
+        if !self.admission.is_empty() {
+            self.shed_background_held_by_one_replica(cx);
+        }
+        while !self.ledger.background_full() {
+            let Some((client, request)) = self.admission.pop(now) else {
+                break;
+            };
+            match self.admit(cx, &request) {
+                Ok(()) => self.dispatch(cx, now, client, request),
+                Err(error) => {
+                    if matches!(error, RequestError::Overloaded(_)) {
+                        self.ledger.stats.refused_overloaded += 1;
+                    }
                     cx.reply(client, Err(error));
                 }
             }
@@ -569,4 +654,17 @@ enum WaitingAction {
     Resend,
     /// It was convicted: count it as failed.
     Fail,
+}
+
+/// The share of the background budget past which the work one replica
+/// holds is shed, as a fraction (numerator, denominator): three quarters.
+/// Healthy replicas each hold about an equal share.
+const ONE_REPLICA_SHARE: (usize, usize) = (3, 4);
+
+/// A kind of background work.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Get,
+    Put,
+    HintDelivery,
 }

@@ -13,7 +13,7 @@ use super::forward::{SeenForwards, MAX_FORWARDS_REMEMBERED};
 use super::*;
 use crate::api::{ReadRequest, RequestError, WriteRequest};
 use crate::core::{GetCoordinator, PutError, Replica, ReplicaError, RequestOptions};
-use crate::wire::{Frame, Message, StoredAck, WireKey};
+use crate::wire::{Frame, Message, StoredAck, WireKey, MAX_FRAME_BYTES};
 
 const WALL: u64 = 1_767_225_600_000;
 
@@ -412,13 +412,9 @@ fn malformed_frames_are_refused_and_counted() {
 fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
     let shard = engine.shard_of_partition(PartitionId(key.partition));
     let shard = &mut engine.shards[shard].shard;
-    let request = shard.deadlines.next_id();
     let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
     let get = GetRequest::new(9, key.clone(), coordinator, 1, None);
-    shard
-        .gets
-        .insert(&mut shard.deadlines, request, Duration::MAX, get);
-    request
+    shard.coordinator.insert_get(&mut shard.ledger, get)
 }
 
 fn wire_key(key: &str) -> WireKey {
@@ -552,7 +548,7 @@ fn a_message_from_an_older_generation_is_dropped() {
 fn request_ids_never_repeat_across_incarnations() {
     let mut first = engine(1, 1);
     let first_start = first.generation();
-    let a = first.shards[0].shard.deadlines.next_id();
+    let a = first.shards[0].shard.ledger.deadlines.next_id();
     let store = first.into_store().restart();
     let mut second = Engine::start(
         EngineConfig {
@@ -570,7 +566,7 @@ fn request_ids_never_repeat_across_incarnations() {
     .expect("restarts");
     assert!(second.generation() > first_start);
     assert_eq!(first_generation(a), first_start & 0xFF_FFFF);
-    let b = second.shards[0].shard.deadlines.next_id();
+    let b = second.shards[0].shard.ledger.deadlines.next_id();
     assert_ne!(a, b);
     assert_eq!(first_generation(b), second.generation() & 0xFF_FFFF);
 }
@@ -914,7 +910,7 @@ fn background_work_over_budget_makes_client_requests_wait_not_fail() {
     let (mut engines, t) = cluster(3);
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     for engine in &mut engines {
-        engine.shards[0].shard.budget.max_background_requests = 2;
+        engine.shards[0].shard.ledger.budget.max_background_requests = 2;
     }
     // Step 1: two puts at w=one are answered at once and keep
     // replicating in the background (their frames are held back).
@@ -1180,7 +1176,11 @@ fn a_replica_seen_down_releases_the_background_work_that_waited_for_it() {
     let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
     let dead = 2;
     let dead_id = engines[dead].id();
-    engines[0].shards[0].shard.budget.max_background_requests = 3;
+    engines[0].shards[0]
+        .shard
+        .ledger
+        .budget
+        .max_background_requests = 3;
     // A put at w=quorum: node 1 acknowledges, node 2 never does (it is
     // dead), so the put stays in the background holding the budget. Two
     // puts at w=one whose frames are lost wait for both nodes 1 and 2, so
@@ -1344,7 +1344,11 @@ fn a_reply_reaches_only_the_shard_that_made_its_request() {
     let answers = answers_to(&mut engines, &addrs, 0, effects, t);
     assert_eq!(answers.len(), 2, "both peers answer");
     let in_flight = |engine: &Engine<MemoryStore>| -> Vec<usize> {
-        engine.shards.iter().map(|s| s.shard.gets.len()).collect()
+        engine
+            .shards
+            .iter()
+            .map(|s| s.shard.coordinator.len())
+            .collect()
     };
     assert_eq!(in_flight(&engines[0]), vec![0, 1]);
     // Step 1: the answers handed to shard 0, which did not ask: nothing.
@@ -1382,7 +1386,7 @@ fn each_shard_hands_out_ids_with_its_index() {
     let (mut engines, _) = cluster_of_shards(3, 3, StoreConfig::default(), 2);
     let generation = engines[0].generation();
     for index in 0..2 {
-        let id = engines[0].shards[index].shard.deadlines.next_id();
+        let id = engines[0].shards[index].shard.ledger.deadlines.next_id();
         assert_eq!(super::requests::shard_of_request(id), index);
         assert_eq!(first_generation(id), generation & 0xFF_FFFF);
     }
@@ -1455,7 +1459,11 @@ fn puts_through_node_0(
 fn a_silent_replica_not_yet_convicted_does_not_hold_admission() {
     let (mut engines, t) = cluster(3);
     let silent = engines[2].id();
-    engines[0].shards[0].shard.budget.max_background_requests = 4;
+    engines[0].shards[0]
+        .shard
+        .ledger
+        .budget
+        .max_background_requests = 4;
     // Four puts at w=quorum: node 1 acknowledges each, node 2 says
     // nothing, so each stays in the background waiting for node 2.
     let answered = puts_through_node_0(&mut engines, t, 0..4, "quorum", &[1]);
@@ -1481,7 +1489,11 @@ fn a_silent_replica_not_yet_convicted_does_not_hold_admission() {
 #[test]
 fn background_work_shared_by_the_replicas_is_not_shed() {
     let (mut engines, t) = cluster(3);
-    engines[0].shards[0].shard.budget.max_background_requests = 4;
+    engines[0].shards[0]
+        .shard
+        .ledger
+        .budget
+        .max_background_requests = 4;
     // At w=one the coordinator's own copy answers each put, which then
     // waits for both other replicas.
     let answered = puts_through_node_0(&mut engines, t, 0..4, "one", &[]);

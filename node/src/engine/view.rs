@@ -19,7 +19,7 @@ use std::sync::Arc;
 use chorus_ring::{PreferenceList, Ring};
 use uuid::Uuid;
 
-use super::IdentityConflict;
+use super::io::IdentityConflict;
 use crate::core::{place, Replica};
 
 /// What the request side knows of the cluster: plain data, rebuilt by
@@ -122,4 +122,17 @@ impl Facts {
     pub fn add(&mut self, other: Facts) {
         self.wrote_data |= other.wrote_data;
     }
+}
+
+/// The primaries that are neither targets nor stood in for by a fallback.
+pub(super) fn uncovered_primaries(list: PreferenceList<'_>, targets: &[Replica]) -> Vec<Uuid> {
+    list.primaries()
+        .iter()
+        .copied()
+        .filter(|&p| {
+            !targets
+                .iter()
+                .any(|t| t.node == p || t.stands_in_for() == Some(p))
+        })
+        .collect()
 }

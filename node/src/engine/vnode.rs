@@ -13,8 +13,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use super::shard::Cx;
-use super::{Effect, EngineConfig, EngineError, Now, Parts};
+use super::config::EngineConfig;
+use super::io::{Effect, EngineError, Now};
+use super::parts::{Cx, Parts};
 use crate::api::RequestError;
 use crate::core::{context_bound, coordinate_write, ClientWrite, ReplicaError};
 use crate::wire::{decode_object, WireKey};

@@ -20,9 +20,10 @@ use chorus_ring::Partitions;
 use chorus_storage::store::Store;
 use uuid::Uuid;
 
-use super::shard::{Cx, Shard};
+use super::io::{ClientId, ClientRequest, Effect, EngineStats, Now};
+use super::parts::Cx;
+use super::shard::{Shard, ShardSlot};
 use super::view::{ClusterView, Facts};
-use super::{ClientId, ClientRequest, Effect, EngineStats, Now, ShardSlot};
 use crate::wire::{Frame, Message};
 
 /// An input membership routes to a detached shard.
@@ -59,7 +60,7 @@ pub struct ShardMap {
 impl ShardMap {
     /// The index of the shard that owns `bucket`/`key`.
     pub fn shard_of_key(&self, bucket: &[u8], key: &[u8]) -> usize {
-        super::shard::shard_of_partition(self.partitions.of_key(bucket, key), self.shards)
+        super::requests::shard_of_partition(self.partitions.of_key(bucket, key), self.shards)
     }
 
     /// The index of the shard a client request goes to.
@@ -101,7 +102,7 @@ impl<S: Store> ShardWorker<S> {
 
     /// This shard's index.
     pub fn index(&self) -> usize {
-        self.slot.shard.index
+        self.slot.shard.ledger.shard
     }
 
     /// Runs `handle` on the shard with its view and parts, then lets it

@@ -659,6 +659,7 @@ fn forward_reply_carries_the_coordinators_error_as_the_client_gets_it() {
     let (outsider, coordinator) = outsider_and_coordinator(&engines);
     engines[coordinator].shards[0]
         .shard
+        .ledger
         .budget
         .max_pending_requests = 0;
     engines[outsider].handle_client(now(t), 1, put("v"));
