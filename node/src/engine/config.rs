@@ -48,9 +48,12 @@ pub struct EngineConfig {
     pub max_queued_requests: usize,
     /// Most bytes of values in client requests waiting for admission.
     pub max_queued_bytes: usize,
-    /// How often hints are offered to their primaries.
+    /// How often a hint round offers hints to their primaries. A primary
+    /// that acknowledged every hint of its batch gets the next batch at
+    /// once, without waiting for the next round.
     pub hint_interval: Duration,
-    /// Hints sent to one primary per interval at most.
+    /// Hints in one batch to one primary (a primary has one batch in
+    /// flight at a time).
     pub hint_batch: usize,
     /// How often ring agreement and the claimant's duty are checked.
     pub ring_interval: Duration,

@@ -1,8 +1,16 @@
 //! Hinted handoff: hints kept for targets of a put that never answered, and
 //! their delivery in batches to primaries gossip reports up, each deleted
 //! once its primary acknowledged it.
+//!
+//! A hint round runs every `hint_interval`, and at once when a node comes
+//! up or a target acknowledged every hint of its batch: a target that
+//! takes its hints gets the next batch without waiting for the interval,
+//! so a backlog drains at the pace the target acknowledges, one batch in
+//! flight at a time; a target whose batch had a failure waits for the
+//! next round.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chorus_ring::PartitionId;
 use chorus_storage::object::Object;
@@ -16,15 +24,21 @@ use crate::buggify::Site;
 use crate::core::{Replica, ReplicaError};
 use crate::wire::{Message, StoredAck, WireKey};
 
-/// Hint deliveries in flight, and where each target's next round reads.
-#[derive(Debug, Default)]
+/// Hint deliveries in flight, where each target's next round reads, and
+/// when the next round runs.
+#[derive(Debug)]
 pub(super) struct Hints {
     deliveries: Requests<HintDelivery>,
     /// Targets with a batch in flight: a target gets one batch at a time.
     targets_in_flight: BTreeSet<Uuid>,
+    /// Targets whose batch in flight had a delivery fail (refused, not
+    /// durable enough, timed out, not sent): no early round for them.
+    failed_batches: BTreeSet<Uuid>,
     /// Per target, the sequence number after which the next hint round
     /// reads, so hints that keep failing never block those behind them.
     cursor: BTreeMap<Uuid, u64>,
+    /// When the next round runs (monotonic).
+    next_round: Duration,
 }
 
 /// One hint on its way to its target.
@@ -41,6 +55,37 @@ pub(super) struct HintDelivery {
 }
 
 impl Hints {
+    /// No hint in flight; the first round runs at `first_round`.
+    pub(super) fn new(first_round: Duration) -> Hints {
+        Hints {
+            deliveries: Requests::default(),
+            targets_in_flight: BTreeSet::new(),
+            failed_batches: BTreeSet::new(),
+            cursor: BTreeMap::new(),
+            next_round: first_round,
+        }
+    }
+
+    /// When the next round runs (monotonic).
+    pub(super) fn next_round(&self) -> Duration {
+        self.next_round
+    }
+
+    /// Runs the next round at `now` at the latest.
+    pub(super) fn round_now(&mut self, now: Duration) {
+        self.next_round = self.next_round.min(now);
+    }
+
+    /// Whether a round is due at `now`; if so, the one after is scheduled
+    /// `interval` later.
+    pub(super) fn round_due(&mut self, now: Duration, interval: Duration) -> bool {
+        if now < self.next_round {
+            return false;
+        }
+        self.next_round = now + interval;
+        true
+    }
+
     /// Deliveries in flight.
     pub(super) fn len(&self) -> usize {
         self.deliveries.len()
@@ -66,12 +111,26 @@ impl Hints {
             .map(|(request, _)| request)
     }
 
-    /// Ends delivery `request`, and its target's batch with its last one.
-    fn end(&mut self, deadlines: &mut Deadlines, request: RequestId) -> Option<HintDelivery> {
+    /// Ends delivery `request` (`delivered`: its hint was handed over and
+    /// deleted), and its target's batch with its last one. A batch whose
+    /// every hint was handed over has the next round run at once: its
+    /// target takes hints, so the next batch need not wait.
+    fn end(
+        &mut self,
+        deadlines: &mut Deadlines,
+        request: RequestId,
+        delivered: bool,
+    ) -> Option<HintDelivery> {
         let delivery = self.deliveries.remove(deadlines, request)?;
         let target = delivery.target;
+        if !delivered {
+            self.failed_batches.insert(target);
+        }
         if !self.deliveries.iter().any(|(_, d)| d.target == target) {
             self.targets_in_flight.remove(&target);
+            if !self.failed_batches.remove(&target) {
+                self.next_round = Duration::ZERO;
+            }
         }
         Some(delivery)
     }
@@ -186,7 +245,7 @@ impl Hints {
     /// sent or its target restarted. The hint stays, offered again in a
     /// later round. False if it is no delivery in flight.
     pub(super) fn end_delivery(&mut self, ledger: &mut Ledger, request: RequestId) -> bool {
-        match self.end(&mut ledger.deadlines, request) {
+        match self.end(&mut ledger.deadlines, request, false) {
             Some(delivery) => {
                 ledger.background.remove(delivery.bytes);
                 true
@@ -216,30 +275,33 @@ impl Hints {
         if !answers {
             return false;
         }
-        let delivery = self
-            .end(&mut ledger.deadlines, request)
+        let (target, seq, durable) = self
+            .deliveries
+            .get(request)
+            .map(|d| (d.target, d.seq, d.durable))
             .expect("checked above");
-        ledger.background.remove(delivery.bytes);
-        let HintDelivery {
-            target,
-            seq,
-            durable,
-            ..
-        } = delivery;
         // A hint of a durably acknowledged write is deleted only on a
         // durable acknowledgement; otherwise it is offered again.
+        let mut delivered = false;
         if result.is_ok_and(|ack| ack.durable || !durable) {
             match cx
                 .parts
                 .store
                 .delete_hint(target, seq, Durability::Buffered)
             {
-                Ok(_) => ledger.stats.hints_delivered += 1,
+                Ok(_) => {
+                    ledger.stats.hints_delivered += 1;
+                    delivered = true;
+                }
                 Err(e) => {
                     tracing::warn!(%target, seq, error = %e, "could not delete a delivered hint")
                 }
             }
         }
+        let delivery = self
+            .end(&mut ledger.deadlines, request, delivered)
+            .expect("checked above");
+        ledger.background.remove(delivery.bytes);
         true
     }
 }

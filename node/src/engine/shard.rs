@@ -59,10 +59,8 @@ pub(super) struct Shard {
     pub(super) coordinator: Coordinator,
     /// Writes this shard forwarded, and forwarded writes it coordinated.
     pub(super) forwards: Forwards,
-    /// Hint deliveries in flight.
+    /// Hint deliveries in flight, and the hint round.
     pub(super) hints: Hints,
-    /// When the next hint round runs.
-    pub(super) next_hint_round: Duration,
     /// Client requests waiting for admission.
     pub(super) admission: Admission,
 }
@@ -80,8 +78,7 @@ impl Shard {
             ledger: Ledger::new(index, shards, config, generation),
             coordinator: Coordinator::default(),
             forwards: Forwards::default(),
-            hints: Hints::default(),
-            next_hint_round: now.mono,
+            hints: Hints::new(now.mono),
             admission: Admission::default(),
         }
     }
@@ -99,7 +96,7 @@ impl Shard {
 
     /// The latest time by which [`Shard::on_tick`] must run.
     pub(super) fn next_wakeup(&self) -> Duration {
-        let mut next = self.next_hint_round;
+        let mut next = self.hints.next_round();
         if let Some(deadline) = self.ledger.deadlines.first() {
             next = next.min(deadline);
         }
@@ -112,7 +109,7 @@ impl Shard {
     /// Offers hints at the next tick rather than at the next round (a
     /// node came up, or one left and nothing waits for it any more).
     pub(super) fn hint_round_now(&mut self, now: Now) {
-        self.next_hint_round = self.next_hint_round.min(now.mono);
+        self.hints.round_now(now.mono);
     }
 
     /// Time passed: expires requests and queued client requests, runs the
@@ -122,11 +119,11 @@ impl Shard {
             self.expire(cx, request);
         }
         self.admission.expire(&mut self.ledger, cx, now);
-        if now.mono >= self.next_hint_round {
-            self.next_hint_round = now.mono + cx.parts.config.hint_interval;
-            if !cx.parts.buggify.fires(Site::HintRoundSkipped) {
-                self.hints.deliver(&mut self.ledger, cx, now);
-            }
+        let interval = cx.parts.config.hint_interval;
+        if self.hints.round_due(now.mono, interval)
+            && !cx.parts.buggify.fires(Site::HintRoundSkipped)
+        {
+            self.hints.deliver(&mut self.ledger, cx, now);
         }
         self.admit_queued(cx, now);
     }

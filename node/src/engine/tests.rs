@@ -835,6 +835,108 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
     );
 }
 
+/// Queues `count` hints for `target` on `engine`: keys `{prefix}-{i}`,
+/// filed under the right partition unless `refused` (a partition the
+/// key does not hash to, which the target refuses).
+fn queue_hints(
+    engine: &Engine<MemoryStore>,
+    target: Uuid,
+    prefix: &str,
+    count: usize,
+    refused: bool,
+) -> Vec<KeyRef<'static>> {
+    let partitions = Partitions::new(8).expect("valid");
+    (0..count)
+        .map(|i| {
+            let key: &'static [u8] = format!("{prefix}-{i}").into_bytes().leak();
+            let mut partition = partitions.of_key(b"b", key);
+            if refused {
+                partition = PartitionId((partition.0 + 1) % 8);
+            }
+            let keyref = KeyRef::new(partition, b"b", key);
+            engine
+                .parts
+                .store
+                .add_hint(target, keyref, &object_with("h"), Durability::Buffered)
+                .expect("queued");
+            keyref
+        })
+        .collect()
+}
+
+/// Ticks `engines` every 10 ms for `ms` milliseconds, delivering every
+/// frame; the time reached.
+fn run_for(engines: &mut [Engine<MemoryStore>], mut t: u64, ms: u64) -> u64 {
+    let addrs: Vec<SocketAddr> = (0..engines.len()).map(|i| addr(7070 + i as u16)).collect();
+    let end = t + ms;
+    while t < end {
+        t += 10;
+        for engine in engines.iter_mut() {
+            engine.handle_tick(now(t));
+        }
+        deliver(engines, &addrs, t);
+    }
+    t
+}
+
+#[test]
+fn a_target_that_takes_a_whole_batch_of_hints_gets_the_next_at_once() {
+    let (mut engines, t) = cluster(2);
+    for slot in &mut engines[0].shards {
+        slot.parts.config.hint_batch = 2;
+        slot.parts.config.hint_interval = Duration::from_secs(60);
+    }
+    let target = engines[1].id();
+    // The first round runs at once; every later one would wait a minute.
+    let t = run_for(&mut engines, t, 10);
+    let hints = queue_hints(&engines[0], target, "k", 7, false);
+    for slot in &mut engines[0].shards {
+        slot.shard.hint_round_now(now(t));
+    }
+    // Four batches of at most two, each sent once the one before was
+    // acknowledged, within a second: no round waited for the interval.
+    run_for(&mut engines, t, 1_000);
+    assert_eq!(engines[0].pending_hints().expect("memory"), vec![]);
+    for key in hints {
+        assert!(engines[1].store().get(key).expect("readable").is_some());
+    }
+    assert_eq!(engines[0].stats().hints_delivered, 7);
+}
+
+#[test]
+fn a_batch_of_hints_with_a_failure_waits_for_the_next_round() {
+    let (mut engines, t) = cluster(2);
+    for slot in &mut engines[0].shards {
+        slot.parts.config.hint_batch = 2;
+        slot.parts.config.hint_interval = Duration::from_secs(60);
+    }
+    let target = engines[1].id();
+    let t = run_for(&mut engines, t, 10);
+    // The first batch holds a hint the target refuses; the second would
+    // be taken.
+    queue_hints(&engines[0], target, "bad", 1, true);
+    let good = queue_hints(&engines[0], target, "good", 3, false);
+    for slot in &mut engines[0].shards {
+        slot.shard.hint_round_now(now(t));
+    }
+    let t = run_for(&mut engines, t, 10_000);
+    // One batch went: the refused hint and one good one. The rest wait
+    // for the round a minute on, however long the target sits idle.
+    assert_eq!(engines[0].stats().hints_delivered, 1);
+    assert_eq!(
+        engines[0].pending_hints().expect("memory"),
+        vec![(target, 3)]
+    );
+    assert!(engines[1].store().get(good[0]).expect("readable").is_some());
+    assert!(engines[1].store().get(good[1]).expect("readable").is_none());
+    run_for(&mut engines, t, 60_000);
+    assert_eq!(engines[0].stats().hints_delivered, 3);
+    assert_eq!(
+        engines[0].pending_hints().expect("memory"),
+        vec![(target, 1)]
+    );
+}
+
 #[test]
 fn a_write_that_cannot_be_sent_counts_its_replica_as_failed_at_once() {
     let (mut engines, t) = cluster(3);
