@@ -227,6 +227,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Dev(args) => tokio_runtime()?.block_on(dev(args)),
         Command::Bench(args) => {
+            if let Err(error) = chorus_client::bench::check_args(&args) {
+                // A usage error, as the argument parser's own are (exit 2).
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "error: {error}");
+                return Ok(ExitCode::from(2));
+            }
             tokio_runtime()?.block_on(bench(args))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -245,3 +245,35 @@ async fn etcd() {
         runs_cleanly(driver.clone(), workload).await;
     }
 }
+
+/// Arguments `chorus bench` refuses after parsing (request options, the
+/// rate, the duration) are usage errors: exit 2, as clap's own, before
+/// anything is run or connected to.
+#[test]
+fn bench_refuses_bad_arguments_as_usage_errors() {
+    let bench = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .arg("bench")
+            .args(args)
+            .args(["--target", "http://127.0.0.1:9"])
+            .output()
+            .expect("chorus runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, error) = bench(&["--read", "r=banana"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert!(
+        error.starts_with("error: invalid options \"r=banana\": ")
+            && error.contains("invalid_quorum"),
+        "{error}"
+    );
+    let (code, error) = bench(&["--rate", "0"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert_eq!(error, "error: --rate must be a positive number\n");
+    let (code, error) = bench(&["--duration", "0s"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert_eq!(error, "error: --duration must be positive\n");
+}

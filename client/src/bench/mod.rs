@@ -212,6 +212,13 @@ async fn probe_and_bench<D: Driver>(
 
 /// Checks the arguments every driver shares: the options parse, the rate
 /// and the duration are positive. Returns the run configuration.
+/// Checks `chorus bench`'s arguments beyond what the parser does (the
+/// request options, the rate, the duration): an error here is a usage
+/// error, reported before anything runs.
+pub fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
+    checked_config(args).map(|_| ())
+}
+
 fn checked_config(args: &BenchArgs) -> Result<RunConfig, BenchError> {
     parse_options(&args.read)?;
     parse_options(&args.write)?;
