@@ -42,6 +42,7 @@ pub struct HttpSection {
     pub token_file: Option<PathBuf>,
     /// The most requests served at once; more are refused with
     /// `503 overloaded` and `Retry-After` rather than queued.
+    #[serde(default, deserialize_with = "whole_number")]
     pub max_concurrent_requests: Option<usize>,
 }
 
@@ -123,16 +124,51 @@ pub struct NodeFile {
     #[serde(default)]
     pub seeds: Vec<SocketAddr>,
     pub zone: Option<String>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub replicas: Option<usize>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub partitions: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number")]
     pub initial_members: Option<usize>,
     /// Shards the engine splits the node's partitions between
     /// ([`EngineConfig::shards`]), each on a thread of its own; one per
     /// core ([`default_shards`]) when not given.
+    #[serde(default, deserialize_with = "whole_number")]
     pub shards: Option<usize>,
     pub tls: Option<TlsPaths>,
     #[serde(default)]
     pub http: HttpSection,
+}
+
+/// An optional count in the file (`replicas`, `shards`, …): a whole
+/// number that fits the field, or an error that says so in those words
+/// rather than naming the field's Rust type.
+fn whole_number<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    struct Count<T>(std::marker::PhantomData<T>);
+    impl<T: TryFrom<u64>> serde::de::Visitor<'_> for Count<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!(
+                    "{v} is negative; expected a whole number"
+                ))),
+            }
+        }
+    }
+    deserializer
+        .deserialize_u64(Count(std::marker::PhantomData))
+        .map(Some)
 }
 
 /// A configuration that could not be read.
@@ -213,7 +249,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shards_are_read_and_zero_is_refused() {
+    fn counts_are_whole_numbers_and_zero_shards_are_refused() {
         let file: NodeFile = toml::from_str("shards = 2").expect("parses");
         assert_eq!(file.engine_config().expect("valid").shards, 2);
         assert_eq!(
@@ -221,6 +257,27 @@ mod tests {
             default_shards(),
             "one per core unless told"
         );
+        for (text, says) in [
+            (
+                "shards = \"two\"",
+                "invalid type: string \"two\", expected a whole number",
+            ),
+            ("replicas = -1", "-1 is negative; expected a whole number"),
+            ("partitions = 5000000000", "5000000000 is too large"),
+            (
+                "shards = 2.5",
+                "invalid type: floating point `2.5`, expected a whole number",
+            ),
+        ] {
+            let error = toml::from_str::<NodeFile>(text)
+                .expect_err(text)
+                .to_string();
+            assert!(error.contains(says), "{text}: {error}");
+            assert!(
+                !error.contains("usize") && !error.contains("u32"),
+                "{error}"
+            );
+        }
         let file: NodeFile = toml::from_str("shards = 0").expect("parses");
         assert!(matches!(file.engine_config(), Err(ConfigError::Invalid(_))));
     }
