@@ -816,13 +816,31 @@ async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
 
 /// The bucket and key of a key route, checked for length.
 fn target(path: KeyPath) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
-    let Path((bucket, key)) = path.map_err(|rejection| RequestError::InvalidKey {
-        what: "path".into(),
-        reason: rejection.body_text(),
-    })?;
+    let Path((bucket, key)) = path.map_err(path_error)?;
     check_name("bucket", &bucket, MAX_BUCKET_BYTES)?;
     check_name("key", &key, MAX_KEY_BYTES)?;
     Ok((bucket.into_bytes(), key.into_bytes()))
+}
+
+/// Why a bucket and key could not be taken from the path: a segment that
+/// is not UTF-8 once percent-decoded is named, in Chorus's words; anything
+/// else keeps the router's text.
+fn path_error(rejection: PathRejection) -> RequestError {
+    use axum::extract::path::ErrorKind;
+    if let PathRejection::FailedToDeserializePathParams(error) = &rejection {
+        if let ErrorKind::InvalidUtf8InPathParam { key } = error.kind() {
+            let what = if key == "bucket" { "bucket" } else { "key" };
+            return RequestError::InvalidKey {
+                what: what.into(),
+                reason: "not UTF-8 once percent-decoded (the HTTP API addresses UTF-8 names only)"
+                    .into(),
+            };
+        }
+    }
+    RequestError::InvalidKey {
+        what: "path".into(),
+        reason: rejection.body_text(),
+    }
 }
 
 fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), RequestError> {

@@ -611,9 +611,18 @@ async fn bucket_and_key_lengths_are_checked() {
     assert!(body.detail.contains("bucket"), "{}", body.detail);
 
     // Not UTF-8 once decoded.
-    let response = server.get(&server.key_url("b", "%FF")).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(problem(response).await.code, "invalid_key");
+    for (bucket, key, what) in [("b", "%FF", "key"), ("%C3%28", "k", "bucket")] {
+        let response = server.get(&server.key_url(bucket, key)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = problem(response).await;
+        assert_eq!(body.code, "invalid_key");
+        assert_eq!(
+            body.detail,
+            format!(
+                "invalid {what}: not UTF-8 once percent-decoded (the HTTP API addresses UTF-8 names only)"
+            )
+        );
+    }
 
     assert!(fake.reads().is_empty() && fake.writes().is_empty());
 
