@@ -48,6 +48,17 @@ pub struct EngineConfig {
     pub max_queued_requests: usize,
     /// Most bytes of values in client requests waiting for admission.
     pub max_queued_bytes: usize,
+    /// How long a get waits for the replicas it asked first (as many as
+    /// `r` and `pr` need, this node's own copy first) before it asks the
+    /// other targets too: speculative retry, as Cassandra's
+    /// `speculative_retry`, here a fixed delay. A failed answer has the
+    /// others asked at once.
+    pub read_speculation: Duration,
+    /// The chance, from 0 to 1, that a get asks every target at once
+    /// rather than as many as `r` needs, so that read repair also reaches
+    /// replicas a quorum read would not ask (Cassandra's former
+    /// `read_repair_chance`). Drawn from the engine's seeded generator.
+    pub read_repair_chance: f64,
     /// How often a hint round offers hints to their primaries. A primary
     /// that acknowledged every hint of its batch gets the next batch at
     /// once, without waiting for the next round.
@@ -114,6 +125,8 @@ impl Default for EngineConfig {
             max_background_bytes: 64 << 20,
             max_queued_requests: 4096,
             max_queued_bytes: 64 << 20,
+            read_speculation: Duration::from_millis(50),
+            read_repair_chance: 0.1,
             hint_interval: Duration::from_secs(1),
             hint_batch: 64,
             ring_interval: Duration::from_millis(500),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chorus_storage::object::Object;
 use chorus_storage::store::{Durability, Store};
+use rand::Rng;
 use uuid::Uuid;
 
 use super::io::{ClientId, ClientReply, Now};
@@ -25,7 +26,16 @@ pub(super) struct GetRequest {
     client: ClientId,
     key: WireKey,
     coordinator: GetCoordinator,
-    targets: usize,
+    /// The targets asked so far.
+    asked: Vec<Uuid>,
+    /// The targets not asked yet, in the order they would be: asked
+    /// once an asked one fails, or all at once when the answer is late
+    /// (speculative retry).
+    unasked: Vec<Replica>,
+    /// When the get's own time runs out (monotonic); until the unasked
+    /// targets are asked, the request's deadline is the earlier moment of
+    /// speculation.
+    deadline: Duration,
     replies: usize,
     answered: bool,
     /// A delete without a context waiting for this read: once it
@@ -53,18 +63,24 @@ pub(super) enum GetAnswer {
 }
 
 impl GetRequest {
+    /// A get for `client` of `key`, deciding with `coordinator`, that
+    /// asked `asked` and may ask `unasked` later, due at `deadline`.
     pub(super) fn new(
         client: ClientId,
         key: WireKey,
         coordinator: GetCoordinator,
-        targets: usize,
+        asked: Vec<Uuid>,
+        unasked: Vec<Replica>,
+        deadline: Duration,
         then_delete: Option<WriteRequest>,
     ) -> GetRequest {
         GetRequest {
             client,
             key,
             coordinator,
-            targets,
+            asked,
+            unasked,
+            deadline,
             replies: 0,
             answered: false,
             then_delete,
@@ -75,21 +91,41 @@ impl GetRequest {
         &self.key
     }
 
-    /// The targets that have not answered.
-    pub(super) fn unanswered(&self) -> impl Iterator<Item = Uuid> {
-        self.coordinator.unanswered().into_iter().map(|t| t.node)
+    /// The targets asked that have not answered.
+    pub(super) fn unanswered(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.coordinator
+            .unanswered()
+            .into_iter()
+            .map(|t| t.node)
+            .filter(|node| self.asked.contains(node))
     }
 
-    /// A replica's reply (the caller checked that it names this get's key).
+    /// Marks every target not asked yet as asked, and hands them out to
+    /// be asked now.
+    fn ask_the_rest(&mut self) -> Vec<Replica> {
+        let rest = std::mem::take(&mut self.unasked);
+        self.asked.extend(rest.iter().map(|t| t.node));
+        rest
+    }
+
+    /// A replica's reply (the caller checked that it names this get's
+    /// key), and the targets to ask now: after a failure, every target
+    /// not asked yet, so the get can still reach its quorum.
     pub(super) fn on_reply(
         &mut self,
         from: Uuid,
         result: Result<Object, ReplicaError>,
-    ) -> GetProgress {
+    ) -> (GetProgress, Vec<Replica>) {
+        let failed = result.is_err();
         if self.coordinator.add_reply(from, result) == Recorded::Accepted {
             self.replies += 1;
         }
-        self.progress()
+        let ask = if failed {
+            self.ask_the_rest()
+        } else {
+            Vec::new()
+        };
+        (self.progress(), ask)
     }
 
     /// The get's time ran out.
@@ -131,7 +167,7 @@ impl GetRequest {
         }
         GetProgress {
             answer,
-            done: self.replies >= self.targets,
+            done: self.replies >= self.asked.len(),
         }
     }
 
@@ -323,25 +359,35 @@ impl Coordinator {
         };
         let request = ledger.deadlines.next_id();
         let coordinator = GetCoordinator::new(n, options.r, options.pr, targets.clone());
-        let get = GetRequest::new(client, key.clone(), coordinator, targets.len(), then_delete);
+        let (asked, unasked) = first_asked(&targets, cx.me(), options.r, options.pr);
+        let (asked, unasked) = if !unasked.is_empty()
+            && cx.parts.rng.random::<f64>() < cx.parts.config.read_repair_chance
+        {
+            (targets, Vec::new())
+        } else {
+            (asked, unasked)
+        };
         let deadline = cx.deadline(now, Duration::from_millis(options.timeout_ms));
+        let first_deadline = if unasked.is_empty() {
+            deadline
+        } else {
+            deadline.min(now.mono + cx.parts.config.read_speculation)
+        };
+        let asked_nodes = asked.iter().map(|t| t.node).collect();
+        let get = GetRequest::new(
+            client,
+            key.clone(),
+            coordinator,
+            asked_nodes,
+            unasked,
+            deadline,
+            then_delete,
+        );
         self.gets
-            .insert(&mut ledger.deadlines, request, deadline, get);
+            .insert(&mut ledger.deadlines, request, first_deadline, get);
         let mut forward = None;
-        for target in &targets {
-            if target.node == cx.me() {
-                let result = cx.read_local(&key);
-                let me = cx.me();
-                forward = forward.or(self.on_read_reply(ledger, cx, me, request, &key, result));
-            } else {
-                cx.send(
-                    target.node,
-                    Message::Read {
-                        request,
-                        key: key.clone(),
-                    },
-                );
-            }
+        for target in &asked {
+            forward = forward.or(self.ask(ledger, cx, request, &key, target.node));
         }
         if let Some(progress) = self.gets.get_mut(request).map(GetRequest::progress) {
             forward = forward.or(self.on_get_progress(ledger, cx, request, progress));
@@ -544,8 +590,32 @@ impl Coordinator {
         result: Result<Object, ReplicaError>,
     ) -> Option<ToForward> {
         let get = self.gets.get_mut(request).filter(|get| get.key() == key)?;
-        let progress = get.on_reply(from, result);
-        self.on_get_progress(ledger, cx, request, progress)
+        let (progress, ask) = get.on_reply(from, result);
+        let mut forward = None;
+        for target in ask {
+            forward = forward.or(self.ask(ledger, cx, request, key, target.node));
+        }
+        forward.or(self.on_get_progress(ledger, cx, request, progress))
+    }
+
+    /// Asks `node` for its copy of `key` for get `request`: this node's
+    /// own copy is read at once.
+    fn ask<S: Store>(
+        &mut self,
+        ledger: &mut Ledger,
+        cx: &mut Cx<'_, S>,
+        request: RequestId,
+        key: &WireKey,
+        node: Uuid,
+    ) -> Option<ToForward> {
+        if node == cx.me() {
+            let result = cx.read_local(key);
+            self.on_read_reply(ledger, cx, node, request, key, result)
+        } else {
+            let key = key.clone();
+            cx.send(node, Message::Read { request, key });
+            None
+        }
     }
 
     /// A replica's answer to a put this node coordinates; false if
@@ -577,6 +647,25 @@ impl Coordinator {
         request: RequestId,
     ) -> Option<Option<ToForward>> {
         if let Some(get) = self.gets.get_mut(request) {
+            if cx.now.mono < get.deadline {
+                // The moment of speculation, before the get's own time:
+                // if the answer is late, ask every target not asked yet
+                // (speculative retry); an answered get asks nobody more.
+                let rest = if get.answered {
+                    get.unasked.clear();
+                    Vec::new()
+                } else {
+                    get.ask_the_rest()
+                };
+                let (key, deadline) = (get.key.clone(), get.deadline);
+                self.gets
+                    .reschedule(&mut ledger.deadlines, request, deadline);
+                let mut forward = None;
+                for target in rest {
+                    forward = forward.or(self.ask(ledger, cx, request, &key, target.node));
+                }
+                return Some(forward);
+            }
             let progress = get.on_timeout();
             Some(self.on_get_progress(ledger, cx, request, progress))
         } else if let Some(put) = self.puts.get_mut(request) {
@@ -764,4 +853,26 @@ pub(super) fn finish_origin<S: Store>(cx: &mut Cx<'_, S>, origin: Origin, error:
             },
         ),
     }
+}
+
+/// Which of a get's `targets` it asks at once, and which later: this
+/// node's own copy first when it is a target, then the others in
+/// preference-list order, until `r` are asked with `pr` primaries among
+/// them (as Cassandra's coordinators ask only as many replicas as the
+/// consistency level needs). The rest, in order, are asked when an asked
+/// one fails or the answer is late.
+fn first_asked(targets: &[Replica], me: Uuid, r: usize, pr: usize) -> (Vec<Replica>, Vec<Replica>) {
+    let own = targets.iter().filter(|t| t.node == me);
+    let others = targets.iter().filter(|t| t.node != me);
+    let (mut asked, mut later) = (Vec::new(), Vec::new());
+    let mut primaries = 0;
+    for &target in own.chain(others) {
+        if asked.len() < r || (primaries < pr && target.is_primary()) {
+            primaries += usize::from(target.is_primary());
+            asked.push(target);
+        } else {
+            later.push(target);
+        }
+    }
+    (asked, later)
 }

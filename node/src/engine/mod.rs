@@ -28,9 +28,13 @@
 //!   Otherwise it forwards the write to the first primary target (or the
 //!   first fallback when no primary is up), which coordinates and answers
 //!   through this node. A forwarded write is never forwarded again.
-//! * **Get.** Any node coordinates a get: it reads its own copy when it is a
-//!   target and asks the others, answers once the [`GetCoordinator`](crate::core::GetCoordinator) has
-//!   `r` (and `pr`) replies, and once every target answered or the request's
+//! * **Get.** Any node coordinates a get: it asks as many targets as `r`
+//!   and `pr` need, its own copy first when it is a target, and the others
+//!   when an asked one fails or the answer is late
+//!   ([`EngineConfig::read_speculation`]; one get in ten asks every target,
+//!   [`EngineConfig::read_repair_chance`]); answers once the
+//!   [`GetCoordinator`](crate::core::GetCoordinator) has `r` (and `pr`)
+//!   replies, and once every target it asked answered or the request's
 //!   time ran out, sends the merged object to the replicas that were stale
 //!   (read repair).
 //! * **Hinted handoff.** A fallback that stores a copy for a down primary

@@ -110,6 +110,20 @@ impl<T> Requests<T> {
         deadlines.due.insert((deadline, id));
     }
 
+    /// Moves request `id`'s deadline to `deadline`.
+    pub(super) fn reschedule(
+        &mut self,
+        deadlines: &mut Deadlines,
+        id: RequestId,
+        deadline: Duration,
+    ) {
+        if let Some((old, _)) = self.entries.get_mut(&id) {
+            deadlines.due.remove(&(*old, id));
+            *old = deadline;
+            deadlines.due.insert((deadline, id));
+        }
+    }
+
     pub(super) fn get(&self, id: RequestId) -> Option<&T> {
         self.entries.get(&id).map(|(_, state)| state)
     }

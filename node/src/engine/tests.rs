@@ -413,7 +413,15 @@ fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u
     let shard = engine.shard_of_partition(PartitionId(key.partition));
     let shard = &mut engine.shards[shard].shard;
     let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
-    let get = GetRequest::new(9, key.clone(), coordinator, 1, None);
+    let get = GetRequest::new(
+        9,
+        key.clone(),
+        coordinator,
+        vec![peer],
+        vec![],
+        Duration::MAX,
+        None,
+    );
     shard.coordinator.insert_get(&mut shard.ledger, get)
 }
 
@@ -935,6 +943,134 @@ fn a_batch_of_hints_with_a_failure_waits_for_the_next_round() {
         engines[0].pending_hints().expect("memory"),
         vec![(target, 1)]
     );
+}
+
+/// A get of "k" at `r`, with a 5-second timeout.
+fn get_at(r: &str) -> ClientRequest {
+    ClientRequest::Get(ReadRequest {
+        bucket: b"b".to_vec(),
+        key: b"k".to_vec(),
+        options: options(&[("r", r), ("timeout", "5000")]),
+    })
+}
+
+/// The nodes `effects` send a `Read` to, in order.
+fn reads_to(effects: &[Effect]) -> Vec<Uuid> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                to,
+                message: Message::Read { .. },
+                ..
+            } => Some(*to),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A 3-node cluster whose node 0 never asks every target for read repair's
+/// sake, so its gets ask only what `r` needs.
+fn cluster_asking_only_r() -> (Vec<Engine<MemoryStore>>, u64) {
+    let (mut engines, t) = cluster(3);
+    for slot in &mut engines[0].shards {
+        slot.parts.config.read_repair_chance = 0.0;
+    }
+    (engines, t)
+}
+
+#[test]
+fn a_get_asks_as_many_replicas_as_r_needs_its_own_copy_first() {
+    let (mut engines, t) = cluster_asking_only_r();
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+    // r=one: the local copy answers; nothing is sent.
+    engines[0].handle_client(now(t), 1, get_at("one"));
+    let effects = drain(&mut engines[0]);
+    assert_eq!(reads_to(&effects), Vec::<Uuid>::new());
+    assert!(matches!(replies(&effects)[..], [(1, Ok(_))]), "{effects:?}");
+    // r=quorum: the local copy and one peer, the first other target.
+    engines[0].handle_client(now(t), 2, get_at("quorum"));
+    let effects = drain(&mut engines[0]);
+    let asked = reads_to(&effects);
+    assert_eq!(asked.len(), 1, "{effects:?}");
+    let answers = answers_to(&mut engines, &addrs, 0, effects, t);
+    for (from, payload) in answers {
+        engines[0]
+            .handle_frame(now(t), from, &payload)
+            .expect("valid");
+    }
+    let effects = drain(&mut engines[0]);
+    assert!(matches!(replies(&effects)[..], [(2, Ok(_))]), "{effects:?}");
+    assert_eq!(
+        engines[0].stats().pending_requests,
+        0,
+        "done with two answers"
+    );
+    // r=all: every target.
+    engines[0].handle_client(now(t), 3, get_at("all"));
+    assert_eq!(reads_to(&drain(&mut engines[0])).len(), 2);
+}
+
+#[test]
+fn a_get_asks_the_other_targets_when_an_asked_one_fails() {
+    let (mut engines, t) = cluster_asking_only_r();
+    engines[0].handle_client(now(t), 1, get_at("quorum"));
+    let effects = drain(&mut engines[0]);
+    let [asked] = reads_to(&effects)[..] else {
+        panic!("one peer asked: {effects:?}");
+    };
+    let to = engines[0].view.address_of(asked).expect("known");
+    let payload = payload_to(&engines[0], &effects, to).expect("a read");
+    engines[0].handle_send_failed(now(t + 1), to, &payload);
+    let effects = drain(&mut engines[0]);
+    let third = engines
+        .iter()
+        .map(Engine::id)
+        .find(|&id| id != asked && id != engines[0].id())
+        .expect("three nodes");
+    assert_eq!(reads_to(&effects), vec![third], "{effects:?}");
+    assert!(replies(&effects).is_empty(), "{effects:?}");
+}
+
+#[test]
+fn a_late_answer_has_the_get_ask_the_other_targets() {
+    let (mut engines, t) = cluster_asking_only_r();
+    let speculation = engines[0].shards[0].parts.config.read_speculation;
+    engines[0].handle_client(now(t), 1, get_at("quorum"));
+    let [asked] = reads_to(&drain(&mut engines[0]))[..] else {
+        panic!("one peer asked");
+    };
+    let just_before = t + speculation.as_millis() as u64 - 1;
+    engines[0].handle_tick(now(just_before));
+    assert_eq!(reads_to(&drain(&mut engines[0])), Vec::<Uuid>::new());
+    engines[0].handle_tick(now(t + speculation.as_millis() as u64));
+    let third = engines
+        .iter()
+        .map(Engine::id)
+        .find(|&id| id != asked && id != engines[0].id())
+        .expect("three nodes");
+    assert_eq!(reads_to(&drain(&mut engines[0])), vec![third]);
+    // The get still waits for its own time, not the speculation's.
+    engines[0].handle_tick(now(t + 4_999));
+    assert!(replies(&drain(&mut engines[0])).is_empty());
+    engines[0].handle_tick(now(t + 5_000));
+    assert!(
+        matches!(
+            replies(&drain(&mut engines[0]))[..],
+            [(1, Err(RequestError::Get(_)))]
+        ),
+        "times out at 5 s"
+    );
+}
+
+#[test]
+fn with_read_repair_chance_one_a_get_asks_every_target() {
+    let (mut engines, t) = cluster(3);
+    for slot in &mut engines[0].shards {
+        slot.parts.config.read_repair_chance = 1.0;
+    }
+    engines[0].handle_client(now(t), 1, get_at("one"));
+    assert_eq!(reads_to(&drain(&mut engines[0])).len(), 2);
 }
 
 #[test]
