@@ -142,8 +142,8 @@
 //! each event to membership or to a shard and act on what they report, and
 //! `Parts`. The rest, each in its own file:
 //!
-//! * `view` — `ClusterView`, the seam, and `Facts`, what the request side
-//!   reports back;
+//! * `view` — the seam: `ClusterView`, `Facts`, what the request side
+//!   reports back, and [`ShardInput`], what a detached shard is handed;
 //! * `membership` — the gossip bridge, the address book, peer
 //!   generations, the claimant, ring fetch and adoption, an identity
 //!   shared with another process, and the view it publishes;
@@ -172,7 +172,7 @@
 //!   delivery (`Hints`), each shard delivering those of its partitions;
 //! * `status` — cluster, ring and preference-list status as plain data;
 //! * `worker` — [`ShardWorker`], a shard detached to run on a thread of its
-//!   own, [`ShardInput`], what membership routes to it, and [`ShardMap`].
+//!   own, and [`ShardMap`].
 
 mod admission;
 mod coordinator;
@@ -209,9 +209,9 @@ use crate::wire::{Frame, Message, WireError, MAX_FRAME_BYTES};
 use self::membership::{NAME_EXTRA, STARTED_EXTRA};
 use self::requests::{RequestId, MAX_SHARDS};
 use self::shard::{Cx, Shard};
-pub use self::view::{ClusterView, Facts};
+pub use self::view::{ClusterView, Facts, ShardInput};
 use self::vnode::Opened;
-pub use self::worker::{ShardInput, ShardMap, ShardWorker};
+pub use self::worker::{ShardMap, ShardWorker};
 
 /// How an engine behaves. `Default` is what a production node uses, apart
 /// from its name.
