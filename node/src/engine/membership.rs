@@ -17,7 +17,7 @@ use chorus_storage::store::Store;
 use uuid::Uuid;
 
 use super::requests::RETRY_AFTER;
-use super::view::{ClusterView, Facts};
+use super::view::{ClusterView, Facts, ShardInput};
 use super::{Effect, Engine, IdentityConflict, Now};
 use crate::buggify::Site;
 use crate::wire::Message;
@@ -130,21 +130,19 @@ impl<S: Store> Engine<S> {
     }
 
     pub(super) fn on_notification(&mut self, now: Now, notification: Notification) {
-        // The request side acts on it with what gossip knows now.
-        self.refresh_view();
         match notification {
             Notification::Up { node } => {
                 tracing::info!(%node, "node up");
                 // Offer hints at once rather than at the next round.
-                self.hint_round_now(now);
+                self.for_shards.push_back(ShardInput::HintRoundNow);
             }
             Notification::Down { node, phi } => {
                 tracing::warn!(%node, phi, "node down");
-                self.fail_requests_to(now, node);
+                self.for_shards.push_back(ShardInput::Convicted(node));
             }
             Notification::Joined { node, generation } => {
                 tracing::info!(%node, generation = generation.0, "node joined");
-                self.learn_generation(now, node, generation.0);
+                self.learn_generation(node, generation.0);
             }
             Notification::Restarted { node, old, new } => {
                 tracing::info!(%node, old = old.0, new = new.0, "node restarted");
@@ -153,13 +151,13 @@ impl<S: Store> Engine<S> {
                 let known = self.peer_generations.get(&node).copied().unwrap_or(old.0);
                 if new.0 > known {
                     self.peer_generations.insert(node, new.0);
-                    self.reset_connection(now, node);
+                    self.reset_connection(node);
                 }
             }
             Notification::Left { node, .. } => {
                 tracing::info!(%node, "node left");
                 // It is no longer up: nothing waits for it to come back.
-                self.hint_round_now(now);
+                self.for_shards.push_back(ShardInput::HintRoundNow);
             }
             Notification::Superseded {
                 generation,
@@ -648,7 +646,7 @@ impl<S: Store> Engine<S> {
     /// its frames or from gossip): the frame comes from a previous
     /// incarnation. A newer generation than a known one means `node`
     /// restarted, and the connection to it is reset.
-    pub(super) fn learn_generation(&mut self, now: Now, node: Uuid, generation: u64) -> bool {
+    pub(super) fn learn_generation(&mut self, node: Uuid, generation: u64) -> bool {
         let gossiped = self.gossip.member(&node).map(|m| m.state.generation().0);
         let seen = self.peer_generations.get(&node).copied();
         if let Some(known) = seen.max(gossiped) {
@@ -659,7 +657,7 @@ impl<S: Store> Engine<S> {
                 return true;
             }
             if generation > known {
-                self.reset_connection(now, node);
+                self.reset_connection(node);
             }
         }
         if !self.peer_generations.contains_key(&node)
@@ -674,16 +672,17 @@ impl<S: Store> Engine<S> {
     }
 
     /// Asks the runtime to drop its connection to `node`, which leads to a
-    /// process that is gone, and replaces what this node was waiting for
-    /// from the old incarnation at once ([`Engine::resend_to_restarted`]).
-    pub(super) fn reset_connection(&mut self, now: Now, node: Uuid) {
+    /// process that is gone, and has the shards replace what they were
+    /// waiting for from the old incarnation at once
+    /// ([`ShardInput::Restarted`]).
+    pub(super) fn reset_connection(&mut self, node: Uuid) {
         if let Some(addr) = self.address_of(node) {
             tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
             self.parts
                 .effects
                 .push_back(Effect::ResetConnection { addr });
         }
-        self.resend_to_restarted(now, node);
+        self.for_shards.push_back(ShardInput::Restarted(node));
     }
 }
 

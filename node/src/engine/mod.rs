@@ -113,12 +113,15 @@
 //! same shard, so a coordinator's call to its own replica never crosses
 //! shards.
 //!
-//! Facts flow back as data, not calls across: what a shard learns that
-//! membership must know it reports (`Facts`: data was written, so the node
-//! holds data), and the router acts on it after the call; what membership
-//! learns that the shards must act on (a node convicted or restarted, a
-//! node up whose hints may go) the router passes to every shard
-//! (`fail_requests_to`, `resend_to_restarted`, `hint_round_now`).
+//! Facts flow both ways as data, not calls across: what a shard learns
+//! that membership must know it reports (`Facts`: data was written, so the
+//! node holds data), and the router acts on it after the call; what
+//! membership learns that the shards must act on (a node convicted or
+//! restarted, a node up or gone whose hints may go) it records as
+//! [`ShardInput`]s (`Convicted`, `Restarted`, `HintRoundNow`), and the
+//! router passes them to every shard after the call, in the order
+//! membership learnt them: at once to attached shards, in index order;
+//! through the outbox to detached ones.
 //!
 //! # Attached and detached shards
 //!
@@ -557,6 +560,13 @@ pub struct Engine<S> {
     /// from, where gossip's answers to it go (two processes sharing an id
     /// each get their own answers).
     reply_route: Option<(Uuid, SocketAddr)>,
+    /// What membership learnt that every shard must act on — a node
+    /// convicted ([`ShardInput::Convicted`]) or restarted
+    /// ([`ShardInput::Restarted`]), hints that may go now
+    /// ([`ShardInput::HintRoundNow`]) — in the order it learnt it. The
+    /// router passes it on after each call into membership
+    /// ([`Engine::pass_to_shards`]).
+    for_shards: VecDeque<ShardInput>,
     // ----- the request side -----
     /// Partition `p` belongs to `shards[p % shards.len()]`.
     shards: Vec<ShardSlot<S>>,
@@ -774,6 +784,7 @@ impl<S: Store> Engine<S> {
             conflict: None,
             superseded_by: None,
             reply_route: None,
+            for_shards: VecDeque::new(),
             shard_count: shards.len(),
             shards,
             outbox: None,
@@ -1014,6 +1025,9 @@ impl<S: Store> Engine<S> {
     pub fn handle_tick(&mut self, now: Now) {
         self.gossip.handle_tick(now.mono);
         self.drain_gossip(now);
+        // The shards act on what gossip found before the ring is checked,
+        // so a write they make on it counts as data held.
+        self.pass_to_shards(now);
         if self.ring_fetch_due.is_some_and(|due| due <= now.mono) {
             self.ring_fetch_due = None;
             self.ring_fetch_in_flight = false;
@@ -1022,6 +1036,7 @@ impl<S: Store> Engine<S> {
             self.next_ring_check = now.mono + self.parts.config.ring_interval;
             self.check_ring(now);
         }
+        self.pass_to_shards(now);
         for index in 0..self.shards.len() {
             self.on_shard(index, now, |shard, cx| shard.on_tick(cx, now));
         }
@@ -1062,8 +1077,10 @@ impl<S: Store> Engine<S> {
         let from = frame.from;
         if from != self.id {
             self.remember_source(from, source);
-            if !self.learn_generation(now, from, frame.generation) && frame.message.is_data_plane()
-            {
+            let current = self.learn_generation(from, frame.generation);
+            // A restart it shows reaches the shards before the frame does.
+            self.pass_to_shards(now);
+            if !current && frame.message.is_data_plane() {
                 self.parts.stats.frames_stale += 1;
                 tracing::debug!(%from, generation = frame.generation, "dropped a frame from an older incarnation");
                 return;
@@ -1077,6 +1094,7 @@ impl<S: Store> Engine<S> {
                 self.reply_route = (from != self.id).then_some((from, source));
                 self.drain_gossip(now);
                 self.reply_route = None;
+                self.pass_to_shards(now);
                 None
             }
             Message::RingFetch { version } => {
@@ -1203,6 +1221,7 @@ impl<S: Store> Engine<S> {
         self.gossip.begin_leave();
         self.gossip.complete_leave();
         self.drain_gossip(now);
+        self.pass_to_shards(now);
     }
 
     // ----- routing -----
@@ -1251,35 +1270,42 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// `node` restarted: every shard sends again what waits for it
-    /// ([`Shard::resend_to_restarted`]).
-    pub(super) fn resend_to_restarted(&mut self, now: Now, node: Uuid) {
-        if self.outbox.is_some() {
-            return self.route_to_detached(None, ShardInput::Restarted(node));
-        }
-        for index in 0..self.shards.len() {
-            self.on_shard(index, now, |shard, cx| shard.resend_to_restarted(cx, node));
-        }
-    }
-
-    /// The failure detector convicted `node`: every shard fails what waits
-    /// for it ([`Shard::fail_requests_to`]).
-    pub(super) fn fail_requests_to(&mut self, now: Now, node: Uuid) {
-        if self.outbox.is_some() {
-            return self.route_to_detached(None, ShardInput::Convicted(node));
-        }
-        for index in 0..self.shards.len() {
-            self.on_shard(index, now, |shard, cx| shard.fail_requests_to(cx, node));
-        }
-    }
-
-    /// Every shard offers hints at the next tick.
-    pub(super) fn hint_round_now(&mut self, now: Now) {
-        if self.outbox.is_some() {
-            return self.route_to_detached(None, ShardInput::HintRoundNow);
-        }
-        for slot in &mut self.shards {
-            slot.shard.hint_round_now(now);
+    /// Passes what membership learnt that every shard must act on
+    /// ([`Engine::for_shards`]) on, in the order membership learnt it:
+    /// attached shards act on each input at once, in index order — a node
+    /// convicted fails what waits for it ([`Shard::fail_requests_to`]), a
+    /// node restarted has what waits for it sent again
+    /// ([`Shard::resend_to_restarted`]), and hints are offered at the next
+    /// tick ([`Shard::hint_round_now`]); detached shards get each through
+    /// the outbox, after the view if it changed.
+    fn pass_to_shards(&mut self, now: Now) {
+        while let Some(input) = self.for_shards.pop_front() {
+            if self.outbox.is_some() {
+                self.route_to_detached(None, input);
+                continue;
+            }
+            match input {
+                ShardInput::Convicted(node) => {
+                    for index in 0..self.shards.len() {
+                        self.on_shard(index, now, |shard, cx| shard.fail_requests_to(cx, node));
+                    }
+                }
+                ShardInput::Restarted(node) => {
+                    for index in 0..self.shards.len() {
+                        self.on_shard(index, now, |shard, cx| shard.resend_to_restarted(cx, node));
+                    }
+                }
+                ShardInput::HintRoundNow => {
+                    for slot in &mut self.shards {
+                        slot.shard.hint_round_now(now);
+                    }
+                }
+                ShardInput::Message { .. }
+                | ShardInput::SendFailed { .. }
+                | ShardInput::View(_) => {
+                    debug_assert!(false, "membership passes every shard only what it learnt");
+                }
+            }
         }
     }
 
