@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::requests::{Deadlines, RequestId, Requests, RETRY_AFTER};
 use super::shard::{Cx, Shard};
-use super::{Engine, Now};
+use super::Now;
 use crate::buggify::Site;
 use crate::core::{Replica, ReplicaError};
 use crate::wire::{Message, StoredAck, WireKey};
@@ -79,13 +79,6 @@ impl Hints {
             self.targets_in_flight.remove(&target);
         }
         Some(delivery)
-    }
-}
-
-impl<S: Store> Engine<S> {
-    /// Hints queued on this node, per target.
-    pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
-        self.parts.store.hint_counts()
     }
 }
 

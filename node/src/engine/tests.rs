@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -738,6 +739,7 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
     // The fallback's hint queue for that primary is full.
     let other = KeyRef::new(PartitionId(0), b"b", b"other");
     engines[fallback]
+        .membership
         .parts
         .store
         .add_hint(down_id, other, &object_with("x"), Durability::Buffered)
@@ -806,6 +808,7 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
         let wrong = PartitionId((partitions.of_key(b"b", key.as_bytes()).0 + 1) % 8);
         let keyref = KeyRef::new(wrong, b"b", key.as_bytes());
         engines[0]
+            .membership
             .parts
             .store
             .add_hint(target, keyref, &object_with("x"), Durability::Buffered)
@@ -813,6 +816,7 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
     }
     let good = KeyRef::new(partitions.of_key(b"b", b"good"), b"b", b"good");
     engines[0]
+        .membership
         .parts
         .store
         .add_hint(target, good, &object_with("g"), Durability::Buffered)
@@ -1013,7 +1017,11 @@ fn a_forwarded_write_delivered_twice_is_coordinated_once() {
         .expect("a valid frame");
     assert_eq!(drain(&mut engines[coordinator]), vec![]);
     assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
-    let partition = engines[coordinator].parts.partitions.of_key(b"b", b"k");
+    let partition = engines[coordinator]
+        .membership
+        .parts
+        .partitions
+        .of_key(b"b", b"k");
     let stored = engines[coordinator]
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1071,7 +1079,7 @@ fn a_puts_content_type_is_stored_with_its_version_and_checked_at_admission() {
         ),
         "{replies:?}"
     );
-    let partition = engine.parts.partitions.of_key(b"b", b"k");
+    let partition = engine.membership.parts.partitions.of_key(b"b", b"k");
     let stored = engine
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1103,7 +1111,7 @@ fn a_forwarded_write_carries_its_content_type() {
     let first = list.primaries()[0];
     let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
     let stored = |engine: &Engine<MemoryStore>| {
-        let partition = engine.parts.partitions.of_key(b"b", b"k");
+        let partition = engine.membership.parts.partitions.of_key(b"b", b"k");
         engine
             .store()
             .get(KeyRef::new(partition, b"b", b"k"))

@@ -127,7 +127,11 @@ impl Facts {
     }
 }
 
-/// An input membership routes to a detached shard.
+/// An input the router hands a shard other than a client request. A
+/// detached shard gets every kind, in the order the router routed them; the
+/// last three are what membership learnt that every shard must act on,
+/// which membership records as data and the router passes to attached
+/// shards too.
 #[derive(Debug, Clone)]
 pub enum ShardInput {
     /// A data-plane message for the shard (a replica's request for a key in
