@@ -1,25 +1,39 @@
-//! Membership and the ring: the bridge to the gossiper, the address book
-//! (gossiped addresses and the sources of frames from nodes gossip does not
-//! know yet), peer generations and restarts, the claimant that builds and
-//! changes the ring, ring fetch, refusal and adoption, and an identity
-//! shared with another live process.
+//! Membership and the ring, as a type of its own: [`Membership`] owns the
+//! bridge to the gossiper, the address book (gossiped addresses and the
+//! sources of frames from nodes gossip does not know yet), peer generations
+//! and restarts, the claimant that builds and changes the ring, ring fetch,
+//! refusal and adoption, an identity shared with another live process, and
+//! the [`ClusterView`] it publishes, with parts of its own (`Parts`: its
+//! effects, generator, fault sites and counters).
+//!
+//! It knows nothing of the router or the shards. The router hands it the
+//! node's ticks, the frames of the membership plane (gossip, ring fetch and
+//! push), every peer frame's source and generation, and the facts the
+//! shards report ([`Facts`]). What it learns that the shards must act on —
+//! a node convicted, a node restarted, hints that may go now — it records
+//! as [`ShardInput`]s, in the order it learnt them, and the router passes
+//! them on after each call ([`Membership::next_for_shards`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+use std::time::Duration;
+
 use chorus_gossip::{
-    Effect as GossipEffect, Liveness, Notification, RingClaim, StateKey, StateValue, Status,
-    Target as GossipTarget,
+    Effect as GossipEffect, Gossiper, Liveness, LocalNode, Notification, RingClaim, StateKey,
+    StateValue, Status, Target as GossipTarget,
 };
 use chorus_ring::{Member, PartitionId, Ring};
 use chorus_storage::store::Store;
+use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use super::io::{Effect, IdentityConflict, Now};
+use super::io::{Effect, EngineError, EngineStats, IdentityConflict, Now};
+use super::parts::Parts;
 use super::requests::RETRY_AFTER;
-use super::view::{ClusterView, Facts};
-use super::Engine;
+use super::view::{ClusterView, Facts, ShardInput};
 use crate::buggify::Site;
 use crate::wire::Message;
 
@@ -43,7 +57,262 @@ pub(super) const MAX_SOURCES: usize = 1024;
 /// Most peers whose newest generation is remembered.
 pub(super) const MAX_PEER_GENERATIONS: usize = 4096;
 
-impl<S: Store> Engine<S> {
+/// One node's membership: its identity and generation, the gossiper, the
+/// ring, the address book, peer generations, the claimant's state and ring
+/// fetch, and the view it publishes for the request side. It owns its
+/// parts (`Parts`): the effects it emits (gossip, the ring exchange,
+/// connection resets), its generator and fault sites, and the node's frame
+/// counters. `S` is the node's store, reached through the parts only.
+#[derive(Debug)]
+pub(super) struct Membership<S> {
+    /// This node's id.
+    pub(super) id: Uuid,
+    /// The generation this node runs at: what its frames carry. Raised
+    /// when peers hold a newer incarnation of it.
+    pub(super) generation: u64,
+    /// The gossiper, with its own generator.
+    pub(super) gossip: Gossiper<ChaCha8Rng>,
+    /// The ring this node holds.
+    pub(super) ring: Option<Arc<Ring>>,
+    /// This node holds data (persisted and gossiped once set).
+    holds_data: bool,
+    /// What the request side reads of membership; rebuilt by membership.
+    pub(super) view: ClusterView,
+    /// Ring members whose join or leave is deferred because data exists.
+    deferred: BTreeSet<Uuid>,
+    /// The ring this node replaced when it built the one it holds, as
+    /// claimant: what the cluster goes back to should a member refuse the
+    /// change.
+    previous_ring: Option<Ring>,
+    /// The last ring this node refused to adopt (it would have moved away a
+    /// partition this node holds data for).
+    refused_ring: Option<RingClaim>,
+    /// The newest generation seen for each peer, from its frames or gossip.
+    peer_generations: BTreeMap<Uuid, u64>,
+    /// When ring agreement and the claimant's duty are next checked
+    /// (monotonic time).
+    next_ring_check: Duration,
+    /// A ring fetch was sent and neither answered nor given up.
+    ring_fetch_in_flight: bool,
+    /// When the ring fetch in flight, if any, is given up.
+    ring_fetch_due: Option<Duration>,
+    /// Source addresses of nodes gossip does not know yet.
+    sources: BTreeMap<Uuid, SocketAddr>,
+    /// Wall-clock milliseconds at which this incarnation started.
+    started_ms: u64,
+    /// The generation the data directory held at start: the last run it
+    /// knows of. A peer that held a later one shows the directory is stale.
+    directory_generation: u64,
+    /// Set when another live process was found running with this id.
+    pub(super) conflict: Option<IdentityConflict>,
+    /// The last incarnation at another address that superseded this one:
+    /// its start time (wall ms) and address.
+    superseded_by: Option<(u64, SocketAddr)>,
+    /// While a gossip frame is handled: its sender and the address it came
+    /// from, where gossip's answers to it go (two processes sharing an id
+    /// each get their own answers).
+    reply_route: Option<(Uuid, SocketAddr)>,
+    /// What membership learnt that every shard must act on — a node
+    /// convicted ([`ShardInput::Convicted`]) or restarted
+    /// ([`ShardInput::Restarted`]), hints that may go now
+    /// ([`ShardInput::HintRoundNow`]) — in the order it learnt it, until
+    /// the router takes it ([`Membership::next_for_shards`]).
+    for_shards: VecDeque<ShardInput>,
+    /// Membership's own parts.
+    pub(super) parts: Parts<S>,
+}
+
+impl<S: Store> Membership<S> {
+    /// Membership of a node starting as `local`, on `parts`: begins
+    /// gossiping with `gossip_rng` (publishing the node's name and this
+    /// incarnation's start time), takes up what the store held — that the
+    /// node `holds_data`, the `ring` it held — and builds the first view.
+    /// `previous` is the generation the data directory held at start (0
+    /// for a new one).
+    pub(super) fn start(
+        parts: Parts<S>,
+        local: LocalNode,
+        gossip_rng: ChaCha8Rng,
+        previous: u64,
+        ring: Option<Ring>,
+        holds_data: bool,
+        now: Now,
+    ) -> Result<Membership<S>, EngineError> {
+        let id = local.id;
+        let generation = local.generation.0;
+        let mut gossip = Gossiper::new(parts.config.gossip.clone(), local, gossip_rng)?;
+        gossip.set_state(
+            StateKey::Extra(NAME_EXTRA.into()),
+            StateValue::Text(parts.config.name.clone()),
+        )?;
+        gossip.set_state(
+            StateKey::Extra(STARTED_EXTRA.into()),
+            StateValue::Text(now.wall_ms.to_string()),
+        )?;
+        let mut membership = Membership {
+            id,
+            generation,
+            gossip,
+            ring: None,
+            holds_data: false,
+            view: ClusterView::default(),
+            deferred: BTreeSet::new(),
+            previous_ring: None,
+            refused_ring: None,
+            peer_generations: BTreeMap::new(),
+            next_ring_check: now.mono,
+            ring_fetch_in_flight: false,
+            ring_fetch_due: None,
+            sources: BTreeMap::new(),
+            started_ms: now.wall_ms,
+            directory_generation: previous,
+            conflict: None,
+            superseded_by: None,
+            reply_route: None,
+            for_shards: VecDeque::new(),
+            parts,
+        };
+        if holds_data {
+            membership.mark_holds_data();
+        }
+        if let Some(ring) = ring {
+            membership.install_ring(ring, false);
+        }
+        membership.refresh_view();
+        Ok(membership)
+    }
+
+    /// The next input every shard must act on, in the order membership
+    /// learnt them; the router takes them all after each call into
+    /// membership.
+    pub(super) fn next_for_shards(&mut self) -> Option<ShardInput> {
+        self.for_shards.pop_front()
+    }
+
+    // ----- inputs -----
+
+    /// Time passed, first half: runs gossip rounds and failure detection
+    /// and acts on what gossip found.
+    pub(super) fn tick_gossip(&mut self, now: Now) {
+        self.gossip.handle_tick(now.mono);
+        self.drain_gossip(now);
+    }
+
+    /// Time passed, second half: gives up a ring fetch that is overdue and,
+    /// every `ring_interval` of the configuration (at once when a peer's
+    /// ring claim changed), keeps the ring in agreement
+    /// ([`Membership::check_ring`]).
+    pub(super) fn tick_ring(&mut self, now: Now) {
+        if self.ring_fetch_due.is_some_and(|due| due <= now.mono) {
+            self.ring_fetch_due = None;
+            self.ring_fetch_in_flight = false;
+        }
+        if now.mono >= self.next_ring_check {
+            self.next_ring_check = now.mono + self.parts.config.ring_interval;
+            self.check_ring(now);
+        }
+    }
+
+    /// Checks a frame `from` another node, which came from `source`,
+    /// before anything handles it: remembers where the node's frames come
+    /// from and the `generation` the frame carries. Returns false for a
+    /// data-plane frame (`data_plane`) from an older incarnation than the
+    /// newest this node knows, which is counted and must be dropped.
+    pub(super) fn check_frame(
+        &mut self,
+        from: Uuid,
+        source: SocketAddr,
+        generation: u64,
+        data_plane: bool,
+    ) -> bool {
+        self.remember_source(from, source);
+        if !self.learn_generation(from, generation) && data_plane {
+            self.parts.stats.frames_stale += 1;
+            tracing::debug!(%from, generation, "dropped a frame from an older incarnation");
+            return false;
+        }
+        true
+    }
+
+    /// A gossip message, `bytes`, from `from` (this node or another), which
+    /// came from `source`: gossip's answers go back there.
+    pub(super) fn on_gossip(&mut self, now: Now, from: Uuid, source: SocketAddr, bytes: &[u8]) {
+        if let Err(e) = self.gossip.handle_bytes(now.mono, bytes) {
+            tracing::debug!(%from, error = %e, "gossip message refused");
+        }
+        self.reply_route = (from != self.id).then_some((from, source));
+        self.drain_gossip(now);
+        self.reply_route = None;
+    }
+
+    /// `from` asks for the ring of `version` or newer: it is pushed when
+    /// this node holds one.
+    pub(super) fn on_ring_fetch(&mut self, from: Uuid, version: u64) {
+        if let Some(ring) = self.ring.as_deref() {
+            if ring.version() >= version && !self.parts.buggify.fires(Site::RingPushDropped) {
+                let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
+                self.send(from, Message::RingPush { ring: bytes });
+            }
+        }
+    }
+
+    /// `from` pushed a ring, encoded as `ring`: the fetch in flight ends,
+    /// and the ring is adopted if it is better and moves no data away
+    /// ([`Membership::offer_ring`]).
+    pub(super) fn on_ring_push(&mut self, from: Uuid, ring: &[u8]) {
+        self.ring_fetch_in_flight = false;
+        match rmp_serde::from_slice::<Ring>(ring) {
+            Ok(ring) => self.offer_ring(ring),
+            Err(e) => tracing::warn!(%from, error = %e, "refused a malformed ring"),
+        }
+    }
+
+    /// Announces that this node leaves the cluster for good (status `left`
+    /// in gossip).
+    pub(super) fn leave(&mut self, now: Now) {
+        self.gossip.begin_leave();
+        self.gossip.complete_leave();
+        self.drain_gossip(now);
+    }
+
+    // ----- what it reports -----
+
+    /// Whether the node can serve client requests: it holds a ring and
+    /// every live member that holds a ring holds the same one, it runs with
+    /// an identity no other live process has, its store has not failed,
+    /// and — in a cluster of more than one member — it sees at least one
+    /// live peer.
+    pub(super) fn is_ready(&self) -> bool {
+        self.ring_agreed()
+            && self.conflict.is_none()
+            && self.parts.storage_failure().is_none()
+            && (self.parts.config.initial_members <= 1
+                || self
+                    .gossip
+                    .members()
+                    .any(|m| !m.left && m.liveness == Liveness::Up))
+    }
+
+    /// Membership's counters and gauges; a ring fetch in flight counts as a
+    /// pending request.
+    pub(super) fn stats(&self) -> EngineStats {
+        let mut stats = self.parts.stats;
+        stats.pending_requests += usize::from(self.ring_fetch_due.is_some());
+        stats
+    }
+
+    /// The latest monotonic time by which membership must be ticked: the
+    /// gossiper's next round, the next ring check, a ring fetch's deadline.
+    pub(super) fn next_wakeup(&self) -> Duration {
+        let mut next = self.gossip.next_wakeup().min(self.next_ring_check);
+        if let Some(due) = self.ring_fetch_due {
+            next = next.min(due);
+        }
+        next
+    }
+
+    // ----- membership proper -----
+
     /// Whether this node holds a ring and no live member holds another.
     pub(super) fn ring_agreed(&self) -> bool {
         let Some(mine) = self.ring_claim_of(self.id) else {
@@ -59,7 +328,7 @@ impl<S: Store> Engine<S> {
     /// the cluster (this node is always up to itself). A member that left
     /// is down for placement, quorums and hint delivery from the moment
     /// its leave is known, for its whole quarantine.
-    pub fn is_up(&self, node: Uuid) -> bool {
+    pub(super) fn is_up(&self, node: Uuid) -> bool {
         node == self.id || (self.gossip.is_up(&node) && !self.has_left(node))
     }
 
@@ -70,6 +339,10 @@ impl<S: Store> Engine<S> {
             .is_some_and(|m| m.left || m.state.status() == Some(Status::Left))
     }
 
+    /// Carries out what the gossiper asks for: its messages become
+    /// effects (to the address of the frame being answered, if any), and
+    /// its notifications are acted on; then checks the data directory's
+    /// generation and rebuilds the view.
     pub(super) fn drain_gossip(&mut self, now: Now) {
         while let Some(effect) = self.gossip.poll_effect() {
             match effect {
@@ -130,22 +403,23 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Acts on what gossip noticed: a node up, down, joined, restarted or
+    /// gone, this node superseded, a peer's state changed. What the shards
+    /// must act on is recorded for them.
     pub(super) fn on_notification(&mut self, now: Now, notification: Notification) {
-        // The request side acts on it with what gossip knows now.
-        self.refresh_view();
         match notification {
             Notification::Up { node } => {
                 tracing::info!(%node, "node up");
                 // Offer hints at once rather than at the next round.
-                self.hint_round_now(now);
+                self.for_shards.push_back(ShardInput::HintRoundNow);
             }
             Notification::Down { node, phi } => {
                 tracing::warn!(%node, phi, "node down");
-                self.fail_requests_to(now, node);
+                self.for_shards.push_back(ShardInput::Convicted(node));
             }
             Notification::Joined { node, generation } => {
                 tracing::info!(%node, generation = generation.0, "node joined");
-                self.learn_generation(now, node, generation.0);
+                self.learn_generation(node, generation.0);
             }
             Notification::Restarted { node, old, new } => {
                 tracing::info!(%node, old = old.0, new = new.0, "node restarted");
@@ -154,13 +428,13 @@ impl<S: Store> Engine<S> {
                 let known = self.peer_generations.get(&node).copied().unwrap_or(old.0);
                 if new.0 > known {
                     self.peer_generations.insert(node, new.0);
-                    self.reset_connection(now, node);
+                    self.reset_connection(node);
                 }
             }
             Notification::Left { node, .. } => {
                 tracing::info!(%node, "node left");
                 // It is no longer up: nothing waits for it to come back.
-                self.hint_round_now(now);
+                self.for_shards.push_back(ShardInput::HintRoundNow);
             }
             Notification::Superseded {
                 generation,
@@ -176,6 +450,8 @@ impl<S: Store> Engine<S> {
         }
     }
 
+    /// Where messages to `node` go: the address it gossips, or the source
+    /// of its frames while gossip does not know it.
     pub(super) fn address_of(&self, node: Uuid) -> Option<SocketAddr> {
         self.gossip
             .member(&node)
@@ -204,6 +480,8 @@ impl<S: Store> Engine<S> {
         self.refresh_view();
     }
 
+    /// The version and hash of the ring `node` holds: this node's own, or
+    /// what a peer gossips.
     pub(super) fn ring_claim_of(&self, node: Uuid) -> Option<RingClaim> {
         if node == self.id {
             return self.ring.as_ref().map(|r| RingClaim {
@@ -423,13 +701,15 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Acts on what the request side reported.
+    /// Acts on what the request side reported: data written marks that
+    /// this node holds data. It records nothing for the shards.
     pub(super) fn act_on(&mut self, facts: Facts) {
         if facts.wrote_data {
             self.mark_holds_data();
         }
     }
 
+    /// Whether this node, or any member gossip knows, holds data.
     pub(super) fn cluster_holds_data(&self) -> bool {
         self.holds_data
             || self.gossip.members().any(|m| {
@@ -546,6 +826,9 @@ impl<S: Store> Engine<S> {
         self.install_ring(ring, true);
     }
 
+    /// Holds `ring` from now on (persisted first when `persist`; not
+    /// adopted if that fails), gossips its claim, turns this node `up`
+    /// when it is a member, and rebuilds the view.
     pub(super) fn install_ring(&mut self, ring: Ring, persist: bool) {
         if persist {
             if let Err(e) = self.parts.persist_ring(&ring) {
@@ -649,7 +932,7 @@ impl<S: Store> Engine<S> {
     /// its frames or from gossip): the frame comes from a previous
     /// incarnation. A newer generation than a known one means `node`
     /// restarted, and the connection to it is reset.
-    pub(super) fn learn_generation(&mut self, now: Now, node: Uuid, generation: u64) -> bool {
+    pub(super) fn learn_generation(&mut self, node: Uuid, generation: u64) -> bool {
         let gossiped = self.gossip.member(&node).map(|m| m.state.generation().0);
         let seen = self.peer_generations.get(&node).copied();
         if let Some(known) = seen.max(gossiped) {
@@ -660,7 +943,7 @@ impl<S: Store> Engine<S> {
                 return true;
             }
             if generation > known {
-                self.reset_connection(now, node);
+                self.reset_connection(node);
             }
         }
         if !self.peer_generations.contains_key(&node)
@@ -675,16 +958,24 @@ impl<S: Store> Engine<S> {
     }
 
     /// Asks the runtime to drop its connection to `node`, which leads to a
-    /// process that is gone, and replaces what this node was waiting for
-    /// from the old incarnation at once ([`Engine::resend_to_restarted`]).
-    pub(super) fn reset_connection(&mut self, now: Now, node: Uuid) {
+    /// process that is gone, and has the shards replace what they were
+    /// waiting for from the old incarnation at once
+    /// ([`ShardInput::Restarted`]).
+    pub(super) fn reset_connection(&mut self, node: Uuid) {
         if let Some(addr) = self.address_of(node) {
             tracing::info!(%node, %addr, "peer restarted: resetting the connection to it");
             self.parts
                 .effects
                 .push_back(Effect::ResetConnection { addr });
         }
-        self.resend_to_restarted(now, node);
+        self.for_shards.push_back(ShardInput::Restarted(node));
+    }
+
+    // ----- output -----
+
+    /// Sends `message` to `to` at the address the view gives for it.
+    pub(super) fn send(&mut self, to: Uuid, message: Message) {
+        self.parts.send(&self.view, to, message);
     }
 }
 

@@ -82,12 +82,13 @@
 //!
 //! An engine is membership, a set of shards, and a router.
 //!
-//! * **Membership** owns the gossiper, the ring, the address book, peer
-//!   generations, the claimant and ring fetch. It publishes a read-only
-//!   `ClusterView` (the ring, who is up and who left, where each node is
-//!   reached, whether the members agree on the ring, an identity
-//!   conflict), rebuilt whenever something in it may have changed and
-//!   versioned by its contents.
+//! * **Membership** (`Membership`, a type of its own) owns the node's id
+//!   and generation, the gossiper, the ring, the address book, peer
+//!   generations, the claimant and ring fetch, and its own parts. It
+//!   publishes a read-only `ClusterView` (the ring, who is up and who left,
+//!   where each node is reached, whether the members agree on the ring, an
+//!   identity conflict), rebuilt whenever something in it may have changed
+//!   and versioned by its contents. It never calls the router or a shard.
 //! * **Shards** ([`EngineConfig::shards`], 1 by default). Partition `p`
 //!   belongs to shard `p % shards`; a shard owns the request state for keys
 //!   in its partitions: the gets and puts it coordinates, the writes it
@@ -117,12 +118,15 @@
 //! same shard, so a coordinator's call to its own replica never crosses
 //! shards.
 //!
-//! Facts flow back as data, not calls across: what a shard learns that
-//! membership must know it reports (`Facts`: data was written, so the node
-//! holds data), and the router acts on it after the call; what membership
-//! learns that the shards must act on (a node convicted or restarted, a
-//! node up whose hints may go) the router passes to every shard
-//! (`fail_requests_to`, `resend_to_restarted`, `hint_round_now`).
+//! Facts flow both ways as data, not calls across: what a shard learns
+//! that membership must know it reports (`Facts`: data was written, so the
+//! node holds data), and the router acts on it after the call; what
+//! membership learns that the shards must act on (a node convicted or
+//! restarted, a node up or gone whose hints may go) it records as
+//! [`ShardInput`]s (`Convicted`, `Restarted`, `HintRoundNow`), and the
+//! router passes them to every shard after the call, in the order
+//! membership learnt them: at once to attached shards, in index order;
+//! through the outbox to detached ones.
 //!
 //! # Attached and detached shards
 //!
@@ -142,8 +146,10 @@
 //!
 //! # Map
 //!
-//! This file holds the [`Engine`] and its router: the inputs, which hand
-//! each event to membership or to a shard and act on what they report.
+//! This file holds the [`Engine`]: a `Membership`, the shard slots and
+//! the outbox, with the router — the inputs, which hand each event to
+//! membership or to a shard and pass on what each reports to the other —
+//! and the public accessors and status methods, which ask membership.
 //! The rest, each in its own file, in layers: a file imports only files
 //! of the layers below it, so the modules form no cycle, and no handler
 //! imports another (`node/tests/engine_modules.rs` checks both, and that
@@ -154,8 +160,9 @@
 //! * `config` — [`EngineConfig`] and [`UnsafeControls`];
 //! * `io` — what goes in and out: [`Now`], client requests and replies,
 //!   [`Effect`]s, [`EngineStats`], errors, and the bounds on a key;
-//! * `view` — `ClusterView`, the seam, and `Facts`, what the request side
-//!   reports back;
+//! * `view` — the seam: `ClusterView`, `Facts`, what the request side
+//!   reports back, and [`ShardInput`], what a shard is handed besides
+//!   client requests;
 //! * `requests` — request ids (unique across restarts, with the shard's
 //!   index), one ordered set of deadlines per shard for every kind of
 //!   request, `Requests<T>` (one table per kind), the background work
@@ -185,10 +192,12 @@
 //!   coordinated (`place_forwarded`);
 //! * `hints` — hinted handoff: hints kept for unanswered targets and their
 //!   delivery (`Hints`), each shard delivering those of its partitions;
-//! * `membership` — the gossip bridge, the address book, peer
-//!   generations, the claimant, ring fetch and adoption, an identity
-//!   shared with another process, and the view it publishes;
-//! * `status` — cluster, ring and preference-list status as plain data.
+//! * `membership` — `Membership`: the gossip bridge, the address book,
+//!   peer generations, the claimant, ring fetch and adoption, an identity
+//!   shared with another process, the view it publishes, and what it
+//!   records for the shards;
+//! * `status` — cluster, ring and preference-list status as plain data,
+//!   read from `Membership`.
 //!
 //! Composers, at the top:
 //!
@@ -198,7 +207,7 @@
 //!   to them, hands what one leaves to another, and sheds background work
 //!   one replica holds;
 //! * `worker` — [`ShardWorker`], a shard detached to run on a thread of its
-//!   own, [`ShardInput`], what membership routes to it, and [`ShardMap`].
+//!   own, and [`ShardMap`].
 
 mod admission;
 mod config;
@@ -215,88 +224,49 @@ mod view;
 mod vnode;
 mod worker;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chorus_gossip::{Gossiper, Liveness, LocalNode, RingClaim, StateKey, StateValue};
+use chorus_gossip::LocalNode;
 use chorus_ring::{PartitionId, Partitions, Ring};
 use chorus_storage::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use uuid::Uuid;
 
-use crate::api::RequestError;
-use crate::buggify::{Buggify, Site};
+use crate::api::{ClusterStatus, PreflistStatus, RequestError, RingStatus};
+use crate::buggify::Buggify;
 use crate::wire::{Frame, Message, WireError};
 
 pub use self::config::{EngineConfig, UnsafeControls};
 pub use self::io::{
     ClientId, ClientReply, ClientRequest, Effect, EngineError, EngineStats, IdentityConflict, Now,
 };
-use self::membership::{NAME_EXTRA, STARTED_EXTRA};
+use self::membership::Membership;
 use self::parts::{Cx, Parts};
 use self::requests::{RequestId, MAX_SHARDS};
 use self::shard::{Shard, ShardSlot};
-pub use self::view::{ClusterView, Facts};
+pub use self::view::{ClusterView, Facts, ShardInput};
 use self::vnode::Opened;
-pub use self::worker::{ShardInput, ShardMap, ShardWorker};
+pub use self::worker::{ShardMap, ShardWorker};
 
 /// One node's cluster logic. See the [module docs](self).
 #[derive(Debug)]
 pub struct Engine<S> {
-    id: Uuid,
-    generation: u64,
-    // ----- membership -----
-    gossip: Gossiper<ChaCha8Rng>,
-    ring: Option<Arc<Ring>>,
-    holds_data: bool,
-    /// What the request side reads of membership; rebuilt by membership.
-    view: ClusterView,
-    /// Ring members whose join or leave is deferred because data exists.
-    deferred: BTreeSet<Uuid>,
-    /// The ring this node replaced when it built the one it holds, as
-    /// claimant: what the cluster goes back to should a member refuse the
-    /// change.
-    previous_ring: Option<Ring>,
-    /// The last ring this node refused to adopt (it would have moved away a
-    /// partition this node holds data for).
-    refused_ring: Option<RingClaim>,
-    /// The newest generation seen for each peer, from its frames or gossip.
-    peer_generations: BTreeMap<Uuid, u64>,
-    next_ring_check: Duration,
-    ring_fetch_in_flight: bool,
-    /// When the ring fetch in flight, if any, is given up.
-    ring_fetch_due: Option<Duration>,
-    /// Source addresses of nodes gossip does not know yet.
-    sources: BTreeMap<Uuid, SocketAddr>,
-    /// Wall-clock milliseconds at which this incarnation started.
-    started_ms: u64,
-    /// The generation the data directory held at start: the last run it
-    /// knows of. A peer that held a later one shows the directory is stale.
-    directory_generation: u64,
-    /// Set when another live process was found running with this id.
-    conflict: Option<IdentityConflict>,
-    /// The last incarnation at another address that superseded this one:
-    /// its start time (wall ms) and address.
-    superseded_by: Option<(u64, SocketAddr)>,
-    /// While a gossip frame is handled: its sender and the address it came
-    /// from, where gossip's answers to it go (two processes sharing an id
-    /// each get their own answers).
-    reply_route: Option<(Uuid, SocketAddr)>,
+    /// Membership, the ring and the view it publishes, with its own parts.
+    membership: Membership<S>,
     // ----- the request side -----
     /// Partition `p` belongs to `shards[p % shards.len()]`.
     shards: Vec<ShardSlot<S>>,
     /// How many shards the node runs, attached or detached.
     shard_count: usize,
     /// Set once the shards were detached to run on threads of their own
-    /// ([`Engine::detach_shards`]): what membership routes to them waits
-    /// here for the runtime.
+    /// ([`Engine::detach_shards`]): what the router hands them waits here
+    /// for the runtime.
     outbox: Option<Outbox>,
-    /// Membership's own parts.
-    parts: Parts<S>,
 }
 
 /// What membership routes to detached shards, in order, and the version
@@ -354,15 +324,6 @@ impl<S: Store> Engine<S> {
             zone: Some(config.zone.clone()),
         };
         let gossip_rng = ChaCha8Rng::seed_from_u64(rng.random());
-        let mut gossip = Gossiper::new(config.gossip.clone(), local, gossip_rng)?;
-        gossip.set_state(
-            StateKey::Extra(NAME_EXTRA.into()),
-            StateValue::Text(config.name.clone()),
-        )?;
-        gossip.set_state(
-            StateKey::Extra(STARTED_EXTRA.into()),
-            StateValue::Text(now.wall_ms.to_string()),
-        )?;
         // A node that has never minted a dot, or that just began a new
         // epoch, cannot repeat one; a lone node has no peer to ask.
         let epoch_safe = unclean || previous == 0 || config.gossip.seeds.is_empty();
@@ -387,52 +348,28 @@ impl<S: Store> Engine<S> {
                 parts: parts.for_owner(seed),
             })
             .collect();
+        let membership =
+            Membership::start(parts, local, gossip_rng, previous, ring, holds_data, now)?;
         let mut engine = Engine {
-            id,
-            generation,
-            gossip,
-            ring: None,
-            holds_data: false,
-            view: ClusterView::default(),
-            deferred: BTreeSet::new(),
-            previous_ring: None,
-            refused_ring: None,
-            peer_generations: BTreeMap::new(),
-            next_ring_check: now.mono,
-            ring_fetch_in_flight: false,
-            ring_fetch_due: None,
-            sources: BTreeMap::new(),
-            started_ms: now.wall_ms,
-            directory_generation: previous,
-            conflict: None,
-            superseded_by: None,
-            reply_route: None,
+            membership,
             shard_count: shards.len(),
             shards,
             outbox: None,
-            parts,
         };
-        if holds_data {
-            engine.mark_holds_data();
-        }
-        if let Some(ring) = ring {
-            engine.install_ring(ring, false);
-        }
-        engine.refresh_view();
         engine.handle_tick(now);
-        engine.parts.flush_writes()?;
+        engine.membership.parts.flush_writes()?;
         Ok(engine)
     }
 
     /// This node's id.
     pub fn id(&self) -> Uuid {
-        self.id
+        self.membership.id
     }
 
     /// Turns the [BUGGIFY](crate::buggify) fault sites on or off (the
     /// simulator's switch; see [`EngineConfig::buggify`]).
     pub fn set_buggify(&mut self, on: bool) {
-        self.parts.buggify.set_enabled(on);
+        self.membership.parts.buggify.set_enabled(on);
         for slot in &mut self.shards {
             slot.parts.buggify.set_enabled(on);
         }
@@ -444,27 +381,27 @@ impl<S: Store> Engine<S> {
             .iter()
             .map(|slot| slot.parts.buggify.fired_total())
             .sum::<u64>()
-            + self.parts.buggify.fired_total()
+            + self.membership.parts.buggify.fired_total()
     }
 
     /// This start's generation.
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.membership.generation
     }
 
     /// The ring this node holds, if any.
     pub fn ring(&self) -> Option<&Ring> {
-        self.ring.as_deref()
+        self.membership.ring.as_deref()
     }
 
     /// Hints queued on this node, per target.
     pub fn pending_hints(&self) -> Result<Vec<(Uuid, usize)>, StoreError> {
-        self.parts.pending_hints()
+        self.membership.parts.pending_hints()
     }
 
     /// The store this node runs on.
     pub fn store(&self) -> &S {
-        &self.parts.store
+        &self.membership.parts.store
     }
 
     /// How many shards the node runs ([`EngineConfig::shards`]).
@@ -477,7 +414,7 @@ impl<S: Store> Engine<S> {
     /// the engine.
     pub fn shard_map(&self) -> ShardMap {
         ShardMap {
-            partitions: self.parts.partitions,
+            partitions: self.membership.parts.partitions,
             shards: self.shard_count,
         }
     }
@@ -494,10 +431,10 @@ impl<S: Store> Engine<S> {
         if self.outbox.is_some() {
             return Vec::new();
         }
-        let view = Arc::new(self.view.clone());
+        let view = Arc::new(self.membership.view.clone());
         self.outbox = Some(Outbox {
             inputs: VecDeque::new(),
-            published: self.view.version,
+            published: self.membership.view.version,
         });
         std::mem::take(&mut self.shards)
             .into_iter()
@@ -516,7 +453,8 @@ impl<S: Store> Engine<S> {
 
     /// What a detached shard reported ([`ShardWorker::take_facts`]).
     pub fn handle_facts(&mut self, facts: Facts) {
-        self.act_on(facts);
+        // Acting on facts records nothing for the shards: nothing to pass on.
+        self.membership.act_on(facts);
     }
 
     /// Queues `input` for detached shard `shard` (`None`: every shard),
@@ -534,11 +472,12 @@ impl<S: Store> Engine<S> {
         let Some(outbox) = self.outbox.as_mut() else {
             return;
         };
-        if outbox.published != self.view.version {
-            outbox.published = self.view.version;
+        let view = &self.membership.view;
+        if outbox.published != view.version {
+            outbox.published = view.version;
             outbox
                 .inputs
-                .push_back((None, ShardInput::View(Arc::new(self.view.clone()))));
+                .push_back((None, ShardInput::View(Arc::new(view.clone()))));
         }
     }
 
@@ -547,9 +486,11 @@ impl<S: Store> Engine<S> {
     /// not a clean stop: the next start begins a new epoch unless
     /// [`Engine::stop`] was called first.
     pub fn into_store(self) -> S {
-        let Engine { parts, shards, .. } = self;
+        let Engine {
+            membership, shards, ..
+        } = self;
         drop(shards);
-        Arc::into_inner(parts.store).expect("only the engine's owners hold the store")
+        Arc::into_inner(membership.parts.store).expect("only the engine's owners hold the store")
     }
 
     /// Stops cleanly: syncs the store, then removes the running marker so
@@ -557,7 +498,7 @@ impl<S: Store> Engine<S> {
     /// driven afterwards. On error the marker stays (the next start begins a
     /// new epoch, which is always safe).
     pub fn stop(&mut self) -> Result<(), StoreError> {
-        self.parts.stop()
+        self.membership.parts.stop()
     }
 
     /// Whether the node can serve client requests: it holds a ring and
@@ -567,21 +508,46 @@ impl<S: Store> Engine<S> {
     /// and — in a cluster of more than one member — it sees at least one
     /// live peer.
     pub fn is_ready(&self) -> bool {
-        self.ring_agreed()
-            && self.conflict.is_none()
-            && self.parts.storage_failure().is_none()
-            && (self.parts.config.initial_members <= 1
-                || self
-                    .gossip
-                    .members()
-                    .any(|m| !m.left && m.liveness == Liveness::Up))
+        self.membership.is_ready()
     }
 
     /// The other live process found running with this node's id, if any.
     /// The engine refuses all requests once there is one; the runtime
     /// should stop the node with this error.
     pub fn identity_conflict(&self) -> Option<&IdentityConflict> {
-        self.conflict.as_ref()
+        self.membership.conflict.as_ref()
+    }
+
+    /// Whether `node` is up: gossip reports it alive and it has not left
+    /// the cluster (this node is always up to itself). A member that left
+    /// is down for placement, quorums and hint delivery from the moment
+    /// its leave is known, for its whole quarantine.
+    pub fn is_up(&self, node: Uuid) -> bool {
+        self.membership.is_up(node)
+    }
+
+    /// The membership as this node sees it.
+    pub fn cluster_status(&self) -> ClusterStatus {
+        self.membership.cluster_status()
+    }
+
+    /// The ring this node holds, with each member's share and each
+    /// partition's range and owner; `None` before it holds a ring.
+    pub fn ring_status(&self) -> Option<RingStatus> {
+        self.membership.ring_status()
+    }
+
+    /// Where a key's copies go now, as a coordinator on this node would
+    /// place them ([`place`](crate::core::place)): its N primaries, up or
+    /// down in this node's opinion, and, when `sloppy`, the fallbacks
+    /// standing in for the down ones. `None` before this node holds a ring.
+    pub fn preflist_status(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        sloppy: bool,
+    ) -> Option<PreflistStatus> {
+        self.membership.preflist_status(bucket, key, sloppy)
     }
 
     /// Why the store could not flush its writes, if it could not. The
@@ -589,14 +555,12 @@ impl<S: Store> Engine<S> {
     /// acknowledged may not be in the log); the runtime should stop the
     /// node with this error.
     pub fn storage_failure(&self) -> Option<&str> {
-        self.parts.storage_failure()
+        self.membership.parts.storage_failure()
     }
 
     /// The node's counters and gauges: its own, and every shard's summed.
     pub fn stats(&self) -> EngineStats {
-        let mut stats = self.parts.stats;
-        // A ring fetch in flight counts as a request.
-        stats.pending_requests += usize::from(self.ring_fetch_due.is_some());
+        let mut stats = self.membership.stats();
         for slot in &self.shards {
             stats.add(&slot.parts.stats);
             stats.add(&slot.shard.stats());
@@ -606,10 +570,7 @@ impl<S: Store> Engine<S> {
 
     /// The latest time by which [`handle_tick`](Engine::handle_tick) must be called.
     pub fn next_wakeup(&self) -> Duration {
-        let mut next = self.gossip.next_wakeup().min(self.next_ring_check);
-        if let Some(due) = self.ring_fetch_due {
-            next = next.min(due);
-        }
+        let mut next = self.membership.next_wakeup();
         for slot in &self.shards {
             next = next.min(slot.shard.next_wakeup());
         }
@@ -627,8 +588,8 @@ impl<S: Store> Engine<S> {
     /// Membership's effects come first, then each shard's in index order;
     /// each owner's in the order it emitted them.
     pub fn poll_effect(&mut self) -> Option<Effect> {
-        let owners =
-            std::iter::once(&mut self.parts).chain(self.shards.iter_mut().map(|s| &mut s.parts));
+        let owners = std::iter::once(&mut self.membership.parts)
+            .chain(self.shards.iter_mut().map(|s| &mut s.parts));
         for parts in owners {
             if let Some(effect) = parts.poll_effect() {
                 return Some(effect);
@@ -641,7 +602,7 @@ impl<S: Store> Engine<S> {
     /// ready to [`encode`](Frame::encode) for an [`Effect::Send`] or
     /// [`Effect::SendToSeed`].
     pub fn frame(&self, message: Message) -> Frame {
-        Frame::new(self.id, self.generation, message)
+        Frame::new(self.membership.id, self.membership.generation, message)
     }
 
     // ----- inputs -----
@@ -650,16 +611,12 @@ impl<S: Store> Engine<S> {
     /// ring in agreement, then lets each shard in index order expire its
     /// requests, deliver its hints and admit what waits.
     pub fn handle_tick(&mut self, now: Now) {
-        self.gossip.handle_tick(now.mono);
-        self.drain_gossip(now);
-        if self.ring_fetch_due.is_some_and(|due| due <= now.mono) {
-            self.ring_fetch_due = None;
-            self.ring_fetch_in_flight = false;
-        }
-        if now.mono >= self.next_ring_check {
-            self.next_ring_check = now.mono + self.parts.config.ring_interval;
-            self.check_ring(now);
-        }
+        self.membership.tick_gossip(now);
+        // The shards act on what gossip found before the ring is checked,
+        // so a write they make on it counts as data held.
+        self.pass_to_shards(now);
+        self.membership.tick_ring(now);
+        self.pass_to_shards(now);
         for index in 0..self.shards.len() {
             self.on_shard(index, now, |shard, cx| shard.on_tick(cx, now));
         }
@@ -676,13 +633,13 @@ impl<S: Store> Engine<S> {
         source: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), WireError> {
-        match Frame::decode(bytes, self.parts.config.max_frame_bytes) {
+        match Frame::decode(bytes, self.membership.parts.config.max_frame_bytes) {
             Ok(frame) => {
                 self.handle_message(now, source, frame);
                 Ok(())
             }
             Err(e) => {
-                self.parts.stats.frames_refused += 1;
+                self.membership.parts.stats.frames_refused += 1;
                 Err(e)
             }
         }
@@ -698,42 +655,31 @@ impl<S: Store> Engine<S> {
     /// shard whose request it names.
     pub fn handle_message(&mut self, now: Now, source: SocketAddr, frame: Frame) {
         let from = frame.from;
-        if from != self.id {
-            self.remember_source(from, source);
-            if !self.learn_generation(now, from, frame.generation) && frame.message.is_data_plane()
-            {
-                self.parts.stats.frames_stale += 1;
-                tracing::debug!(%from, generation = frame.generation, "dropped a frame from an older incarnation");
+        if from != self.membership.id {
+            let data_plane = frame.message.is_data_plane();
+            let current = self
+                .membership
+                .check_frame(from, source, frame.generation, data_plane);
+            // A restart it shows reaches the shards before the frame does.
+            self.pass_to_shards(now);
+            if !current {
                 return;
             }
         }
         let shard = match &frame.message {
             Message::Gossip(bytes) => {
-                if let Err(e) = self.gossip.handle_bytes(now.mono, bytes) {
-                    tracing::debug!(%from, error = %e, "gossip message refused");
-                }
-                self.reply_route = (from != self.id).then_some((from, source));
-                self.drain_gossip(now);
-                self.reply_route = None;
+                self.membership.on_gossip(now, from, source, bytes);
+                self.pass_to_shards(now);
                 None
             }
             Message::RingFetch { version } => {
-                if let Some(ring) = self.ring.as_deref() {
-                    if ring.version() >= *version
-                        && !self.parts.buggify.fires(Site::RingPushDropped)
-                    {
-                        let bytes = rmp_serde::to_vec(ring).expect("a ring always encodes");
-                        self.send(from, Message::RingPush { ring: bytes });
-                    }
-                }
+                self.membership.on_ring_fetch(from, *version);
+                self.pass_to_shards(now);
                 None
             }
             Message::RingPush { ring } => {
-                self.ring_fetch_in_flight = false;
-                match rmp_serde::from_slice::<Ring>(ring) {
-                    Ok(ring) => self.offer_ring(ring),
-                    Err(e) => tracing::warn!(%from, error = %e, "refused a malformed ring"),
-                }
+                self.membership.on_ring_push(from, ring);
+                self.pass_to_shards(now);
                 None
             }
             Message::Store { key, .. } | Message::Read { key, .. } => {
@@ -768,7 +714,7 @@ impl<S: Store> Engine<S> {
     /// `payload` is the frame as emitted.
     ///
     /// Nothing is dropped silently: the request the frame belongs to counts
-    /// the replica at `to` as failed ([`ReplicaError::Unreachable`]) at
+    /// the replica at `to` as failed ([`ReplicaError::Unreachable`](crate::core::ReplicaError::Unreachable)) at
     /// once instead of at its timeout, so a put or get decides on the
     /// replicas left and reports the failure in its tally; a write
     /// forwarded there fails as unavailable (it was not applied); a hint
@@ -777,11 +723,11 @@ impl<S: Store> Engine<S> {
     /// nothing: their loss is what a lossy network does. The failure goes
     /// to the shard whose request the frame carries.
     pub fn handle_send_failed(&mut self, now: Now, to: SocketAddr, payload: &[u8]) {
-        self.parts.stats.send_failures += 1;
+        self.membership.parts.stats.send_failures += 1;
         // A frame this node encoded; it may exceed the frame limit, which
         // is one reason it could not be sent.
         let frame = match Frame::decode(payload, usize::MAX) {
-            Ok(frame) if frame.from == self.id => frame,
+            Ok(frame) if frame.from == self.membership.id => frame,
             _ => {
                 tracing::warn!(%to, "a send failure names a frame this node did not emit");
                 return;
@@ -819,7 +765,8 @@ impl<S: Store> Engine<S> {
             let error = "client requests go to the detached shards, not to membership";
             debug_assert!(false, "{error}");
             let result = Err(RequestError::Internal(error.into()));
-            self.parts
+            self.membership
+                .parts
                 .effects
                 .push_back(Effect::Reply { client, result });
             return;
@@ -838,16 +785,15 @@ impl<S: Store> Engine<S> {
     /// the news spreads, then stops. Its partitions do not move (handoff is
     /// not available), so a node that held data stays in the ring, down.
     pub fn leave(&mut self, now: Now) {
-        self.gossip.begin_leave();
-        self.gossip.complete_leave();
-        self.drain_gossip(now);
+        self.membership.leave(now);
+        self.pass_to_shards(now);
     }
 
     // ----- routing -----
 
     /// The shard of the partition `bucket` and `key` hash to.
     fn shard_of_key(&self, bucket: &[u8], key: &[u8]) -> usize {
-        self.shard_of_partition(self.parts.partitions.of_key(bucket, key))
+        self.shard_of_partition(self.membership.parts.partitions.of_key(bucket, key))
     }
 
     fn shard_of_partition(&self, partition: PartitionId) -> usize {
@@ -870,14 +816,15 @@ impl<S: Store> Engine<S> {
     ) -> R {
         let slot = &mut self.shards[index];
         let mut cx = Cx {
-            view: &self.view,
+            view: &self.membership.view,
             parts: &mut slot.parts,
             now,
             facts: Facts::default(),
         };
         let result = handle(&mut slot.shard, &mut cx);
         let facts = cx.facts;
-        self.act_on(facts);
+        // Records nothing for the shards: nothing to pass on.
+        self.membership.act_on(facts);
         result
     }
 
@@ -889,42 +836,43 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// `node` restarted: every shard sends again what waits for it
-    /// ([`Shard::resend_to_restarted`]).
-    pub(super) fn resend_to_restarted(&mut self, now: Now, node: Uuid) {
-        if self.outbox.is_some() {
-            return self.route_to_detached(None, ShardInput::Restarted(node));
+    /// Passes what membership learnt that every shard must act on
+    /// ([`Membership::next_for_shards`]) on, in the order membership learnt it:
+    /// attached shards act on each input at once, in index order — a node
+    /// convicted fails what waits for it ([`Shard::fail_requests_to`]), a
+    /// node restarted has what waits for it sent again
+    /// ([`Shard::resend_to_restarted`]), and hints are offered at the next
+    /// tick ([`Shard::hint_round_now`]); detached shards get each through
+    /// the outbox, after the view if it changed.
+    fn pass_to_shards(&mut self, now: Now) {
+        while let Some(input) = self.membership.next_for_shards() {
+            if self.outbox.is_some() {
+                self.route_to_detached(None, input);
+                continue;
+            }
+            match input {
+                ShardInput::Convicted(node) => {
+                    for index in 0..self.shards.len() {
+                        self.on_shard(index, now, |shard, cx| shard.fail_requests_to(cx, node));
+                    }
+                }
+                ShardInput::Restarted(node) => {
+                    for index in 0..self.shards.len() {
+                        self.on_shard(index, now, |shard, cx| shard.resend_to_restarted(cx, node));
+                    }
+                }
+                ShardInput::HintRoundNow => {
+                    for slot in &mut self.shards {
+                        slot.shard.hint_round_now(now);
+                    }
+                }
+                ShardInput::Message { .. }
+                | ShardInput::SendFailed { .. }
+                | ShardInput::View(_) => {
+                    debug_assert!(false, "membership passes every shard only what it learnt");
+                }
+            }
         }
-        for index in 0..self.shards.len() {
-            self.on_shard(index, now, |shard, cx| shard.resend_to_restarted(cx, node));
-        }
-    }
-
-    /// The failure detector convicted `node`: every shard fails what waits
-    /// for it ([`Shard::fail_requests_to`]).
-    pub(super) fn fail_requests_to(&mut self, now: Now, node: Uuid) {
-        if self.outbox.is_some() {
-            return self.route_to_detached(None, ShardInput::Convicted(node));
-        }
-        for index in 0..self.shards.len() {
-            self.on_shard(index, now, |shard, cx| shard.fail_requests_to(cx, node));
-        }
-    }
-
-    /// Every shard offers hints at the next tick.
-    pub(super) fn hint_round_now(&mut self, now: Now) {
-        if self.outbox.is_some() {
-            return self.route_to_detached(None, ShardInput::HintRoundNow);
-        }
-        for slot in &mut self.shards {
-            slot.shard.hint_round_now(now);
-        }
-    }
-
-    // ----- output -----
-
-    pub(super) fn send(&mut self, to: Uuid, message: Message) {
-        self.parts.send(&self.view, to, message);
     }
 }
 

@@ -1,5 +1,6 @@
 //! What a node reports about the cluster: membership, the ring it holds and
-//! a key's preference list, as plain data for the APIs.
+//! a key's preference list, as plain data for the APIs. Read from
+//! [`Membership`] alone; the engine's public status methods hand these on.
 
 use std::net::SocketAddr;
 
@@ -8,16 +9,15 @@ use chorus_ring::Ring;
 use chorus_storage::store::Store;
 use uuid::Uuid;
 
-use super::membership::NAME_EXTRA;
-use super::Engine;
+use super::membership::{Membership, NAME_EXTRA};
 use crate::api::{
     ClusterStatus, MemberStatus, NodeRef, PreflistEntry, PreflistStatus, RingMember, RingPartition,
     RingStatus,
 };
 
-impl<S: Store> Engine<S> {
+impl<S: Store> Membership<S> {
     /// The membership as this node sees it.
-    pub fn cluster_status(&self) -> ClusterStatus {
+    pub(super) fn cluster_status(&self) -> ClusterStatus {
         let mut members = Vec::new();
         for member in self.gossip.members() {
             let state = member.state;
@@ -83,7 +83,7 @@ impl<S: Store> Engine<S> {
 
     /// The ring this node holds, with each member's share and each
     /// partition's range and owner; `None` before it holds a ring.
-    pub fn ring_status(&self) -> Option<RingStatus> {
+    pub(super) fn ring_status(&self) -> Option<RingStatus> {
         let ring = self.ring.as_deref()?;
         let split = ring.partitions();
         let count = split.count();
@@ -145,7 +145,7 @@ impl<S: Store> Engine<S> {
     /// place them ([`place`](crate::core::place)): its N primaries, up or down in this node's
     /// opinion, and, when `sloppy`, the fallbacks standing in for the down
     /// ones. `None` before this node holds a ring.
-    pub fn preflist_status(
+    pub(super) fn preflist_status(
         &self,
         bucket: &[u8],
         key: &[u8],
@@ -210,6 +210,7 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// How a member's status is shown: `joining`, `up`, `leaving` or `left`.
 pub(super) fn status_name(status: Status) -> &'static str {
     match status {
         Status::Joining => "joining",

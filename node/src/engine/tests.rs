@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -742,6 +743,7 @@ fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
     // The fallback's hint queue for that primary is full.
     let other = KeyRef::new(PartitionId(0), b"b", b"other");
     engines[fallback]
+        .membership
         .parts
         .store
         .add_hint(down_id, other, &object_with("x"), Durability::Buffered)
@@ -810,6 +812,7 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
         let wrong = PartitionId((partitions.of_key(b"b", key.as_bytes()).0 + 1) % 8);
         let keyref = KeyRef::new(wrong, b"b", key.as_bytes());
         engines[0]
+            .membership
             .parts
             .store
             .add_hint(target, keyref, &object_with("x"), Durability::Buffered)
@@ -817,6 +820,7 @@ fn hints_that_keep_failing_do_not_block_the_rest() {
     }
     let good = KeyRef::new(partitions.of_key(b"b", b"good"), b"b", b"good");
     engines[0]
+        .membership
         .parts
         .store
         .add_hint(target, good, &object_with("g"), Durability::Buffered)
@@ -863,6 +867,7 @@ fn queue_hints(
             }
             let keyref = KeyRef::new(partition, b"b", key);
             engine
+                .membership
                 .parts
                 .store
                 .add_hint(target, keyref, &object_with("h"), Durability::Buffered)
@@ -1019,7 +1024,7 @@ fn a_get_asks_the_other_targets_when_an_asked_one_fails() {
     let [asked] = reads_to(&effects)[..] else {
         panic!("one peer asked: {effects:?}");
     };
-    let to = engines[0].view.address_of(asked).expect("known");
+    let to = engines[0].membership.view.address_of(asked).expect("known");
     let payload = payload_to(&engines[0], &effects, to).expect("a read");
     engines[0].handle_send_failed(now(t + 1), to, &payload);
     let effects = drain(&mut engines[0]);
@@ -1247,7 +1252,11 @@ fn a_forwarded_write_delivered_twice_is_coordinated_once() {
         .expect("a valid frame");
     assert_eq!(drain(&mut engines[coordinator]), vec![]);
     assert_eq!(engines[coordinator].stats().forwards_repeated, 1);
-    let partition = engines[coordinator].parts.partitions.of_key(b"b", b"k");
+    let partition = engines[coordinator]
+        .membership
+        .parts
+        .partitions
+        .of_key(b"b", b"k");
     let stored = engines[coordinator]
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1305,7 +1314,7 @@ fn a_puts_content_type_is_stored_with_its_version_and_checked_at_admission() {
         ),
         "{replies:?}"
     );
-    let partition = engine.parts.partitions.of_key(b"b", b"k");
+    let partition = engine.membership.parts.partitions.of_key(b"b", b"k");
     let stored = engine
         .store()
         .get(KeyRef::new(partition, b"b", b"k"))
@@ -1337,7 +1346,7 @@ fn a_forwarded_write_carries_its_content_type() {
     let first = list.primaries()[0];
     let coordinator = (0..4).find(|&i| engines[i].id() == first).expect("a node");
     let stored = |engine: &Engine<MemoryStore>| {
-        let partition = engine.parts.partitions.of_key(b"b", b"k");
+        let partition = engine.membership.parts.partitions.of_key(b"b", b"k");
         engine
             .store()
             .get(KeyRef::new(partition, b"b", b"k"))

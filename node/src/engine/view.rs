@@ -10,7 +10,9 @@
 //! local replica, admission — reads the cluster only through a
 //! `&ClusterView`, never the gossiper or the ring directly. What the
 //! request side learns that membership must know flows back as facts the
-//! router acts on ([`Facts`]).
+//! router acts on ([`Facts`]). What reaches a detached shard other than a
+//! client request — a data-plane message, a send failure, a new view, what
+//! membership learnt — is a [`ShardInput`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -21,10 +23,11 @@ use uuid::Uuid;
 
 use super::io::IdentityConflict;
 use crate::core::{place, Replica};
+use crate::wire::Message;
 
 /// What the request side knows of the cluster: plain data, rebuilt by
 /// membership. Opaque outside the engine: the runtime only carries it
-/// from membership to detached shards ([`ShardInput::View`](super::ShardInput::View)).
+/// from membership to detached shards ([`ShardInput::View`]).
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     /// Bumped each time the contents change.
@@ -135,4 +138,32 @@ pub(super) fn uncovered_primaries(list: PreferenceList<'_>, targets: &[Replica])
                 .any(|t| t.node == p || t.stands_in_for() == Some(p))
         })
         .collect()
+}
+
+/// An input the router hands a shard other than a client request. A
+/// detached shard gets every kind, in the order the router routed them; the
+/// last three are what membership learnt that every shard must act on,
+/// which membership records as data and the router passes to attached
+/// shards too.
+#[derive(Debug, Clone)]
+pub enum ShardInput {
+    /// A data-plane message for the shard (a replica's request for a key in
+    /// its partitions, a forwarded write, or an answer to one of its
+    /// requests), from `from` at `generation`, which membership checked is
+    /// not an older incarnation's.
+    Message {
+        from: Uuid,
+        generation: u64,
+        message: Message,
+    },
+    /// A request frame of the shard's could not be sent to `to`.
+    SendFailed { to: SocketAddr, message: Message },
+    /// Membership's view of the cluster changed.
+    View(Arc<ClusterView>),
+    /// The failure detector convicted a node.
+    Convicted(Uuid),
+    /// A node restarted (a newer generation was seen).
+    Restarted(Uuid),
+    /// Hints may go now (a node came up, or one left).
+    HintRoundNow,
 }

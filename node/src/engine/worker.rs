@@ -18,37 +18,12 @@ use std::time::Duration;
 
 use chorus_ring::Partitions;
 use chorus_storage::store::Store;
-use uuid::Uuid;
 
 use super::io::{ClientId, ClientRequest, Effect, EngineStats, Now};
 use super::parts::Cx;
 use super::shard::{Shard, ShardSlot};
-use super::view::{ClusterView, Facts};
+use super::view::{ClusterView, Facts, ShardInput};
 use crate::wire::{Frame, Message};
-
-/// An input membership routes to a detached shard.
-#[derive(Debug, Clone)]
-pub enum ShardInput {
-    /// A data-plane message for the shard (a replica's request for a key in
-    /// its partitions, a forwarded write, or an answer to one of its
-    /// requests), from `from` at `generation`, which membership checked is
-    /// not an older incarnation's.
-    Message {
-        from: Uuid,
-        generation: u64,
-        message: Message,
-    },
-    /// A request frame of the shard's could not be sent to `to`.
-    SendFailed { to: SocketAddr, message: Message },
-    /// Membership's view of the cluster changed.
-    View(Arc<ClusterView>),
-    /// The failure detector convicted a node.
-    Convicted(Uuid),
-    /// A node restarted (a newer generation was seen).
-    Restarted(Uuid),
-    /// Hints may go now (a node came up, or one left).
-    HintRoundNow,
-}
 
 /// Which shard owns a key: partition `p` belongs to shard `p % shards`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

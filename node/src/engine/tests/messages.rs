@@ -198,6 +198,7 @@ fn stored_for_a_hint_deletes_it() {
     let target = engines[1].id();
     let object = object_with("h");
     engines[0]
+        .membership
         .parts
         .store
         .add_hint(target, keyref(&key()), &object, Durability::Buffered)
@@ -272,6 +273,7 @@ fn read_received_is_answered_with_the_local_copy() {
     drain(&mut engine);
     let object = object_with("v");
     engine
+        .membership
         .parts
         .store
         .merge(keyref(&key()), &object, Durability::Buffered)
@@ -308,6 +310,7 @@ fn read_reply_answers_the_client_once_r_replicas_have_answered() {
     let object = object_with("v");
     for engine in &mut engines {
         engine
+            .membership
             .parts
             .store
             .merge(keyref(&key()), &object, Durability::Buffered)
