@@ -892,14 +892,21 @@ fn run_for(engines: &mut [Engine<MemoryStore>], mut t: u64, ms: u64) -> u64 {
     t
 }
 
-#[test]
-fn a_target_that_takes_a_whole_batch_of_hints_gets_the_next_at_once() {
+/// Two nodes; node 0 hints in batches of two and runs a hint round only
+/// every minute, unless a batch was taken whole. Node 1 is the target.
+fn cluster_with_slow_hint_rounds() -> (Vec<Engine<MemoryStore>>, u64, Uuid) {
     let (mut engines, t) = cluster(2);
     for slot in &mut engines[0].shards {
         slot.parts.config.hint_batch = 2;
         slot.parts.config.hint_interval = Duration::from_secs(60);
     }
     let target = engines[1].id();
+    (engines, t, target)
+}
+
+#[test]
+fn a_target_that_takes_a_whole_batch_of_hints_gets_the_next_at_once() {
+    let (mut engines, t, target) = cluster_with_slow_hint_rounds();
     // The first round runs at once; every later one would wait a minute.
     let t = run_for(&mut engines, t, 10);
     let hints = queue_hints(&engines[0], target, "k", 7, false);
@@ -918,12 +925,7 @@ fn a_target_that_takes_a_whole_batch_of_hints_gets_the_next_at_once() {
 
 #[test]
 fn a_batch_of_hints_with_a_failure_waits_for_the_next_round() {
-    let (mut engines, t) = cluster(2);
-    for slot in &mut engines[0].shards {
-        slot.parts.config.hint_batch = 2;
-        slot.parts.config.hint_interval = Duration::from_secs(60);
-    }
-    let target = engines[1].id();
+    let (mut engines, t, target) = cluster_with_slow_hint_rounds();
     let t = run_for(&mut engines, t, 10);
     // The first batch holds a hint the target refuses; the second would
     // be taken.
