@@ -18,12 +18,16 @@
 //!   fsync when any asked for `sync`); a flush covers every thread's
 //!   writes made before it.
 //! * A client request goes straight to the thread of the shard that owns
-//!   its key ([`ShardMap`]). Peers' frames and send failures go to the
-//!   membership thread, which handles gossip and the ring exchange itself,
-//!   checks every data-plane frame (not from an older incarnation of its
-//!   sender) and passes it, with a changed view before it and a node
-//!   convicted or restarted, to the shard threads in the order it routed
-//!   them ([`Engine::poll_shard_input`]). A shard thread reports data it
+//!   its key ([`ShardMap`]). A peer's frame is decoded on the async worker
+//!   that received it; a data-plane frame from a settled peer (a gossip
+//!   member, carrying the newest generation known of it) goes straight to
+//!   the thread of its shard too ([`DirectRoutes`], which membership
+//!   publishes after each batch). Every other frame, and send failures,
+//!   go to the membership thread, which handles gossip and the ring
+//!   exchange itself, checks a data-plane frame (not from an older
+//!   incarnation of its sender) and passes it, with a changed view before
+//!   it and a node convicted or restarted, to the shard threads in the
+//!   order it routed them ([`Engine::poll_shard_input`]). A shard thread reports data it
 //!   wrote back to membership ([`Engine::handle_facts`]) and publishes its
 //!   counters for the node's metrics.
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
@@ -80,8 +84,8 @@ use crate::api::{
     Service, WriteReply, WriteRequest, DEFAULT_MAX_CONCURRENT_REQUESTS,
 };
 use crate::engine::{
-    ClientReply, ClientRequest, Effect, Engine, EngineConfig, EngineStats, Facts, IdentityConflict,
-    Now, ShardInput, ShardMap, ShardWorker,
+    ClientReply, ClientRequest, DirectRoutes, Effect, Engine, EngineConfig, EngineStats, Facts,
+    IdentityConflict, Now, ShardInput, ShardMap, ShardWorker,
 };
 use crate::telemetry::{MembersByLiveness, NodeMetrics, PeerFrames};
 use crate::transport::tls::NodeIdentity;
@@ -238,8 +242,11 @@ enum Outgoing {
 /// What the membership thread is asked to do.
 #[derive(Debug)]
 enum Event {
-    /// A peer's frame and the bytes it holds of the event budget.
+    /// A peer's frame that does not decode, and the bytes it holds of the
+    /// event budget.
     Frame(SocketAddr, Vec<u8>, Held),
+    /// A peer's frame for membership to check and route.
+    Peer(SocketAddr, Frame, Held),
     /// A frame the engine emitted could not be sent.
     SendFailed(SocketAddr, bytes::Bytes),
     /// What a shard thread reported for membership.
@@ -267,6 +274,10 @@ enum ShardEvent {
     ),
     /// What membership routed to the shard.
     Input(ShardInput),
+    /// A data-plane frame from a settled peer, routed past membership
+    /// ([`DirectRoutes`]), from the address it came from, with the bytes it
+    /// holds of the event budget.
+    Peer(SocketAddr, Frame, Held),
     Shutdown,
 }
 
@@ -563,26 +574,40 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         .map(|_| mpsc::sync_channel::<ShardEvent>(shard_queue))
         .unzip();
 
-    // Frames from peers into the engine's queue, within its byte budget:
-    // while it is spent this task waits, and the transport holds further
-    // frames back (their peers' stream credit with them).
+    // Frames from peers, within the event byte budget: while it is spent
+    // this task waits, and the transport holds further frames back (their
+    // peers' stream credit with them). A data-plane frame from a settled
+    // peer goes straight to its shard's thread (`DirectRoutes`); every
+    // other frame goes to the membership thread, which checks it and
+    // routes it on.
     let frame_events = events.clone();
+    let frame_shards = shard_events.clone();
+    let direct = Arc::new(Mutex::new(Arc::new(engine.direct_routes())));
+    let frame_direct = direct.clone();
     let event_budget = ByteBudget::new(EVENT_QUEUE_BYTES.max(max_frame_bytes));
     tokio::spawn(async move {
         while let Some(incoming) = incoming.recv().await {
             let held = event_budget.take(incoming.payload.len()).await;
-            let event = Event::Frame(incoming.from, incoming.payload, held);
-            let event = match frame_events.try_send(event) {
-                Ok(()) => continue,
-                Err(TrySendError::Disconnected(_)) => break,
-                Err(TrySendError::Full(event)) => event,
+            let source = incoming.from;
+            let sent = match Frame::decode(&incoming.payload, max_frame_bytes) {
+                Ok(frame) => {
+                    let routes = frame_direct
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    match routes.shard_of(&frame) {
+                        Some(index) => {
+                            let event = ShardEvent::Peer(source, frame, held);
+                            send_waiting(&frame_shards[index], event).await
+                        }
+                        None => send_waiting(&frame_events, Event::Peer(source, frame, held)).await,
+                    }
+                }
+                Err(_) => {
+                    let event = Event::Frame(source, incoming.payload, held);
+                    send_waiting(&frame_events, event).await
+                }
             };
-            // The queue is full: wait for room off the async workers. The
-            // transport holds further frames back meanwhile.
-            let events = frame_events.clone();
-            let sent = tokio::task::spawn_blocking(move || events.send(event).is_ok())
-                .await
-                .unwrap_or(false);
             if !sent {
                 break;
             }
@@ -665,6 +690,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         shard_stats,
         sends,
         peers: Peers::new(names),
+        direct,
         ready: engine_ready,
         halt: Some(halt_tx),
     };
@@ -753,16 +779,26 @@ async fn send_to_peer(
     }
 }
 
+/// Queues `event` for a membership or shard thread; when the queue is
+/// full, waits for room off the async workers. False when the thread is
+/// gone.
+async fn send_waiting<E: Send + 'static>(queue: &SyncSender<E>, event: E) -> bool {
+    let event = match queue.try_send(event) {
+        Ok(()) => return true,
+        Err(TrySendError::Disconnected(_)) => return false,
+        Err(TrySendError::Full(event)) => event,
+    };
+    let queue = queue.clone();
+    tokio::task::spawn_blocking(move || queue.send(event).is_ok())
+        .await
+        .unwrap_or(false)
+}
+
 /// Hands a frame that could not be sent back to the engine. The report
 /// waits for room in the event queue (off the async workers): losing it
 /// would leave the request to its timeout.
 async fn report_send_failure(events: &SyncSender<Event>, addr: SocketAddr, payload: bytes::Bytes) {
-    let event = match events.try_send(Event::SendFailed(addr, payload)) {
-        Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-        Err(TrySendError::Full(event)) => event,
-    };
-    let events = events.clone();
-    let _ = tokio::task::spawn_blocking(move || events.send(event).is_ok()).await;
+    send_waiting(events, Event::SendFailed(addr, payload)).await;
 }
 
 /// A thread's way to the sending tasks.
@@ -1012,6 +1048,8 @@ struct MembershipThread {
     shard_stats: Arc<[Mutex<EngineStats>]>,
     sends: Sends,
     peers: Peers,
+    /// The routes the frame task takes past membership, as last published.
+    direct: Arc<Mutex<Arc<DirectRoutes>>>,
     ready: Arc<AtomicBool>,
     halt: Option<oneshot::Sender<Halt>>,
 }
@@ -1020,6 +1058,14 @@ impl MembershipThread {
     /// Hands one event (not a shutdown) to the engine.
     fn handle<S: Store>(&mut self, engine: &mut Engine<S>, now: Now, event: Event) {
         match event {
+            Event::Peer(source, frame, held) => {
+                engine.handle_message(now, source, frame);
+                self.peers
+                    .frames_looked_up(engine, source)
+                    .received
+                    .increment(1);
+                drop(held);
+            }
             Event::Frame(source, bytes, held) => {
                 let result = engine.handle_frame(now, source, &bytes);
                 let frames = self.peers.frames_looked_up(engine, source);
@@ -1095,6 +1141,15 @@ impl MembershipThread {
         }
     }
 
+    /// Publishes the routes past membership if they changed.
+    fn publish_direct_routes<S: Store>(&self, engine: &Engine<S>) {
+        let routes = engine.direct_routes();
+        let mut direct = self.direct.lock().unwrap_or_else(PoisonError::into_inner);
+        if **direct != routes {
+            *direct = Arc::new(routes);
+        }
+    }
+
     /// The membership thread's loop.
     ///
     /// Inputs are handled in batches: after the first event (or a
@@ -1137,6 +1192,10 @@ impl MembershipThread {
                 &mut self.peers,
             );
             self.route_to_shards(&mut engine);
+            // After what membership routed to the shards: a restart it
+            // learnt reaches them before frames of the new incarnation can
+            // go past it.
+            self.publish_direct_routes(&engine);
             if shutting_down {
                 break;
             }
@@ -1220,6 +1279,16 @@ impl ShardThread {
                         worker.handle_client(now, client, request);
                     }
                     Some(ShardEvent::Input(input)) => worker.handle_input(now, input),
+                    Some(ShardEvent::Peer(source, frame, held)) => {
+                        self.peers.frames(source).received.increment(1);
+                        let input = ShardInput::Message {
+                            from: frame.from,
+                            generation: frame.generation,
+                            message: frame.message,
+                        };
+                        worker.handle_input(now, input);
+                        drop(held);
+                    }
                     Some(ShardEvent::Shutdown) => unreachable!("receive_batch stops at a shutdown"),
                 },
             );

@@ -234,6 +234,26 @@ impl<S: Store> Membership<S> {
         true
     }
 
+    /// The peers whose frames [`Membership::check_frame`] passes without
+    /// changing anything, with the generation those frames carry: gossip
+    /// members (so their source need not be remembered) whose frames last
+    /// carried a generation no older than the one gossip reports (so it is
+    /// the newest this node knows). See [`DirectRoutes`](super::DirectRoutes).
+    pub(super) fn settled_peers(&self) -> BTreeMap<Uuid, u64> {
+        self.peer_generations
+            .iter()
+            .filter(|&(node, &generation)| {
+                *node != self.id
+                    && !self.sources.contains_key(node)
+                    && self
+                        .gossip
+                        .member(node)
+                        .is_some_and(|m| m.state.generation().0 <= generation)
+            })
+            .map(|(&node, &generation)| (node, generation))
+            .collect()
+    }
+
     /// A gossip message, `bytes`, from `from` (this node or another), which
     /// came from `source`: gossip's answers go back there.
     pub(super) fn on_gossip(&mut self, now: Now, from: Uuid, source: SocketAddr, bytes: &[u8]) {

@@ -231,7 +231,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chorus_gossip::LocalNode;
-use chorus_ring::{PartitionId, Partitions, Ring};
+use chorus_ring::{Partitions, Ring};
 use chorus_storage::store::{Store, StoreError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -251,7 +251,7 @@ use self::requests::{RequestId, MAX_SHARDS};
 use self::shard::{Shard, ShardSlot};
 pub use self::view::{ClusterView, Facts, ShardInput};
 use self::vnode::Opened;
-pub use self::worker::{ShardMap, ShardWorker};
+pub use self::worker::{DirectRoutes, ShardMap, ShardWorker};
 
 /// One node's cluster logic. See the [module docs](self).
 #[derive(Debug)]
@@ -416,6 +416,17 @@ impl<S: Store> Engine<S> {
         ShardMap {
             partitions: self.membership.parts.partitions,
             shards: self.shard_count,
+        }
+    }
+
+    /// Which peers' data-plane frames the runtime may hand straight to a
+    /// detached shard, skipping [`Engine::handle_message`]: see
+    /// [`DirectRoutes`]. Changes as membership learns peers and their
+    /// generations; the runtime asks again after each batch of events.
+    pub fn direct_routes(&self) -> DirectRoutes {
+        DirectRoutes {
+            settled: self.membership.settled_peers(),
+            map: self.shard_map(),
         }
     }
 
@@ -682,13 +693,7 @@ impl<S: Store> Engine<S> {
                 self.pass_to_shards(now);
                 None
             }
-            Message::Store { key, .. } | Message::Read { key, .. } => {
-                Some(self.shard_of_partition(PartitionId(key.partition)))
-            }
-            Message::Forward { write, .. } => Some(self.shard_of_key(&write.bucket, &write.key)),
-            Message::Stored { request, .. }
-            | Message::ReadReply { request, .. }
-            | Message::ForwardReply { request, .. } => self.shard_of_request(*request),
+            data => self.shard_map().shard_of_message(data),
         };
         if let Some(index) = shard {
             let generation = frame.generation;
@@ -771,10 +776,7 @@ impl<S: Store> Engine<S> {
                 .push_back(Effect::Reply { client, result });
             return;
         }
-        let index = match &request {
-            ClientRequest::Get(read) => self.shard_of_key(&read.bucket, &read.key),
-            ClientRequest::Put(write) => self.shard_of_key(&write.bucket, &write.key),
-        };
+        let index = self.shard_map().shard_of_request(&request);
         self.on_shard(index, now, |shard, cx| {
             shard.handle_client(cx, now, client, request)
         });
@@ -790,15 +792,6 @@ impl<S: Store> Engine<S> {
     }
 
     // ----- routing -----
-
-    /// The shard of the partition `bucket` and `key` hash to.
-    fn shard_of_key(&self, bucket: &[u8], key: &[u8]) -> usize {
-        self.shard_of_partition(self.membership.parts.partitions.of_key(bucket, key))
-    }
-
-    fn shard_of_partition(&self, partition: PartitionId) -> usize {
-        requests::shard_of_partition(partition, self.shard_count)
-    }
 
     /// The shard that made `request`, if this node has one by its index.
     fn shard_of_request(&self, request: RequestId) -> Option<usize> {

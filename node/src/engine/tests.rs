@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -411,7 +411,7 @@ fn malformed_frames_are_refused_and_counted() {
 
 /// A get in flight on `engine`, asking `peer` for `key`.
 fn pending_get(engine: &mut Engine<MemoryStore>, peer: Uuid, key: &WireKey) -> u64 {
-    let shard = engine.shard_of_partition(PartitionId(key.partition));
+    let shard = requests::shard_of_partition(PartitionId(key.partition), engine.shard_count);
     let shard = &mut engine.shards[shard].shard;
     let coordinator = GetCoordinator::new(1, 1, 0, vec![Replica::primary(peer)]);
     let get = GetRequest::new(
@@ -551,6 +551,136 @@ fn a_message_from_an_older_generation_is_dropped() {
         Some(&Effect::ResetConnection { addr: addr(7071) })
     );
     assert_eq!(acks(&effects), vec![7]);
+}
+
+/// Every data-plane message kind, for keys across the partitions and
+/// answers naming each shard of two and one past them.
+fn data_plane_messages() -> Vec<Message> {
+    let mut messages = Vec::new();
+    for k in 0..16 {
+        let name = format!("k{k}");
+        let key = wire_key(&name);
+        messages.push(Message::Store {
+            request: Some(1),
+            key: key.clone(),
+            object: object_with(&name).encode(),
+            sync: false,
+            stands_in_for: None,
+        });
+        messages.push(Message::Read { request: 2, key });
+        messages.push(Message::Forward {
+            request: 3,
+            write: crate::wire::ForwardedWrite {
+                bucket: b"b".to_vec(),
+                key: name.into_bytes(),
+                value: Some(b"v".to_vec()),
+                context: None,
+                w: 2,
+                pw: 0,
+                timeout_ms: 1_000,
+                sync: false,
+                sloppy: true,
+                return_body: false,
+                content_type: None,
+            },
+        });
+    }
+    for shard in 0..3u64 {
+        let request = shard << 32 | 9;
+        messages.push(Message::Stored {
+            request,
+            key: wire_key("k0"),
+            result: Ok(StoredAck { durable: false }),
+        });
+        messages.push(Message::ReadReply {
+            request,
+            key: wire_key("k0"),
+            result: Err(ReplicaError::Overloaded),
+        });
+        messages.push(Message::ForwardReply {
+            request,
+            bucket: b"b".to_vec(),
+            key: b"k0".to_vec(),
+            result: Err(RequestError::Unavailable("busy".into())),
+        });
+    }
+    messages
+}
+
+/// The routes past membership send a peer's data-plane frame to the shard
+/// membership itself routes it to, and only frames whose check changes
+/// nothing of membership's: its routes stay as they were.
+#[test]
+fn direct_routes_send_a_settled_peers_frames_where_membership_would() {
+    let (mut engines, t) = cluster_of_shards(3, 3, StoreConfig::default(), 2);
+    let mut node = engines.remove(0);
+    let peer = &engines[0];
+    let _workers = node.detach_shards();
+    while node.poll_shard_input().is_some() {}
+    let routes = node.direct_routes();
+    let settled: BTreeMap<Uuid, u64> = engines.iter().map(|e| (e.id(), e.generation())).collect();
+    assert_eq!(routes.settled, settled, "both peers, at their generations");
+    let mut direct = [0; 2];
+    for message in data_plane_messages() {
+        let frame = peer.frame(message.clone());
+        let shard = routes.shard_of(&frame);
+        node.handle_message(now(t), addr(7071), frame);
+        let routed: Vec<(Option<usize>, ShardInput)> =
+            std::iter::from_fn(|| node.poll_shard_input()).collect();
+        match (shard, routed.as_slice()) {
+            (
+                Some(index),
+                [(
+                    Some(routed_to),
+                    ShardInput::Message {
+                        from,
+                        generation,
+                        message: passed,
+                    },
+                )],
+            ) => {
+                assert_eq!(*routed_to, index, "{message:?}");
+                assert_eq!((*from, *generation), (peer.id(), peer.generation()));
+                assert_eq!(passed, &message);
+                direct[index] += 1;
+            }
+            (None, []) => {}
+            (shard, routed) => panic!("{message:?}: direct {shard:?}, membership {routed:?}"),
+        }
+        assert_eq!(node.direct_routes(), routes, "the check changed nothing");
+    }
+    assert!(direct.iter().all(|&n| n > 0), "both shards: {direct:?}");
+
+    // Frames membership must see have no route past it.
+    let store = Message::Store {
+        request: Some(1),
+        key: wire_key("k0"),
+        object: object_with("k0").encode(),
+        sync: false,
+        stands_in_for: None,
+    };
+    let mut older = peer.frame(store.clone());
+    older.generation -= 1;
+    let mut newer = peer.frame(store.clone());
+    newer.generation += 1;
+    let stranger = Frame::new(Uuid::from_u128(7), 1, store.clone());
+    let own = node.frame(store);
+    let ring_fetch = peer.frame(Message::RingFetch { version: 1 });
+    for frame in [older, newer.clone(), stranger, own, ring_fetch] {
+        assert_eq!(routes.shard_of(&frame), None, "{frame:?}");
+    }
+    // A newer incarnation, once membership has seen it, is settled at its
+    // new generation.
+    node.handle_message(now(t), addr(7071), newer.clone());
+    let routes = node.direct_routes();
+    assert_eq!(routes.settled.get(&peer.id()), Some(&newer.generation));
+    assert_eq!(
+        routes.shard_of(&peer.frame(Message::Read {
+            request: 2,
+            key: wire_key("k0")
+        })),
+        None
+    );
 }
 
 #[test]

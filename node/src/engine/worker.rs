@@ -12,12 +12,14 @@
 //! through the last [`ClusterView`] it was given, and shares nothing with
 //! the other shards but the handles in its parts (the store, the clock).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_ring::Partitions;
+use chorus_ring::{PartitionId, Partitions};
 use chorus_storage::store::Store;
+use uuid::Uuid;
 
 use super::io::{ClientId, ClientRequest, Effect, EngineStats, Now};
 use super::parts::Cx;
@@ -49,6 +51,62 @@ impl ShardMap {
     /// How many shards there are.
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The shard a data-plane message goes to: a replica's request (store,
+    /// read) and a forwarded write to the shard of the key's partition, an
+    /// answer (stored, read reply, forward reply) to the shard whose
+    /// request it names. `None` for gossip and the ring exchange, which
+    /// membership handles, and for an answer naming no shard of this node's.
+    pub fn shard_of_message(&self, message: &Message) -> Option<usize> {
+        use super::requests::{shard_of_partition, shard_of_request};
+        match message {
+            Message::Store { key, .. } | Message::Read { key, .. } => {
+                Some(shard_of_partition(PartitionId(key.partition), self.shards))
+            }
+            Message::Forward { write, .. } => Some(self.shard_of_key(&write.bucket, &write.key)),
+            Message::Stored { request, .. }
+            | Message::ReadReply { request, .. }
+            | Message::ForwardReply { request, .. } => {
+                Some(shard_of_request(*request)).filter(|&index| index < self.shards)
+            }
+            Message::Gossip(_) | Message::RingFetch { .. } | Message::RingPush { .. } => None,
+        }
+    }
+}
+
+/// Which peers' data-plane frames may go straight to their shard without
+/// membership seeing them ([`Engine::direct_routes`](super::Engine::direct_routes)).
+///
+/// Membership checks every peer's frame before a shard handles it
+/// (`Membership::check_frame`): it remembers where a node unknown to
+/// gossip sends from, learns a newer generation (and has the shards act on
+/// the restart first), and drops a data-plane frame from an older
+/// incarnation. For a gossip member whose frames last carried the newest
+/// generation this node knows of it, and a frame carrying that same
+/// generation, the check changes nothing and passes the frame: routing it
+/// by [`ShardMap::shard_of_message`] then gives the shard the same input
+/// with one thread hand-off less. Every other frame goes to membership.
+/// Membership publishes new routes whenever they change; a frame checked
+/// against routes a moment old is one that arrived a moment earlier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectRoutes {
+    /// Peers whose frames membership passes unchanged, with the generation
+    /// those frames carry.
+    pub(super) settled: BTreeMap<Uuid, u64>,
+    pub(super) map: ShardMap,
+}
+
+impl DirectRoutes {
+    /// The shard `frame` goes to without membership, or `None` when
+    /// membership must see it: gossip or the ring exchange, a sender that
+    /// is not a settled peer, a generation other than the one settled, or
+    /// an answer naming no shard of this node's.
+    pub fn shard_of(&self, frame: &Frame) -> Option<usize> {
+        if self.settled.get(&frame.from) != Some(&frame.generation) {
+            return None;
+        }
+        self.map.shard_of_message(&frame.message)
     }
 }
 
