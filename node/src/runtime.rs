@@ -33,8 +33,10 @@
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
 //!   (at most [`PEER_SEND_QUEUE`] frames), writing whatever is queued in
-//!   one batch (at most [`SEND_BATCH_FRAMES`]), and the HTTP server. They
-//!   reach the engine only through its bounded event queue.
+//!   one batch (at most [`SEND_BATCH_FRAMES`]), and the HTTP server. The
+//!   membership and shard threads queue their frames straight into the
+//!   peer's queue, and reset a restarted peer's connection themselves.
+//!   The tasks reach the threads only through their bounded event queues.
 //!
 //! # Bounds
 //!
@@ -45,9 +47,8 @@
 //!   them from the transport waits for room, and the transport then holds
 //!   back the peer's stream credit: backpressure, nothing dropped.
 //! * Frames waiting to be sent or being sent hold at most
-//!   [`SEND_QUEUE_BYTES`] (or one frame, if larger), in at most
-//!   [`SEND_QUEUE`] entries on their way to the peers' queues and
-//!   [`PEER_SEND_QUEUE`] in each peer's. A peer that takes no frames (dead
+//!   [`SEND_QUEUE_BYTES`] (or one frame, if larger), and at most
+//!   [`PEER_SEND_QUEUE`] frames in each peer's queue. A peer that takes no frames (dead
 //!   without closing its connection) fills its own queue, not the others':
 //!   its further frames fail at once.
 //! * A frame that cannot be sent — the send queue has no room, no
@@ -101,8 +102,6 @@ const EVENT_QUEUE: usize = 16_384;
 const MIN_SHARD_QUEUE: usize = 1024;
 /// Most bytes of peers' frames waiting for the membership thread.
 pub const EVENT_QUEUE_BYTES: usize = 64 << 20;
-/// Most frames waiting to be sent.
-const SEND_QUEUE: usize = 16_384;
 /// Most bytes of frames waiting to be sent or being sent.
 pub const SEND_QUEUE_BYTES: usize = 64 << 20;
 /// Most frames waiting to be sent to one peer.
@@ -228,15 +227,6 @@ pub enum RuntimeError {
     Transport(#[from] crate::transport::TransportError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// What the membership and shard threads ask of the transport, in order.
-#[derive(Debug)]
-enum Outgoing {
-    /// A frame and the bytes it holds of the send budget.
-    Frame(SocketAddr, bytes::Bytes, Held),
-    /// Drop the connection to a peer that restarted.
-    Reset(SocketAddr),
 }
 
 /// What the membership thread is asked to do.
@@ -562,7 +552,6 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     tracing::info!(%id, generation = engine.generation(), shards = engine.shards(), %quic_addr, %http_addr, "node started");
 
     let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
-    let (sends, mut sends_rx) = tokio::sync::mpsc::channel::<Outgoing>(SEND_QUEUE);
     let ready = Arc::new(AtomicBool::new(engine.is_ready()));
     let shard_map = engine.shard_map();
     let workers = engine.detach_shards();
@@ -613,48 +602,15 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
             }
         }
     });
-    // Frames from the engine to peers, through one queue and one sending
+    // Frames from the threads to peers, through one queue and one sending
     // task per peer, so a peer that stops taking frames holds up only its
-    // own (see `send_to_peer`). A reset is carried out at once: frames
-    // still queued for that peer go on a fresh connection. A frame that
-    // cannot be sent goes back to the engine, which fails the replica it
-    // was for.
-    let sender = transport.clone();
-    let failures = events.clone();
-    tokio::spawn(async move {
-        let mut peers: HashMap<SocketAddr, tokio::sync::mpsc::Sender<(bytes::Bytes, Held)>> =
-            HashMap::new();
-        while let Some(outgoing) = sends_rx.recv().await {
-            let (addr, payload, held) = match outgoing {
-                Outgoing::Frame(addr, payload, held) => (addr, payload, held),
-                Outgoing::Reset(addr) => {
-                    sender.reset_peer(addr);
-                    continue;
-                }
-            };
-            let queue = match peers.get(&addr) {
-                Some(queue) if !queue.is_closed() => queue,
-                _ if peers.len() >= MAX_PEER_SENDERS && !peers.contains_key(&addr) => {
-                    tracing::debug!(%addr, "too many peers to send to; the frame fails");
-                    report_send_failure(&failures, addr, payload).await;
-                    continue;
-                }
-                _ => {
-                    let (tx, rx) = tokio::sync::mpsc::channel(PEER_SEND_QUEUE);
-                    tokio::spawn(send_to_peer(sender.clone(), addr, rx, failures.clone()));
-                    peers.insert(addr, tx);
-                    &peers[&addr]
-                }
-            };
-            if let Err(error) = queue.try_send((payload, held)) {
-                let (payload, _) = match error {
-                    tokio::sync::mpsc::error::TrySendError::Full(frame)
-                    | tokio::sync::mpsc::error::TrySendError::Closed(frame) => frame,
-                };
-                tracing::debug!(%addr, "the peer's send queue is full; the frame fails");
-                report_send_failure(&failures, addr, payload).await;
-            }
-        }
+    // own (see `send_to_peer`). A frame that cannot be sent goes back to
+    // the thread's engine, which fails the replica it was for.
+    let peer_queues = Arc::new(PeerQueues {
+        runtime: tokio::runtime::Handle::current(),
+        transport: transport.clone(),
+        failures: events.clone(),
+        queues: Mutex::default(),
     });
 
     let metrics = NodeMetrics::new();
@@ -663,7 +619,8 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let (halt_tx, halt_rx) = oneshot::channel();
     let send_budget = ByteBudget::new(SEND_QUEUE_BYTES.max(max_frame_bytes));
     let sends = Sends {
-        queue: sends,
+        peers: peer_queues,
+        known: HashMap::new(),
         budget: send_budget,
     };
     let names = Arc::new(Mutex::new(Names::default()));
@@ -673,7 +630,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         let context = ShardThread {
             origin,
             membership: events.clone(),
-            sends: sends.clone(),
+            sends: sends.for_thread(),
             peers: Peers::new(names.clone()),
             stats: shard_stats.clone(),
         };
@@ -801,11 +758,98 @@ async fn report_send_failure(events: &SyncSender<Event>, addr: SocketAddr, paylo
     send_waiting(events, Event::SendFailed(addr, payload)).await;
 }
 
-/// A thread's way to the sending tasks.
-#[derive(Debug, Clone)]
+/// A peer's send queue, which its sending task ([`send_to_peer`]) takes
+/// frames from, each with the bytes it holds of the send budget.
+type PeerQueue = tokio::sync::mpsc::Sender<(bytes::Bytes, Held)>;
+
+/// The peers' send queues, shared by the membership and shard threads,
+/// with what a queue's sending task needs when a thread first sends to
+/// its peer.
+struct PeerQueues {
+    /// Where the sending tasks run.
+    runtime: tokio::runtime::Handle,
+    transport: Arc<QuicTransport>,
+    /// Membership's queue, for frames the transport could not deliver.
+    failures: SyncSender<Event>,
+    /// At most [`MAX_PEER_SENDERS`] queues; a queue whose task ended is
+    /// replaced, none is removed.
+    queues: Mutex<HashMap<SocketAddr, PeerQueue>>,
+}
+
+impl PeerQueues {
+    /// The queue of the peer at `addr`, with its sending task started if
+    /// it had none (or its task ended). `None` when [`MAX_PEER_SENDERS`]
+    /// other peers have one.
+    fn queue(&self, addr: SocketAddr) -> Option<PeerQueue> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queues.get(&addr).filter(|queue| !queue.is_closed()) {
+            return Some(queue.clone());
+        }
+        if queues.len() >= MAX_PEER_SENDERS && !queues.contains_key(&addr) {
+            return None;
+        }
+        let (queue, frames) = tokio::sync::mpsc::channel(PEER_SEND_QUEUE);
+        let transport = self.transport.clone();
+        let failures = self.failures.clone();
+        self.runtime
+            .spawn(send_to_peer(transport, addr, frames, failures));
+        queues.insert(addr, queue.clone());
+        Some(queue)
+    }
+
+    /// Drops the connection to the peer at `addr`, which restarted, now:
+    /// frames queued for it from here on go on a fresh connection.
+    fn reset(&self, addr: SocketAddr) {
+        let _runtime = self.runtime.enter();
+        self.transport.reset_peer(addr);
+    }
+}
+
+/// A thread's way to the peers' send queues.
 struct Sends {
-    queue: tokio::sync::mpsc::Sender<Outgoing>,
+    peers: Arc<PeerQueues>,
+    /// The queues this thread sent to, so that a send takes no lock (at
+    /// most [`MAX_PEER_SENDERS`], as the shared ones).
+    known: HashMap<SocketAddr, PeerQueue>,
     budget: ByteBudget,
+}
+
+impl Sends {
+    /// The same queues and budget, for another thread.
+    fn for_thread(&self) -> Sends {
+        Sends {
+            peers: self.peers.clone(),
+            known: HashMap::new(),
+            budget: self.budget.clone(),
+        }
+    }
+
+    /// Queues `payload` for the peer at `addr`, or hands it back when the
+    /// peer's queue is full or cannot be had.
+    fn send(
+        &mut self,
+        addr: SocketAddr,
+        payload: bytes::Bytes,
+        held: Held,
+    ) -> Result<(), bytes::Bytes> {
+        let queue = match self.known.get(&addr) {
+            Some(queue) if !queue.is_closed() => queue,
+            _ => {
+                let Some(queue) = self.peers.queue(addr) else {
+                    tracing::debug!(%addr, "too many peers to send to; the frame fails");
+                    return Err(payload);
+                };
+                self.known.entry(addr).insert_entry(queue).into_mut()
+            }
+        };
+        queue.try_send((payload, held)).map_err(|error| {
+            tracing::debug!(%addr, "the peer's send queue is full; the frame fails");
+            match error {
+                tokio::sync::mpsc::error::TrySendError::Full((payload, _))
+                | tokio::sync::mpsc::error::TrySendError::Closed((payload, _)) => payload,
+            }
+        })
+    }
 }
 
 fn now_since(origin: Instant) -> Now {
@@ -856,7 +900,7 @@ impl<S: Store> Emitter for ShardWorker<S> {
 /// failure at once, which may lead to more effects.
 fn carry_out(
     emitter: &mut impl Emitter,
-    sends: &Sends,
+    sends: &mut Sends,
     waiting: &mut BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
     origin: Instant,
     peers: &mut Peers,
@@ -869,11 +913,7 @@ fn carry_out(
                     (addr, message)
                 }
                 Effect::ResetConnection { addr } => {
-                    // Must not be lost: without it the connection to the
-                    // restarted peer lives until the idle timeout.
-                    if let Err(e) = sends.queue.blocking_send(Outgoing::Reset(addr)) {
-                        tracing::debug!(%addr, error = %e, "transport gone; reset not carried out");
-                    }
+                    sends.peers.reset(addr);
                     continue;
                 }
                 Effect::Reply { client, result } => {
@@ -891,12 +931,7 @@ fn carry_out(
                 failed.push((addr, payload));
                 continue;
             };
-            let payload = bytes::Bytes::from(payload);
-            if let Err(e) = sends
-                .queue
-                .try_send(Outgoing::Frame(addr, payload.clone(), held))
-            {
-                tracing::debug!(%addr, error = %e, "send queue full; the frame fails");
+            if let Err(payload) = sends.send(addr, bytes::Bytes::from(payload), held) {
                 failed.push((addr, payload.to_vec()));
             }
         }
@@ -1186,7 +1221,7 @@ impl MembershipThread {
             self.peers.share_names(&engine);
             carry_out(
                 &mut engine,
-                &self.sends,
+                &mut self.sends,
                 &mut waiting,
                 self.origin,
                 &mut self.peers,
@@ -1302,7 +1337,7 @@ impl ShardThread {
             }
             carry_out(
                 &mut worker,
-                &self.sends,
+                &mut self.sends,
                 &mut waiting,
                 self.origin,
                 &mut self.peers,
