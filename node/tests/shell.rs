@@ -346,13 +346,29 @@ fn tab_completes_commands_and_buckets_in_a_terminal() {
     shell.expect(expectrl::Eof).unwrap();
 }
 
+/// Lines that reach the terminal together (pasted, or typed while a
+/// command runs) all run, in order: the line editor keeps what it read
+/// past the first line for the next one.
+#[test]
+fn lines_that_arrive_together_all_run_in_a_terminal() {
+    let home = tempfile::tempdir().expect("a temporary directory");
+    let cluster = shared();
+    let mut shell = terminal(home.path(), &cluster.url());
+    shell
+        .send("PUT typeahead/a first\rPUT typeahead/b second\rGET typeahead/a\rGET typeahead/b\r")
+        .unwrap();
+    shell.expect("\nfirst").expect("the third line runs");
+    shell.expect("\nsecond").expect("and the fourth");
+    shell.expect("chorus> ").unwrap();
+    shell.send_line("EXIT").unwrap();
+    shell.expect(expectrl::Eof).unwrap();
+}
+
 #[test]
 fn history_is_recalled_after_a_restart() {
     let home = tempfile::tempdir().expect("a temporary directory");
     let cluster = shared();
     let mut first = terminal(home.path(), &cluster.url());
-    // Each line is sent once the prompt is back: typed ahead, it would
-    // reach the terminal before the line editor reads it.
     first.send_line("PUT history/k remembered").unwrap();
     first.expect("OK").unwrap();
     first.expect("chorus> ").unwrap();
