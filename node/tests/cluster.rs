@@ -48,6 +48,15 @@ async fn liveness_of(http: &reqwest::Client, observer: &NodeProcess, name: &str)
         .and_then(|m| m["liveness"].as_str().map(str::to_string))
 }
 
+async fn id_of(http: &reqwest::Client, observer: &NodeProcess, name: &str) -> Option<String> {
+    let status = status(http, observer).await?;
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["id"].as_str().map(str::to_string))
+}
+
 async fn pending_hints(http: &reqwest::Client, node: &NodeProcess) -> Option<u64> {
     let text = http
         .get(node.url("/metrics"))
@@ -166,6 +175,7 @@ async fn a_three_node_cluster_over_quic() {
     assert_eq!(body["code"], "quorum_above_n");
 
     // --- kill node3: w=2 succeeds, w=all fails with the quorum error ---
+    let n3_id = id_of(&http, &n1, "node3").await.expect("node3's id");
     n3.kill();
     wait_for("node1 and node2 see node3 down", || async {
         liveness_of(&http, &n1, "node3").await.as_deref() == Some("down")
@@ -187,10 +197,18 @@ async fn a_three_node_cluster_over_quic() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "quorum_not_reached", "{body}");
     assert_eq!(body["required"], 3, "{body}");
-    // Fails as soon as w=all is out of reach: the coordinator's own copy
-    // counts, node3 cannot answer.
-    let received = body["received"].as_u64().expect("a count");
-    assert!((1..3).contains(&received), "{body}");
+    // Out of reach of the two nodes up, so refused before either applied
+    // it, and node3 is named as the replica that cannot be reached.
+    assert_eq!(body["received"], 0, "{body}");
+    assert_eq!(body["applied"], 0, "{body}");
+    assert_eq!(body["outcome"], "not_applied", "{body}");
+    let failures = body["failures"].as_array().expect("failures");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["code"] == "replica_unreachable" && f["node"] == n3_id.as_str()),
+        "{body}"
+    );
     let hints_before =
         pending_hints(&http, &n1).await.unwrap_or(0) + pending_hints(&http, &n2).await.unwrap_or(0);
     assert!(hints_before >= 1, "the coordinators keep hints for node3");

@@ -52,7 +52,7 @@ pub struct PutSuccess {
 pub enum PutError {
     /// Too few replicas can still acknowledge for `w` (or `pw`) to be
     /// reached. Replicas that applied the write keep it.
-    #[error("write quorum not reached: {tally}; the write was applied on {applied} replica(s) so far and is not undone: replicas it was sent to may still apply it, and hinted handoff carries it to the others")]
+    #[error("write quorum not reached: {tally}; {}", applied_so_far(*.applied))]
     QuorumNotReached { tally: QuorumTally, applied: usize },
     /// The request timed out after at least one replica applied the write:
     /// it may or may not become visible.
@@ -61,6 +61,14 @@ pub enum PutError {
     /// The request timed out before any replica applied the write.
     #[error("timed out before any replica applied the write: {tally}")]
     Failed { tally: QuorumTally },
+}
+
+/// What a [`PutError::QuorumNotReached`] says of the write's fate.
+fn applied_so_far(applied: usize) -> String {
+    if applied == 0 {
+        return "no replica is known to have applied the write".into();
+    }
+    format!("the write was applied on {applied} replica(s) so far and is not undone: replicas it was sent to may still apply it, and hinted handoff carries it to the others")
 }
 
 impl PutError {

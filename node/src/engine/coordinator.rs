@@ -17,7 +17,10 @@ use super::requests::{Ledger, Origin, PlacedWrite, RequestId, Requests, ToForwar
 use super::view::uncovered_primaries;
 use crate::api::{ReadReply, ReadRequest, RequestError, WriteReply, WriteRequest};
 use crate::buggify::Site;
-use crate::core::{ClientWrite, GetCoordinator, PutCoordinator, Recorded, Replica, ReplicaError};
+use crate::core::{
+    ClientWrite, GetCoordinator, PutCoordinator, PutError, Recorded, Replica, ReplicaError,
+    ResolvedOptions,
+};
 use crate::wire::{ForwardedReply, Message, StoredAck, WireKey};
 
 /// A get this node coordinates.
@@ -444,11 +447,9 @@ impl Coordinator {
             .or(targets.first())
             .map(|t| t.node)
         else {
-            // Nobody can take the write: the coordinator reports the tally.
-            let coordinator = PutCoordinator::new(n, options.w, options.pw, options.sync, vec![]);
-            let error = coordinator
-                .outcome()
-                .and_then(Result::err)
+            // Nobody can take the write.
+            let down = uncovered_primaries(list, &targets);
+            let error = unavailable(n, &options, &targets, &down)
                 .expect("a put with no targets cannot succeed");
             cx.reply(client, Err(error.into()));
             return None;
@@ -482,6 +483,9 @@ impl Coordinator {
             targets,
             uncovered,
         } = placed;
+        if let Some(error) = unavailable(n, &options, &targets, &uncovered) {
+            return finish_origin(cx, origin, error.into());
+        }
         let durability = Durability::from_sync(options.sync);
         let write = ClientWrite {
             context: context.clone(),
@@ -835,6 +839,30 @@ fn answer<S: Store>(cx: &mut Cx<'_, S>, origin: Origin, result: Result<ClientRep
 
 /// Answers a write that failed before a coordinator existed: its client,
 /// or the node that forwarded it.
+/// The error for a write that cannot reach `w` or `pw` even if each of
+/// its `targets` acknowledges, because the primaries in `down` are down
+/// with no fallback in their place: such a write is refused before any
+/// replica applies it (as Cassandra refuses it as unavailable and Riak as
+/// `insufficient_vnodes`), and the tally names them as unreachable. `None`
+/// when the targets can reach the quorum.
+fn unavailable(
+    n: usize,
+    options: &ResolvedOptions,
+    targets: &[Replica],
+    down: &[Uuid],
+) -> Option<PutError> {
+    let replicas = targets
+        .iter()
+        .copied()
+        .chain(down.iter().map(|&node| Replica::primary(node)))
+        .collect();
+    let mut check = PutCoordinator::new(n, options.w, options.pw, options.sync, replicas);
+    for &node in down {
+        check.add_failure(node, ReplicaError::Unreachable);
+    }
+    check.outcome().and_then(Result::err)
+}
+
 pub(super) fn finish_origin<S: Store>(cx: &mut Cx<'_, S>, origin: Origin, error: RequestError) {
     match origin {
         Origin::Client(client) => cx.reply(client, Err(error)),

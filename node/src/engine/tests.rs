@@ -1830,6 +1830,61 @@ fn puts_through_node_0(
     answered
 }
 
+/// A write whose live targets cannot reach `w` even if every one of them
+/// acknowledges is refused before any replica applies it, and the error
+/// names the primary that is down; a write they can reach goes through.
+#[test]
+fn a_write_out_of_reach_of_its_live_targets_is_refused_before_it_is_applied() {
+    let (mut engines, mut t) = cluster(3);
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| addr(7070 + i)).collect();
+    let dead = engines[2].id();
+    // Node 2 stops; nodes 0 and 1 tick on until node 0 sees it down.
+    while engines[0].is_up(dead) {
+        t += 10;
+        assert!(t < 60_000, "node 2 is seen down in time");
+        for i in 0..2 {
+            engines[i].handle_tick(now(t));
+            let effects = drain(&mut engines[i]);
+            for (to, payload) in frames_of(&engines[i], effects) {
+                if to == addrs[1 - i] {
+                    let _ = engines[1 - i].handle_frame(now(t), addrs[i], &payload);
+                }
+            }
+        }
+    }
+    let mut request = put("v");
+    if let ClientRequest::Put(write) = &mut request {
+        write.options = options(&[("w", "all")]);
+    }
+    engines[0].handle_client(now(t), 1, request);
+    let effects = drain(&mut engines[0]);
+    assert!(
+        frames_of(&engines[0], effects.clone()).is_empty(),
+        "nothing sent: {effects:?}"
+    );
+    match replies(&effects).as_slice() {
+        [(1, Err(RequestError::Put(PutError::QuorumNotReached { tally, applied: 0 })))] => {
+            assert_eq!((tally.required, tally.received), (3, 0), "{tally:?}");
+            assert!(
+                tally
+                    .failures
+                    .iter()
+                    .any(|f| f.node == dead && f.error == ReplicaError::Unreachable),
+                "the down primary is named: {tally:?}"
+            );
+        }
+        other => panic!("expected w=all to be refused at once, got {other:?}"),
+    }
+    let partition = engines[0].membership.parts.partitions.of_key(b"b", b"k");
+    let key = KeyRef::new(partition, b"b", b"k");
+    assert_eq!(engines[0].store().get(key).unwrap(), None, "not applied");
+    // Within reach of nodes 0 and 1, the same write is applied.
+    assert_eq!(
+        puts_through_node_0(&mut engines, t, 2..3, "quorum", &[1]),
+        [(2, true)]
+    );
+}
+
 /// A replica that stops answering but is not yet convicted does not stall
 /// the node's clients until its conviction: once the background work
 /// waiting for it fills the budget, the oldest of it is handed to hinted
