@@ -201,8 +201,9 @@ pub enum OptionsError {
     InvalidBool { option: &'static str, value: String },
     #[error("timeout={value:?} is not a number of milliseconds")]
     InvalidTimeout { value: String },
-    #[error("timeout={timeout_ms} ms is outside 1..={max_ms} ms")]
-    TimeoutOutOfRange { timeout_ms: u64, max_ms: u64 },
+    /// `timeout` is the value as given (cut short as other echoed input).
+    #[error("timeout={timeout} ms is outside 1..={max_ms} ms")]
+    TimeoutOutOfRange { timeout: String, max_ms: u64 },
     #[error("{option} must be at least 1")]
     ZeroQuorum { option: &'static str },
     #[error("{option}={value} exceeds the {n} replicas of the key")]
@@ -396,16 +397,21 @@ fn parse_timeout(value: &str) -> Result<u64, OptionsError> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(OptionsError::InvalidTimeout { value: echo(value) });
     }
-    // Digits only, so the parse fails only on overflow: far beyond the maximum.
-    let timeout_ms = value.parse::<u64>().unwrap_or(u64::MAX);
-    check_timeout(timeout_ms)?;
+    // Digits only, so the parse fails only on overflow: far beyond the
+    // maximum. The error echoes what was sent, not the number it stands for.
+    let out_of_range = || OptionsError::TimeoutOutOfRange {
+        timeout: echo(value),
+        max_ms: MAX_TIMEOUT_MS,
+    };
+    let timeout_ms = value.parse::<u64>().map_err(|_| out_of_range())?;
+    check_timeout(timeout_ms).map_err(|_| out_of_range())?;
     Ok(timeout_ms)
 }
 
 fn check_timeout(timeout_ms: u64) -> Result<(), OptionsError> {
     if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
         return Err(OptionsError::TimeoutOutOfRange {
-            timeout_ms,
+            timeout: timeout_ms.to_string(),
             max_ms: MAX_TIMEOUT_MS,
         });
     }
@@ -648,7 +654,7 @@ mod tests {
             (
                 &[("timeout", "0")],
                 OptionsError::TimeoutOutOfRange {
-                    timeout_ms: 0,
+                    timeout: "0".into(),
                     max_ms: MAX_TIMEOUT_MS,
                 },
                 "timeout_out_of_range",
@@ -656,7 +662,7 @@ mod tests {
             (
                 &[("timeout", "120001")],
                 OptionsError::TimeoutOutOfRange {
-                    timeout_ms: MAX_TIMEOUT_MS + 1,
+                    timeout: "120001".into(),
                     max_ms: MAX_TIMEOUT_MS,
                 },
                 "timeout_out_of_range",
@@ -664,7 +670,7 @@ mod tests {
             (
                 &[("timeout", "99999999999999999999999")],
                 OptionsError::TimeoutOutOfRange {
-                    timeout_ms: u64::MAX,
+                    timeout: "99999999999999999999999".into(),
                     max_ms: MAX_TIMEOUT_MS,
                 },
                 "timeout_out_of_range",
@@ -775,9 +781,20 @@ mod tests {
         assert_eq!(
             options.resolve(3),
             Err(OptionsError::TimeoutOutOfRange {
-                timeout_ms: 0,
+                timeout: "0".into(),
                 max_ms: MAX_TIMEOUT_MS
             })
+        );
+    }
+
+    /// A timeout too large for a u64 is echoed as sent, not as the largest
+    /// number it was read as.
+    #[test]
+    fn an_overflowing_timeout_is_echoed_as_sent() {
+        let error = parse(&[("timeout", "99999999999999999999")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "timeout=99999999999999999999 ms is outside 1..=120000 ms"
         );
     }
 

@@ -886,9 +886,8 @@ fn content_type(headers: &HeaderMap) -> Result<Option<String>, HttpError> {
         return Ok(None);
     };
     if values.next().is_some() {
-        // A singleton field (RFC 9110 §8.3): repeated, it reads as the
-        // list of both, which is no media type.
-        return Err(RequestError::from(ContentTypeError::NotAMediaType).into());
+        // A singleton field (RFC 9110 §8.3).
+        return Err(RequestError::from(ContentTypeError::Repeated).into());
     }
     let bytes = value.as_bytes();
     let text = std::str::from_utf8(bytes)

@@ -1093,6 +1093,13 @@ async fn invalid_content_types_are_400_before_the_service_is_called() {
         let body = problem(response).await;
         assert_eq!(body.code, "invalid_content_type", "{what}");
         assert_eq!(body.title, "Invalid content type", "{what}");
+        if what == "twice" {
+            assert!(
+                body.detail.contains("more than one Content-Type header"),
+                "the detail says what is wrong: {}",
+                body.detail
+            );
+        }
     }
     assert!(fake.writes().is_empty(), "refused before the service");
 

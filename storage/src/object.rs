@@ -146,6 +146,10 @@ pub enum ContentTypeError {
     /// Deletes carry no value, so no media type either.
     #[error("a tombstone carries no content type")]
     OnTombstone,
+    /// The request declared more than one content type (`Content-Type` is
+    /// a singleton field, RFC 9110 §8.3).
+    #[error("the request has more than one Content-Type header; a value has one media type")]
+    Repeated,
 }
 
 /// Checks that `content_type` may be stored with a version: a media type
