@@ -68,15 +68,16 @@ wait_http() {
 # each seeded with the others, the ring built once all NODES are up) with
 # REPLICAS replicas of each key and NODE ARGS added to each, and waits until
 # every one is ready. The nodes share this machine's cores, so each runs
-# `--shards` = cores ÷ NODES (at least 1) unless NODE ARGS name `--shards`. Sets `chorus_pids` (the node processes, also added to
+# `--shards` and `--io-threads` = cores ÷ NODES (at least 1) unless NODE
+# ARGS name them. Sets `chorus_pids` (the node processes, also added to
 # `pids`), `chorus_urls` (their HTTP URLs) and `chorus_targets` (the
 # `--target URL` arguments of `chorus bench`).
 start_chorus() {
-  local chorus=$1 nodes=$2 replicas=$3 i j seeds shards=()
+  local chorus=$1 nodes=$2 replicas=$3 i j seeds share shares=()
   shift 3
-  if [[ " $* " != *" --shards "* ]]; then
-    shards=(--shards "$(( $(nproc) / nodes > 0 ? $(nproc) / nodes : 1 ))")
-  fi
+  share=$(( $(nproc) / nodes > 0 ? $(nproc) / nodes : 1 ))
+  [[ " $* " == *" --shards "* ]] || shares+=(--shards "$share")
+  [[ " $* " == *" --io-threads "* ]] || shares+=(--io-threads "$share")
   chorus_pids=() chorus_urls=() chorus_targets=()
   "$chorus" cert ca --dir "$work/ca" >/dev/null
   for i in $(seq "$nodes"); do
@@ -89,7 +90,7 @@ start_chorus() {
       --quic-listen "127.0.0.1:$((17300 + i))" --http-listen "127.0.0.1:$((18300 + i))" \
       "${seeds[@]}" --initial-members "$nodes" --replicas "$replicas" \
       --tls-ca "$work/tls$i/ca.pem" --tls-cert "$work/tls$i/node.pem" \
-      --tls-key "$work/tls$i/node.key" "${shards[@]}" "$@" >"$work/node$i.log" 2>&1 &
+      --tls-key "$work/tls$i/node.key" "${shares[@]}" "$@" >"$work/node$i.log" 2>&1 &
     pids+=($!) chorus_pids+=($!)
     chorus_urls+=("http://127.0.0.1:$((18300 + i))")
     chorus_targets+=(--target "http://127.0.0.1:$((18300 + i))")

@@ -135,6 +135,11 @@ pub struct NodeFile {
     /// core ([`default_shards`]) when not given.
     #[serde(default, deserialize_with = "whole_number")]
     pub shards: Option<usize>,
+    /// Worker threads of the async runtime that serves HTTP, client QUIC
+    /// and internode QUIC ([`NodeFile::io_threads`]); one per core when not
+    /// given.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub io_threads: Option<usize>,
     pub tls: Option<TlsPaths>,
     #[serde(default)]
     pub http: HttpSection,
@@ -233,6 +238,24 @@ impl NodeFile {
         config.gossip.seeds = self.seeds.clone();
         Ok(config)
     }
+
+    /// Worker threads for the node's async runtime: `io_threads`, or one
+    /// per core ([`default_shards`]). Nodes that share a machine run best
+    /// with their share of its cores, as with `shards`: more runtime
+    /// threads than cores only switch more.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] unless it is between 1 and 256.
+    pub fn io_threads(&self) -> Result<usize, ConfigError> {
+        let threads = self.io_threads.unwrap_or_else(default_shards);
+        if threads == 0 || threads > 256 {
+            return Err(ConfigError::Invalid(format!(
+                "io_threads ({threads}) must be between 1 and 256"
+            )));
+        }
+        Ok(threads)
+    }
 }
 
 /// How many shards a node runs unless told: one per core the process may
@@ -280,6 +303,25 @@ mod tests {
         }
         let file: NodeFile = toml::from_str("shards = 0").expect("parses");
         assert!(matches!(file.engine_config(), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn io_threads_are_one_per_core_unless_told_and_zero_is_refused() {
+        let file: NodeFile = toml::from_str("io_threads = 1").expect("parses");
+        assert_eq!(file.io_threads().expect("valid"), 1);
+        assert_eq!(
+            NodeFile::default().io_threads().expect("valid"),
+            default_shards()
+        );
+        for text in ["io_threads = 0", "io_threads = 257"] {
+            let file: NodeFile = toml::from_str(text).expect("parses");
+            let error = file.io_threads().expect_err(text).to_string();
+            assert!(error.contains("io_threads"), "{text}: {error}");
+        }
+        let error = toml::from_str::<NodeFile>("io_threads = -2")
+            .expect_err("negative")
+            .to_string();
+        assert!(error.contains("-2 is negative"), "{error}");
     }
 
     #[test]

@@ -136,6 +136,11 @@ struct NodeStartArgs {
     /// least 1024 events), so more shards than cores buys nothing.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     shards: Option<u16>,
+    /// Worker threads of the async runtime that serves HTTP, client QUIC
+    /// and internode QUIC: 1 to 256, default one per core. Nodes sharing a
+    /// machine run best with their share of its cores.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    io_threads: Option<u16>,
     /// The cluster CA certificate (PEM).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -237,10 +242,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Node {
-            command: NodeCommand::Start(args),
-        } => tokio_runtime()?
-            .block_on(node_start(args))
-            .map(|()| ExitCode::SUCCESS),
+            command: NodeCommand::Start(mut args),
+        } => {
+            let file = node_file(&mut args)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(file.io_threads()?)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(node_start(file, args))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Cert { command } => cert(command).map(|()| ExitCode::SUCCESS),
         Command::Client(command) => {
             Ok(tokio_runtime()?.block_on(chorus_client::shell::run(command)))
@@ -371,31 +383,42 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn node_start(args: NodeStartArgs) -> anyhow::Result<()> {
+/// The configuration file (if any) with the flags of `args` laid over it;
+/// takes the flags it uses out of `args`.
+fn node_file(args: &mut NodeStartArgs) -> anyhow::Result<NodeFile> {
     let mut file = match &args.config {
         Some(path) => NodeFile::load(path)?,
         None => NodeFile::default(),
     };
-    file.name = args.name.or(file.name);
-    file.data_dir = args.data_dir.or(file.data_dir);
+    file.name = args.name.take().or(file.name);
+    file.data_dir = args.data_dir.take().or(file.data_dir);
     file.quic_listen = args.quic_listen.or(file.quic_listen);
     file.http_listen = args.http_listen.or(file.http_listen);
     if !args.seed.is_empty() {
-        file.seeds = args.seed;
+        file.seeds = std::mem::take(&mut args.seed);
     }
-    file.zone = args.zone.or(file.zone);
+    file.zone = args.zone.take().or(file.zone);
     file.replicas = args.replicas.or(file.replicas);
     file.partitions = args.partitions.or(file.partitions);
     file.initial_members = args.initial_members.or(file.initial_members);
     file.shards = args.shards.map(usize::from).or(file.shards);
-    if let (Some(ca), Some(cert), Some(key)) = (args.tls_ca, args.tls_cert, args.tls_key) {
+    file.io_threads = args.io_threads.map(usize::from).or(file.io_threads);
+    if let (Some(ca), Some(cert), Some(key)) = (
+        args.tls_ca.take(),
+        args.tls_cert.take(),
+        args.tls_key.take(),
+    ) {
         file.tls = Some(TlsPaths {
             ca,
             cert,
             key,
-            context_key: args.tls_context_key,
+            context_key: args.tls_context_key.take(),
         });
     }
+    Ok(file)
+}
+
+async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
     let http = http_options(file.http.clone(), args.http_token_file)?;
     let engine = file.engine_config()?;
     let gossip_interval = engine.gossip.gossip_interval;

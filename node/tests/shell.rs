@@ -716,17 +716,19 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
     );
 }
 
-/// `--shards` outside 1..=256, or not a number, is a usage error (exit 2)
-/// that names the flag, before anything starts.
+/// `--shards` or `--io-threads` outside 1..=256, or not a number, is a
+/// usage error (exit 2) that names the flag, before anything starts.
 #[test]
-fn node_start_refuses_a_shard_count_out_of_range_as_usage() {
-    for value in ["0", "257", "two"] {
-        let output = chorus(&["node", "start", "--shards", value], None);
-        assert_eq!(output.status.code(), Some(2), "--shards {value}");
-        let text = stderr(&output);
-        assert!(
-            text.contains(&format!("invalid value '{value}' for '--shards")),
-            "{text}"
-        );
+fn node_start_refuses_a_thread_count_out_of_range_as_usage() {
+    for flag in ["--shards", "--io-threads"] {
+        for value in ["0", "257", "two"] {
+            let output = chorus(&["node", "start", flag, value], None);
+            assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+            let text = stderr(&output);
+            assert!(
+                text.contains(&format!("invalid value '{value}' for '{flag}")),
+                "{text}"
+            );
+        }
     }
 }
