@@ -8,6 +8,8 @@
 //! * `merge/identical`: joining an equal object (the read-repair no-op).
 //! * `write/supersede`: `Object::write` with the context of the last read,
 //!   replacing the one sibling (the coordinator's write path).
+//! * `write/context_for_writer`: the context handed back to that writer
+//!   (`Object::context_for_writer`, a three-actor key).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -93,5 +95,22 @@ fn write(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, merge, write);
+fn context_for_writer(c: &mut Criterion) {
+    let mut object = object_with(3);
+    let context = object.context().clone();
+    let dot = Dot::new(ActorId(1), 2);
+    object
+        .write_in(
+            &context,
+            dot,
+            Timestamp::new(1_700_000_000_002, 0),
+            Some(vec![0xef; 100]),
+        )
+        .unwrap();
+    c.bench_function("write/context_for_writer", |b| {
+        b.iter(|| object.context_for_writer(&context, dot))
+    });
+}
+
+criterion_group!(benches, codec, merge, write, context_for_writer);
 criterion_main!(benches);
