@@ -283,9 +283,17 @@ pub struct NodeStats {
     pub store: StoreStats,
 }
 
-/// The client side of a running node: implements [`Service`].
+/// The client side of a running node: implements [`Service`]. Cheap to
+/// clone (the HTTP layer clones it for every request): one shared
+/// allocation.
 #[derive(Debug, Clone)]
 pub struct NodeHandle {
+    shared: Arc<HandleShared>,
+}
+
+/// What every clone of a [`NodeHandle`] shares.
+#[derive(Debug)]
+struct HandleShared {
     /// Membership's thread.
     events: SyncSender<Event>,
     /// Each shard's thread, by index.
@@ -304,7 +312,7 @@ impl NodeHandle {
         make: impl FnOnce(oneshot::Sender<T>) -> Event,
     ) -> Result<T, RequestError> {
         let (tx, rx) = oneshot::channel();
-        match self.events.try_send(make(tx)) {
+        match self.shared.events.try_send(make(tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(RequestError::Overloaded(
@@ -328,7 +336,7 @@ impl NodeHandle {
 
     /// Hands a client request to the thread of the shard that owns its key.
     async fn ask_shard(&self, request: ClientRequest) -> Result<ClientReply, RequestError> {
-        let shard = &self.shards[self.shard_map.shard_of_request(&request)];
+        let shard = &self.shared.shards[self.shared.shard_map.shard_of_request(&request)];
         let (tx, rx) = oneshot::channel();
         match shard.try_send(ShardEvent::Client(request, tx)) {
             Ok(()) => {}
@@ -391,34 +399,35 @@ impl Service for NodeHandle {
     }
 
     fn bearer_token(&self) -> Option<BearerToken> {
-        self.http.token.clone()
+        self.shared.http.token.clone()
     }
 
     fn max_concurrent_requests(&self) -> usize {
-        self.http.max_concurrent_requests
+        self.shared.http.max_concurrent_requests
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.shared.ready.load(Ordering::Relaxed)
     }
 
     fn max_value_bytes(&self) -> usize {
-        self.max_value_bytes
+        self.shared.max_value_bytes
     }
 
     fn context_key(&self) -> ContextKey {
-        self.context_key.clone()
+        self.shared.context_key.clone()
     }
 
     fn node_metrics(&self) -> Option<&NodeMetrics> {
-        Some(&self.metrics)
+        Some(&self.shared.metrics)
     }
 
     async fn metrics(&self) -> Result<String, RequestError> {
         let stats = self.stats().await?;
-        self.metrics
+        self.shared
+            .metrics
             .record(|| crate::telemetry::record_node_stats(&stats));
-        Ok(self.metrics.render())
+        Ok(self.shared.metrics.render())
     }
 }
 
@@ -456,7 +465,7 @@ impl RunningNode {
     /// Announces in gossip that this node leaves the cluster, gives the
     /// news `spread` to travel, then shuts down.
     pub async fn leave_and_shutdown(self, spread: Duration) {
-        let _ = self.handle.events.try_send(Event::Leave);
+        let _ = self.handle.shared.events.try_send(Event::Leave);
         tokio::time::sleep(spread).await;
         self.shutdown().await;
     }
@@ -487,7 +496,7 @@ impl RunningNode {
             let _ = tx.send(());
         }
         let _ = (&mut self.http_task).await;
-        let _ = self.handle.events.send(Event::Shutdown);
+        let _ = self.handle.shared.events.send(Event::Shutdown);
         if let Some(thread) = self.engine_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -659,14 +668,16 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         })?;
 
     let handle = NodeHandle {
-        events,
-        shards: shard_events.into(),
-        shard_map,
-        ready,
-        max_value_bytes,
-        context_key: options.identity.context_key.clone(),
-        metrics,
-        http: options.http.clone(),
+        shared: Arc::new(HandleShared {
+            events,
+            shards: shard_events.into(),
+            shard_map,
+            ready,
+            max_value_bytes,
+            context_key: options.identity.context_key.clone(),
+            metrics,
+            http: options.http.clone(),
+        }),
     };
     tokio::spawn(crate::client_quic::serve(clients, handle.clone()));
     let (http_shutdown, http_stop) = oneshot::channel::<()>();
