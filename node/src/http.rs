@@ -36,7 +36,9 @@
 //! the path has.
 //!
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
-//! is written `%2F`. They must be UTF-8, non-empty, and at most
+//! is written `%2F`, a `%` as `%25`, and a `%` that does not start an
+//! escape of two hex digits is `400` `invalid_key` (taken literally, `%ZZ`
+//! would name the key `%25ZZ` names). They must be UTF-8, non-empty, and at most
 //! [`MAX_BUCKET_BYTES`] and [`MAX_KEY_BYTES`] bytes long (else `400`
 //! `invalid_key`). The `http` crate refuses URIs longer than 64 KiB before
 //! a request gets here, so in practice the longest key that can be
@@ -543,7 +545,61 @@ pub async fn serve<S: Service>(
         .await
 }
 
-type KeyPath = Result<Path<(String, String)>, PathRejection>;
+type KeyPath = Result<Target, HttpError>;
+
+/// The bucket and key of a key route, percent-decoded and checked: each
+/// `%` of the path starts an escape of two hex digits (else `invalid_key`:
+/// `%ZZ` taken literally would name the same key as `%25ZZ`), the
+/// segments decode to UTF-8, and their lengths are within the limits.
+#[derive(Debug)]
+struct Target {
+    bucket: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Target, HttpError> {
+        if let Some(escape) = malformed_escape(parts.uri.path()) {
+            return Err(RequestError::InvalidKey {
+                what: "path".into(),
+                reason: format!(
+                    "{:?} is not a percent-escape (write a literal % as %25)",
+                    echo(escape)
+                ),
+            }
+            .into());
+        }
+        let path = Path::<(String, String)>::from_request_parts(parts, state).await;
+        let Path((bucket, key)) = path.map_err(path_error)?;
+        check_name("bucket", &bucket, MAX_BUCKET_BYTES)?;
+        check_name("key", &key, MAX_KEY_BYTES)?;
+        Ok(Target {
+            bucket: bucket.into_bytes(),
+            key: key.into_bytes(),
+        })
+    }
+}
+
+/// The first `%` of `path` that does not start `%` and two hex digits,
+/// with what follows it (at most two characters).
+fn malformed_escape(path: &str) -> Option<&str> {
+    let bytes = path.as_bytes();
+    let at = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })?;
+    let end = (at + 1..=(at + 3).min(path.len()))
+        .rev()
+        .find(|&end| path.is_char_boundary(end))
+        .unwrap_or(at + 1);
+    Some(&path[at..end])
+}
 type OptionsQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// One key request being served, for its metrics: what it asked for and
@@ -814,12 +870,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> HttpError {
     }
 }
 
-/// The bucket and key of a key route, checked for length.
+/// The bucket and key of a key route ([`Target`]).
 fn target(path: KeyPath) -> Result<(Vec<u8>, Vec<u8>), HttpError> {
-    let Path((bucket, key)) = path.map_err(path_error)?;
-    check_name("bucket", &bucket, MAX_BUCKET_BYTES)?;
-    check_name("key", &key, MAX_KEY_BYTES)?;
-    Ok((bucket.into_bytes(), key.into_bytes()))
+    path.map(|target| (target.bucket, target.key))
 }
 
 /// Why a bucket and key could not be taken from the path: a segment that

@@ -599,6 +599,66 @@ async fn bad_context_tokens_are_400_before_the_service_is_called() {
     assert!(fake.writes().is_empty());
 }
 
+/// A `%` in a key route's path starts an escape of two hex digits, or the
+/// request is refused: taken literally, `%ZZ` would name the same key as
+/// `%25ZZ`. Every key route checks it, before anything is read or written.
+#[tokio::test]
+async fn a_malformed_percent_escape_in_a_key_path_is_refused() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let client = reqwest::Client::new();
+    for (bucket, key, shown) in [
+        ("b", "%ZZ", "%ZZ"),
+        ("b", "a%2", "%2"),
+        ("b", "a%", "%"),
+        ("b", "%%41", "%%4"),
+        ("b%G1", "k", "%G1"),
+    ] {
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+        ] {
+            let url = server.key_url(bucket, key);
+            let response = client
+                .request(method.clone(), &url)
+                .body("v")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{method} {url}");
+            let body = problem(response).await;
+            assert_eq!(body.code, "invalid_key", "{method} {url}");
+            assert!(
+                body.detail
+                    .contains(&format!("{shown:?} is not a percent-escape")),
+                "{method} {url}: {}",
+                body.detail
+            );
+        }
+        let preflist = server.url(&format!("/v1/cluster/preflist/{bucket}/{key}"));
+        let response = server.get(&preflist).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{preflist}");
+        assert_eq!(problem(response).await.code, "invalid_key");
+    }
+    assert!(fake.writes().is_empty());
+    assert!(fake.reads().is_empty());
+
+    // The escaped `%` is the key "%ZZ"; escapes in either case decode.
+    let response = server.put(&server.key_url("b", "%25ZZ"), b"v", None).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let response = server
+        .put(&server.key_url("b%2f", "%4a%4A"), b"v", None)
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let writes = fake.writes();
+    assert_eq!(writes[0].key, b"%ZZ");
+    assert_eq!(
+        (&writes[1].bucket[..], &writes[1].key[..]),
+        (&b"b/"[..], &b"JJ"[..])
+    );
+}
+
 #[tokio::test]
 async fn bucket_and_key_lengths_are_checked() {
     let fake = Fake::new();
