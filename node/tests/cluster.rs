@@ -461,6 +461,10 @@ async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
         log.contains(&expected),
         "the error names the duplicate identity ({expected}):\n{log}"
     );
+    assert!(
+        log.contains(" INFO ") && !log.contains('\x1b'),
+        "a log written to a file has plain levels, no colour codes:\n{log}"
+    );
 
     // --- the cluster keeps serving, node2 included ---
     wait_for("node1 sees node2 up", || async {
