@@ -311,6 +311,25 @@ async fn a_three_node_cluster_over_quic() {
     );
     let ready = http.get(intruder.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Both sides say why at `warn` (shown at the default log level), and
+    // the intruder once per peer, not at every gossip round's retry.
+    let log = intruder.log();
+    let said = log
+        .lines()
+        .filter(|line| {
+            line.contains(" WARN ") && line.contains("TLS handshake with the peer failed")
+        })
+        .count();
+    assert!(
+        (1..=3).contains(&said),
+        "the intruder warns of the failed TLS handshake once per seed, said {said}:\n{log}"
+    );
+    let warned = [&n1, &n2, &n3].iter().any(|node| {
+        node.log()
+            .lines()
+            .any(|line| line.contains(" WARN ") && line.contains("incoming TLS handshake failed"))
+    });
+    assert!(warned, "no seed warned of the intruder's handshake");
 }
 
 /// Makes a cluster CA and three nodes' certificates under `root`, starts

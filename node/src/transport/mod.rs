@@ -168,6 +168,10 @@ const STOP_FRAME_REFUSED: VarInt = VarInt::from_u32(1);
 /// How long [`QuicTransport::close`] waits for peers to acknowledge the
 /// close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Incoming handshakes that fail their TLS checks (a certificate of
+/// another CA, an expired one) are logged at `warn` at most this often;
+/// the rest at `debug`.
+const TLS_WARN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings of a [`QuicTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,7 +407,7 @@ struct PeerState {
 
 /// Why opening a connection failed, in a form that can be handed to every
 /// send that waited for the attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum ConnectFailure {
     Timeout,
     Tls(String),
@@ -620,6 +624,7 @@ impl QuicTransport {
                 clients: clients_tx,
                 nodes: tls::NodeCertChecker::new(identity)?,
                 max_frame_bytes: config.max_frame_bytes,
+                tls_warned: std::sync::Mutex::new(None),
             },
             Arc::new(Semaphore::new(config.max_connections)),
         ));
@@ -898,7 +903,17 @@ impl QuicTransport {
                 Ok((connection, false))
             }
             Err(failure) => {
-                debug!(peer = %to, ?failure, "connection attempt failed");
+                // A failed TLS check does not heal by retrying (a
+                // certificate of another CA): said once at `warn`, until
+                // the peer's failure changes or a connection succeeds.
+                match &failure {
+                    ConnectFailure::Tls(reason)
+                        if state.last_failure.as_ref() != Some(&failure) =>
+                    {
+                        warn!(peer = %to, %reason, "TLS handshake with the peer failed; is it a node of this cluster (same CA)?");
+                    }
+                    _ => debug!(peer = %to, ?failure, "connection attempt failed"),
+                }
                 state.last_failure = Some(failure.clone());
                 Err(failure.into_error(to, self.config.connect_timeout))
             }
@@ -1038,6 +1053,24 @@ struct Accepting {
     clients: Option<mpsc::Sender<quinn::Connection>>,
     nodes: tls::NodeCertChecker,
     max_frame_bytes: usize,
+    /// When an incoming TLS failure was last logged at `warn`.
+    tls_warned: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Accepting {
+    /// Whether an incoming TLS failure may be logged at `warn` now (at
+    /// most once every [`TLS_WARN_INTERVAL`]); notes it if so.
+    fn may_warn_tls(&self) -> bool {
+        let mut warned = self
+            .tls_warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if warned.is_some_and(|at| at.elapsed() < TLS_WARN_INTERVAL) {
+            return false;
+        }
+        *warned = Some(std::time::Instant::now());
+        true
+    }
 }
 
 /// Completes the handshake of one incoming connection and serves its
@@ -1051,7 +1084,11 @@ async fn serve_connection(incoming: quinn::Incoming, accepting: &Accepting) {
     let connection = match incoming.await {
         Ok(connection) => connection,
         Err(error) => {
-            debug!(peer = %from, %error, "incoming handshake failed");
+            if matches!(classify(&error), ErrorClass::Tls) && accepting.may_warn_tls() {
+                warn!(peer = %from, %error, "incoming TLS handshake failed; is the peer a node of this cluster (same CA)?");
+            } else {
+                debug!(peer = %from, %error, "incoming handshake failed");
+            }
             return;
         }
     };
