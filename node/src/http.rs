@@ -585,8 +585,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
     }
 }
 
-/// The first `%` of `path` that does not start `%` and two hex digits,
-/// with what follows it (at most two characters).
+/// The first `%` of `path` not followed by two hex digits, with what
+/// follows it (at most two characters).
 fn malformed_escape(path: &str) -> Option<&str> {
     let bytes = path.as_bytes();
     let at = (0..bytes.len()).find(|&i| {
@@ -600,6 +600,7 @@ fn malformed_escape(path: &str) -> Option<&str> {
         .unwrap_or(at + 1);
     Some(&path[at..end])
 }
+
 type OptionsQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// One key request being served, for its metrics: what it asked for and
