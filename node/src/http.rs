@@ -586,7 +586,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Target {
 }
 
 /// The first `%` of `path` not followed by two hex digits, with what
-/// follows it (at most two characters).
+/// follows it in its segment (at most two characters).
 fn malformed_escape(path: &str) -> Option<&str> {
     let bytes = path.as_bytes();
     let at = (0..bytes.len()).find(|&i| {
@@ -594,11 +594,13 @@ fn malformed_escape(path: &str) -> Option<&str> {
             && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
     })?;
-    let end = (at + 1..=(at + 3).min(path.len()))
-        .rev()
-        .find(|&end| path.is_char_boundary(end))
-        .unwrap_or(at + 1);
-    Some(&path[at..end])
+    let after: usize = path[at + 1..]
+        .chars()
+        .take(2)
+        .take_while(|&c| c != '/')
+        .map(char::len_utf8)
+        .sum();
+    Some(&path[at..at + 1 + after])
 }
 
 type OptionsQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;

@@ -613,6 +613,8 @@ async fn a_malformed_percent_escape_in_a_key_path_is_refused() {
         ("b", "a%", "%"),
         ("b", "%%41", "%%4"),
         ("b%G1", "k", "%G1"),
+        ("b%", "k", "%"),
+        ("b%4", "k", "%4"),
     ] {
         for method in [
             reqwest::Method::GET,
