@@ -350,6 +350,17 @@ async fn form_cluster(root: &Path, http: &reqwest::Client) -> [NodeProcess; 3] {
         })
         .await;
     }
+    // Ready means a node can serve, not that it has heard from every
+    // peer yet; a `w=all` write is refused up front while a coordinator
+    // does not count one of its replicas as up.
+    for observer in [&n1, &n2, &n3] {
+        for peer in ["node1", "node2", "node3"] {
+            wait_for(&format!("{} sees {peer} up", observer.name), || async {
+                liveness_of(http, observer, peer).await.as_deref() == Some("up")
+            })
+            .await;
+        }
+    }
     [n1, n2, n3]
 }
 
@@ -444,7 +455,9 @@ async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
         .expect("client");
     let [n1, mut n2, mut n3] = form_cluster(root.path(), &http).await;
     let response = put(&http, &n1, "before-copy", "v", "w=all").await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let code = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
     let node2_id = status(&http, &n2).await.expect("status")["node_id"]
         .as_str()
         .expect("an id")
