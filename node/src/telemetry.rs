@@ -99,6 +99,8 @@ pub const ROCKSDB_LIVE_DATA_BYTES: &str = "chorus_rocksdb_live_data_bytes";
 pub const ROCKSDB_MEMTABLE_BYTES: &str = "chorus_rocksdb_memtable_bytes";
 /// Bytes of RocksDB's block cache in use (gauge).
 pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "chorus_rocksdb_block_cache_bytes";
+/// Bytes of the store's object cache in use (gauge).
+pub const OBJECT_CACHE_BYTES: &str = "chorus_object_cache_bytes";
 /// `rocksdb.estimate-pending-compaction-bytes` (gauge, bytes).
 pub const ROCKSDB_PENDING_COMPACTION_BYTES: &str = "chorus_rocksdb_pending_compaction_bytes";
 
@@ -300,6 +302,11 @@ fn describe() {
         "Bytes of RocksDB's block cache in use (rocksdb.block-cache-usage)."
     );
     describe_gauge!(
+        OBJECT_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of the store's cache of decoded objects in use, as the cache estimates them."
+    );
+    describe_gauge!(
         ROCKSDB_PENDING_COMPACTION_BYTES,
         Unit::Bytes,
         "Bytes RocksDB estimates compaction has to rewrite (rocksdb.estimate-pending-compaction-bytes)."
@@ -409,6 +416,7 @@ pub fn record_node_stats(stats: &NodeStats) {
         (ROCKSDB_LIVE_DATA_BYTES, store.live_data_bytes),
         (ROCKSDB_MEMTABLE_BYTES, store.memtable_bytes),
         (ROCKSDB_BLOCK_CACHE_BYTES, store.block_cache_bytes),
+        (OBJECT_CACHE_BYTES, store.object_cache_bytes),
         (
             ROCKSDB_PENDING_COMPACTION_BYTES,
             store.pending_compaction_bytes,

@@ -304,6 +304,8 @@ async fn metrics_count_each_nodes_own_requests() {
     ] {
         assert_eq!(samples(&after, gauge, &[]).count(), 1, "{gauge} is exposed");
     }
+    // The reads and writes above went through the object cache.
+    assert!(value(&after, "chorus_object_cache_bytes", &[]) > 0.0);
     assert!(
         after.docs.contains_key("chorus_requests_total"),
         "described"

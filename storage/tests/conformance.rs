@@ -611,6 +611,7 @@ fn hints_list_in_order_with_limit_and_delete<H: Harness>() {
 fn hint_queues_are_bounded_per_target<H: Harness>() {
     let h = H::create(StoreConfig {
         max_hints_per_target: 3,
+        ..StoreConfig::default()
     });
     let store = h.store();
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
@@ -648,6 +649,7 @@ fn hint_queues_are_bounded_per_target<H: Harness>() {
 fn hints_survive_reopen_without_reusing_sequence_numbers<H: Harness>() {
     let h = H::create(StoreConfig {
         max_hints_per_target: 2,
+        ..StoreConfig::default()
     });
     let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let v = object(1, 1, b"v");
@@ -920,16 +922,26 @@ fn the_memory_engine_has_no_rocksdb_figures() {
     h.store()
         .merge(key(b"b", b"k"), &object(1, 1, b"v"), Durability::Buffered)
         .unwrap();
+    let stats = h.store().stats();
     assert_eq!(
-        h.store().stats(),
-        chorus_storage::store::StoreStats::default()
+        stats,
+        chorus_storage::store::StoreStats {
+            object_cache_bytes: stats.object_cache_bytes,
+            ..chorus_storage::store::StoreStats::default()
+        }
     );
+    // The store above the engine has its object cache's figure.
+    assert!(stats.object_cache_bytes.expect("the object cache's") > 0);
 }
 
 #[cfg(feature = "rocksdb")]
 #[test]
 fn the_rocksdb_engine_reports_memtable_live_data_and_block_cache_sizes() {
-    let h = fresh::<Rocks>();
+    // Without the object cache, whose hits would keep reads from the files.
+    let h = Rocks::create(StoreConfig {
+        object_cache_bytes: 0,
+        ..StoreConfig::default()
+    });
     let store = h.store();
     let empty = store.stats();
     // Values that do not compress, so their size shows in the files.

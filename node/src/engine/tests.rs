@@ -831,6 +831,7 @@ fn options(pairs: &[(&str, &str)]) -> RequestOptions {
 fn a_fallback_coordinator_without_its_hint_does_not_count_toward_w() {
     let store = StoreConfig {
         max_hints_per_target: 1,
+        ..StoreConfig::default()
     };
     let (mut engines, mut t) = cluster_with(4, 3, store);
     let addrs: Vec<SocketAddr> = (0..4).map(|i| addr(7070 + i as u16)).collect();

@@ -5,7 +5,8 @@
 //! multi-operation writes with a durability flag, ordered prefix scans, and a
 //! sync. [`KvStore`] builds the
 //! [`Store`](super::Store) contract on top: key encoding and bounds, lock
-//! striping for read-modify-write, hint queues with their bound, metadata.
+//! striping for read-modify-write, the object cache (kept coherent by the
+//! stripes, see [`super::cache`]), hint queues with their bound, metadata.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use chorus_ring::PartitionId;
 use uuid::Uuid;
 
+use super::cache::{Cached, ObjectCache};
 use super::keys::{self, meta};
 use super::{Decision, Durability, Entry, Hint, KeyRef, StoreConfig, StoreError, StoreStats};
 use crate::hlc::Timestamp;
@@ -112,6 +114,9 @@ pub(crate) struct KvStore<B> {
     kv: B,
     config: StoreConfig,
     stripes: Box<[Mutex<()>]>,
+    /// Decoded objects of recent keys; each key's entry is read and changed
+    /// only with its stripe held.
+    objects: ObjectCache,
     /// Serialises metadata read-modify-writes (generation, actor ids, ceiling).
     meta_lock: Mutex<()>,
     hints: Mutex<HintQueues>,
@@ -122,6 +127,7 @@ impl<B: fmt::Debug> fmt::Debug for KvStore<B> {
         f.debug_struct("KvStore")
             .field("kv", &self.kv)
             .field("config", &self.config)
+            .field("objects", &self.objects)
             .field("hints", &*lock(&self.hints))
             .finish_non_exhaustive()
     }
@@ -142,10 +148,11 @@ fn stripe_of(stored_key: &[u8]) -> usize {
 }
 
 /// The operation that stores `object` under `stored_key`: a delete for an
-/// empty object, else a put of its encoding (refused above the decode limit).
-fn store_op(stored_key: Vec<u8>, object: &Object) -> Result<Op, StoreError> {
+/// empty object, else a put of its encoding (refused above the decode
+/// limit). With the encoding's length (0 for a delete).
+fn store_op(stored_key: Vec<u8>, object: &Object) -> Result<(Op, usize), StoreError> {
     if object.is_empty() {
-        return Ok(Op::Delete(Cf::Data, stored_key));
+        return Ok((Op::Delete(Cf::Data, stored_key), 0));
     }
     if object.siblings().len() > MAX_DECODED_SIBLINGS {
         return Err(StoreError::TooManySiblings {
@@ -160,7 +167,8 @@ fn store_op(stored_key: Vec<u8>, object: &Object) -> Result<Op, StoreError> {
             max: MAX_ENCODED_LEN,
         });
     }
-    Ok(Op::Put(Cf::Data, stored_key, bytes))
+    let len = bytes.len();
+    Ok((Op::Put(Cf::Data, stored_key, bytes), len))
 }
 
 fn corrupt_meta(key: &[u8], reason: String) -> StoreError {
@@ -219,6 +227,7 @@ impl<B: KvBackend> KvStore<B> {
             kv,
             config,
             stripes,
+            objects: ObjectCache::new(config.object_cache_bytes),
             meta_lock: Mutex::new(()),
             hints: Mutex::new(HintQueues { counts, next_seq }),
         })
@@ -236,10 +245,22 @@ impl<B: KvBackend> KvStore<B> {
         self.config
     }
 
-    fn load(&self, key: KeyRef<'_>, stored_key: &[u8]) -> Result<Option<Object>, StoreError> {
-        match self.kv.get(Cf::Data, stored_key, Object::decode)? {
+    /// The object cache's weight, in bytes (see [`super::cache`]).
+    pub(crate) fn object_cache_bytes(&self) -> u64 {
+        self.objects.weight()
+    }
+
+    /// Reads `stored_key`'s object from the backend, bypassing the cache.
+    fn load(&self, key: KeyRef<'_>, stored_key: &[u8]) -> Result<Option<Cached>, StoreError> {
+        let decoded = self.kv.get(Cf::Data, stored_key, |bytes| {
+            Object::decode(bytes).map(|object| Cached {
+                object,
+                encoded_len: bytes.len(),
+            })
+        })?;
+        match decoded {
             None => Ok(None),
-            Some(Ok(object)) => Ok(Some(object)),
+            Some(Ok(cached)) => Ok(Some(cached)),
             Some(Err(source)) => Err(StoreError::CorruptObject {
                 partition: key.partition,
                 bucket: key.bucket.to_vec(),
@@ -270,7 +291,55 @@ impl<B: KvBackend> KvStore<B> {
 
     pub(crate) fn get(&self, key: KeyRef<'_>) -> Result<Option<Object>, StoreError> {
         let stored_key = keys::data_key(key)?;
-        self.load(key, &stored_key)
+        let _stripe = lock(&self.stripes[stripe_of(&stored_key)]);
+        if let Some(object) = self.objects.get(&stored_key) {
+            return Ok(Some(object));
+        }
+        Ok(self.load(key, &stored_key)?.map(|cached| {
+            let object = cached.object.clone();
+            self.objects
+                .put(stored_key, cached.object, cached.encoded_len);
+            object
+        }))
+    }
+
+    /// The object under `stored_key` for a write to change: taken out of
+    /// the cache, or read from the backend. Its stripe must be held; the
+    /// write puts it back ([`KvStore::store_objects`]).
+    fn take(&self, key: KeyRef<'_>, stored_key: &[u8]) -> Result<Object, StoreError> {
+        Ok(match self.objects.take(stored_key) {
+            Some(cached) => cached.object,
+            None => self
+                .load(key, stored_key)?
+                .map(|cached| cached.object)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Writes each object under its stored key, in one backend write, and
+    /// caches them once it succeeded. Their stripes must be held. An
+    /// object the cache held was taken out before it changed, so a failed
+    /// write leaves nothing stale behind.
+    fn store_objects(
+        &self,
+        objects: Vec<(Vec<u8>, Object)>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut ops = Vec::with_capacity(objects.len());
+        let mut lens = Vec::with_capacity(objects.len());
+        for (stored_key, object) in &objects {
+            let (op, len) = store_op(stored_key.clone(), object)?;
+            ops.push(op);
+            lens.push(len);
+        }
+        self.kv.write(ops, durability)?;
+        for ((stored_key, object), len) in objects.into_iter().zip(lens) {
+            // A deleted key (an empty object) is not cached.
+            if len > 0 {
+                self.objects.put(stored_key, object, len);
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn read_modify_write(
@@ -281,11 +350,11 @@ impl<B: KvBackend> KvStore<B> {
     ) -> Result<Decision, StoreError> {
         let stored_key = keys::data_key(key)?;
         let _stripe = lock(&self.stripes[stripe_of(&stored_key)]);
-        let mut object = self.load(key, &stored_key)?.unwrap_or_default();
+        let mut object = self.take(key, &stored_key)?;
         let decision = f(&mut object);
+        // A kept object is not put back: the closure may have changed it.
         if decision == Decision::Write {
-            let op = store_op(stored_key, &object)?;
-            self.kv.write(vec![op], durability)?;
+            self.store_objects(vec![(stored_key, object)], durability)?;
         }
         Ok(decision)
     }
@@ -325,7 +394,7 @@ impl<B: KvBackend> KvStore<B> {
         for (i, (key, stored_key)) in keys.iter().zip(&stored).enumerate() {
             let stored_key = stored_key.as_slice();
             if !working.contains_key(stored_key) {
-                let object = self.load(*key, stored_key)?.unwrap_or_default();
+                let object = self.take(*key, stored_key)?;
                 working.insert(stored_key, (object, false));
             }
             let (object, dirty) = working.get_mut(stored_key).expect("inserted above");
@@ -344,13 +413,14 @@ impl<B: KvBackend> KvStore<B> {
             *dirty |= decision == Decision::Write;
             decisions.push(decision);
         }
-        let ops = working
+        // Kept objects are not put back: the closures may have changed them.
+        let objects: Vec<(Vec<u8>, Object)> = working
             .into_iter()
             .filter(|(_, (_, dirty))| *dirty)
-            .map(|(stored_key, (object, _))| store_op(stored_key.to_vec(), &object))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !ops.is_empty() {
-            self.kv.write(ops, durability)?;
+            .map(|(stored_key, (object, _))| (stored_key.to_vec(), object))
+            .collect();
+        if !objects.is_empty() {
+            self.store_objects(objects, durability)?;
         }
         Ok(decisions)
     }
@@ -414,7 +484,11 @@ impl<B: KvBackend> KvStore<B> {
             Op::DeletePrefix(Cf::Data, keys::partition_prefix(partition).to_vec()),
             Op::Delete(Cf::Meta, meta::actor(partition).to_vec()),
         ];
-        self.kv.write(ops, Durability::Sync)
+        let written = self.kv.write(ops, Durability::Sync);
+        // Rare: emptying the whole cache is simpler than finding the
+        // partition's keys in it.
+        self.objects.clear();
+        written
     }
 
     pub(crate) fn clear_partition_actors(&self) -> Result<(), StoreError> {
@@ -817,7 +891,10 @@ macro_rules! delegate_store {
                 self.$field.delete_meta(name)
             }
             fn stats(&self) -> $crate::store::StoreStats {
-                self.$field.backend().stats()
+                $crate::store::StoreStats {
+                    object_cache_bytes: Some(self.$field.object_cache_bytes()),
+                    ..self.$field.backend().stats()
+                }
             }
         }
     };

@@ -28,6 +28,7 @@
 //! interpret values, and it does not decide *what* to write — the closures
 //! passed to [`Store::read_modify_write`] and [`Store::update`] do.
 
+mod cache;
 mod error;
 mod keys;
 mod kv;
@@ -148,19 +149,31 @@ pub struct StoreConfig {
     /// The most hints queued for one target node; adding more fails with
     /// [`StoreError::HintQueueFull`].
     pub max_hints_per_target: usize,
+    /// Bytes of decoded objects the store keeps in memory for the keys
+    /// read and written last, so a write's read and a hot key's get skip
+    /// the engine's lookup; 0 turns the cache off. Estimated per entry as
+    /// its stored key, its encoded object and 160 bytes of overhead.
+    /// [`DEFAULT_OBJECT_CACHE_BYTES`] by default.
+    pub object_cache_bytes: u64,
 }
+
+/// The object cache's default size, 32 MiB (see
+/// [`StoreConfig::object_cache_bytes`]).
+pub const DEFAULT_OBJECT_CACHE_BYTES: u64 = 32 << 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_hints_per_target: DEFAULT_MAX_HINTS_PER_TARGET,
+            object_cache_bytes: DEFAULT_OBJECT_CACHE_BYTES,
         }
     }
 }
 
 /// Size figures of a store, for metrics: RocksDB's properties of the same
-/// names, summed over its column families. An engine without such a figure
-/// (the in-memory one) reports `None`.
+/// names, summed over its column families, and the object cache's. An
+/// engine without such a figure (the in-memory one, for RocksDB's)
+/// reports `None`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// `rocksdb.estimate-live-data-size`: bytes of live data in SST files,
@@ -176,6 +189,9 @@ pub struct StoreStats {
     /// index and filter blocks), bounded by
     /// [`RocksConfig::block_cache_bytes`](crate::store::RocksConfig::block_cache_bytes).
     pub block_cache_bytes: Option<u64>,
+    /// Bytes of the object cache in use, as it estimates them, bounded by
+    /// [`StoreConfig::object_cache_bytes`]. Every engine has it.
+    pub object_cache_bytes: Option<u64>,
 }
 
 /// A node's storage engine.

@@ -308,6 +308,8 @@ impl KvBackend for RocksKv {
                 .property_int_value_cf(self.cf(Cf::Data), BLOCK_CACHE_USAGE)
                 .ok()
                 .flatten(),
+            // The store above the backend fills it in.
+            object_cache_bytes: None,
         }
     }
 }
