@@ -31,7 +31,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chorus_client::bench::{Driver, DriverError, ReadResult};
 use chorus_ring::{PartitionId, Partitions};
 use chorus_storage::hlc::{Hlc, HlcConfig};
-use chorus_storage::store::{Durability, KeyRef, RocksStore, Store, StoreError, Update};
+use chorus_storage::store::{
+    Durability, KeyRef, RocksStore, Store, StoreError, Update, DEFAULT_OBJECT_CACHE_BYTES,
+};
 use chorus_storage::version::ActorId;
 
 use crate::core::{context_bound, coordinate_write, ClientWrite, WriteError};
@@ -95,7 +97,7 @@ impl StoreDriver {
         bucket: &str,
         durability: Durability,
     ) -> Result<StoreDriver, RuntimeError> {
-        let store = runtime::open_store(data_dir, false)?;
+        let store = runtime::open_store(data_dir, false, DEFAULT_OBJECT_CACHE_BYTES)?;
         let config = EngineConfig::default();
         let partitions = Partitions::new(config.partitions)
             .expect("the node's default partition count is valid");

@@ -140,6 +140,10 @@ pub struct NodeFile {
     /// given.
     #[serde(default, deserialize_with = "whole_number")]
     pub io_threads: Option<usize>,
+    /// MiB of the store's object cache ([`NodeFile::object_cache_bytes`]);
+    /// 32 when not given, 0 turns it off.
+    #[serde(default, deserialize_with = "whole_number")]
+    pub object_cache_mib: Option<u64>,
     pub tls: Option<TlsPaths>,
     #[serde(default)]
     pub http: HttpSection,
@@ -256,7 +260,28 @@ impl NodeFile {
         }
         Ok(threads)
     }
+
+    /// Bytes of the store's object cache
+    /// ([`StoreConfig::object_cache_bytes`](chorus_storage::store::StoreConfig::object_cache_bytes)):
+    /// `object_cache_mib` MiB, or
+    /// [`DEFAULT_OBJECT_CACHE_BYTES`](chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] above 65536 MiB.
+    pub fn object_cache_bytes(&self) -> Result<u64, ConfigError> {
+        match self.object_cache_mib {
+            None => Ok(chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES),
+            Some(mib) if mib <= MAX_OBJECT_CACHE_MIB => Ok(mib << 20),
+            Some(mib) => Err(ConfigError::Invalid(format!(
+                "object_cache_mib ({mib}) must be at most {MAX_OBJECT_CACHE_MIB}"
+            ))),
+        }
+    }
 }
+
+/// The largest object cache a node takes, in MiB (64 GiB).
+pub const MAX_OBJECT_CACHE_MIB: u64 = 65536;
 
 /// How many shards a node runs unless told: one per core the process may
 /// use ([`std::thread::available_parallelism`]; 1 when unknown), at most
@@ -322,6 +347,27 @@ mod tests {
             .expect_err("negative")
             .to_string();
         assert!(error.contains("-2 is negative"), "{error}");
+    }
+
+    #[test]
+    fn the_object_cache_is_32_mib_unless_told_and_bounded() {
+        assert_eq!(
+            NodeFile::default().object_cache_bytes().expect("valid"),
+            32 << 20
+        );
+        for (text, bytes) in [
+            ("object_cache_mib = 0", 0),
+            ("object_cache_mib = 65536", 64 << 30),
+        ] {
+            let file: NodeFile = toml::from_str(text).expect("parses");
+            assert_eq!(file.object_cache_bytes().expect(text), bytes, "{text}");
+        }
+        let file: NodeFile = toml::from_str("object_cache_mib = 65537").expect("parses");
+        let error = file
+            .object_cache_bytes()
+            .expect_err("too large")
+            .to_string();
+        assert!(error.contains("object_cache_mib (65537)"), "{error}");
     }
 
     #[test]

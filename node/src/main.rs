@@ -141,6 +141,11 @@ struct NodeStartArgs {
     /// machine run best with their share of its cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     io_threads: Option<u16>,
+    /// MiB of decoded objects the store keeps in memory for the keys read
+    /// and written last, so a write's read and a hot key's get skip
+    /// RocksDB: 0 (off) to 65536, default 32.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=65536))]
+    object_cache_mib: Option<u32>,
     /// The cluster CA certificate (PEM).
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -406,6 +411,10 @@ fn node_file(args: &mut NodeStartArgs) -> anyhow::Result<NodeFile> {
     file.initial_members = args.initial_members.or(file.initial_members);
     file.shards = args.shards.map(usize::from).or(file.shards);
     file.io_threads = args.io_threads.map(usize::from).or(file.io_threads);
+    file.object_cache_mib = args
+        .object_cache_mib
+        .map(u64::from)
+        .or(file.object_cache_mib);
     if let (Some(ca), Some(cert), Some(key)) = (
         args.tls_ca.take(),
         args.tls_cert.take(),
@@ -445,6 +454,7 @@ async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
             .unwrap_or(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080)),
         identity,
         unsafe_disable_wal: args.unsafe_disable_wal,
+        object_cache_bytes: file.object_cache_bytes()?,
         http,
     };
     if args.unsafe_disable_wal {
@@ -527,6 +537,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             http_listen: SocketAddr::new(localhost, port(args.http_port, i)?),
             identity: ca.issue(&name)?,
             unsafe_disable_wal: false,
+            object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
             http: http.clone(),
         };
         let node = runtime::start(options)

@@ -193,6 +193,9 @@ pub struct NodeOptions {
     /// ([`RocksConfig::unsafe_disable_wal`]), so that a crash loses
     /// acknowledged writes. A negative control for fault-injection runs.
     pub unsafe_disable_wal: bool,
+    /// Bytes of the store's object cache
+    /// ([`StoreConfig::object_cache_bytes`]); 0 turns it off.
+    pub object_cache_bytes: u64,
     pub http: HttpOptions,
 }
 
@@ -508,8 +511,13 @@ impl RunningNode {
 /// when absent): RocksDB in `data_dir/db` with the node's engine options
 /// and store settings, for group commit (writes reach the log at
 /// [`Store::flush`](chorus_storage::store::Store::flush)). Blocks. `unsafe_disable_wal` is
-/// [`NodeOptions::unsafe_disable_wal`].
-pub fn open_store(data_dir: &Path, unsafe_disable_wal: bool) -> Result<RocksStore, RuntimeError> {
+/// [`NodeOptions::unsafe_disable_wal`], `object_cache_bytes`
+/// [`NodeOptions::object_cache_bytes`].
+pub fn open_store(
+    data_dir: &Path,
+    unsafe_disable_wal: bool,
+    object_cache_bytes: u64,
+) -> Result<RocksStore, RuntimeError> {
     std::fs::create_dir_all(data_dir)?;
     let rocks = RocksConfig {
         unsafe_disable_wal,
@@ -517,21 +525,22 @@ pub fn open_store(data_dir: &Path, unsafe_disable_wal: bool) -> Result<RocksStor
         group_commit: true,
         ..RocksConfig::default()
     };
-    Ok(RocksStore::open(
-        data_dir.join("db"),
-        StoreConfig::default(),
-        &rocks,
-    )?)
+    let store = StoreConfig {
+        object_cache_bytes,
+        ..StoreConfig::default()
+    };
+    Ok(RocksStore::open(data_dir.join("db"), store, &rocks)?)
 }
 
 /// Opens the store, binds the QUIC and HTTP listeners and starts the node.
 /// Must be called within a tokio runtime.
 pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let data_dir = options.data_dir.clone();
-    let unsafe_disable_wal = options.unsafe_disable_wal;
-    let store = tokio::task::spawn_blocking(move || open_store(&data_dir, unsafe_disable_wal))
-        .await
-        .expect("opening the store does not panic")?;
+    let (unsafe_disable_wal, cache) = (options.unsafe_disable_wal, options.object_cache_bytes);
+    let store =
+        tokio::task::spawn_blocking(move || open_store(&data_dir, unsafe_disable_wal, cache))
+            .await
+            .expect("opening the store does not panic")?;
     let (transport, mut incoming, clients) = QuicTransport::bind_serving_clients(
         options.quic_listen,
         &options.identity,

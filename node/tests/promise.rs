@@ -68,6 +68,7 @@ impl Cluster {
                 http_listen: SocketAddr::new(localhost, 0),
                 identity: ca.issue(&name).expect("a node certificate"),
                 unsafe_disable_wal: false,
+                object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
                 http: Default::default(),
             };
             nodes.push(runtime::start(options).await.expect("the node starts"));

@@ -716,12 +716,17 @@ fn bench_refuses_what_cannot_work_before_running_and_fails_when_nothing_succeede
     );
 }
 
-/// `--shards` or `--io-threads` outside 1..=256, or not a number, is a
-/// usage error (exit 2) that names the flag, before anything starts.
+/// `--shards` or `--io-threads` outside 1..=256, `--object-cache-mib`
+/// outside 0..=65536, or not a number, is a usage error (exit 2) that
+/// names the flag, before anything starts.
 #[test]
 fn node_start_refuses_a_thread_count_out_of_range_as_usage() {
-    for flag in ["--shards", "--io-threads"] {
-        for value in ["0", "257", "two"] {
+    for (flag, values) in [
+        ("--shards", &["0", "257", "two"][..]),
+        ("--io-threads", &["0", "257", "two"][..]),
+        ("--object-cache-mib", &["65537", "1.5", "two"][..]),
+    ] {
+        for &value in values {
             let output = chorus(&["node", "start", flag, value], None);
             assert_eq!(output.status.code(), Some(2), "{flag} {value}");
             let text = stderr(&output);

@@ -60,6 +60,7 @@ pub async fn start_nodes(
             identity: ca.issue(&name).expect("a node certificate"),
             http: Default::default(),
             unsafe_disable_wal: false,
+            object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
         };
         configure(i, &mut options);
         nodes.push(runtime::start(options).await.expect("the node starts"));
