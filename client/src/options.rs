@@ -193,7 +193,7 @@ pub enum OptionsError {
     UnknownOption { name: String },
     #[error("request option {option} given more than once")]
     DuplicateOption { option: &'static str },
-    #[error("{option}={value:?} is neither an integer nor one of one, quorum, all")]
+    #[error("{option}={value:?} is neither a whole number nor one of one, quorum, all")]
     InvalidQuorum { option: &'static str, value: String },
     #[error("{option}={value} is too large a number")]
     Overflow { option: &'static str, value: String },

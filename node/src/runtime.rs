@@ -228,6 +228,18 @@ pub enum RuntimeError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {}: {cause}", .path.display())]
+    DataDir {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// The HTTP listener could not be bound to `addr`.
+    #[error("cannot listen for HTTP on {addr}: {cause}")]
+    HttpBind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -518,7 +530,10 @@ pub fn open_store(
     unsafe_disable_wal: bool,
     object_cache_bytes: u64,
 ) -> Result<RocksStore, RuntimeError> {
-    std::fs::create_dir_all(data_dir)?;
+    std::fs::create_dir_all(data_dir).map_err(|cause| RuntimeError::DataDir {
+        path: data_dir.to_path_buf(),
+        cause,
+    })?;
     let rocks = RocksConfig {
         unsafe_disable_wal,
         // The engine flushes before any effect leaves it.
@@ -536,11 +551,13 @@ pub fn open_store(
 /// Must be called within a tokio runtime.
 pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let data_dir = options.data_dir.clone();
-    let (unsafe_disable_wal, cache) = (options.unsafe_disable_wal, options.object_cache_bytes);
-    let store =
-        tokio::task::spawn_blocking(move || open_store(&data_dir, unsafe_disable_wal, cache))
-            .await
-            .expect("opening the store does not panic")?;
+    let (unsafe_disable_wal, object_cache_bytes) =
+        (options.unsafe_disable_wal, options.object_cache_bytes);
+    let store = tokio::task::spawn_blocking(move || {
+        open_store(&data_dir, unsafe_disable_wal, object_cache_bytes)
+    })
+    .await
+    .expect("opening the store does not panic")?;
     let (transport, mut incoming, clients) = QuicTransport::bind_serving_clients(
         options.quic_listen,
         &options.identity,
@@ -551,7 +568,12 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     )?;
     let transport = Arc::new(transport);
     let quic_addr = transport.local_addr()?;
-    let listener = tokio::net::TcpListener::bind(options.http_listen).await?;
+    let listener = tokio::net::TcpListener::bind(options.http_listen)
+        .await
+        .map_err(|cause| RuntimeError::HttpBind {
+            addr: options.http_listen,
+            cause,
+        })?;
     let http_addr = listener.local_addr()?;
 
     let origin = Instant::now();
@@ -567,7 +589,15 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         seed,
     )?;
     let id = engine.id();
-    tracing::info!(%id, generation = engine.generation(), shards = engine.shards(), %quic_addr, %http_addr, "node started");
+    tracing::info!(
+        %id,
+        generation = engine.generation(),
+        shards = engine.shards(),
+        object_cache_mib = object_cache_bytes >> 20,
+        %quic_addr,
+        %http_addr,
+        "node started"
+    );
 
     let (events, events_rx) = mpsc::sync_channel(EVENT_QUEUE);
     let ready = Arc::new(AtomicBool::new(engine.is_ready()));

@@ -446,6 +446,28 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Starts `node`, which must exit with an error within 30 s; its log.
+async fn refused_start(node: &mut NodeProcess) -> String {
+    node.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        let child = node.child.as_mut().expect("started");
+        if let Some(status) = child.try_wait().expect("wait") {
+            node.child = None;
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} still runs after 30 s:\n{}",
+            node.name,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!exit.success(), "{} exits with an error", node.name);
+    node.log()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -471,23 +493,7 @@ async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
         vec![n1.quic, n3.quic],
     );
     copy_dir(&n2.dir.join("data"), &copy.dir.join("data"));
-    copy.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        let child = copy.child.as_mut().expect("started");
-        if let Some(status) = child.try_wait().expect("wait") {
-            copy.child = None;
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the copy still runs after 30 s:\n{}",
-            copy.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(!exit.success(), "the copy exits with an error");
-    let log = copy.log();
+    let log = refused_start(&mut copy).await;
     let expected = format!("node id {node2_id} is already alive at {}", n2.quic);
     assert!(
         log.contains(&expected),
@@ -496,6 +502,41 @@ async fn a_copy_of_a_live_nodes_data_directory_refuses_to_run() {
     assert!(
         log.contains(" INFO ") && !log.contains('\x1b'),
         "a log written to a file has plain levels, no colour codes:\n{log}"
+    );
+
+    // --- a second process on node2's data directory, QUIC or HTTP address ---
+    let seeds = vec![n1.quic, n3.quic];
+    let mut same_dir =
+        NodeProcess::new(root.path(), "node2-same-dir", n2.tls.clone(), seeds.clone());
+    std::fs::create_dir_all(&same_dir.dir).expect("node dir");
+    std::os::unix::fs::symlink(n2.dir.join("data"), same_dir.dir.join("data")).expect("link");
+    let log = refused_start(&mut same_dir).await;
+    assert!(
+        log.contains("is in use by another process"),
+        "the error says the directory is in use:\n{log}"
+    );
+    let mut same_quic = NodeProcess::new(
+        root.path(),
+        "node2-same-quic",
+        n2.tls.clone(),
+        seeds.clone(),
+    );
+    same_quic.quic = n2.quic;
+    let log = refused_start(&mut same_quic).await;
+    let expected = format!("cannot bind the QUIC socket to {}: ", n2.quic);
+    assert_eq!(
+        log.matches(&expected).count(),
+        1,
+        "{expected}, once:\n{log}"
+    );
+    let mut same_http = NodeProcess::new(root.path(), "node2-same-http", n2.tls.clone(), seeds);
+    same_http.http = n2.http;
+    let log = refused_start(&mut same_http).await;
+    let expected = format!("cannot listen for HTTP on {}: ", n2.http);
+    assert_eq!(
+        log.matches(&expected).count(),
+        1,
+        "{expected}, once:\n{log}"
     );
 
     // --- the cluster keeps serving, node2 included ---

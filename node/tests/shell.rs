@@ -294,14 +294,14 @@ fn a_script_stops_at_the_first_error_with_its_code_unless_told_to_keep_going() {
     assert_eq!(stdout(&output), "");
     assert_eq!(
         stderr(&output),
-        "error: invalid_quorum: w=\"most\" is neither an integer nor one of one, quorum, all\n"
+        "error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all\n"
     );
     let output = script(&cluster, "errors.chorus", text, &["--keep-going"]);
     assert_eq!(output.status.code(), Some(2), "the first failure's code");
     assert_eq!(
         stderr(&output),
         "\
-error: invalid_quorum: w=\"most\" is neither an integer nor one of one, quorum, all
+error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all
 error: quorum_above_n: w=5 exceeds the 3 replicas of the key
 "
     );

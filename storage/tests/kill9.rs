@@ -21,7 +21,7 @@ use std::time::Duration;
 use chorus_ring::PartitionId;
 use chorus_storage::hlc::Timestamp;
 use chorus_storage::store::{
-    Durability, KeyRef, RocksConfig, RocksStore, Store, StoreConfig, Update,
+    Durability, KeyRef, RocksConfig, RocksStore, Store, StoreConfig, StoreError, Update,
 };
 use chorus_storage::version::{ActorId, Dot};
 
@@ -118,6 +118,18 @@ impl Drop for KillOnDrop {
 /// Runs one child from `first` until it acknowledged `acks` writes, kills it
 /// with SIGKILL, and returns the acknowledged sequence numbers.
 fn write_and_kill(dir: &Path, mode: Mode, first: u64, acks: usize) -> Vec<u64> {
+    write_and_kill_after(dir, mode, first, acks, || {})
+}
+
+/// [`write_and_kill`], calling `meanwhile` while the child still runs,
+/// after its `acks` acknowledgements and before the kill.
+fn write_and_kill_after(
+    dir: &Path,
+    mode: Mode,
+    first: u64,
+    acks: usize,
+    meanwhile: impl FnOnce(),
+) -> Vec<u64> {
     let child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir)
@@ -155,6 +167,7 @@ fn write_and_kill(dir: &Path, mode: Mode, first: u64, acks: usize) -> Vec<u64> {
             ),
         }
     }
+    meanwhile();
     child.0.kill().expect("SIGKILL the child");
     let status = child.0.wait().expect("reap the child");
     assert!(
@@ -249,4 +262,42 @@ fn group_committed_synced_writes_survive_kill_9() {
         group_commit: true,
     };
     every_acknowledged_write_survives_kill_9(mode, 2, 320);
+}
+
+/// Opens `dir` expecting [`StoreError::InUse`] naming it.
+fn refused_as_in_use(dir: &Path) {
+    match RocksStore::open(dir, StoreConfig::default(), &RocksConfig::default()) {
+        Err(StoreError::InUse { path }) => {
+            assert_eq!(path, dir);
+            let message = StoreError::InUse { path }.to_string();
+            assert!(message.contains("in use by another process"), "{message}");
+        }
+        Err(other) => panic!("expected the database to be in use, got: {other}"),
+        Ok(_) => panic!("a second open of a held database succeeded"),
+    }
+}
+
+/// A database another process holds open is refused as in use, naming its
+/// directory, and the holder's writes are untouched; so is a second open
+/// within one process.
+#[test]
+fn a_database_held_open_is_refused_as_in_use() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mode = Mode {
+        sync: false,
+        group_commit: false,
+    };
+    let acked = write_and_kill_after(dir.path(), mode, 1, 20, || refused_as_in_use(dir.path()));
+    let store = open(dir.path());
+    for seq in acked {
+        let found = store
+            .get(KeyRef::new(
+                PartitionId((seq % 8) as u32),
+                b"kill9",
+                &key(seq),
+            ))
+            .expect("read");
+        assert!(found.is_some(), "acknowledged write {seq} is there");
+    }
+    refused_as_in_use(dir.path());
 }

@@ -320,8 +320,15 @@ pub enum TransportError {
     /// does not help until the certificates change.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The UDP socket could not be bound or used.
-    #[error("I/O: {0}")]
+    /// The UDP socket could not be bound to `addr` (in use, or not an
+    /// address of this machine).
+    #[error("cannot bind the QUIC socket to {addr}: {cause}")]
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    /// The UDP socket could not be used.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The transport was closed; nothing more can be sent.
     #[error("the transport is closed")]
@@ -601,7 +608,8 @@ impl QuicTransport {
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(quic);
 
-        let socket = std::net::UdpSocket::bind(addr)?;
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|cause| TransportError::Bind { addr, cause })?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::new(Arc::new(stateless_reset_key(identity))),
             Some(server),

@@ -16,7 +16,9 @@
 //! [`ENTRY_OVERHEAD`] for the allocations around them, an estimate of the
 //! memory it holds. Eviction is `quick_cache`'s (CLOCK-PRO style, resistant
 //! to scans), which matters only for speed: an evicted key is read from the
-//! backend again.
+//! backend again. `quick_cache` splits the capacity between shards, and an
+//! object heavier than one shard's part is not kept at all (with the
+//! default 32 MiB, objects of some megabytes).
 //!
 //! [`StoreConfig::object_cache_bytes`]: super::StoreConfig::object_cache_bytes
 

@@ -10,13 +10,22 @@ use crate::object::DecodeError;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The engine's storage failed (a RocksDB or file-system error). Whether
-    /// retrying helps depends on the cause in `source`.
-    #[error("storage I/O error during {operation}: {source}")]
+    /// retrying helps depends on `cause`, which the message includes (and
+    /// so does not repeat as the error's source).
+    #[error("storage I/O error during {operation}: {cause}")]
     Io {
         operation: &'static str,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
+
+    /// Another process (or another open in this one) holds the database
+    /// in `path` open: RocksDB's `LOCK` file there is taken. Nothing was
+    /// opened; two processes on one data directory would corrupt it.
+    #[error(
+        "the database in {} is in use by another process (its LOCK file is held)",
+        .path.display()
+    )]
+    InUse { path: std::path::PathBuf },
 
     /// The stored bytes of an object do not decode. The stored bytes are left
     /// as they are; the key cannot be read or updated until repaired (a merge
@@ -95,7 +104,7 @@ impl StoreError {
     ) -> Self {
         StoreError::Io {
             operation,
-            source: Box::new(source),
+            cause: Box::new(source),
         }
     }
 }

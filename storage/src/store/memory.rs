@@ -140,7 +140,7 @@ impl MemoryKv {
         if self.failing.load(Ordering::Relaxed) {
             return Err(StoreError::Io {
                 operation: "write",
-                source: "simulated I/O error".into(),
+                cause: "simulated I/O error".into(),
             });
         }
         Ok(())

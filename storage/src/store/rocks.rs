@@ -338,8 +338,17 @@ impl RocksStore {
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let (db_options, families) = Self::rocksdb_options(rocks);
-        let db = DB::open_cf_descriptors(&db_options, &path, families)
-            .map_err(|e| StoreError::io("open", e))?;
+        let db = DB::open_cf_descriptors(&db_options, &path, families).map_err(|e| {
+            // RocksDB has no error kind of its own for a held lock; its
+            // message names the LOCK file ("While lock file: …" from
+            // another process, "lock hold by current process" from this one).
+            let message = e.to_string();
+            if message.contains("lock") && message.contains("LOCK") {
+                StoreError::InUse { path: path.clone() }
+            } else {
+                StoreError::io("open", e)
+            }
+        })?;
         // Blocks of the files compaction replaced would otherwise stay in
         // the block cache until the LRU evicts them, so under overwrites
         // the cache (and the process's memory) grows toward its capacity
