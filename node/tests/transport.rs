@@ -331,7 +331,9 @@ async fn a_connection_killed_mid_stream_fails_the_unsent_frames_and_the_next_sen
                         addr: b_addr,
                     }
                 }
-                Err(TransportError::Io(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(TransportError::Bind { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(other) => panic!("rebinding failed: {other:?}"),
             }
         }
@@ -558,7 +560,9 @@ async fn sending_reconnects_to_a_restarted_peer() {
                         addr: b_addr,
                     }
                 }
-                Err(TransportError::Io(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(TransportError::Bind { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
                 Err(other) => panic!("rebinding failed: {other:?}"),
             }
         }
