@@ -206,7 +206,10 @@ pub enum OptionsError {
     TimeoutOutOfRange { timeout: String, max_ms: u64 },
     #[error("{option} must be at least 1")]
     ZeroQuorum { option: &'static str },
-    #[error("{option}={value} exceeds the {n} replicas of the key")]
+    #[error(
+        "{option}={value} exceeds the {n} replica{} of the key",
+        if *.n == 1 { "" } else { "s" }
+    )]
     QuorumAboveN {
         option: &'static str,
         value: usize,
@@ -822,6 +825,15 @@ mod tests {
             }
             .to_string(),
             "w=4 exceeds the 3 replicas of the key"
+        );
+        assert_eq!(
+            OptionsError::QuorumAboveN {
+                option: "r",
+                value: 2,
+                n: 1
+            }
+            .to_string(),
+            "r=2 exceeds the 1 replica of the key"
         );
     }
 }

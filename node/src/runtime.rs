@@ -532,7 +532,14 @@ pub fn open_store(
 ) -> Result<RocksStore, RuntimeError> {
     std::fs::create_dir_all(data_dir).map_err(|cause| RuntimeError::DataDir {
         path: data_dir.to_path_buf(),
-        cause,
+        cause: if cause.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "it exists and is not a directory",
+            )
+        } else {
+            cause
+        },
     })?;
     let rocks = RocksConfig {
         unsafe_disable_wal,
