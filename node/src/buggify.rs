@@ -157,6 +157,12 @@ impl Buggify {
     pub fn fired_total(&self) -> u64 {
         self.fired.iter().sum()
     }
+
+    /// How many sites were evaluated while on and drawn active for this
+    /// run. A run can draw every site it reaches inactive; then none fires.
+    pub fn active_total(&self) -> usize {
+        self.active.iter().filter(|a| **a == Some(true)).count()
+    }
 }
 
 #[cfg(test)]
@@ -172,6 +178,7 @@ mod tests {
             }
         }
         assert_eq!(off.fired_total(), 0);
+        assert_eq!(off.active_total(), 0, "no site is drawn while off");
         // Nothing was drawn: turned on, it fires exactly as a fresh one.
         off.set_enabled(true);
         let mut fresh = Buggify::new(7, true);
@@ -193,6 +200,15 @@ mod tests {
         };
         let (a, total) = run(3);
         assert_eq!(run(3).0, a);
+        let mut evaluated = Buggify::new(3, true);
+        for site in Site::ALL {
+            evaluated.fires(site);
+        }
+        let active = evaluated.active_total();
+        assert!(
+            (1..Site::ALL.len()).contains(&active),
+            "about half the sites are active: {active}"
+        );
         assert!(total > 0, "some active site fired");
         assert!(
             total < 2000 * Site::ALL.len() as u64 / 4,

@@ -390,6 +390,15 @@ impl Sim {
             .map_or(0, |e| e.buggify_fired_total())
     }
 
+    /// How many fault sites node `i`'s engine drew active (0 while it is
+    /// down).
+    pub fn buggify_active(&self, i: usize) -> usize {
+        self.nodes[i]
+            .engine
+            .as_ref()
+            .map_or(0, |e| e.buggify_active_total())
+    }
+
     /// Delays every frame from node `from` to node `to` by `extra` on top
     /// of the usual delay (`Duration::ZERO` restores the link).
     pub fn slow_link(&mut self, from: usize, to: usize, extra: Duration) {

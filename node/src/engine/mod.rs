@@ -384,6 +384,16 @@ impl<S: Store> Engine<S> {
             + self.membership.parts.buggify.fired_total()
     }
 
+    /// How many fault sites were drawn active, over membership and every
+    /// shard (see [`Buggify::active_total`]).
+    pub fn buggify_active_total(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|slot| slot.parts.buggify.active_total())
+            .sum::<usize>()
+            + self.membership.parts.buggify.active_total()
+    }
+
     /// This start's generation.
     pub fn generation(&self) -> u64 {
         self.membership.generation
