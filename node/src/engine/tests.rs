@@ -2049,6 +2049,29 @@ fn detached_shards_answer_what_membership_routes_to_them() {
         }
         ref other => panic!("expected a read reply, got {other:?}"),
     }
+    // Holding data is for good: a second write is not reported again, so
+    // a shard that writes in every batch does not wake membership each time.
+    workers[1].handle_client(
+        now(t + 3),
+        8,
+        ClientRequest::Put(WriteRequest {
+            bucket: b"b".to_vec(),
+            key: key.as_bytes().to_vec(),
+            value: Some(b"w".to_vec()),
+            content_type: None,
+            context: None,
+            options: options(&[("w", "one")]),
+        }),
+    );
+    let effects: Vec<Effect> = std::iter::from_fn(|| workers[1].poll_effect()).collect();
+    assert!(
+        matches!(replies(&effects)[..], [(8, Ok(ClientReply::Write(_)))]),
+        "{effects:?}"
+    );
+    assert!(
+        workers[1].take_facts().is_empty(),
+        "reported once per worker"
+    );
 }
 
 /// What membership learns that every shard must act on reaches every

@@ -125,6 +125,13 @@ impl Facts {
     pub fn add(&mut self, other: Facts) {
         self.wrote_data |= other.wrote_data;
     }
+
+    /// These facts without those `other` already reports.
+    pub(super) fn not_in(self, other: Facts) -> Facts {
+        Facts {
+            wrote_data: self.wrote_data && !other.wrote_data,
+        }
+    }
 }
 
 /// The primaries that are neither targets nor stood in for by a fallback.

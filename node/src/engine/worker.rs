@@ -122,6 +122,11 @@ pub struct ShardWorker<S> {
     view: Arc<ClusterView>,
     /// What it reported since the last [`ShardWorker::take_facts`].
     facts: Facts,
+    /// What [`ShardWorker::take_facts`] handed out before. Facts are
+    /// sticky (membership acts on each once: a node that holds data always
+    /// will), so each is handed out once per worker, and a shard that
+    /// writes in every batch does not wake membership after every batch.
+    taken: Facts,
 }
 
 impl<S: Store> ShardWorker<S> {
@@ -130,6 +135,7 @@ impl<S: Store> ShardWorker<S> {
             slot,
             view,
             facts: Facts::default(),
+            taken: Facts::default(),
         }
     }
 
@@ -223,10 +229,13 @@ impl<S: Store> ShardWorker<S> {
         Frame::new(self.view.id, self.view.generation, message)
     }
 
-    /// What the shard reported since the last call, for
-    /// [`Engine::handle_facts`](super::Engine::handle_facts).
+    /// What the shard reported since the last call that no earlier call
+    /// handed out, for [`Engine::handle_facts`](super::Engine::handle_facts).
+    /// Each fact is handed out once: its caller must deliver it.
     pub fn take_facts(&mut self) -> Facts {
-        std::mem::take(&mut self.facts)
+        let new = std::mem::take(&mut self.facts).not_in(self.taken);
+        self.taken.add(new);
+        new
     }
 
     /// The shard's counters and gauges.
