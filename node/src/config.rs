@@ -140,6 +140,10 @@ pub struct NodeFile {
     /// given.
     #[serde(default, deserialize_with = "whole_number")]
     pub io_threads: Option<usize>,
+    /// Run the shards as tasks on the async runtime's worker threads
+    /// ([`NodeOptions::shards_on_io_threads`](crate::runtime::NodeOptions::shards_on_io_threads));
+    /// false (a thread per shard) when not given.
+    pub shards_on_io_threads: Option<bool>,
     /// MiB of the store's object cache ([`NodeFile::object_cache_bytes`]);
     /// 32 when not given, 0 turns it off.
     #[serde(default, deserialize_with = "whole_number")]
@@ -347,6 +351,17 @@ mod tests {
             .expect_err("negative")
             .to_string();
         assert!(error.contains("-2 is negative"), "{error}");
+    }
+
+    #[test]
+    fn shards_run_on_threads_of_their_own_unless_told() {
+        assert_eq!(NodeFile::default().shards_on_io_threads, None);
+        let file: NodeFile = toml::from_str("shards_on_io_threads = true").expect("parses");
+        assert_eq!(file.shards_on_io_threads, Some(true));
+        let error = toml::from_str::<NodeFile>("shards_on_io_threads = 1")
+            .expect_err("not a boolean")
+            .to_string();
+        assert!(error.contains("shards_on_io_threads"), "{error}");
     }
 
     #[test]

@@ -141,6 +141,14 @@ struct NodeStartArgs {
     /// machine run best with their share of its cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     io_threads: Option<u16>,
+    /// Run the shards on the async runtime's worker threads instead of a
+    /// thread each: a request, a peer's frame and the shard's work then
+    /// meet on one thread without waking another (thread per core when
+    /// `--io-threads` is 1). Less CPU per request; a slow disk write
+    /// (an fsync, a RocksDB write stall) holds up that worker's networking
+    /// too.
+    #[arg(long)]
+    shards_on_io_threads: bool,
     /// MiB of decoded objects the store keeps in memory for the keys read
     /// and written last, so a write's read and a hot key's get skip
     /// RocksDB: 0 (off) to 65536, default 32.
@@ -411,6 +419,9 @@ fn node_file(args: &mut NodeStartArgs) -> anyhow::Result<NodeFile> {
     file.initial_members = args.initial_members.or(file.initial_members);
     file.shards = args.shards.map(usize::from).or(file.shards);
     file.io_threads = args.io_threads.map(usize::from).or(file.io_threads);
+    if args.shards_on_io_threads {
+        file.shards_on_io_threads = Some(true);
+    }
     file.object_cache_mib = args
         .object_cache_mib
         .map(u64::from)
@@ -455,6 +466,7 @@ async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
         identity,
         unsafe_disable_wal: args.unsafe_disable_wal,
         object_cache_bytes: file.object_cache_bytes()?,
+        shards_on_io_threads: file.shards_on_io_threads.unwrap_or(false),
         http,
     };
     if args.unsafe_disable_wal {
@@ -538,6 +550,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             identity: ca.issue(&name)?,
             unsafe_disable_wal: false,
             object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
+            shards_on_io_threads: false,
             http: http.clone(),
         };
         let node = runtime::start(options)

@@ -4,7 +4,7 @@
 //! # Shape
 //!
 //! * The engine's shards are detached ([`Engine::detach_shards`]) and each
-//!   runs on an OS thread of its own, a *shard thread*
+//!   runs on an OS thread of its own (unless told otherwise, below), a *shard thread*
 //!   (`chorus-shard<i>`; Linux keeps 15 bytes of a thread's name); membership
 //!   and the router run on the
 //!   *membership thread* (`chorus-members`). Every RocksDB call happens
@@ -30,6 +30,14 @@
 //!   order it routed them ([`Engine::poll_shard_input`]). A shard thread reports data it
 //!   wrote back to membership ([`Engine::handle_facts`]) and publishes its
 //!   counters for the node's metrics.
+//! * With [`NodeOptions::shards_on_io_threads`] a shard's loop runs as a
+//!   task of the async runtime instead (`ShardThread::run_as_task`): it
+//!   waits for its queue without a thread of its own, runs a batch on
+//!   whichever worker thread polls it, RocksDB calls included, and yields
+//!   after each batch. The hand-offs between a request's task, the shard
+//!   and the peers' send tasks then wake no other thread when the runtime
+//!   has one worker (thread per core); the price is that a slow store
+//!   write holds up that worker's networking too.
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
 //!   (at most [`PEER_SEND_QUEUE`] frames), writing whatever is queued in
@@ -196,6 +204,11 @@ pub struct NodeOptions {
     /// Bytes of the store's object cache
     /// ([`StoreConfig::object_cache_bytes`]); 0 turns it off.
     pub object_cache_bytes: u64,
+    /// Run each shard's loop as a task of the async runtime instead of on
+    /// a thread of its own: requests, peers' frames and the shard's work
+    /// then meet on the runtime's worker threads without a hand-off
+    /// between threads (thread-per-core when the runtime has one worker).
+    pub shards_on_io_threads: bool,
     pub http: HttpOptions,
 }
 
@@ -286,6 +299,84 @@ enum ShardEvent {
     Shutdown,
 }
 
+/// A shard's event queue, seen from its senders: a bounded channel and,
+/// for a shard that runs as a task of the async runtime, the notification
+/// that wakes it after each event queued.
+#[derive(Debug, Clone)]
+struct ShardQueue {
+    events: SyncSender<ShardEvent>,
+    wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl ShardQueue {
+    fn woken(&self) {
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+    }
+}
+
+/// A bounded queue into a membership or shard thread.
+trait EventQueue<E>: Clone + Send + 'static {
+    /// Queues `event` if there is room.
+    fn try_push(&self, event: E) -> Result<(), TrySendError<E>>;
+    /// Queues `event`, waiting for room (blocks the calling thread). False
+    /// when the receiver is gone.
+    fn push(&self, event: E) -> bool;
+}
+
+impl<E: Send + 'static> EventQueue<E> for SyncSender<E> {
+    fn try_push(&self, event: E) -> Result<(), TrySendError<E>> {
+        self.try_send(event)
+    }
+    fn push(&self, event: E) -> bool {
+        self.send(event).is_ok()
+    }
+}
+
+impl EventQueue<ShardEvent> for ShardQueue {
+    fn try_push(&self, event: ShardEvent) -> Result<(), TrySendError<ShardEvent>> {
+        self.events.try_send(event)?;
+        self.woken();
+        Ok(())
+    }
+    fn push(&self, event: ShardEvent) -> bool {
+        let sent = self.events.send(event).is_ok();
+        if sent {
+            self.woken();
+        }
+        sent
+    }
+}
+
+/// Where a shard's loop runs: a thread of its own, or a task of the async
+/// runtime ([`NodeOptions::shards_on_io_threads`]).
+enum ShardRunner {
+    Thread(JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>, tokio::runtime::Handle),
+}
+
+impl ShardRunner {
+    fn is_finished(&self) -> bool {
+        match self {
+            ShardRunner::Thread(thread) => thread.is_finished(),
+            ShardRunner::Task(task, _) => task.is_finished(),
+        }
+    }
+
+    /// Waits until the loop has ended (from outside the async runtime).
+    fn join(self) {
+        match self {
+            ShardRunner::Thread(thread) => {
+                let _ = thread.join();
+            }
+            ShardRunner::Task(task, runtime) => {
+                let _ = runtime.block_on(task);
+            }
+        }
+    }
+}
+
 /// Counters and gauges of a running node, for metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -311,8 +402,8 @@ pub struct NodeHandle {
 struct HandleShared {
     /// Membership's thread.
     events: SyncSender<Event>,
-    /// Each shard's thread, by index.
-    shards: Arc<[SyncSender<ShardEvent>]>,
+    /// Each shard's queue, by index.
+    shards: Arc<[ShardQueue]>,
     shard_map: ShardMap,
     ready: Arc<AtomicBool>,
     max_value_bytes: usize,
@@ -353,7 +444,7 @@ impl NodeHandle {
     async fn ask_shard(&self, request: ClientRequest) -> Result<ClientReply, RequestError> {
         let shard = &self.shared.shards[self.shared.shard_map.shard_of_request(&request)];
         let (tx, rx) = oneshot::channel();
-        match shard.try_send(ShardEvent::Client(request, tx)) {
+        match shard.try_push(ShardEvent::Client(request, tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(RequestError::Overloaded(
@@ -613,9 +704,18 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     // The shards split the node's event queue between them: a bounded
     // channel holds its whole capacity from the start.
     let shard_queue = (EVENT_QUEUE / workers.len().max(1)).max(MIN_SHARD_QUEUE);
+    let shards_on_io_threads = options.shards_on_io_threads;
     let (shard_events, shard_events_rx): (Vec<_>, Vec<_>) = workers
         .iter()
-        .map(|_| mpsc::sync_channel::<ShardEvent>(shard_queue))
+        .map(|_| {
+            let (events, events_rx) = mpsc::sync_channel::<ShardEvent>(shard_queue);
+            let wake = shards_on_io_threads.then(|| Arc::new(tokio::sync::Notify::new()));
+            let queue = ShardQueue {
+                events,
+                wake: wake.clone(),
+            };
+            (queue, (events_rx, wake))
+        })
         .unzip();
 
     // Frames from peers, within the event byte budget: while it is spent
@@ -681,7 +781,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let names = Arc::new(Mutex::new(Names::default()));
     let shard_stats: Arc<[Mutex<EngineStats>]> = workers.iter().map(|_| Mutex::default()).collect();
     let mut shard_threads = Vec::new();
-    for (worker, events_rx) in workers.into_iter().zip(shard_events_rx) {
+    for (worker, (events_rx, wake)) in workers.into_iter().zip(shard_events_rx) {
         let context = ShardThread {
             origin,
             membership: events.clone(),
@@ -690,10 +790,18 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
             stats: shard_stats.clone(),
         };
         let metrics = metrics.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("chorus-shard{}", worker.index()))
-            .spawn(move || metrics.record(|| context.run(worker, &events_rx)))?;
-        shard_threads.push(thread);
+        let runner = match wake {
+            Some(wake) => ShardRunner::Task(
+                tokio::spawn(context.run_as_task(worker, events_rx, wake, metrics)),
+                tokio::runtime::Handle::current(),
+            ),
+            None => ShardRunner::Thread(
+                std::thread::Builder::new()
+                    .name(format!("chorus-shard{}", worker.index()))
+                    .spawn(move || metrics.record(|| context.run(worker, &events_rx)))?,
+            ),
+        };
+        shard_threads.push(runner);
     }
     let membership = MembershipThread {
         origin,
@@ -796,14 +904,14 @@ async fn send_to_peer(
 /// Queues `event` for a membership or shard thread; when the queue is
 /// full, waits for room off the async workers. False when the thread is
 /// gone.
-async fn send_waiting<E: Send + 'static>(queue: &SyncSender<E>, event: E) -> bool {
-    let event = match queue.try_send(event) {
+async fn send_waiting<E: Send + 'static>(queue: &impl EventQueue<E>, event: E) -> bool {
+    let event = match queue.try_push(event) {
         Ok(()) => return true,
         Err(TrySendError::Disconnected(_)) => return false,
         Err(TrySendError::Full(event)) => event,
     };
     let queue = queue.clone();
-    tokio::task::spawn_blocking(move || queue.send(event).is_ok())
+    tokio::task::spawn_blocking(move || queue.push(event))
         .await
         .unwrap_or(false)
 }
@@ -1102,14 +1210,27 @@ fn receive_batch<E>(
     origin: Instant,
     wakeup: Duration,
     is_shutdown: impl Fn(&E) -> bool,
-    mut handle: impl FnMut(Now, Option<E>),
+    handle: impl FnMut(Now, Option<E>),
 ) -> Batch {
     let wait = wakeup.saturating_sub(now_since(origin).mono);
-    let mut event = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
+    let first = match events.recv_timeout(wait.max(Duration::from_millis(1))) {
         Ok(event) => Some(event),
         Err(RecvTimeoutError::Timeout) => None,
         Err(RecvTimeoutError::Disconnected) => return Batch::Disconnected,
     };
+    continue_batch(events, origin, first, is_shutdown, handle)
+}
+
+/// Hands `first` (`None`: a tick) and then whatever else is already queued
+/// to `handle`, as [`receive_batch`] does once it has its first event.
+fn continue_batch<E>(
+    events: &mpsc::Receiver<E>,
+    origin: Instant,
+    first: Option<E>,
+    is_shutdown: impl Fn(&E) -> bool,
+    mut handle: impl FnMut(Now, Option<E>),
+) -> Batch {
+    let mut event = first;
     let mut handled = 0;
     loop {
         let now = now_since(origin);
@@ -1134,8 +1255,8 @@ fn receive_batch<E>(
 struct MembershipThread {
     origin: Instant,
     /// Each shard thread's queue, by index.
-    shards: Vec<SyncSender<ShardEvent>>,
-    shard_threads: Vec<JoinHandle<()>>,
+    shards: Vec<ShardQueue>,
+    shard_threads: Vec<ShardRunner>,
     /// Each shard's counters, as its thread last published them.
     shard_stats: Arc<[Mutex<EngineStats>]>,
     sends: Sends,
@@ -1222,11 +1343,11 @@ impl MembershipThread {
         while let Some((shard, input)) = engine.poll_shard_input() {
             match shard {
                 Some(index) => {
-                    let _ = self.shards[index].send(ShardEvent::Input(input));
+                    let _ = self.shards[index].push(ShardEvent::Input(input));
                 }
                 None => {
                     for queue in &self.shards {
-                        let _ = queue.send(ShardEvent::Input(input.clone()));
+                        let _ = queue.push(ShardEvent::Input(input.clone()));
                     }
                 }
             }
@@ -1305,7 +1426,7 @@ impl MembershipThread {
                 // failure (above) or a panic.
                 self.shard_threads
                     .iter()
-                    .position(JoinHandle::is_finished)
+                    .position(ShardRunner::is_finished)
                     .map(Halt::ShardStopped)
             };
             if let Some(stop) = stop {
@@ -1320,10 +1441,10 @@ impl MembershipThread {
         self.ready.store(false, Ordering::Relaxed);
         // The shards finish what they hold and flush before the store stops.
         for queue in &self.shards {
-            let _ = queue.send(ShardEvent::Shutdown);
+            let _ = queue.push(ShardEvent::Shutdown);
         }
-        for thread in self.shard_threads.drain(..) {
-            let _ = thread.join();
+        for runner in self.shard_threads.drain(..) {
+            runner.join();
         }
         if engine.identity_conflict().is_some() || engine.storage_failure().is_some() {
             if let Err(e) = engine.store().sync() {
@@ -1348,75 +1469,157 @@ struct ShardThread {
     stats: Arc<[Mutex<EngineStats>]>,
 }
 
+/// What a shard's loop keeps between batches.
+#[derive(Default)]
+struct ShardLoop {
+    /// Client requests waiting for their answers, by the shard's id for them.
+    waiting: BTreeMap<u64, oneshot::Sender<Result<ClientReply, RequestError>>>,
+    next_client: u64,
+    /// Facts membership had no room for yet.
+    facts: Facts,
+}
+
 impl ShardThread {
     /// The shard thread's loop: events in batches (at most
     /// [`EVENT_BATCH`]) whose writes share one flush of the store's log,
     /// then the effects, then the facts for membership and the counters.
     fn run<S: Store>(mut self, mut worker: ShardWorker<S>, events: &mpsc::Receiver<ShardEvent>) {
-        let mut waiting = BTreeMap::new();
-        let mut next_client: u64 = 1;
-        let mut facts = Facts::default();
+        let mut state = ShardLoop::default();
         loop {
+            let wakeup = worker.next_wakeup();
             let batch = receive_batch(
                 events,
                 self.origin,
-                worker.next_wakeup(),
+                wakeup,
                 |event| matches!(event, ShardEvent::Shutdown),
-                |now, event| match event {
-                    None => worker.handle_tick(now),
-                    Some(ShardEvent::Client(request, reply)) => {
-                        let client = next_client;
-                        next_client += 1;
-                        waiting.insert(client, reply);
-                        worker.handle_client(now, client, request);
-                    }
-                    Some(ShardEvent::Input(input)) => worker.handle_input(now, input),
-                    Some(ShardEvent::Peer(source, frame, held)) => {
-                        self.peers.frames(source).received.increment(1);
-                        let input = ShardInput::Message {
-                            from: frame.from,
-                            generation: frame.generation,
-                            message: frame.message,
-                        };
-                        worker.handle_input(now, input);
-                        drop(held);
-                    }
-                    Some(ShardEvent::Shutdown) => unreachable!("receive_batch stops at a shutdown"),
-                },
+                |now, event| Self::handle(&mut self.peers, &mut worker, &mut state, now, event),
             );
-            let (now, shutting_down) = match batch {
-                Batch::Handled(now) => (now, false),
-                Batch::Shutdown(now) => (now, true),
-                Batch::Disconnected => break,
-            };
-            if worker.next_wakeup() <= now.mono {
-                worker.handle_tick(now);
-            }
-            carry_out(
-                &mut worker,
-                &mut self.sends,
-                &mut waiting,
-                self.origin,
-                &mut self.peers,
-            );
-            // Facts membership has no room for now wait for the next batch.
-            let mut reported = worker.take_facts();
-            reported.add(facts);
-            facts = reported;
-            if !facts.is_empty() {
-                match self.membership.try_send(Event::Facts(facts)) {
-                    Ok(()) | Err(TrySendError::Disconnected(_)) => facts = Facts::default(),
-                    Err(TrySendError::Full(_)) => {}
-                }
-            }
-            *self.stats[worker.index()]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = worker.stats();
-            if shutting_down || worker.storage_failure().is_some() {
+            if !self.finish_batch(&mut worker, &mut state, batch) {
                 break;
             }
         }
-        for (_, reply) in std::mem::take(&mut waiting) {
+        Self::stop(state);
+    }
+
+    /// The same loop as [`run`](Self::run), as a task on the async
+    /// runtime: it waits for its queue (`wake` is notified after each
+    /// event queued) or its next wakeup without a thread of its own, and
+    /// yields to the runtime's other tasks after each batch.
+    async fn run_as_task<S: Store>(
+        mut self,
+        mut worker: ShardWorker<S>,
+        events: mpsc::Receiver<ShardEvent>,
+        wake: Arc<tokio::sync::Notify>,
+        metrics: NodeMetrics,
+    ) {
+        let mut state = ShardLoop::default();
+        loop {
+            let first = loop {
+                match events.try_recv() {
+                    Ok(event) => break Some(Some(event)),
+                    Err(mpsc::TryRecvError::Disconnected) => break None,
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
+                match self.origin.checked_add(worker.next_wakeup()) {
+                    Some(deadline) if Instant::now() >= deadline => break Some(None),
+                    Some(deadline) => {
+                        let _ = tokio::time::timeout_at(deadline.into(), wake.notified()).await;
+                    }
+                    None => wake.notified().await,
+                }
+            };
+            let Some(first) = first else { break };
+            let go_on = metrics.record(|| {
+                let batch = continue_batch(
+                    &events,
+                    self.origin,
+                    first,
+                    |event| matches!(event, ShardEvent::Shutdown),
+                    |now, event| Self::handle(&mut self.peers, &mut worker, &mut state, now, event),
+                );
+                self.finish_batch(&mut worker, &mut state, batch)
+            });
+            if !go_on {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        Self::stop(state);
+    }
+
+    /// Hands one event (`None`: a tick) to the shard.
+    fn handle<S: Store>(
+        peers: &mut Peers,
+        worker: &mut ShardWorker<S>,
+        state: &mut ShardLoop,
+        now: Now,
+        event: Option<ShardEvent>,
+    ) {
+        match event {
+            None => worker.handle_tick(now),
+            Some(ShardEvent::Client(request, reply)) => {
+                state.next_client += 1;
+                let client = state.next_client;
+                state.waiting.insert(client, reply);
+                worker.handle_client(now, client, request);
+            }
+            Some(ShardEvent::Input(input)) => worker.handle_input(now, input),
+            Some(ShardEvent::Peer(source, frame, held)) => {
+                peers.frames(source).received.increment(1);
+                let input = ShardInput::Message {
+                    from: frame.from,
+                    generation: frame.generation,
+                    message: frame.message,
+                };
+                worker.handle_input(now, input);
+                drop(held);
+            }
+            Some(ShardEvent::Shutdown) => unreachable!("receive_batch stops at a shutdown"),
+        }
+    }
+
+    /// After a batch: a due tick, the effects, the facts for membership and
+    /// the counters. False when the loop ends.
+    fn finish_batch<S: Store>(
+        &mut self,
+        worker: &mut ShardWorker<S>,
+        state: &mut ShardLoop,
+        batch: Batch,
+    ) -> bool {
+        let (now, shutting_down) = match batch {
+            Batch::Handled(now) => (now, false),
+            Batch::Shutdown(now) => (now, true),
+            Batch::Disconnected => return false,
+        };
+        if worker.next_wakeup() <= now.mono {
+            worker.handle_tick(now);
+        }
+        carry_out(
+            worker,
+            &mut self.sends,
+            &mut state.waiting,
+            self.origin,
+            &mut self.peers,
+        );
+        // Facts membership has no room for now wait for the next batch.
+        let mut reported = worker.take_facts();
+        reported.add(state.facts);
+        state.facts = reported;
+        if !state.facts.is_empty() {
+            match self.membership.try_send(Event::Facts(state.facts)) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => state.facts = Facts::default(),
+                Err(TrySendError::Full(_)) => {}
+            }
+        }
+        *self.stats[worker.index()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = worker.stats();
+        !(shutting_down || worker.storage_failure().is_some())
+    }
+
+    /// Answers the requests still waiting: the node is shutting down.
+    fn stop(state: ShardLoop) {
+        for (_, reply) in state.waiting {
             let _ = reply.send(Err(RequestError::Unavailable(
                 "the node is shutting down".into(),
             )));

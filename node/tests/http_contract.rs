@@ -75,6 +75,7 @@ impl Cluster {
                 identity: ca.issue(&name).expect("a node certificate"),
                 unsafe_disable_wal: false,
                 object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
+                shards_on_io_threads: false,
                 http: HttpOptions {
                     token: Some(BearerToken::new(TOKEN).unwrap()),
                     ..HttpOptions::default()

@@ -69,6 +69,7 @@ impl Cluster {
                 identity: ca.issue(&name).expect("a node certificate"),
                 unsafe_disable_wal: false,
                 object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
+                shards_on_io_threads: false,
                 http: Default::default(),
             };
             nodes.push(runtime::start(options).await.expect("the node starts"));

@@ -61,6 +61,7 @@ pub async fn start_nodes(
             http: Default::default(),
             unsafe_disable_wal: false,
             object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
+            shards_on_io_threads: false,
         };
         configure(i, &mut options);
         nodes.push(runtime::start(options).await.expect("the node starts"));
