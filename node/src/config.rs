@@ -205,10 +205,33 @@ impl NodeFile {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let file: NodeFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        // A value out of range is the file's own error: say which file.
+        file.check_fields().map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(file)
+    }
+
+    /// Checks each setting that is valid or not on its own (ranges), so an
+    /// error can name where the value came from; settings checked against
+    /// each other wait until the command line is laid over the file.
+    fn check_fields(&self) -> Result<(), ConfigError> {
+        if self.replicas == Some(0) {
+            return Err(ConfigError::Invalid("replicas must be at least 1".into()));
+        }
+        if let Some(shards) = self.shards.filter(|&s| s == 0 || s > 256) {
+            return Err(ConfigError::Invalid(format!(
+                "shards ({shards}) must be between 1 and 256"
+            )));
+        }
+        self.io_threads()?;
+        self.object_cache_bytes()?;
+        Ok(())
     }
 
     /// The engine settings this file asks for, on top of the defaults.
@@ -351,6 +374,30 @@ mod tests {
             .expect_err("negative")
             .to_string();
         assert!(error.contains("-2 is negative"), "{error}");
+    }
+
+    #[test]
+    fn a_value_out_of_range_in_a_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        for text in [
+            "io_threads = 0",
+            "shards = 300",
+            "replicas = 0",
+            "object_cache_mib = 70000",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = NodeFile::load(&path).expect_err(text).to_string();
+            let field = text.split(' ').next().unwrap();
+            assert!(
+                error.starts_with(&path.display().to_string()),
+                "{text}: {error}"
+            );
+            assert!(error.contains(field), "{text}: {error}");
+        }
+        std::fs::write(&path, "io_threads = 2\nshards = 2\nreplicas = 3").unwrap();
+        let file = NodeFile::load(&path).expect("valid");
+        assert_eq!(file.io_threads().expect("valid"), 2);
     }
 
     #[test]

@@ -147,8 +147,10 @@ struct NodeStartArgs {
     /// `--io-threads` is 1). Less CPU per request; a slow disk write
     /// (an fsync, a RocksDB write stall) holds up that worker's networking
     /// too.
-    #[arg(long)]
-    shards_on_io_threads: bool,
+    /// `--shards-on-io-threads=false` overrides a configuration file's
+    /// `true`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    shards_on_io_threads: Option<bool>,
     /// MiB of decoded objects the store keeps in memory for the keys read
     /// and written last, so a write's read and a hot key's get skip
     /// RocksDB: 0 (off) to 65536, default 32.
@@ -419,9 +421,7 @@ fn node_file(args: &mut NodeStartArgs) -> anyhow::Result<NodeFile> {
     file.initial_members = args.initial_members.or(file.initial_members);
     file.shards = args.shards.map(usize::from).or(file.shards);
     file.io_threads = args.io_threads.map(usize::from).or(file.io_threads);
-    if args.shards_on_io_threads {
-        file.shards_on_io_threads = Some(true);
-    }
+    file.shards_on_io_threads = args.shards_on_io_threads.or(file.shards_on_io_threads);
     file.object_cache_mib = args
         .object_cache_mib
         .map(u64::from)

@@ -691,6 +691,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         %id,
         generation = engine.generation(),
         shards = engine.shards(),
+        shards_on_io_threads = options.shards_on_io_threads,
         object_cache_mib = object_cache_bytes >> 20,
         %quic_addr,
         %http_addr,
