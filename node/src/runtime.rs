@@ -4,11 +4,12 @@
 //! # Shape
 //!
 //! * The engine's shards are detached ([`Engine::detach_shards`]) and each
-//!   runs on an OS thread of its own (unless told otherwise, below), a *shard thread*
-//!   (`chorus-shard<i>`; Linux keeps 15 bytes of a thread's name); membership
-//!   and the router run on the
+//!   runs on an OS thread of its own, a *shard thread* (`chorus-shard<i>`;
+//!   Linux keeps 15 bytes of a thread's name), unless the shards run on
+//!   the I/O threads (below); membership and the router run on the
 //!   *membership thread* (`chorus-members`). Every RocksDB call happens
-//!   on these threads, never on tokio's async workers. Each thread waits
+//!   on these threads (or in the shards' tasks), never in the networking
+//!   tasks. Each thread waits
 //!   for its next event until its next wakeup, feeds it in with the
 //!   current [`Now`] together with whatever else is already queued (at
 //!   most [`EVENT_BATCH`] events), and then carries out the effects: frames
