@@ -58,6 +58,7 @@ impl Rocks {
             block_cache_bytes: 8 << 20,
             data_write_buffer_bytes: 4 << 20,
             background_jobs: 2,
+            lower_background_priority: true,
             unsafe_disable_wal: false,
             group_commit: false,
         }

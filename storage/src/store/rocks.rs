@@ -51,7 +51,9 @@
 //!   ([`RocksConfig::data_write_buffer_bytes`]), 16 MiB for `hints`, 4 MiB
 //!   for `meta`; leveled compaction with dynamic level sizes (RocksDB's
 //!   default and its recommendation).
-//! * **Background jobs**: the number of cores, between 2 and 8.
+//! * **Background jobs**: the number of cores, between 2 and 8;
+//!   compactions at the lowest CPU priority
+//!   ([`RocksConfig::lower_background_priority`]).
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -78,6 +80,18 @@ pub struct RocksConfig {
     pub data_write_buffer_bytes: usize,
     /// Threads for flushes and compactions.
     pub background_jobs: i32,
+    /// Run compactions at the lowest CPU priority (nice 19, RocksDB's
+    /// `LowerThreadPoolCPUPriority` on its low-priority pool), so that a
+    /// compaction — hundreds of milliseconds of a core under overwrites —
+    /// does not take the cores from the threads serving requests; it runs
+    /// on what they leave idle. If compactions fall behind, RocksDB slows
+    /// writes down as it always does (write stalls), so nothing is lost.
+    /// Flushes keep their priority: a flush that falls behind stops every
+    /// write once the next memtable is full. The thread pools are the
+    /// process's (RocksDB's default environment): once one database lowers
+    /// them, they stay lowered for every database of the process. `true`
+    /// by default.
+    pub lower_background_priority: bool,
     /// UNSAFE, for tests only: write without RocksDB's write-ahead log, so
     /// a crash (`kill -9`) loses every write not yet flushed to an SST file,
     /// acknowledged or not; `sync` writes are not synced either. It exists
@@ -104,6 +118,7 @@ impl Default for RocksConfig {
             block_cache_bytes: 256 << 20,
             data_write_buffer_bytes: 64 << 20,
             background_jobs: cores.clamp(2, 8) as i32,
+            lower_background_priority: true,
             unsafe_disable_wal: false,
             group_commit: false,
         }
@@ -396,6 +411,15 @@ impl RocksStore {
         db.create_missing_column_families(true);
         db.set_max_background_jobs(rocks.background_jobs);
         db.set_max_total_wal_size(256 << 20);
+        if rocks.lower_background_priority {
+            // `Env::new` wraps RocksDB's default environment, which always
+            // exists; were it to fail, compactions would only run at normal
+            // priority.
+            if let Ok(mut env) = rocksdb::Env::new() {
+                env.lower_thread_pool_cpu_priority();
+                db.set_env(&env);
+            }
+        }
         if rocks.group_commit && !rocks.unsafe_disable_wal {
             db.set_manual_wal_flush(true);
         }
