@@ -247,7 +247,7 @@ async fn etcd() {
 }
 
 /// Arguments `chorus bench` refuses after parsing (request options, the
-/// rate, the duration) are usage errors: exit 2, as clap's own, before
+/// rate, the duration, targets of no single kind) are usage errors: exit 2, as clap's own, before
 /// anything is run or connected to.
 #[test]
 fn bench_refuses_bad_arguments_as_usage_errors() {
@@ -276,4 +276,23 @@ fn bench_refuses_bad_arguments_as_usage_errors() {
     let (code, error) = bench(&["--duration", "0s"]);
     assert_eq!(code, Some(2), "{error}");
     assert_eq!(error, "error: --duration must be positive\n");
+    // Not a URL of a known kind, next to the Chorus target.
+    let (code, error) = bench(&["--target", "nonsense"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert!(
+        error.starts_with("error: every --target must be"),
+        "{error}"
+    );
+    let (code, error) = bench(&["--target", "redis://127.0.0.1:9"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert!(
+        error.starts_with("error: every --target must be"),
+        "{error}"
+    );
+    let (code, error) = bench(&["--target", "store:/nonexistent"]);
+    assert_eq!(code, Some(2), "{error}");
+    assert_eq!(
+        error,
+        "error: a store: target is the only --target of a run\n"
+    );
 }

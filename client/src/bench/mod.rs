@@ -228,8 +228,38 @@ fn checked_config(args: &BenchArgs) -> Result<RunConfig, BenchError> {
     if args.operations.is_none() && args.duration.is_zero() {
         return Err(BenchError("--duration must be positive".into()));
     }
+    check_targets(args)?;
     Ok(args.config())
 }
+
+/// The targets name one kind of store: Chorus nodes, one Redis, etcd
+/// members, or a single local store (unless `--quic` names the store).
+fn check_targets(args: &BenchArgs) -> Result<(), BenchError> {
+    let targets = &args.targets;
+    if args.quic.is_some() {
+        return Ok(());
+    }
+    if targets.iter().any(|t| t.starts_with(STORE_SCHEME)) {
+        return if targets.len() == 1 {
+            Ok(())
+        } else {
+            Err(BenchError(
+                "a store: target is the only --target of a run".into(),
+            ))
+        };
+    }
+    let all = |scheme: &str| targets.iter().all(|t| t.starts_with(scheme));
+    if all("http://") || all("redis://") || all("etcd+http://") {
+        Ok(())
+    } else {
+        Err(BenchError(TARGET_FORMS.into()))
+    }
+}
+
+/// What `--target` accepts, for the error that refuses another.
+const TARGET_FORMS: &str = "every --target must be an http:// URL (Chorus), every one a \
+     redis:// or every one an etcd+http:// URL, or a single store:DIR (nodes serve plain \
+     HTTP; for TLS use --quic)";
 
 /// The prefix of a target naming a local store (the node's storage
 /// engine driven directly, without a node). Only the `chorus` binary,
@@ -298,11 +328,7 @@ pub async fn main(args: BenchArgs) -> Result<(), BenchError> {
                 .into(),
         ))
     } else {
-        Err(BenchError(
-            "--target must all be http:// (Chorus), redis:// or etcd+http:// URLs, \
-             or one store:DIR (nodes serve plain HTTP; for TLS use --quic)"
-                .into(),
-        ))
+        Err(BenchError(TARGET_FORMS.into()))
     }
 }
 

@@ -197,7 +197,7 @@ impl Report {
         let size = &self.value_size;
         let _ = writeln!(
             out,
-            "{} {}: workload {}, {} distribution, {} records, values of {} bytes, {} tasks{}{}",
+            "{} {}: workload {}, {} distribution, {} records, values of {} bytes, {} task{}{}{}",
             self.driver,
             self.targets.join(", "),
             name(&self.workload),
@@ -209,6 +209,7 @@ impl Report {
                 format!("{}..{}", size.min, size.max)
             },
             self.concurrency,
+            if self.concurrency == 1 { "" } else { "s" },
             self.rate
                 .map(|r| format!(", open loop at {r} ops/s"))
                 .unwrap_or_default(),
@@ -341,5 +342,12 @@ mod tests {
         assert!(report
             .table()
             .contains("extra requests: sibling_resolutions x2"));
+        assert!(report.table().contains(", 4 tasks"), "{}", report.table());
+        let one = Report {
+            concurrency: 1,
+            ..report
+        };
+        assert!(one.table().contains(", 1 task"), "{}", one.table());
+        assert!(!one.table().contains("1 tasks"), "{}", one.table());
     }
 }
