@@ -18,10 +18,11 @@ use chorus_client::bench::{
     self, ChorusDriver, Distribution, Driver, EtcdDriver, Limit, PhaseReport, RedisDriver,
     RunConfig, ValueSize, Workload,
 };
-use chorus_client::{Client, ClientTls, RequestOptions};
+use chorus_client::{Client, ClientTls, RequestOptions, Value};
 use chorus_node::bench_store::StoreDriver;
 use chorus_node::runtime::RunningNode;
 use chorus_node::transport::tls::ClusterCa;
+use chorus_storage::object::MAX_SIBLINGS;
 use chorus_storage::store::Durability;
 
 fn free_tcp_port() -> u16 {
@@ -82,9 +83,23 @@ async fn chorus_over_http_and_quic() {
     let run = runs_cleanly(http.clone(), Workload::Delete).await;
     assert_eq!(run.ops["delete"].ok, 300);
 
-    // Blind updates of one key from 32 tasks leave siblings no context
-    // covers until the node refuses more (409 too_many_siblings); the
-    // driver then reads the key and writes over every sibling.
+    // Blind updates of one key leave siblings no context covers until the
+    // node refuses more (409 too_many_siblings); the driver then reads the
+    // key and writes over every sibling. The key starts at the bound, so
+    // the driver's first write, which knows no context, is refused: how
+    // many siblings 32 racing tasks would pile up depends on timing.
+    for i in 0..MAX_SIBLINGS {
+        client
+            .put(
+                "bench-hot",
+                &bench::workload::key_name(0),
+                Value::from(format!("blind {i}").as_str()),
+                None,
+                &options,
+            )
+            .await
+            .expect("a blind write below the bound");
+    }
     let hot = Arc::new(ChorusDriver::new(client, "bench-hot", options, options));
     let one_key = RunConfig {
         records: 1,
