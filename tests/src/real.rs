@@ -18,8 +18,8 @@
 //!    then undone, logged as it goes; with [`RealConfig::crash_all`], a
 //!    SIGKILL of every node at once at the end;
 //! 4. heals everything (links, paused and killed processes, clocks), waits
-//!    until every node is ready and `chorus_hints_pending` is 0 on every
-//!    node, reads every key at `r=all` through every node (the final reads),
+//!    until every node is ready, holds the same ring, sees every other node
+//!    up and has `chorus_hints_pending` 0, reads every key at `r=all` through every node (the final reads),
 //!    and runs [`check_all`] with `acknowledged_writes_durable` (a SIGKILL
 //!    keeps what RocksDB's write-ahead log holds).
 //!
@@ -645,8 +645,11 @@ fn drive(
     })
 }
 
-/// Waits until every node answers `/readyz` with 200 and reports no
-/// pending hints, twice in a row, for at most `patience`.
+/// Waits until every node answers `/readyz` with 200, reports no pending
+/// hints, holds the same ring as the others and sees every node up (what
+/// the simulator's `settle` waits for: a read through a node that still
+/// counts a primary down would ask a fallback instead), twice in a row,
+/// for at most `patience`.
 async fn wait_converged(
     http: &reqwest::Client,
     urls: &[String],
@@ -656,17 +659,21 @@ async fn wait_converged(
     let mut good_rounds = 0;
     loop {
         let mut all_good = true;
+        let mut rings = std::collections::BTreeSet::new();
         for url in urls {
             let ready = matches!(
                 http.get(format!("{url}/readyz")).timeout(Duration::from_secs(2)).send().await,
                 Ok(r) if r.status() == reqwest::StatusCode::OK
             );
             let hints = pending_hints(http, url).await;
-            if !ready || hints != Some(0) {
+            let ring = ring_if_all_up(http, url, urls.len()).await;
+            if !ready || hints != Some(0) || ring.is_none() {
                 all_good = false;
                 break;
             }
+            rings.insert(ring);
         }
+        all_good &= rings.len() == 1;
         good_rounds = if all_good { good_rounds + 1 } else { 0 };
         if good_rounds >= 2 {
             return Ok(());
@@ -676,6 +683,26 @@ async fn wait_converged(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The hash of the ring the node at `url` holds, if it knows `nodes`
+/// members and sees every other one up (`GET /v1/cluster/status`).
+async fn ring_if_all_up(http: &reqwest::Client, url: &str, nodes: usize) -> Option<String> {
+    let status: serde_json::Value = http
+        .get(format!("{url}/v1/cluster/status"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let members = status["members"].as_array()?;
+    let all_up = members.len() == nodes
+        && members
+            .iter()
+            .all(|m| m["local"] == true || m["liveness"] == "up");
+    all_up.then(|| status["ring_hash"].as_str().map(str::to_owned))?
 }
 
 async fn pending_hints(http: &reqwest::Client, url: &str) -> Option<u64> {
