@@ -59,6 +59,7 @@ impl Rocks {
             data_write_buffer_bytes: 4 << 20,
             background_jobs: 2,
             lower_background_priority: true,
+            bytes_per_sync: 1 << 20,
             unsafe_disable_wal: false,
             group_commit: false,
         }
