@@ -497,6 +497,30 @@ async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a `chorus dev` cluster has formed: every node is ready (it
+/// holds a ring) and sees every member `up`, both as the member published
+/// it and by its own failure detector, so `STATUS` right after "cluster
+/// ready" shows what the README shows.
+async fn dev_cluster_formed(nodes: &[RunningNode]) -> bool {
+    for node in nodes {
+        if !node.handle.is_ready() {
+            return false;
+        }
+        let Ok(status) = node.handle.cluster_status().await else {
+            return false;
+        };
+        let all_up = status.members.len() == nodes.len()
+            && status
+                .members
+                .iter()
+                .all(|m| m.status == "up" && m.liveness == "up");
+        if !all_up {
+            return false;
+        }
+    }
+    true
+}
+
 async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -563,14 +587,22 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         nodes.push(node);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !nodes.iter().all(|n| n.handle.is_ready()) {
-        if tokio::time::Instant::now() > deadline {
-            eprintln!("warning: the cluster did not form a ring within 60 s; still waiting");
+    let mut formed = false;
+    while !formed {
+        formed = dev_cluster_formed(&nodes).await;
+        if formed {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tokio::time::Instant::now() > deadline {
+            eprintln!(
+                "warning: the cluster did not form within 60 s (a ring, and every node seeing \
+                 every member up); still waiting"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if nodes.iter().all(|n| n.handle.is_ready()) {
+    if formed {
         println!(
             "cluster ready: {} nodes, N={replicas}; data in {}",
             args.nodes,

@@ -534,6 +534,72 @@ fn chorus_dev_opens_the_shell_in_a_terminal_and_exit_stops_it() {
     dev.expect(expectrl::Eof).unwrap();
 }
 
+/// A first port of `count` consecutive ports free on loopback now, for
+/// TCP (`udp` false) or UDP.
+fn free_port_run(count: u16, udp: bool) -> u16 {
+    let free = |port: u16| {
+        if udp {
+            std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        } else {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        }
+    };
+    for _ in 0..100 {
+        let first = if udp {
+            common::free_udp_port()
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free TCP port")
+                .port()
+        };
+        if first.checked_add(count).is_some() && (1..count).all(|i| free(first + i)) {
+            return first;
+        }
+    }
+    panic!("no run of {count} free ports");
+}
+
+/// "cluster ready" means what the README's tour shows next: every member
+/// `up`, as it published and as node1's failure detector sees it — not
+/// `joining`, as a node just past its first ring still says for a moment.
+#[test]
+fn chorus_dev_is_ready_once_every_member_is_up() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let http_port = free_port_run(3, false).to_string();
+    let quic_port = free_port_run(3, true).to_string();
+    let mut command = Command::new(CHORUS);
+    command
+        .args(["dev", "--nodes", "3", "--http-port", &http_port])
+        .args(["--quic-port", &quic_port, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("XDG_DATA_HOME", dir.path())
+        .env("HOME", dir.path())
+        .env("TERM", "xterm");
+    let mut dev = Session::spawn(command).expect("chorus dev in a terminal");
+    dev.set_expect_timeout(Some(Duration::from_secs(60)));
+    dev.expect("cluster ready: 3 nodes")
+        .expect("the cluster forms");
+    dev.expect("chorus> ").expect("a prompt");
+    dev.send_line("STATUS").unwrap();
+    let shown = dev.expect("chorus> ").expect("the status and a prompt");
+    let shown = String::from_utf8_lossy(shown.before()).into_owned();
+    let members: Vec<&str> = shown
+        .lines()
+        .filter(|line| line.starts_with("node"))
+        .collect();
+    assert_eq!(members.len(), 3, "{shown}");
+    for member in members {
+        let columns: Vec<&str> = member.split_whitespace().collect();
+        // NAME ID HTTP QUIC STATUS GENERATION LIVENESS OWNS
+        assert_eq!(columns.len(), 8, "{member}");
+        assert_eq!((columns[4], columns[6]), ("up", "up"), "{shown}");
+    }
+    dev.send_line("EXIT").unwrap();
+    dev.expect("shutting down").expect("EXIT stops the cluster");
+    dev.expect(expectrl::Eof).unwrap();
+}
+
 #[test]
 fn one_shot_commands_speak_quic_with_a_client_certificate() {
     let cluster = shared();
