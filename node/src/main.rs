@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chorus_client::shell::ClientCommand;
-use chorus_node::api::Service;
 use chorus_node::bench_store::StoreDriver;
 use chorus_node::config::HttpSection;
 use chorus_node::config::{NodeFile, TlsPaths};
@@ -497,30 +496,6 @@ async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a `chorus dev` cluster has formed: every node is ready (it
-/// holds a ring) and sees every member `up`, both as the member published
-/// it and by its own failure detector, so `STATUS` right after "cluster
-/// ready" shows what the README shows.
-async fn dev_cluster_formed(nodes: &[RunningNode]) -> bool {
-    for node in nodes {
-        if !node.handle.is_ready() {
-            return false;
-        }
-        let Ok(status) = node.handle.cluster_status().await else {
-            return false;
-        };
-        let all_up = status.members.len() == nodes.len()
-            && status
-                .members
-                .iter()
-                .all(|m| m.status == "up" && m.liveness == "up");
-        if !all_up {
-            return false;
-        }
-    }
-    true
-}
-
 async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -589,7 +564,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut formed = false;
     while !formed {
-        formed = dev_cluster_formed(&nodes).await;
+        formed = runtime::all_members_up(&nodes).await;
         if formed {
             break;
         }

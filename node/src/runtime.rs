@@ -552,6 +552,32 @@ pub struct RunningNode {
     halt: Option<oneshot::Receiver<Halt>>,
 }
 
+/// Whether `nodes`, the whole cluster, have formed: every node is ready
+/// (it holds a ring) and sees every one of the `nodes.len()` members `up`,
+/// both as the member published it and by its own failure detector.
+/// Readiness alone comes a moment earlier, while the last members still
+/// show as `joining`. Used by `chorus dev` before it says "cluster ready",
+/// and by tests before they ask for every replica.
+pub async fn all_members_up(nodes: &[RunningNode]) -> bool {
+    for node in nodes {
+        if !node.handle.is_ready() {
+            return false;
+        }
+        let Ok(status) = node.handle.cluster_status().await else {
+            return false;
+        };
+        let settled = status.members.len() == nodes.len()
+            && status
+                .members
+                .iter()
+                .all(|m| m.status == "up" && m.liveness == "up");
+        if !settled {
+            return false;
+        }
+    }
+    true
+}
+
 /// Why the engine stopped serving by itself.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Halt {

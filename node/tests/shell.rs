@@ -507,22 +507,7 @@ fn one_shot_commands_exit_with_documented_codes() {
 #[test]
 fn chorus_dev_opens_the_shell_in_a_terminal_and_exit_stops_it() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free TCP port")
-        .port()
-        .to_string();
-    let quic_port = common::free_udp_port().to_string();
-    let mut command = Command::new(CHORUS);
-    command
-        .args(["dev", "--nodes", "1", "--http-port", &http_port])
-        .args(["--quic-port", &quic_port, "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("XDG_DATA_HOME", dir.path())
-        .env("HOME", dir.path())
-        .env("TERM", "xterm");
-    let mut dev = Session::spawn(command).expect("chorus dev in a terminal");
-    dev.set_expect_timeout(Some(Duration::from_secs(60)));
+    let (mut dev, http_port) = spawn_dev(dir.path(), 1);
     dev.expect(format!("shell attached to node1 (http://127.0.0.1:{http_port})").as_str())
         .expect("the shell is attached");
     dev.expect("chorus> ").expect("a prompt");
@@ -560,24 +545,37 @@ fn free_port_run(count: u16, udp: bool) -> u16 {
     panic!("no run of {count} free ports");
 }
 
+/// `chorus dev --nodes NODES` in a terminal, on free ports, with its data
+/// and shell history under `dir`; also returns node1's HTTP port.
+fn spawn_dev(dir: &Path, nodes: u16) -> (Session, String) {
+    let http_port = free_port_run(nodes, false).to_string();
+    let quic_port = free_port_run(nodes, true).to_string();
+    let mut command = Command::new(CHORUS);
+    command
+        .args([
+            "dev",
+            "--nodes",
+            &nodes.to_string(),
+            "--http-port",
+            &http_port,
+        ])
+        .args(["--quic-port", &quic_port, "--data-dir"])
+        .arg(dir.join("data"))
+        .env("XDG_DATA_HOME", dir)
+        .env("HOME", dir)
+        .env("TERM", "xterm");
+    let mut dev = Session::spawn(command).expect("chorus dev in a terminal");
+    dev.set_expect_timeout(Some(Duration::from_secs(60)));
+    (dev, http_port)
+}
+
 /// "cluster ready" means what the README's tour shows next: every member
 /// `up`, as it published and as node1's failure detector sees it — not
 /// `joining`, as a node just past its first ring still says for a moment.
 #[test]
 fn chorus_dev_is_ready_once_every_member_is_up() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let http_port = free_port_run(3, false).to_string();
-    let quic_port = free_port_run(3, true).to_string();
-    let mut command = Command::new(CHORUS);
-    command
-        .args(["dev", "--nodes", "3", "--http-port", &http_port])
-        .args(["--quic-port", &quic_port, "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("XDG_DATA_HOME", dir.path())
-        .env("HOME", dir.path())
-        .env("TERM", "xterm");
-    let mut dev = Session::spawn(command).expect("chorus dev in a terminal");
-    dev.set_expect_timeout(Some(Duration::from_secs(60)));
+    let (mut dev, _) = spawn_dev(dir.path(), 3);
     dev.expect("cluster ready: 3 nodes")
         .expect("the cluster forms");
     dev.expect("chorus> ").expect("a prompt");

@@ -13,7 +13,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::Duration;
 
-use chorus_node::api::Service as _;
 use chorus_node::engine::EngineConfig;
 use chorus_node::runtime::{self, NodeOptions, RunningNode};
 use chorus_node::transport::tls::ClusterCa;
@@ -75,30 +74,10 @@ pub async fn start_nodes(
 /// for all replicas needs them all.
 pub async fn wait_until_all_up(nodes: &[RunningNode]) {
     for _ in 0..600 {
-        if all_up(nodes).await {
+        if runtime::all_members_up(nodes).await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the cluster did not form within 60 s");
-}
-
-async fn all_up(nodes: &[RunningNode]) -> bool {
-    for node in nodes {
-        if !node.handle.is_ready() {
-            return false;
-        }
-        let Ok(status) = node.handle.cluster_status().await else {
-            return false;
-        };
-        let settled = status.members.len() == nodes.len()
-            && status
-                .members
-                .iter()
-                .all(|m| m.status == "up" && m.liveness == "up");
-        if !settled {
-            return false;
-        }
-    }
-    true
 }
