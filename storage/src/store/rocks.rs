@@ -31,8 +31,9 @@
 //!   out, so an fsync finds little left to write. Without it, the fsync
 //!   that persists the clock ceiling (a synced `meta` write about once a
 //!   second) wrote out the whole second's log while the shard waited, and
-//!   the writes of that moment took 10–60 ms instead of 2. RocksDB's
-//!   tuning guide recommends 1 MiB for `bytes_per_sync`.
+//!   the writes of that moment took 10–60 ms instead of 2. 1 MiB is the
+//!   value RocksDB itself turns `bytes_per_sync` on with when a rate
+//!   limiter is set (`include/rocksdb/options.h`).
 //! * **Block cache**: one LRU cache shared by all three families
 //!   ([`RocksConfig::block_cache_bytes`], 256 MiB by default), with index and
 //!   filter blocks kept in it (so memory is bounded by the cache size) and
