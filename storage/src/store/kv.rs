@@ -92,6 +92,13 @@ pub(crate) trait KvBackend: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Whether the next [`Kv::flush`] will fsync: a write deferred since
+    /// the last flush asked for [`Durability::Sync`]. False for a backend
+    /// that defers nothing.
+    fn owes_sync(&self) -> bool {
+        false
+    }
+
     /// Size figures, for metrics; `None` for figures the backend lacks.
     fn stats(&self) -> StoreStats {
         StoreStats::default()
@@ -505,6 +512,10 @@ impl<B: KvBackend> KvStore<B> {
         self.kv.flush()
     }
 
+    pub(crate) fn owes_sync(&self) -> bool {
+        self.kv.owes_sync()
+    }
+
     // ----- hints -----
 
     pub(crate) fn add_hint(
@@ -810,6 +821,9 @@ macro_rules! delegate_store {
             }
             fn flush(&self) -> Result<(), $crate::store::StoreError> {
                 self.$field.flush()
+            }
+            fn owes_sync(&self) -> bool {
+                self.$field.owes_sync()
             }
             fn add_hint(
                 &self,

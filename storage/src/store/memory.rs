@@ -220,6 +220,10 @@ impl KvBackend for MemoryKv {
         }
         Ok(())
     }
+
+    fn owes_sync(&self) -> bool {
+        self.state().owes_sync
+    }
 }
 
 /// The in-memory engine (see the module doc for its crash model).

@@ -389,6 +389,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Whether the next [`Store::flush`] will fsync the log: a write
+    /// deferred since the last flush asked for [`Durability::Sync`]. A
+    /// caller that must not block for long (an async runtime's worker) can
+    /// move that flush to where blocking is allowed. Always false for a
+    /// store that defers nothing.
+    fn owes_sync(&self) -> bool {
+        false
+    }
+
     // ----- hints -----
 
     /// Queues `object` for delivery to `target` and returns its sequence
@@ -534,6 +543,9 @@ macro_rules! forward_store {
         }
         fn flush(&self) -> Result<(), StoreError> {
             (**self).flush()
+        }
+        fn owes_sync(&self) -> bool {
+            (**self).owes_sync()
         }
         fn add_hint(
             &self,

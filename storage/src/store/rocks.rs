@@ -310,6 +310,10 @@ impl KvBackend for RocksKv {
         })
     }
 
+    fn owes_sync(&self) -> bool {
+        self.unflushed.load(Ordering::Acquire) == UNFLUSHED_SYNC
+    }
+
     fn stats(&self) -> StoreStats {
         use rocksdb::properties::{
             BLOCK_CACHE_USAGE, CUR_SIZE_ALL_MEM_TABLES, ESTIMATE_LIVE_DATA_SIZE,
