@@ -142,7 +142,7 @@ pub struct NodeFile {
     pub io_threads: Option<usize>,
     /// Run the shards as tasks on the async runtime's worker threads
     /// ([`NodeOptions::shards_on_io_threads`](crate::runtime::NodeOptions::shards_on_io_threads));
-    /// false (a thread per shard) when not given.
+    /// true when not given; false gives each shard a thread of its own.
     pub shards_on_io_threads: Option<bool>,
     /// MiB of the store's object cache ([`NodeFile::object_cache_bytes`]);
     /// 32 when not given, 0 turns it off.

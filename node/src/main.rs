@@ -140,14 +140,14 @@ struct NodeStartArgs {
     /// machine run best with their share of its cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     io_threads: Option<u16>,
-    /// Run the shards on the async runtime's worker threads instead of a
-    /// thread each: a request, a peer's frame and the shard's work then
-    /// meet on one thread without waking another (thread per core when
-    /// `--io-threads` is 1). Less CPU per request; a slow disk write
-    /// (an fsync, a RocksDB write stall) holds up that worker's networking
-    /// too.
-    /// `--shards-on-io-threads=false` overrides a configuration file's
-    /// `true`.
+    /// Run the shards on the async runtime's worker threads (the default)
+    /// instead of a thread each: a request, a peer's frame and the shard's
+    /// work then meet on one thread without waking another. Less CPU per
+    /// request; the fsync of a `sync=true` write moves the worker's other
+    /// tasks to another thread while it runs, but a RocksDB write stall
+    /// holds up that worker's networking too.
+    /// `--shards-on-io-threads=false` gives each shard a thread of its own
+    /// (`chorus-shard<i>`), whatever the configuration file says.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     shards_on_io_threads: Option<bool>,
     /// MiB of decoded objects the store keeps in memory for the keys read
@@ -465,7 +465,7 @@ async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
         identity,
         unsafe_disable_wal: args.unsafe_disable_wal,
         object_cache_bytes: file.object_cache_bytes()?,
-        shards_on_io_threads: file.shards_on_io_threads.unwrap_or(false),
+        shards_on_io_threads: file.shards_on_io_threads.unwrap_or(true),
         http,
     };
     if args.unsafe_disable_wal {
@@ -549,7 +549,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             identity: ca.issue(&name)?,
             unsafe_disable_wal: false,
             object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
-            shards_on_io_threads: false,
+            shards_on_io_threads: true,
             http: http.clone(),
         };
         let node = runtime::start(options)

@@ -31,14 +31,18 @@
 //!   order it routed them ([`Engine::poll_shard_input`]). A shard thread reports data it
 //!   wrote back to membership ([`Engine::handle_facts`]) and publishes its
 //!   counters for the node's metrics.
-//! * With [`NodeOptions::shards_on_io_threads`] a shard's loop runs as a
+//! * With [`NodeOptions::shards_on_io_threads`] (what `chorus node start`
+//!   and `chorus dev` do unless told otherwise) a shard's loop runs as a
 //!   task of the async runtime instead (`ShardThread::run_as_task`): it
 //!   waits for its queue without a thread of its own, runs a batch on
 //!   whichever worker thread polls it, RocksDB calls included, and yields
 //!   after each batch. The hand-offs between a request's task, the shard
 //!   and the peers' send tasks then wake no other thread when the runtime
-//!   has one worker (thread per core); the price is that a slow store
-//!   write holds up that worker's networking too.
+//!   has one worker (thread per core). A batch whose effects wait for an
+//!   fsync (a `sync=true` write under group commit) carries them out in
+//!   `tokio::task::block_in_place`, so the worker's other tasks move to
+//!   another thread meanwhile; the price that stays is that a RocksDB
+//!   write stall holds up that worker's networking too.
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
 //!   (at most [`PEER_SEND_QUEUE`] frames), writing whatever is queued in
@@ -209,6 +213,7 @@ pub struct NodeOptions {
     /// a thread of its own: requests, peers' frames and the shard's work
     /// then meet on the runtime's worker threads without a hand-off
     /// between threads (thread-per-core when the runtime has one worker).
+    /// `chorus node start` and `chorus dev` set it unless told otherwise.
     pub shards_on_io_threads: bool,
     pub http: HttpOptions,
 }
@@ -1522,7 +1527,7 @@ impl ShardThread {
                 |event| matches!(event, ShardEvent::Shutdown),
                 |now, event| Self::handle(&mut self.peers, &mut worker, &mut state, now, event),
             );
-            if !self.finish_batch(&mut worker, &mut state, batch) {
+            if !self.finish_batch(&mut worker, &mut state, batch, false) {
                 break;
             }
         }
@@ -1565,7 +1570,7 @@ impl ShardThread {
                     |event| matches!(event, ShardEvent::Shutdown),
                     |now, event| Self::handle(&mut self.peers, &mut worker, &mut state, now, event),
                 );
-                self.finish_batch(&mut worker, &mut state, batch)
+                self.finish_batch(&mut worker, &mut state, batch, true)
             });
             if !go_on {
                 break;
@@ -1607,12 +1612,14 @@ impl ShardThread {
     }
 
     /// After a batch: a due tick, the effects, the facts for membership and
-    /// the counters. False when the loop ends.
+    /// the counters. `on_runtime`: the loop runs as a task of the async
+    /// runtime. False when the loop ends.
     fn finish_batch<S: Store>(
         &mut self,
         worker: &mut ShardWorker<S>,
         state: &mut ShardLoop,
         batch: Batch,
+        on_runtime: bool,
     ) -> bool {
         let (now, shutting_down) = match batch {
             Batch::Handled(now) => (now, false),
@@ -1622,13 +1629,28 @@ impl ShardThread {
         if worker.next_wakeup() <= now.mono {
             worker.handle_tick(now);
         }
-        carry_out(
-            worker,
-            &mut self.sends,
-            &mut state.waiting,
-            self.origin,
-            &mut self.peers,
-        );
+        // On a runtime worker, an fsync the effects must wait for (a
+        // `sync=true` write's) happens where blocking is allowed: the
+        // worker's other tasks, the node's networking among them, move to
+        // another thread meanwhile.
+        let blocks = on_runtime
+            && worker.owes_sync()
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+        let mut effects = || {
+            carry_out(
+                worker,
+                &mut self.sends,
+                &mut state.waiting,
+                self.origin,
+                &mut self.peers,
+            )
+        };
+        if blocks {
+            tokio::task::block_in_place(effects);
+        } else {
+            effects();
+        }
         // Facts membership has no room for now wait for the next batch.
         let mut reported = worker.take_facts();
         reported.add(state.facts);

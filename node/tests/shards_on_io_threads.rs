@@ -3,7 +3,9 @@
 //! instead of threads of their own: the same requests are served the same
 //! way (quorum writes and reads of many keys at once, siblings from
 //! concurrent writes, a resolving write), no shard thread exists, and the
-//! nodes stop cleanly. Its own test binary, so no other test's nodes add
+//! nodes stop cleanly; and `sync=true` writes, whose fsync a shard's task
+//! runs off the runtime's worker where it can, are acknowledged on a
+//! one-worker and on a current-thread runtime. Its own test binary, so no other test's nodes add
 //! threads to this process.
 
 // Tests of real servers: they bind ports, spawn tasks, wait and read the clock.
@@ -126,4 +128,73 @@ async fn shards_on_the_io_threads_serve_requests_without_threads_of_their_own() 
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+/// `sync=true` writes through every node at once, then each read back at
+/// `r=all`. Under group commit each batch of a shard owes one fsync before
+/// its effects; on a multi-threaded runtime the shard's task runs that
+/// flush in `block_in_place`, on a current-thread runtime (where
+/// `block_in_place` panics) inline.
+async fn synced_writes_are_acknowledged_and_read_back(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate(name).unwrap();
+    let nodes = common::start_nodes(dir.path(), &ca, 3, |_, options| {
+        options.shards_on_io_threads = true;
+        options.engine.shards = 2;
+    })
+    .await;
+    let synced = RequestOptions {
+        r: Quorum::All,
+        w: Quorum::All,
+        sync: true,
+        ..RequestOptions::default()
+    };
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|node| Client::http(&format!("http://{}", node.http_addr)).unwrap())
+        .collect();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let client = clients[i % clients.len()].clone();
+        writes.spawn(async move {
+            client
+                .put(
+                    "s",
+                    &format!("k{i}"),
+                    Value::from(format!("v{i}")),
+                    None,
+                    &synced,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("synced write {i}: {e}"));
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.expect("a write task");
+    }
+    for i in 0..120 {
+        let Read::Found(found) = clients[(i + 1) % clients.len()]
+            .get("s", &format!("k{i}"), &synced)
+            .await
+            .unwrap()
+        else {
+            panic!("k{i} was written at w=all");
+        };
+        assert_eq!(found.value(), Some(format!("v{i}").as_bytes()), "k{i}");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+/// One runtime worker, as `chorus node start --io-threads 1` runs it: the
+/// worker's other tasks move to another thread while a shard fsyncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn synced_writes_on_a_one_worker_runtime_are_acknowledged() {
+    synced_writes_are_acknowledged_and_read_back("synced-one-worker").await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn synced_writes_on_a_current_thread_runtime_are_acknowledged() {
+    synced_writes_are_acknowledged_and_read_back("synced-current-thread").await;
 }

@@ -223,6 +223,14 @@ impl<S: Store> ShardWorker<S> {
         self.slot.parts.poll_effect()
     }
 
+    /// Whether the next [`poll_effect`](ShardWorker::poll_effect) will
+    /// fsync the store's log first (a write since the last flush asked for
+    /// `sync`; [`Store::owes_sync`]), so that a caller on an async runtime
+    /// can carry the effects out where blocking is allowed.
+    pub fn owes_sync(&self) -> bool {
+        self.slot.parts.store.owes_sync()
+    }
+
     /// `message` in a frame from this node at the generation of the view
     /// this shard holds.
     pub fn frame(&self, message: Message) -> Frame {
