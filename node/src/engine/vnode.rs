@@ -253,6 +253,13 @@ impl<S: Store> Parts<S> {
         self.store.flush()
     }
 
+    /// Whether the next [`Parts::poll_effect`] will fsync the store's log
+    /// first: an effect waits and a write since the last flush asked for
+    /// `sync` ([`Store::owes_sync`]).
+    pub(super) fn owes_sync(&self) -> bool {
+        !self.effects.is_empty() && self.store.owes_sync()
+    }
+
     /// This owner's next effect, once the store's writes so far are in the
     /// log ([`Parts::flush_writes`]). None once the store failed to flush,
     /// anywhere in the node: what would follow may depend on a lost write.

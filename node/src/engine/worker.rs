@@ -228,7 +228,7 @@ impl<S: Store> ShardWorker<S> {
     /// `sync`; [`Store::owes_sync`]), so that a caller on an async runtime
     /// can carry the effects out where blocking is allowed.
     pub fn owes_sync(&self) -> bool {
-        self.slot.parts.store.owes_sync()
+        self.slot.parts.owes_sync()
     }
 
     /// `message` in a frame from this node at the generation of the view
