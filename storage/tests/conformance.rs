@@ -1021,3 +1021,49 @@ fn the_rocksdb_engine_reports_memtable_live_data_and_block_cache_sizes() {
         "{read:?} then {rewritten:?}"
     );
 }
+
+// ----- group commit -----
+
+/// Under group commit a store owes an fsync from a `Sync` write until the
+/// next flush, and says so through a shared handle too; a `Buffered`
+/// write owes none.
+fn owes_sync_from_a_sync_write_until_the_flush(store: &dyn Store) {
+    let shared: Arc<&dyn Store> = Arc::new(store);
+    assert!(!shared.owes_sync(), "a fresh store owes nothing");
+    let k = key(b"b", b"k");
+    store
+        .merge(k, &object(1, 1, b"v"), Durability::Buffered)
+        .unwrap();
+    assert!(!shared.owes_sync(), "a buffered write owes no fsync");
+    store
+        .merge(k, &object(2, 1, b"w"), Durability::Sync)
+        .unwrap();
+    assert!(store.owes_sync(), "a sync write owes one");
+    assert!(shared.owes_sync(), "and its shared handle says so");
+    shared.flush().unwrap();
+    assert!(!store.owes_sync(), "the flush paid it");
+    store
+        .merge(k, &object(3, 1, b"x"), Durability::Buffered)
+        .unwrap();
+    assert!(!store.owes_sync());
+}
+
+#[test]
+fn the_memory_engine_owes_sync_from_a_sync_write_until_the_flush() {
+    owes_sync_from_a_sync_write_until_the_flush(&MemoryStore::with_group_commit(
+        StoreConfig::default(),
+    ));
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn the_rocksdb_engine_owes_sync_from_a_sync_write_until_the_flush() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let rocks = chorus_storage::store::RocksConfig {
+        group_commit: true,
+        ..Rocks::rocks_config()
+    };
+    let store = chorus_storage::store::RocksStore::open(dir.path(), StoreConfig::default(), &rocks)
+        .expect("open a fresh database");
+    owes_sync_from_a_sync_write_until_the_flush(&store);
+}

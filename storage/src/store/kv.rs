@@ -92,9 +92,10 @@ pub(crate) trait KvBackend: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Whether the next [`Kv::flush`] will fsync: a write deferred since
-    /// the last flush asked for [`Durability::Sync`]. False for a backend
-    /// that defers nothing.
+    /// Whether the next [`Kv::flush`] may wait for an fsync: a write
+    /// deferred since the last flush asked for [`Durability::Sync`], or
+    /// another caller's flush is under way. False for a backend that
+    /// defers nothing.
     fn owes_sync(&self) -> bool {
         false
     }

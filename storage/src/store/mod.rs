@@ -389,11 +389,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// Whether the next [`Store::flush`] will fsync the log: a write
-    /// deferred since the last flush asked for [`Durability::Sync`]. A
-    /// caller that must not block for long (an async runtime's worker) can
-    /// move that flush to where blocking is allowed. Always false for a
-    /// store that defers nothing.
+    /// Whether the next [`Store::flush`] may wait for an fsync of the log:
+    /// a write deferred since the last flush asked for
+    /// [`Durability::Sync`], or another caller's flush, which this one
+    /// would wait for, is under way. A caller that must not block for long
+    /// (an async runtime's worker) can move that flush to where blocking
+    /// is allowed. Always false for a store that defers nothing.
     fn owes_sync(&self) -> bool {
         false
     }

@@ -67,7 +67,7 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, TryLockError};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options,
@@ -311,7 +311,10 @@ impl KvBackend for RocksKv {
     }
 
     fn owes_sync(&self) -> bool {
+        // Another caller's flush under way: this caller's flush would wait
+        // for it, and it may be an fsync.
         self.unflushed.load(Ordering::Acquire) == UNFLUSHED_SYNC
+            || matches!(self.flushing.try_lock(), Err(TryLockError::WouldBlock))
     }
 
     fn stats(&self) -> StoreStats {
