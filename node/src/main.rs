@@ -143,9 +143,9 @@ struct NodeStartArgs {
     /// Run the shards on the async runtime's worker threads (the default)
     /// instead of a thread each: a request, a peer's frame and the shard's
     /// work then meet on one thread without waking another. Less CPU per
-    /// request; the fsync of a `sync=true` write moves the worker's other
-    /// tasks to another thread while it runs, but a RocksDB write stall
-    /// holds up that worker's networking too.
+    /// request; the fsync of a `sync=true` write runs on a blocking thread
+    /// while the worker serves the rest, but a RocksDB write stall holds
+    /// up that worker's networking too.
     /// `--shards-on-io-threads=false` gives each shard a thread of its own
     /// (`chorus-shard<i>`), whatever the configuration file says.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]

@@ -39,9 +39,10 @@
 //!   after each batch. The hand-offs between a request's task, the shard
 //!   and the peers' send tasks then wake no other thread when the runtime
 //!   has one worker (thread per core). A batch whose effects wait for an
-//!   fsync (a `sync=true` write under group commit) carries them out in
-//!   `tokio::task::block_in_place`, so the worker's other tasks move to
-//!   another thread meanwhile; the price that stays is that a RocksDB
+//!   fsync (a `sync=true` write under group commit, [`Store::owes_sync`])
+//!   has the store flush on a blocking thread
+//!   (`tokio::task::spawn_blocking`) and awaits it, so the worker serves
+//!   its other tasks meanwhile; the price that stays is that a RocksDB
 //!   write stall holds up that worker's networking too.
 //! * Tokio tasks do the networking: the QUIC transport's accept loop, one
 //!   task per peer that sends its frames in order from a queue of its own
@@ -688,6 +689,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     })
     .await
     .expect("opening the store does not panic")?;
+    let store = Arc::new(store);
     let (transport, mut incoming, clients) = QuicTransport::bind_serving_clients(
         options.quic_listen,
         &options.identity,
@@ -712,7 +714,7 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
     let max_frame_bytes = options.engine.max_frame_bytes;
     let mut engine = Engine::start(
         options.engine,
-        store,
+        Arc::clone(&store),
         quic_addr,
         http_addr,
         now_since(origin),
@@ -825,7 +827,13 @@ pub async fn start(options: NodeOptions) -> Result<RunningNode, RuntimeError> {
         let metrics = metrics.clone();
         let runner = match wake {
             Some(wake) => ShardRunner::Task(
-                tokio::spawn(context.run_as_task(worker, events_rx, wake, metrics)),
+                tokio::spawn(context.run_as_task(
+                    worker,
+                    Arc::clone(&store),
+                    events_rx,
+                    wake,
+                    metrics,
+                )),
                 tokio::runtime::Handle::current(),
             ),
             None => ShardRunner::Thread(
@@ -1527,7 +1535,7 @@ impl ShardThread {
                 |event| matches!(event, ShardEvent::Shutdown),
                 |now, event| Self::handle(&mut self.peers, &mut worker, &mut state, now, event),
             );
-            if !self.finish_batch(&mut worker, &mut state, batch, false) {
+            if !self.finish_batch(&mut worker, &mut state, batch) {
                 break;
             }
         }
@@ -1538,9 +1546,10 @@ impl ShardThread {
     /// runtime: it waits for its queue (`wake` is notified after each
     /// event queued) or its next wakeup without a thread of its own, and
     /// yields to the runtime's other tasks after each batch.
-    async fn run_as_task<S: Store>(
+    async fn run_as_task<S: Store, T: Store + 'static>(
         mut self,
         mut worker: ShardWorker<S>,
+        store: Arc<T>,
         events: mpsc::Receiver<ShardEvent>,
         wake: Arc<tokio::sync::Notify>,
         metrics: NodeMetrics,
@@ -1562,16 +1571,25 @@ impl ShardThread {
                 }
             };
             let Some(first) = first else { break };
-            let go_on = metrics.record(|| {
-                let batch = continue_batch(
+            let batch = metrics.record(|| {
+                continue_batch(
                     &events,
                     self.origin,
                     first,
                     |event| matches!(event, ShardEvent::Shutdown),
                     |now, event| Self::handle(&mut self.peers, &mut worker, &mut state, now, event),
-                );
-                self.finish_batch(&mut worker, &mut state, batch, true)
+                )
             });
+            if worker.owes_sync() {
+                // The batch's fsync (a `sync=true` write's, under group
+                // commit) on a blocking thread, while this worker serves
+                // its other tasks. A failure leaves the flush owed: the
+                // shard's own flush before the first effect tries again
+                // and reports it.
+                let store = Arc::clone(&store);
+                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+            }
+            let go_on = metrics.record(|| self.finish_batch(&mut worker, &mut state, batch));
             if !go_on {
                 break;
             }
@@ -1612,14 +1630,12 @@ impl ShardThread {
     }
 
     /// After a batch: a due tick, the effects, the facts for membership and
-    /// the counters. `on_runtime`: the loop runs as a task of the async
-    /// runtime. False when the loop ends.
+    /// the counters. False when the loop ends.
     fn finish_batch<S: Store>(
         &mut self,
         worker: &mut ShardWorker<S>,
         state: &mut ShardLoop,
         batch: Batch,
-        on_runtime: bool,
     ) -> bool {
         let (now, shutting_down) = match batch {
             Batch::Handled(now) => (now, false),
@@ -1629,28 +1645,13 @@ impl ShardThread {
         if worker.next_wakeup() <= now.mono {
             worker.handle_tick(now);
         }
-        // On a runtime worker, an fsync the effects must wait for (a
-        // `sync=true` write's) happens where blocking is allowed: the
-        // worker's other tasks, the node's networking among them, move to
-        // another thread meanwhile.
-        let blocks = on_runtime
-            && worker.owes_sync()
-            && tokio::runtime::Handle::current().runtime_flavor()
-                == tokio::runtime::RuntimeFlavor::MultiThread;
-        let mut effects = || {
-            carry_out(
-                worker,
-                &mut self.sends,
-                &mut state.waiting,
-                self.origin,
-                &mut self.peers,
-            )
-        };
-        if blocks {
-            tokio::task::block_in_place(effects);
-        } else {
-            effects();
-        }
+        carry_out(
+            worker,
+            &mut self.sends,
+            &mut state.waiting,
+            self.origin,
+            &mut self.peers,
+        );
         // Facts membership has no room for now wait for the next batch.
         let mut reported = worker.take_facts();
         reported.add(state.facts);

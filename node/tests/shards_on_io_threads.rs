@@ -4,9 +4,9 @@
 //! way (quorum writes and reads of many keys at once, siblings from
 //! concurrent writes, a resolving write), no shard thread exists, and the
 //! nodes stop cleanly; and `sync=true` writes, whose fsync a shard's task
-//! runs off the runtime's worker where it can, are acknowledged on a
-//! one-worker and on a current-thread runtime. Its own test binary, so no other test's nodes add
-//! threads to this process.
+//! has a blocking thread run, are acknowledged on a one-worker and on a
+//! current-thread runtime. Its own test binary, so no other test's nodes
+//! add threads to this process.
 
 // Tests of real servers: they bind ports, spawn tasks, wait and read the clock.
 #![allow(clippy::disallowed_methods)]
@@ -132,9 +132,9 @@ async fn shards_on_the_io_threads_serve_requests_without_threads_of_their_own() 
 
 /// `sync=true` writes through every node at once, then each read back at
 /// `r=all`. Under group commit each batch of a shard owes one fsync before
-/// its effects; on a multi-threaded runtime the shard's task runs that
-/// flush in `block_in_place`, on a current-thread runtime (where
-/// `block_in_place` panics) inline.
+/// its effects, which the shard's task has a blocking thread run while it
+/// waits: on a multi-threaded and on a current-thread runtime alike (where
+/// `tokio::task::block_in_place` would panic).
 async fn synced_writes_are_acknowledged_and_read_back(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ca = ClusterCa::generate(name).unwrap();
@@ -188,7 +188,7 @@ async fn synced_writes_are_acknowledged_and_read_back(name: &str) {
 }
 
 /// One runtime worker, as `chorus node start --io-threads 1` runs it: the
-/// worker's other tasks move to another thread while a shard fsyncs.
+/// worker serves its other tasks while a shard's fsync runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn synced_writes_on_a_one_worker_runtime_are_acknowledged() {
     synced_writes_are_acknowledged_and_read_back("synced-one-worker").await;

@@ -223,10 +223,11 @@ impl<S: Store> ShardWorker<S> {
         self.slot.parts.poll_effect()
     }
 
-    /// Whether the next [`poll_effect`](ShardWorker::poll_effect) will
-    /// fsync the store's log first (a write since the last flush asked for
-    /// `sync`; [`Store::owes_sync`]), so that a caller on an async runtime
-    /// can carry the effects out where blocking is allowed.
+    /// Whether the next [`poll_effect`](ShardWorker::poll_effect) may wait
+    /// for an fsync of the store's log first (an effect waits and a write
+    /// since the last flush asked for `sync`; [`Store::owes_sync`]), so
+    /// that a caller on an async runtime can flush the store where
+    /// blocking is allowed before it polls.
     pub fn owes_sync(&self) -> bool {
         self.slot.parts.owes_sync()
     }
