@@ -25,6 +25,46 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// Writes `count` keys of `bucket` at once, spread over `clients` in turn,
+/// then reads each back through the next client: every write is
+/// acknowledged at `options` and every read finds its value.
+async fn write_many_and_read_back(
+    clients: &[Client],
+    bucket: &'static str,
+    count: usize,
+    options: RequestOptions,
+) {
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let client = clients[i % clients.len()].clone();
+        writes.spawn(async move {
+            client
+                .put(
+                    bucket,
+                    &format!("k{i}"),
+                    Value::from(format!("v{i}")),
+                    None,
+                    &options,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("write {i}: {e}"));
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.expect("a write task");
+    }
+    for i in 0..count {
+        let Read::Found(found) = clients[(i + 1) % clients.len()]
+            .get(bucket, &format!("k{i}"), &options)
+            .await
+            .unwrap()
+        else {
+            panic!("k{i} was written at w={:?}", options.w);
+        };
+        assert_eq!(found.value(), Some(format!("v{i}").as_bytes()), "k{i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_on_the_io_threads_serve_requests_without_threads_of_their_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,35 +95,7 @@ async fn shards_on_the_io_threads_serve_requests_without_threads_of_their_own() 
         .collect();
     // Many keys at once, through every node, so each shard of each node
     // coordinates and stores while the others do.
-    let mut writes = tokio::task::JoinSet::new();
-    for i in 0..300 {
-        let client = clients[i % clients.len()].clone();
-        writes.spawn(async move {
-            client
-                .put(
-                    "b",
-                    &format!("k{i}"),
-                    Value::from(format!("v{i}")),
-                    None,
-                    &all,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("write {i}: {e}"));
-        });
-    }
-    while let Some(done) = writes.join_next().await {
-        done.expect("a write task");
-    }
-    for i in 0..300 {
-        let Read::Found(found) = clients[(i + 1) % clients.len()]
-            .get("b", &format!("k{i}"), &all)
-            .await
-            .unwrap()
-        else {
-            panic!("k{i} was written at w=all");
-        };
-        assert_eq!(found.value(), Some(format!("v{i}").as_bytes()), "k{i}");
-    }
+    write_many_and_read_back(&clients, "b", 300, all).await;
 
     // Two writes with one context are siblings; a write with the read's
     // context resolves them.
@@ -153,35 +165,7 @@ async fn synced_writes_are_acknowledged_and_read_back(name: &str) {
         .iter()
         .map(|node| Client::http(&format!("http://{}", node.http_addr)).unwrap())
         .collect();
-    let mut writes = tokio::task::JoinSet::new();
-    for i in 0..120 {
-        let client = clients[i % clients.len()].clone();
-        writes.spawn(async move {
-            client
-                .put(
-                    "s",
-                    &format!("k{i}"),
-                    Value::from(format!("v{i}")),
-                    None,
-                    &synced,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("synced write {i}: {e}"));
-        });
-    }
-    while let Some(done) = writes.join_next().await {
-        done.expect("a write task");
-    }
-    for i in 0..120 {
-        let Read::Found(found) = clients[(i + 1) % clients.len()]
-            .get("s", &format!("k{i}"), &synced)
-            .await
-            .unwrap()
-        else {
-            panic!("k{i} was written at w=all");
-        };
-        assert_eq!(found.value(), Some(format!("v{i}").as_bytes()), "k{i}");
-    }
+    write_many_and_read_back(&clients, "s", 120, synced).await;
     for node in nodes {
         node.shutdown().await;
     }
