@@ -253,9 +253,10 @@ impl<S: Store> Parts<S> {
         self.store.flush()
     }
 
-    /// Whether the next [`Parts::poll_effect`] will fsync the store's log
-    /// first: an effect waits and a write since the last flush asked for
-    /// `sync` ([`Store::owes_sync`]).
+    /// Whether the next [`Parts::poll_effect`] may wait for an fsync of
+    /// the store's log first: an effect waits, and a write since the last
+    /// flush asked for `sync` or another flush is under way
+    /// ([`Store::owes_sync`]).
     pub(super) fn owes_sync(&self) -> bool {
         !self.effects.is_empty() && self.store.owes_sync()
     }
