@@ -441,6 +441,7 @@ fn node_file(args: &mut NodeStartArgs) -> anyhow::Result<NodeFile> {
 }
 
 async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
+    let mut signals = StopSignals::catch();
     let http = http_options(file.http.clone(), args.http_token_file)?;
     let engine = file.engine_config()?;
     let gossip_interval = engine.gossip.gossip_interval;
@@ -480,7 +481,7 @@ async fn node_start(file: NodeFile, args: NodeStartArgs) -> anyhow::Result<()> {
         node.quic_addr
     );
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = signals.recv() => {}
         halt = node.halted() => {
             node.shutdown().await;
             bail!(halt);
@@ -500,6 +501,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    // From here on Ctrl-C and SIGTERM stop the nodes started so far
+    // cleanly, even before the cluster is ready.
+    let mut signals = StopSignals::catch();
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let tls_dir = args.data_dir.join("tls");
     let ca = if tls_dir.join("ca.pem").exists() {
@@ -518,65 +522,29 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     if !client_dir.join(CLIENT_KEY_FILE).exists() {
         ca.issue_client("dev")?.write_to_dir(&client_dir)?;
     }
-    let port = |first: u16, i: usize| -> anyhow::Result<u16> {
-        u16::try_from(usize::from(first) + i).context("port out of range")
-    };
     let quic_addrs: Vec<SocketAddr> = (0..args.nodes)
-        .map(|i| Ok(SocketAddr::new(localhost, port(args.quic_port, i)?)))
+        .map(|i| Ok(SocketAddr::new(localhost, dev_port(args.quic_port, i)?)))
         .collect::<anyhow::Result<_>>()?;
     let replicas = args.nodes.min(3);
-    let http = http_options(HttpSection::default(), args.http_token_file)?;
+    let http = http_options(HttpSection::default(), args.http_token_file.clone())?;
     let mut nodes: Vec<RunningNode> = Vec::new();
-    for i in 0..args.nodes {
-        let name = format!("node{}", i + 1);
-        let mut engine = chorus_node::engine::EngineConfig {
-            name: name.clone(),
-            replicas,
-            initial_members: args.nodes,
-            ..Default::default()
-        };
-        engine.gossip.seeds = quic_addrs
-            .iter()
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .map(|(_, addr)| *addr)
-            .collect();
-        let options = NodeOptions {
-            engine,
-            data_dir: args.data_dir.join(&name),
-            quic_listen: quic_addrs[i],
-            http_listen: SocketAddr::new(localhost, port(args.http_port, i)?),
-            identity: ca.issue(&name)?,
-            unsafe_disable_wal: false,
-            object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
-            shards_on_io_threads: true,
-            http: http.clone(),
-        };
-        let node = runtime::start(options)
-            .await
-            .with_context(|| format!("starting {name}"))?;
-        println!(
-            "{name}  http=http://{}  quic={}  id={}",
-            node.http_addr, node.quic_addr, node.id
-        );
-        nodes.push(node);
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut formed = false;
-    while !formed {
-        formed = runtime::all_members_up(&nodes).await;
-        if formed {
-            break;
+    let starting = start_dev_nodes(&args, &ca, &quic_addrs, replicas, &http, &mut nodes);
+    let started = tokio::select! {
+        started = starting => Some(started),
+        _ = signals.recv() => None,
+    };
+    let formed = match started {
+        Some(Ok(formed)) => formed,
+        Some(Err(e)) => {
+            stop_all(nodes).await;
+            return Err(e);
         }
-        if tokio::time::Instant::now() > deadline {
-            eprintln!(
-                "warning: the cluster did not form within 60 s (a ring, and every node seeing \
-                 every member up); still waiting"
-            );
-            break;
+        None => {
+            eprintln!("shutting down");
+            stop_all(nodes).await;
+            return Ok(ExitCode::SUCCESS);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
     if formed {
         println!(
             "cluster ready: {} nodes, N={replicas}; data in {}",
@@ -600,7 +568,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         println!("shell attached to node1 ({url}); EXIT or Ctrl-D stops the cluster");
         tokio::select! {
             exit = chorus_client::shell::attach(&url) => code = exit,
-            _ = shutdown_signal() => {
+            _ = signals.recv() => {
                 // The shell's line editor is blocked on the terminal: stop
                 // the nodes, then leave without waiting for it.
                 eprintln!("shutting down");
@@ -610,11 +578,79 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     } else {
         println!("press Ctrl-C to stop");
-        shutdown_signal().await;
+        signals.recv().await;
     }
     eprintln!("shutting down");
     stop_all(nodes).await;
     Ok(code)
+}
+
+/// The port of `chorus dev`'s node `i` (from 0) when node 0's is `first`.
+fn dev_port(first: u16, i: usize) -> anyhow::Result<u16> {
+    u16::try_from(usize::from(first) + i).context("port out of range")
+}
+
+/// Starts `chorus dev`'s nodes one by one into `nodes` (so that a caller
+/// that stops waiting still holds every node started so far, to stop
+/// cleanly), then waits up to 60 s for the cluster to form: true once
+/// every node sees every member up.
+async fn start_dev_nodes(
+    args: &DevArgs,
+    ca: &ClusterCa,
+    quic_addrs: &[SocketAddr],
+    replicas: usize,
+    http: &runtime::HttpOptions,
+    nodes: &mut Vec<RunningNode>,
+) -> anyhow::Result<bool> {
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for i in 0..args.nodes {
+        let name = format!("node{}", i + 1);
+        let mut engine = chorus_node::engine::EngineConfig {
+            name: name.clone(),
+            replicas,
+            initial_members: args.nodes,
+            ..Default::default()
+        };
+        engine.gossip.seeds = quic_addrs
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, addr)| *addr)
+            .collect();
+        let options = NodeOptions {
+            engine,
+            data_dir: args.data_dir.join(&name),
+            quic_listen: quic_addrs[i],
+            http_listen: SocketAddr::new(localhost, dev_port(args.http_port, i)?),
+            identity: ca.issue(&name)?,
+            unsafe_disable_wal: false,
+            object_cache_bytes: chorus_storage::store::DEFAULT_OBJECT_CACHE_BYTES,
+            shards_on_io_threads: true,
+            http: http.clone(),
+        };
+        let node = runtime::start(options)
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        println!(
+            "{name}  http=http://{}  quic={}  id={}",
+            node.http_addr, node.quic_addr, node.id
+        );
+        nodes.push(node);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if runtime::all_members_up(nodes).await {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() > deadline {
+            eprintln!(
+                "warning: the cluster did not form within 60 s (a ring, and every node seeing \
+                 every member up); still waiting"
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn stop_all(nodes: Vec<RunningNode>) {
@@ -649,25 +685,51 @@ fn http_options(
     Ok(section.options()?)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C (SIGINT) and SIGTERM, caught from the moment [`StopSignals::catch`]
+/// returns: one that arrives before [`StopSignals::recv`] is awaited waits
+/// for it instead of ending the process.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    /// Installs the handlers. Must be called within a tokio runtime.
+    fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Waits for the next Ctrl-C or SIGTERM.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = next(&mut self.interrupt) => {}
+                _ = next(&mut self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -598,6 +598,67 @@ fn chorus_dev_is_ready_once_every_member_is_up() {
     dev.expect(expectrl::Eof).unwrap();
 }
 
+/// SIGTERM while `chorus dev` is still starting its nodes (after the
+/// first is up, before "cluster ready") stops the nodes started so far
+/// cleanly: the process exits 0 instead of dying by the signal, and the
+/// next start in the same directory finds no sign of an unclean stop.
+#[test]
+fn sigterm_before_the_cluster_is_ready_stops_chorus_dev_cleanly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let run = |terminate_after: &str| -> (std::process::ExitStatus, String, String) {
+        let mut dev = Command::new(CHORUS)
+            .args(["dev", "--nodes", "3", "--http-port"])
+            .arg(free_port_run(3, false).to_string())
+            .arg("--quic-port")
+            .arg(free_port_run(3, true).to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chorus dev");
+        let mut stdout = BufReader::new(dev.stdout.take().expect("its output"));
+        let mut shown = String::new();
+        while !shown.lines().any(|line| line.starts_with(terminate_after)) {
+            let read = stdout.read_line(&mut shown).expect("chorus dev's output");
+            assert_ne!(read, 0, "chorus dev ended early: {shown}");
+        }
+        let kill = Command::new("kill")
+            .args(["-TERM", &dev.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(kill.success());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).expect("the rest of its output");
+        shown.push_str(&rest);
+        let output = dev.wait_with_output().expect("chorus dev ends");
+        (
+            output.status,
+            shown,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (status, shown, errors) = run("node1 ");
+    assert!(
+        !shown.contains("cluster ready"),
+        "the signal came after the cluster was ready, which this test is not about: {shown}"
+    );
+    assert_eq!(status.code(), Some(0), "{status}; {shown}; {errors}");
+    assert!(errors.contains("shutting down"), "{errors}");
+
+    let (status, shown, errors) = run("cluster ready");
+    assert_eq!(status.code(), Some(0), "{status}; {shown}; {errors}");
+    assert!(
+        !errors.contains("did not stop cleanly"),
+        "the stop before the cluster was ready was not clean: {errors}"
+    );
+}
+
 #[test]
 fn one_shot_commands_speak_quic_with_a_client_certificate() {
     let cluster = shared();
