@@ -570,8 +570,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             exit = chorus_client::shell::attach(&url) => code = exit,
             _ = signals.recv() => {
                 // The shell's line editor is blocked on the terminal: stop
-                // the nodes, then leave without waiting for it.
-                eprintln!("shutting down");
+                // the nodes, then leave without waiting for it. The
+                // prompt is on the line: start a new one.
+                eprintln!("\nshutting down");
                 stop_all(nodes).await;
                 std::process::exit(0);
             }
