@@ -10,9 +10,13 @@
 //!   replacing the one sibling (the coordinator's write path).
 //! * `write/context_for_writer`: the context handed back to that writer
 //!   (`Object::context_for_writer`, a three-actor key).
+//! * `context/seal` and `context/open`: turning a three-actor context into
+//!   the token a client gets (`ContextKey::seal`) and checking and decoding
+//!   it back (`ContextKey::open`): every put does one of each.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
+use chorus_storage::context::{ContextKey, CONTEXT_KEY_LEN};
 use chorus_storage::hlc::Timestamp;
 use chorus_storage::object::Object;
 use chorus_storage::version::{ActorId, Dot, VersionVector};
@@ -112,5 +116,24 @@ fn context_for_writer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, codec, merge, write, context_for_writer);
+fn context_token(c: &mut Criterion) {
+    let key = ContextKey::new([7; CONTEXT_KEY_LEN]);
+    let context = object_with(3).context().clone();
+    let token = key.seal(b"bucket", b"user:1234", &context);
+    c.bench_function("context/seal", |b| {
+        b.iter(|| key.seal(b"bucket", b"user:1234", &context))
+    });
+    c.bench_function("context/open", |b| {
+        b.iter(|| key.open(b"bucket", b"user:1234", &token).unwrap())
+    });
+}
+
+criterion_group!(
+    benches,
+    codec,
+    merge,
+    write,
+    context_for_writer,
+    context_token
+);
 criterion_main!(benches);

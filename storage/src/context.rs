@@ -365,8 +365,22 @@ impl fmt::Display for CausalContext {
 /// The cluster's secret for authenticating context tokens: 32 random bytes
 /// created with the cluster CA (`chorus cert ca` writes them beside the CA)
 /// and carried in every node's TLS material.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ContextKey([u8; CONTEXT_KEY_LEN]);
+#[derive(Clone)]
+pub struct ContextKey {
+    secret: [u8; CONTEXT_KEY_LEN],
+    /// HMAC-SHA256 keyed with `secret`, made once: `ring` hashes the padded
+    /// key into the inner and outer states here, so a token's MAC costs
+    /// only the hashing of its message.
+    hmac: hmac::Key,
+}
+
+impl PartialEq for ContextKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for ContextKey {}
 
 impl fmt::Debug for ContextKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -376,12 +390,15 @@ impl fmt::Debug for ContextKey {
 
 impl ContextKey {
     pub fn new(secret: [u8; CONTEXT_KEY_LEN]) -> Self {
-        ContextKey(secret)
+        ContextKey {
+            secret,
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        }
     }
 
     /// The secret's bytes, for writing it to a file.
     pub fn secret(&self) -> &[u8; CONTEXT_KEY_LEN] {
-        &self.0
+        &self.secret
     }
 
     /// The token a client gets for `context` of (`bucket`, `key`).
@@ -433,8 +450,7 @@ impl ContextKey {
     }
 
     fn mac(&self, bucket: &[u8], key: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
-        let hmac_key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let mut ctx = hmac::Context::with_key(&hmac_key);
+        let mut ctx = hmac::Context::with_key(&self.hmac);
         // Length-prefixed, so (bucket, key) pairs cannot collide.
         ctx.update(&(bucket.len() as u64).to_be_bytes());
         ctx.update(bucket);
@@ -543,6 +559,29 @@ mod tests {
         assert_eq!(key().open(b"bk", b"", &token), Err(ContextError::Forged));
         let other = ContextKey::new([8; CONTEXT_KEY_LEN]);
         assert_eq!(other.open(b"b", b"k", &token), Err(ContextError::Forged));
+    }
+
+    /// The token's layout is a contract between nodes of different
+    /// versions (a token one node issued opens on any other), so it is
+    /// pinned here against HMAC-SHA256 computed from scratch: format byte,
+    /// the first 16 bytes of HMAC(secret, len(bucket) ‖ bucket ‖ len(key)
+    /// ‖ key ‖ body) with big-endian u64 lengths, then the body.
+    #[test]
+    fn the_token_is_the_format_the_truncated_hmac_and_the_body() {
+        let secret = [7; CONTEXT_KEY_LEN];
+        let token = ContextKey::new(secret).seal(b"b", b"k", &sample());
+        let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        let body = &sample().to_bytes()[1..];
+        let mut message = Vec::new();
+        message.extend_from_slice(&1u64.to_be_bytes());
+        message.extend_from_slice(b"b");
+        message.extend_from_slice(&1u64.to_be_bytes());
+        message.extend_from_slice(b"k");
+        message.extend_from_slice(body);
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), &message);
+        assert_eq!(bytes[0], FORMAT_V2);
+        assert_eq!(&bytes[1..1 + MAC_LEN], &tag.as_ref()[..MAC_LEN]);
+        assert_eq!(&bytes[1 + MAC_LEN..], body);
     }
 
     #[test]
