@@ -98,6 +98,18 @@ start_chorus() {
   for i in $(seq "$nodes"); do wait_http "http://127.0.0.1:$((18300 + i))/readyz"; done
 }
 
+# disk_write_bytes PID...: the bytes these processes have caused to be
+# written to storage so far (write_bytes of /proc/PID/io: the block
+# layer's count, logs, flushes and compactions alike).
+disk_write_bytes() {
+  local total=0 pid bytes
+  for pid in "$@"; do
+    bytes=$(awk '/^write_bytes:/ {print $2}' "/proc/$pid/io")
+    total=$((total + bytes))
+  done
+  echo $total
+}
+
 # cpu_ticks PID...: their utime + stime together, in clock ticks.
 cpu_ticks() {
   local total=0 pid fields
