@@ -123,7 +123,7 @@ impl Sealer {
 /// One live version as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveVersion {
-    pub value: Vec<u8>,
+    pub value: bytes::Bytes,
     /// The HLC timestamp's display form.
     pub timestamp: String,
     /// The content type stored with the version, if any.

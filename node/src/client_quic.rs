@@ -400,7 +400,7 @@ fn open(
 
 fn sibling(version: answer::LiveVersion) -> Sibling {
     Sibling {
-        value: version.value,
+        value: version.value.to_vec(),
         content_type: version.content_type,
         timestamp: version.timestamp,
     }

@@ -166,7 +166,7 @@ impl CausalContext {
             return self;
         }
         let mut order: Vec<Dot> = self.dots.iter().copied().collect();
-        order.sort_by_key(|d| (!keep(d), std::cmp::Reverse(d.counter)));
+        order.sort_by_cached_key(|d| (!keep(d), std::cmp::Reverse(d.counter)));
         order.truncate(MAX_CONTEXT_DOTS);
         // Dropping single dots leaves a compact context compact.
         self.dots = order.iter().copied().collect();

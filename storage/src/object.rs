@@ -39,6 +39,8 @@
 //! ([`Object::encode`]); decoding checks the marker, the bounds and the
 //! invariants, and reports anything else as an error.
 
+use bytes::Bytes;
+
 use crate::context::{CausalContext, MAX_CONTEXT_DOTS};
 use crate::hlc::Timestamp;
 use crate::version::{Dot, VersionVector};
@@ -92,8 +94,9 @@ pub struct Sibling {
     pub dot: Dot,
     /// When the write was coordinated, by the coordinator's HLC.
     pub timestamp: Timestamp,
-    /// The value, or `None` for a tombstone.
-    pub value: Option<Vec<u8>>,
+    /// The value, or `None` for a tombstone. Shared, not copied, when the
+    /// object is cloned or merged.
+    pub value: Option<Bytes>,
     /// The media type the writer gave the value (an HTTP `Content-Type`),
     /// valid by [`check_content_type`]; `None` when it gave none, and
     /// always for a tombstone.
@@ -323,7 +326,7 @@ impl Object {
             Sibling {
                 dot,
                 timestamp,
-                value,
+                value: value.map(Bytes::from),
                 content_type,
             },
         );
@@ -343,7 +346,7 @@ impl Object {
     /// travel as single dots (dotted version vectors).
     pub fn context_for_writer(&self, client: &CausalContext, dot: Dot) -> CausalContext {
         let seen = |s: &Sibling| s.dot == dot || client.covers(&s.dot);
-        let unseen = |d: &Dot| self.siblings.iter().any(|s| s.dot == *d && !seen(s));
+        let unseen = |d: &Dot| self.sibling(d).is_some_and(|s| !seen(s));
         let mut vv = self.context.version_vector().clone();
         for unseen in self.siblings.iter().filter(|s| !seen(s)) {
             vv.cap(unseen.dot.actor, unseen.dot.counter - 1);
@@ -372,7 +375,15 @@ impl Object {
     }
 
     fn is_sibling(&self, dot: &Dot) -> bool {
-        self.siblings.iter().any(|s| s.dot == *dot)
+        self.sibling(dot).is_some()
+    }
+
+    /// The sibling named `dot`, found by bisection (siblings are in dot order).
+    fn sibling(&self, dot: &Dot) -> Option<&Sibling> {
+        self.siblings
+            .binary_search_by(|s| s.dot.cmp(dot))
+            .ok()
+            .map(|at| &self.siblings[at])
     }
 
     /// Joins another replica's state of the same key into this one: a
@@ -380,12 +391,11 @@ impl Object {
     /// cloud) covers its dot and the other side no longer holds it; the
     /// contexts join. Returns whether this object changed.
     pub fn merge(&mut self, other: &Object) -> bool {
-        if self == other {
-            return false;
-        }
-        let mut merged = Vec::with_capacity(self.siblings.len().max(other.siblings.len()));
+        let mine = std::mem::take(&mut self.siblings);
+        let mut merged = Vec::with_capacity(mine.len().max(other.siblings.len()));
+        let mut changed = false;
         let (mut a, mut b) = (
-            self.siblings.iter().peekable(),
+            mine.into_iter().peekable(),
             other.siblings.iter().peekable(),
         );
         loop {
@@ -394,26 +404,29 @@ impl Object {
                     // One dot is one write, so both sides hold the same version.
                     // Should they differ anyway, pick one the same way on every
                     // replica so merge stays a join.
-                    let keep = if (x.timestamp, &x.value, &x.content_type)
-                        >= (y.timestamp, &y.value, &y.content_type)
-                    {
-                        x
+                    let theirs = (y.timestamp, &y.value, &y.content_type)
+                        > (x.timestamp, &x.value, &x.content_type);
+                    let x = a.next().expect("peeked");
+                    let y = b.next().expect("peeked");
+                    if theirs {
+                        merged.push(y.clone());
+                        changed = true;
                     } else {
-                        y
-                    };
-                    merged.push(Sibling::clone(keep));
-                    a.next();
-                    b.next();
+                        merged.push(x);
+                    }
                 }
                 (Some(x), y) if y.is_none_or(|y| x.dot < y.dot) => {
-                    if !other.context.covers(&x.dot) {
-                        merged.push(Sibling::clone(x));
+                    let x = a.next().expect("peeked");
+                    if other.context.covers(&x.dot) {
+                        changed = true;
+                    } else {
+                        merged.push(x);
                     }
-                    a.next();
                 }
                 (_, Some(y)) => {
                     if !self.context.covers(&y.dot) {
                         merged.push(Sibling::clone(y));
+                        changed = true;
                     }
                     b.next();
                 }
@@ -421,12 +434,10 @@ impl Object {
                 (Some(_), None) => unreachable!("covered by the second arm"),
             }
         }
-        let mut context = self.context.clone();
-        context.merge(&other.context);
-        let changed = merged != self.siblings || context != self.context;
         self.siblings = merged;
-        self.context = context;
-        changed
+        let before = self.context.clone();
+        self.context.merge(&other.context);
+        changed || self.context != before
     }
 
     /// Keeps only the sibling with the greatest timestamp (ties broken by dot),
@@ -444,7 +455,7 @@ impl Object {
 
     /// The length of [`encode`](Self::encode)'s output, in bytes.
     pub fn encoded_len(&self) -> usize {
-        codec::encode(self).len()
+        codec::encoded_len(self)
     }
 
     /// Whether a replica may store this object: the decoder accepts objects

@@ -209,7 +209,7 @@ fn every_acknowledged_write_survives_kill_9(mode: Mode, rounds: usize, acks_per_
             {
                 Some(object)
                     if object.siblings().len() == 1
-                        && object.siblings()[0].value == Some(value(seq)) => {}
+                        && object.siblings()[0].value.as_deref() == Some(&value(seq)[..]) => {}
                 _ => lost.push(seq),
             }
         }

@@ -118,7 +118,11 @@ fn a_lone_node_builds_its_ring_and_serves_put_then_get_without_sending_data() {
     let effects = drain(&mut engine);
     match replies(&effects)[..] {
         [(2, Ok(ClientReply::Read(reply)))] => {
-            let values: Vec<_> = reply.object.live().map(|s| s.value.clone()).collect();
+            let values: Vec<_> = reply
+                .object
+                .live()
+                .map(|s| s.value.as_deref().map(<[u8]>::to_vec))
+                .collect();
             assert_eq!(values, vec![Some(b"v1".to_vec())]);
         }
         ref other => panic!("expected a read reply, got {other:?}"),
@@ -482,7 +486,11 @@ fn a_read_reply_naming_another_key_is_ignored() {
     let effects = drain(&mut engine);
     match replies(&effects)[..] {
         [(9, Ok(ClientReply::Read(read)))] => {
-            let values: Vec<_> = read.object.live().map(|s| s.value.clone()).collect();
+            let values: Vec<_> = read
+                .object
+                .live()
+                .map(|s| s.value.as_deref().map(<[u8]>::to_vec))
+                .collect();
             assert_eq!(values, vec![Some(b"right".to_vec())]);
         }
         ref other => panic!("expected the read's answer, got {other:?}"),
@@ -2044,7 +2052,11 @@ fn detached_shards_answer_what_membership_routes_to_them() {
     let effects: Vec<Effect> = std::iter::from_fn(|| workers[1].poll_effect()).collect();
     match replies(&effects)[..] {
         [(7, Ok(ClientReply::Read(reply)))] => {
-            let values: Vec<_> = reply.object.live().map(|s| s.value.clone()).collect();
+            let values: Vec<_> = reply
+                .object
+                .live()
+                .map(|s| s.value.as_deref().map(<[u8]>::to_vec))
+                .collect();
             assert_eq!(values, vec![Some(b"v".to_vec())]);
         }
         ref other => panic!("expected a read reply, got {other:?}"),

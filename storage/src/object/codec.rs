@@ -32,6 +32,8 @@
 //! are left before it allocates, and builds the object directly. Integers are
 //! written in their shortest form and read in any unsigned form.
 
+use bytes::Bytes;
+
 use super::{
     DecodeError, Object, Sibling, FORMAT_V1, MAX_CONTENT_TYPE_BYTES, MAX_DECODED_CLOUD_DOTS,
     MAX_DECODED_SIBLINGS, MAX_ENCODED_LEN,
@@ -45,44 +47,87 @@ pub(super) fn encode(object: &Object) -> Vec<u8> {
         .siblings
         .iter()
         .map(|s| {
-            s.value.as_ref().map_or(0, Vec::len) + s.content_type.as_ref().map_or(0, String::len)
+            s.value.as_ref().map_or(0, |v| v.len()) + s.content_type.as_ref().map_or(0, String::len)
         })
         .sum();
     let vv = object.context.version_vector();
     let cloud = object.context.dot_count();
     let mut out =
         Vec::with_capacity(8 + 18 * vv.len() + 40 * object.siblings.len() + 19 * cloud + values);
-    out.push(FORMAT_V1);
-    array_len(&mut out, if cloud == 0 { 2 } else { 3 });
-    map_len(&mut out, vv.len());
-    for (actor, counter) in vv.iter() {
-        uint(&mut out, actor.0);
-        uint(&mut out, counter);
+    write(object, &mut out);
+    out
+}
+
+/// The length of [`encode`]'s output, counted by the same writer without
+/// building it.
+pub(super) fn encoded_len(object: &Object) -> usize {
+    let mut count = Count(0);
+    write(object, &mut count);
+    count.0
+}
+
+/// Where the writer puts its bytes: a buffer, or a counter of them.
+trait Out {
+    fn push(&mut self, byte: u8);
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl Out for Vec<u8> {
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
     }
-    array_len(&mut out, object.siblings.len());
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
+
+/// Counts the bytes written to it.
+struct Count(usize);
+
+impl Out for Count {
+    fn push(&mut self, _: u8) {
+        self.0 += 1;
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+fn write(object: &Object, out: &mut impl Out) {
+    let vv = object.context.version_vector();
+    let cloud = object.context.dot_count();
+    out.push(FORMAT_V1);
+    array_len(out, if cloud == 0 { 2 } else { 3 });
+    map_len(out, vv.len());
+    for (actor, counter) in vv.iter() {
+        uint(out, actor.0);
+        uint(out, counter);
+    }
+    array_len(out, object.siblings.len());
     for sibling in &object.siblings {
-        array_len(&mut out, if sibling.content_type.is_none() { 3 } else { 4 });
-        array_len(&mut out, 2);
-        uint(&mut out, sibling.dot.actor.0);
-        uint(&mut out, sibling.dot.counter);
-        uint(&mut out, sibling.timestamp.as_u64());
+        array_len(out, if sibling.content_type.is_none() { 3 } else { 4 });
+        array_len(out, 2);
+        uint(out, sibling.dot.actor.0);
+        uint(out, sibling.dot.counter);
+        uint(out, sibling.timestamp.as_u64());
         match &sibling.value {
-            Some(value) => bin(&mut out, value),
+            Some(value) => bin(out, value),
             None => out.push(NIL),
         }
         if let Some(content_type) = &sibling.content_type {
-            str(&mut out, content_type);
+            str(out, content_type);
         }
     }
     if cloud > 0 {
-        array_len(&mut out, cloud);
+        array_len(out, cloud);
         for dot in object.context.dots() {
-            array_len(&mut out, 2);
-            uint(&mut out, dot.actor.0);
-            uint(&mut out, dot.counter);
+            array_len(out, 2);
+            uint(out, dot.actor.0);
+            uint(out, dot.counter);
         }
     }
-    out
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
@@ -141,7 +186,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
         let actor = ActorId(r.uint("dot actor")?);
         let counter = r.uint("dot counter")?;
         let timestamp = Timestamp::from_u64(r.uint("timestamp")?);
-        let value = r.bin_or_nil("value")?.map(<[u8]>::to_vec);
+        let value = r.bin_or_nil("value")?.map(Bytes::copy_from_slice);
         let content_type = if fields == 4 {
             if value.is_none() {
                 return Err(DecodeError::Invalid("a tombstone with a content type"));
@@ -198,17 +243,17 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Object, DecodeError> {
 
 const NIL: u8 = 0xc0;
 
-fn array_len(out: &mut Vec<u8>, len: usize) {
+fn array_len(out: &mut impl Out, len: usize) {
     container_len(out, len, 0x90, 0xdc);
 }
 
-fn map_len(out: &mut Vec<u8>, len: usize) {
+fn map_len(out: &mut impl Out, len: usize) {
     container_len(out, len, 0x80, 0xde);
 }
 
 /// fix (four-bit length in the marker), 16-bit or 32-bit length: `wide` is
 /// the 16-bit marker, the 32-bit one follows it.
-fn container_len(out: &mut Vec<u8>, len: usize, fix: u8, wide: u8) {
+fn container_len(out: &mut impl Out, len: usize, fix: u8, wide: u8) {
     if len < 16 {
         out.push(fix | len as u8);
     } else if let Ok(len) = u16::try_from(len) {
@@ -221,7 +266,7 @@ fn container_len(out: &mut Vec<u8>, len: usize, fix: u8, wide: u8) {
     }
 }
 
-fn uint(out: &mut Vec<u8>, v: u64) {
+fn uint(out: &mut impl Out, v: u64) {
     if v < 0x80 {
         out.push(v as u8);
     } else if let Ok(v) = u8::try_from(v) {
@@ -238,7 +283,7 @@ fn uint(out: &mut Vec<u8>, v: u64) {
     }
 }
 
-fn bin(out: &mut Vec<u8>, bytes: &[u8]) {
+fn bin(out: &mut impl Out, bytes: &[u8]) {
     if let Ok(len) = u8::try_from(bytes.len()) {
         out.extend_from_slice(&[0xc4, len]);
     } else if let Ok(len) = u16::try_from(bytes.len()) {
@@ -252,7 +297,7 @@ fn bin(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn str(out: &mut Vec<u8>, text: &str) {
+fn str(out: &mut impl Out, text: &str) {
     let len = text.len();
     if len < 32 {
         out.push(0xa0 | len as u8);

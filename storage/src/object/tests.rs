@@ -545,12 +545,51 @@ proptest! {
         prop_assert!(!unchanged.merge(a));
     }
 
+    /// `merge` tracks its answer as it goes rather than comparing states,
+    /// so this pins the answer to what the states say.
+    #[test]
+    fn merge_says_whether_the_object_changed(steps in proptest::collection::vec(step(), 1..40)) {
+        let objects = run(&steps)?;
+        for a in &objects {
+            for b in &objects {
+                let mut merged = a.clone();
+                let changed = merged.merge(b);
+                prop_assert_eq!(changed, merged != *a, "merging {:?} into {:?}", b, a);
+            }
+        }
+    }
+
     #[test]
     fn encoding_round_trips(steps in proptest::collection::vec(step(), 1..20)) {
         for object in run(&steps)? {
-            prop_assert_eq!(Object::decode(&object.encode()).unwrap(), object);
+            let encoded = object.encode();
+            prop_assert_eq!(object.encoded_len(), encoded.len(), "counted as written");
+            prop_assert_eq!(Object::decode(&encoded).unwrap(), object);
         }
     }
+}
+
+/// A merge can change the siblings and not the context: here `ours` has
+/// seen `y`'s dot (as a single dot of a writer's context) but not `y`, so
+/// only `theirs` says that `y` superseded `x`. The merge must drop `x` and
+/// say that it changed, or the replica would not store the result.
+#[test]
+fn a_merge_that_only_drops_a_sibling_says_it_changed() {
+    let mut ours = Object::new();
+    ours.write(&VersionVector::new(), dot(1, 1), ts(1), Some(b"x".to_vec()))
+        .unwrap();
+    let mut theirs = ours.clone();
+    let read = theirs.context().clone();
+    theirs
+        .write_in(&read, dot(2, 1), ts(2), Some(b"y".to_vec()))
+        .unwrap();
+    let only_y = CausalContext::with_dots(VersionVector::new(), [dot(2, 1)]);
+    ours.write_in(&only_y, dot(3, 1), ts(3), Some(b"z".to_vec()))
+        .unwrap();
+    let before = ours.clone();
+    assert!(ours.merge(&theirs), "x was dropped");
+    assert_eq!(ours.context(), before.context(), "the context did not move");
+    assert_eq!(values(&ours), vec![Some(&b"z"[..])]);
 }
 
 // ---------------------------------------------------------------------------

@@ -24,6 +24,6 @@ pub fn values(object: &Object) -> Vec<Vec<u8>> {
     object
         .siblings()
         .iter()
-        .filter_map(|s| s.value.clone())
+        .filter_map(|s| s.value.as_deref().map(<[u8]>::to_vec))
         .collect()
 }
