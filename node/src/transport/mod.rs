@@ -173,6 +173,13 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// the rest at `debug`.
 const TLS_WARN_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How many ack-eliciting packets a peer may receive before it must
+/// acknowledge them (the QUIC ACK frequency extension,
+/// draft-ietf-quic-ack-frequency, which quinn implements). A request's
+/// reply then usually carries the acknowledgement of the request, instead
+/// of a packet of its own.
+const ACK_ELICITING_THRESHOLD: u32 = 8;
+
 /// Settings of a [`QuicTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
@@ -258,6 +265,9 @@ impl TransportConfig {
             .max_concurrent_uni_streams(VarInt::from_u32(self.max_incoming_streams))
             .max_concurrent_bidi_streams(VarInt::from_u32(bidi))
             .datagram_receive_buffer_size(None);
+        let mut acks = quinn::AckFrequencyConfig::default();
+        acks.ack_eliciting_threshold(VarInt::from_u32(ACK_ELICITING_THRESHOLD));
+        quic.ack_frequency_config(Some(acks));
         quic
     }
 }
