@@ -51,6 +51,12 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// An optional sign and at least one ASCII digit, nothing else.
+fn reads_as_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn syntax(message: impl Into<String>) -> SyntaxError {
     SyntaxError {
         message: message.into(),
@@ -273,14 +279,31 @@ pub fn parse(words: &[Word]) -> Result<Command, SyntaxError> {
                 _ => return Err(arity(usage)),
             };
             // An unquoted number picks a sibling; quote it to write it.
-            let resolution = match choice.text.parse::<usize>() {
-                Ok(n) if !choice.is_quoted() => {
-                    if n == 0 {
-                        return Err(syntax("siblings are numbered from 1"));
+            // Anything unquoted that reads as an integer (a sign, digits) is
+            // a choice, so a mistyped one is refused instead of replacing
+            // every sibling with its text.
+            let resolution = if choice.is_quoted() || !reads_as_integer(&choice.text) {
+                Resolution::Value(choice.text.clone().into_bytes())
+            } else {
+                let quote = "quote a value that looks like a number";
+                let from_one = || {
+                    syntax(format!(
+                        "siblings are numbered from 1 ({quote}: \"{}\")",
+                        choice.text
+                    ))
+                };
+                let digits = choice.text.strip_prefix('+').unwrap_or(&choice.text);
+                match digits.parse::<usize>() {
+                    Ok(n) if n > 0 => Resolution::Sibling(n),
+                    Ok(_) => return Err(from_one()),
+                    Err(_) if choice.text.starts_with('-') => return Err(from_one()),
+                    Err(_) => {
+                        return Err(syntax(format!(
+                            "no sibling {} ({quote}: \"{}\")",
+                            choice.text, choice.text
+                        )));
                     }
-                    Resolution::Sibling(n)
                 }
-                _ => Resolution::Value(choice.text.clone().into_bytes()),
             };
             let (content_type, options) = split_type(option_words(&name, rest)?);
             Ok(Command::Resolve {
@@ -479,6 +502,54 @@ mod tests {
             Command::Resolve { resolution: Resolution::Value(v), .. } if v == b"2"
         ));
         assert!(parse(&split("resolve k 0").unwrap()[0]).is_err());
+    }
+
+    /// A mistyped choice must not become a value that replaces every
+    /// sibling: whatever reads as an integer is a choice or an error.
+    #[test]
+    fn resolve_refuses_a_number_that_is_no_sibling_instead_of_writing_it() {
+        for typo in [
+            "-1",
+            "-0",
+            "+0",
+            "00",
+            "99999999999999999999999",
+            "-99999999999999999999999",
+        ] {
+            let error = parse(&split(&format!("resolve k {typo}")).unwrap()[0])
+                .expect_err(typo)
+                .to_string();
+            assert!(error.contains(&format!("\"{typo}\"")), "{typo}: {error}");
+        }
+        for (choice, n) in [("01", 1), ("+2", 2), ("3", 3)] {
+            assert!(
+                matches!(
+                    one(&format!("resolve k {choice}")),
+                    Command::Resolve { resolution: Resolution::Sibling(m), .. } if m == n
+                ),
+                "{choice}"
+            );
+        }
+        for value in [
+            "\"-1\"",
+            "'99999999999999999999999'",
+            "1.5",
+            "-",
+            "+",
+            "1e3",
+            "x1",
+        ] {
+            assert!(
+                matches!(
+                    one(&format!("resolve k {value}")),
+                    Command::Resolve {
+                        resolution: Resolution::Value(_),
+                        ..
+                    }
+                ),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ const COMMANDS: [(&str, &str, &str); 11] = [
     (
         "RESOLVE",
         "RESOLVE [BUCKET/]KEY (N | VALUE) [type=CONTENT-TYPE] [option=value …]",
-        "Replaces the siblings of the last GET of the key (or of a fresh read) with sibling N, or with VALUE (quote a number to write it as a value).",
+        "Replaces the siblings of the last GET of the key (or of a fresh read) with sibling N, or with VALUE. A word that reads as an integer (digits, with a sign or not) is always a sibling number; quote it to write it as a value.",
     ),
     (
         "CONSISTENCY",
