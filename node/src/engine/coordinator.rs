@@ -361,7 +361,19 @@ impl Coordinator {
             key: read.key,
         };
         let request = ledger.deadlines.next_id();
-        let coordinator = GetCoordinator::new(n, options.r, options.pr, targets.clone());
+        // The primaries that are down and have no fallback count as failed
+        // replicas from the start, as a put's do, so a get that cannot
+        // reach `r` names them.
+        let down = uncovered_primaries(list, &targets);
+        let replicas = targets
+            .iter()
+            .copied()
+            .chain(down.iter().map(|&node| Replica::primary(node)))
+            .collect();
+        let mut coordinator = GetCoordinator::new(n, options.r, options.pr, replicas);
+        for &node in &down {
+            coordinator.add_reply(node, Err(ReplicaError::Unreachable));
+        }
         let (asked, unasked) = first_asked(&targets, cx.me(), options.r, options.pr);
         let (asked, unasked) = if !unasked.is_empty()
             && cx.parts.rng.random::<f64>() < cx.parts.config.read_repair_chance

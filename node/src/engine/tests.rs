@@ -1887,6 +1887,21 @@ fn a_write_out_of_reach_of_its_live_targets_is_refused_before_it_is_applied() {
     let partition = engines[0].membership.parts.partitions.of_key(b"b", b"k");
     let key = KeyRef::new(partition, b"b", b"k");
     assert_eq!(engines[0].store().get(key).unwrap(), None, "not applied");
+    // A read that cannot reach `r` names the down primary too.
+    engines[0].handle_client(now(t), 9, get_at("all"));
+    let effects = drain(&mut engines[0]);
+    match replies(&effects).as_slice() {
+        [(9, Err(RequestError::Get(crate::core::GetError::QuorumNotReached(tally))))] => {
+            assert!(
+                tally
+                    .failures
+                    .iter()
+                    .any(|f| f.node == dead && f.error == ReplicaError::Unreachable),
+                "the down primary is named: {tally:?}"
+            );
+        }
+        other => panic!("expected r=all to fail, got {other:?}"),
+    }
     // Within reach of nodes 0 and 1, the same write is applied.
     assert_eq!(
         puts_through_node_0(&mut engines, t, 2..3, "quorum", &[1]),
