@@ -1839,6 +1839,17 @@ fn puts_through_node_0(
     answered
 }
 
+/// Asserts that a quorum failure's `tally` names `node` as unreachable.
+fn assert_names_unreachable(tally: &crate::core::QuorumTally, node: Uuid) {
+    assert!(
+        tally
+            .failures
+            .iter()
+            .any(|f| f.node == node && f.error == ReplicaError::Unreachable),
+        "the down primary is named: {tally:?}"
+    );
+}
+
 /// A write whose live targets cannot reach `w` even if every one of them
 /// acknowledges is refused before any replica applies it, and the error
 /// names the primary that is down; a write they can reach goes through.
@@ -1874,13 +1885,7 @@ fn a_write_out_of_reach_of_its_live_targets_is_refused_before_it_is_applied() {
     match replies(&effects).as_slice() {
         [(1, Err(RequestError::Put(PutError::QuorumNotReached { tally, applied: 0 })))] => {
             assert_eq!((tally.required, tally.received), (3, 0), "{tally:?}");
-            assert!(
-                tally
-                    .failures
-                    .iter()
-                    .any(|f| f.node == dead && f.error == ReplicaError::Unreachable),
-                "the down primary is named: {tally:?}"
-            );
+            assert_names_unreachable(tally, dead);
         }
         other => panic!("expected w=all to be refused at once, got {other:?}"),
     }
@@ -1892,13 +1897,7 @@ fn a_write_out_of_reach_of_its_live_targets_is_refused_before_it_is_applied() {
     let effects = drain(&mut engines[0]);
     match replies(&effects).as_slice() {
         [(9, Err(RequestError::Get(crate::core::GetError::QuorumNotReached(tally))))] => {
-            assert!(
-                tally
-                    .failures
-                    .iter()
-                    .any(|f| f.node == dead && f.error == ReplicaError::Unreachable),
-                "the down primary is named: {tally:?}"
-            );
+            assert_names_unreachable(tally, dead);
         }
         other => panic!("expected r=all to fail, got {other:?}"),
     }
