@@ -68,7 +68,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY
 use reqwest::{StatusCode, Url};
 
 use crate::limits::{check_bucket, check_key, DEFAULT_MAX_VALUE_BYTES, MAX_CONTENT_TYPE_BYTES};
-use crate::options::RequestOptions;
+use crate::options::{RequestKind, RequestOptions};
 use crate::problem::{ProblemBody, WriteOutcome, PROBLEM_CONTENT_TYPE};
 use crate::types::{
     ClusterStatus, PreflistStatus, RingStatus, SiblingsBody, CONTEXT_HEADER,
@@ -219,8 +219,9 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
     /// The request was refused before it was sent, with the code a node
-    /// would give (`invalid_key`, `invalid_content_type`, `value_too_large`)
-    /// or `invalid_url`.
+    /// would give (`invalid_key`, `invalid_content_type`, `value_too_large`,
+    /// `unknown_option` for `returnbody` on anything but a put) or
+    /// `invalid_url`.
     #[error("{detail}")]
     Invalid { code: &'static str, detail: String },
     /// No answer: the connection could not be made, broke, or the answer
@@ -234,9 +235,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code: the problem body's for server errors, else
-    /// `invalid_key`/`invalid_content_type`/`invalid_url`, `transport` or
-    /// `protocol`.
+    /// The stable code: the problem body's for server errors, else the
+    /// code of a refusal before sending (`invalid_key`,
+    /// `invalid_content_type`, `value_too_large`, `unknown_option`,
+    /// `invalid_url`), `transport` or `protocol`.
     pub fn code(&self) -> &str {
         match self {
             Error::Server { problem, .. } => &problem.code,
@@ -498,7 +500,8 @@ impl Client {
 
     /// Reads a key at the options' `r`/`pr`.
     ///
-    /// Errors: `invalid_key` before sending; the node's codes (option codes,
+    /// Errors: `invalid_key`, and `unknown_option` for `returnbody` (a
+    /// put's option only), before sending; the node's codes (option codes,
     /// `quorum_not_reached`, `timeout`, …) as [`Error::Server`].
     pub async fn get(
         &self,
@@ -507,6 +510,7 @@ impl Client {
         options: &RequestOptions,
     ) -> Result<Read, Error> {
         check_names(bucket, key)?;
+        check_options(options, RequestKind::Get)?;
         self.retrying(false, |endpoint| async move {
             match &self.inner.transport {
                 Transport::Http(http) => http.get(endpoint, bucket, key, options).await,
@@ -579,6 +583,10 @@ impl Client {
 
     /// Deletes a key: with a context, the versions it covers; without one,
     /// what a read at the options' `r` finds (Riak's behaviour).
+    ///
+    /// Errors: `invalid_key`, and `unknown_option` for `returnbody` (a
+    /// put's option only: the answer says [`Deleted`] either way), before
+    /// sending; the node's codes as [`Error::Server`].
     pub async fn delete(
         &self,
         bucket: &str,
@@ -587,6 +595,7 @@ impl Client {
         options: &RequestOptions,
     ) -> Result<Deleted, Error> {
         check_names(bucket, key)?;
+        check_options(options, RequestKind::Delete)?;
         self.retrying(true, |endpoint| async move {
             match &self.inner.transport {
                 Transport::Http(http) => http.delete(endpoint, bucket, key, context, options).await,
@@ -645,6 +654,7 @@ impl Client {
         options: &RequestOptions,
     ) -> Result<PreflistStatus, Error> {
         check_names(bucket, key)?;
+        check_options(options, RequestKind::Preflist)?;
         let segments = ["v1", "cluster", "preflist", bucket, key];
         let segments = &segments;
         self.retrying(false, |endpoint| async move {
@@ -695,6 +705,15 @@ fn check_names(bucket: &str, key: &str) -> Result<(), Error> {
             code: "invalid_key",
             detail: error.to_string(),
         })
+}
+
+/// Options a node would refuse for a `kind` of request before looking at
+/// them against N: `returnbody` on anything but a put.
+fn check_options(options: &RequestOptions, kind: RequestKind) -> Result<(), Error> {
+    options.check_for(kind).map_err(|error| Error::Invalid {
+        code: error.code(),
+        detail: error.to_string(),
+    })
 }
 
 /// A content type the node would store: visible ASCII and spaces, at most
@@ -1158,5 +1177,34 @@ mod tests {
             );
         }
         assert_eq!(Client::http("ftp://x").unwrap_err().code(), "invalid_url");
+    }
+
+    /// A delete with `returnbody` would answer `404` whether or not it
+    /// deleted something, and be taken for "nothing to delete".
+    #[tokio::test]
+    async fn returnbody_is_refused_before_sending_anything_but_a_put() {
+        // Nothing listens there: a request that was sent fails as transport.
+        let client = Client::builder()
+            .endpoint("http://127.0.0.1:9")
+            .retries(0)
+            .build()
+            .unwrap();
+        let options = RequestOptions {
+            return_body: true,
+            ..RequestOptions::default()
+        };
+        let refusals = [
+            client.get("b", "k", &options).await.map(|_| ()),
+            client.delete("b", "k", None, &options).await.map(|_| ()),
+            client.preflist("b", "k", &options).await.map(|_| ()),
+        ];
+        for refusal in refusals {
+            let error = refusal.unwrap_err();
+            assert_eq!(error.code(), "unknown_option", "{error}");
+            assert_eq!(error.to_string(), "returnbody applies to PUT only");
+            assert!(!error.may_have_applied());
+        }
+        let put = client.put("b", "k", Value::from("v"), None, &options).await;
+        assert_eq!(put.unwrap_err().code(), "transport");
     }
 }

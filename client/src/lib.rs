@@ -36,7 +36,7 @@ mod quic;
 pub mod shell;
 pub mod types;
 
-pub use options::{OptionsError, Quorum, RequestOptions};
+pub use options::{OptionsError, Quorum, RequestKind, RequestOptions};
 pub use problem::{ProblemBody, WriteOutcome};
 
 #[cfg(feature = "http")]

@@ -17,12 +17,17 @@
 //! | `timeout` | milliseconds in 1..=[`MAX_TIMEOUT_MS`]            | [`DEFAULT_TIMEOUT_MS`] |
 //! | `sync`    | `true` or `false`                                 | `false`   |
 //! | `sloppy`  | `true` or `false`                                 | `true`    |
-//! | `returnbody` | `true` or `false`: a write answers like a read (the key's siblings and their context), as Riak's `returnbody` | `false` |
+//! | `returnbody` | `true` or `false`: a write answers like a read (the key's siblings and their context), as Riak's `returnbody`; `PUT` only | `false` |
 //!
 //! Words (`one`, `quorum`, `all`, `true`, `false`) are case-insensitive;
 //! option names are not. `quorum` is a majority of N: `N / 2 + 1`. All
 //! options are validated on every request, whichever of them the request
 //! uses, so a mistyped `w` on a get is reported rather than ignored.
+//! `returnbody` is the exception: only a `PUT` takes it, and a get, delete
+//! or preference list given it is refused ([`RequestOptions::parse_for`],
+//! [`RequestOptions::check_for`]) with `unknown_option`, since a delete
+//! answering like a read would say `404` whether or not it deleted
+//! something.
 
 use std::fmt;
 
@@ -186,11 +191,31 @@ pub struct ResolvedOptions {
     pub sloppy: bool,
 }
 
+/// What a request does, as far as its options go: every option is taken
+/// by every kind but `returnbody`, which only a [`Put`](RequestKind::Put)
+/// takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// A read of a key (`GET`).
+    Get,
+    /// A write of a value (`PUT`).
+    Put,
+    /// A delete (`DELETE`).
+    Delete,
+    /// A key's preference list (`GET /v1/cluster/preflist/…`).
+    Preflist,
+}
+
 /// A request option that was refused. Nothing was done for the request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionsError {
     #[error("unknown request option {name:?}")]
     UnknownOption { name: String },
+    /// A known option that this kind of request does not take
+    /// (`returnbody` on anything but a `PUT`). Its code is
+    /// `unknown_option`, as for a name no request takes.
+    #[error("{option} applies to PUT only")]
+    PutOnly { option: &'static str },
     #[error("request option {option} given more than once")]
     DuplicateOption { option: &'static str },
     #[error("{option}={value:?} is neither a whole number nor one of one, quorum, all")]
@@ -225,7 +250,9 @@ impl OptionsError {
     /// A stable, machine-readable code for API error bodies.
     pub fn code(&self) -> &'static str {
         match self {
-            OptionsError::UnknownOption { .. } => "unknown_option",
+            OptionsError::UnknownOption { .. } | OptionsError::PutOnly { .. } => {
+                "unknown_option"
+            }
             OptionsError::DuplicateOption { .. } => "duplicate_option",
             OptionsError::InvalidQuorum { .. } => "invalid_quorum",
             OptionsError::Overflow { .. } => "quorum_overflow",
@@ -248,7 +275,8 @@ impl OptionsError {
             | OptionsError::Overflow { option, .. }
             | OptionsError::InvalidBool { option, .. }
             | OptionsError::ZeroQuorum { option }
-            | OptionsError::QuorumAboveN { option, .. } => Some(option),
+            | OptionsError::QuorumAboveN { option, .. }
+            | OptionsError::PutOnly { option } => Some(option),
             OptionsError::InvalidTimeout { .. } | OptionsError::TimeoutOutOfRange { .. } => {
                 Some("timeout")
             }
@@ -303,6 +331,39 @@ impl RequestOptions {
             }
         }
         Ok(options)
+    }
+
+    /// [`parse`](Self::parse) for a `kind` of request: also refuses an
+    /// option that kind does not take, whatever its value (`returnbody`
+    /// on anything but a `PUT`: `unknown_option`).
+    pub fn parse_for<'a, I>(kind: RequestKind, pairs: I) -> Result<RequestOptions, OptionsError>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut return_body_given = false;
+        let options = RequestOptions::parse(
+            pairs
+                .into_iter()
+                .inspect(|&(name, _)| return_body_given |= name == "returnbody"),
+        )?;
+        if return_body_given && kind != RequestKind::Put {
+            return Err(OptionsError::PutOnly {
+                option: "returnbody",
+            });
+        }
+        Ok(options)
+    }
+
+    /// Checks options built directly (or decoded) for a `kind` of
+    /// request: `return_body` only on a `PUT`. (A `false` cannot be told
+    /// from an option not given, so only `true` is refused here.)
+    pub fn check_for(&self, kind: RequestKind) -> Result<(), OptionsError> {
+        if self.return_body && kind != RequestKind::Put {
+            return Err(OptionsError::PutOnly {
+                option: "returnbody",
+            });
+        }
+        Ok(())
     }
 
     /// Resolves the counts against the replication factor `n` and checks
@@ -773,6 +834,49 @@ mod tests {
         assert_eq!((edge.r, edge.w, edge.pr, edge.pw), (3, 3, 3, 3));
         let edge = resolve(&[("r", "1"), ("w", "1"), ("pr", "0"), ("pw", "0")], 3).unwrap();
         assert_eq!((edge.r, edge.w, edge.pr, edge.pw), (1, 1, 0, 0));
+    }
+
+    /// `returnbody` makes a write answer like a read; a delete that did
+    /// so would answer `404` whether or not it deleted something.
+    #[test]
+    fn returnbody_is_taken_by_a_put_only() {
+        for value in ["true", "false"] {
+            let pairs = [("w", "all"), ("returnbody", value)];
+            for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
+                let error = RequestOptions::parse_for(kind, pairs).unwrap_err();
+                assert_eq!(
+                    error,
+                    OptionsError::PutOnly {
+                        option: "returnbody"
+                    },
+                    "{kind:?} returnbody={value}"
+                );
+                assert_eq!(error.code(), "unknown_option");
+                assert_eq!(error.option(), Some("returnbody"));
+                assert_eq!(error.to_string(), "returnbody applies to PUT only");
+            }
+            let put = RequestOptions::parse_for(RequestKind::Put, pairs).unwrap();
+            assert_eq!(put.return_body, value == "true");
+        }
+        // Without it every kind takes the other options.
+        for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
+            assert!(RequestOptions::parse_for(kind, [("sync", "true")]).is_ok());
+        }
+        // Options built directly (or decoded from QUIC) are checked too.
+        let returning = RequestOptions {
+            return_body: true,
+            ..RequestOptions::default()
+        };
+        assert_eq!(returning.check_for(RequestKind::Put), Ok(()));
+        for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
+            assert_eq!(
+                returning.check_for(kind),
+                Err(OptionsError::PutOnly {
+                    option: "returnbody"
+                })
+            );
+            assert_eq!(RequestOptions::default().check_for(kind), Ok(()));
+        }
     }
 
     #[test]

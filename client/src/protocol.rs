@@ -26,7 +26,8 @@
 //!                                   "options": options } }
 //! options   = map { "r"?: str, "w"?: str, "pr"?: str, "pw"?: str, "timeout"?: uint,
 //!                   "sync"?: bool, "sloppy"?: bool, "returnbody"?: bool }
-//!                   values as in the HTTP query string; a missing entry takes its default
+//!                   values as in the HTTP query string; a missing entry takes its default;
+//!                   "returnbody": true on anything but a put is refused (unknown_option)
 //! reply     = map { "found":             map { "siblings": [sibling...], "context": str } }
 //!           | map { "not_found":         map { "context": str | nil } }
 //!           | map { "written":           map { "context": str, "siblings": [sibling...] | nil } }

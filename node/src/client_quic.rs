@@ -40,6 +40,7 @@ use tracing::{debug, warn};
 
 use crate::answer::{self, read_answer, ReadAnswer, Sealer};
 use crate::api::{ReadRequest, RequestError, Service, WriteReply, WriteRequest};
+use crate::core::options::RequestKind;
 use crate::core::RequestOptions;
 use crate::telemetry;
 use chorus_storage::object::check_content_type;
@@ -215,7 +216,7 @@ async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, Reque
             options,
         } => {
             let sealer = target(service, &bucket, &key)?;
-            let options = checked(options)?;
+            let options = checked(options, RequestKind::Get)?;
             let reply = service
                 .get(ReadRequest {
                     bucket: sealer.bucket.clone(),
@@ -240,7 +241,7 @@ async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, Reque
             options,
         } => {
             let sealer = target(service, &bucket, &key)?;
-            let options = checked(options)?;
+            let options = checked(options, RequestKind::Put)?;
             let max = service.max_value_bytes();
             if value.len() > max {
                 return Err(RequestError::ValueTooLarge {
@@ -293,7 +294,7 @@ async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, Reque
             options,
         } => {
             let sealer = target(service, &bucket, &key)?;
-            let options = checked(options)?;
+            let options = checked(options, RequestKind::Delete)?;
             let context = open(&sealer, context.as_deref())?;
             let reply = write(service, &sealer, None, None, context, options).await?;
             Ok(match reply {
@@ -317,7 +318,7 @@ async fn dispatch<S: Service>(service: &S, op: Operation) -> Result<Reply, Reque
             options,
         } => {
             let sealer = target(service, &bucket, &key)?;
-            let options = checked(options)?;
+            let options = checked(options, RequestKind::Preflist)?;
             Ok(
                 match service
                     .preflist(sealer.bucket.clone(), sealer.key.clone(), options.sloppy)
@@ -378,12 +379,14 @@ fn target<S: Service>(service: &S, bucket: &str, key: &str) -> Result<Sealer, Re
     ))
 }
 
-/// The options exactly as the HTTP API would take them: they go through
-/// the query-string parser, which checks what deserialization does not
-/// (for instance the timeout's range), with the same codes.
-fn checked(options: RequestOptions) -> Result<RequestOptions, RequestError> {
+/// The options exactly as the HTTP API would take them for a `kind` of
+/// request: they go through the query-string parser, which checks what
+/// deserialization does not (for instance the timeout's range), with the
+/// same codes; `returnbody` is a put's only.
+fn checked(options: RequestOptions, kind: RequestKind) -> Result<RequestOptions, RequestError> {
     let pairs = options.to_pairs();
-    Ok(RequestOptions::parse(
+    Ok(RequestOptions::parse_for(
+        kind,
         pairs.iter().map(|(name, value)| (*name, value.as_str())),
     )?)
 }

@@ -82,8 +82,11 @@
 //! adds a sibling) and answer `204 No Content` with the writer's new context
 //! in `X-Chorus-Context`: what its own context covered plus the new version,
 //! never a concurrent version it was not shown (design.md §3 rule 3). With
-//! `?returnbody=true` a write answers like a read instead, with the key's
-//! siblings after the write and their context. A `DELETE` without a context
+//! `?returnbody=true` a `PUT` answers like a read instead, with the key's
+//! siblings after the write and their context; a `DELETE` takes no
+//! `returnbody` (`400` `unknown_option`, "returnbody applies to PUT only"),
+//! as its answer would then be `404` whether or not it deleted something.
+//! A `DELETE` without a context
 //! reads the key at its `r` and deletes what it found: `204`, or `404`
 //! `not_found` when nothing live was there. A value larger than the
 //! service's [`max_value_bytes`](Service::max_value_bytes) is refused with
@@ -99,7 +102,10 @@
 //! ## Request options
 //!
 //! All three key routes take the query parameters `r`, `w`, `pr`, `pw`,
-//! `timeout`, `sync`, `sloppy` and `returnbody` ([`crate::core::options`]). Unknown names,
+//! `timeout`, `sync` and `sloppy` ([`crate::core::options`]); a `PUT` also
+//! takes `returnbody`, and a `GET` or `DELETE` given it (whatever its
+//! value) is refused with `400` `unknown_option` ("returnbody applies to
+//! PUT only"). Unknown names,
 //! repeated names and malformed values are refused here with `400` and the
 //! option's code; counts that do not fit the key's replication factor (for
 //! instance `w=0` or `w` above N) are refused by the service, also with
@@ -130,8 +136,8 @@
 //! believes each up, and, for each down primary, the fallback standing in
 //! for it (`"fallback_for": <primary id>`), as
 //! [`place`](crate::core::place) picks them. It checks bucket and key as
-//! the key routes do and takes their query options, checked for form only
-//! (counts are not held against N); `?sloppy=false` shows the strict
+//! the key routes do and takes a `GET`'s query options, checked for form
+//! only (counts are not held against N); `?sloppy=false` shows the strict
 //! list (no fallbacks).
 //!
 //! # Authentication
@@ -202,6 +208,7 @@ use tokio::sync::Semaphore;
 
 use crate::answer::{read_answer, LiveVersion, ReadAnswer, Sealer};
 use crate::api::{BearerToken, ReadRequest, RequestError, Service, WriteReply, WriteRequest};
+use crate::core::options::RequestKind;
 use crate::core::RequestOptions;
 use crate::telemetry::{self, Operation};
 
@@ -665,7 +672,7 @@ async fn read<S: Service>(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
-    let options = options(query)?;
+    let options = options(query, RequestKind::Get)?;
     observed.consistency = telemetry::consistency_label(options.r);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let reply = service
@@ -700,7 +707,7 @@ async fn put_key<S: Service>(
     request: Request,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
-    let options = options(query)?;
+    let options = options(query, RequestKind::Put)?;
     observed.consistency = telemetry::consistency_label(options.w);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
@@ -739,7 +746,7 @@ async fn remove_key<S: Service>(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
-    let options = options(query)?;
+    let options = options(query, RequestKind::Delete)?;
     observed.consistency = telemetry::consistency_label(options.w);
     let sealer = Sealer::new(service.context_key(), &bucket, &key);
     let context = context(&headers, &sealer)?;
@@ -817,7 +824,7 @@ async fn preflist<S: Service>(
     query: OptionsQuery,
 ) -> Result<Response, HttpError> {
     let (bucket, key) = target(path)?;
-    let options = options(query)?;
+    let options = options(query, RequestKind::Preflist)?;
     let preflist = service
         .preflist(bucket, key, options.sloppy)
         .await?
@@ -906,10 +913,12 @@ fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), RequestE
     })
 }
 
-/// The request options from the query string, as the client wrote them.
-fn options(query: OptionsQuery) -> Result<RequestOptions, HttpError> {
+/// The request options from the query string, as the client wrote them,
+/// for a `kind` of request (`returnbody` is a `PUT`'s only).
+fn options(query: OptionsQuery, kind: RequestKind) -> Result<RequestOptions, HttpError> {
     let Query(pairs) = query.map_err(|rejection| HttpError::InvalidQuery(rejection.body_text()))?;
-    let options = RequestOptions::parse(
+    let options = RequestOptions::parse_for(
+        kind,
         pairs
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_str())),

@@ -348,6 +348,21 @@ async fn malformed_frames_get_problem_answers_and_the_connection_keeps_serving()
         problem_code(&exchange(&connection, &protocol::encode(&above_n)).await),
         (400, "quorum_above_n")
     );
+    // `returnbody` is a put's option only, as over HTTP.
+    let returning = RequestOptions {
+        return_body: true,
+        ..RequestOptions::default()
+    };
+    let delete = Request::new(Operation::Delete {
+        bucket: "b".into(),
+        key: "k".into(),
+        context: None,
+        options: returning,
+    });
+    assert_eq!(
+        problem_code(&exchange(&connection, &protocol::encode(&delete)).await),
+        (400, "unknown_option")
+    );
     // The same connection still serves.
     match exchange(
         &connection,

@@ -558,6 +558,47 @@ async fn bad_query_parameters_are_400_naming_the_option() {
     assert!(fake.state.lock().unwrap().objects.is_empty());
 }
 
+/// `returnbody` is a `PUT`'s option: a `DELETE` that answered like a read
+/// would say `404` whether or not it deleted something.
+#[tokio::test]
+async fn returnbody_is_refused_on_every_route_but_put() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let url = server.key_url("b", "k");
+    assert_eq!(
+        server.put(&url, b"v", None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let preflist = server.url("/v1/cluster/preflist/b/k");
+    for value in ["true", "false"] {
+        for (method, url) in [
+            (reqwest::Method::DELETE, &url),
+            (reqwest::Method::GET, &url),
+            (reqwest::Method::GET, &preflist),
+        ] {
+            let response = server
+                .client
+                .request(method.clone(), format!("{url}?returnbody={value}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{method} {url}");
+            let body = problem(response).await;
+            assert_eq!(body.code, "unknown_option", "{method} {url}");
+            assert_eq!(body.option.as_deref(), Some("returnbody"));
+            assert_eq!(body.detail, "returnbody applies to PUT only");
+        }
+    }
+    // Refused before the service: the key is still there.
+    assert_eq!(fake.writes().len(), 1);
+    assert!(fake.reads().is_empty());
+    assert_eq!(server.get(&url).await.status(), StatusCode::OK);
+    let put = server
+        .put(&format!("{url}?returnbody=true"), b"w", None)
+        .await;
+    assert_eq!(put.status(), StatusCode::MULTIPLE_CHOICES);
+}
+
 #[tokio::test]
 async fn bad_context_tokens_are_400_before_the_service_is_called() {
     let fake = Fake::new();

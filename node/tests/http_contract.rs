@@ -209,6 +209,12 @@ async fn the_http_contract_holds_against_a_real_cluster() {
             "invalid_quorum",
         ),
         (
+            Method::DELETE,
+            "/v1/buckets/b/keys/k?returnbody=true",
+            400,
+            "unknown_option",
+        ),
+        (
             Method::PUT,
             "/v1/buckets/b/keys/k?w=many",
             400,

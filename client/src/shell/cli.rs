@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::command::{self, Command, Target};
+use super::command::{self, Command, Pairs, Target};
 use super::session::{exit, merge, Outcome, Output, Session, ShellError};
 use crate::client::Client;
 use crate::options::RequestOptions;
@@ -307,6 +307,11 @@ fn session(connect: &ConnectArgs) -> Result<Session, ShellError> {
 
 /// Parses `--consistency` as the shell's CONSISTENCY arguments.
 fn consistency(text: &str) -> Result<RequestOptions, ShellError> {
+    merge(&RequestOptions::default(), &consistency_pairs(text)?, None)
+}
+
+/// `--consistency` as the options it names, as written.
+fn consistency_pairs(text: &str) -> Result<Pairs, ShellError> {
     let words = command::split(&format!("CONSISTENCY {text}"))
         .map_err(|e| ShellError::usage("syntax", format!("--consistency: {e}")))?;
     let [statement] = words.as_slice() else {
@@ -316,14 +321,24 @@ fn consistency(text: &str) -> Result<RequestOptions, ShellError> {
         ));
     };
     match command::parse(statement) {
-        Ok(Command::Consistency { options }) => merge(&RequestOptions::default(), &options),
+        Ok(Command::Consistency { options }) => Ok(options),
         Ok(_) => unreachable!("a CONSISTENCY statement parses as one"),
         Err(e) => Err(ShellError::usage("syntax", format!("--consistency: {e}"))),
     }
 }
 
-async fn one_shot(connect: &ConnectArgs, command: Command) -> Result<Outcome, ShellError> {
+async fn one_shot(connect: &ConnectArgs, mut command: Command) -> Result<Outcome, ShellError> {
     let mut session = session(connect)?;
+    // `--consistency` is the command's own options too, so one it does not
+    // take (`returnbody` on a read or a delete) is refused, not dropped.
+    let own = consistency_pairs(&connect.consistency)?;
+    match &mut command {
+        Command::Get { options, .. }
+        | Command::Put { options, .. }
+        | Command::Del { options, .. }
+        | Command::Preflist { options, .. } => *options = own,
+        _ => {}
+    }
     let mut stdout = std::io::stdout().lock();
     session.execute(command, &mut stdout).await
 }

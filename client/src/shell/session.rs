@@ -12,7 +12,7 @@ use serde_json::json;
 use super::command::{Command, Pairs, Resolution, Target};
 use super::help;
 use crate::client::{Client, Context, Deleted, Error, Found, Read, Sibling, Value};
-use crate::options::RequestOptions;
+use crate::options::{RequestKind, RequestOptions};
 use crate::types::{ClusterStatus, PreflistStatus, RingStatus};
 
 /// How results are printed.
@@ -181,7 +181,7 @@ impl Session {
             }
             Command::Get { target, options } => {
                 let (bucket, key) = self.target(target)?;
-                let options = self.options(&options)?;
+                let options = self.options(&options, RequestKind::Get)?;
                 let read = self
                     .client
                     .get(&bucket, &key, &options)
@@ -207,7 +207,7 @@ impl Session {
                 options,
             } => {
                 let (bucket, key) = self.target(target)?;
-                let options = self.options(&options)?;
+                let options = self.options(&options, RequestKind::Put)?;
                 let context = context.map(Context::new);
                 self.write(
                     out,
@@ -226,7 +226,7 @@ impl Session {
                 options,
             } => {
                 let (bucket, key) = self.target(target)?;
-                let options = self.options(&options)?;
+                let options = self.options(&options, RequestKind::Delete)?;
                 let context = context.map(Context::new);
                 let deleted = self
                     .client
@@ -269,7 +269,7 @@ impl Session {
                 options,
             } => {
                 let (bucket, key) = self.target(target)?;
-                let options = self.options(&options)?;
+                let options = self.options(&options, RequestKind::Put)?;
                 let found = match self.reads.get(&(bucket.clone(), key.clone())) {
                     Some(found) => found.clone(),
                     None => match self
@@ -319,7 +319,7 @@ impl Session {
             }
             Command::Consistency { options } => {
                 if !options.is_empty() {
-                    self.defaults = self.options(&options)?;
+                    self.defaults = merge(&self.defaults, &options, None)?;
                 }
                 match self.output {
                     Output::Json => {
@@ -360,7 +360,7 @@ impl Session {
             }
             Command::Preflist { target, options } => {
                 let (bucket, key) = self.target(target)?;
-                let options = self.options(&options)?;
+                let options = self.options(&options, RequestKind::Preflist)?;
                 let preflist = self
                     .client
                     .preflist(&bucket, &key, &options)
@@ -498,20 +498,35 @@ impl Session {
         Ok((bucket, target.key))
     }
 
-    /// The session defaults with `overrides` on top, checked as a node
-    /// checks them.
-    fn options(&self, overrides: &Pairs) -> Result<RequestOptions, ShellError> {
-        merge(&self.defaults, overrides)
+    /// The session defaults with a command's `overrides` on top, checked
+    /// as a node checks them for a `kind` of request. The session's
+    /// `returnbody` is for the commands that write a value: the others
+    /// leave it out, and refuse it given with the command.
+    fn options(&self, overrides: &Pairs, kind: RequestKind) -> Result<RequestOptions, ShellError> {
+        let mut base = self.defaults;
+        if kind != RequestKind::Put {
+            base.return_body = false;
+        }
+        merge(&base, overrides, Some(kind))
     }
 }
 
 /// `base` with the options in `overrides` replaced, parsed by
-/// [`RequestOptions::parse`] so errors carry the node's codes.
-pub fn merge(base: &RequestOptions, overrides: &Pairs) -> Result<RequestOptions, ShellError> {
+/// [`RequestOptions::parse_for`] (for `kind`, when the options are for one
+/// kind of request) so errors carry the node's codes.
+pub fn merge(
+    base: &RequestOptions,
+    overrides: &Pairs,
+    kind: Option<RequestKind>,
+) -> Result<RequestOptions, ShellError> {
     let refused = |e: crate::OptionsError| ShellError::usage(e.code(), e.to_string());
     // Checked alone first: an option given twice here is an error.
-    RequestOptions::parse(overrides.iter().map(|(n, v)| (n.as_str(), v.as_str())))
-        .map_err(refused)?;
+    let given = overrides.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    match kind {
+        Some(kind) => RequestOptions::parse_for(kind, given),
+        None => RequestOptions::parse(given),
+    }
+    .map_err(refused)?;
     let base = base.to_pairs();
     let merged = base
         .iter()
@@ -741,23 +756,69 @@ mod tests {
         let base = merge(
             &RequestOptions::default(),
             &vec![("r".into(), "one".into())],
+            None,
         )
         .unwrap();
-        let merged = merge(&base, &vec![("w".into(), "all".into())]).unwrap();
+        let merged = merge(&base, &vec![("w".into(), "all".into())], None).unwrap();
         assert_eq!(
             describe(&merged),
             "r=one w=all pr=0 pw=0 timeout=10000 sync=false sloppy=true"
         );
         let twice = vec![("r".into(), "1".into()), ("r".into(), "2".into())];
-        assert_eq!(merge(&base, &twice).unwrap_err().code, "duplicate_option");
+        assert_eq!(
+            merge(&base, &twice, None).unwrap_err().code,
+            "duplicate_option"
+        );
         let bad = vec![("w".into(), "most".into())];
-        let error = merge(&base, &bad).unwrap_err();
+        let error = merge(&base, &bad, None).unwrap_err();
         assert_eq!(
             (error.code.as_str(), error.exit),
             ("invalid_quorum", exit::USAGE)
         );
         let unknown = vec![("x".into(), "1".into())];
-        assert_eq!(merge(&base, &unknown).unwrap_err().code, "unknown_option");
+        assert_eq!(
+            merge(&base, &unknown, None).unwrap_err().code,
+            "unknown_option"
+        );
+    }
+
+    /// `DEL k returnbody=true` is refused before sending; a session
+    /// default of `returnbody=true` is kept for the writes of a value.
+    #[test]
+    fn returnbody_is_refused_on_a_command_that_writes_no_value() {
+        let returning = vec![("returnbody".into(), "true".into())];
+        for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
+            let error = merge(&RequestOptions::default(), &returning, Some(kind)).unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.message.as_str(), error.exit),
+                (
+                    "unknown_option",
+                    "returnbody applies to PUT only",
+                    exit::USAGE
+                ),
+                "{kind:?}"
+            );
+        }
+        let put = merge(
+            &RequestOptions::default(),
+            &returning,
+            Some(RequestKind::Put),
+        );
+        assert!(put.unwrap().return_body);
+        let session = Session::new(
+            Client::http("http://127.0.0.1:9").unwrap(),
+            merge(&RequestOptions::default(), &returning, None).unwrap(),
+            Output::Table,
+        );
+        assert!(
+            session
+                .options(&vec![], RequestKind::Put)
+                .unwrap()
+                .return_body
+        );
+        for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
+            assert!(!session.options(&vec![], kind).unwrap().return_body);
+        }
     }
 
     /// `CONSISTENCY r=0` is refused when given, not taken as the session's
@@ -766,7 +827,7 @@ mod tests {
     fn a_zero_quorum_is_refused_when_set() {
         for option in ["r", "w"] {
             let zero = vec![(option.into(), "0".into())];
-            let error = merge(&RequestOptions::default(), &zero).unwrap_err();
+            let error = merge(&RequestOptions::default(), &zero, None).unwrap_err();
             assert_eq!(
                 (error.code.as_str(), error.exit),
                 ("quorum_zero", exit::USAGE),
@@ -774,6 +835,6 @@ mod tests {
             );
         }
         let primaries = vec![("pr".into(), "0".into()), ("pw".into(), "0".into())];
-        assert!(merge(&RequestOptions::default(), &primaries).is_ok());
+        assert!(merge(&RequestOptions::default(), &primaries, None).is_ok());
     }
 }
