@@ -20,7 +20,10 @@
 //! | `returnbody` | `true` or `false`: a write answers like a read (the key's siblings and their context), as Riak's `returnbody`; `PUT` only | `false` |
 //!
 //! Words (`one`, `quorum`, `all`, `true`, `false`) are case-insensitive;
-//! option names are not. `quorum` is a majority of N: `N / 2 + 1`. All
+//! option names are not. `quorum` is a majority of N: `N / 2 + 1`. Every
+//! count is held against N first (`quorum_above_n`, naming the first of `r`,
+//! `w`, `pr`, `pw` above N), and only then `pr` against `r` (`pr_above_r`)
+//! and `pw` against `w` (`pw_above_w`). All
 //! options are validated on every request, whichever of them the request
 //! uses, so a mistyped `w` on a get is reported rather than ignored.
 //! `returnbody` is the exception: only a `PUT` takes it, and a get, delete
@@ -367,17 +370,19 @@ impl RequestOptions {
     }
 
     /// Resolves the counts against the replication factor `n` and checks
-    /// that they can be met: `r` and `w` in 1..=n, `pr <= r`, `pw <= w`, and
-    /// the timeout within its bounds.
+    /// that they can be met: `r` and `w` in 1..=n, `pr` and `pw` at most n
+    /// (every count is held against n first, in the order `r`, `w`, `pr`,
+    /// `pw`, so `pw=4` with n=3 is `quorum_above_n`, whatever `w` is), then
+    /// `pr <= r`, `pw <= w`, and the timeout within its bounds.
     pub fn resolve(&self, n: usize) -> Result<ResolvedOptions, OptionsError> {
         assert!(n >= 1, "a key has at least one replica");
         let r = resolve_quorum("r", self.r, n)?;
         let w = resolve_quorum("w", self.w, n)?;
-        let pr = self.pr.resolve(n);
+        let pr = resolve_primaries("pr", self.pr, n)?;
+        let pw = resolve_primaries("pw", self.pw, n)?;
         if pr > r {
             return Err(OptionsError::PrAboveR { pr, r });
         }
-        let pw = self.pw.resolve(n);
         if pw > w {
             return Err(OptionsError::PwAboveW { pw, w });
         }
@@ -438,6 +443,19 @@ fn resolve_quorum(option: &'static str, quorum: Quorum, n: usize) -> Result<usiz
     if value == 0 {
         return Err(OptionsError::ZeroQuorum { option });
     }
+    if value > n {
+        return Err(OptionsError::QuorumAboveN { option, value, n });
+    }
+    Ok(value)
+}
+
+/// A count of primaries (`pr`, `pw`): 0 is allowed, more than `n` is not.
+fn resolve_primaries(
+    option: &'static str,
+    quorum: Quorum,
+    n: usize,
+) -> Result<usize, OptionsError> {
+    let value = quorum.resolve(n);
     if value > n {
         return Err(OptionsError::QuorumAboveN { option, value, n });
     }
@@ -818,10 +836,52 @@ mod tests {
                 OptionsError::PwAboveW { pw: 2, w: 1 },
                 "pw_above_w",
             ),
+            // Every count is held against N before pr <= r and pw <= w,
+            // so a count no cluster of this N can meet is named as such.
             (
                 &[("pw", "4")],
                 3,
-                OptionsError::PwAboveW { pw: 4, w: 2 },
+                OptionsError::QuorumAboveN {
+                    option: "pw",
+                    value: 4,
+                    n: 3,
+                },
+                "quorum_above_n",
+            ),
+            (
+                &[("pr", "4")],
+                3,
+                OptionsError::QuorumAboveN {
+                    option: "pr",
+                    value: 4,
+                    n: 3,
+                },
+                "quorum_above_n",
+            ),
+            (
+                &[("pw", "4"), ("w", "4")],
+                3,
+                OptionsError::QuorumAboveN {
+                    option: "w",
+                    value: 4,
+                    n: 3,
+                },
+                "quorum_above_n",
+            ),
+            (
+                &[("r", "1"), ("pw", "5"), ("pr", "4")],
+                3,
+                OptionsError::QuorumAboveN {
+                    option: "pr",
+                    value: 4,
+                    n: 3,
+                },
+                "quorum_above_n",
+            ),
+            (
+                &[("pw", "3")],
+                3,
+                OptionsError::PwAboveW { pw: 3, w: 2 },
                 "pw_above_w",
             ),
         ];

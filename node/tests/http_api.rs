@@ -523,6 +523,10 @@ async fn bad_query_parameters_are_400_naming_the_option() {
         ("w=abc", "invalid_quorum", "w"),
         ("w=0", "quorum_zero", "w"),
         ("w=4", "quorum_above_n", "w"),
+        // Every count is held against N before pr <= r and pw <= w.
+        ("pw=4", "quorum_above_n", "pw"),
+        ("pr=4", "quorum_above_n", "pr"),
+        ("pw=4&w=4", "quorum_above_n", "w"),
         ("n=3", "unknown_option", "n"),
         ("r=1&r=2", "duplicate_option", "r"),
         ("timeout=5s", "invalid_timeout", "timeout"),
@@ -554,7 +558,7 @@ async fn bad_query_parameters_are_400_naming_the_option() {
     // Parse errors never reach the service (w=0 among them: no N makes it
     // valid); only the counts it resolves against N do.
     let reached = fake.reads().len() + fake.writes().len();
-    assert_eq!(reached, 3, "only w=4 reaches the service");
+    assert_eq!(reached, 4 * 3, "only the counts above N reach the service");
     assert!(fake.state.lock().unwrap().objects.is_empty());
 }
 

@@ -239,6 +239,19 @@ async fn the_http_contract_holds_against_a_real_cluster() {
             400,
             "pw_above_w",
         ),
+        // A count above N is named as such before pw <= w or pr <= r.
+        (
+            Method::PUT,
+            "/v1/buckets/b/keys/k?pw=4",
+            400,
+            "quorum_above_n",
+        ),
+        (
+            Method::GET,
+            "/v1/buckets/b/keys/k?pr=4",
+            400,
+            "quorum_above_n",
+        ),
         (
             Method::GET,
             "/v1/buckets/b/keys/k?nope=1",
