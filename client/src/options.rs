@@ -219,6 +219,10 @@ pub enum OptionsError {
     /// `unknown_option`, as for a name no request takes.
     #[error("{option} applies to PUT only")]
     PutOnly { option: &'static str },
+    /// A query parameter on a route that takes none (the cluster and
+    /// operations routes of the HTTP API). Its code is `unknown_option`.
+    #[error("unknown query parameter {name:?}: this route takes none")]
+    NoneTaken { name: String },
     #[error("request option {option} given more than once")]
     DuplicateOption { option: &'static str },
     #[error("{option}={value:?} is neither a whole number nor one of one, quorum, all")]
@@ -253,9 +257,9 @@ impl OptionsError {
     /// A stable, machine-readable code for API error bodies.
     pub fn code(&self) -> &'static str {
         match self {
-            OptionsError::UnknownOption { .. } | OptionsError::PutOnly { .. } => {
-                "unknown_option"
-            }
+            OptionsError::UnknownOption { .. }
+            | OptionsError::PutOnly { .. }
+            | OptionsError::NoneTaken { .. } => "unknown_option",
             OptionsError::DuplicateOption { .. } => "duplicate_option",
             OptionsError::InvalidQuorum { .. } => "invalid_quorum",
             OptionsError::Overflow { .. } => "quorum_overflow",
@@ -272,7 +276,7 @@ impl OptionsError {
     /// The option at fault, when there is one.
     pub fn option(&self) -> Option<&str> {
         match self {
-            OptionsError::UnknownOption { name } => Some(name),
+            OptionsError::UnknownOption { name } | OptionsError::NoneTaken { name } => Some(name),
             OptionsError::DuplicateOption { option }
             | OptionsError::InvalidQuorum { option, .. }
             | OptionsError::Overflow { option, .. }

@@ -33,7 +33,11 @@
 //!
 //! Every `GET` also answers `HEAD`. Another method on a known path is
 //! `405` `method_not_allowed` with an `Allow` header naming the methods
-//! the path has.
+//! the path has. Only the key routes and the preference list take query
+//! parameters ([request options](#request-options)); the others refuse any
+//! with `400` `unknown_option` naming it ("unknown query parameter "foo":
+//! this route takes none"), as the key routes refuse a name they do not
+//! know.
 //!
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
 //! is written `%2F`, a `%` as `%25`, and a `%` that does not start an
@@ -209,7 +213,7 @@ use tokio::sync::Semaphore;
 use crate::answer::{read_answer, LiveVersion, ReadAnswer, Sealer};
 use crate::api::{BearerToken, ReadRequest, RequestError, Service, WriteReply, WriteRequest};
 use crate::core::options::RequestKind;
-use crate::core::RequestOptions;
+use crate::core::{OptionsError, RequestOptions};
 use crate::telemetry::{self, Operation};
 
 pub use chorus_client::limits::{MAX_BUCKET_BYTES, MAX_KEY_BYTES};
@@ -282,6 +286,19 @@ pub enum Endpoint {
     Livez,
     Readyz,
     Metrics,
+}
+
+impl Endpoint {
+    /// Whether the endpoint takes request options in its query string:
+    /// the key routes and the preference list do; the others take no
+    /// query parameter at all, and the router refuses one
+    /// ([`refuse_query`]).
+    pub fn takes_options(self) -> bool {
+        matches!(
+            self,
+            Endpoint::ReadKey | Endpoint::WriteKey | Endpoint::DeleteKey | Endpoint::Preflist
+        )
+    }
 }
 
 /// Why the HTTP layer answered with an error.
@@ -480,7 +497,7 @@ fn method_router<S: Service>(route: &Route) -> MethodRouter<S> {
         "DELETE" => MethodFilter::DELETE,
         other => panic!("no method filter for {other} in the route table"),
     };
-    match route.endpoint {
+    let handler = match route.endpoint {
         Endpoint::ReadKey => on(filter, read_key::<S>),
         Endpoint::WriteKey => on(filter, write_key::<S>),
         Endpoint::DeleteKey => on(filter, delete_key::<S>),
@@ -491,6 +508,29 @@ fn method_router<S: Service>(route: &Route) -> MethodRouter<S> {
         Endpoint::Livez => on(filter, livez),
         Endpoint::Readyz => on(filter, readyz::<S>),
         Endpoint::Metrics => on(filter, metrics::<S>),
+    };
+    if route.endpoint.takes_options() {
+        handler
+    } else {
+        handler.route_layer(middleware::from_fn(refuse_query))
+    }
+}
+
+/// Serves `request` if its query string names no parameter, for the
+/// routes that take none: a parameter is refused as the key routes refuse
+/// a name they do not know, with `400` `unknown_option` naming it, so a
+/// mistyped or misplaced option is reported rather than ignored.
+async fn refuse_query(request: Request, next: Next) -> Response {
+    let first = match Query::<Vec<(String, String)>>::try_from_uri(request.uri()) {
+        Ok(Query(pairs)) => pairs.into_iter().next(),
+        Err(rejection) => return HttpError::InvalidQuery(rejection.body_text()).into_response(),
+    };
+    match first {
+        None => next.run(request).await,
+        Some((name, _)) => HttpError::from(RequestError::from(OptionsError::NoneTaken {
+            name: echo(&name),
+        }))
+        .into_response(),
     }
 }
 

@@ -603,6 +603,56 @@ async fn returnbody_is_refused_on_every_route_but_put() {
     assert_eq!(put.status(), StatusCode::MULTIPLE_CHOICES);
 }
 
+/// The cluster and operations routes take no query parameter: one is
+/// refused as the key routes refuse a name they do not know.
+#[tokio::test]
+async fn routes_without_options_refuse_query_parameters() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    let paths = [
+        "/v1/cluster/status",
+        "/v1/cluster/ring",
+        "/v1/openapi.json",
+        "/livez",
+        "/readyz",
+        "/metrics",
+    ];
+    for path in paths {
+        let plain = server.get(&server.url(path)).await.status();
+        assert_ne!(plain, StatusCode::BAD_REQUEST, "{path}");
+        // An empty query names nothing.
+        let empty = server.get(&server.url(&format!("{path}?"))).await;
+        assert_eq!(empty.status(), plain, "{path}?");
+        for (query, name) in [("foo=1", "foo"), ("r=one", "r"), ("verbose", "verbose")] {
+            let url = server.url(&format!("{path}?{query}"));
+            for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+                let response = server
+                    .client
+                    .request(method.clone(), &url)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{method} {url}");
+                if method == reqwest::Method::HEAD {
+                    continue;
+                }
+                let body = problem(response).await;
+                assert_eq!(body.code, "unknown_option", "{url}");
+                assert_eq!(body.option.as_deref(), Some(name), "{url}");
+                assert_eq!(
+                    body.detail,
+                    format!("unknown query parameter {name:?}: this route takes none")
+                );
+            }
+        }
+    }
+    // The preference list takes a GET's options, as before.
+    let preflist = server
+        .get(&server.url("/v1/cluster/preflist/b/k?sloppy=false"))
+        .await;
+    assert_eq!(preflist.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
 #[tokio::test]
 async fn bad_context_tokens_are_400_before_the_service_is_called() {
     let fake = Fake::new();

@@ -258,6 +258,13 @@ async fn the_http_contract_holds_against_a_real_cluster() {
             400,
             "unknown_option",
         ),
+        (
+            Method::GET,
+            "/v1/cluster/status?verbose=1",
+            400,
+            "unknown_option",
+        ),
+        (Method::GET, "/metrics?name=x", 400, "unknown_option"),
         (Method::GET, "/v1/buckets/b/keys/%FF", 400, "invalid_key"),
         (Method::GET, "/v1/buckets/%C3%28/keys/k", 400, "invalid_key"),
         (Method::GET, "/v1/nothing", 404, "no_route"),
