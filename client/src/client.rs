@@ -1169,6 +1169,29 @@ mod tests {
                 .code(),
             "invalid_key"
         );
+        // `.` and `..` would be dropped from the URL as dot segments (the
+        // request would go to another path): refused before sending.
+        for (bucket, key) in [("b", "."), ("b", ".."), (".", "k"), ("..", "k")] {
+            let error = check_names(bucket, key).unwrap_err();
+            assert_eq!(error.code(), "invalid_key", "{bucket}/{key}");
+            assert!(error.to_string().contains("dot segment"), "{error}");
+        }
+        let transport = HttpTransport {
+            http: reqwest::Client::new(),
+            urls: vec![Url::parse("http://127.0.0.1:8080/").unwrap()],
+        };
+        for name in ["a.b", "...", ".x", "%2E"] {
+            assert!(check_names(name, name).is_ok(), "{name}");
+            let url = transport
+                .key_url(0, name, name, &RequestOptions::default())
+                .unwrap();
+            let encoded = name.replace('%', "%25");
+            assert_eq!(
+                url.path(),
+                format!("/v1/buckets/{encoded}/keys/{encoded}"),
+                "{name}"
+            );
+        }
         assert!(check_content_type("application/json; charset=utf-8").is_ok());
         for bad in ["", "a\nb", &"a".repeat(MAX_CONTENT_TYPE_BYTES + 1)] {
             assert_eq!(

@@ -41,21 +41,35 @@ impl InvalidName {
     }
 }
 
-/// Checks a bucket name: not empty, at most [`MAX_BUCKET_BYTES`] bytes.
+/// Checks a bucket name: not empty, not `.` or `..`, at most
+/// [`MAX_BUCKET_BYTES`] bytes.
 pub fn check_bucket(bucket: &str) -> Result<(), InvalidName> {
     check_name("bucket", bucket, MAX_BUCKET_BYTES)
 }
 
-/// Checks a key: not empty, at most [`MAX_KEY_BYTES`] bytes.
+/// Checks a key: not empty, not `.` or `..`, at most [`MAX_KEY_BYTES`]
+/// bytes.
 pub fn check_key(key: &str) -> Result<(), InvalidName> {
     check_name("key", key, MAX_KEY_BYTES)
 }
 
-/// Checks that `name` is not empty and at most `max` bytes long; `what`
-/// names it in the error.
+/// Checks that `name` is not empty, not `.` or `..`, and at most `max`
+/// bytes long; `what` names it in the error.
+///
+/// `.` and `..` are refused because they are dot segments: HTTP clients
+/// and URL libraries remove them from a path before sending it (RFC 3986
+/// §5.2.4; curl, browsers, the `url` crate, also when written `%2E`), so a
+/// value stored under such a name could not be reached reliably. Names
+/// that merely contain dots (`a.b`, `.x`, `...`) are fine.
 pub fn check_name(what: &'static str, name: &str, max: usize) -> Result<(), InvalidName> {
     let reason = if name.is_empty() {
         "it is empty".to_owned()
+    } else if name == "." || name == ".." {
+        format!(
+            "{name:?} is a dot segment, which HTTP clients remove from a URL's path \
+             (RFC 3986 §5.2.4), so it could not be reached reliably; a name may contain \
+             dots but not be only . or .."
+        )
     } else if name.len() > max {
         format!("{} bytes exceed the limit of {max}", name.len())
     } else {
@@ -80,5 +94,27 @@ mod tests {
         let wide = "é".repeat(MAX_KEY_BYTES / 2 + 1);
         assert!(check_key(&wide).is_err());
         assert!(check_key(&"é".repeat(MAX_KEY_BYTES / 2)).is_ok());
+    }
+
+    /// `.` and `..` are removed from URL paths by HTTP clients, so a value
+    /// stored under them could not be reached; other dots are fine.
+    #[test]
+    fn dot_segments_are_refused_as_names() {
+        for name in [".", ".."] {
+            for error in [check_bucket(name), check_key(name)] {
+                let error = error.unwrap_err();
+                assert_eq!(error.code(), "invalid_key");
+                assert!(
+                    error.to_string().contains(&format!(
+                        "{name:?} is a dot segment, which HTTP clients remove"
+                    )),
+                    "{error}"
+                );
+            }
+        }
+        for name in ["a.b", "...", ".x", "x.", "..a", "%2E", "a/.."] {
+            assert_eq!(check_bucket(name), Ok(()), "{name}");
+            assert_eq!(check_key(name), Ok(()), "{name}");
+        }
     }
 }

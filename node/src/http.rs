@@ -42,9 +42,12 @@
 //! Bucket and key are path segments, percent-decoded; a `/` inside either
 //! is written `%2F`, a `%` as `%25`, and a `%` that does not start an
 //! escape of two hex digits is `400` `invalid_key` (taken literally, `%ZZ`
-//! would name the key `%25ZZ` names). They must be UTF-8, non-empty, and at most
-//! [`MAX_BUCKET_BYTES`] and [`MAX_KEY_BYTES`] bytes long (else `400`
-//! `invalid_key`). The `http` crate refuses URIs longer than 64 KiB before
+//! would name the key `%25ZZ` names). They must be UTF-8, non-empty, not
+//! `.` or `..` (dot segments, which HTTP clients remove from a path, RFC
+//! 3986 §5.2.4, also when written `%2E`: a value under such a name could
+//! not be reached reliably; names that merely contain dots are fine), and
+//! at most [`MAX_BUCKET_BYTES`] and [`MAX_KEY_BYTES`] bytes long (else
+//! `400` `invalid_key`). The `http` crate refuses URIs longer than 64 KiB before
 //! a request gets here, so in practice the longest key that can be
 //! addressed is a little shorter than [`MAX_KEY_BYTES`], and shorter still
 //! when it needs percent-encoding; a longer URI is answered `414` by the
@@ -1262,6 +1265,12 @@ mod tests {
     #[test]
     fn names_are_checked_for_emptiness_and_length() {
         assert!(check_name("bucket", "b", MAX_BUCKET_BYTES).is_ok());
+        for name in [".", ".."] {
+            let error = check_name("key", name, MAX_KEY_BYTES).unwrap_err();
+            assert_eq!(error.code(), "invalid_key");
+            assert!(error.to_string().starts_with("invalid key: "), "{error}");
+        }
+        assert!(check_name("key", "a.b", MAX_KEY_BYTES).is_ok());
         assert!(check_name("bucket", &"b".repeat(MAX_BUCKET_BYTES), MAX_BUCKET_BYTES).is_ok());
         for name in [String::new(), "b".repeat(MAX_BUCKET_BYTES + 1)] {
             let error = check_name("bucket", &name, MAX_BUCKET_BYTES).unwrap_err();

@@ -363,6 +363,17 @@ async fn malformed_frames_get_problem_answers_and_the_connection_keeps_serving()
         problem_code(&exchange(&connection, &protocol::encode(&delete)).await),
         (400, "unknown_option")
     );
+    // `.` and `..` are refused as names, as over HTTP (where clients
+    // would drop them from the path).
+    let dot = Request::new(Operation::Get {
+        bucket: "b".into(),
+        key: "..".into(),
+        options: RequestOptions::default(),
+    });
+    assert_eq!(
+        problem_code(&exchange(&connection, &protocol::encode(&dot)).await),
+        (400, "invalid_key")
+    );
     // The same connection still serves.
     match exchange(
         &connection,

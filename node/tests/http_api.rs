@@ -756,6 +756,70 @@ async fn a_malformed_percent_escape_in_a_key_path_is_refused() {
     );
 }
 
+/// Sends raw HTTP/1.1 (a path no URL library would leave as it is) and
+/// returns the status and body of the answer.
+async fn raw_request(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\n\
+         Connection: close\r\n\r\nv"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
+/// `.` and `..` are dot segments, which HTTP clients remove from a path
+/// (RFC 3986 §5.2.4): a value under such a name could not be reached, so
+/// the names are refused, however the path spells them.
+#[tokio::test]
+async fn dot_segment_names_are_refused() {
+    let fake = Fake::new();
+    let server = Server::start(fake.clone()).await;
+    for (bucket, key, what, name) in [
+        ("b", ".", "key", "."),
+        ("b", "..", "key", ".."),
+        ("b", "%2E", "key", "."),
+        ("b", "%2e%2E", "key", ".."),
+        (".", "k", "bucket", "."),
+        ("%2E%2E", "k", "bucket", ".."),
+    ] {
+        let paths = [
+            ("GET", format!("/v1/buckets/{bucket}/keys/{key}")),
+            ("PUT", format!("/v1/buckets/{bucket}/keys/{key}")),
+            ("DELETE", format!("/v1/buckets/{bucket}/keys/{key}")),
+            ("GET", format!("/v1/cluster/preflist/{bucket}/{key}")),
+        ];
+        for (method, path) in paths {
+            let (status, body) = raw_request(server.addr, method, &path).await;
+            assert_eq!(status, 400, "{method} {path}: {body}");
+            let body: ProblemBody = serde_json::from_str(&body).unwrap();
+            assert_eq!(body.code, "invalid_key", "{method} {path}");
+            assert!(
+                body.detail.starts_with(&format!(
+                    "invalid {what}: {name:?} is a dot segment, which HTTP clients remove"
+                )),
+                "{method} {path}: {}",
+                body.detail
+            );
+        }
+    }
+    assert!(fake.reads().is_empty() && fake.writes().is_empty());
+    // Names that only contain dots are names like any other.
+    for name in ["a.b", "...", ".x", "x.."] {
+        let url = server.key_url(name, name);
+        let response = server.put(&url, b"v", None).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{name}");
+        assert_eq!(server.get(&url).await.status(), StatusCode::OK, "{name}");
+    }
+}
+
 #[tokio::test]
 async fn bucket_and_key_lengths_are_checked() {
     let fake = Fake::new();

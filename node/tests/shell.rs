@@ -391,6 +391,27 @@ fn history_is_recalled_after_a_restart() {
     second.expect(expectrl::Eof).unwrap();
 }
 
+/// `.` and `..` would be dropped from the request's URL (dot segments):
+/// refused before anything is sent, so no node is needed.
+#[test]
+fn dot_segment_names_are_refused_before_sending() {
+    let nowhere = "http://127.0.0.1:9";
+    for args in [
+        &["get", "b", ".", "--url", nowhere][..],
+        &["put", "b", "..", "v", "--url", nowhere],
+        &["del", "..", "k", "--url", nowhere],
+        &["shell", "--url", nowhere, "-e", "USE ."],
+    ] {
+        let output = chorus(args, None);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let error = stderr(&output);
+        assert!(
+            error.starts_with("error: invalid_key: invalid ") && error.contains("dot segment"),
+            "{args:?}: {error}"
+        );
+    }
+}
+
 #[test]
 fn one_shot_commands_exit_with_documented_codes() {
     // Its own cluster, which asks for a bearer token: a node is stopped at
