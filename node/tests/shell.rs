@@ -294,18 +294,79 @@ fn a_script_stops_at_the_first_error_with_its_code_unless_told_to_keep_going() {
     assert_eq!(stdout(&output), "");
     assert_eq!(
         stderr(&output),
-        "error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all\n"
+        "line 1: error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all\n"
     );
     let output = script(&cluster, "errors.chorus", text, &["--keep-going"]);
     assert_eq!(output.status.code(), Some(2), "the first failure's code");
     assert_eq!(
         stderr(&output),
         "\
-error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all
-error: quorum_above_n: w=5 exceeds the 3 replicas of the key
+line 1: error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all
+line 1: error: quorum_above_n: w=5 exceeds the 3 replicas of the key
 "
     );
     assert_eq!(stdout(&output), "(not found)\n(not found)\n");
+}
+
+/// A script from a file or standard input names the line of each error
+/// (the line its statement starts on); the rest of the message and the
+/// exit code are those of any error. These fail before sending anything,
+/// so no node is needed.
+#[test]
+fn a_script_names_the_line_of_an_error() {
+    let nowhere = "http://127.0.0.1:9";
+    let text = "USE a\n\n# a comment\nCONSISTENCY w=most\nNOPE 1; GET 'x\n\n";
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("lines.chorus");
+    std::fs::write(&path, text).expect("the script is written");
+    let path = path.to_str().expect("UTF-8");
+    let quorum =
+        "error: invalid_quorum: w=\"most\" is neither a whole number nor one of one, quorum, all";
+    for (args, stdin) in [
+        (vec!["shell", "--url", nowhere, "-f", path], None),
+        (
+            vec!["shell", "--url", nowhere, "-f", "-"],
+            Some(text.as_bytes()),
+        ),
+        (vec!["shell", "--url", nowhere], Some(text.as_bytes())),
+    ] {
+        // An unterminated quote stops the script before it runs, on the
+        // line the quote opens on.
+        let output = chorus(&args, stdin);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            stderr(&output),
+            "line 5: error: syntax: unterminated 'quote'\n",
+            "{args:?}"
+        );
+    }
+    let text = text.replace("'x", "x");
+    std::fs::write(path, &text).expect("the script is written");
+    let output = chorus(
+        &["shell", "--url", nowhere, "-f", path, "--keep-going"],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2), "the first failure's code");
+    let errors = stderr(&output);
+    let errors: Vec<&str> = errors.lines().collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors[0], format!("line 4: {quorum}"));
+    assert_eq!(
+        errors[1],
+        "line 5: error: syntax: unknown command \"NOPE\" (HELP lists the commands)"
+    );
+    assert!(
+        errors[2].starts_with("line 5: error: transport: "),
+        "{}",
+        errors[2]
+    );
+    // With -e the commands are one line: no number.
+    let output = chorus(
+        &["shell", "--url", nowhere, "-e", "CONSISTENCY w=most"],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr(&output), format!("{quorum}\n"));
 }
 
 fn terminal(data_home: &Path, url: &str) -> Session {

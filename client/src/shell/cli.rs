@@ -71,7 +71,8 @@ pub struct ShellArgs {
     /// Run these commands (separated by ';' or newlines) and exit.
     #[arg(long, short = 'e', conflicts_with = "file")]
     pub execute: Option<String>,
-    /// Run the commands in this file ('-' for standard input) and exit.
+    /// Run the commands in this file ('-' for standard input) and exit;
+    /// an error names the line of its command ("line 3: error: ...").
     #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
     /// With -e or -f: go on after a failed command (the exit code is the
@@ -353,16 +354,23 @@ async fn shell(args: ShellArgs) -> ExitCode {
             return ExitCode::from(error.exit);
         }
     };
-    let script = match (&args.execute, &args.file) {
-        (Some(text), _) => Ok(text.clone()),
-        (None, Some(path)) if path.as_os_str() == "-" => read_stdin(),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| ShellError::usage("script", format!("{}: {e}", path.display()))),
-        (None, None) if !std::io::stdin().is_terminal() => read_stdin(),
+    // A script from a file or standard input names the line of an error;
+    // one given with -e is a line of its own.
+    let (script, numbered) = match (&args.execute, &args.file) {
+        (Some(text), _) => (Ok(text.clone()), false),
+        (None, Some(path)) if path.as_os_str() == "-" => (read_stdin(), true),
+        (None, Some(path)) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| ShellError::usage("script", format!("{}: {e}", path.display()))),
+            true,
+        ),
+        (None, None) if !std::io::stdin().is_terminal() => (read_stdin(), true),
         (None, None) => return super::repl::run(session).await,
     };
     match script {
-        Ok(script) => ExitCode::from(run_script(&mut session, &script, args.keep_going).await),
+        Ok(script) => {
+            ExitCode::from(run_script(&mut session, &script, args.keep_going, numbered).await)
+        }
         Err(error) => {
             super::say(format_args!("error: {error}"));
             ExitCode::from(error.exit)
@@ -380,19 +388,33 @@ fn read_stdin() -> Result<String, ShellError> {
 
 /// Runs a script's commands in order; stops at the first failure unless
 /// `keep_going`. Returns the exit code: the first failure's, else 0 (a
-/// read that finds nothing is not a failure in a script).
-pub async fn run_script(session: &mut Session, script: &str, keep_going: bool) -> u8 {
-    let statements = match command::split(script) {
+/// read that finds nothing is not a failure in a script). With `numbered`
+/// (a script from a file or standard input) each error starts with the
+/// line its statement starts on: `line 3: error: <code>: <message>`.
+pub async fn run_script(
+    session: &mut Session,
+    script: &str,
+    keep_going: bool,
+    numbered: bool,
+) -> u8 {
+    let at = |line: usize| {
+        if numbered {
+            format!("line {line}: ")
+        } else {
+            String::new()
+        }
+    };
+    let statements = match command::split_lines(script) {
         Ok(statements) => statements,
-        Err(error) => {
-            super::say(format_args!("error: syntax: {error}"));
+        Err((line, error)) => {
+            super::say(format_args!("{}error: syntax: {error}", at(line)));
             return exit::USAGE;
         }
     };
     let mut code = exit::OK;
     let mut stdout = std::io::stdout().lock();
-    for words in statements {
-        let result = match command::parse(&words) {
+    for statement in statements {
+        let result = match command::parse(&statement.words) {
             Ok(command) => session.execute(command, &mut stdout).await,
             Err(error) => Err(ShellError::usage("syntax", error.message)),
         };
@@ -401,7 +423,7 @@ pub async fn run_script(session: &mut Session, script: &str, keep_going: bool) -
             Ok(_) => {}
             Err(error) => {
                 let _ = stdout.flush();
-                super::say(format_args!("error: {error}"));
+                super::say(format_args!("{}error: {error}", at(statement.line)));
                 if code == exit::OK {
                     code = error.exit;
                 }

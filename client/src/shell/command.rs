@@ -65,16 +65,45 @@ fn syntax(message: impl Into<String>) -> SyntaxError {
 
 /// Splits text into statements of words. Empty statements are dropped.
 pub fn split(input: &str) -> Result<Vec<Vec<Word>>, SyntaxError> {
+    split_lines(input)
+        .map(|statements| statements.into_iter().map(|s| s.words).collect())
+        .map_err(|(_, error)| error)
+}
+
+/// One statement of a script and the line it starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The line of the input its first word starts on, from 1.
+    pub line: usize,
+    pub words: Vec<Word>,
+}
+
+/// [`split`], keeping the line each statement starts on; an error comes
+/// with the line it was found on (for an unterminated quote, the line the
+/// quote opens on).
+pub fn split_lines(input: &str) -> Result<Vec<Statement>, (usize, SyntaxError)> {
     let mut statements = Vec::new();
     let mut words: Vec<Word> = Vec::new();
     let mut word: Option<Word> = None;
+    let mut line = 1;
+    // The line the statement being read starts on.
+    let mut first_line = 1;
     let mut chars = input.chars().peekable();
     while let Some(c) = chars.next() {
+        if words.is_empty() && word.is_none() {
+            first_line = line;
+        }
         match c {
             ';' | '\n' => {
                 words.extend(word.take());
                 if !words.is_empty() {
-                    statements.push(std::mem::take(&mut words));
+                    statements.push(Statement {
+                        line: first_line,
+                        words: std::mem::take(&mut words),
+                    });
+                }
+                if c == '\n' {
+                    line += 1;
                 }
             }
             c if c.is_whitespace() => words.extend(word.take()),
@@ -89,21 +118,32 @@ pub fn split(input: &str) -> Result<Vec<Vec<Word>>, SyntaxError> {
                     quoted: Vec::new(),
                 });
                 let from = word.text.len();
+                let opened = line;
+                let unterminated =
+                    |quote: char| (opened, syntax(format!("unterminated {quote}quote{quote}")));
                 loop {
                     match chars.next() {
-                        None => return Err(syntax(format!("unterminated {c}quote{c}"))),
+                        None => return Err(unterminated(c)),
                         Some(end) if end == c => break,
                         Some('\\') if c == '"' => match chars.next() {
                             Some('n') => word.text.push('\n'),
                             Some('t') => word.text.push('\t'),
                             Some(other @ ('"' | '\\')) => word.text.push(other),
                             Some(other) => {
+                                if other == '\n' {
+                                    line += 1;
+                                }
                                 word.text.push('\\');
                                 word.text.push(other);
                             }
-                            None => return Err(syntax("unterminated \"quote\"")),
+                            None => return Err(unterminated('"')),
                         },
-                        Some(other) => word.text.push(other),
+                        Some(other) => {
+                            if other == '\n' {
+                                line += 1;
+                            }
+                            word.text.push(other);
+                        }
                     }
                 }
                 let to = word.text.len();
@@ -121,7 +161,10 @@ pub fn split(input: &str) -> Result<Vec<Vec<Word>>, SyntaxError> {
     }
     words.extend(word);
     if !words.is_empty() {
-        statements.push(words);
+        statements.push(Statement {
+            line: first_line,
+            words,
+        });
     }
     Ok(statements)
 }
@@ -438,6 +481,35 @@ mod tests {
         );
         assert!(split("put k \"open").is_err());
         assert!(split(";;\n  ;").unwrap().is_empty());
+    }
+
+    #[test]
+    fn statements_know_the_line_they_start_on() {
+        let script = "use a\n\n# a comment\nput k 'two\nlines'; get k\n  get x; get y\nget z";
+        let lines: Vec<(usize, String)> = split_lines(script)
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.line, s.words[0].text.clone() + " " + &s.words[1].text))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (1, "use a".to_string()),
+                (4, "put k".to_string()),
+                (5, "get k".to_string()),
+                (6, "get x".to_string()),
+                (6, "get y".to_string()),
+                (7, "get z".to_string()),
+            ]
+        );
+        // An unterminated quote is reported on the line it opens on.
+        let (line, error) = split_lines("use a\nput k \"open\nmore").unwrap_err();
+        assert_eq!(
+            (line, error.message.as_str()),
+            (2, "unterminated \"quote\"")
+        );
+        let (line, _) = split_lines("get a\r\nget 'b").unwrap_err();
+        assert_eq!(line, 2);
     }
 
     #[test]

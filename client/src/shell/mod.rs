@@ -13,7 +13,9 @@
 //! is printed, so a script's output is stable; errors go to standard error
 //! as `error: <code>: <message>` with the node's stable code and, for
 //! quorum failures, the counts (`quorum_not_reached: 1 of 2 replicas
-//! answered (w=2); may have applied`).
+//! answered (w=2); may have applied`). A script from a file (`-f`) or
+//! standard input puts the line of the failed statement first: `line 3:
+//! error: <code>: <message>`.
 
 pub mod cli;
 pub mod command;
