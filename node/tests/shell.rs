@@ -369,6 +369,29 @@ fn a_script_names_the_line_of_an_error() {
     assert_eq!(stderr(&output), format!("{quorum}\n"));
 }
 
+/// `HELP NOPE` fails as `NOPE` does, with the same code and exit code.
+#[test]
+fn help_for_a_command_that_does_not_exist_fails_as_that_command() {
+    let nowhere = "http://127.0.0.1:9";
+    let unknown = chorus(&["shell", "--url", nowhere, "-e", "NOPE"], None);
+    let help = chorus(&["shell", "--url", nowhere, "-e", "HELP NOPE"], None);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(help.status.code(), Some(2));
+    assert_eq!(stdout(&help), "");
+    assert_eq!(
+        stderr(&help),
+        "error: syntax: unknown command \"NOPE\" (HELP lists the commands)\n"
+    );
+    assert_eq!(stderr(&help), stderr(&unknown));
+    let known = chorus(&["shell", "--url", nowhere, "-e", "HELP get"], None);
+    assert_eq!(known.status.code(), Some(0));
+    assert!(
+        stdout(&known).starts_with("GET [BUCKET/]KEY"),
+        "{}",
+        stdout(&known)
+    );
+}
+
 fn terminal(data_home: &Path, url: &str) -> Session {
     let mut command = Command::new(CHORUS);
     command

@@ -397,17 +397,22 @@ pub fn parse(words: &[Word]) -> Result<Command, SyntaxError> {
         "HELP" | "?" => match args {
             [] => Ok(Command::Help { topic: None }),
             [topic] => Ok(Command::Help {
-                topic: Some(topic.text.to_ascii_uppercase()),
+                topic: Some(topic.text.clone()),
             }),
             _ => Err(arity("[COMMAND]")),
         },
         "EXIT" | "QUIT" if args.is_empty() => Ok(Command::Exit),
         "EXIT" | "QUIT" => Err(arity("")),
-        _ => Err(syntax(format!(
-            "unknown command {:?} (HELP lists the commands)",
-            keyword.text
-        ))),
+        _ => Err(unknown_command(&keyword.text)),
     }
+}
+
+/// The error for a command that does not exist, as typed (also `HELP`'s
+/// for one).
+pub(crate) fn unknown_command(word: &str) -> SyntaxError {
+    syntax(format!(
+        "unknown command {word:?} (HELP lists the commands)"
+    ))
 }
 
 fn option_words(name: &str, words: &[Word]) -> Result<Pairs, SyntaxError> {

@@ -47,18 +47,17 @@ const COMMANDS: [(&str, &str, &str); 11] = [
     ("EXIT", "EXIT | QUIT", "Leaves the shell (Ctrl-D too)."),
 ];
 
-/// The help for `topic`, or the list of commands.
-pub fn text(topic: Option<&str>) -> String {
-    let topic = topic.map(|t| match t {
-        "QUIT" => "EXIT",
-        "DELETE" => "DEL",
-        other => other,
-    });
+/// The help for `topic` (a command's keyword, in any case), or the list
+/// of commands; `None` when `topic` names no command.
+pub fn text(topic: Option<&str>) -> Option<String> {
     if let Some(topic) = topic {
-        if let Some((_, usage, what)) = COMMANDS.iter().find(|(name, _, _)| *name == topic) {
-            return format!("{usage}\n  {what}\n");
-        }
-        return format!("no command {topic}; HELP lists them\n");
+        let topic = match topic.to_ascii_uppercase().as_str() {
+            "QUIT" => "EXIT".to_owned(),
+            "DELETE" => "DEL".to_owned(),
+            other => other.to_owned(),
+        };
+        let (_, usage, what) = COMMANDS.iter().find(|(name, _, _)| *name == topic)?;
+        return Some(format!("{usage}\n  {what}\n"));
     }
     let mut text = String::from("Commands (case-insensitive; separate them with ; or newlines):\n");
     for (_, usage, _) in COMMANDS {
@@ -69,5 +68,26 @@ pub fn text(topic: Option<&str>) -> String {
         "further /). Quote a key with a / to keep it whole in the current bucket: GET \"a/b\".\n",
         "Options: r, w, pr, pw (a number, one, quorum or all), timeout (ms), sync, sloppy (true/false).\n",
     ));
-    text
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_keyword_has_help_in_any_case_and_nothing_else_does() {
+        for keyword in crate::shell::command::KEYWORDS {
+            assert!(text(Some(keyword)).is_some(), "{keyword}");
+            assert!(
+                text(Some(&keyword.to_ascii_lowercase())).is_some(),
+                "{keyword}"
+            );
+        }
+        assert_eq!(text(Some("delete")), text(Some("DEL")));
+        for nothing in ["NOPE", "", "?", "GETS"] {
+            assert_eq!(text(Some(nothing)), None, "{nothing:?}");
+        }
+        assert!(text(None).unwrap().starts_with("Commands"));
+    }
 }

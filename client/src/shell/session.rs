@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::json;
 
-use super::command::{Command, Pairs, Resolution, Target};
+use super::command::{self, Command, Pairs, Resolution, Target};
 use super::help;
 use crate::client::{Client, Context, Deleted, Error, Found, Read, Sibling, Value};
 use crate::options::{RequestKind, RequestOptions};
@@ -373,7 +373,13 @@ impl Session {
                 Ok(Outcome::Done)
             }
             Command::Help { topic } => {
-                write!(out, "{}", help::text(topic.as_deref())).map_err(io)?;
+                // Help for a command that does not exist fails as that
+                // command would.
+                let text = help::text(topic.as_deref()).ok_or_else(|| {
+                    let topic = topic.as_deref().unwrap_or_default();
+                    ShellError::usage("syntax", command::unknown_command(topic).message)
+                })?;
+                write!(out, "{text}").map_err(io)?;
                 Ok(Outcome::Done)
             }
             Command::Exit => Ok(Outcome::Exit),
@@ -818,6 +824,35 @@ mod tests {
         );
         for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
             assert!(!session.options(&vec![], kind).unwrap().return_body);
+        }
+    }
+
+    /// `HELP NOPE` fails as `NOPE` does: code `syntax`, exit 2.
+    #[tokio::test]
+    async fn help_for_a_command_that_does_not_exist_fails_as_that_command() {
+        let mut session = Session::new(
+            Client::http("http://127.0.0.1:9").unwrap(),
+            RequestOptions::default(),
+            Output::Table,
+        );
+        let mut out = Vec::new();
+        let help = Command::Help {
+            topic: Some("nope".into()),
+        };
+        let error = session.execute(help, &mut out).await.unwrap_err();
+        let unknown = command::parse(&command::split("nope").unwrap()[0]).unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.message.as_str(), error.exit),
+            ("syntax", unknown.message.as_str(), exit::USAGE)
+        );
+        assert_eq!(
+            error.message,
+            "unknown command \"nope\" (HELP lists the commands)"
+        );
+        assert!(out.is_empty());
+        for topic in [None, Some("get".to_string()), Some("QUIT".to_string())] {
+            let help = Command::Help { topic };
+            assert_eq!(session.execute(help, &mut out).await, Ok(Outcome::Done));
         }
     }
 
