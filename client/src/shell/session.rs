@@ -827,6 +827,44 @@ mod tests {
         }
     }
 
+    /// A sibling number past the last one, however large, is
+    /// `no_such_sibling`, and nothing is written.
+    #[tokio::test]
+    async fn resolving_a_sibling_that_does_not_exist_is_no_such_sibling() {
+        // No node behind it: a write would fail as `transport`.
+        let mut session = Session::new(
+            Client::http("http://127.0.0.1:9").unwrap(),
+            RequestOptions::default(),
+            Output::Table,
+        );
+        let sibling = |value: &str| Sibling {
+            value: value.as_bytes().to_vec(),
+            content_type: None,
+            timestamp: String::new(),
+        };
+        let read = Found {
+            siblings: vec![sibling("left"), sibling("right")],
+            context: Context::new("token"),
+        };
+        session.reads.insert(("b".into(), "k".into()), read);
+        for number in ["3", "99999999999999999999999"] {
+            let statement = format!("RESOLVE b/k {number}");
+            let resolve = command::parse(&command::split(&statement).unwrap()[0]).unwrap();
+            let mut out = Vec::new();
+            let error = session.execute(resolve, &mut out).await.unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.message.as_str(), error.exit),
+                (
+                    "no_such_sibling",
+                    "b/k has 2 version(s) in the last read; GET it to see them",
+                    exit::USAGE
+                ),
+                "{statement}"
+            );
+            assert!(out.is_empty());
+        }
+    }
+
     /// `HELP NOPE` fails as `NOPE` does: code `syntax`, exit 2.
     #[tokio::test]
     async fn help_for_a_command_that_does_not_exist_fails_as_that_command() {
