@@ -347,18 +347,16 @@ impl RequestOptions {
     where
         I: IntoIterator<Item = (&'a str, &'a str)>,
     {
-        let mut return_body_given = false;
-        let options = RequestOptions::parse(
-            pairs
-                .into_iter()
-                .inspect(|&(name, _)| return_body_given |= name == "returnbody"),
-        )?;
-        if return_body_given && kind != RequestKind::Put {
+        // The refusal comes before any value is parsed, so that
+        // `returnbody=yes` on a delete is refused as misplaced, not as a
+        // malformed boolean.
+        let pairs: Vec<(&str, &str)> = pairs.into_iter().collect();
+        if kind != RequestKind::Put && pairs.iter().any(|&(name, _)| name == "returnbody") {
             return Err(OptionsError::PutOnly {
                 option: "returnbody",
             });
         }
-        Ok(options)
+        RequestOptions::parse(pairs)
     }
 
     /// Checks options built directly (or decoded) for a `kind` of
@@ -904,7 +902,7 @@ mod tests {
     /// so would answer `404` whether or not it deleted something.
     #[test]
     fn returnbody_is_taken_by_a_put_only() {
-        for value in ["true", "false"] {
+        for value in ["true", "false", "yes", "1", ""] {
             let pairs = [("w", "all"), ("returnbody", value)];
             for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
                 let error = RequestOptions::parse_for(kind, pairs).unwrap_err();
@@ -919,8 +917,15 @@ mod tests {
                 assert_eq!(error.option(), Some("returnbody"));
                 assert_eq!(error.to_string(), "returnbody applies to PUT only");
             }
-            let put = RequestOptions::parse_for(RequestKind::Put, pairs).unwrap();
-            assert_eq!(put.return_body, value == "true");
+            // A put takes it, and checks its value.
+            match RequestOptions::parse_for(RequestKind::Put, pairs) {
+                Ok(put) => assert_eq!(put.return_body, value == "true"),
+                Err(error) => assert_eq!(error.code(), "invalid_bool", "returnbody={value}"),
+            }
+            assert_eq!(
+                RequestOptions::parse_for(RequestKind::Put, pairs).is_ok(),
+                value == "true" || value == "false"
+            );
         }
         // Without it every kind takes the other options.
         for kind in [RequestKind::Get, RequestKind::Delete, RequestKind::Preflist] {
